@@ -1,0 +1,260 @@
+"""The pipeline engine (DESIGN §2): decide which (stage, shard) units to run, run them on an
+executor, and report. Idempotent: rerunning the same command resumes where a crash stopped it.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from . import __version__, plan
+from .config import Config
+from .errors import PlanError, PrerequisiteError, RunAborted, StaleOutputError
+from .executors import EXECUTORS, TaskFailed, make_executor
+from .progress import StageBar, make_progress
+from .shard_task import ShardOutcome, ShardTask, run_shard_task
+from .stages import make_stage
+from .storage.atomic import atomic_write_json
+from .storage.layout import OutputDir
+from .storage.lock import OutputLock
+from .storage.markers import CorruptMarker, Marker, read_marker
+
+
+@dataclass
+class RunOptions:
+    """One invocation of the engine."""
+
+    out: Path
+    stages: list[str]
+    config: Config
+    src: Path | None = None
+    force: bool = False
+    replan: bool = False
+    #: recompute shards made with other options instead of refusing (the cheap `mask` stage)
+    replace_on_change: bool = False
+    command: str = ""
+
+
+@dataclass
+class StageSummary:
+    """Totals of one stage over all its committed shards, plus what this run did."""
+
+    stage: str
+    shards_total: int
+    shards_done: int = 0
+    rows: int = 0
+    ok: int = 0
+    failed: int = 0
+    skipped: int = 0
+    errors: collections.Counter = field(default_factory=collections.Counter)
+    shards_run: int = 0
+    clips_run: int = 0
+    elapsed_s: float = 0.0
+
+    @property
+    def failed_fraction(self) -> float:
+        return self.failed / self.rows if self.rows else 0.0
+
+
+@dataclass
+class RunReport:
+    plan: dict[str, Any]
+    stages: list[StageSummary]
+    swept: int = 0
+
+
+def summarise(out: OutputDir, stage: str, num_shards: int) -> StageSummary:
+    """Aggregate the markers of `stage`."""
+    s = StageSummary(stage, num_shards)
+    for shard in range(num_shards):
+        try:
+            m = read_marker(out.marker(stage, shard))
+        except CorruptMarker:
+            continue
+        if m is None:
+            continue
+        s.shards_done += 1
+        s.rows += m.rows
+        s.ok += m.ok
+        s.failed += m.failed
+        s.skipped += m.skipped
+        s.errors.update(m.errors)
+    return s
+
+
+def check_prerequisites(stages: list[str], cfg: Config) -> None:
+    """Stop before any work with one message listing every missing prerequisite."""
+    if cfg["run"]["executor"] not in EXECUTORS:
+        raise PrerequisiteError(f"unknown executor {cfg['run']['executor']!r}; available: {', '.join(EXECUTORS)}")
+    problems = []
+    for name in stages:
+        if name != "index":
+            problems += [f"{name}: {p}" for p in make_stage(name, cfg).check()]
+    if problems:
+        raise PrerequisiteError("cannot start, prerequisites are missing:\n  - " + "\n  - ".join(problems))
+
+
+class Engine:
+    """Runs the selected stages over the frozen plan of one output folder."""
+
+    def __init__(self, opts: RunOptions, console: Console | None = None) -> None:
+        self.opts = opts
+        self.cfg = opts.config
+        self.out = OutputDir(opts.out)
+        self.console = console or Console(stderr=True)
+
+    def run(self) -> RunReport:
+        check_prerequisites(self.opts.stages, self.cfg)
+        self.out.root.mkdir(parents=True, exist_ok=True)
+        with OutputLock(self.out.lock_file, self.opts.command):
+            swept = self.out.sweep()
+            if swept:
+                self.console.print(f"swept {len(swept)} leftover temp file(s) of an interrupted run")
+            self._write_run_json()
+            marker = self._plan()
+            num_shards = marker["num_shards"]
+            work = [s for s in self.opts.stages if s != "index"]
+            self._refuse_stale(work, num_shards)
+            summaries = []
+            with make_progress(self.console) as progress:
+                for name in work:
+                    summaries.append(self._run_stage(name, marker, progress))
+            return RunReport(marker, summaries, len(swept))
+
+    def _write_run_json(self) -> None:
+        atomic_write_json(self.out.run_json, {
+            "toolkit_version": __version__, "command": self.opts.command, "stages": self.opts.stages,
+            "src": str(self.opts.src.resolve()) if self.opts.src else None, "config": self.cfg,
+            "python": sys.version.split()[0], "platform": platform.platform(),
+            "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+
+    def _plan(self) -> dict[str, Any]:
+        marker = plan.read_plan_marker(self.out)
+        index_cfg = self.cfg["index"]
+        if marker is None or self.opts.replan:
+            src = self.opts.src or (Path(marker["src"]) if marker else None)
+            if src is None:
+                raise PlanError(f"{self.out.root} has no plan yet: give --src to index a dataset")
+            if "index" not in self.opts.stages and marker is None:
+                raise PlanError(f"{self.out.root} has no plan yet: include the index stage (--stages index,...)")
+            with self.console.status(f"indexing {src} ..."):
+                marker = plan.build_plan(self.out, src, index_cfg)
+            self.console.print(f"plan: {marker['clips']} clips in {marker['num_shards']} shard(s) of up to "
+                               f"{marker['shard_size']} ({marker['layout']} layout, {marker['rejected']} rejected)")
+            for ex in marker["rejected_examples"][:5]:
+                self.console.print(f"  rejected {ex['entry']}: {ex['reason']}", markup=False)
+        else:
+            plan.check_plan(marker, self.opts.src, index_cfg)
+        return marker
+
+    def _refuse_stale(self, stages: list[str], num_shards: int) -> None:
+        """Before any work: refuse outputs made with another config unless --force (or replaceable)."""
+        lines = []
+        for name in stages:
+            current = make_stage(name, self.cfg).config_hash()
+            stale = []
+            for shard in range(num_shards):
+                try:
+                    m = read_marker(self.out.marker(name, shard))
+                except CorruptMarker:
+                    continue
+                if m is not None and m.config_hash != current:
+                    stale.append(shard)
+            if stale and not (self.opts.force or self.opts.replace_on_change):
+                lines.append(f"{name}: {len(stale)} shard(s) were made with another {name} config "
+                             f"(e.g. shard {stale[0]:05d})")
+            elif stale:
+                self.console.print(f"{name}: options changed, replacing {len(stale)} shard(s) of {name}/")
+        if lines:
+            raise StaleOutputError(
+                f"{self.out.root} holds outputs made with other settings:\n  " + "\n  ".join(lines) +
+                "\nRerun with --force to recompute them, or write to a new --out folder.")
+
+    def _upstream_hashes(self, stage: str, shard: int, marker: dict[str, Any]) -> dict[str, str]:
+        hashes = {}
+        for up in make_stage(stage, self.cfg).upstream:
+            if up == plan.PLAN_STAGE:
+                hashes[up] = plan.shard_hash(marker, shard)
+                continue
+            try:
+                m = read_marker(self.out.marker(up, shard))
+            except CorruptMarker:
+                m = None
+            if m is None:
+                raise PlanError(f"{stage} needs {up} for shard {shard:05d}, which is not done: "
+                                f"include {up} in --stages")
+            hashes[up] = m.output_sha256
+        return hashes
+
+    def _needs_run(self, stage: str, shard: int, config_hash: str, upstream: dict[str, str]) -> str | None:
+        """Why (stage, shard) must be computed, or None when its committed output is current."""
+        try:
+            m: Marker | None = read_marker(self.out.marker(stage, shard))
+        except CorruptMarker as exc:
+            return f"corrupt marker ({exc})"
+        if m is None:
+            return "not done"
+        if self.opts.force:
+            return "--force"
+        if m.config_hash != config_hash:
+            return "options changed"
+        if m.upstream != upstream:
+            return "upstream changed"
+        table = self.out.table(stage, shard)
+        if not table.exists() or table.stat().st_size != m.output_bytes:
+            return "table missing or truncated"
+        return None
+
+    def _run_stage(self, name: str, marker: dict[str, Any], progress: Any) -> StageSummary:
+        num_shards = marker["num_shards"]
+        stage = make_stage(name, self.cfg)
+        config_hash = stage.config_hash()
+        tasks, clips = [], 0
+        for shard in range(num_shards):
+            upstream = self._upstream_hashes(name, shard, marker)
+            reason = self._needs_run(name, shard, config_hash, upstream)
+            if reason is not None:
+                tasks.append(ShardTask(str(self.out.root), name, shard, self.cfg, upstream))
+                clips += marker["shards"][f"{shard:05d}"]["rows"]
+        bar = StageBar(progress, name, clips, len(tasks))
+        seen: collections.Counter = collections.Counter()
+        broken, died = [], []
+        t0 = time.monotonic()
+        workers = self.cfg["run"]["workers"] or _cpu_count()
+        executor = make_executor(self.cfg["run"]["executor"], workers)
+
+        def on_progress(task: ShardTask, n: int) -> None:
+            seen[task.shard] += n
+            bar.clips(n)
+
+        for task, result in executor.run(run_shard_task, tasks, on_progress):
+            if isinstance(result, TaskFailed):
+                (died if result.worker_died else broken).append((task, result.error))
+                continue
+            assert isinstance(result, ShardOutcome)
+            bar.shard_done(result.rows, seen[task.shard])
+        summary = summarise(self.out, name, num_shards)
+        summary.shards_run = len(tasks) - len(broken) - len(died)
+        summary.clips_run = clips
+        summary.elapsed_s = time.monotonic() - t0
+        if broken or died:
+            lines = [f"{name} shard {t.shard:05d}: {type(e).__name__}: {e} (log: {self.out.log(name, t.shard)})"
+                     for t, e in broken]
+            if died:
+                lines.append(f"{name} shard(s) {', '.join(f'{t.shard:05d}' for t, _ in died)}: a worker process "
+                             "died (killed, or out of memory)")
+            raise RunAborted(f"{len(broken) + len(died)} shard(s) did not finish; committed shards are kept, "
+                             "rerun the same command to resume:\n  " + "\n  ".join(lines))
+        return summary
+
+
+def _cpu_count() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

@@ -1,0 +1,36 @@
+"""The executor interface: run a function over tasks, yield each outcome as it finishes."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+#: a task function receives its task and a `progress(n)` callable for clip-level progress
+TaskFn = Callable[[Any, Callable[[int], None]], Any]
+
+
+@dataclass
+class TaskFailed:
+    """A task that raised, or whose worker died; `worker_died` means the process vanished (SIGKILL, OOM)."""
+
+    error: BaseException
+    worker_died: bool = False
+
+
+class Executor(ABC):
+    """Runs tasks somewhere; reports clip-level progress back to the caller's thread."""
+
+    #: name used by `--executor`
+    name: str = ""
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+
+    @abstractmethod
+    def run(self, fn: TaskFn, tasks: list[Any], on_progress: Callable[[Any, int], None]) -> Iterator[tuple[Any, Any]]:
+        """Yield `(task, result)` as tasks finish; result is a TaskFailed when the task did not finish.
+
+        `on_progress(task, n)` is called in the caller's thread while tasks run.
+        """

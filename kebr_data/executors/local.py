@@ -1,0 +1,107 @@
+"""Local executor: a process pool (spawn) on this machine, one BLAS/torch thread per worker.
+
+Spawned processes avoid fork-after-threads hangs; a single thread per worker avoids N workers
+each starting N BLAS threads (a silent slowdown users of multi-process extraction keep hitting).
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import queue
+import signal
+import sys
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
+from typing import Any
+
+from .base import Executor, TaskFailed, TaskFn
+
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS",
+               "VECLIB_MAXIMUM_THREADS", "BLIS_NUM_THREADS")
+
+_progress_queue: Any = None
+
+
+def _init_worker(progress_queue: Any, parent_pid: int) -> None:
+    """Keep the progress queue, and make the kernel kill this worker if the parent dies.
+
+    Without that, workers orphaned by a killed run would keep writing while a rerun recomputes
+    the same shards.
+    """
+    global _progress_queue
+    _progress_queue = progress_queue
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent_pid:  # the parent died before prctl took effect
+            os._exit(1)
+
+
+def _call(fn: TaskFn, key: int, task: Any) -> Any:
+    """Run `fn(task, progress)` in a worker, sending progress to the parent through the queue."""
+    def progress(n: int) -> None:
+        if _progress_queue is not None and n:
+            _progress_queue.put((key, n))
+    return fn(task, progress)
+
+
+@contextmanager
+def single_threaded_env() -> Iterator[None]:
+    """Set the thread-count variables to 1 while workers are spawned (they inherit os.environ)."""
+    saved = {k: os.environ.get(k) for k in THREAD_VARS}
+    os.environ.update({k: "1" for k in THREAD_VARS})
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+class LocalExecutor(Executor):
+    """`--executor local --workers N`."""
+
+    name = "local"
+
+    def run(self, fn: TaskFn, tasks: list[Any], on_progress: Callable[[Any, int], None]) -> Iterator[tuple[Any, Any]]:
+        if not tasks:
+            return
+        ctx = mp.get_context("spawn")
+        progress_queue = ctx.Queue()
+        workers = max(1, min(self.workers, len(tasks)))
+        with single_threaded_env():
+            pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
+                                       initargs=(progress_queue, os.getpid()))
+        try:
+            futures: dict[Future, tuple[int, Any]] = {pool.submit(_call, fn, i, t): (i, t) for i, t in enumerate(tasks)}
+            pending = set(futures)
+            while pending:
+                done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+                self._drain(progress_queue, tasks, on_progress)
+                for fut in done:
+                    _, task = futures[fut]
+                    try:
+                        yield task, fut.result()
+                    except BrokenProcessPool as exc:
+                        yield task, TaskFailed(exc, worker_died=True)
+                    except Exception as exc:  # the task's own error, re-raised from the worker
+                        yield task, TaskFailed(exc)
+            self._drain(progress_queue, tasks, on_progress)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+            progress_queue.close()
+
+    @staticmethod
+    def _drain(q: Any, tasks: list[Any], on_progress: Callable[[Any, int], None]) -> None:
+        while True:
+            try:
+                key, n = q.get_nowait()
+            except (queue.Empty, OSError, ValueError):
+                return
+            on_progress(tasks[key], n)

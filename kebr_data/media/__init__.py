@@ -1,0 +1,1 @@
+"""Media helpers: the ffmpeg subprocess and FLAC encoding of decoded audio."""

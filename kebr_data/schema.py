@@ -1,0 +1,40 @@
+"""The data contracts of DESIGN §4: one Arrow schema per stage table, named once, used everywhere."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+SCHEMA_VERSION = "1"
+
+STATUSES = ("ok", "failed", "skipped")
+
+COMMON = [
+    pa.field("clip_id", pa.string(), nullable=False),
+    pa.field("status", pa.string(), nullable=False),
+    pa.field("error", pa.string()),
+    pa.field("message", pa.string()),
+]
+
+PLAN = pa.schema(COMMON + [
+    pa.field("speaker_id", pa.string()),
+    pa.field("video_path", pa.string()),
+    pa.field("audio_path", pa.string()),
+    pa.field("split", pa.string()),
+    pa.field("label", pa.float32()),
+    pa.field("given_text", pa.string()),
+    pa.field("source", pa.string()),
+])
+
+AUDIO = pa.schema(COMMON + [
+    pa.field("sample_rate", pa.int32()),
+    pa.field("num_samples", pa.int64()),
+    pa.field("duration_s", pa.float32()),
+    pa.field("flac", pa.binary()),
+])
+
+PLAN_COLUMNS = [f.name for f in PLAN]
+
+
+def with_metadata(schema: pa.Schema, stage: str) -> pa.Schema:
+    """Tag a stage schema with the stage name and schema version (no timestamps: files stay reproducible)."""
+    return schema.with_metadata({b"kebr.stage": stage.encode(), b"kebr.schema_version": SCHEMA_VERSION.encode()})

@@ -1,0 +1,63 @@
+"""MMSA layout (MOSI, MOSEI, CH-SIMS as distributed for MMSA): `Raw/<video_id>/<clip_id>.mp4` + `label.csv`.
+
+label.csv columns: `video_id, clip_id, text, label[, label_T, label_A, label_V], annotation, mode`.
+clip_id becomes `<video_id>$_$<clip_id>` (MMSA's convention), split comes from `mode`, the given
+transcript from `text`. A row whose video is missing still enters the plan, so the audio stage
+reports it as a failed clip instead of it silently vanishing.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from ..errors import PlanError
+from .base import VIDEO_EXTS, Clip, ScanResult
+
+NAME = "mmsa"
+REQUIRED = ("video_id", "clip_id", "text", "label", "mode")
+
+
+def detect(src: Path) -> bool:
+    return src.is_dir() and (src / "label.csv").is_file() and (src / "Raw").is_dir()
+
+
+def _video_path(raw: Path, video_id: str, clip: str) -> Path:
+    default = raw / video_id / f"{clip}.mp4"
+    if default.exists():
+        return default
+    for ext in sorted(VIDEO_EXTS):
+        p = raw / video_id / f"{clip}{ext}"
+        if p.exists():
+            return p
+    return default
+
+
+def scan(src: Path) -> ScanResult:
+    result = ScanResult()
+    label_csv = src / "label.csv"
+    with open(label_csv, newline="", encoding="utf-8-sig") as fh:
+        reader = csv.DictReader(fh)
+        missing = [c for c in REQUIRED if c not in (reader.fieldnames or [])]
+        if missing:
+            raise PlanError(f"{label_csv} lacks column(s) {', '.join(missing)}; MMSA's label.csv has "
+                            f"{', '.join(REQUIRED)}")
+        seen: set[str] = set()
+        for line_no, row in enumerate(reader, start=2):
+            video_id, clip = row["video_id"].strip(), row["clip_id"].strip()
+            clip_id = f"{video_id}$_${clip}"
+            where = f"{label_csv}:{line_no}"
+            if clip_id in seen:
+                result.rejected.append((where, f"duplicate clip {clip_id!r}"))
+                continue
+            seen.add(clip_id)
+            try:
+                label = float(row["label"]) if row["label"].strip() else None
+            except ValueError:
+                result.rejected.append((where, f"label {row['label']!r} is not a number"))
+                continue
+            result.add(Clip(clip_id=clip_id, source=NAME,
+                            video_path=str(_video_path(src / "Raw", video_id, clip)),
+                            speaker_id=video_id, split=row["mode"].strip() or None,
+                            label=label, given_text=row["text"]), where)
+    return result

@@ -1,0 +1,90 @@
+"""The audio stage (DESIGN §4): ffmpeg decodes each clip's audio track to mono PCM, stored as FLAC.
+
+Reads the audio file of a clip when it has one (VoxCeleb's m4a/wav), else its video. No audio
+track is `skipped`; a zero-byte, missing, truncated or undecodable file is `failed` with ffmpeg's
+message; a stuck ffmpeg is killed after `audio.timeout_s`.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+from typing import Any
+
+from ..errors import ClipError, ClipSkipped, PrerequisiteError
+from ..media.ffmpeg import decode_audio, ffmpeg_version, find_ffmpeg
+from ..media.flac import encode_flac
+from ..schema import AUDIO
+from .base import ClipInput, ClipStage, ShardContext
+
+
+def check_readable(path: Path) -> None:
+    """Raise ClipError for a missing, unreadable, looping or empty file."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise ClipError("missing_file", f"{path} does not exist (or is a broken symlink)") from None
+    except OSError as exc:
+        kind = "symlink_loop" if exc.errno == errno.ELOOP else "unreadable"
+        raise ClipError(kind, f"{path}: {exc.strerror}") from None
+    if not os.path.isfile(path):
+        raise ClipError("not_a_file", f"{path} is not a regular file")
+    if st.st_size == 0:
+        raise ClipError("empty_file", f"{path} is empty (0 bytes)")
+    try:
+        with open(path, "rb") as fh:
+            fh.read(1)
+    except OSError as exc:
+        raise ClipError("unreadable", f"{path}: {exc.strerror}") from None
+
+
+class AudioStage(ClipStage):
+    """Decode audio with ffmpeg into FLAC bytes at `audio.sample_rate`."""
+
+    name = "audio"
+    version = "1"
+    schema = AUDIO
+    upstream = ("plan",)
+    runtime_keys = ("timeout_s", "ffmpeg")
+
+    def __init__(self, cfg: dict[str, Any]) -> None:
+        super().__init__(cfg)
+        self._ffmpeg: str | None = None
+
+    @property
+    def ffmpeg(self) -> str:
+        if self._ffmpeg is None:
+            self._ffmpeg = find_ffmpeg(self.cfg["ffmpeg"])
+        return self._ffmpeg
+
+    def check(self) -> list[str]:
+        try:
+            self.ffmpeg
+        except PrerequisiteError as exc:
+            return [str(exc)]
+        if self.cfg["sample_rate"] < 1000:
+            return [f"audio.sample_rate={self.cfg['sample_rate']} is not a usable rate"]
+        return []
+
+    def versions(self) -> dict[str, str]:
+        return {"ffmpeg": ffmpeg_version(self.ffmpeg)}
+
+    def process(self, clip: ClipInput, ctx: ShardContext) -> dict[str, Any]:
+        source = clip.plan["audio_path"] or clip.plan["video_path"]
+        if not source:
+            raise ClipSkipped("no_media", "the plan has neither an audio nor a video path")
+        path = Path(source)
+        check_readable(path)
+        sr = int(self.cfg["sample_rate"])
+        samples, warnings = decode_audio(self.ffmpeg, path, sr, float(self.cfg["timeout_s"]),
+                                         float(self.cfg["max_duration_s"]))
+        if samples.size == 0:
+            raise ClipSkipped("empty_audio", f"the audio track decodes to no samples{': ' + warnings if warnings else ''}")
+        return {
+            "message": f"decoded with warnings: {warnings}" if warnings else None,
+            "sample_rate": sr,
+            "num_samples": int(samples.size),
+            "duration_s": samples.size / sr,
+            "flac": encode_flac(samples, sr),
+        }

@@ -1,0 +1,135 @@
+"""What a stage is (DESIGN §2): a plain object with a name, a version, upstream stages,
+resources and `run_shard(ctx) -> table`. Stages know nothing about executors or storage.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pyarrow as pa
+
+from ..config import content_hash
+from ..errors import ClipError
+from ..schema import with_metadata
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What one shard task of the stage needs (used by executors that schedule resources)."""
+
+    cpus: float = 1.0
+    gpus: float = 0.0
+
+
+@dataclass
+class ShardContext:
+    """Everything a stage gets for one shard: input tables, a temp folder, a log, a progress callback."""
+
+    shard: int
+    inputs: dict[str, pa.Table]
+    tmp_dir: Path
+    log: logging.Logger = field(default_factory=lambda: logging.getLogger("kebr_data.stage"))
+    progress: Callable[[int], None] = lambda n: None
+
+    def temp(self) -> Path:
+        """The shard's temp folder, created on first use and removed by the engine at commit."""
+        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        return self.tmp_dir
+
+
+@dataclass
+class ClipInput:
+    """One clip's plan row and its rows from the upstream stages."""
+
+    clip_id: str
+    plan: dict[str, Any]
+    upstream: dict[str, dict[str, Any]]
+
+
+class Stage(ABC):
+    """Base of every stage. Subclasses set the class attributes and implement `run_shard`."""
+
+    name: ClassVar[str]
+    version: ClassVar[str]
+    schema: ClassVar[pa.Schema]
+    upstream: ClassVar[tuple[str, ...]] = ()
+    resources: ClassVar[Resources] = Resources()
+    #: config keys that change how the stage runs but not what it writes (excluded from the hash)
+    runtime_keys: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, cfg: dict[str, Any]) -> None:
+        self.cfg = cfg
+
+    def config_hash(self) -> str:
+        """Hash of everything that determines this stage's output."""
+        semantic = {k: v for k, v in self.cfg.items() if k not in self.runtime_keys}
+        return content_hash({"stage": self.name, "version": self.version, "config": semantic})
+
+    def check(self) -> list[str]:
+        """Missing prerequisites (binaries, models, extras) as messages; empty when ready."""
+        return []
+
+    def versions(self) -> dict[str, str]:
+        """Versions of the external tools this stage uses, recorded in its markers."""
+        return {}
+
+    def input_columns(self) -> dict[str, list[str] | None]:
+        """Columns to read from each upstream table (None = all)."""
+        return {u: None for u in self.upstream}
+
+    @abstractmethod
+    def run_shard(self, ctx: ShardContext) -> pa.Table:
+        """Process one shard; return a table with one row per plan row, in plan order."""
+
+    def table(self, rows: list[dict[str, Any]]) -> pa.Table:
+        """Build this stage's output table from row dicts."""
+        return pa.Table.from_pylist(rows, schema=with_metadata(self.schema, self.name))
+
+
+def row(clip_id: str, status: str = "ok", error: str | None = None, message: str | None = None,
+        **columns: Any) -> dict[str, Any]:
+    """A stage row with the common columns of DESIGN §4."""
+    return {"clip_id": clip_id, "status": status, "error": error, "message": message, **columns}
+
+
+def iter_clips(ctx: ShardContext, upstream: tuple[str, ...]) -> Iterator[ClipInput]:
+    """Yield the shard's clips with their upstream rows, checking that all tables are row-aligned."""
+    plan = ctx.inputs["plan"].to_pylist()
+    tables = {u: ctx.inputs[u].to_pylist() for u in upstream if u != "plan"}
+    for name, rows in tables.items():
+        if [r["clip_id"] for r in rows] != [p["clip_id"] for p in plan]:
+            raise RuntimeError(f"{name} table of shard {ctx.shard} is not aligned with the plan")
+    for i, p in enumerate(plan):
+        yield ClipInput(p["clip_id"], p, {u: rows[i] for u, rows in tables.items()})
+
+
+class ClipStage(Stage):
+    """A stage that handles clips one at a time; a bad clip becomes a row, never a crash."""
+
+    @abstractmethod
+    def process(self, clip: ClipInput, ctx: ShardContext) -> dict[str, Any]:
+        """Columns of an `ok` row for `clip`; raise ClipError/ClipSkipped for a bad clip."""
+
+    def run_shard(self, ctx: ShardContext) -> pa.Table:
+        rows = []
+        for clip in iter_clips(ctx, self.upstream):
+            bad = next(((u, r) for u, r in clip.upstream.items() if r["status"] != "ok"), None)
+            if bad is not None:
+                u, r = bad
+                rows.append(row(clip.clip_id, "skipped", f"upstream_{r['status']}", f"{u}: {r['error']}"))
+            else:
+                t0 = time.monotonic()
+                try:
+                    rows.append(row(clip.clip_id, **self.process(clip, ctx)))
+                    ctx.log.info("ok %s (%.3f s)", clip.clip_id, time.monotonic() - t0)
+                except ClipError as exc:
+                    ctx.log.warning("%s %s: %s", exc.status, clip.clip_id, exc)
+                    rows.append(row(clip.clip_id, exc.status, exc.error, exc.message))
+            ctx.progress(1)
+        return self.table(rows)

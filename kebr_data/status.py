@@ -1,0 +1,41 @@
+"""`kebr-data status` and the end-of-run summary: what the markers of an output folder say."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.table import Table
+
+from . import plan
+from .engine import StageSummary, summarise
+from .errors import PlanError
+from .stages import PIPELINE_ORDER, STAGES
+from .storage.layout import OutputDir
+
+
+def folder_summaries(root: Path) -> tuple[dict, list[StageSummary]]:
+    """The plan marker and a summary of every stage that has outputs in `root`."""
+    out = OutputDir(root)
+    marker = plan.read_plan_marker(out)
+    if marker is None:
+        raise PlanError(f"{root} holds no committed plan (is it a kebr-data output folder?)")
+    present = [s for s in PIPELINE_ORDER if s in STAGES and (root / s).is_dir()]
+    return marker, [summarise(out, s, marker["num_shards"]) for s in present]
+
+
+def summary_table(summaries: list[StageSummary], title: str, with_run: bool = False) -> Table:
+    """A rich table, one row per stage."""
+    t = Table(title=title, title_justify="left")
+    for col in ("stage", "shards", "clips", "ok", "failed", "skipped", "top reasons"):
+        t.add_column(col, justify="left" if col in ("stage", "top reasons") else "right")
+    if with_run:
+        t.add_column("this run", justify="right")
+    for s in summaries:
+        reasons = ", ".join(f"{k} {v}" for k, v in s.errors.most_common(3)) or "-"
+        cells = [s.stage, f"{s.shards_done}/{s.shards_total}", str(s.rows), str(s.ok), str(s.failed),
+                 str(s.skipped), reasons]
+        if with_run:
+            rate = s.clips_run / s.elapsed_s if s.elapsed_s > 0 and s.clips_run else 0.0
+            cells.append(f"{s.shards_run} shards, {rate:.1f} clips/s" if s.shards_run else "up to date")
+        t.add_row(*cells)
+    return t

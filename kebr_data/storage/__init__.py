@@ -1,0 +1,1 @@
+"""Storage: the output folder's layout, atomic commits, done markers, Parquet tables and the lock."""

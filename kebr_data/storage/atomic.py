@@ -1,0 +1,81 @@
+"""Atomic file commits: write `<name>.tmp-<uuid>`, fsync, rename into place, fsync the folder.
+
+A reader therefore sees either the old complete file or the new complete file, never a torn one,
+and a crash leaves at most a stray `.tmp-*` file that the next run sweeps.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import uuid
+from pathlib import Path
+from typing import Any, Callable, BinaryIO
+
+TMP_INFIX = ".tmp-"
+
+
+def tmp_path_for(path: Path) -> Path:
+    """A unique temporary sibling of `path` that `sweep_tmp` recognises."""
+    return path.with_name(f"{path.name}{TMP_INFIX}{uuid.uuid4().hex}")
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename inside `path` durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> tuple[int, str]:
+    """Commit the bytes produced by `write(fileobj)` to `path`; return (size, sha256)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = tmp_path_for(path)
+    try:
+        with open(tmp, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        size, digest = file_digest(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+    return size, digest
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> tuple[int, str]:
+    """Commit `data` to `path` atomically."""
+    return atomic_write(path, lambda fh: fh.write(data))
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    """Commit `obj` as pretty, key-sorted JSON."""
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+
+def file_digest(path: Path) -> tuple[int, str]:
+    """Return (size in bytes, sha256 hex) of a file, reading it in 1 MiB blocks."""
+    h = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 20):
+            h.update(block)
+            size += len(block)
+    return size, h.hexdigest()
+
+
+def sweep_tmp(root: Path) -> list[Path]:
+    """Delete stray `*.tmp-*` files under `root` left by an interrupted commit; return them."""
+    removed = []
+    if not root.exists():
+        return removed
+    for p in root.rglob(f"*{TMP_INFIX}*"):
+        if p.is_file() or p.is_symlink():
+            p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed

@@ -1,0 +1,68 @@
+"""The output folder's lock: two runs on one folder would race on the same shards.
+
+An advisory `flock` on `_lock`: the kernel drops it when the holder dies, even by SIGKILL, so
+a crash never leaves a folder locked. The file records who holds it, for the error message.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import socket
+import time
+from pathlib import Path
+from types import TracebackType
+
+from ..errors import LockedError
+
+
+class OutputLock:
+    """Context manager holding an exclusive, non-blocking lock on `path`."""
+
+    def __init__(self, path: Path, command: str = "") -> None:
+        self.path = path
+        self.command = command
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _read_holder(fd)
+            os.close(fd)
+            raise LockedError(
+                f"{self.path.parent} is in use by another run ({holder}). Wait for it to finish, "
+                "or use another --out folder. A crashed run releases the lock by itself."
+            ) from None
+        info = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                "command": self.command}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(info).encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.ftruncate(self._fd, 0)
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> "OutputLock":
+        self.acquire()
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+        self.release()
+
+
+def _read_holder(fd: int) -> str:
+    try:
+        info = json.loads(os.pread(fd, 4096, 0) or b"{}")
+    except (OSError, ValueError):
+        return "holder unknown"
+    if not info:
+        return "holder unknown"
+    return f"pid {info.get('pid')} on {info.get('host')} since {info.get('since')}: {info.get('command', '')}".strip()

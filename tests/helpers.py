@@ -1,0 +1,52 @@
+"""Test helpers: paths to the bundled demo, media factories built with the real ffmpeg, a CLI runner."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = ROOT / "demo" / "voxceleb"
+SHARED = ROOT.parent / "shared"
+
+
+def demo_clip(i: int = 0) -> Path:
+    """One of the bundled good demo clips (video + speech)."""
+    return sorted(p for p in DEMO.rglob("*.mp4") if "id00003" not in str(p))[i]
+
+
+def write_wav(path: Path, seconds: float, sr: int = 16000, freq: float = 220.0, amp: float = 0.3) -> Path:
+    """A sine tone WAV (amp 0 = digital silence)."""
+    t = np.arange(int(seconds * sr)) / sr
+    sf.write(path, (amp * np.sin(2 * np.pi * freq * t)).astype(np.float32), sr, subtype="PCM_16")
+    return path
+
+
+def make_video(ffmpeg: str, path: Path, seconds: float = 1.0, audio: bool = True) -> Path:
+    """A tiny real MP4 from ffmpeg's test sources (with a tone unless audio=False)."""
+    args = [ffmpeg, "-y", "-loglevel", "error", "-f", "lavfi", "-i", f"testsrc=size=64x64:rate=10:duration={seconds}"]
+    if audio:
+        args += ["-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=16000:duration={seconds}", "-c:a", "aac"]
+    args += ["-c:v", "libx264", "-pix_fmt", "yuv420p", "-shortest", str(path)]
+    subprocess.run(args, check=True)
+    return path
+
+
+def run_cli(*args: str, check: bool = False, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run `kebr-data ARGS` in a real subprocess (what users do)."""
+    proc = subprocess.run([sys.executable, "-m", "kebr_data", *args], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})})
+    if check and proc.returncode != 0:
+        raise AssertionError(f"kebr-data {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def copy_demo(dest: Path) -> Path:
+    shutil.copytree(DEMO, dest)
+    return dest

@@ -1,0 +1,104 @@
+"""Kill a real run with SIGKILL in the middle of a shard, rerun, and compare with an uninterrupted run."""
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pyarrow.parquet as pq
+import pytest
+from helpers import DEMO, run_cli
+
+SHARD_SIZE = 8
+ARGS = ["--layout", "folder", "--set", f"index.shard_size={SHARD_SIZE}", "--max-failed", "1", "--workers", "1"]
+
+
+def shard_files(out: Path) -> dict[str, bytes]:
+    return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("shard-*.parquet"))}
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    """48 real clips (the demo's, copied under several folders) plus its two bad ones: 7 shards."""
+    src = tmp_path_factory.mktemp("corpus") / "src"
+    for k in range(8):
+        shutil.copytree(DEMO / "mp4", src / f"copy{k}", ignore=shutil.ignore_patterns("id00003"))
+    shutil.copytree(DEMO / "mp4/id00003", src / "bad")
+    return src
+
+
+@pytest.fixture(scope="module")
+def reference(corpus, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("ref") / "out"
+    run_cli("extract", "--src", str(corpus), "--out", str(out), *ARGS, check=True)
+    return out
+
+
+def kill_mid_shard(corpus: Path, out: Path, target: str) -> tuple[int, int]:
+    """Start a run, SIGKILL the worker (or the whole run) once a shard has processed 2 clips.
+
+    Returns (interrupted shard, worker pid).
+    """
+    proc = subprocess.Popen([sys.executable, "-m", "kebr_data", "extract", "--src", str(corpus), "--out", str(out),
+                             *ARGS], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    try:
+        while time.time() < deadline:
+            for log in sorted((out / "audio" / "_logs").glob("shard-*.log")) if (out / "audio/_logs").exists() else []:
+                text = log.read_text()
+                shard = int(log.stem.split("-")[1])
+                m = re.search(r"pid (\d+)", text)
+                if m and text.count(" ok ") >= 2 and "done:" not in text and shard > 0:
+                    worker = int(m.group(1))
+                    os.kill(worker if target == "worker" else proc.pid, signal.SIGKILL)
+                    proc.wait(timeout=60)
+                    return shard, worker
+            time.sleep(0.005)
+        raise AssertionError("the run finished before it could be interrupted")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
+
+
+@pytest.mark.parametrize("target", ["worker", "main"])
+def test_sigkill_mid_shard_then_rerun_is_identical(corpus, reference, tmp_path, target):
+    for _attempt in range(5):
+        out = tmp_path / f"out{_attempt}"
+        shard, worker = kill_mid_shard(corpus, out, target)
+        if not (out / f"audio/_done/shard-{shard:05d}.json").exists():
+            break
+    else:
+        pytest.fail("could not interrupt a shard before its commit in 5 attempts")
+    deadline = time.time() + 10  # a killed run takes its workers with it (no orphan keeps writing)
+    while psutil.pid_exists(worker) and psutil.Process(worker).status() != psutil.STATUS_ZOMBIE:
+        assert time.time() < deadline, "worker outlived its killed run"
+        time.sleep(0.05)
+    proc = run_cli("extract", "--src", str(corpus), "--out", str(out), *ARGS)
+    assert proc.returncode == 0, proc.stderr
+    assert shard_files(out) == shard_files(reference)
+    plan_ids = pq.read_table(out / "plan").column("clip_id").to_pylist()
+    audio_ids = pq.read_table(out / "audio").column("clip_id").to_pylist()
+    assert audio_ids == plan_ids and len(set(audio_ids)) == len(audio_ids) == 50
+    assert not list(out.rglob("*.tmp-*")) and not (out / "_tmp").exists()
+
+
+def test_worker_death_is_reported_with_resume_advice(corpus, tmp_path):
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "kebr_data", "extract", "--src", str(corpus), "--out", str(out),
+                             *ARGS], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    log = out / "audio/_logs/shard-00001.log"
+    while time.time() < deadline and not (log.exists() and re.search(r"pid (\d+)", log.read_text())):
+        time.sleep(0.005)
+    os.kill(int(re.search(r"pid (\d+)", log.read_text()).group(1)), signal.SIGKILL)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 3
+    assert "a worker process died" in err and "rerun the same command to resume" in err
