@@ -116,20 +116,34 @@ class ClipStage(Stage):
     def process(self, clip: ClipInput, ctx: ShardContext) -> dict[str, Any]:
         """Columns of an `ok` row for `clip`; raise ClipError/ClipSkipped for a bad clip."""
 
+    #: rows converted to Arrow at a time, so a shard never holds its payload twice as Python objects
+    batch_rows: ClassVar[int] = 64
+
     def run_shard(self, ctx: ShardContext) -> pa.Table:
-        rows = []
+        schema = with_metadata(self.schema, self.name)
+        batches: list[pa.RecordBatch] = []
+        rows: list[dict[str, Any]] = []
         for clip in iter_clips(ctx, self.upstream):
-            bad = next(((u, r) for u, r in clip.upstream.items() if r["status"] != "ok"), None)
-            if bad is not None:
-                u, r = bad
-                rows.append(row(clip.clip_id, "skipped", f"upstream_{r['status']}", f"{u}: {r['error']}"))
-            else:
-                t0 = time.monotonic()
-                try:
-                    rows.append(row(clip.clip_id, **self.process(clip, ctx)))
-                    ctx.log.info("ok %s (%.3f s)", clip.clip_id, time.monotonic() - t0)
-                except ClipError as exc:
-                    ctx.log.warning("%s %s: %s", exc.status, clip.clip_id, exc)
-                    rows.append(row(clip.clip_id, exc.status, exc.error, exc.message))
+            rows.append(self._clip_row(clip, ctx))
             ctx.progress(1)
-        return self.table(rows)
+            if len(rows) == self.batch_rows:
+                batches.append(pa.RecordBatch.from_pylist(rows, schema=schema))
+                rows = []
+        if rows or not batches:
+            batches.append(pa.RecordBatch.from_pylist(rows, schema=schema))
+        return pa.Table.from_batches(batches, schema=schema)
+
+    def _clip_row(self, clip: ClipInput, ctx: ShardContext) -> dict[str, Any]:
+        """One output row: skipped when an upstream row is not ok, else `process`, with clip errors as rows."""
+        bad = next(((u, r) for u, r in clip.upstream.items() if r["status"] != "ok"), None)
+        if bad is not None:
+            u, r = bad
+            return row(clip.clip_id, "skipped", f"upstream_{r['status']}", f"{u}: {r['error']}")
+        t0 = time.monotonic()
+        try:
+            result = row(clip.clip_id, **self.process(clip, ctx))
+        except ClipError as exc:
+            ctx.log.warning("%s %s: %s", exc.status, clip.clip_id, exc)
+            return row(clip.clip_id, exc.status, exc.error, exc.message)
+        ctx.log.info("ok %s (%.3f s)", clip.clip_id, time.monotonic() - t0)
+        return result

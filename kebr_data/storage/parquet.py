@@ -14,11 +14,15 @@ import pyarrow.parquet as pq
 from .atomic import atomic_write
 
 COMPRESSION = "zstd"
+#: rows per row group: small enough that the writer never buffers a whole shard of audio or
+#: frame features a second time, large enough for efficient column reads
+ROW_GROUP_SIZE = 64
 
 
 def write_table(path: Path, table: pa.Table) -> tuple[int, str]:
     """Commit `table` to `path`; return (size, sha256) of the file written."""
-    return atomic_write(path, lambda fh: pq.write_table(table, fh, compression=COMPRESSION))
+    return atomic_write(path, lambda fh: pq.write_table(table, fh, compression=COMPRESSION,
+                                                                 row_group_size=ROW_GROUP_SIZE))
 
 
 def read_table(path: Path, columns: list[str] | None = None) -> pa.Table:

@@ -1,0 +1,16 @@
+import pytest
+
+from kebr_data.deps import missing, require
+from kebr_data.errors import PrerequisiteError
+
+
+def test_missing_extra_names_the_pip_command():
+    with pytest.raises(PrerequisiteError, match=r"pip install 'kebr-toolkit\[asr\]'") as exc:
+        require("faster_whisper_not_installed_here", "asr", "the asr stage (faster-whisper)")
+    assert "the asr stage (faster-whisper) needs the Python package 'faster_whisper_not_installed_here'" in str(exc.value)
+
+
+def test_present_module_is_returned():
+    assert require("json", "dev", "x").dumps([1]) == "[1]"
+    assert missing("json", "dev", "x") is None
+    assert "kebr-toolkit[ray]" in missing("ray_nope", "ray", "the ray executor")
