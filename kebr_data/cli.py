@@ -1,6 +1,7 @@
 """`kebr-data`: build KEBR pre-training data from talking-head clips.
 
     kebr-data extract --src voxceleb2/ --out features/
+    kebr-data mask --lexicon vader --out features/
     kebr-data status --out features/
 """
 
@@ -8,27 +9,85 @@ from __future__ import annotations
 
 import shlex
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.console import Console
 
 from . import __version__, config as config_mod
+from .config import Config
 from .engine import Engine, RunOptions
 from .errors import KebrError
 from .stages import EXTRACT_DEFAULT, STAGES, parse_stages
-from .status import folder_summaries, summary_table
-
-console = Console(stderr=True)
-if not console.is_terminal:
-    console.width = 120
+from .stages.mask import resolve_text_source
+from .status import folder_summaries, summary_view
+from .storage.layout import OutputDir
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+def _console(stderr: bool) -> Console:
+    console = Console(stderr=stderr)
+    if not console.is_terminal:
+        console.width = 120
+    return console
+
+
+console = _console(stderr=True)
 
 
 def _fail(exc: KebrError) -> None:
     console.print(f"[bold red]error:[/] {exc}", highlight=False)
     sys.exit(exc.exit_code)
+
+
+def run_options(fn: Callable) -> Callable:
+    """Options shared by every command that runs stages."""
+    for decorator in reversed([
+        click.option("--config", "config_files", multiple=True,
+                     type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                     help="TOML config file (see pipelines/); repeatable, later files win."),
+        click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+                     help="Override one config key, e.g. --set audio.sample_rate=16000; repeatable."),
+        click.option("--workers", type=int, help="Worker processes (default: one per CPU core)."),
+        click.option("--executor", type=click.Choice(["local"]), help="Where shards run (default local)."),
+        click.option("--max-failed", type=float,
+                     help="Exit with status 1 when a stage's failed fraction exceeds this (default 0.05)."),
+    ]):
+        fn = decorator(fn)
+    return fn
+
+
+def _config(config_files: tuple[Path, ...], overrides: tuple[str, ...], values: dict[str, Any]) -> Config:
+    return config_mod.apply(config_mod.load(config_files, overrides), values)
+
+
+def _resolve_mask(cfg: Config, out: Path, stages: list[str]) -> Config:
+    asr_available = "asr" in stages or bool(OutputDir(out).marker_shards("asr"))
+    return {**cfg, "mask": resolve_text_source(cfg["mask"], asr_available)}
+
+
+def _run(opts: RunOptions) -> None:
+    """Run the engine, print the summary, exit with the documented code."""
+    try:
+        report = Engine(opts, console).run()
+    except KebrError as exc:
+        _fail(exc)
+        return
+    console.print(summary_view(report.stages, f"{opts.out}: {report.plan['clips']} clips, "
+                               f"{report.plan['num_shards']} shard(s)", with_run=True))
+    limit = opts.config["run"]["max_failed"]
+    over = [s for s in report.stages if s.failed_fraction > limit]
+    for s in over:
+        console.print(f"[bold red]{s.stage}: {s.failed_fraction:.1%} of clips failed, above --max-failed "
+                      f"{limit:.1%}[/] (see {opts.out}/{s.stage}/_logs/)", highlight=False)
+    sys.exit(1 if over else 0)
+
+
+def _command_line() -> str:
+    return shlex.join(["kebr-data", *sys.argv[1:]])
 
 
 @click.group(context_settings=CONTEXT)
@@ -49,14 +108,7 @@ def main() -> None:
               f"Available: index,{','.join(STAGES)}.")
 @click.option("--layout", type=click.Choice(["auto", "voxceleb", "mmsa", "folder", "manifest"]),
               help="Force the source layout instead of auto-detecting it.")
-@click.option("--config", "config_files", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="TOML config file (see pipelines/); repeatable, later files win.")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="Override one config key, e.g. --set audio.sample_rate=16000; repeatable.")
-@click.option("--workers", type=int, help="Worker processes (default: one per CPU core).")
-@click.option("--executor", type=click.Choice(["local"]), help="Where shards run (default local).")
-@click.option("--max-failed", type=float, help="Exit with status 1 when a stage's failed fraction exceeds this "
-              "(default 0.05).")
+@run_options
 @click.option("--force", is_flag=True, help="Recompute every shard of the selected stages.")
 @click.option("--replan", is_flag=True, help="Re-index the source and re-cut shards (changed shards are recomputed).")
 def extract(src: Path | None, out: Path, stages: str | None, layout: str | None, config_files: tuple[Path, ...],
@@ -68,23 +120,54 @@ def extract(src: Path | None, out: Path, stages: str | None, layout: str | None,
     row with status failed/skipped and a message, never a crash.
     """
     try:
-        cfg = config_mod.load(config_files, overrides)
-        cfg = config_mod.apply(cfg, {"run.workers": workers, "run.executor": executor,
-                                     "run.max_failed": max_failed, "index.layout": layout})
-        opts = RunOptions(out=out, src=src, stages=parse_stages(stages), config=cfg, force=force, replan=replan,
-                          command=shlex.join(["kebr-data", *sys.argv[1:]]))
-        report = Engine(opts, console).run()
+        selected = parse_stages(stages)
+        cfg = _config(config_files, overrides, {"run.workers": workers, "run.executor": executor,
+                                                "run.max_failed": max_failed, "index.layout": layout})
+        cfg = _resolve_mask(cfg, out, selected)
     except KebrError as exc:
         _fail(exc)
         return
-    console.print(summary_table(report.stages, f"{out}: {report.plan['clips']} clips, "
-                                f"{report.plan['num_shards']} shard(s)", with_run=True))
-    limit = cfg["run"]["max_failed"]
-    over = [s for s in report.stages if s.failed_fraction > limit]
-    for s in over:
-        console.print(f"[bold red]{s.stage}: {s.failed_fraction:.1%} of clips failed, above --max-failed "
-                      f"{limit:.1%}[/] (see {out}/{s.stage}/_logs/)", highlight=False)
-    sys.exit(1 if over else 0)
+    _run(RunOptions(out=out, src=src, stages=selected, config=cfg, force=force, replan=replan,
+                    command=_command_line()))
+
+
+@main.command(context_settings=CONTEXT)
+@click.option("--out", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Output folder of `kebr-data extract` (its plan, and its asr stage if any).")
+@click.option("--lexicon", help="'vader' (default: vaderSentiment's 7,506-entry lexicon) or a word<TAB>score TSV.")
+@click.option("--scale-from", metavar="LOW,HIGH", help="Score range of the lexicon, mapped linearly onto [-3,3] "
+              "(default -4,4, VADER's).")
+@click.option("--text-source", type=click.Choice(["auto", "asr", "given"]),
+              help="Transcripts from the asr stage or the dataset's given text (default auto: asr if it ran).")
+@click.option("--negation/--no-negation", default=None, help="Flip (x -0.74, as VADER) the score of a word "
+              "preceded within 3 words by a negator (default off, as the papers).")
+@click.option("--max-neutral-fraction", type=float, help="Keep at most this share of no-sentiment sentences "
+              "among each shard's masked clips; the rest are skipped (default 1.0 = keep all).")
+@run_options
+def mask(out: Path, lexicon: str | None, scale_from: str | None, text_source: str | None, negation: bool | None,
+         max_neutral_fraction: float | None, config_files: tuple[Path, ...], overrides: tuple[str, ...],
+         workers: int | None, executor: str | None, max_failed: float | None) -> None:
+    """Mask the most salient sentiment word of every transcript: OUT/mask/.
+
+    Reads the plan (and the asr stage) of OUT and writes only mask/. Cheap (text only), and made
+    to be re-run: with other options it replaces mask/ and says so.
+    """
+    try:
+        scale = None
+        if scale_from is not None:
+            try:
+                scale = [float(x) for x in scale_from.split(",")]
+            except ValueError:
+                raise config_mod.ConfigError(f"--scale-from expects LOW,HIGH, got {scale_from!r}") from None
+        cfg = _config(config_files, overrides, {
+            "mask.lexicon": lexicon, "mask.scale_from": scale, "mask.text_source": text_source,
+            "mask.negation": negation, "mask.max_neutral_fraction": max_neutral_fraction,
+            "run.workers": workers, "run.executor": executor, "run.max_failed": max_failed})
+        cfg = _resolve_mask(cfg, out, ["mask"])
+    except KebrError as exc:
+        _fail(exc)
+        return
+    _run(RunOptions(out=out, stages=["mask"], config=cfg, replace_on_change=True, command=_command_line()))
 
 
 @main.command(context_settings=CONTEXT)
@@ -99,10 +182,7 @@ def status(out: Path) -> None:
         return
     title = (f"{out}: {marker['clips']} clips in {marker['num_shards']} shard(s) from {marker['src']} "
              f"({marker['layout']}; {marker['rejected']} rejected at indexing)")
-    stdout = Console()
-    if not stdout.is_terminal:
-        stdout.width = 120
-    stdout.print(summary_table(summaries, title))
+    _console(stderr=False).print(summary_view(summaries, title))
 
 
 if __name__ == "__main__":  # pragma: no cover

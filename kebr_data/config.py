@@ -48,6 +48,10 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
             return value
     elif isinstance(default, list):
         if isinstance(value, list):
+            if default and all(isinstance(d, float) for d in default):  # [-4, 4] == [-4.0, 4.0]
+                if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+                    raise ConfigError(f"config key {key} expects a list of numbers, got {value!r}")
+                return [float(v) for v in value]
             return value
     elif isinstance(default, dict):
         if isinstance(value, dict):

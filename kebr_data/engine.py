@@ -55,6 +55,7 @@ class StageSummary:
     failed: int = 0
     skipped: int = 0
     errors: collections.Counter = field(default_factory=collections.Counter)
+    stats: dict[str, Any] = field(default_factory=dict)
     shards_run: int = 0
     clips_run: int = 0
     elapsed_s: float = 0.0
@@ -87,7 +88,17 @@ def summarise(out: OutputDir, stage: str, num_shards: int) -> StageSummary:
         s.failed += m.failed
         s.skipped += m.skipped
         s.errors.update(m.errors)
+        add_stats(s.stats, m.stats)
     return s
+
+
+def add_stats(total: dict[str, Any], part: dict[str, Any]) -> None:
+    """Add a shard's stats into `total` (numbers add up; nested dicts are added key by key)."""
+    for key, value in part.items():
+        if isinstance(value, dict):
+            add_stats(total.setdefault(key, {}), value)
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            total[key] = total.get(key, 0) + value
 
 
 def check_prerequisites(stages: list[str], cfg: Config) -> None:

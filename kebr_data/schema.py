@@ -32,6 +32,35 @@ AUDIO = pa.schema(COMMON + [
     pa.field("flac", pa.binary()),
 ])
 
+WORD = pa.struct([
+    pa.field("word", pa.string()),
+    pa.field("start", pa.float32()),
+    pa.field("end", pa.float32()),
+    pa.field("prob", pa.float32()),
+])
+
+ASR = pa.schema(COMMON + [
+    pa.field("text", pa.string()),
+    pa.field("language", pa.string()),
+    pa.field("language_prob", pa.float32()),
+    pa.field("avg_logprob", pa.float32()),
+    pa.field("engine", pa.string()),
+    pa.field("model", pa.string()),
+    pa.field("words", pa.list_(WORD)),
+])
+
+MASK = pa.schema(COMMON + [
+    pa.field("text", pa.string()),
+    pa.field("masked_text", pa.string()),
+    pa.field("words", pa.list_(pa.string())),
+    pa.field("mask_index", pa.int32()),
+    pa.field("mask_word", pa.string()),
+    pa.field("vader_score", pa.float32()),
+    pa.field("label", pa.float32()),
+    pa.field("has_sentiment_word", pa.bool_()),
+    pa.field("lexicon", pa.string()),
+])
+
 PLAN_COLUMNS = [f.name for f in PLAN]
 
 

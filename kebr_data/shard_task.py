@@ -101,7 +101,7 @@ def run_shard_task(task: ShardTask, progress: Callable[[int], None] = lambda n: 
                          **stage.versions()},
                upstream=task.upstream_hashes, output_bytes=size, output_sha256=digest,
                finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"), host=socket.gethostname(),
-               pid=os.getpid()).write(out.marker(task.stage, task.shard))
+               pid=os.getpid(), stats=stage.shard_stats(table)).write(out.marker(task.stage, task.shard))
         log.info("done: %d rows (%d ok, %d failed, %d skipped) in %.2f s", table.num_rows, statuses["ok"],
                  statuses["failed"], statuses["skipped"], wall)
         return ShardOutcome(task.stage, task.shard, table.num_rows, statuses["ok"], statuses["failed"],

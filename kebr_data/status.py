@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rich.console import Group
 from rich.table import Table
+from rich.text import Text
 
 from . import plan
 from .engine import StageSummary, summarise
@@ -21,6 +23,13 @@ def folder_summaries(root: Path) -> tuple[dict, list[StageSummary]]:
         raise PlanError(f"{root} holds no committed plan (is it a kebr-data output folder?)")
     present = [s for s in PIPELINE_ORDER if s in STAGES and (root / s).is_dir()]
     return marker, [summarise(out, s, marker["num_shards"]) for s in present]
+
+
+def summary_view(summaries: list[StageSummary], title: str, with_run: bool = False) -> Group:
+    """The summary table followed by one line of stage-specific stats per stage that has them."""
+    lines = [Text(f"{s.stage}: {STAGES[s.stage].format_stats(s.stats)}") for s in summaries
+             if s.stage in STAGES and s.stats and STAGES[s.stage].format_stats(s.stats)]
+    return Group(summary_table(summaries, title, with_run), *lines)
 
 
 def summary_table(summaries: list[StageSummary], title: str, with_run: bool = False) -> Table:

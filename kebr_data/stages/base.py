@@ -87,6 +87,16 @@ class Stage(ABC):
     def run_shard(self, ctx: ShardContext) -> pa.Table:
         """Process one shard; return a table with one row per plan row, in plan order."""
 
+    def shard_stats(self, table: pa.Table) -> dict[str, Any]:
+        """Stage-specific counts kept in the done marker (numbers, or dicts of numbers, that add up
+        across shards)."""
+        return {}
+
+    @staticmethod
+    def format_stats(stats: dict[str, Any]) -> str:
+        """One line describing the summed `shard_stats` of all shards, for `kebr-data status`."""
+        return ""
+
     def table(self, rows: list[dict[str, Any]]) -> pa.Table:
         """Build this stage's output table from row dicts."""
         return pa.Table.from_pylist(rows, schema=with_metadata(self.schema, self.name))

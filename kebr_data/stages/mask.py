@@ -1,0 +1,127 @@
+"""The mask stage (DESIGN §5): mask the most salient sentiment word of each transcript.
+
+Text comes from the asr stage or from the plan's given transcript (MMSA label.csv, manifests).
+Cheap and meant to be re-run with other options: `kebr-data mask` replaces `mask/` when its
+options change. See `kebr_data.masking` for the rules.
+"""
+
+from __future__ import annotations
+
+import collections
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ..config import content_hash
+from ..errors import ClipSkipped, ConfigError
+from ..lexicon import Lexicon, load_lexicon
+from ..masking import NoWords, mask_transcript, stable_index
+from ..schema import MASK
+from .base import ClipInput, ClipStage, ShardContext
+
+TEXT_SOURCES = ("asr", "given")
+
+
+def resolve_text_source(cfg: dict[str, Any], asr_available: bool) -> dict[str, Any]:
+    """The mask config with `text_source = auto` resolved (asr when its outputs exist or are being made)."""
+    if cfg["text_source"] == "auto":
+        return {**cfg, "text_source": "asr" if asr_available else "given"}
+    if cfg["text_source"] not in TEXT_SOURCES:
+        raise ConfigError(f"mask.text_source must be auto, asr or given, not {cfg['text_source']!r}")
+    return cfg
+
+
+class MaskStage(ClipStage):
+    """Sentiment-word masking with a lexicon, labels scaled to [-3, 3]."""
+
+    name = "mask"
+    version = "1"
+    schema = MASK
+
+    def __init__(self, cfg: dict[str, Any]) -> None:
+        super().__init__(cfg)
+        if cfg["text_source"] not in TEXT_SOURCES:
+            raise ConfigError("mask.text_source must be resolved to asr or given before the stage runs")
+        self.upstream = ("plan", "asr") if cfg["text_source"] == "asr" else ("plan",)
+
+    @property
+    def lexicon(self) -> Lexicon:
+        low, high = self.cfg["scale_from"]
+        return load_lexicon(self.cfg["lexicon"], float(low), float(high))
+
+    def config_hash(self) -> str:
+        """Includes the lexicon's content, so an edited TSV makes old masks stale."""
+        return content_hash({"base": super().config_hash(), "lexicon": self.lexicon.digest})
+
+    def check(self) -> list[str]:
+        scale = self.cfg["scale_from"]
+        if len(scale) != 2:
+            return [f"mask.scale_from must be [low, high], got {scale!r}"]
+        if not 0.0 <= self.cfg["max_neutral_fraction"] <= 1.0:
+            return [f"mask.max_neutral_fraction must lie in [0, 1], got {self.cfg['max_neutral_fraction']}"]
+        try:
+            self.lexicon
+        except Exception as exc:  # ConfigError or the missing vaderSentiment extra
+            return [str(exc)]
+        return []
+
+    def versions(self) -> dict[str, str]:
+        return {"lexicon": f"{self.lexicon.name} {self.lexicon.digest} ({self.lexicon.entries} entries)"}
+
+    def input_columns(self) -> dict[str, list[str] | None]:
+        return {"asr": ["clip_id", "status", "error", "text"]}
+
+    def process(self, clip: ClipInput, ctx: ShardContext) -> dict[str, Any]:
+        text = clip.upstream["asr"]["text"] if "asr" in clip.upstream else clip.plan["given_text"]
+        if text is None or not text.strip():
+            raise ClipSkipped("empty_text", "the transcript is empty")
+        try:
+            m = mask_transcript(text, self.lexicon, clip.clip_id, bool(self.cfg["negation"]), int(self.cfg["seed"]))
+        except NoWords as exc:
+            raise ClipSkipped("no_words", str(exc)) from None
+        return {"text": text, "masked_text": m.masked_text, "words": m.words, "mask_index": m.mask_index,
+                "mask_word": m.mask_word, "vader_score": m.vader_score, "label": m.label,
+                "has_sentiment_word": m.has_sentiment_word, "lexicon": self.lexicon.name}
+
+    def run_shard(self, ctx: ShardContext) -> pa.Table:
+        return self._cap_neutral(super().run_shard(ctx))
+
+    def _cap_neutral(self, table: pa.Table) -> pa.Table:
+        """Keep at most `max_neutral_fraction` of no-sentiment rows among the shard's ok rows.
+
+        Which neutral rows stay is decided by a hash of the clip id, so it is deterministic.
+        """
+        frac = float(self.cfg["max_neutral_fraction"])
+        if frac >= 1.0:
+            return table
+        rows = table.to_pylist()
+        ok = [r for r in rows if r["status"] == "ok"]
+        neutral = [r for r in ok if not r["has_sentiment_word"]]
+        sentiment = len(ok) - len(neutral)
+        keep = int(frac * sentiment / (1.0 - frac) + 1e-9)  # neutral / (sentiment + neutral) <= frac
+        ranked = sorted(neutral, key=lambda r: stable_index(r["clip_id"], 2**62, int(self.cfg["seed"])))
+        for r in ranked[keep:]:
+            r.update(status="skipped", error="neutral_capped",
+                     message=f"no sentiment word; dropped by max_neutral_fraction={frac:g}")
+        return self.table(rows)
+
+    def shard_stats(self, table: pa.Table) -> dict[str, Any]:
+        ok = table.filter(pc.equal(table["status"], "ok"))
+        labels = ok["label"].to_pylist()
+        hist = collections.Counter(str(int(max(-3, min(3, round(x))))) for x in labels)
+        sentiment = sum(ok["has_sentiment_word"].to_pylist())
+        errors = table["error"].to_pylist()
+        return {"ok": ok.num_rows, "sentiment": sentiment, "neutral": ok.num_rows - sentiment,
+                "neutral_capped": errors.count("neutral_capped"),
+                "label_hist": {k: hist.get(k, 0) for k in ("-3", "-2", "-1", "0", "1", "2", "3")}}
+
+    @staticmethod
+    def format_stats(stats: dict[str, Any]) -> str:
+        ok = stats.get("ok", 0)
+        if not ok:
+            return "no masked clips"
+        hist = " ".join(f"{k}:{v}" for k, v in sorted(stats["label_hist"].items(), key=lambda kv: int(kv[0])))
+        capped = f", {stats['neutral_capped']} neutral dropped by the cap" if stats.get("neutral_capped") else ""
+        return (f"sentiment word in {stats['sentiment'] / ok:.1%} of {ok} masked clips{capped}; "
+                f"rounded labels {hist}")
