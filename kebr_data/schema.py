@@ -61,6 +61,16 @@ MASK = pa.schema(COMMON + [
     pa.field("lexicon", pa.string()),
 ])
 
+ACOUSTIC_DIM = 33
+VISUAL_DIM = 709
+
+ACOUSTIC = pa.schema(COMMON + [
+    pa.field("recipe", pa.string()),
+    pa.field("frame_rate", pa.float32()),
+    pa.field("num_frames", pa.int32()),
+    pa.field("features", pa.list_(pa.list_(pa.float32(), ACOUSTIC_DIM))),
+])
+
 PLAN_COLUMNS = [f.name for f in PLAN]
 
 

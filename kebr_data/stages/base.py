@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 
 import pyarrow as pa
 
+from ..arrow_rows import rows_to_batch
 from ..config import content_hash
 from ..errors import ClipError
 from ..schema import with_metadata
@@ -137,10 +138,10 @@ class ClipStage(Stage):
             rows.append(self._clip_row(clip, ctx))
             ctx.progress(1)
             if len(rows) == self.batch_rows:
-                batches.append(pa.RecordBatch.from_pylist(rows, schema=schema))
+                batches.append(rows_to_batch(rows, schema))
                 rows = []
         if rows or not batches:
-            batches.append(pa.RecordBatch.from_pylist(rows, schema=schema))
+            batches.append(rows_to_batch(rows, schema))
         return pa.Table.from_batches(batches, schema=schema)
 
     def _clip_row(self, clip: ClipInput, ctx: ShardContext) -> dict[str, Any]:

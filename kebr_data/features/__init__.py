@@ -1,0 +1,1 @@
+"""Feature computations used by stages: pure numeric code, no I/O."""

@@ -1,0 +1,73 @@
+"""The acoustic stage (DESIGN §4, §5): 33-d librosa frame features from the audio stage's FLAC.
+
+Bit-identical to the direct librosa calls of the released recipe (see
+`kebr_data.features.librosa_33`), with filter banks cached once per worker process.
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from typing import Any
+
+import numpy as np
+
+from ..errors import ClipError, ClipSkipped
+from ..features.recipe import HOP, N_FFT, RECIPES, SR
+from ..media.flac import decode_flac
+from ..schema import ACOUSTIC
+from .base import ClipInput, ClipStage, ShardContext
+
+
+@functools.lru_cache(maxsize=1)
+def extractor() -> Any:
+    """One extractor per worker process: its filter-bank caches outlive shards (librosa is imported here,
+    not when the stage registry is, so other stages' workers never pay for it)."""
+    from ..features.librosa_33 import Librosa33
+
+    return Librosa33(SR)
+
+
+def to_recipe_rate(samples: np.ndarray, sr: int) -> np.ndarray:
+    """The clip at 22,050 Hz (resampled as librosa.load would, soxr_hq, if the audio stage used another rate)."""
+    if sr == SR:
+        return samples
+    import librosa
+
+    return librosa.resample(samples, orig_sr=sr, target_sr=SR, res_type="soxr_hq").astype(np.float32)
+
+
+class AcousticStage(ClipStage):
+    """frames × 33 float32 per clip at 22,050 / 512 ≈ 43.07 frames per second."""
+
+    name = "acoustic"
+    version = "1"
+    schema = ACOUSTIC
+    upstream = ("plan", "audio")
+
+    def check(self) -> list[str]:
+        if self.cfg["recipe"] not in RECIPES:
+            return [f"acoustic.recipe must be one of {', '.join(RECIPES)}, got {self.cfg['recipe']!r}"]
+        return []
+
+    def versions(self) -> dict[str, str]:
+        import librosa
+
+        return {"librosa": librosa.__version__, "numpy": np.__version__}
+
+    def input_columns(self) -> dict[str, list[str] | None]:
+        return {"audio": ["clip_id", "status", "error", "flac"]}
+
+    def process(self, clip: ClipInput, ctx: ShardContext) -> dict[str, Any]:
+        samples, sr = decode_flac(clip.upstream["audio"]["flac"])
+        y = to_recipe_rate(samples, sr)
+        if y.shape[-1] < N_FFT:
+            raise ClipSkipped("too_short", f"{y.shape[-1]} samples at {SR} Hz, fewer than one {N_FFT}-sample "
+                                           f"frame ({N_FFT / SR:.3f} s)")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # librosa's notes on short low-octave CQT frames
+            features = extractor().compute(y, self.cfg["recipe"])
+        if not np.isfinite(features).all():
+            raise ClipError("non_finite", "the features contain NaN or infinity (corrupt audio?)")
+        return {"recipe": self.cfg["recipe"], "frame_rate": SR / HOP, "num_frames": features.shape[0],
+                "features": features}
