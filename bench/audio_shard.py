@@ -16,17 +16,15 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-import psutil
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from results import write_section  # noqa: E402
+from common import run_kebr, write_section  # noqa: E402
 
 from kebr_data.media.ffmpeg import find_ffmpeg  # noqa: E402
 
@@ -42,45 +40,9 @@ def make_corpus(dest: Path, n: int) -> list[Path]:
     return paths
 
 
-class PeakRss:
-    """Poll a process tree; keep the peak RSS of the main process, the workers and ffmpeg."""
-
-    def __init__(self, pid: int) -> None:
-        self.root = psutil.Process(pid)
-        self.peak = {"main": 0, "worker": 0, "ffmpeg": 0}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                procs = [(self.root, "main")] + [(c, None) for c in self.root.children(recursive=True)]
-                for p, role in procs:
-                    role = role or ("ffmpeg" if "ffmpeg" in p.name() else "worker")
-                    self.peak[role] = max(self.peak[role], p.memory_info().rss)
-            except psutil.Error:
-                pass
-            time.sleep(0.02)
-
-    def stop(self) -> dict[str, int]:
-        self._stop.set()
-        self._thread.join()
-        return self.peak
-
-
 def run_stage(src: Path, out: Path, workers: int, shard_size: int) -> tuple[float, dict[str, int]]:
-    args = [sys.executable, "-m", "kebr_data", "extract", "--src", str(src), "--out", str(out), "--layout", "folder",
-            "--stages", "index,audio", "--workers", str(workers), "--set", f"index.shard_size={shard_size}"]
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    rss = PeakRss(proc.pid)
-    _, err = proc.communicate()
-    wall = time.perf_counter() - t0
-    peak = rss.stop()
-    if proc.returncode != 0:
-        raise SystemExit(err.decode())
-    return wall, peak
+    return run_kebr(["extract", "--src", str(src), "--out", str(out), "--layout", "folder", "--stages",
+                     "index,audio", "--workers", str(workers), "--set", f"index.shard_size={shard_size}"])
 
 
 def run_peer(paths: list[Path], tmp: Path) -> float:

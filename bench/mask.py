@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from results import write_section  # noqa: E402
+from common import write_section  # noqa: E402
 
 from kebr_data.lexicon import load_lexicon  # noqa: E402
 from kebr_data.masking import mask_transcript  # noqa: E402

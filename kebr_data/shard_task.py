@@ -23,7 +23,7 @@ import pyarrow as pa
 from . import __version__
 from .plan import PLAN_STAGE
 from .stages import make_stage
-from .stages.base import ShardContext
+from .stages.base import ShardContext, TableSource
 from .storage.layout import OutputDir
 from .storage.markers import Marker
 from .storage.parquet import read_table, write_table
@@ -82,13 +82,11 @@ def run_shard_task(task: ShardTask, progress: Callable[[int], None] = lambda n: 
         log.info("start %s shard %05d on %s pid %d (config %s)", task.stage, task.shard, socket.gethostname(),
                  os.getpid(), stage.config_hash())
         columns = stage.input_columns()
-        inputs = {PLAN_STAGE: read_table(out.table(PLAN_STAGE, task.shard))}
-        for up in stage.upstream:
-            if up != PLAN_STAGE:
-                inputs[up] = read_table(out.table(up, task.shard), columns=columns.get(up))
+        inputs = {up: TableSource(path=out.table(up, task.shard), columns=columns.get(up))
+                  for up in (PLAN_STAGE, *stage.upstream)}
         ctx = ShardContext(task.shard, inputs, tmp_dir, log, progress)
         table = stage.run_shard(ctx)
-        plan_ids = inputs[PLAN_STAGE].column("clip_id").to_pylist()
+        plan_ids = read_table(out.table(PLAN_STAGE, task.shard), columns=["clip_id"]).column("clip_id").to_pylist()
         if table.column("clip_id").to_pylist() != plan_ids:
             raise RuntimeError(f"stage {task.stage} returned rows that do not match plan shard {task.shard}")
         size, digest = write_table(out.table(task.stage, task.shard), table)

@@ -4,6 +4,7 @@ resources and `run_shard(ctx) -> table`. Stages know nothing about executors or 
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from abc import ABC, abstractmethod
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from ..arrow_rows import rows_to_batch
 from ..config import content_hash
@@ -28,15 +30,41 @@ class Resources:
     gpus: float = 0.0
 
 
+class TableSource:
+    """One input table of a shard: in memory, or a Parquet file read a row group at a time, so a
+    worker holds one batch of its inputs (say, 64 clips of FLAC) rather than the whole shard."""
+
+    def __init__(self, table: pa.Table | None = None, path: Path | None = None,
+                 columns: list[str] | None = None) -> None:
+        self.table, self.path, self.columns = table, path, columns
+
+    def rows(self, batch_rows: int = 64) -> Iterator[dict[str, Any]]:
+        if self.table is not None:
+            batches = self.table.select(self.columns).to_batches(batch_rows) if self.columns else \
+                self.table.to_batches(batch_rows)
+        else:
+            batches = pq.ParquetFile(self.path).iter_batches(batch_size=batch_rows, columns=self.columns)
+        for batch in batches:
+            yield from batch.to_pylist()
+
+    def read(self) -> pa.Table:
+        return self.table if self.table is not None else pq.read_table(self.path, columns=self.columns)
+
+
 @dataclass
 class ShardContext:
     """Everything a stage gets for one shard: input tables, a temp folder, a log, a progress callback."""
 
     shard: int
-    inputs: dict[str, pa.Table]
+    inputs: dict[str, pa.Table | TableSource]
     tmp_dir: Path
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("kebr_data.stage"))
     progress: Callable[[int], None] = lambda n: None
+
+    def source(self, name: str) -> TableSource:
+        """The input table `name` (`plan` or an upstream stage) as a TableSource."""
+        value = self.inputs[name]
+        return value if isinstance(value, TableSource) else TableSource(value)
 
     def temp(self) -> Path:
         """The shard's temp folder, created on first use and removed by the engine at commit."""
@@ -110,14 +138,15 @@ def row(clip_id: str, status: str = "ok", error: str | None = None, message: str
 
 
 def iter_clips(ctx: ShardContext, upstream: tuple[str, ...]) -> Iterator[ClipInput]:
-    """Yield the shard's clips with their upstream rows, checking that all tables are row-aligned."""
-    plan = ctx.inputs["plan"].to_pylist()
-    tables = {u: ctx.inputs[u].to_pylist() for u in upstream if u != "plan"}
-    for name, rows in tables.items():
-        if [r["clip_id"] for r in rows] != [p["clip_id"] for p in plan]:
-            raise RuntimeError(f"{name} table of shard {ctx.shard} is not aligned with the plan")
-    for i, p in enumerate(plan):
-        yield ClipInput(p["clip_id"], p, {u: rows[i] for u, rows in tables.items()})
+    """Stream the shard's clips with their upstream rows, checking that all tables are row-aligned."""
+    names = [u for u in upstream if u != "plan"]
+    streams = [ctx.source("plan").rows()] + [ctx.source(u).rows() for u in names]
+    for rows in itertools.zip_longest(*streams):
+        plan = rows[0]
+        for name, r in zip(names, rows[1:]):
+            if plan is None or r is None or r["clip_id"] != plan["clip_id"]:
+                raise RuntimeError(f"{name} table of shard {ctx.shard} is not aligned with the plan")
+        yield ClipInput(plan["clip_id"], plan, dict(zip(names, rows[1:])))
 
 
 class ClipStage(Stage):
