@@ -104,8 +104,8 @@ def main() -> None:
 @click.option("--src", type=click.Path(path_type=Path), help="Dataset folder or manifest (.csv/.parquet). "
               "Needed for a new output folder; later runs reuse the frozen plan.")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Output folder (created if absent).")
-@click.option("--stages", help=f"Comma-separated subset, run in pipeline order. Default: {','.join(EXTRACT_DEFAULT)}. "
-              f"Available: index,{','.join(STAGES)}.")
+@click.option("--stages", help=f"Comma-separated subset, run in pipeline order. Default: run.stages of the config, "
+              f"else {','.join(EXTRACT_DEFAULT)}. Available: index,{','.join(STAGES)}.")
 @click.option("--layout", type=click.Choice(["auto", "voxceleb", "mmsa", "folder", "manifest"]),
               help="Force the source layout instead of auto-detecting it.")
 @run_options
@@ -120,9 +120,9 @@ def extract(src: Path | None, out: Path, stages: str | None, layout: str | None,
     row with status failed/skipped and a message, never a crash.
     """
     try:
-        selected = parse_stages(stages)
         cfg = _config(config_files, overrides, {"run.workers": workers, "run.executor": executor,
                                                 "run.max_failed": max_failed, "index.layout": layout})
+        selected = parse_stages(stages or ",".join(cfg["run"]["stages"]))
         cfg = _resolve_mask(cfg, out, selected)
     except KebrError as exc:
         _fail(exc)

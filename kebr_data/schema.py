@@ -71,6 +71,16 @@ ACOUSTIC = pa.schema(COMMON + [
     pa.field("features", pa.list_(pa.list_(pa.float32(), ACOUSTIC_DIM))),
 ])
 
+VISUAL = pa.schema(COMMON + [
+    pa.field("backend", pa.string()),
+    pa.field("fps", pa.float32()),
+    pa.field("num_frames", pa.int32()),
+    pa.field("features", pa.list_(pa.list_(pa.float32(), VISUAL_DIM))),
+    pa.field("success", pa.list_(pa.bool_())),
+    pa.field("confidence", pa.list_(pa.float32())),
+    pa.field("face_ratio", pa.float32()),
+])
+
 PLAN_COLUMNS = [f.name for f in PLAN]
 
 

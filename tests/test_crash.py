@@ -15,7 +15,7 @@ import pytest
 from helpers import DEMO, run_cli
 
 SHARD_SIZE = 8
-ARGS = ["--layout", "folder", "--set", f"index.shard_size={SHARD_SIZE}", "--max-failed", "1", "--workers", "1"]
+ARGS = ["--layout", "folder", "--stages", "index,audio", "--set", f"index.shard_size={SHARD_SIZE}", "--max-failed", "1", "--workers", "1"]
 
 
 def shard_files(out: Path) -> dict[str, bytes]:

@@ -7,36 +7,15 @@ message; a stuck ffmpeg is killed after `audio.timeout_s`.
 
 from __future__ import annotations
 
-import errno
-import os
 from pathlib import Path
 from typing import Any
 
-from ..errors import ClipError, ClipSkipped, PrerequisiteError
+from ..errors import ClipSkipped, PrerequisiteError
 from ..media.ffmpeg import decode_audio, ffmpeg_version, find_ffmpeg
+from ..media.files import check_readable
 from ..media.flac import encode_flac
 from ..schema import AUDIO
 from .base import ClipInput, ClipStage, ShardContext
-
-
-def check_readable(path: Path) -> None:
-    """Raise ClipError for a missing, unreadable, looping or empty file."""
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        raise ClipError("missing_file", f"{path} does not exist (or is a broken symlink)") from None
-    except OSError as exc:
-        kind = "symlink_loop" if exc.errno == errno.ELOOP else "unreadable"
-        raise ClipError(kind, f"{path}: {exc.strerror}") from None
-    if not os.path.isfile(path):
-        raise ClipError("not_a_file", f"{path} is not a regular file")
-    if st.st_size == 0:
-        raise ClipError("empty_file", f"{path} is empty (0 bytes)")
-    try:
-        with open(path, "rb") as fh:
-            fh.read(1)
-    except OSError as exc:
-        raise ClipError("unreadable", f"{path}: {exc.strerror}") from None
 
 
 class AudioStage(ClipStage):

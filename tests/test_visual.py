@@ -1,0 +1,217 @@
+"""The visual stage: the parser against real OpenFace 2.2 CSVs, the subprocess path with a stand-in
+FeatureExtraction that writes such CSVs, its failure modes, the pre-check and the CSV backend."""
+
+import csv
+import io
+import os
+import shutil
+import sys
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from helpers import ROOT, SHARED, demo_clip, make_video, run_cli
+
+from kebr_data import config
+from kebr_data.errors import PrerequisiteError
+from kebr_data.features.openface import BLOCKS, DIM, FEATURES, META, OpenFaceCsvError, parse_openface_csv
+from kebr_data.schema import PLAN
+from kebr_data.stages.base import ShardContext
+from kebr_data.stages.visual import VisualStage, find_openface
+
+FIXTURES = SHARED / "fixtures" / "openface"
+FAKE = ROOT / "tests" / "fake_openface" / "FeatureExtraction"
+
+pytestmark = pytest.mark.skipif(not FIXTURES.is_dir(), reason="needs ../shared/fixtures/openface")
+
+
+def read_reference(path):
+    """The CSV read the slow, obvious way: csv module, names stripped, floats."""
+    with open(path, newline="") as fh:
+        rows = list(csv.reader(fh))
+    header = [h.strip() for h in rows[0]]
+    return header, np.array([[float(v) for v in r] for r in rows[1:]])
+
+
+# --- the 709 columns --------------------------------------------------------------------------
+
+def test_709_columns_in_openface_order():
+    assert DIM == 709 == sum(width for _, _, width in BLOCKS)
+    assert [(name, FEATURES[start], FEATURES[start + width - 1]) for name, start, width in BLOCKS] == [
+        ("gaze", "gaze_0_x", "gaze_angle_y"), ("eye_landmarks_2d", "eye_lmk_x_0", "eye_lmk_y_55"),
+        ("eye_landmarks_3d", "eye_lmk_X_0", "eye_lmk_Z_55"), ("pose", "pose_Tx", "pose_Rz"),
+        ("face_landmarks_2d", "x_0", "y_67"), ("face_landmarks_3d", "X_0", "Z_67"),
+        ("pdm_params", "p_scale", "p_33"), ("au_intensity", "AU01_r", "AU45_r"),
+        ("au_presence", "AU01_c", "AU45_c")]
+
+
+@pytest.mark.parametrize("name", ["default.csv", "astronaut_gap.csv"])
+def test_real_header_is_meta_plus_features_in_order(name):
+    header, _ = read_reference(FIXTURES / name)
+    assert tuple(header) == META + FEATURES
+
+
+# --- parsing real OpenFace output --------------------------------------------------------------
+
+def test_default_csv_values_equal_the_file():
+    header, ref = read_reference(FIXTURES / "default.csv")
+    frames = parse_openface_csv((FIXTURES / "default.csv").read_bytes())
+    assert frames.features.shape == (288, 709) and frames.features.dtype == np.float32
+    assert np.array_equal(frames.features, ref[:, 5:].astype(np.float32))
+    assert frames.success.all() and frames.face_ratio == 1.0
+    assert np.array_equal(frames.confidence, ref[:, 3].astype(np.float32))
+    assert frames.fps == pytest.approx(15.0, abs=0.01)
+    assert set(np.unique(frames.features[:, 691:])) <= {0.0, 1.0}  # AU presence reads 0.00/1.00
+
+
+def test_failed_frames_are_zeroed_and_flagged():
+    header, ref = read_reference(FIXTURES / "astronaut_gap.csv")
+    frames = parse_openface_csv((FIXTURES / "astronaut_gap.csv").read_bytes())
+    failed = ref[:, 4] == 0
+    assert failed.sum() == 20 and np.array_equal(np.flatnonzero(failed), np.arange(40, 60))
+    assert np.array_equal(frames.success, ~failed)
+    assert frames.face_ratio == pytest.approx(0.8)
+    assert not frames.features[failed].any()
+    assert ref[failed][:, 5 + 294:5 + 430].any()  # OpenFace left stale 2D landmarks there...
+    assert np.array_equal(frames.features[~failed], ref[~failed][:, 5:].astype(np.float32))  # ...kept elsewhere
+    assert frames.fps == pytest.approx(25.0, abs=0.01)
+
+
+def test_columns_are_selected_by_name_not_position():
+    header, ref = read_reference(FIXTURES / "astronaut_gap.csv")
+    order = list(range(len(header)))
+    order[5:] = order[5:][::-1]
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow([header[i] for i in order])
+    w.writerows([[repr(float(v)) for v in row[order]] for row in ref])
+    frames = parse_openface_csv(buf.getvalue().encode())
+    assert np.array_equal(frames.features, parse_openface_csv((FIXTURES / "astronaut_gap.csv").read_bytes()).features)
+
+
+def test_bad_header_zero_rows_and_empty_fail_loudly():
+    text = (FIXTURES / "default.csv").read_text()
+    with pytest.raises(OpenFaceCsvError, match="lacks 1 OpenFace column.*AU45_c") as exc:
+        parse_openface_csv(text.replace("AU45_c", "AU46_c").encode())
+    assert exc.value.error == "bad_header"
+    with pytest.raises(OpenFaceCsvError, match="no frames"):
+        parse_openface_csv(text.splitlines()[0].encode() + b"\n")
+    with pytest.raises(OpenFaceCsvError, match="empty"):
+        parse_openface_csv(b"")
+
+
+# --- the stage -----------------------------------------------------------------------------------
+
+def run_stage(tmp_path, videos, **overrides):
+    sets = [f"visual.{k}={v!r}" if isinstance(v, str) else f"visual.{k}={str(v).lower()}"
+            for k, v in overrides.items()]
+    cfg = config.load(overrides=sets)
+    stage = VisualStage(cfg["visual"])
+    rows = [{"clip_id": f"c/{i}", "status": "ok", "video_path": str(v) if v else None, "source": "folder"}
+            for i, v in enumerate(videos)]
+    ctx = ShardContext(0, {"plan": pa.Table.from_pylist(rows, schema=PLAN)}, tmp_path / "shardtmp")
+    return stage, stage.run_shard(ctx).to_pylist()
+
+
+@pytest.fixture()
+def fake_env(monkeypatch, tmp_path):
+    monkeypatch.setenv("KEBR_FAKE_OPENFACE_CSV", str(FIXTURES / "astronaut_gap.csv"))
+    monkeypatch.setenv("KEBR_FAKE_OPENFACE_LOG", str(tmp_path / "calls.log"))
+    monkeypatch.delenv("KEBR_FAKE_OPENFACE_MODE", raising=False)
+    return tmp_path / "calls.log"
+
+
+def test_openface_backend_runs_the_binary_on_the_video(tmp_path, fake_env):
+    clip = tmp_path / "odd name; 'quoted' ü.mp4"
+    shutil.copy(demo_clip(0), clip)
+    stage, (row,) = run_stage(tmp_path, [clip], openface_bin=str(FAKE))
+    assert row["status"] == "ok", row["message"]
+    want = parse_openface_csv((FIXTURES / "astronaut_gap.csv").read_bytes())
+    assert row["num_frames"] == 100 and row["face_ratio"] == pytest.approx(0.8) and row["backend"] == "openface"
+    assert np.array_equal(np.array(row["features"], dtype=np.float32), want.features)
+    assert row["success"] == want.success.tolist() and row["fps"] == pytest.approx(25.0, abs=0.01)
+    call = fake_env.read_text().strip().split("\t")
+    assert call[0] == str(clip) and "-2Dfp -3Dfp -pdmparams -pose -aus -gaze" in call[2]
+    assert not (tmp_path / "shardtmp").exists() or not any((tmp_path / "shardtmp").iterdir())
+
+
+@pytest.mark.parametrize("mode,status,error,text", [
+    ("exit", "failed", "openface_error", "Could not open the video file"),
+    ("nocsv", "failed", "no_csv", "wrote 0 CSV file(s)"),
+    ("badheader", "failed", "bad_header", "gaze_angle_x"),
+    ("zerorows", "failed", "empty_csv", "no frames"),
+])
+def test_openface_failure_modes_become_rows(tmp_path, fake_env, monkeypatch, mode, status, error, text):
+    monkeypatch.setenv("KEBR_FAKE_OPENFACE_MODE", mode)
+    _, (row,) = run_stage(tmp_path, [demo_clip(1)], openface_bin=str(FAKE))
+    assert (row["status"], row["error"]) == (status, error)
+    assert text in row["message"]
+
+
+def test_openface_timeout(tmp_path, fake_env, monkeypatch):
+    monkeypatch.setenv("KEBR_FAKE_OPENFACE_MODE", "hang")
+    _, (row,) = run_stage(tmp_path, [demo_clip(1)], openface_bin=str(FAKE), timeout_s=1.0)
+    assert (row["status"], row["error"]) == ("failed", "timeout")
+
+
+def test_precheck_skips_faceless_and_unreadable_videos_before_openface(tmp_path, fake_env, ffmpeg):
+    faceless = make_video(ffmpeg, tmp_path / "testsrc.mp4", seconds=1.0)
+    garbage = tmp_path / "garbage.mp4"
+    garbage.write_bytes(b"\x00" * 5000)
+    empty = tmp_path / "empty.mp4"
+    empty.touch()
+    _, rows = run_stage(tmp_path, [faceless, garbage, empty, None], openface_bin=str(FAKE))
+    assert [(r["status"], r["error"]) for r in rows] == [("skipped", "no_face"), ("failed", "no_frames"),
+                                                         ("failed", "empty_file"), ("skipped", "no_video")]
+    assert not fake_env.exists()  # OpenFace was never started
+
+
+def test_max_fps_reencodes_first(tmp_path, fake_env):
+    _, (row,) = run_stage(tmp_path, [demo_clip(2)], openface_bin=str(FAKE), max_fps=10.0)
+    assert row["status"] == "ok"
+    video, fps, _ = fake_env.read_text().strip().split("\t")
+    assert float(fps) == pytest.approx(10.0) and video.endswith("input.mp4")
+
+
+def test_csv_backend_beside_the_video_and_in_a_folder(tmp_path):
+    video = tmp_path / "clip.mp4"
+    video.write_bytes(b"not read")
+    shutil.copy(FIXTURES / "default.csv", tmp_path / "clip.mp4.csv")
+    _, (beside, missing) = run_stage(tmp_path, [video, tmp_path / "other.mp4"], backend="openface-csv")
+    assert beside["status"] == "ok" and beside["num_frames"] == 288 and beside["backend"] == "openface-csv"
+    assert (missing["status"], missing["error"]) == ("failed", "missing_csv")
+    (tmp_path / "csvs" / "c").mkdir(parents=True)
+    shutil.copy(FIXTURES / "astronaut_gap.csv", tmp_path / "csvs" / "c" / "0.csv")
+    _, (row,) = run_stage(tmp_path, [None], backend="openface-csv", csv_dir=str(tmp_path / "csvs"))
+    assert row["status"] == "ok" and row["num_frames"] == 100
+
+
+def test_missing_binary_message_names_docker_and_csv_backend(monkeypatch, tmp_path):
+    monkeypatch.delenv("KEBR_OPENFACE_BIN", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(PrerequisiteError) as exc:
+        find_openface("")
+    assert "docker" in str(exc.value) and "openface-csv" in str(exc.value)
+    monkeypatch.setenv("KEBR_OPENFACE_BIN", str(FAKE))
+    assert find_openface("") == str(FAKE)
+
+
+def test_extract_with_visual_through_the_cli(tmp_path, demo_src, fake_env):
+    out = tmp_path / "f"
+    proc = run_cli("extract", "--src", str(demo_src), "--out", str(out), "--config",
+                   str(ROOT / "pipelines/demo.toml"), "--stages", "index,visual",
+                   "--set", f"visual.openface_bin='{FAKE}'", env={"KEBR_FAKE_OPENFACE_LOG": ""})
+    assert proc.returncode == 0, proc.stderr
+    rows = {r["clip_id"]: r for r in pq.read_table(out / "visual").to_pylist()}
+    assert sum(r["status"] == "ok" for r in rows.values()) == 7  # the silent clip still has a face
+    assert rows["id00003/kEbRdEmOe05/00002"]["error"] == "no_frames"  # the truncated MP4
+    assert all(len(r["features"][0]) == 709 for r in rows.values() if r["status"] == "ok")
+
+
+def test_prerequisite_failure_before_any_work(tmp_path, demo_src):
+    path = f"{os.path.dirname(sys.executable)}:/usr/bin:/bin"  # no FeatureExtraction there
+    proc = run_cli("extract", "--src", str(demo_src), "--out", str(tmp_path / "f"), "--stages", "index,visual",
+                   env={"KEBR_OPENFACE_BIN": "", "PATH": path})
+    assert proc.returncode == 2 and "FeatureExtraction was not found" in proc.stderr
+    assert not (tmp_path / "f").exists()
