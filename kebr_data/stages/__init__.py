@@ -6,13 +6,14 @@ from typing import Any
 
 from ..errors import ConfigError
 from .acoustic import AcousticStage
+from .asr import AsrStage
 from .audio import AudioStage
 from .base import Stage
 from .mask import MaskStage
 from .visual import VisualStage
 
 #: every stage that exists, in pipeline order (`index` builds the plan and is run by the engine)
-STAGES: dict[str, type[Stage]] = {cls.name: cls for cls in (AudioStage, MaskStage, AcousticStage, VisualStage)}
+STAGES: dict[str, type[Stage]] = {cls.name: cls for cls in (AudioStage, AsrStage, MaskStage, AcousticStage, VisualStage)}
 PIPELINE_ORDER = ("index", "audio", "asr", "mask", "acoustic", "visual")
 #: what `kebr-data extract` runs by default (DESIGN §1); `mask` has its own command
 EXTRACT_DEFAULT = tuple(s for s in ("index", "audio", "asr", "acoustic", "visual") if s == "index" or s in STAGES)

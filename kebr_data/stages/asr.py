@@ -1,0 +1,150 @@
+"""The ASR stage (DESIGN §1, §4): a transcript per clip, with language, confidence and word times.
+
+Engines: `faster-whisper` (default; offline with the bundled Whisper tiny.en), `openai-whisper`,
+and `given` (the dataset's own transcript from the plan, e.g. MMSA's label.csv text, or a sidecar
+`.txt` file beside the media). Clips in languages outside `asr.languages` (the papers kept English
+only) and silent clips are `skipped`, keeping what was detected in the row.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import ClipError, ClipSkipped, PrerequisiteError
+from ..features.whisper_engines import ENGINES, SAMPLE_RATE, resolve_model
+from ..media.flac import decode_flac
+from ..schema import ASR
+from .base import ClipInput, ClipStage, Resources, ShardContext
+
+AUDIO_ENGINES = tuple(ENGINES)
+ALL_ENGINES = (*AUDIO_ENGINES, "given")
+
+
+def sidecar_text(plan: dict[str, Any]) -> str | None:
+    """The transcript in `<media>.txt` or `<media stem>.txt` beside the clip's audio or video file."""
+    for media in (plan.get("audio_path"), plan.get("video_path")):
+        if not media:
+            continue
+        for candidate in (Path(media).with_suffix(".txt"), Path(f"{media}.txt")):
+            try:
+                return candidate.read_text(encoding="utf-8")
+            except FileNotFoundError:
+                continue
+            except (OSError, UnicodeDecodeError) as exc:
+                raise ClipError("bad_transcript", f"{candidate}: {exc}") from None
+    return None
+
+
+def rms_dbfs(y: np.ndarray) -> float:
+    """Level of a clip in dB relative to full scale (-inf for digital silence)."""
+    rms = float(np.sqrt(np.mean(np.square(y, dtype=np.float64)))) if y.size else 0.0
+    return 20.0 * np.log10(rms) if rms > 0 else float("-inf")
+
+
+class AsrStage(ClipStage):
+    """Transcribe each clip (or read its given transcript)."""
+
+    name = "asr"
+    version = "1"
+    schema = ASR
+    runtime_keys = ("device", "batch_size")
+
+    def __init__(self, cfg: dict[str, Any]) -> None:
+        super().__init__(cfg)
+        engine = cfg["engine"]
+        self.upstream = ("plan",) if engine == "given" else ("plan", "audio")
+        self.resources = Resources(cpus=1.0, gpus=1.0 if cfg["device"] == "cuda" and engine != "given" else 0.0)
+
+    def check(self) -> list[str]:
+        engine = self.cfg["engine"]
+        if engine not in ALL_ENGINES:
+            return [f"asr.engine must be one of {', '.join(ALL_ENGINES)}, got {engine!r}"]
+        if engine == "given":
+            return []
+        try:
+            resolve_model(engine, self.cfg["model"])
+        except PrerequisiteError as exc:
+            return [str(exc)]
+        module = {"faster-whisper": ("faster_whisper", "asr"), "openai-whisper": ("whisper", "whisper")}[engine]
+        try:
+            __import__(module[0])
+        except ImportError:
+            return [f"the {engine} engine needs the package {module[0]!r}: pip install 'kebr-toolkit[{module[1]}]'"
+                    + (" and pip install --no-deps openai-whisper" if engine == "openai-whisper" else "")]
+        return []
+
+    def config_hash(self) -> str:
+        """Includes the model file's identity, so another model makes old transcripts stale."""
+        from ..config import content_hash
+
+        model = ""
+        if self.cfg["engine"] in AUDIO_ENGINES:
+            path = resolve_model(self.cfg["engine"], self.cfg["model"])
+            weights = path / "model.bin" if path.is_dir() else path
+            model = f"{weights.name}:{weights.stat().st_size}"
+        return content_hash({"base": super().config_hash(), "model": model})
+
+    def versions(self) -> dict[str, str]:
+        from importlib.metadata import PackageNotFoundError, version
+
+        out = {}
+        for dist in ("faster-whisper", "ctranslate2", "openai-whisper"):
+            try:
+                out[dist] = version(dist)
+            except PackageNotFoundError:
+                pass
+        return out
+
+    def input_columns(self) -> dict[str, list[str] | None]:
+        return {"audio": ["clip_id", "status", "error", "flac"]}
+
+    def process(self, clip: ClipInput, ctx: ShardContext) -> dict[str, Any]:
+        if self.cfg["engine"] == "given":
+            return self._given(clip)
+        y, sr = decode_flac(clip.upstream["audio"]["flac"])
+        if rms_dbfs(y) < float(self.cfg["silence_dbfs"]):
+            raise ClipSkipped("silence", f"the audio level is below {self.cfg['silence_dbfs']:g} dBFS")
+        if sr != SAMPLE_RATE:
+            import soxr
+
+            y = soxr.resample(y, sr, SAMPLE_RATE, quality="HQ").astype(np.float32)
+        t = ENGINES[self.cfg["engine"]](y, self.cfg)
+        row: dict[str, Any] = {
+            "text": t.text, "language": t.language, "language_prob": t.language_prob, "avg_logprob": t.avg_logprob,
+            "engine": self.cfg["engine"], "model": str(resolve_model(self.cfg["engine"], self.cfg["model"]).name),
+            "words": [{"word": w.word, "start": w.start, "end": w.end, "prob": w.prob} for w in t.words]}
+        if not t.text:
+            return {**row, "status": "skipped", "error": "no_speech", "message": "Whisper found no speech"}
+        if not t.multilingual:
+            row["language_prob"] = None  # an English-only model cannot identify a language
+            gate = float(self.cfg["en_only_min_avg_logprob"])
+            if t.avg_logprob is not None and t.avg_logprob < gate:
+                row["language"] = "und"
+        languages = list(self.cfg["languages"])
+        if languages and row["language"] not in languages:
+            why = (f"English-only model with low confidence (avg_logprob {t.avg_logprob:.2f} < "
+                   f"{self.cfg['en_only_min_avg_logprob']:g}): likely not English speech"
+                   if row["language"] == "und" else
+                   f"detected {row['language']} (p={t.language_prob:.2f})")
+            return {**row, "status": "skipped", "error": "language", "message": f"{why}; kept: {', '.join(languages)}"}
+        if t.avg_logprob is not None and t.avg_logprob < float(self.cfg["min_avg_logprob"]):
+            return {**row, "status": "skipped", "error": "low_confidence",
+                    "message": f"avg_logprob {t.avg_logprob:.2f} < asr.min_avg_logprob {self.cfg['min_avg_logprob']:g}"}
+        return row
+
+    def _given(self, clip: ClipInput) -> dict[str, Any]:
+        text = clip.plan.get("given_text")
+        source = "plan"
+        if text is None:
+            text, source = sidecar_text(clip.plan), "sidecar"
+        if text is None:
+            raise ClipError("no_transcript", "no given transcript in the plan and no sidecar .txt beside the media")
+        text = " ".join(text.split())
+        row = {"text": text, "language": None, "language_prob": None, "avg_logprob": None, "engine": "given",
+               "model": source, "words": []}
+        if not text:
+            return {**row, "status": "skipped", "error": "no_speech", "message": "the given transcript is empty"}
+        return row

@@ -1,0 +1,180 @@
+"""The ASR stage with real engines: faster-whisper tiny.en on the demo's known sentences, language
+filtering, silence, given transcripts, offline model resolution, and openai-whisper's loading and
+decoding path on a checkpoint built here."""
+
+import csv
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import soundfile as sf
+from helpers import ROOT, run_cli
+
+from kebr_data import config
+from kebr_data.errors import PrerequisiteError
+from kebr_data.features.whisper_engines import TINY_EN_SHA256, bundled_tiny_en, resolve_model
+from kebr_data.media.flac import encode_flac
+from kebr_data.schema import AUDIO, PLAN
+from kebr_data.stages.asr import AsrStage
+from kebr_data.stages.base import ShardContext
+from kebr_data.storage.atomic import file_digest
+
+FIXTURES = ROOT / "tests" / "fixtures"
+DEMO_CFG = str(ROOT / "pipelines" / "demo.toml")
+
+
+def words(text):
+    return re.sub(r"[^a-z' ]", " ", text.lower()).split()
+
+
+def wer(ref, hyp):
+    """Word error rate by edit distance over words."""
+    r, h = words(ref), words(hyp)
+    d = list(range(len(h) + 1))
+    for i in range(1, len(r) + 1):
+        prev, d[0] = d[0], i
+        for j in range(1, len(h) + 1):
+            prev, d[j] = d[j], min(d[j] + 1, d[j - 1] + 1, prev + (r[i - 1] != h[j - 1]))
+    return d[len(h)] / max(len(r), 1)
+
+
+def test_wer_helper_on_hand_computed_cases():
+    assert wer("a b c d", "a b c d") == 0.0
+    assert wer("a b c d", "a x c") == 0.5  # one substitution, one deletion
+    assert wer("I love it.", "i LOVE it") == 0.0
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory, demo_src):
+    out = tmp_path_factory.mktemp("asr") / "f"
+    run_cli("extract", "--src", str(demo_src), "--out", str(out), "--config", DEMO_CFG, "--stages",
+            "index,audio,asr", check=True)
+    return out
+
+
+def test_faster_whisper_transcribes_the_demo_within_10_percent_wer(demo_run):
+    with open(ROOT / "demo/sentences.tsv", newline="") as fh:
+        truth = {r["clip_id"]: r["sentence"] for r in csv.DictReader(fh, delimiter="\t")}
+    rows = {r["clip_id"]: r for r in pq.read_table(demo_run / "asr").to_pylist()}
+    errors = [wer(truth[c], rows[c]["text"]) for c in truth]
+    assert sum(errors) / len(errors) <= 0.10, {c: rows[c]["text"] for c in truth}
+    r = rows["id00001/kEbRdEmOa01/00001"]
+    assert (r["status"], r["engine"], r["model"], r["language"]) == ("ok", "faster-whisper", "model", "en")
+    assert r["language_prob"] is None  # tiny.en is English-only: it cannot identify a language
+    assert -1.0 < r["avg_logprob"] < 0.0
+    assert [w["word"] for w in r["words"]][:3] == ["I", "love", "this"]
+    assert all(0 <= w["start"] <= w["end"] <= 6 for w in r["words"])
+    assert rows["id00003/kEbRdEmOe05/00001"]["error"] == "upstream_skipped"
+
+
+def test_mask_reads_the_asr_transcripts(demo_run):
+    proc = run_cli("mask", "--out", str(demo_run), check=True)
+    rows = {r["clip_id"]: r for r in pq.read_table(demo_run / "mask").to_pylist()}
+    assert rows["id00001/kEbRdEmOa01/00001"]["mask_word"] == "love"
+    assert rows["id00001/kEbRdEmOa01/00002"]["mask_word"] == "terrible"
+    assert "sentiment word in 83.3% of 6 masked clips" in proc.stderr  # all but the neutral sentence
+
+
+def stage_rows(tmp_path, clips, **overrides):
+    sets = [f"asr.{k}={v!r}" if isinstance(v, str) else f"asr.{k}={str(v).lower() if isinstance(v, bool) else v}"
+            for k, v in overrides.items()]
+    cfg = config.load(overrides=sets)
+    plan, audio = [], []
+    for i, (y, sr, extra) in enumerate(clips):
+        plan.append({"clip_id": f"c{i}", "status": "ok", "source": "folder", **extra})
+        audio.append({"clip_id": f"c{i}", "status": "ok", "sample_rate": sr, "num_samples": len(y),
+                      "duration_s": len(y) / sr,
+                      "flac": encode_flac((np.clip(y, -1, 1) * 32767).astype(np.int16), sr)})
+    stage = AsrStage(cfg["asr"])
+    assert stage.check() == []
+    inputs = {"plan": pa.Table.from_pylist(plan, schema=PLAN), "audio": pa.Table.from_pylist(audio, schema=AUDIO)}
+    return stage.run_shard(ShardContext(0, inputs, tmp_path)).to_pylist()
+
+
+def test_non_english_speech_is_skipped_with_its_language(tmp_path):
+    clips = [(*sf.read(FIXTURES / f"speech_{lang}.flac", dtype="float32"), {}) for lang in ("de", "fr")]
+    rows = stage_rows(tmp_path, clips)
+    for r in rows:
+        assert (r["status"], r["error"], r["language"]) == ("skipped", "language", "und"), r
+        assert "likely not English" in r["message"] and r["text"]  # what was heard stays in the row
+
+
+def test_silence_is_skipped_before_decoding(tmp_path):
+    rows = stage_rows(tmp_path, [(np.zeros(32000, np.float32), 16000, {}),
+                                 (1e-4 * np.random.default_rng(0).standard_normal(32000).astype(np.float32), 16000,
+                                  {})])
+    assert [(r["status"], r["error"]) for r in rows] == [("skipped", "silence"), ("skipped", "silence")]
+
+
+def test_confidence_gate(tmp_path):
+    y, sr = sf.read(FIXTURES / "speech_de.flac", dtype="float32")
+    (row,) = stage_rows(tmp_path, [(y, sr, {})], languages=[], min_avg_logprob=-0.5)
+    assert (row["status"], row["error"]) == ("skipped", "low_confidence")
+
+
+def test_given_transcripts_from_plan_and_sidecar(tmp_path):
+    media = tmp_path / "a.mp4"
+    media.write_bytes(b"x")
+    (tmp_path / "a.txt").write_text("  I love\nthis  ")
+    plan = [{"clip_id": "p", "status": "ok", "source": "mmsa", "given_text": "it was great"},
+            {"clip_id": "s", "status": "ok", "source": "folder", "video_path": str(media)},
+            {"clip_id": "n", "status": "ok", "source": "folder", "video_path": str(tmp_path / "b.mp4")}]
+    stage = AsrStage(config.load(overrides=["asr.engine='given'"])["asr"])
+    assert stage.upstream == ("plan",)
+    rows = stage.run_shard(ShardContext(0, {"plan": pa.Table.from_pylist(plan, schema=PLAN)}, tmp_path)).to_pylist()
+    assert [(r["status"], r["text"], r["model"]) for r in rows[:2]] == [("ok", "it was great", "plan"),
+                                                                        ("ok", "I love this", "sidecar")]
+    assert (rows[2]["status"], rows[2]["error"]) == ("failed", "no_transcript")
+
+
+def test_bundled_model_is_the_pinned_tiny_en():
+    path = bundled_tiny_en()
+    assert file_digest(path / "model.bin")[1] == TINY_EN_SHA256
+
+
+@pytest.mark.parametrize("engine,model", [("faster-whisper", "large-v3"), ("faster-whisper", "/nowhere/model"),
+                                          ("openai-whisper", "tiny.en")])
+def test_unresolvable_model_fails_at_once(engine, model):
+    t0 = time.monotonic()
+    with pytest.raises(PrerequisiteError, match="never downloaded at run time"):
+        resolve_model(engine, model)
+    assert time.monotonic() - t0 < 5
+
+
+def test_unresolvable_model_stops_extract_before_any_work(tmp_path, demo_src):
+    proc = run_cli("extract", "--src", str(demo_src), "--out", str(tmp_path / "f"), "--stages", "index,audio,asr",
+                   "--set", "asr.model='large-v3'", timeout=60)
+    assert proc.returncode == 2 and "set asr.model to that folder" in proc.stderr
+    assert not (tmp_path / "f").exists()
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    """An English-only openai-whisper checkpoint with tiny dimensions and seeded random weights."""
+    torch = pytest.importorskip("torch")
+    whisper = pytest.importorskip("whisper")
+    from dataclasses import asdict
+
+    from whisper.model import ModelDimensions, Whisper
+
+    torch.manual_seed(0)
+    dims = ModelDimensions(n_mels=80, n_audio_ctx=1500, n_audio_state=64, n_audio_head=2, n_audio_layer=2,
+                           n_vocab=51864, n_text_ctx=448, n_text_state=64, n_text_head=2, n_text_layer=2)
+    model = Whisper(dims)
+    path = tmp_path_factory.mktemp("whisper") / "tiny-random.en.pt"
+    torch.save({"dims": asdict(dims), "model_state_dict": model.state_dict()}, path)
+    assert not whisper.load_model(str(path)).is_multilingual
+    return path
+
+
+def test_openai_whisper_loads_and_decodes_a_local_checkpoint(tmp_path, tiny_checkpoint):
+    y, sr = sf.read(FIXTURES / "speech_fr.flac", dtype="float32")
+    (row,) = stage_rows(tmp_path, [(y, sr, {})], engine="openai-whisper", model=str(tiny_checkpoint), languages=[],
+                        beam_size=1, no_speech_threshold=1.0, en_only_min_avg_logprob=-100.0)
+    assert row["engine"] == "openai-whisper" and row["model"] == "tiny-random.en.pt"
+    assert row["status"] in ("ok", "skipped")  # random weights: the text is noise, the path is what is tested
+    assert row["language"] == "en" and isinstance(row["avg_logprob"], float)
