@@ -1,7 +1,7 @@
 """The ASR stage (DESIGN §1, §4): a transcript per clip, with language, confidence and word times.
 
 Engines: `faster-whisper` (default; offline with the bundled Whisper tiny.en), `openai-whisper`,
-and `given` (the dataset's own transcript from the plan, e.g. MMSA's label.csv text, or a sidecar
+`google` (Google Cloud Speech, the papers' engine) and `given` (the dataset's own transcript from the plan, e.g. MMSA's label.csv text, or a sidecar
 `.txt` file beside the media). Clips in languages outside `asr.languages` (the papers kept English
 only) and silent clips are `skipped`, keeping what was detected in the row.
 """
@@ -14,13 +14,14 @@ from typing import Any
 import numpy as np
 
 from ..errors import ClipError, ClipSkipped, PrerequisiteError
+from ..features.google_speech import check_google, transcribe_google
 from ..features.whisper_engines import ENGINES, SAMPLE_RATE, resolve_model
 from ..media.flac import decode_flac
 from ..schema import ASR
 from .base import ClipInput, ClipStage, Resources, ShardContext
 
-AUDIO_ENGINES = tuple(ENGINES)
-ALL_ENGINES = (*AUDIO_ENGINES, "given")
+WHISPER_ENGINES = tuple(ENGINES)
+ALL_ENGINES = (*WHISPER_ENGINES, "google", "given")
 
 
 def sidecar_text(plan: dict[str, Any]) -> str | None:
@@ -50,13 +51,13 @@ class AsrStage(ClipStage):
     name = "asr"
     version = "1"
     schema = ASR
-    runtime_keys = ("device", "batch_size")
+    runtime_keys = ("device", "batch_size", "google_endpoint", "google_retry_initial_s", "google_retry_deadline_s")
 
     def __init__(self, cfg: dict[str, Any]) -> None:
         super().__init__(cfg)
         engine = cfg["engine"]
         self.upstream = ("plan",) if engine == "given" else ("plan", "audio")
-        self.resources = Resources(cpus=1.0, gpus=1.0 if cfg["device"] == "cuda" and engine != "given" else 0.0)
+        self.resources = Resources(cpus=1.0, gpus=1.0 if cfg["device"] == "cuda" and engine in WHISPER_ENGINES else 0.0)
 
     def check(self) -> list[str]:
         engine = self.cfg["engine"]
@@ -64,6 +65,9 @@ class AsrStage(ClipStage):
             return [f"asr.engine must be one of {', '.join(ALL_ENGINES)}, got {engine!r}"]
         if engine == "given":
             return []
+        if engine == "google":
+            problem = check_google(self.cfg)
+            return [problem] if problem else []
         try:
             resolve_model(engine, self.cfg["model"])
         except PrerequisiteError as exc:
@@ -81,7 +85,7 @@ class AsrStage(ClipStage):
         from ..config import content_hash
 
         model = ""
-        if self.cfg["engine"] in AUDIO_ENGINES:
+        if self.cfg["engine"] in WHISPER_ENGINES:
             path = resolve_model(self.cfg["engine"], self.cfg["model"])
             weights = path / "model.bin" if path.is_dir() else path
             model = f"{weights.name}:{weights.stat().st_size}"
@@ -99,7 +103,7 @@ class AsrStage(ClipStage):
         return out
 
     def input_columns(self) -> dict[str, list[str] | None]:
-        return {"audio": ["clip_id", "status", "error", "flac"]}
+        return {"audio": ["clip_id", "status", "error", "flac", "sample_rate", "duration_s"]}
 
     def process(self, clip: ClipInput, ctx: ShardContext) -> dict[str, Any]:
         if self.cfg["engine"] == "given":
@@ -107,17 +111,23 @@ class AsrStage(ClipStage):
         y, sr = decode_flac(clip.upstream["audio"]["flac"])
         if rms_dbfs(y) < float(self.cfg["silence_dbfs"]):
             raise ClipSkipped("silence", f"the audio level is below {self.cfg['silence_dbfs']:g} dBFS")
-        if sr != SAMPLE_RATE:
-            import soxr
+        if self.cfg["engine"] == "google":
+            audio = clip.upstream["audio"]
+            t = transcribe_google(audio["flac"], sr, float(audio["duration_s"]), self.cfg)
+            model = self.cfg["google_model"] or "default"
+        else:
+            if sr != SAMPLE_RATE:
+                import soxr
 
-            y = soxr.resample(y, sr, SAMPLE_RATE, quality="HQ").astype(np.float32)
-        t = ENGINES[self.cfg["engine"]](y, self.cfg)
+                y = soxr.resample(y, sr, SAMPLE_RATE, quality="HQ").astype(np.float32)
+            t = ENGINES[self.cfg["engine"]](y, self.cfg)
+            model = resolve_model(self.cfg["engine"], self.cfg["model"]).name
         row: dict[str, Any] = {
             "text": t.text, "language": t.language, "language_prob": t.language_prob, "avg_logprob": t.avg_logprob,
-            "engine": self.cfg["engine"], "model": str(resolve_model(self.cfg["engine"], self.cfg["model"]).name),
+            "engine": self.cfg["engine"], "model": str(model),
             "words": [{"word": w.word, "start": w.start, "end": w.end, "prob": w.prob} for w in t.words]}
         if not t.text:
-            return {**row, "status": "skipped", "error": "no_speech", "message": "Whisper found no speech"}
+            return {**row, "status": "skipped", "error": "no_speech", "message": f"{self.cfg['engine']} found no speech"}
         if not t.multilingual:
             row["language_prob"] = None  # an English-only model cannot identify a language
             gate = float(self.cfg["en_only_min_avg_logprob"])
@@ -128,7 +138,7 @@ class AsrStage(ClipStage):
             why = (f"English-only model with low confidence (avg_logprob {t.avg_logprob:.2f} < "
                    f"{self.cfg['en_only_min_avg_logprob']:g}): likely not English speech"
                    if row["language"] == "und" else
-                   f"detected {row['language']} (p={t.language_prob:.2f})")
+                   f"detected {row['language']}" + (f" (p={t.language_prob:.2f})" if t.language_prob else ""))
             return {**row, "status": "skipped", "error": "language", "message": f"{why}; kept: {', '.join(languages)}"}
         if t.avg_logprob is not None and t.avg_logprob < float(self.cfg["min_avg_logprob"]):
             return {**row, "status": "skipped", "error": "low_confidence",
