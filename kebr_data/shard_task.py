@@ -67,7 +67,8 @@ def _shard_logger(path: Path, name: str) -> tuple[logging.Logger, logging.Handle
 def histogram(table: pa.Table) -> dict[str, int]:
     """`status/error` -> count over the rows that are not ok."""
     counts = collections.Counter(
-        f"{s}/{e}" for s, e in zip(table.column("status").to_pylist(), table.column("error").to_pylist()) if s != "ok")
+        f"{s}/{e}" for s, e in zip(table.column("status").to_pylist(), table.column("error").to_pylist(), strict=True)
+        if s != "ok")
     return dict(sorted(counts.items()))
 
 

@@ -5,7 +5,6 @@ decoding path on a checkpoint built here."""
 import csv
 import re
 import time
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa

@@ -67,7 +67,7 @@ def test_transient_error_is_retried(tmp_path, fake):
 @pytest.mark.parametrize("code,error,hint", [
     (grpc.StatusCode.UNAUTHENTICATED, "auth", "GOOGLE_APPLICATION_CREDENTIALS"),
     (grpc.StatusCode.PERMISSION_DENIED, "auth", "enable the Speech-to-Text API"),
-    (grpc.StatusCode.RESOURCE_EXHAUSTED, "quota", "retry-failed"),
+    (grpc.StatusCode.RESOURCE_EXHAUSTED, "quota", "raise the project's quota"),
 ])
 def test_auth_and_quota_errors_are_failed_rows(tmp_path, fake, code, error, hint):
     fake.errors = [(code, "the service said no")]

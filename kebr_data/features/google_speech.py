@@ -85,7 +85,7 @@ def transcribe_google(flac: bytes, sample_rate: int, duration_s: float, cfg: dic
                                 "for the project and grant the service account access") from None
     except exceptions.ResourceExhausted as exc:
         raise ClipError("quota", f"Google Cloud Speech quota exhausted ({exc.message}); lower --workers, or raise "
-                                 "the project's quota, then kebr-data retry-failed") from None
+                                 "the project's quota in the Google Cloud console") from None
     except exceptions.RetryError as exc:
         raise ClipError("unavailable", f"Google Cloud Speech kept failing for {timeout:g} s: {exc.cause}") from None
     except exceptions.GoogleAPICallError as exc:

@@ -7,15 +7,14 @@ the static build shipped by the `imageio-ffmpeg` wheel, so a plain `pip install`
 from __future__ import annotations
 
 import functools
-import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import ClipError, ClipSkipped, PrerequisiteError
+from .binaries import locate
 
 STDERR_TAIL = 600
 _POINTER = re.compile(r" @ 0x[0-9a-fA-F]+")
@@ -23,16 +22,9 @@ _POINTER = re.compile(r" @ 0x[0-9a-fA-F]+")
 
 def find_ffmpeg(configured: str = "") -> str:
     """Path of the ffmpeg binary to use, or raise PrerequisiteError saying how to get one."""
-    for candidate in (configured, os.environ.get("KEBR_FFMPEG", "")):
-        if candidate:
-            path = shutil.which(candidate)
-            if path is None:
-                raise PrerequisiteError(f"ffmpeg binary {candidate!r} (from config or $KEBR_FFMPEG) "
-                                        "does not exist or is not executable")
-            return path
-    on_path = shutil.which("ffmpeg")
-    if on_path:
-        return on_path
+    path = locate(configured, "audio.ffmpeg", "KEBR_FFMPEG", "ffmpeg")
+    if path:
+        return path
     try:
         import imageio_ffmpeg
         return imageio_ffmpeg.get_ffmpeg_exe()

@@ -39,7 +39,7 @@ class AudioStage(ClipStage):
 
     def check(self) -> list[str]:
         try:
-            self.ffmpeg
+            find_ffmpeg(self.cfg["ffmpeg"])
         except PrerequisiteError as exc:
             return [str(exc)]
         if self.cfg["sample_rate"] < 1000:

@@ -143,10 +143,10 @@ def iter_clips(ctx: ShardContext, upstream: tuple[str, ...]) -> Iterator[ClipInp
     streams = [ctx.source("plan").rows()] + [ctx.source(u).rows() for u in names]
     for rows in itertools.zip_longest(*streams):
         plan = rows[0]
-        for name, r in zip(names, rows[1:]):
+        for name, r in zip(names, rows[1:], strict=True):
             if plan is None or r is None or r["clip_id"] != plan["clip_id"]:
                 raise RuntimeError(f"{name} table of shard {ctx.shard} is not aligned with the plan")
-        yield ClipInput(plan["clip_id"], plan, dict(zip(names, rows[1:])))
+        yield ClipInput(plan["clip_id"], plan, dict(zip(names, rows[1:], strict=True)))
 
 
 class ClipStage(Stage):

@@ -60,8 +60,9 @@ class MaskStage(ClipStage):
             return [f"mask.scale_from must be [low, high], got {scale!r}"]
         if not 0.0 <= self.cfg["max_neutral_fraction"] <= 1.0:
             return [f"mask.max_neutral_fraction must lie in [0, 1], got {self.cfg['max_neutral_fraction']}"]
+        low, high = scale
         try:
-            self.lexicon
+            load_lexicon(self.cfg["lexicon"], float(low), float(high))
         except Exception as exc:  # ConfigError or the missing vaderSentiment extra
             return [str(exc)]
         return []

@@ -9,7 +9,6 @@ the expensive run. The toolkit never ships OpenFace (academic, non-commercial li
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 
 from ..errors import ClipError, ClipSkipped, PrerequisiteError
 from ..features.openface import OpenFaceCsvError, parse_openface_csv
+from ..media.binaries import locate
 from ..media.ffmpeg import find_ffmpeg, stderr_tail
 from ..media.files import check_readable
 from ..schema import VISUAL
@@ -34,15 +34,7 @@ DOCKER_HINT = (
 
 def find_openface(configured: str = "") -> str:
     """Path of FeatureExtraction, or raise PrerequisiteError with the way to get one."""
-    for source, candidate in (("visual.openface_bin", configured), ("$KEBR_OPENFACE_BIN",
-                                                                     os.environ.get("KEBR_OPENFACE_BIN", ""))):
-        if candidate:
-            path = shutil.which(candidate)
-            if path is None:
-                raise PrerequisiteError(f"OpenFace binary {candidate!r} from {source} does not exist or is not "
-                                        f"executable. {DOCKER_HINT}")
-            return path
-    path = shutil.which("FeatureExtraction")
+    path = locate(configured, "visual.openface_bin", "KEBR_OPENFACE_BIN", "FeatureExtraction", DOCKER_HINT)
     if path is None:
         raise PrerequisiteError(f"OpenFace's FeatureExtraction was not found (visual.openface_bin, "
                                 f"$KEBR_OPENFACE_BIN, PATH). {DOCKER_HINT}")
