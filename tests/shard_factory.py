@@ -1,0 +1,69 @@
+"""Write kebr-data shards directly in the DESIGN §4 format (plan, mask, acoustic, visual tables plus
+markers), for trainer tests that should not wait on the extraction stages."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from kebr_data.schema import ACOUSTIC, MASK, PLAN, VISUAL, with_metadata
+from kebr_data.storage.layout import OutputDir
+from kebr_data.storage.markers import Marker
+from kebr_data.storage.parquet import write_table
+
+WORDS = ["I", "really", "think", "this", "movie", "was", "quite", "something", "today", "for", "us"]
+SENTIMENT = {"love": 2.4, "great": 2.325, "good": 1.425, "bad": -1.875, "awful": -1.5, "hate": -2.025}
+
+
+def make_shards(root: Path, n: int = 16, shard_size: int = 8, seed: int = 0, labelled: bool = False,
+                visual: bool = True) -> Path:
+    """n clips: a sentence with one sentiment word (masked), audio and visual frames whose statistics
+    carry the label, and for `labelled`, an utterance label and train/valid/test splits."""
+    rng = np.random.default_rng(seed)
+    out = OutputDir(root)
+    root.mkdir(parents=True, exist_ok=True)
+    shards = {}
+    names = list(SENTIMENT)
+    for s in range(0, n, shard_size):
+        k = s // shard_size
+        plan, mask, acoustic, vis = [], [], [], []
+        for i in range(s, min(n, s + shard_size)):
+            cid = f"clip{i:04d}"
+            word = names[i % len(names)]
+            label = SENTIMENT[word]
+            pos = int(rng.integers(0, 5))
+            words = list(rng.choice(WORDS, size=6))
+            words.insert(pos, word)
+            text = " ".join(words)
+            masked = " ".join(words[:pos] + ["[MASK]"] + words[pos + 1:])
+            split = ("train", "train", "train", "valid", "test")[i % 5] if labelled else None
+            plan.append({"clip_id": cid, "status": "ok", "split": split, "label": label if labelled else None,
+                         "given_text": text if labelled else None, "source": "manifest"})
+            mask.append({"clip_id": cid, "status": "ok", "text": text, "masked_text": masked, "words": words,
+                         "mask_index": pos, "mask_word": word, "vader_score": label / 0.75, "label": label,
+                         "has_sentiment_word": True, "lexicon": "vader"})
+            ta, tv = int(rng.integers(20, 60)), int(rng.integers(5, 20))
+            acoustic.append({"clip_id": cid, "status": "ok", "recipe": "released", "frame_rate": 43.07,
+                             "num_frames": ta, "features": (rng.standard_normal((ta, 33)) + label).astype(np.float32)})
+            v = (rng.standard_normal((tv, 709)) * 0.1 + label).astype(np.float32)
+            vis.append({"clip_id": cid, "status": "ok" if visual else "skipped", "backend": "openface", "fps": 25.0,
+                        "num_frames": tv if visual else None, "features": v if visual else None,
+                        "success": np.ones(tv, bool) if visual else None,
+                        "confidence": np.ones(tv, np.float32) if visual else None, "face_ratio": 1.0})
+        from kebr_data.arrow_rows import rows_to_batch
+
+        for stage, schema, rows in (("plan", PLAN, plan), ("mask", MASK, mask), ("acoustic", ACOUSTIC, acoustic),
+                                    ("visual", VISUAL, vis)):
+            table = pa.Table.from_batches([rows_to_batch(rows, with_metadata(schema, stage))])
+            size, sha = write_table(out.table(stage, k), table)
+            if stage == "plan":
+                shards[f"{k:05d}"] = {"rows": len(rows), "bytes": size, "sha256": sha}
+            else:
+                Marker(stage, k, len(rows), len(rows), 0, 0, {}, 0.0, "test", "1", {}, {}, size, sha,
+                       "now").write(out.marker(stage, k))
+    out.plan_marker.write_text(json.dumps({"num_shards": len(shards), "shards": shards, "clips": n,
+                                           "src": "synthetic", "layout": "manifest", "rejected": 0}))
+    return root

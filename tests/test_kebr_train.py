@@ -1,0 +1,189 @@
+"""KEBR model and trainer on CPU: TCMF padding invariance, tokenisation with one [MASK], the traps of
+the released code, overfitting 16 samples, resume equality, and pretrain -> finetune -> eval."""
+
+import io
+import json
+import pickle
+
+import pytest
+import torch
+
+from shard_factory import make_shards
+
+from kebr_model import checkpoint
+from kebr_model.config import TrainConfig
+from kebr_model.data import DataConfig, ShardBatches, encode_text
+from kebr_model.tcmf import TCMF
+from kebr_model.train import Trainer, load_encoder
+
+pytest.importorskip("transformers")
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return load_encoder("")[0]
+
+
+# --- TCMF ------------------------------------------------------------------------------------------
+
+def test_padding_never_changes_valid_outputs():
+    torch.manual_seed(0)
+    tcmf = TCMF(16, 33, 709, layers=2).eval()
+    x_t = torch.randn(2, 5, 16)
+    a, v = torch.randn(2, 7, 33), torch.randn(2, 4, 709)
+    am = torch.tensor([[True] * 7, [True] * 3 + [False] * 4])
+    vm = torch.tensor([[True] * 4, [True, True, False, False]])
+    out, _, _ = tcmf(x_t, a, am, v, vm)
+    a_pad = torch.cat([a, 1e3 * torch.randn(2, 5, 33)], 1)  # garbage in padded frames
+    am_pad = torch.cat([am, torch.zeros(2, 5, dtype=torch.bool)], 1)
+    out2, _, _ = tcmf(x_t, a_pad, am_pad, v, vm)
+    assert torch.allclose(out, out2, atol=1e-5)
+    a_garbage = a.clone()
+    a_garbage[1, 3:] = 1e3
+    assert torch.allclose(tcmf(x_t, a_garbage, am, v, vm)[0], out, atol=1e-5)
+
+
+def test_a_missing_modality_contributes_zero():
+    torch.manual_seed(0)
+    tcmf = TCMF(8, 33, 709, layers=1).eval()
+    x_t, a = torch.randn(1, 3, 8), torch.randn(1, 4, 33)
+    am = torch.ones(1, 4, dtype=torch.bool)
+    none = torch.zeros(1, 1, dtype=torch.bool)
+    out, _, _ = tcmf(x_t, a, am, torch.randn(1, 1, 709), none)
+    out2, _, _ = tcmf(x_t, a, am, torch.randn(1, 1, 709) * 100, none)
+    assert torch.isfinite(out).all() and torch.allclose(out, out2)
+
+
+def test_shared_layers_compute_keys_and_values_once():
+    calls = {"n": 0}
+    for shared, want in ((True, 1), (False, 4)):
+        tcmf = TCMF(8, 33, 709, layers=4, shared=shared)
+        calls["n"] = 0
+        for layer in tcmf.layers:
+            layer.audio.key.register_forward_hook(lambda *a: calls.__setitem__("n", calls["n"] + 1))
+        tcmf(torch.randn(1, 3, 8), torch.randn(1, 4, 33), torch.ones(1, 4, dtype=torch.bool),
+             torch.randn(1, 2, 709), torch.ones(1, 2, dtype=torch.bool))
+        assert calls["n"] == want
+    assert len(TCMF(8, 33, 709, layers=4, shared=True).layers) == 1
+
+
+# --- tokenisation ------------------------------------------------------------------------------
+
+def test_exactly_one_mask_token_wherever_it_falls(tokenizer):
+    for text in ("[MASK] movie was great.", "I really [MASK].", "the (unbelievable) [MASK], right"):
+        ids, pos = encode_text(tokenizer, text, True, 64)
+        assert ids.count(tokenizer.mask_token_id) == 1 and ids[pos] == tokenizer.mask_token_id
+    assert encode_text(tokenizer, "two [MASK] and [MASK]", True, 64) is None
+    long_text = " ".join(["word"] * 100) + " [MASK] " + " ".join(["end"] * 100)
+    ids, pos = encode_text(tokenizer, long_text, True, 32)
+    assert len(ids) == 32 and ids[pos] == tokenizer.mask_token_id
+    assert ids[0] == tokenizer.cls_token_id and ids[-1] == tokenizer.sep_token_id
+
+
+def test_batches_pad_dynamically_and_mask_from_the_masked_text(tmp_path, tokenizer):
+    root = make_shards(tmp_path / "f", n=40, shard_size=8)
+    batches = list(ShardBatches(root, "pretrain", tokenizer, DataConfig(batch_size=4, bucket_batches=2), seed=1))
+    assert sum(len(b["label"]) for b in batches) == 40
+    for b in batches:
+        lengths = b["attention_mask"].sum(1)
+        assert b["input_ids"].shape[1] == int(lengths.max())  # padded to this batch's longest only
+        for i in range(len(b["label"])):
+            assert b["input_ids"][i, b["mask_pos"][i]] == tokenizer.mask_token_id
+            assert b["audio_mask"][i].sum() > 0 and b["visual_mask"][i].sum() > 0
+    again = list(ShardBatches(root, "pretrain", tokenizer, DataConfig(batch_size=4, bucket_batches=2), seed=1))
+    assert [b["clip_id"] for b in again] == [b["clip_id"] for b in batches]  # order from the seed alone
+    other = list(ShardBatches(root, "pretrain", tokenizer, DataConfig(batch_size=4, bucket_batches=2), seed=2))
+    assert [b["clip_id"] for b in other] != [b["clip_id"] for b in batches]
+
+
+# --- training -------------------------------------------------------------------------------------
+
+def tiny(**kw):
+    base = dict(layers=1, batch_size=16, epochs=1, checkpoint_every=0, lr_other=1e-3, lr_encoder=1e-4, dropout=0.0)
+    return TrainConfig.load(**{**base, **kw})
+
+
+def test_tiny_model_overfits_16_samples(tmp_path):
+    root = make_shards(tmp_path / "f", n=16, shard_size=16)
+    trainer = Trainer(tiny(epochs=50, lr_other=3e-3, use_mcc=False), root, tmp_path / "run")
+    trainer.fit()
+    rows = [json.loads(line) for line in (tmp_path / "run/metrics.jsonl").read_text().splitlines()]
+    assert rows[0]["l1"] > 0.8 and rows[-1]["l1"] < 0.2, (rows[0]["l1"], rows[-1]["l1"])
+
+
+def test_frozen_encoder_stays_in_eval_mode(tmp_path):
+    root = make_shards(tmp_path / "f", n=4, shard_size=4)
+    trainer = Trainer(tiny(freeze_encoder=True, dropout=0.1), root, tmp_path / "run")
+    trainer.train_mode()
+    assert trainer.model.training and not trainer.model.encoder.training  # no dropout in a frozen encoder
+    assert not any(p.requires_grad for p in trainer.model.encoder.parameters())
+    assert len(trainer.optimizer.param_groups) == 1
+
+
+def test_validation_loss_is_the_training_formula(tmp_path):
+    root = make_shards(tmp_path / "f", n=8, shard_size=8)
+    trainer = Trainer(tiny(), root, tmp_path / "run")
+    result = trainer.evaluate("")
+    trainer.model.eval()
+    batch = next(iter(trainer.batches("", 0, shuffle=False)))
+    with torch.no_grad():
+        terms = trainer.loss(trainer.model(batch, "pretrain"), batch["label"])
+    assert result["loss"] == pytest.approx(float(terms["loss"]), rel=1e-5)
+    assert result["loss"] == pytest.approx(result["l1"] + result["mcc"], rel=1e-5)
+
+
+def test_resume_gives_the_same_next_step_loss(tmp_path):
+    root = make_shards(tmp_path / "f", n=32, shard_size=8)
+    cfg = dict(batch_size=4, dropout=0.1, checkpoint_every=2, epochs=1)
+    Trainer(tiny(max_steps=5, **cfg), root, tmp_path / "a").fit()
+    straight = [json.loads(x) for x in (tmp_path / "a/metrics.jsonl").read_text().splitlines()]
+    Trainer(tiny(max_steps=2, **cfg), root, tmp_path / "b").fit()
+    resumed = Trainer(tiny(max_steps=5, **cfg), root, tmp_path / "b")
+    resumed.resume(checkpoint.latest(tmp_path / "b"))
+    assert resumed.state["step"] == 2
+    resumed.fit()
+    rows = [json.loads(x) for x in (tmp_path / "b/metrics.jsonl").read_text().splitlines()]
+    after = [r for r in rows if r["split"] == "train" and r["step"] > 2]
+    assert [r["loss"] for r in after] == [r["loss"] for r in straight if r["step"] > 2]
+
+
+def test_checkpoints_load_tensors_only(tmp_path):
+    root = make_shards(tmp_path / "f", n=4, shard_size=4)
+    trainer = Trainer(tiny(), root, tmp_path / "run")
+    path = checkpoint.save(tmp_path / "run", "step-00000001", trainer.model, trainer.optimizer, None, trainer.state)
+    assert (path / "model.pt").exists() and checkpoint.latest(tmp_path / "run") == path
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    buf = io.BytesIO()
+    torch.save({"x": Evil()}, buf)
+    (path / "model.pt").write_bytes(buf.getvalue())
+    with pytest.raises(pickle.UnpicklingError):
+        checkpoint.load(path, trainer.model)
+
+
+def test_pretrain_then_finetune_then_eval_through_the_cli(tmp_path):
+    pre = make_shards(tmp_path / "pre", n=16, shard_size=8)
+    mosi = make_shards(tmp_path / "mosi", n=20, shard_size=10, seed=3, labelled=True)
+    common = ["--set", "layers=1", "--set", "batch_size=4", "--set", "checkpoint_every=0"]
+    run_cli_train = [__import__("sys").executable, "-m", "kebr_model.cli"]
+    import subprocess
+
+    def train(*args):
+        proc = subprocess.run([*run_cli_train, *args], capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return proc
+
+    train("--shards", str(pre), "--task", "pretrain", "--out", str(tmp_path / "runs/pre"), *common)
+    assert (tmp_path / "runs/pre/plots/cosines.png").exists()
+    proc = train("--shards", str(mosi), "--task", "finetune", "--init", str(tmp_path / "runs/pre"), "--out",
+                 str(tmp_path / "runs/mosi"), "--seeds", "1,2", "--set", "train_split='train'",
+                 "--set", "valid_split='valid'", "--set", "epochs=2", *common)
+    assert "mean ± std" in proc.stdout and "Has0_acc_2" in proc.stdout
+    assert (tmp_path / "runs/mosi/seed-1/checkpoints/best").is_dir()
+    test = json.loads((tmp_path / "runs/mosi/seed-2/test_metrics.json").read_text())
+    assert test["samples"] == 4 and set(test) >= {"Non0_F1_score", "Mult_acc_7", "MAE", "Corr"}
+    proc = train("eval", "--shards", str(mosi), "--run", str(tmp_path / "runs/mosi/seed-1"), "--split", "test")
+    assert json.loads(proc.stdout)["samples"] == 4
