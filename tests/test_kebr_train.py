@@ -4,6 +4,7 @@ the released code, overfitting 16 samples, resume equality, and pretrain -> fine
 import io
 import json
 import pickle
+from pathlib import Path
 
 import pytest
 import torch
@@ -17,6 +18,7 @@ from kebr_model.tcmf import TCMF
 from kebr_model.train import Trainer, load_encoder
 
 pytest.importorskip("transformers")
+ROOT_TESTS = Path(__file__).resolve().parent
 
 
 @pytest.fixture(scope="module")
@@ -187,3 +189,37 @@ def test_pretrain_then_finetune_then_eval_through_the_cli(tmp_path):
     assert test["samples"] == 4 and set(test) >= {"Non0_F1_score", "Mult_acc_7", "MAE", "Corr"}
     proc = train("eval", "--shards", str(mosi), "--run", str(tmp_path / "runs/mosi/seed-1"), "--split", "test")
     assert json.loads(proc.stdout)["samples"] == 4
+
+
+def ddp_config() -> TrainConfig:
+    """Deterministic settings shared by the DDP ranks and the single-process reference. Plain SGD, so
+    that the comparison is of gradients: Adam would blow float noise in zero-gradient parameters
+    (attention key biases) up to full-size steps."""
+    return tiny(batch_size=2, max_steps=2, dropout=0.0, encoder_dropout=0.0, use_mcc=True, optimizer="sgd",
+                lr_other=0.1, lr_encoder=0.01)
+
+
+def test_two_process_ddp_matches_one_process(tmp_path):
+    """Each rank's batch i is half of a global batch: DDP's averaged gradient equals one process
+    stepping on the two halves together, so the weights after 2 steps must agree."""
+    import subprocess
+    import sys
+
+    from kebr_model.data import collate
+
+    root = make_shards(tmp_path / "f", n=16, shard_size=4)
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                           "29533", str(ROOT_TESTS / "ddp_worker.py"), str(root), str(tmp_path / "ddp")],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ddp_state = torch.load(checkpoint.latest(tmp_path / "ddp") / "model.pt", weights_only=True)
+    single = Trainer(ddp_config(), root, tmp_path / "single")
+    start = {k: v.clone() for k, v in single.model.state_dict().items()}
+    halves = [iter(ShardBatches(root, "pretrain", single.tokenizer, single.data_cfg, seed=0, epoch=0, rank=r,
+                                world=2).sample_batches()) for r in (0, 1)]
+    for _ in range(2):
+        single.step(collate(next(halves[0]) + next(halves[1]), single.tokenizer.pad_token_id))
+    moved = max(float((v - start[k]).abs().max()) for k, v in single.model.state_dict().items())
+    assert moved > 1e-3  # the two steps really changed the weights
+    for name, value in single.model.state_dict().items():
+        assert torch.allclose(value, ddp_state[name], atol=2e-6), name
