@@ -50,10 +50,13 @@ class KEBR(nn.Module):
         else:
             prediction = self.finetune_head(mcc_mod.masked_mean(x_k, text_mask)).squeeze(-1)
         if self.mcc_space == "pooled":
-            # the value maps are affine, so mean-then-project equals project-then-mean: pool once
+            # q_m = masked mean of the last layer's LN_m(X0_m) W_V^m, pooled before projecting
             p = mcc_mod.masked_mean(x_k, text_mask)
-            c_a = nn.functional.cosine_similarity(p, mcc_mod.masked_mean(v_a, batch["audio_mask"]), dim=-1)
-            c_v = nn.functional.cosine_similarity(p, mcc_mod.masked_mean(v_v, batch["visual_mask"]), dim=-1)
+            last = self.tcmf.last
+            c_a = nn.functional.cosine_similarity(p, last.audio.pooled_value(batch["audio"], batch["audio_mask"]),
+                                                  dim=-1)
+            c_v = nn.functional.cosine_similarity(p, last.visual.pooled_value(batch["visual"], batch["visual_mask"]),
+                                                  dim=-1)
         else:
             c_a = mcc_mod.flatten_cosine(x_k, text_mask, v_a, batch["audio_mask"])
             c_v = mcc_mod.flatten_cosine(x_k, text_mask, v_v, batch["visual_mask"])

@@ -30,6 +30,16 @@ class CrossModal(nn.Module):
         h = self.norm(x0)
         return self.key(h), self.value(h)
 
+    def pooled_value(self, x0: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """masked_mean(LN_m(X0) W_V^m) computed as (gamma * masked_mean(x̂) + beta) W_V^m: the mean
+        commutes with the affine maps, and x̂ (the normalised input) needs no gradient, so the
+        frames are pooled once, without autograd, and projected once (B × d_t, not B × L × d_t)."""
+        with torch.no_grad():
+            xhat = nn.functional.layer_norm(x0, x0.shape[-1:], eps=self.norm.eps)
+            m = mask.to(xhat.dtype).unsqueeze(-1)
+            mean = (xhat * m).sum(1) / m.sum(1).clamp(min=1.0)
+        return self.value(mean * self.norm.weight + self.norm.bias)
+
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor,
            uniform: bool = False) -> torch.Tensor:
@@ -79,6 +89,10 @@ class TCMF(nn.Module):
         self.shared = shared
         self.uniform = uniform
         self.layers = nn.ModuleList([TCMFLayer(d_t, d_a, d_v, dropout=dropout) for _ in range(1 if shared else layers)])
+
+    @property
+    def last(self) -> TCMFLayer:
+        return self.layers[-1]
 
     def forward(self, x_t: torch.Tensor, x_a: torch.Tensor, a_mask: torch.Tensor, x_v: torch.Tensor,
                 v_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -69,6 +69,23 @@ def test_shared_layers_compute_keys_and_values_once():
     assert len(TCMF(8, 33, 709, layers=4, shared=True).layers) == 1
 
 
+def test_pooled_value_equals_the_mean_of_the_projected_frames():
+    from kebr_model.mcc import masked_mean
+    from kebr_model.tcmf import CrossModal
+
+    torch.manual_seed(0)
+    cm = CrossModal(33, 16)
+    with torch.no_grad():
+        cm.norm.weight.uniform_(0.5, 1.5)
+        cm.norm.bias.uniform_(-0.5, 0.5)
+    x = torch.randn(3, 9, 33)
+    mask = torch.tensor([[True] * 9, [True] * 4 + [False] * 5, [True] + [False] * 8])
+    want = masked_mean(cm.value(cm.norm(x)), mask)
+    assert torch.allclose(cm.pooled_value(x, mask), want, atol=1e-5)
+    cm.pooled_value(x, mask).sum().backward()
+    assert cm.norm.weight.grad is not None and cm.value.weight.grad is not None  # the maps still learn
+
+
 # --- tokenisation ------------------------------------------------------------------------------
 
 def test_exactly_one_mask_token_wherever_it_falls(tokenizer):
