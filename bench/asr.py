@@ -2,7 +2,7 @@
 same clips, one thread each, in one run.
 
 Both engines run Whisper tiny.en: faster-whisper from the bundled CTranslate2 model, openai-whisper
-from a checkpoint rebuilt from the same weights (bench/ct2_to_whisper.py). Clips: the demo's six
+from a checkpoint rebuilt from the same weights (tests/ct2_to_whisper.py). Clips: the demo's six
 espeak-ng sentences, each repeated `--repeat` times. WER against demo/sentences.tsv is reported as
 a check that both decode the same thing.
 
@@ -23,7 +23,7 @@ from pathlib import Path
 os.environ["OMP_NUM_THREADS"] = "1"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import write_section  # noqa: E402
-from ct2_to_whisper import convert  # noqa: E402
+
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
@@ -38,6 +38,7 @@ def main() -> None:
     import soxr
     import torch
 
+    from ct2_to_whisper import convert
     from helpers import demo_clip
     from kebr_data.config import load
     from kebr_data.features.whisper_engines import bundled_tiny_en, transcribe_faster_whisper, \

@@ -3,6 +3,7 @@
     kebr-train --shards features/ --task pretrain --out runs/pretrain
     kebr-train --shards mosi-features/ --task finetune --init runs/pretrain --out runs/mosi --seeds 1,2,3
     kebr-train eval --shards mosi-features/ --run runs/mosi/seed-1 --split test
+    kebr-train import-mmsa --pickle MOSI/unaligned.pkl --out mosi-features/ --trust-pickle
 """
 
 from __future__ import annotations
@@ -57,9 +58,13 @@ def _summary(results: dict[int, dict]) -> str:
 
 
 @click.command(context_settings=CONTEXT)
-@click.argument("action", type=click.Choice(["train", "eval"]), default="train", required=False)
-@click.option("--shards", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+@click.argument("action", type=click.Choice(["train", "eval", "import-mmsa"]), default="train", required=False)
+@click.option("--shards", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="A kebr-data output folder (plan + mask/acoustic/visual/asr stage tables).")
+@click.option("--pickle", "pickle_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="import-mmsa: an MMSA feature pickle (train/valid/test with 33-d audio, 709-d vision).")
+@click.option("--trust-pickle", is_flag=True, help="import-mmsa: unpickle the file (pickles can run code: "
+              "only for files you trust).")
 @click.option("--task", type=click.Choice(["pretrain", "finetune"]), help="Default: the config's (pretrain).")
 @click.option("--out", type=click.Path(path_type=Path), help="Run folder (train): metrics.jsonl, plots/, checkpoints/.")
 @click.option("--run", type=click.Path(exists=True, file_okay=False, path_type=Path),
@@ -73,10 +78,23 @@ def _summary(results: dict[int, dict]) -> str:
 @click.option("--resume", type=click.Choice(["auto", "never"]), default="auto", show_default=True,
               help="auto: continue from OUT's latest checkpoint when there is one.")
 @click.option("--split", default="test", show_default=True, help="eval: the split to evaluate.")
-def main(action: str, shards: Path, task: str | None, out: Path | None, run: Path | None, init: Path | None,
-         config_files: tuple[Path, ...], overrides: tuple[str, ...], seeds: str | None, resume: str,
-         split: str) -> None:
-    """Train or evaluate KEBR (TCMF fusion + MCC loss) on kebr-data shards."""
+def main(action: str, shards: Path | None, pickle_file: Path | None, trust_pickle: bool, task: str | None,
+         out: Path | None, run: Path | None, init: Path | None, config_files: tuple[Path, ...],
+         overrides: tuple[str, ...], seeds: str | None, resume: str, split: str) -> None:
+    """Train or evaluate KEBR (TCMF fusion + MCC loss) on kebr-data shards, or import MMSA pickles."""
+    if action == "import-mmsa":
+        from .mmsa_import import UntrustedPickle, import_mmsa, load_mmsa_pickle
+
+        if pickle_file is None or out is None:
+            raise click.UsageError("import-mmsa needs --pickle FILE and --out FOLDER")
+        try:
+            counts = import_mmsa(load_mmsa_pickle(pickle_file, trust_pickle), out)
+        except (UntrustedPickle, ValueError) as exc:
+            raise click.UsageError(str(exc)) from None
+        click.echo(json.dumps(counts))
+        return
+    if shards is None:
+        raise click.UsageError("--shards is required")
     try:
         cfg = TrainConfig.load(config_files, overrides, task=task)
     except ValueError as exc:

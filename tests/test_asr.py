@@ -4,6 +4,7 @@ decoding path on a checkpoint built here."""
 
 import csv
 import re
+import subprocess
 import time
 
 import numpy as np
@@ -153,27 +154,24 @@ def test_unresolvable_model_stops_extract_before_any_work(tmp_path, demo_src):
 
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory):
-    """An English-only openai-whisper checkpoint with tiny dimensions and seeded random weights."""
-    torch = pytest.importorskip("torch")
+    """An openai-whisper checkpoint built here from the bundled tiny.en's CTranslate2 weights."""
+    pytest.importorskip("torch")
     whisper = pytest.importorskip("whisper")
-    from dataclasses import asdict
+    from ct2_to_whisper import convert
 
-    from whisper.model import ModelDimensions, Whisper
-
-    torch.manual_seed(0)
-    dims = ModelDimensions(n_mels=80, n_audio_ctx=1500, n_audio_state=64, n_audio_head=2, n_audio_layer=2,
-                           n_vocab=51864, n_text_ctx=448, n_text_state=64, n_text_head=2, n_text_layer=2)
-    model = Whisper(dims)
-    path = tmp_path_factory.mktemp("whisper") / "tiny-random.en.pt"
-    torch.save({"dims": asdict(dims), "model_state_dict": model.state_dict()}, path)
+    path = convert(bundled_tiny_en(), tmp_path_factory.mktemp("whisper") / "tiny.en.pt")
     assert not whisper.load_model(str(path)).is_multilingual
     return path
 
 
-def test_openai_whisper_loads_and_decodes_a_local_checkpoint(tmp_path, tiny_checkpoint):
-    y, sr = sf.read(FIXTURES / "speech_fr.flac", dtype="float32")
-    (row,) = stage_rows(tmp_path, [(y, sr, {})], engine="openai-whisper", model=str(tiny_checkpoint), languages=[],
-                        beam_size=1, no_speech_threshold=1.0, en_only_min_avg_logprob=-100.0)
-    assert row["engine"] == "openai-whisper" and row["model"] == "tiny-random.en.pt"
-    assert row["status"] in ("ok", "skipped")  # random weights: the text is noise, the path is what is tested
-    assert row["language"] == "en" and isinstance(row["avg_logprob"], float)
+def test_openai_whisper_loads_and_decodes_a_local_checkpoint(tmp_path, tiny_checkpoint, ffmpeg):
+    from helpers import demo_clip
+
+    raw = subprocess.run([ffmpeg, "-loglevel", "error", "-i", str(demo_clip(0)), "-ac", "1", "-ar",
+                                        "16000", "-f", "s16le", "-"], capture_output=True, check=True).stdout
+    y = np.frombuffer(raw, "<i2").astype(np.float32) / 32768
+    (row,) = stage_rows(tmp_path, [(y, 16000, {})], engine="openai-whisper", model=str(tiny_checkpoint))
+    assert (row["status"], row["engine"], row["model"], row["language"]) == ("ok", "openai-whisper", "tiny.en.pt",
+                                                                             "en")
+    assert wer("I love this wonderful movie, it made me so happy.", row["text"]) <= 0.1
+    assert -1.0 < row["avg_logprob"] < 0.0 and [w["word"] for w in row["words"]][:2] == ["I", "love"]

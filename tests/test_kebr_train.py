@@ -4,8 +4,11 @@ the released code, overfitting 16 samples, resume equality, and pretrain -> fine
 import io
 import json
 import pickle
+import subprocess
+import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -187,11 +190,9 @@ def test_pretrain_then_finetune_then_eval_through_the_cli(tmp_path):
     pre = make_shards(tmp_path / "pre", n=16, shard_size=8)
     mosi = make_shards(tmp_path / "mosi", n=20, shard_size=10, seed=3, labelled=True)
     common = ["--set", "layers=1", "--set", "batch_size=4", "--set", "checkpoint_every=0"]
-    run_cli_train = [__import__("sys").executable, "-m", "kebr_model.cli"]
-    import subprocess
-
     def train(*args):
-        proc = subprocess.run([*run_cli_train, *args], capture_output=True, text=True, timeout=600)
+        proc = subprocess.run([sys.executable, "-m", "kebr_model.cli", *args], capture_output=True, text=True,
+                              timeout=600)
         assert proc.returncode == 0, proc.stderr[-3000:]
         return proc
 
@@ -219,9 +220,6 @@ def ddp_config() -> TrainConfig:
 def test_two_process_ddp_matches_one_process(tmp_path):
     """Each rank's batch i is half of a global batch: DDP's averaged gradient equals one process
     stepping on the two halves together, so the weights after 2 steps must agree."""
-    import subprocess
-    import sys
-
     from kebr_model.data import collate
 
     root = make_shards(tmp_path / "f", n=16, shard_size=4)
@@ -240,3 +238,55 @@ def test_two_process_ddp_matches_one_process(tmp_path):
     assert moved > 1e-3  # the two steps really changed the weights
     for name, value in single.model.state_dict().items():
         assert torch.allclose(value, ddp_state[name], atol=2e-6), name
+
+
+def test_mmsa_pickle_needs_trust_then_trains(tmp_path):
+    rng = np.random.default_rng(0)
+
+    def part(n, offset):
+        return {"id": [f"vid{offset + i}$_${i}" for i in range(n)],
+                "raw_text": np.array(["it was good fun", "what an awful film", "fine"] * n)[:n],
+                "audio": rng.standard_normal((n, 30, 33)).astype(np.float32),
+                "vision": rng.standard_normal((n, 12, 709)).astype(np.float32),
+                "audio_lengths": [30, 20] * (n // 2) + [30] * (n % 2), "vision_lengths": [12] * n,
+                "regression_labels": rng.uniform(-3, 3, n).astype(np.float32)}
+
+    pkl = tmp_path / "mosi.pkl"
+    pkl.write_bytes(pickle.dumps({"train": part(8, 0), "valid": part(2, 100), "test": part(2, 200)}))
+    cli = [sys.executable, "-m", "kebr_model.cli", "import-mmsa", "--pickle", str(pkl), "--out", str(tmp_path / "f")]
+    refused = subprocess.run(cli, capture_output=True, text=True)
+    assert refused.returncode == 2 and "--trust-pickle" in refused.stderr and not (tmp_path / "f").exists()
+    done = subprocess.run([*cli, "--trust-pickle"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"train": 8, "valid": 2, "test": 2}
+    trainer = Trainer(tiny(task="finetune", batch_size=4, train_split="train", valid_split="valid"), tmp_path / "f",
+                      tmp_path / "run")
+    lengths = sorted(int(b["audio_mask"].sum(1).max()) for b in trainer.batches("train", 0, shuffle=True))
+    assert lengths[-1] == 30 and trainer.evaluate("test")["samples"] == 2
+
+
+def test_attention_mask_comes_from_the_masked_text(tokenizer):
+    """A word of several word pieces becomes one [MASK]: the mask must follow the masked sequence,
+    not the unmasked one (a trap of the released code)."""
+    from kebr_model.data import collate
+
+    plain = tokenizer("an unbelievably dull movie")["input_ids"]
+    ids, pos = encode_text(tokenizer, "an [MASK] dull movie", True, 64)
+    assert len(ids) < len(plain)
+    b = collate([{"clip_id": "a", "input_ids": ids, "mask_pos": pos, "label": 1.0,
+                  "audio": np.zeros((0, 33), "float32"),
+                  "visual": np.zeros((0, 709), "float32")},
+                 {"clip_id": "b", "input_ids": plain, "mask_pos": 1, "label": 0.0,
+                  "audio": np.zeros((2, 33), "float32"),
+                  "visual": np.zeros((0, 709), "float32")}], tokenizer.pad_token_id)
+    assert int(b["attention_mask"][0].sum()) == len(ids) and int(b["attention_mask"][1].sum()) == len(plain)
+    assert b["input_ids"][0, len(ids):].eq(tokenizer.pad_token_id).all()
+    assert not b["audio_mask"][0].any() and b["audio_mask"][1].sum() == 2 and not b["visual_mask"].any()
+
+
+def test_loader_workers_see_every_sample_once(tmp_path, tokenizer):
+    root = make_shards(tmp_path / "f", n=24, shard_size=4)
+    ds = ShardBatches(root, "pretrain", tokenizer, DataConfig(batch_size=4), seed=0)
+    loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=2)
+    ids = [c for b in loader for c in b["clip_id"]]
+    assert sorted(ids) == [f"clip{i:04d}" for i in range(24)]

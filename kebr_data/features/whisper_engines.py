@@ -109,7 +109,8 @@ def transcribe_faster_whisper(audio: np.ndarray, cfg: dict[str, Any]) -> Transcr
     """One clip through faster-whisper (batched pipeline on a GPU)."""
     model = _faster_whisper(str(resolve_model("faster-whisper", cfg["model"])), cfg["device"], cfg["compute_type"])
     kwargs = dict(beam_size=int(cfg["beam_size"]), vad_filter=bool(cfg["vad_filter"]),
-                  word_timestamps=bool(cfg["word_timestamps"]), condition_on_previous_text=False)
+                  word_timestamps=bool(cfg["word_timestamps"]), condition_on_previous_text=False,
+                  temperature=0.0)  # no sampling fallback: a rerun gives the same transcript
     if not model.model.is_multilingual:
         kwargs["language"] = "en"
     if cfg["device"] == "cuda" and int(cfg["batch_size"]) > 1:
@@ -138,7 +139,8 @@ def transcribe_openai_whisper(audio: np.ndarray, cfg: dict[str, Any]) -> Transcr
     """One clip through openai-whisper's own decoder."""
     model = _openai_whisper(str(resolve_model("openai-whisper", cfg["model"])), cfg["device"])
     options = dict(beam_size=int(cfg["beam_size"]), word_timestamps=bool(cfg["word_timestamps"]),
-                   condition_on_previous_text=False, fp16=cfg["device"] == "cuda", verbose=None)
+                   condition_on_previous_text=False, fp16=cfg["device"] == "cuda", verbose=None,
+                   temperature=0.0)  # no sampling fallback: a rerun gives the same transcript
     if not model.is_multilingual:
         options["language"] = "en"
     result = model.transcribe(audio.astype(np.float32), **options)
