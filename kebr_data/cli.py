@@ -170,6 +170,49 @@ def mask(out: Path, lexicon: str | None, scale_from: str | None, text_source: st
     _run(RunOptions(out=out, stages=["mask"], config=cfg, replace_on_change=True, command=_command_line()))
 
 
+@main.command("retry-failed", context_settings=CONTEXT)
+@click.option("--out", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Output folder of a previous run.")
+@click.option("--stages", help="Stages whose failed rows are redone (default: every stage in OUT).")
+@run_options
+def retry_failed(out: Path, stages: str | None, config_files: tuple[Path, ...], overrides: tuple[str, ...],
+                 workers: int | None, executor: str | None, max_failed: float | None) -> None:
+    """Redo only the failed rows of done shards (after a transient outage, a raised timeout or quota).
+
+    The other rows are kept as they are. Later stages present in OUT are then brought up to date:
+    their shards whose input changed are recomputed.
+    """
+    try:
+        cfg = _config(config_files, overrides, {"run.workers": workers, "run.executor": executor,
+                                                "run.max_failed": max_failed})
+        present = [s for s in STAGES if OutputDir(out).marker_shards(s)]
+        chosen = parse_stages(stages, default=tuple(present))
+        run_stages = [s for s in parse_stages(",".join(present), default=()) if s in present]
+        cfg = _resolve_mask(cfg, out, run_stages)
+    except KebrError as exc:
+        _fail(exc)
+        return
+    _run(RunOptions(out=out, stages=run_stages, config=cfg, retry_stages=tuple(chosen), command=_command_line()))
+
+
+@main.command(context_settings=CONTEXT)
+@click.option("--out", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Output folder to check.")
+def validate(out: Path) -> None:
+    """Re-read every shard: sizes and hashes against markers, schemas, rows against the plan, staleness."""
+    from .validate import validate as run_validate
+
+    try:
+        checked, problems = run_validate(out)
+    except KebrError as exc:
+        _fail(exc)
+        return
+    for p in problems:
+        console.print(f"{p.stage} shard {p.shard:05d}: {p.what}", highlight=False)
+    console.print(f"{checked} shard table(s) checked, {len(problems)} problem(s)", highlight=False)
+    sys.exit(1 if problems else 0)
+
+
 @main.command(context_settings=CONTEXT)
 @click.option("--out", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Output folder of a previous run.")

@@ -40,6 +40,8 @@ class RunOptions:
     replan: bool = False
     #: recompute shards made with other options instead of refusing (the cheap `mask` stage)
     replace_on_change: bool = False
+    #: stages whose failed rows are redone in done shards (`kebr-data retry-failed`) before the others run
+    retry_stages: tuple[str, ...] = ()
     command: str = ""
 
 
@@ -235,6 +237,11 @@ class Engine:
             if reason is not None:
                 tasks.append(ShardTask(str(self.out.root), name, shard, self.cfg, upstream))
                 clips += marker["shards"][f"{shard:05d}"]["rows"]
+            elif name in self.opts.retry_stages:
+                m = read_marker(self.out.marker(name, shard))
+                if m is not None and m.failed:
+                    tasks.append(ShardTask(str(self.out.root), name, shard, self.cfg, upstream, retry_failed=True))
+                    clips += m.failed
         bar = StageBar(progress, name, clips, len(tasks))
         seen: collections.Counter = collections.Counter()
         broken, died = [], []

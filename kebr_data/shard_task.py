@@ -38,6 +38,8 @@ class ShardTask:
     shard: int
     config: dict[str, dict[str, Any]]
     upstream_hashes: dict[str, str]
+    #: redo only the rows whose status is `failed` in the committed table, keep the others
+    retry_failed: bool = False
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,19 @@ def histogram(table: pa.Table) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
+def _retry_failed(stage: Any, out: OutputDir, task: ShardTask, inputs: dict[str, TableSource], tmp_dir: Path,
+                  log: logging.Logger, progress: Callable[[int], None]) -> pa.Table:
+    """The committed table with its failed rows recomputed (the others are kept as they are)."""
+    old = read_table(out.table(task.stage, task.shard))
+    failed = [i for i, s in enumerate(old.column("status").to_pylist()) if s == "failed"]
+    log.info("retrying %d failed row(s)", len(failed))
+    subset = {name: TableSource(src.read().take(failed)) for name, src in inputs.items()}
+    redone = stage.run_shard(ShardContext(task.shard, subset, tmp_dir, log, progress))
+    position = {row: len(old) + k for k, row in enumerate(failed)}
+    merged = pa.concat_tables([old, redone.cast(old.schema)])
+    return merged.take([position.get(i, i) for i in range(len(old))])
+
+
 def run_shard_task(task: ShardTask, progress: Callable[[int], None] = lambda n: None) -> ShardOutcome:
     """Run and commit one (stage, shard). Bad clips become rows; a toolkit bug raises."""
     out = OutputDir(Path(task.out_root))
@@ -85,8 +100,10 @@ def run_shard_task(task: ShardTask, progress: Callable[[int], None] = lambda n: 
         columns = stage.input_columns()
         inputs = {up: TableSource(path=out.table(up, task.shard), columns=columns.get(up))
                   for up in (PLAN_STAGE, *stage.upstream)}
-        ctx = ShardContext(task.shard, inputs, tmp_dir, log, progress)
-        table = stage.run_shard(ctx)
+        if task.retry_failed:
+            table = _retry_failed(stage, out, task, inputs, tmp_dir, log, progress)
+        else:
+            table = stage.run_shard(ShardContext(task.shard, inputs, tmp_dir, log, progress))
         plan_ids = read_table(out.table(PLAN_STAGE, task.shard), columns=["clip_id"]).column("clip_id").to_pylist()
         if table.column("clip_id").to_pylist() != plan_ids:
             raise RuntimeError(f"stage {task.stage} returned rows that do not match plan shard {task.shard}")

@@ -1,0 +1,69 @@
+"""Operator commands: `kebr-data retry-failed` and `kebr-data validate`."""
+
+import os
+import shutil
+
+import pyarrow.parquet as pq
+import pytest
+from helpers import ROOT, run_cli
+
+from kebr_data.media.ffmpeg import find_ffmpeg
+
+DEMO_CFG = str(ROOT / "pipelines" / "demo.toml")
+ARGS = ["--config", DEMO_CFG, "--stages", "index,audio,acoustic"]
+
+
+def shard_files(out):
+    return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("shard-*.parquet"))}
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, demo_src):
+    out = tmp_path_factory.mktemp("ref") / "f"
+    run_cli("extract", "--src", str(demo_src), "--out", str(out), *ARGS, check=True)
+    return out
+
+
+def test_retry_failed_redoes_only_failed_rows_and_refreshes_downstream(tmp_path, demo_src, reference):
+    flaky = tmp_path / "ffmpeg"  # hangs on one clip (a transient outage), real ffmpeg otherwise
+    flaky.write_text(f'#!/bin/sh\ncase "$*" in *kEbRdEmOa01/00002*) sleep 30;; esac\nexec "{find_ffmpeg()}" "$@"\n')
+    flaky.chmod(0o755)
+    out = tmp_path / "f"
+    run_cli("extract", "--src", str(demo_src), "--out", str(out), *ARGS, "--set", f"audio.ffmpeg='{flaky}'",
+            "--set", "audio.timeout_s=1", "--max-failed", "1", check=True)
+    rows = {r["clip_id"]: r for r in pq.read_table(out / "audio").to_pylist()}
+    assert rows["id00001/kEbRdEmOa01/00002"]["error"] == "timeout"
+    before = shard_files(out)
+    proc = run_cli("retry-failed", "--out", str(out), "--stages", "audio")
+    assert proc.returncode == 1  # the truncated demo MP4 still fails: above the 5% default
+    log = (out / "audio/_logs/shard-00000.log").read_text()
+    assert "retrying 1 failed row(s)" in log
+    after = shard_files(out)
+    assert after == shard_files(reference)  # now identical to a run that never failed
+    assert after["audio/shard-00001.parquet"] == before["audio/shard-00001.parquet"]  # shard 1: same bytes
+    assert after["acoustic/shard-00000.parquet"] != before["acoustic/shard-00000.parquet"]  # refreshed
+
+
+def test_validate_finds_tampering(tmp_path, reference):
+    out = tmp_path / "f"
+    shutil.copytree(reference, out)
+    ok = run_cli("validate", "--out", str(out))
+    assert ok.returncode == 0 and "0 problem(s)" in ok.stderr
+    table = out / "acoustic/shard-00001.parquet"
+    table.write_bytes(table.read_bytes()[:-10])
+    (out / "audio/_done/shard-00000.json").write_text("{broken")
+    os.remove(out / "acoustic/_done/shard-00000.json")
+    bad = run_cli("validate", "--out", str(out))
+    assert bad.returncode == 1
+    assert "audio shard 00000: corrupt marker" in bad.stderr
+    assert "acoustic shard 00000: not done" in bad.stderr
+    assert "acoustic shard 00001: table differs from its marker" in bad.stderr
+
+
+def test_validate_detects_stale_downstream(tmp_path, reference):
+    out = tmp_path / "f"
+    shutil.copytree(reference, out)
+    run_cli("extract", "--out", str(out), "--config", DEMO_CFG, "--stages", "audio", "--force",
+            "--set", "audio.sample_rate=16000", check=False)
+    proc = run_cli("validate", "--out", str(out))
+    assert proc.returncode == 1 and "stale: made from another audio table" in proc.stderr
