@@ -9,15 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 
-from kebr_data.arrow_rows import rows_to_batch
 from kebr_data.clip_ids import clip_id_problem
-from kebr_data.schema import ACOUSTIC, PLAN, VISUAL, with_metadata
-from kebr_data.storage.atomic import atomic_write_json
+from kebr_data.schema import ACOUSTIC, PLAN, VISUAL
+from kebr_data.storage.direct import commit_plan_marker, commit_rows
 from kebr_data.storage.layout import OutputDir
-from kebr_data.storage.markers import Marker
-from kebr_data.storage.parquet import write_table
 
 from .data import A_DIM, V_DIM
 
@@ -75,17 +71,8 @@ def import_mmsa(data: dict[str, Any], out_root: Path, shard_size: int = 1000) ->
                    "face_ratio": 1.0} for c, _, _, _, _, v in chunk]
         for c in plan:
             counts[c["split"]] += 1
-        for stage, schema, table_rows in (("plan", PLAN, plan), ("acoustic", ACOUSTIC, acoustic),
-                                          ("visual", VISUAL, visual)):
-            table = pa.Table.from_batches([rows_to_batch(table_rows, with_metadata(schema, stage))])
-            size, sha = write_table(out.table(stage, k), table)
-            if stage == "plan":
-                shards[f"{k:05d}"] = {"rows": len(chunk), "bytes": size, "sha256": sha}
-            else:
-                Marker(stage, k, len(chunk), len(chunk), 0, 0, {}, 0.0, "mmsa-pickle", "1", {}, {}, size, sha,
-                       "").write(out.marker(stage, k))
-    atomic_write_json(out.plan_marker, {"num_shards": len(shards), "shards": shards, "clips": len(rows),
-                                        "src": "mmsa-pickle", "layout": "mmsa-pickle", "rejected": 0,
-                                        "shard_size": shard_size, "requested_layout": "mmsa-pickle",
-                                        "identity_hash": "", "rejected_examples": []})
+        shards[f"{k:05d}"] = commit_rows(out, "plan", k, plan, PLAN, "mmsa-pickle")
+        for stage, schema, table_rows in (("acoustic", ACOUSTIC, acoustic), ("visual", VISUAL, visual)):
+            commit_rows(out, stage, k, table_rows, schema, "mmsa-pickle", shards[f"{k:05d}"]["sha256"])
+    commit_plan_marker(out, shards, "mmsa-pickle", shard_size)
     return counts

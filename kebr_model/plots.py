@@ -19,29 +19,21 @@ def plot_run(run_dir: Path) -> list[Path]:
     out_dir = run_dir / "plots"
     out_dir.mkdir(parents=True, exist_ok=True)
     steps = [r["step"] for r in train]
-    paths = []
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for key in ("loss", "l1", "mcc"):
-        ax.plot(steps, [r[key] for r in train], label=f"train {key}")
+    losses = [(f"train {k}", steps, [r[k] for r in train], "-") for k in ("loss", "l1", "mcc")]
     if valid:
-        ax.plot([r["step"] for r in valid], [r["loss"] for r in valid], "o-", label="valid loss")
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
-    ax.legend()
-    ax.set_title("loss terms")
-    fig.tight_layout()
-    paths.append(out_dir / "losses.png")
-    fig.savefig(paths[-1], dpi=100)
-    plt.close(fig)
-    fig, ax = plt.subplots(figsize=(7, 4))
-    ax.plot(steps, [r["c_a"] for r in train], label="c_a (text, audio)")
-    ax.plot(steps, [r["c_v"] for r in train], label="c_v (text, visual)")
-    ax.set_xlabel("step")
-    ax.set_ylabel("cosine")
-    ax.legend()
-    ax.set_title("MCC cosines")
-    fig.tight_layout()
-    paths.append(out_dir / "cosines.png")
-    fig.savefig(paths[-1], dpi=100)
-    plt.close(fig)
+        losses.append(("valid loss", [r["step"] for r in valid], [r["loss"] for r in valid], "o-"))
+    cosines = [("c_a (text, audio)", steps, [r["c_a"] for r in train], "-"),
+               ("c_v (text, visual)", steps, [r["c_v"] for r in train], "-")]
+    paths = []
+    for name, title, ylabel, series in (("losses", "loss terms", "loss", losses),
+                                        ("cosines", "MCC cosines", "cosine", cosines)):
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for label, x, y, style in series:
+            ax.plot(x, y, style, label=label)
+        ax.set(xlabel="step", ylabel=ylabel, title=title)
+        ax.legend()
+        fig.tight_layout()
+        paths.append(out_dir / f"{name}.png")
+        fig.savefig(paths[-1], dpi=100)
+        plt.close(fig)
     return paths

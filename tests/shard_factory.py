@@ -3,16 +3,13 @@ markers), for trainer tests that should not wait on the extraction stages."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 
-from kebr_data.schema import ACOUSTIC, MASK, PLAN, VISUAL, with_metadata
+from kebr_data.schema import ACOUSTIC, MASK, PLAN, VISUAL
+from kebr_data.storage.direct import commit_plan_marker, commit_rows
 from kebr_data.storage.layout import OutputDir
-from kebr_data.storage.markers import Marker
-from kebr_data.storage.parquet import write_table
 
 WORDS = ["I", "really", "think", "this", "movie", "was", "quite", "something", "today", "for", "us"]
 SENTIMENT = {"love": 2.4, "great": 2.325, "good": 1.425, "bad": -1.875, "awful": -1.5, "hate": -2.025}
@@ -53,17 +50,8 @@ def make_shards(root: Path, n: int = 16, shard_size: int = 8, seed: int = 0, lab
                         "num_frames": tv if visual else None, "features": v if visual else None,
                         "success": np.ones(tv, bool) if visual else None,
                         "confidence": np.ones(tv, np.float32) if visual else None, "face_ratio": 1.0})
-        from kebr_data.arrow_rows import rows_to_batch
-
-        for stage, schema, rows in (("plan", PLAN, plan), ("mask", MASK, mask), ("acoustic", ACOUSTIC, acoustic),
-                                    ("visual", VISUAL, vis)):
-            table = pa.Table.from_batches([rows_to_batch(rows, with_metadata(schema, stage))])
-            size, sha = write_table(out.table(stage, k), table)
-            if stage == "plan":
-                shards[f"{k:05d}"] = {"rows": len(rows), "bytes": size, "sha256": sha}
-            else:
-                Marker(stage, k, len(rows), len(rows), 0, 0, {}, 0.0, "test", "1", {}, {}, size, sha,
-                       "now").write(out.marker(stage, k))
-    out.plan_marker.write_text(json.dumps({"num_shards": len(shards), "shards": shards, "clips": n,
-                                           "src": "synthetic", "layout": "manifest", "rejected": 0}))
+        shards[f"{k:05d}"] = commit_rows(out, "plan", k, plan, PLAN, "test")
+        for stage, schema, rows in (("mask", MASK, mask), ("acoustic", ACOUSTIC, acoustic), ("visual", VISUAL, vis)):
+            commit_rows(out, stage, k, rows, schema, "test", shards[f"{k:05d}"]["sha256"])
+    commit_plan_marker(out, shards, "synthetic", shard_size)
     return root
