@@ -52,7 +52,9 @@ def run_options(fn: Callable) -> Callable:
         click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
                      help="Override one config key, e.g. --set audio.sample_rate=16000; repeatable."),
         click.option("--workers", type=int, help="Worker processes (default: one per CPU core)."),
-        click.option("--executor", type=click.Choice(["local"]), help="Where shards run (default local)."),
+        click.option("--executor", type=click.Choice(["local", "ray"]),
+                     help="Where shards run: local process pool (default) or Ray."),
+        click.option("--address", help="Ray cluster address for --executor ray (default: start a local Ray)."),
         click.option("--max-failed", type=float,
                      help="Exit with status 1 when a stage's failed fraction exceeds this (default 0.05)."),
     ]):
@@ -112,8 +114,8 @@ def main() -> None:
 @click.option("--force", is_flag=True, help="Recompute every shard of the selected stages.")
 @click.option("--replan", is_flag=True, help="Re-index the source and re-cut shards (changed shards are recomputed).")
 def extract(src: Path | None, out: Path, stages: str | None, layout: str | None, config_files: tuple[Path, ...],
-            overrides: tuple[str, ...], workers: int | None, executor: str | None, max_failed: float | None,
-            force: bool, replan: bool) -> None:
+            overrides: tuple[str, ...], workers: int | None, executor: str | None, address: str | None,
+            max_failed: float | None, force: bool, replan: bool) -> None:
     """Index clips and extract features: index, audio, asr, acoustic, visual.
 
     Each stage writes OUT/<stage>/shard-NNNNN.parquet plus a done marker; a bad clip becomes a
@@ -121,7 +123,8 @@ def extract(src: Path | None, out: Path, stages: str | None, layout: str | None,
     """
     try:
         cfg = _config(config_files, overrides, {"run.workers": workers, "run.executor": executor,
-                                                "run.max_failed": max_failed, "index.layout": layout})
+                                                "run.ray_address": address, "run.max_failed": max_failed,
+                                                "index.layout": layout})
         selected = parse_stages(stages or ",".join(cfg["run"]["stages"]))
         cfg = _resolve_mask(cfg, out, selected)
     except KebrError as exc:
@@ -146,7 +149,7 @@ def extract(src: Path | None, out: Path, stages: str | None, layout: str | None,
 @run_options
 def mask(out: Path, lexicon: str | None, scale_from: str | None, text_source: str | None, negation: bool | None,
          max_neutral_fraction: float | None, config_files: tuple[Path, ...], overrides: tuple[str, ...],
-         workers: int | None, executor: str | None, max_failed: float | None) -> None:
+         workers: int | None, executor: str | None, address: str | None, max_failed: float | None) -> None:
     """Mask the most salient sentiment word of every transcript: OUT/mask/.
 
     Reads the plan (and the asr stage) of OUT and writes only mask/. Cheap (text only), and made
@@ -162,7 +165,8 @@ def mask(out: Path, lexicon: str | None, scale_from: str | None, text_source: st
         cfg = _config(config_files, overrides, {
             "mask.lexicon": lexicon, "mask.scale_from": scale, "mask.text_source": text_source,
             "mask.negation": negation, "mask.max_neutral_fraction": max_neutral_fraction,
-            "run.workers": workers, "run.executor": executor, "run.max_failed": max_failed})
+            "run.workers": workers, "run.executor": executor, "run.ray_address": address,
+            "run.max_failed": max_failed})
         cfg = _resolve_mask(cfg, out, ["mask"])
     except KebrError as exc:
         _fail(exc)
@@ -176,7 +180,7 @@ def mask(out: Path, lexicon: str | None, scale_from: str | None, text_source: st
 @click.option("--stages", help="Stages whose failed rows are redone (default: every stage in OUT).")
 @run_options
 def retry_failed(out: Path, stages: str | None, config_files: tuple[Path, ...], overrides: tuple[str, ...],
-                 workers: int | None, executor: str | None, max_failed: float | None) -> None:
+                 workers: int | None, executor: str | None, address: str | None, max_failed: float | None) -> None:
     """Redo only the failed rows of done shards (after a transient outage, a raised timeout or quota).
 
     The other rows are kept as they are. Later stages present in OUT are then brought up to date:
@@ -184,7 +188,7 @@ def retry_failed(out: Path, stages: str | None, config_files: tuple[Path, ...], 
     """
     try:
         cfg = _config(config_files, overrides, {"run.workers": workers, "run.executor": executor,
-                                                "run.max_failed": max_failed})
+                                                "run.ray_address": address, "run.max_failed": max_failed})
         present = [s for s in STAGES if OutputDir(out).marker_shards(s)]
         chosen = parse_stages(stages, default=tuple(present))
         run_stages = [s for s in parse_stages(",".join(present), default=()) if s in present]

@@ -17,6 +17,7 @@ from rich.console import Console
 
 from . import __version__, plan
 from .config import Config
+from .deps import missing
 from .errors import PlanError, PrerequisiteError, RunAborted, StaleOutputError
 from .executors import EXECUTORS, TaskFailed, make_executor
 from .progress import StageBar, make_progress
@@ -108,6 +109,9 @@ def check_prerequisites(stages: list[str], cfg: Config) -> None:
     if cfg["run"]["executor"] not in EXECUTORS:
         raise PrerequisiteError(f"unknown executor {cfg['run']['executor']!r}; available: {', '.join(EXECUTORS)}")
     problems = []
+    if cfg["run"]["executor"] == "ray":
+        problem = missing("ray", "ray", "the Ray executor")
+        problems += [f"executor: {problem}"] if problem else []
     for name in stages:
         if name != "index":
             problems += [f"{name}: {p}" for p in make_stage(name, cfg).check()]
@@ -247,13 +251,14 @@ class Engine:
         broken, died = [], []
         t0 = time.monotonic()
         workers = self.cfg["run"]["workers"] or _cpu_count()
-        executor = make_executor(self.cfg["run"]["executor"], workers)
+        executor = make_executor(self.cfg["run"]["executor"], workers, self.cfg["run"]["ray_address"])
 
         def on_progress(task: ShardTask, n: int) -> None:
             seen[task.shard] += n
             bar.clips(n)
 
-        for task, result in executor.run(run_shard_task, tasks, on_progress):
+        for task, result in executor.run(run_shard_task, tasks, on_progress, stage.resources.cpus,
+                                         stage.resources.gpus):
             if isinstance(result, TaskFailed):
                 (died if result.worker_died else broken).append((task, result.error))
                 continue

@@ -29,8 +29,10 @@ class Executor(ABC):
         self.workers = workers
 
     @abstractmethod
-    def run(self, fn: TaskFn, tasks: list[Any], on_progress: Callable[[Any, int], None]) -> Iterator[tuple[Any, Any]]:
+    def run(self, fn: TaskFn, tasks: list[Any], on_progress: Callable[[Any, int], None],
+            cpus: float = 1.0, gpus: float = 0.0) -> Iterator[tuple[Any, Any]]:
         """Yield `(task, result)` as tasks finish; result is a TaskFailed when the task did not finish.
 
-        `on_progress(task, n)` is called in the caller's thread while tasks run.
+        `on_progress(task, n)` is called in the caller's thread while tasks run (executors that
+        cannot report clips report whole shards). `cpus`/`gpus` are what one task needs.
         """

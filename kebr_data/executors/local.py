@@ -69,17 +69,20 @@ class LocalExecutor(Executor):
 
     name = "local"
 
-    def run(self, fn: TaskFn, tasks: list[Any], on_progress: Callable[[Any, int], None]) -> Iterator[tuple[Any, Any]]:
+    def run(self, fn: TaskFn, tasks: list[Any], on_progress: Callable[[Any, int], None],
+            cpus: float = 1.0, gpus: float = 0.0) -> Iterator[tuple[Any, Any]]:
         if not tasks:
             return
         ctx = mp.get_context("spawn")
         progress_queue = ctx.Queue()
         workers = max(1, min(self.workers, len(tasks)))
+        # processes are spawned on demand at submit time: the one-thread environment must still be in
+        # place then (numpy reads it when a worker imports it, before any initializer could act)
         with single_threaded_env():
             pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
                                        initargs=(progress_queue, os.getpid()))
-        try:
             futures: dict[Future, tuple[int, Any]] = {pool.submit(_call, fn, i, t): (i, t) for i, t in enumerate(tasks)}
+        try:
             pending = set(futures)
             while pending:
                 done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
