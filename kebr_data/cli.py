@@ -201,6 +201,28 @@ def retry_failed(out: Path, stages: str | None, config_files: tuple[Path, ...], 
 
 @main.command(context_settings=CONTEXT)
 @click.option("--out", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Output folder of `kebr-data extract`.")
+@click.option("--format", "fmt", required=True, type=click.Choice(["hdf5", "parquet", "mmsa"]),
+              help="hdf5: a file per shard (ragged values + offsets); parquet: a merged table per shard; "
+                   "mmsa: MMSA's pickle layout.")
+@click.option("--to", "dest", type=click.Path(file_okay=False, path_type=Path),
+              help="Destination folder (default OUT/export/FORMAT).")
+@click.option("--audio-len", default=400, show_default=True, help="mmsa: audio frames kept (padded/truncated).")
+@click.option("--vision-len", default=55, show_default=True, help="mmsa: visual frames kept (padded/truncated).")
+def export(out: Path, fmt: str, dest: Path | None, audio_len: int, vision_len: int) -> None:
+    """Export the stage tables as HDF5, merged Parquet or an MMSA pickle; reruns redo only what changed."""
+    from .export import export as run_export
+
+    try:
+        where = run_export(out, fmt, dest, audio_len, vision_len)
+    except KebrError as exc:
+        _fail(exc)
+        return
+    console.print(f"exported to {where}", highlight=False)
+
+
+@main.command(context_settings=CONTEXT)
+@click.option("--out", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Output folder to check.")
 def validate(out: Path) -> None:
     """Re-read every shard: sizes and hashes against markers, schemas, rows against the plan, staleness."""

@@ -1,0 +1,92 @@
+"""`kebr-data export`: HDF5, merged Parquet and MMSA pickles equal the stage tables; half-written
+exports are never taken for finished ones."""
+
+import json
+import pickle
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from helpers import run_cli
+from shard_factory import make_shards
+
+from kebr_data.export import read_hdf5
+
+
+@pytest.fixture()
+def shards(tmp_path):
+    return make_shards(tmp_path / "f", n=10, shard_size=4, labelled=True)
+
+
+def stage_rows(root, stage):
+    return {r["clip_id"]: r for r in pq.read_table(root / stage).to_pylist()}
+
+
+def test_hdf5_round_trip_with_h5py_alone(shards):
+    run_cli("export", "--out", str(shards), "--format", "hdf5", check=True)
+    acoustic, visual, mask = stage_rows(shards, "acoustic"), stage_rows(shards, "visual"), stage_rows(shards, "mask")
+    plan = stage_rows(shards, "plan")
+    seen = 0
+    for path in sorted((shards / "export/hdf5").glob("shard-*.h5")):
+        with h5py.File(path, "r") as f:  # no toolkit code: values + offsets, as documented
+            ids = [c.decode() for c in f["clip_id"][()]]
+            values, offsets = f["acoustic/values"][()], f["acoustic/offsets"][()]
+            vvalues, voffsets = f["visual/values"][()], f["visual/offsets"][()]
+            assert f.attrs["schema_version"] == "1" and f["acoustic"].attrs["recipe"] == "released"
+            assert set(json.loads(f.attrs["sources"])) == {"plan", "mask", "acoustic", "visual"}
+            for i, cid in enumerate(ids):
+                assert np.array_equal(values[offsets[i]:offsets[i + 1]],
+                                      np.asarray(acoustic[cid]["features"], np.float32))
+                assert np.array_equal(vvalues[voffsets[i]:voffsets[i + 1]],
+                                      np.asarray(visual[cid]["features"], np.float32))
+                assert f["label"][i] == np.float32(plan[cid]["label"])
+                assert f["masked_text"][i].decode() == mask[cid]["masked_text"]
+                assert f["split"][i].decode() == plan[cid]["split"]
+                seen += 1
+    assert seen == 10
+
+
+def test_parquet_merged_tables(shards):
+    run_cli("export", "--out", str(shards), "--format", "parquet", check=True)
+    table = pq.read_table(shards / "export/parquet/shard-00000.parquet")
+    assert {"clip_id", "split", "label", "mask.masked_text", "mask.label", "acoustic.features",
+            "visual.success"} <= set(table.column_names)
+    original = pq.read_table(shards / "acoustic/shard-00000.parquet")
+    assert table.column("acoustic.features").equals(original.column("features"))
+
+
+def test_mmsa_pickle_layout_round_trips_into_the_trainer(shards, tmp_path):
+    run_cli("export", "--out", str(shards), "--format", "mmsa", "--audio-len", "50", "--vision-len", "10", check=True)
+    data = pickle.loads((shards / "export/mmsa/mmsa.pkl").read_bytes())
+    assert set(data) == {"train", "valid", "test"}
+    train = data["train"]
+    assert train["audio"].shape == (len(train["id"]), 50, 33) and train["vision"].shape[1:] == (10, 709)
+    cid = train["id"][0]
+    original = np.asarray(stage_rows(shards, "acoustic")[cid]["features"], np.float32)
+    n = train["audio_lengths"][0]
+    assert n == min(50, len(original)) and np.array_equal(train["audio"][0][:n], original[:n])
+    assert not train["audio"][0][n:].any()
+    done = subprocess.run([sys.executable, "-m", "kebr_model.cli", "import-mmsa", "--pickle",
+                           str(shards / "export/mmsa/mmsa.pkl"), "--out", str(tmp_path / "back"), "--trust-pickle"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {s: len(data[s]["id"]) for s in ("train", "valid", "test")}
+
+
+def test_half_written_export_is_never_taken_for_finished(shards):
+    run_cli("export", "--out", str(shards), "--format", "hdf5", check=True)
+    dest = shards / "export/hdf5"
+    finished = dest / "shard-00001.h5"
+    mtime = finished.stat().st_mtime_ns
+    (dest / "_done/shard-00000.json").unlink()  # as if the run died between file and marker
+    (dest / "shard-00002.h5").write_bytes(b"\x89HDF half")  # a torn file under the final name, no marker either
+    (dest / "_done/shard-00002.json").unlink()
+    with pytest.raises(ValueError, match="no done marker"):
+        read_hdf5(dest / "shard-00000.h5")
+    run_cli("export", "--out", str(shards), "--format", "hdf5", check=True)
+    assert finished.stat().st_mtime_ns == mtime  # up to date: not rewritten
+    assert len(read_hdf5(dest / "shard-00002.h5")["clip_id"]) == 2  # redone, readable
+    assert read_hdf5(dest / "shard-00000.h5")["attrs"]["schema_version"] == "1"
