@@ -34,11 +34,34 @@ class DataConfig:
     bucket_batches: int = 50        # samples sorted by length within this many batches, then batches shuffled
 
 
+def hdf5_export(root: Path) -> bool:
+    """True when `root` is a `kebr-data export --format hdf5` folder rather than an output folder."""
+    return not (root / "plan").is_dir() and any(root.glob("shard-*.h5"))
+
+
 def shard_ids(root: Path) -> list[int]:
+    if hdf5_export(root):
+        return sorted(int(p.stem.split("-")[1]) for p in root.glob("shard-*.h5"))
     marker = read_plan_marker(OutputDir(root))
     if marker is None:
-        raise FileNotFoundError(f"{root} is not a kebr-data output folder (no plan/_plan.json)")
+        raise FileNotFoundError(f"{root} is neither a kebr-data output folder (no plan/_plan.json) nor an HDF5 export")
     return list(range(marker["num_shards"]))
+
+
+def _hdf5_rows(root: Path, shard: int) -> tuple[list, list, list, list, list]:
+    """The plan, mask, asr, acoustic and visual rows of one HDF5 export file, shaped like the stage tables."""
+    from kebr_data.export import read_hdf5
+
+    d = read_hdf5(root / f"shard-{shard:05d}.h5")
+    n = len(d["clip_id"])
+    plan = [{"clip_id": d["clip_id"][i], "split": d["split"][i] or None,
+             "label": None if np.isnan(d["label"][i]) else float(d["label"][i]), "given_text": None} for i in range(n)]
+    mask = [{"status": "ok" if d["masked_text"][i] else "skipped", "masked_text": d["masked_text"][i],
+             "text": d["text"][i], "label": float(d["mask_label"][i])} for i in range(n)]
+    asr = [{"status": "ok" if d["text"][i] else "skipped", "text": d["text"][i]} for i in range(n)]
+    frames = {s: [{"status": "ok", "features": d[s][i]} for i in range(n)] if s in d else None
+              for s in ("acoustic", "visual")}
+    return plan, mask, asr, frames["acoustic"], frames["visual"]
 
 
 def _stage_rows(out: OutputDir, stage: str, shard: int, columns: list[str]) -> list[dict] | None:
@@ -50,7 +73,7 @@ def _stage_rows(out: OutputDir, stage: str, shard: int, columns: list[str]) -> l
 
 
 def _frames(row: dict | None, limit: int, dim: int) -> np.ndarray:
-    if row is None or row["status"] != "ok" or not row["features"]:
+    if row is None or row["status"] != "ok" or row["features"] is None or len(row["features"]) == 0:
         return np.zeros((0, dim), np.float32)
     return np.asarray(row["features"][:limit], dtype=np.float32).reshape(-1, dim)
 
@@ -79,12 +102,15 @@ def encode_text(tokenizer: Any, text: str, masked: bool, max_tokens: int) -> tup
 def shard_samples(root: Path, shard: int, task: str, tokenizer: Any, cfg: DataConfig,
                   split: str | None = None) -> Iterator[dict]:
     """The usable samples of one shard, in plan order."""
-    out = OutputDir(root)
-    plan = _stage_rows(out, "plan", shard, ["clip_id", "split", "label", "given_text"])
-    mask = _stage_rows(out, "mask", shard, ["status", "masked_text", "text", "label"])
-    asr = _stage_rows(out, "asr", shard, ["status", "text"])
-    acoustic = _stage_rows(out, "acoustic", shard, ["status", "features"])
-    visual = _stage_rows(out, "visual", shard, ["status", "features"])
+    if hdf5_export(root):
+        plan, mask, asr, acoustic, visual = _hdf5_rows(root, shard)
+    else:
+        out = OutputDir(root)
+        plan = _stage_rows(out, "plan", shard, ["clip_id", "split", "label", "given_text"])
+        mask = _stage_rows(out, "mask", shard, ["status", "masked_text", "text", "label"])
+        asr = _stage_rows(out, "asr", shard, ["status", "text"])
+        acoustic = _stage_rows(out, "acoustic", shard, ["status", "features"])
+        visual = _stage_rows(out, "visual", shard, ["status", "features"])
     for i, p in enumerate(plan or []):
         if split is not None and p["split"] != split:
             continue

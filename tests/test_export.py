@@ -90,3 +90,20 @@ def test_half_written_export_is_never_taken_for_finished(shards):
     assert finished.stat().st_mtime_ns == mtime  # up to date: not rewritten
     assert len(read_hdf5(dest / "shard-00002.h5")["clip_id"]) == 2  # redone, readable
     assert read_hdf5(dest / "shard-00000.h5")["attrs"]["schema_version"] == "1"
+
+
+def test_the_trainer_reads_the_hdf5_export_like_the_stage_tables(shards):
+    pytest.importorskip("transformers")
+    from kebr_model.data import DataConfig, ShardBatches
+    from kebr_model.train import load_encoder
+
+    run_cli("export", "--out", str(shards), "--format", "hdf5", check=True)
+    tok = load_encoder("")[0]
+    for task, split in (("pretrain", None), ("finetune", "train")):
+        a = list(ShardBatches(shards, task, tok, DataConfig(batch_size=3), seed=4, split=split))
+        b = list(ShardBatches(shards / "export/hdf5", task, tok, DataConfig(batch_size=3), seed=4, split=split))
+        assert [x["clip_id"] for x in a] == [x["clip_id"] for x in b] and a
+        for x, y in zip(a, b):
+            for key in ("input_ids", "attention_mask", "audio", "audio_mask", "visual", "visual_mask", "label",
+                        "mask_pos"):
+                assert np.array_equal(x[key].numpy(), y[key].numpy()), key
