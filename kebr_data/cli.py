@@ -223,6 +223,22 @@ def export(out: Path, fmt: str, dest: Path | None, audio_len: int, vision_len: i
 
 @main.command(context_settings=CONTEXT)
 @click.option("--out", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Output folder of a previous run.")
+def report(out: Path) -> None:
+    """Write OUT/report/index.html: label, duration, words, face-ratio and ASR-confidence histograms,
+    failure reasons and throughput per stage."""
+    from .report import build_report
+
+    try:
+        page = build_report(out)
+    except KebrError as exc:
+        _fail(exc)
+        return
+    console.print(f"wrote {page}", highlight=False)
+
+
+@main.command(context_settings=CONTEXT)
+@click.option("--out", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Output folder to check.")
 def validate(out: Path) -> None:
     """Re-read every shard: sizes and hashes against markers, schemas, rows against the plan, staleness."""

@@ -102,3 +102,29 @@ def test_worker_death_is_reported_with_resume_advice(corpus, tmp_path):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 3
     assert "a worker process died" in err and "rerun the same command to resume" in err
+
+
+def test_write_failure_then_rerun_is_identical(corpus, reference, tmp_path):
+    """The commit of one shard fails (its final path is taken by a folder): the run stops with exit 3,
+    the other shards are committed, and once the obstacle is gone a rerun matches a clean run."""
+    out = tmp_path / "out"
+    (out / "audio" / "shard-00003.parquet").mkdir(parents=True)
+    proc = run_cli("extract", "--src", str(corpus), "--out", str(out), *ARGS)
+    assert proc.returncode == 3 and "audio shard 00003" in proc.stderr
+    assert not (out / "audio/_done/shard-00003.json").exists() and (out / "audio/_done/shard-00004.json").exists()
+    (out / "audio" / "shard-00003.parquet").rmdir()
+    assert run_cli("extract", "--src", str(corpus), "--out", str(out), *ARGS).returncode == 0
+    assert shard_files(out) == shard_files(reference)
+
+
+def test_truncated_table_without_marker_and_corrupt_marker_are_recomputed(corpus, reference, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(reference, out)
+    table = out / "audio/shard-00002.parquet"
+    table.write_bytes(table.read_bytes()[: len(table.read_bytes()) // 2])
+    (out / "audio/_done/shard-00002.json").unlink()
+    (out / "audio/_done/shard-00005.json").write_text('{"stage": "audio", "sha')
+    proc = run_cli("extract", "--src", str(corpus), "--out", str(out), *ARGS)
+    assert proc.returncode == 0 and "2 shards" in proc.stderr
+    assert shard_files(out) == shard_files(reference)
+    assert run_cli("validate", "--out", str(out)).returncode == 0

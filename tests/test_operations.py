@@ -67,3 +67,15 @@ def test_validate_detects_stale_downstream(tmp_path, reference):
             "--set", "audio.sample_rate=16000", check=False)
     proc = run_cli("validate", "--out", str(out))
     assert proc.returncode == 1 and "stale: made from another audio table" in proc.stderr
+
+
+def test_report_writes_a_page_with_its_plots(tmp_path, reference):
+    out = tmp_path / "f"
+    shutil.copytree(reference, out)
+    proc = run_cli("report", "--out", str(out), check=True)
+    page = (out / "report/index.html").read_text()
+    assert "wrote" in proc.stderr and "<table>" in page and "acoustic" in page
+    images = [p.name for p in (out / "report").glob("*.png")]
+    assert {"audio_duration_s.png", "reasons.png", "throughput.png"} <= set(images)
+    for name in images:
+        assert f"src='{name}'" in page and (out / "report" / name).read_bytes()[:4] == b"\x89PNG"

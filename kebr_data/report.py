@@ -1,0 +1,104 @@
+"""`kebr-data report`: an HTML page with PNG plots describing an output folder.
+
+Plots: mask label histogram, clip durations, words per transcript, OpenFace face ratio, ASR
+confidence, failure reasons per stage, and throughput per stage (clips per second of worker time).
+Each plot appears only when its stage has outputs.
+"""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from .status import folder_summaries
+from .storage.layout import OutputDir
+from .storage.markers import read_marker
+
+
+def _column(root: Path, stage: str, column: str, ok_only: bool = True) -> list:
+    path = root / stage
+    if not path.is_dir() or not any(path.glob("shard-*.parquet")):
+        return []
+    t = pq.read_table(path, columns=["status", column])
+    return [v for s, v in zip(t.column("status").to_pylist(), t.column(column).to_pylist(), strict=True)
+            if v is not None and (s == "ok" or not ok_only)]
+
+
+def _hist(plt, path: Path, values: list, title: str, xlabel: str, bins: int | list = 30) -> Path:
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    ax.hist(values, bins=bins, color="#4c72b0")
+    ax.set(title=title, xlabel=xlabel, ylabel="clips")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def _bars(plt, path: Path, labels: list[str], values: list[float], title: str, xlabel: str) -> Path:
+    fig, ax = plt.subplots(figsize=(6, 0.4 * max(3, len(labels)) + 1))
+    ax.barh(labels, values, color="#dd8452")
+    ax.set(title=title, xlabel=xlabel)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def build_report(root: Path) -> Path:
+    """Write ROOT/report/index.html and its PNGs; return the page's path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    marker, summaries = folder_summaries(root)
+    dest = root / "report"
+    dest.mkdir(exist_ok=True)
+    figures: list[tuple[str, Path]] = []
+    plots = [
+        ("mask", "label", "Masked word intensity (scaled to [-3, 3])", "label", [x / 4 for x in range(-13, 14)]),
+        ("audio", "duration_s", "Clip durations", "seconds", 30),
+        ("visual", "face_ratio", "Share of frames OpenFace tracked", "face ratio", 20),
+        ("asr", "avg_logprob", "ASR decoding confidence", "average log-probability", 30),
+    ]
+    for stage, column, title, xlabel, bins in plots:
+        values = _column(root, stage, column)
+        if values:
+            figures.append((title, _hist(plt, dest / f"{stage}_{column}.png", values, title, xlabel, bins)))
+    words = _column(root, "mask", "words") or [t.split() for t in _column(root, "asr", "text")]
+    if words:
+        figures.append(("Words per transcript", _hist(plt, dest / "words.png", [len(w) for w in words],
+                                                      "Words per transcript", "words")))
+    reasons = [(f"{s.stage}: {k}", v) for s in summaries for k, v in s.errors.most_common(8)]
+    if reasons:
+        figures.append(("Failure and skip reasons", _bars(plt, dest / "reasons.png", [r for r, _ in reasons],
+                                                          [v for _, v in reasons], "Failure and skip reasons",
+                                                          "clips")))
+    out = OutputDir(root)
+    speed = []
+    for s in summaries:
+        markers = [read_marker(out.marker(s.stage, k)) for k in out.marker_shards(s.stage)]
+        wall = sum(m.wall_s for m in markers if m)
+        if wall > 0:
+            speed.append((s.stage, sum(m.rows for m in markers if m) / wall))
+    if speed:
+        figures.append(("Throughput per stage", _bars(plt, dest / "throughput.png", [k for k, _ in speed],
+                                                      [v for _, v in speed], "Throughput per worker",
+                                                      "clips per second of worker time")))
+    rows = "".join(
+        f"<tr><td>{html.escape(s.stage)}</td><td>{s.shards_done}/{s.shards_total}</td><td>{s.rows}</td>"
+        f"<td>{s.ok}</td><td>{s.failed}</td><td>{s.skipped}</td></tr>" for s in summaries)
+    images = "".join(f"<figure><img src='{p.name}' alt='{html.escape(t)}'><figcaption>{html.escape(t)}"
+                     f"</figcaption></figure>" for t, p in figures)
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>kebr-data report: {html.escape(str(root))}</title>
+<style>body{{font-family:sans-serif;margin:2em;max-width:1100px}}table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:4px 10px;text-align:right}}figure{{display:inline-block;margin:8px}}</style>
+</head><body><h1>kebr-data report</h1>
+<p>{html.escape(str(root))}: {marker['clips']} clips in {marker['num_shards']} shard(s) from
+{html.escape(str(marker['src']))} ({html.escape(str(marker['layout']))}; {marker['rejected']} rejected at indexing)</p>
+<table><tr><th>stage</th><th>shards</th><th>clips</th><th>ok</th><th>failed</th><th>skipped</th></tr>{rows}</table>
+{images}</body></html>"""
+    (dest / "index.html").write_text(page, encoding="utf-8")
+    return dest / "index.html"
