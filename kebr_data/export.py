@@ -89,7 +89,8 @@ def _texts(tables: dict[str, pa.Table]) -> tuple[list[str], list[str], list[floa
     given = tables["plan"].column("given_text").to_pylist()
     mask = tables["mask"].to_pylist() if "mask" in tables else [None] * n
     asr = tables["asr"].column("text").to_pylist() if "asr" in tables else [None] * n
-    text = [g or (m["text"] if m and m["status"] == "ok" else None) or a or "" for g, m, a in zip(given, mask, asr)]
+    text = [g or (m["text"] if m and m["status"] == "ok" else None) or a or ""
+            for g, m, a in zip(given, mask, asr, strict=True)]
     masked = [m["masked_text"] if m and m["status"] == "ok" else "" for m in mask]
     mask_label = [m["label"] if m and m["status"] == "ok" else np.nan for m in mask]
     return text, masked, mask_label

@@ -103,7 +103,7 @@ def test_the_trainer_reads_the_hdf5_export_like_the_stage_tables(shards):
         a = list(ShardBatches(shards, task, tok, DataConfig(batch_size=3), seed=4, split=split))
         b = list(ShardBatches(shards / "export/hdf5", task, tok, DataConfig(batch_size=3), seed=4, split=split))
         assert [x["clip_id"] for x in a] == [x["clip_id"] for x in b] and a
-        for x, y in zip(a, b):
+        for x, y in zip(a, b, strict=True):
             for key in ("input_ids", "attention_mask", "audio", "audio_mask", "visual", "visual_mask", "label",
                         "mask_pos"):
                 assert np.array_equal(x[key].numpy(), y[key].numpy()), key

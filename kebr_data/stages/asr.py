@@ -2,8 +2,9 @@
 
 Engines: `faster-whisper` (default; offline with the bundled Whisper tiny.en), `openai-whisper`,
 `google` (Google Cloud Speech, the papers' engine) and `given` (the dataset's own transcript from
-the plan, e.g. MMSA's label.csv text, or a sidecar `.txt` file beside the media). Clips in languages outside `asr.languages` (the papers kept English
-only) and silent clips are `skipped`, keeping what was detected in the row.
+the plan, e.g. MMSA's label.csv text, or a sidecar `.txt` file beside the media). Clips in
+languages outside `asr.languages` (the papers kept English only) and silent clips are `skipped`,
+keeping what was detected in the row.
 """
 
 from __future__ import annotations
