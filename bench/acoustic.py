@@ -172,24 +172,25 @@ def main() -> None:
             mmsa = json.loads(out.stdout.strip().splitlines()[-1])
         # the stage through the CLI on 2,000 clips (FLAC decode, features, Parquet commit, process start):
         # 8 shards on 1 and 2 workers, then one 1,000-clip shard for the memory of a worker
-        big = tmp / "big"
-        big.mkdir()
-        for k in range(2000):
-            (big / f"c{k:04d}.mp4").symlink_to(pairs[k % len(pairs)][0])
-        run_kebr(["extract", "--src", str(big), "--out", str(tmp / "bigout"), "--layout", "folder", "--stages",
-                  "index,audio", "--set", "index.shard_size=250", "--set", "audio.max_duration_s=60"])
-        big_audio_s = sum(pq.read_table(tmp / "bigout" / "audio", columns=["duration_s"]).column(0).to_pylist())
-        t_stage1, _ = run_kebr(["extract", "--out", str(tmp / "bigout"), "--stages", "acoustic", "--workers", "1"],
+        def decoded(name: str, clips: int, shard_size: int) -> Path:
+            """An output folder with the audio stage done for `clips` links to the corpus' MP4s."""
+            src = tmp / name
+            src.mkdir()
+            for k in range(clips):
+                (src / f"c{k:04d}.mp4").symlink_to(pairs[k % len(pairs)][0])
+            run_kebr(["extract", "--src", str(src), "--out", str(tmp / f"{name}-out"), "--layout", "folder",
+                      "--stages", "index,audio", "--set", f"index.shard_size={shard_size}",
+                      "--set", "audio.max_duration_s=60"])
+            return tmp / f"{name}-out"
+
+        bigout = decoded("big", 2000, 250)
+        big_audio_s = sum(pq.read_table(bigout / "audio", columns=["duration_s"]).column(0).to_pylist())
+        t_stage1, _ = run_kebr(["extract", "--out", str(bigout), "--stages", "acoustic", "--workers", "1"],
                                poll=False)
-        t_stage2, _ = run_kebr(["extract", "--out", str(tmp / "bigout"), "--stages", "acoustic", "--workers", "2",
+        t_stage2, _ = run_kebr(["extract", "--out", str(bigout), "--stages", "acoustic", "--workers", "2",
                                 "--force"], poll=False)
-        one = tmp / "one"
-        one.mkdir()
-        for k in range(1000):
-            (one / f"c{k:04d}.mp4").symlink_to(pairs[k % len(pairs)][0])
-        run_kebr(["extract", "--src", str(one), "--out", str(tmp / "one-out"), "--layout", "folder", "--stages",
-                  "index,audio", "--set", "index.shard_size=1000", "--set", "audio.max_duration_s=60"])
-        t_big, peak = run_kebr(["extract", "--out", str(tmp / "one-out"), "--stages", "acoustic", "--workers", "1"])
+        one = decoded("one", 1000, 1000)
+        t_big, peak = run_kebr(["extract", "--out", str(one), "--stages", "acoustic", "--workers", "1"])
 
     n = len(ys)
     rows = []

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import shlex
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from .engine import Engine, RunOptions
 from .errors import KebrError
 from .stages import EXTRACT_DEFAULT, STAGES, parse_stages
 from .stages.mask import resolve_text_source
-from .status import folder_summaries, summary_view
+from .status import folder_summaries, plan_line, summary_view
 from .storage.layout import OutputDir
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -41,6 +42,21 @@ console = _console(stderr=True)
 def _fail(exc: KebrError) -> None:
     console.print(f"[bold red]error:[/] {exc}", highlight=False)
     sys.exit(exc.exit_code)
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Print a KebrError's message (no traceback) and exit with its code."""
+    try:
+        yield
+    except KebrError as exc:
+        _fail(exc)
+
+
+def existing_out(help_text: str) -> Callable:
+    """`--out` naming an output folder that must already exist."""
+    return click.option("--out", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+                        help=help_text)
 
 
 def run_options(fn: Callable) -> Callable:
@@ -73,11 +89,8 @@ def _resolve_mask(cfg: Config, out: Path, stages: list[str]) -> Config:
 
 def _run(opts: RunOptions) -> None:
     """Run the engine, print the summary, exit with the documented code."""
-    try:
+    with user_errors():
         report = Engine(opts, console).run()
-    except KebrError as exc:
-        _fail(exc)
-        return
     console.print(summary_view(report.stages, f"{opts.out}: {report.plan['clips']} clips, "
                                f"{report.plan['num_shards']} shard(s)", with_run=True))
     limit = opts.config["run"]["max_failed"]
@@ -121,22 +134,18 @@ def extract(src: Path | None, out: Path, stages: str | None, layout: str | None,
     Each stage writes OUT/<stage>/shard-NNNNN.parquet plus a done marker; a bad clip becomes a
     row with status failed/skipped and a message, never a crash.
     """
-    try:
+    with user_errors():
         cfg = _config(config_files, overrides, {"run.workers": workers, "run.executor": executor,
                                                 "run.ray_address": address, "run.max_failed": max_failed,
                                                 "index.layout": layout})
         selected = parse_stages(stages or ",".join(cfg["run"]["stages"]))
         cfg = _resolve_mask(cfg, out, selected)
-    except KebrError as exc:
-        _fail(exc)
-        return
     _run(RunOptions(out=out, src=src, stages=selected, config=cfg, force=force, replan=replan,
                     command=_command_line()))
 
 
 @main.command(context_settings=CONTEXT)
-@click.option("--out", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="Output folder of `kebr-data extract` (its plan, and its asr stage if any).")
+@existing_out("Output folder of `kebr-data extract` (its plan, and its asr stage if any).")
 @click.option("--lexicon", help="'vader' (default: vaderSentiment's 7,506-entry lexicon) or a word<TAB>score TSV.")
 @click.option("--scale-from", metavar="LOW,HIGH", help="Score range of the lexicon, mapped linearly onto [-3,3] "
               "(default -4,4, VADER's).")
@@ -155,7 +164,7 @@ def mask(out: Path, lexicon: str | None, scale_from: str | None, text_source: st
     Reads the plan (and the asr stage) of OUT and writes only mask/. Cheap (text only), and made
     to be re-run: with other options it replaces mask/ and says so.
     """
-    try:
+    with user_errors():
         scale = None
         if scale_from is not None:
             try:
@@ -168,15 +177,11 @@ def mask(out: Path, lexicon: str | None, scale_from: str | None, text_source: st
             "run.workers": workers, "run.executor": executor, "run.ray_address": address,
             "run.max_failed": max_failed})
         cfg = _resolve_mask(cfg, out, ["mask"])
-    except KebrError as exc:
-        _fail(exc)
-        return
     _run(RunOptions(out=out, stages=["mask"], config=cfg, replace_on_change=True, command=_command_line()))
 
 
 @main.command("retry-failed", context_settings=CONTEXT)
-@click.option("--out", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="Output folder of a previous run.")
+@existing_out("Output folder of a previous run.")
 @click.option("--stages", help="Stages whose failed rows are redone (default: every stage in OUT).")
 @run_options
 def retry_failed(out: Path, stages: str | None, config_files: tuple[Path, ...], overrides: tuple[str, ...],
@@ -186,22 +191,18 @@ def retry_failed(out: Path, stages: str | None, config_files: tuple[Path, ...], 
     The other rows are kept as they are. Later stages present in OUT are then brought up to date:
     their shards whose input changed are recomputed.
     """
-    try:
+    with user_errors():
         cfg = _config(config_files, overrides, {"run.workers": workers, "run.executor": executor,
                                                 "run.ray_address": address, "run.max_failed": max_failed})
         present = [s for s in STAGES if OutputDir(out).marker_shards(s)]
         chosen = parse_stages(stages, default=tuple(present))
         run_stages = [s for s in parse_stages(",".join(present), default=()) if s in present]
         cfg = _resolve_mask(cfg, out, run_stages)
-    except KebrError as exc:
-        _fail(exc)
-        return
     _run(RunOptions(out=out, stages=run_stages, config=cfg, retry_stages=tuple(chosen), command=_command_line()))
 
 
 @main.command(context_settings=CONTEXT)
-@click.option("--out", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="Output folder of `kebr-data extract`.")
+@existing_out("Output folder of `kebr-data extract`.")
 @click.option("--format", "fmt", required=True, type=click.Choice(["hdf5", "parquet", "mmsa"]),
               help="hdf5: a file per shard (ragged values + offsets); parquet: a merged table per shard; "
                    "mmsa: MMSA's pickle layout.")
@@ -213,42 +214,31 @@ def export(out: Path, fmt: str, dest: Path | None, audio_len: int, vision_len: i
     """Export the stage tables as HDF5, merged Parquet or an MMSA pickle; reruns redo only what changed."""
     from .export import export as run_export
 
-    try:
+    with user_errors():
         where = run_export(out, fmt, dest, audio_len, vision_len)
-    except KebrError as exc:
-        _fail(exc)
-        return
     console.print(f"exported to {where}", highlight=False)
 
 
 @main.command(context_settings=CONTEXT)
-@click.option("--out", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="Output folder of a previous run.")
+@existing_out("Output folder of a previous run.")
 def report(out: Path) -> None:
     """Write OUT/report/index.html: label, duration, words, face-ratio and ASR-confidence histograms,
     failure reasons and throughput per stage."""
     from .report import build_report
 
-    try:
+    with user_errors():
         page = build_report(out)
-    except KebrError as exc:
-        _fail(exc)
-        return
     console.print(f"wrote {page}", highlight=False)
 
 
 @main.command(context_settings=CONTEXT)
-@click.option("--out", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="Output folder to check.")
+@existing_out("Output folder to check.")
 def validate(out: Path) -> None:
     """Re-read every shard: sizes and hashes against markers, schemas, rows against the plan, staleness."""
     from .validate import validate as run_validate
 
-    try:
+    with user_errors():
         checked, problems = run_validate(out)
-    except KebrError as exc:
-        _fail(exc)
-        return
     for p in problems:
         console.print(f"{p.stage} shard {p.shard:05d}: {p.what}", highlight=False)
     console.print(f"{checked} shard table(s) checked, {len(problems)} problem(s)", highlight=False)
@@ -256,18 +246,12 @@ def validate(out: Path) -> None:
 
 
 @main.command(context_settings=CONTEXT)
-@click.option("--out", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="Output folder of a previous run.")
+@existing_out("Output folder of a previous run.")
 def status(out: Path) -> None:
     """Show shards done per stage, clips ok/failed/skipped and the top failure reasons."""
-    try:
+    with user_errors():
         marker, summaries = folder_summaries(out)
-    except KebrError as exc:
-        _fail(exc)
-        return
-    title = (f"{out}: {marker['clips']} clips in {marker['num_shards']} shard(s) from {marker['src']} "
-             f"({marker['layout']}; {marker['rejected']} rejected at indexing)")
-    _console(stderr=False).print(summary_view(summaries, title))
+    _console(stderr=False).print(summary_view(summaries, plan_line(out, marker)))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -23,6 +23,7 @@ from .executors import EXECUTORS, TaskFailed, make_executor
 from .progress import StageBar, make_progress
 from .shard_task import ShardOutcome, ShardTask, run_shard_task
 from .stages import make_stage
+from .stages.base import Stage
 from .storage.atomic import atomic_write_json
 from .storage.layout import OutputDir
 from .storage.lock import OutputLock
@@ -59,6 +60,8 @@ class StageSummary:
     skipped: int = 0
     errors: collections.Counter = field(default_factory=collections.Counter)
     stats: dict[str, Any] = field(default_factory=dict)
+    #: worker seconds spent on the committed shards (their markers' wall times)
+    wall_s: float = 0.0
     shards_run: int = 0
     clips_run: int = 0
     elapsed_s: float = 0.0
@@ -91,6 +94,7 @@ def summarise(out: OutputDir, stage: str, num_shards: int) -> StageSummary:
         s.failed += m.failed
         s.skipped += m.skipped
         s.errors.update(m.errors)
+        s.wall_s += m.wall_s
         add_stats(s.stats, m.stats)
     return s
 
@@ -195,20 +199,14 @@ class Engine:
                 f"{self.out.root} holds outputs made with other settings:\n  " + "\n  ".join(lines) +
                 "\nRerun with --force to recompute them, or write to a new --out folder.")
 
-    def _upstream_hashes(self, stage: str, shard: int, marker: dict[str, Any]) -> dict[str, str]:
+    def _upstream_hashes(self, stage: Stage, shard: int, marker: dict[str, Any]) -> dict[str, str]:
         hashes = {}
-        for up in make_stage(stage, self.cfg).upstream:
-            if up == plan.PLAN_STAGE:
-                hashes[up] = plan.shard_hash(marker, shard)
-                continue
-            try:
-                m = read_marker(self.out.marker(up, shard))
-            except CorruptMarker:
-                m = None
-            if m is None:
-                raise PlanError(f"{stage} needs {up} for shard {shard:05d}, which is not done: "
+        for up in stage.upstream:
+            current = plan.current_hash(self.out, marker, up, shard)
+            if current is None:
+                raise PlanError(f"{stage.name} needs {up} for shard {shard:05d}, which is not done: "
                                 f"include {up} in --stages")
-            hashes[up] = m.output_sha256
+            hashes[up] = current
         return hashes
 
     def _needs_run(self, stage: str, shard: int, config_hash: str, upstream: dict[str, str]) -> str | None:
@@ -236,7 +234,7 @@ class Engine:
         config_hash = stage.config_hash()
         tasks, clips = [], 0
         for shard in range(num_shards):
-            upstream = self._upstream_hashes(name, shard, marker)
+            upstream = self._upstream_hashes(stage, shard, marker)
             reason = self._needs_run(name, shard, config_hash, upstream)
             if reason is not None:
                 tasks.append(ShardTask(str(self.out.root), name, shard, self.cfg, upstream))

@@ -25,7 +25,7 @@ import pyarrow as pa
 
 from . import __version__, plan as plan_mod
 from .errors import PlanError
-from .schema import SCHEMA_VERSION
+from .schema import SCHEMA_VERSION, clip_text
 from .storage.atomic import atomic_write, atomic_write_json, fsync_dir, tmp_path_for
 from .storage.layout import OutputDir, shard_name
 from .storage.markers import read_marker
@@ -88,9 +88,8 @@ def _texts(tables: dict[str, pa.Table]) -> tuple[list[str], list[str], list[floa
     n = tables["plan"].num_rows
     given = tables["plan"].column("given_text").to_pylist()
     mask = tables["mask"].to_pylist() if "mask" in tables else [None] * n
-    asr = tables["asr"].column("text").to_pylist() if "asr" in tables else [None] * n
-    text = [g or (m["text"] if m and m["status"] == "ok" else None) or a or ""
-            for g, m, a in zip(given, mask, asr, strict=True)]
+    asr = tables["asr"].select(["status", "text"]).to_pylist() if "asr" in tables else [None] * n
+    text = [clip_text(g, m, a) or "" for g, m, a in zip(given, mask, asr, strict=True)]
     masked = [m["masked_text"] if m and m["status"] == "ok" else "" for m in mask]
     mask_label = [m["label"] if m and m["status"] == "ok" else np.nan for m in mask]
     return text, masked, mask_label

@@ -20,6 +20,7 @@ from .errors import PlanError
 from .schema import PLAN, with_metadata
 from .storage.atomic import atomic_write_json
 from .storage.layout import OutputDir
+from .storage.markers import CorruptMarker, read_marker
 from .storage.parquet import read_table, write_table
 
 PLAN_STAGE = "plan"
@@ -99,3 +100,15 @@ def load_shard(out: OutputDir, shard: int) -> pa.Table:
 def shard_hash(marker: dict[str, Any], shard: int) -> str:
     """The committed plan shard's sha256, the `upstream` hash recorded by stages that read it."""
     return marker["shards"][f"{shard:05d}"]["sha256"]
+
+
+def current_hash(out: OutputDir, marker: dict[str, Any], stage: str, shard: int) -> str | None:
+    """The sha256 of the table of (stage, shard) as committed now: what a downstream marker must
+    have recorded to be current. None when that table is not committed (or its marker is corrupt)."""
+    if stage == PLAN_STAGE:
+        return shard_hash(marker, shard)
+    try:
+        m = read_marker(out.marker(stage, shard))
+    except CorruptMarker:
+        return None
+    return m.output_sha256 if m else None

@@ -12,9 +12,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from .status import folder_summaries
-from .storage.layout import OutputDir
-from .storage.markers import read_marker
+from .status import folder_summaries, plan_line
 
 
 def _column(root: Path, stage: str, column: str, ok_only: bool = True) -> list:
@@ -76,13 +74,7 @@ def build_report(root: Path) -> Path:
         figures.append(("Failure and skip reasons", _bars(plt, dest / "reasons.png", [r for r, _ in reasons],
                                                           [v for _, v in reasons], "Failure and skip reasons",
                                                           "clips")))
-    out = OutputDir(root)
-    speed = []
-    for s in summaries:
-        markers = [read_marker(out.marker(s.stage, k)) for k in out.marker_shards(s.stage)]
-        wall = sum(m.wall_s for m in markers if m)
-        if wall > 0:
-            speed.append((s.stage, sum(m.rows for m in markers if m) / wall))
+    speed = [(s.stage, s.rows / s.wall_s) for s in summaries if s.wall_s > 0]
     if speed:
         figures.append(("Throughput per stage", _bars(plt, dest / "throughput.png", [k for k, _ in speed],
                                                       [v for _, v in speed], "Throughput per worker",
@@ -96,8 +88,7 @@ def build_report(root: Path) -> Path:
 <style>body{{font-family:sans-serif;margin:2em;max-width:1100px}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:4px 10px;text-align:right}}figure{{display:inline-block;margin:8px}}</style>
 </head><body><h1>kebr-data report</h1>
-<p>{html.escape(str(root))}: {marker['clips']} clips in {marker['num_shards']} shard(s) from
-{html.escape(str(marker['src']))} ({html.escape(str(marker['layout']))}; {marker['rejected']} rejected at indexing)</p>
+<p>{html.escape(plan_line(root, marker))}</p>
 <table><tr><th>stage</th><th>shards</th><th>clips</th><th>ok</th><th>failed</th><th>skipped</th></tr>{rows}</table>
 {images}</body></html>"""
     (dest / "index.html").write_text(page, encoding="utf-8")

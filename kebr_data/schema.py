@@ -84,6 +84,17 @@ VISUAL = pa.schema(COMMON + [
 PLAN_COLUMNS = [f.name for f in PLAN]
 
 
+def clip_text(given_text: str | None, mask_row: dict | None, asr_row: dict | None) -> str | None:
+    """A clip's transcript: the dataset's own (given) text, else the mask stage's, else the ASR's
+    (rows count only when their status is ok)."""
+    if given_text:
+        return given_text
+    for row in (mask_row, asr_row):
+        if row is not None and row.get("status") == "ok" and row.get("text"):
+            return row["text"]
+    return None
+
+
 def with_metadata(schema: pa.Schema, stage: str) -> pa.Schema:
     """Tag a stage schema with the stage name and schema version (no timestamps: files stay reproducible)."""
     return schema.with_metadata({b"kebr.stage": stage.encode(), b"kebr.schema_version": SCHEMA_VERSION.encode()})

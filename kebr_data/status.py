@@ -25,6 +25,12 @@ def folder_summaries(root: Path) -> tuple[dict, list[StageSummary]]:
     return marker, [summarise(out, s, marker["num_shards"]) for s in present]
 
 
+def plan_line(root: Path, marker: dict) -> str:
+    """One line describing an output folder's plan (status and report titles)."""
+    return (f"{root}: {marker['clips']} clips in {marker['num_shards']} shard(s) from {marker['src']} "
+            f"({marker['layout']}; {marker['rejected']} rejected at indexing)")
+
+
 def summary_view(summaries: list[StageSummary], title: str, with_run: bool = False) -> Group:
     """The summary table followed by one line of stage-specific stats per stage that has them."""
     lines = [Text(f"{s.stage}: {STAGES[s.stage].format_stats(s.stats)}") for s in summaries

@@ -83,14 +83,6 @@ def _check(out: OutputDir, plan_marker: dict, stage: str, shard: int, ids: list[
     if (table.num_rows, counts["ok"], counts["failed"], counts["skipped"]) != (m.rows, m.ok, m.failed, m.skipped):
         found.append("status counts differ from the marker")
     for up, recorded in m.upstream.items():
-        if up == "plan":
-            current = plan_mod.shard_hash(plan_marker, shard)
-        else:
-            try:
-                um = read_marker(out.marker(up, shard))
-            except CorruptMarker:
-                um = None
-            current = um.output_sha256 if um else None
-        if current != recorded:
+        if plan_mod.current_hash(out, plan_marker, up, shard) != recorded:
             found.append(f"stale: made from another {up} table than the current one")
     return found

@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 import torch
 
 from kebr_data.plan import read_plan_marker
+from kebr_data.schema import clip_text
 from kebr_data.storage.layout import OutputDir
 
 A_DIM, V_DIM = 33, 709
@@ -65,11 +66,23 @@ def _hdf5_rows(root: Path, shard: int) -> tuple[list, list, list, list, list]:
 
 
 def _stage_rows(out: OutputDir, stage: str, shard: int, columns: list[str]) -> list[dict] | None:
+    """Rows of a committed stage table; a `features` column comes as one numpy array per row, sliced
+    from the column's buffer rather than built from Python floats."""
     path = out.table(stage, shard)
     committed = out.plan_marker if stage == "plan" else out.marker(stage, shard)
     if not committed.exists() or not path.exists():
         return None
-    return pq.read_table(path, columns=columns).to_pylist()
+    table = pq.read_table(path, columns=columns)
+    if "features" not in columns:
+        return table.to_pylist()
+    features = table.column("features").combine_chunks()
+    dim = features.type.value_type.list_size
+    flat = features.values.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim)
+    offsets = features.offsets.to_numpy()
+    rows = table.drop_columns(["features"]).to_pylist()
+    for i, row in enumerate(rows):
+        row["features"] = flat[offsets[i]:offsets[i + 1]]
+    return rows
 
 
 def _frames(row: dict | None, limit: int, dim: int) -> np.ndarray:
@@ -122,8 +135,7 @@ def shard_samples(root: Path, shard: int, task: str, tokenizer: Any, cfg: DataCo
         else:
             if p["label"] is None:
                 continue
-            text = p["given_text"] or (mask[i]["text"] if mask and mask[i]["status"] == "ok" else None) or \
-                (asr[i]["text"] if asr and asr[i]["status"] == "ok" else None)
+            text = clip_text(p["given_text"], mask[i] if mask else None, asr[i] if asr else None)
             if not text:
                 continue
             encoded = encode_text(tokenizer, text, False, cfg.max_text_tokens)

@@ -58,10 +58,8 @@ def convert(model_dir: Path, dest: Path) -> Path:
     def ln(dst: str, src: str) -> None:
         sd[f"{dst}.weight"], sd[f"{dst}.bias"] = v[f"{src}/gamma"], v[f"{src}/beta"]
 
-    def lin(dst: str, src: str, bias: bool = True) -> None:
-        sd[f"{dst}.weight"] = v[f"{src}/weight"]
-        if bias:
-            sd[f"{dst}.bias"] = v[f"{src}/bias"]
+    def lin(dst: str, src: str) -> None:
+        sd[f"{dst}.weight"], sd[f"{dst}.bias"] = v[f"{src}/weight"], v[f"{src}/bias"]
 
     def qkv(dst: str, src: str) -> None:
         w, b = np.split(v[f"{src}/weight"], 3), np.split(v[f"{src}/bias"], 3)
@@ -69,34 +67,32 @@ def convert(model_dir: Path, dest: Path) -> Path:
         sd[f"{dst}.key.weight"] = w[1]
         sd[f"{dst}.value.weight"], sd[f"{dst}.value.bias"] = w[2], b[2]
 
-    for name in ("conv1", "conv2"):
-        lin(f"encoder.{name}", f"encoder/{name}")
-    sd["encoder.positional_embedding"] = v["encoder/position_encodings/encodings"]
-    for i in range(n_audio_layer):
-        src, dst = f"encoder/layer_{i}", f"encoder.blocks.{i}"
+    def block(dst: str, src: str) -> None:
+        """What encoder and decoder layers share: self-attention (fused QKV) and the MLP."""
         qkv(f"{dst}.attn", f"{src}/self_attention/linear_0")
         lin(f"{dst}.attn.out", f"{src}/self_attention/linear_1")
         ln(f"{dst}.attn_ln", f"{src}/self_attention/layer_norm")
         lin(f"{dst}.mlp.0", f"{src}/ffn/linear_0")
         lin(f"{dst}.mlp.2", f"{src}/ffn/linear_1")
         ln(f"{dst}.mlp_ln", f"{src}/ffn/layer_norm")
+
+    for name in ("conv1", "conv2"):
+        lin(f"encoder.{name}", f"encoder/{name}")
+    sd["encoder.positional_embedding"] = v["encoder/position_encodings/encodings"]
+    for i in range(n_audio_layer):
+        block(f"encoder.blocks.{i}", f"encoder/layer_{i}")
     ln("encoder.ln_post", "encoder/layer_norm")
     sd["decoder.token_embedding.weight"] = v["decoder/embeddings/weight"]
     sd["decoder.positional_embedding"] = v["decoder/position_encodings/encodings"]
     for i in range(n_text_layer):
         src, dst = f"decoder/layer_{i}", f"decoder.blocks.{i}"
-        qkv(f"{dst}.attn", f"{src}/self_attention/linear_0")
-        lin(f"{dst}.attn.out", f"{src}/self_attention/linear_1")
-        ln(f"{dst}.attn_ln", f"{src}/self_attention/layer_norm")
+        block(dst, src)
         lin(f"{dst}.cross_attn.query", f"{src}/attention/linear_0")
         kw, kb = np.split(v[f"{src}/attention/linear_1/weight"], 2), np.split(v[f"{src}/attention/linear_1/bias"], 2)
         sd[f"{dst}.cross_attn.key.weight"] = kw[0]
         sd[f"{dst}.cross_attn.value.weight"], sd[f"{dst}.cross_attn.value.bias"] = kw[1], kb[1]
         lin(f"{dst}.cross_attn.out", f"{src}/attention/linear_2")
         ln(f"{dst}.cross_attn_ln", f"{src}/attention/layer_norm")
-        lin(f"{dst}.mlp.0", f"{src}/ffn/linear_0")
-        lin(f"{dst}.mlp.2", f"{src}/ffn/linear_1")
-        ln(f"{dst}.mlp_ln", f"{src}/ffn/layer_norm")
     ln("decoder.ln", "decoder/layer_norm")
     dims = {"n_mels": v["encoder/conv1/weight"].shape[1], "n_audio_ctx": v["encoder/position_encodings/encodings"].shape[0],
             "n_audio_state": n_state, "n_audio_head": int(v["encoder/num_heads"]), "n_audio_layer": n_audio_layer,

@@ -50,3 +50,8 @@ def run_cli(*args: str, check: bool = False, env: dict | None = None, timeout: f
 def copy_demo(dest: Path) -> Path:
     shutil.copytree(DEMO, dest)
     return dest
+
+
+def shard_files(out: Path) -> dict[str, bytes]:
+    """Every committed-looking stage table under `out`, by relative path: for byte-for-byte comparisons."""
+    return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("shard-*.parquet"))}

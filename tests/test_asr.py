@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
-from helpers import ROOT, run_cli
+from helpers import ROOT, demo_clip, run_cli
 
 from kebr_data import config
 from kebr_data.errors import PrerequisiteError
@@ -165,8 +165,6 @@ def tiny_checkpoint(tmp_path_factory):
 
 
 def test_openai_whisper_loads_and_decodes_a_local_checkpoint(tmp_path, tiny_checkpoint, ffmpeg):
-    from helpers import demo_clip
-
     raw = subprocess.run([ffmpeg, "-loglevel", "error", "-i", str(demo_clip(0)), "-ac", "1", "-ar",
                                         "16000", "-f", "s16le", "-"], capture_output=True, check=True).stdout
     y = np.frombuffer(raw, "<i2").astype(np.float32) / 32768

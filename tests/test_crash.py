@@ -12,14 +12,11 @@ from pathlib import Path
 import psutil
 import pyarrow.parquet as pq
 import pytest
-from helpers import DEMO, run_cli
+from helpers import DEMO, run_cli, shard_files
 
 SHARD_SIZE = 8
 ARGS = ["--layout", "folder", "--stages", "index,audio", "--set", f"index.shard_size={SHARD_SIZE}", "--max-failed", "1", "--workers", "1"]
 
-
-def shard_files(out: Path) -> dict[str, bytes]:
-    return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("shard-*.parquet"))}
 
 
 @pytest.fixture(scope="module")

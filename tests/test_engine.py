@@ -7,7 +7,7 @@ import sys
 
 import pyarrow.parquet as pq
 import pytest
-from helpers import ROOT, run_cli
+from helpers import ROOT, run_cli, shard_files
 
 from kebr_data.storage.layout import OutputDir
 
@@ -20,9 +20,6 @@ def extract(src, out, *extra, check=True):
         args[1:1] = ["--src", str(src)]
     return run_cli(*args, check=check)
 
-
-def shard_files(out):
-    return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("shard-*.parquet"))}
 
 
 @pytest.fixture(scope="module")

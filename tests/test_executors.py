@@ -4,7 +4,7 @@ a run the local executor started (the same done markers commit the work)."""
 import os
 
 import pytest
-from helpers import ROOT, run_cli
+from helpers import ROOT, run_cli, shard_files
 
 from kebr_data.executors import LocalExecutor
 
@@ -26,9 +26,6 @@ def test_local_workers_get_one_blas_thread():
                for _, (_, env) in results)
     assert sorted(seen) == ["a", "b", "c"]  # clip progress crosses the process boundary
 
-
-def shard_files(out):
-    return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("shard-*.parquet"))}
 
 
 @pytest.fixture(scope="module")

@@ -5,16 +5,13 @@ import shutil
 
 import pyarrow.parquet as pq
 import pytest
-from helpers import ROOT, run_cli
+from helpers import ROOT, run_cli, shard_files
 
 from kebr_data.media.ffmpeg import find_ffmpeg
 
 DEMO_CFG = str(ROOT / "pipelines" / "demo.toml")
 ARGS = ["--config", DEMO_CFG, "--stages", "index,audio,acoustic"]
 
-
-def shard_files(out):
-    return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("shard-*.parquet"))}
 
 
 @pytest.fixture(scope="module")

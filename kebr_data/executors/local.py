@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
-import queue
 import signal
 import sys
 from collections.abc import Callable, Iterator
@@ -74,7 +73,9 @@ class LocalExecutor(Executor):
         if not tasks:
             return
         ctx = mp.get_context("spawn")
-        progress_queue = ctx.Queue()
+        # SimpleQueue writes synchronously (no feeder thread), so a task's progress is in the pipe
+        # before its result reaches us, and the final drain sees all of it
+        progress_queue = ctx.SimpleQueue()
         workers = max(1, min(self.workers, len(tasks)))
         # processes are spawned on demand at submit time: the one-thread environment must still be in
         # place then (numpy reads it when a worker imports it, before any initializer could act)
@@ -102,9 +103,6 @@ class LocalExecutor(Executor):
 
     @staticmethod
     def _drain(q: Any, tasks: list[Any], on_progress: Callable[[Any, int], None]) -> None:
-        while True:
-            try:
-                key, n = q.get_nowait()
-            except (queue.Empty, OSError, ValueError):
-                return
+        while not q.empty():
+            key, n = q.get()
             on_progress(tasks[key], n)
