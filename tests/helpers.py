@@ -55,3 +55,9 @@ def copy_demo(dest: Path) -> Path:
 def shard_files(out: Path) -> dict[str, bytes]:
     """Every committed-looking stage table under `out`, by relative path: for byte-for-byte comparisons."""
     return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("shard-*.parquet"))}
+
+
+def extract_demo(out: Path, stages: str, *extra: str, **kwargs) -> subprocess.CompletedProcess:
+    """`kebr-data extract` of the bundled demo with pipelines/demo.toml and the given stages."""
+    return run_cli("extract", "--src", str(DEMO), "--out", str(out), "--config", str(ROOT / "pipelines/demo.toml"),
+                   "--stages", stages, *extra, **kwargs)

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
-from helpers import ROOT, demo_clip, run_cli
+from helpers import ROOT, demo_clip, extract_demo, run_cli
 
 from kebr_data import config
 from kebr_data.errors import PrerequisiteError
@@ -24,7 +24,6 @@ from kebr_data.stages.base import ShardContext
 from kebr_data.storage.atomic import file_digest
 
 FIXTURES = ROOT / "tests" / "fixtures"
-DEMO_CFG = str(ROOT / "pipelines" / "demo.toml")
 
 
 def words(text):
@@ -49,10 +48,9 @@ def test_wer_helper_on_hand_computed_cases():
 
 
 @pytest.fixture(scope="module")
-def demo_run(tmp_path_factory, demo_src):
+def demo_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("asr") / "f"
-    run_cli("extract", "--src", str(demo_src), "--out", str(out), "--config", DEMO_CFG, "--stages",
-            "index,audio,asr", check=True)
+    extract_demo(out, "index,audio,asr", check=True)
     return out
 
 

@@ -4,7 +4,7 @@ a run the local executor started (the same done markers commit the work)."""
 import os
 
 import pytest
-from helpers import ROOT, run_cli, shard_files
+from helpers import ROOT, extract_demo, run_cli, shard_files
 
 from kebr_data.executors import LocalExecutor
 
@@ -29,22 +29,19 @@ def test_local_workers_get_one_blas_thread():
 
 
 @pytest.fixture(scope="module")
-def local_run(tmp_path_factory, demo_src):
+def local_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("local") / "f"
-    run_cli("extract", "--src", str(demo_src), "--out", str(out), "--config", DEMO_CFG, "--stages",
-            "index,audio,acoustic", check=True)
+    extract_demo(out, "index,audio,acoustic", check=True)
     return out
 
 
-def test_ray_outputs_are_byte_identical_and_resume_across_executors(tmp_path, demo_src, local_run):
+def test_ray_outputs_are_byte_identical_and_resume_across_executors(tmp_path, local_run):
     pytest.importorskip("ray")
     out = tmp_path / "ray"
-    run_cli("extract", "--src", str(demo_src), "--out", str(out), "--config", DEMO_CFG, "--stages",
-            "index,audio,acoustic", "--executor", "ray", "--workers", "2", check=True, timeout=600)
+    extract_demo(out, "index,audio,acoustic", "--executor", "ray", "--workers", "2", check=True, timeout=600)
     assert shard_files(out) == shard_files(local_run)
     mixed = tmp_path / "mixed"  # started locally, finished on Ray
-    run_cli("extract", "--src", str(demo_src), "--out", str(mixed), "--config", DEMO_CFG, "--stages", "index,audio",
-            check=True)
+    extract_demo(mixed, "index,audio", check=True)
     (mixed / "audio/_done/shard-00001.json").unlink()  # as if a crash lost shard 1's commit
     proc = run_cli("extract", "--out", str(mixed), "--config", DEMO_CFG, "--stages", "audio,acoustic", "--executor",
                    "ray", "--workers", "2", check=True, timeout=600)
