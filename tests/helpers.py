@@ -13,7 +13,7 @@ import soundfile as sf
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "demo" / "voxceleb"
-SHARED = ROOT.parent / "shared"
+OPENFACE_FIXTURES = ROOT / "tests" / "fixtures" / "openface"  # real OpenFace 2.2 output; provenance in its README
 
 
 def demo_clip(i: int = 0) -> Path:

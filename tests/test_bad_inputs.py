@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
-from helpers import ROOT, SHARED, demo_clip, make_video, run_cli, write_wav
+from helpers import OPENFACE_FIXTURES, ROOT, demo_clip, make_video, run_cli, write_wav
 
 from kebr_data import config
 from kebr_data.schema import PLAN
@@ -18,7 +18,7 @@ from kebr_data.stages.asr import AsrStage
 from kebr_data.stages.base import ShardContext
 
 FAKE = ROOT / "tests" / "fake_openface" / "FeatureExtraction"
-FIXTURE_CSV = SHARED / "fixtures" / "openface" / "astronaut_gap.csv"
+FIXTURE_CSV = OPENFACE_FIXTURES / "astronaut_gap.csv"
 
 
 def two_faces(ffmpeg, dest):

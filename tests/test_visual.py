@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from helpers import ROOT, SHARED, demo_clip, make_video, run_cli
+from helpers import OPENFACE_FIXTURES, ROOT, demo_clip, make_video, run_cli
 
 from kebr_data import config
 from kebr_data.errors import PrerequisiteError
@@ -20,10 +20,8 @@ from kebr_data.schema import PLAN
 from kebr_data.stages.base import ShardContext
 from kebr_data.stages.visual import VisualStage, find_openface
 
-FIXTURES = SHARED / "fixtures" / "openface"
+FIXTURES = OPENFACE_FIXTURES
 FAKE = ROOT / "tests" / "fake_openface" / "FeatureExtraction"
-
-pytestmark = pytest.mark.skipif(not FIXTURES.is_dir(), reason="needs ../shared/fixtures/openface")
 
 
 def read_reference(path):
