@@ -93,7 +93,7 @@ def interrupted_run(src: Path, out: Path, delay: float, target: str, rng: random
 
 def _stage_running(out: Path) -> str:
     for stage in ("acoustic", "audio"):
-        if (out / stage / "_logs").exists():
+        if (out / "_logs" / stage).exists():
             return stage
     return "index"
 

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import json
 import shlex
 import sys
 from collections.abc import Callable, Iterator
@@ -16,15 +17,22 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 
 from . import __version__, config as config_mod
 from .config import Config
-from .engine import Engine, RunOptions
 from .errors import KebrError
-from .stages import EXTRACT_DEFAULT, STAGES, parse_stages
+from .executors import EXECUTORS
+from .export import FORMATS
+from .pipeline import run_record
+from .pipeline.engine import Engine, RunOptions
+from .pipeline.summaries import folder_summaries, plan_line
+from .sources import LAYOUTS
+from .stages import extract_default, parse_stages, registry
 from .stages.mask import resolve_text_source
-from .status import folder_summaries, plan_line, summary_view
+from .status import summary_view
 from .storage.layout import OutputDir
+from .storage.store import Store
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -68,7 +76,7 @@ def run_options(fn: Callable) -> Callable:
         click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
                      help="Override one config key, e.g. --set audio.sample_rate=16000; repeatable."),
         click.option("--workers", type=int, help="Worker processes (default: one per CPU core)."),
-        click.option("--executor", type=click.Choice(["local", "ray"]),
+        click.option("--executor", type=click.Choice(list(EXECUTORS)),
                      help="Where shards run: local process pool (default) or Ray."),
         click.option("--address", help="Ray cluster address for --executor ray (default: start a local Ray)."),
         click.option("--max-failed", type=float,
@@ -78,26 +86,37 @@ def run_options(fn: Callable) -> Callable:
     return fn
 
 
-def _config(config_files: tuple[Path, ...], overrides: tuple[str, ...], values: dict[str, Any]) -> Config:
-    return config_mod.apply(config_mod.load(config_files, overrides), values)
+def _config(out: Path, config_files: tuple[Path, ...], overrides: tuple[str, ...],
+            values: dict[str, Any]) -> tuple[Config, tuple[str, ...]]:
+    """The folder's saved configuration (defaults for a new folder) with this command's files, overrides
+    and options applied; and the keys they changed, which are printed."""
+    saved = run_record.saved_config(OutputDir(out))
+    cfg = config_mod.apply(config_mod.load(config_files, overrides, base=saved), values)
+    changed = tuple(config_mod.changed_keys(saved, cfg)) if saved is not None else ()
+    if changed:
+        console.print(f"settings changed for {escape(str(out))}: {escape(', '.join(changed))}", highlight=False)
+    return cfg, changed
 
 
 def _resolve_mask(cfg: Config, out: Path, stages: list[str]) -> Config:
+    """The config with mask.text_source = auto resolved for this run (asr when its outputs exist or are made)."""
     asr_available = "asr" in stages or bool(OutputDir(out).marker_shards("asr"))
-    return {**cfg, "mask": resolve_text_source(cfg["mask"], asr_available)}
+    with user_errors():
+        return {**cfg, "mask": resolve_text_source(cfg["mask"], asr_available)}
 
 
 def _run(opts: RunOptions) -> None:
     """Run the engine, print the summary, exit with the documented code."""
     with user_errors():
         report = Engine(opts, console).run()
-    console.print(summary_view(report.stages, f"{opts.out}: {report.plan['clips']} clips, "
-                               f"{report.plan['num_shards']} shard(s)", with_run=True))
+    console.print(summary_view(report.stages, f"{opts.out}: {report.plan.clips} clips, "
+                               f"{report.plan.num_shards} shard(s)", with_run=True))
     limit = opts.config["run"]["max_failed"]
     over = [s for s in report.stages if s.failed_fraction > limit]
     for s in over:
         console.print(f"[bold red]{s.stage}: {s.failed_fraction:.1%} of clips failed, above --max-failed "
-                      f"{limit:.1%}[/] (see {opts.out}/{s.stage}/_logs/)", highlight=False)
+                      f"{limit:.1%}[/] (see {escape(str(OutputDir(opts.out).log(s.stage, 0).parent))}/)",
+                      highlight=False)
     sys.exit(1 if over else 0)
 
 
@@ -120,8 +139,8 @@ def main() -> None:
               "Needed for a new output folder; later runs reuse the frozen plan.")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Output folder (created if absent).")
 @click.option("--stages", help=f"Comma-separated subset, run in pipeline order. Default: run.stages of the config, "
-              f"else {','.join(EXTRACT_DEFAULT)}. Available: index,{','.join(STAGES)}.")
-@click.option("--layout", type=click.Choice(["auto", "voxceleb", "mmsa", "folder", "manifest"]),
+              f"else {','.join(extract_default())}. Available: index,{','.join(registry())}.")
+@click.option("--layout", type=click.Choice(["auto", *LAYOUTS]),
               help="Force the source layout instead of auto-detecting it.")
 @run_options
 @click.option("--force", is_flag=True, help="Recompute every shard of the selected stages.")
@@ -135,13 +154,12 @@ def extract(src: Path | None, out: Path, stages: str | None, layout: str | None,
     row with status failed/skipped and a message, never a crash.
     """
     with user_errors():
-        cfg = _config(config_files, overrides, {"run.workers": workers, "run.executor": executor,
-                                                "run.ray_address": address, "run.max_failed": max_failed,
-                                                "index.layout": layout})
+        cfg, changed = _config(out, config_files, overrides, {
+            "run.workers": workers, "run.executor": executor, "run.ray_address": address,
+            "run.max_failed": max_failed, "index.layout": layout})
         selected = parse_stages(stages or ",".join(cfg["run"]["stages"]))
-        cfg = _resolve_mask(cfg, out, selected)
-    _run(RunOptions(out=out, src=src, stages=selected, config=cfg, force=force, replan=replan,
-                    command=_command_line()))
+    _run(RunOptions(out=out, src=src, stages=selected, config=_resolve_mask(cfg, out, selected), force=force,
+                    replan=replan, command=_command_line(), changed=changed, saved_config=cfg))
 
 
 @main.command(context_settings=CONTEXT)
@@ -171,13 +189,13 @@ def mask(out: Path, lexicon: str | None, scale_from: str | None, text_source: st
                 scale = [float(x) for x in scale_from.split(",")]
             except ValueError:
                 raise config_mod.ConfigError(f"--scale-from expects LOW,HIGH, got {scale_from!r}") from None
-        cfg = _config(config_files, overrides, {
+        cfg, changed = _config(out, config_files, overrides, {
             "mask.lexicon": lexicon, "mask.scale_from": scale, "mask.text_source": text_source,
             "mask.negation": negation, "mask.max_neutral_fraction": max_neutral_fraction,
             "run.workers": workers, "run.executor": executor, "run.ray_address": address,
             "run.max_failed": max_failed})
-        cfg = _resolve_mask(cfg, out, ["mask"])
-    _run(RunOptions(out=out, stages=["mask"], config=cfg, replace_on_change=True, command=_command_line()))
+    _run(RunOptions(out=out, stages=["mask"], config=_resolve_mask(cfg, out, ["mask"]), replace_on_change=True,
+                    command=_command_line(), changed=changed, saved_config=cfg))
 
 
 @main.command("retry-failed", context_settings=CONTEXT)
@@ -192,31 +210,39 @@ def retry_failed(out: Path, stages: str | None, config_files: tuple[Path, ...], 
     their shards whose input changed are recomputed.
     """
     with user_errors():
-        cfg = _config(config_files, overrides, {"run.workers": workers, "run.executor": executor,
-                                                "run.ray_address": address, "run.max_failed": max_failed})
-        present = [s for s in STAGES if OutputDir(out).marker_shards(s)]
+        cfg, changed = _config(out, config_files, overrides, {
+            "run.workers": workers, "run.executor": executor, "run.ray_address": address,
+            "run.max_failed": max_failed})
+        present = [s for s in registry() if OutputDir(out).marker_shards(s)]
         chosen = parse_stages(stages, default=tuple(present))
         run_stages = [s for s in parse_stages(",".join(present), default=()) if s in present]
-        cfg = _resolve_mask(cfg, out, run_stages)
-    _run(RunOptions(out=out, stages=run_stages, config=cfg, retry_stages=tuple(chosen), command=_command_line()))
+    _run(RunOptions(out=out, stages=run_stages, config=_resolve_mask(cfg, out, run_stages),
+                    retry_stages=tuple(chosen), command=_command_line(), changed=changed, saved_config=cfg))
 
 
 @main.command(context_settings=CONTEXT)
 @existing_out("Output folder of `kebr-data extract`.")
-@click.option("--format", "fmt", required=True, type=click.Choice(["hdf5", "parquet", "mmsa"]),
-              help="hdf5: a file per shard (ragged values + offsets); parquet: a merged table per shard; "
-                   "mmsa: MMSA's pickle layout.")
+@click.option("--format", "fmt", required=True, type=click.Choice(list(FORMATS)),
+              help="; ".join(f"{name}: {cls().describe()}" for name, cls in FORMATS.items()) + ".")
 @click.option("--to", "dest", type=click.Path(file_okay=False, path_type=Path),
               help="Destination folder (default OUT/export/FORMAT).")
 @click.option("--audio-len", default=400, show_default=True, help="mmsa: audio frames kept (padded/truncated).")
 @click.option("--vision-len", default=55, show_default=True, help="mmsa: visual frames kept (padded/truncated).")
-def export(out: Path, fmt: str, dest: Path | None, audio_len: int, vision_len: int) -> None:
-    """Export the stage tables as HDF5, merged Parquet or an MMSA pickle; reruns redo only what changed."""
+@click.option("--label", "label", type=click.Choice(["plan", "mask"]), default="plan", show_default=True,
+              help="mmsa: regression label from the plan (the dataset's annotation) or from the mask stage.")
+@click.option("--allow-missing-modality", is_flag=True,
+              help="mmsa: write zeros for a modality whose stage has no outputs instead of refusing.")
+def export(out: Path, fmt: str, dest: Path | None, audio_len: int, vision_len: int, label: str,
+           allow_missing_modality: bool) -> None:
+    """Export the committed stage tables as HDF5, merged Parquet or an MMSA pickle; reruns redo only what
+    changed. Refuses tables that are not committed and current (naming the command that fixes them)."""
     from .export import export as run_export
 
+    options = {"audio_len": audio_len, "vision_len": vision_len, "label": label,
+               "allow_missing": allow_missing_modality} if fmt == "mmsa" else {}
     with user_errors():
-        where = run_export(out, fmt, dest, audio_len, vision_len)
-    console.print(f"exported to {where}", highlight=False)
+        where, note = run_export(out, fmt, dest, **options)
+    console.print(f"exported to {escape(str(where))}: {escape(note)}", highlight=False)
 
 
 @main.command(context_settings=CONTEXT)
@@ -240,18 +266,36 @@ def validate(out: Path) -> None:
     with user_errors():
         checked, problems = run_validate(out)
     for p in problems:
-        console.print(f"{p.stage} shard {p.shard:05d}: {p.what}", highlight=False)
+        where = f"shard {p.shard:05d}" if p.shard >= 0 else "all shards"
+        console.print(f"{p.stage} {where}: {escape(p.what)}", highlight=False)
     console.print(f"{checked} shard table(s) checked, {len(problems)} problem(s)", highlight=False)
     sys.exit(1 if problems else 0)
 
 
 @main.command(context_settings=CONTEXT)
 @existing_out("Output folder of a previous run.")
-def status(out: Path) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON (for scripts).")
+def status(out: Path, as_json: bool) -> None:
     """Show shards done per stage, clips ok/failed/skipped and the top failure reasons."""
     with user_errors():
-        marker, summaries = folder_summaries(out)
-    _console(stderr=False).print(summary_view(summaries, plan_line(out, marker)))
+        store = Store(out)
+        summaries = folder_summaries(store)
+        line = plan_line(store)
+    if as_json:
+        click.echo(json.dumps({"folder": str(out), "plan": {"clips": store.plan.clips, "shards": store.plan.num_shards,
+                                                            "src": store.plan.src, "rejected": store.plan.rejected},
+                               "stages": [{"stage": s.stage, "shards_done": s.shards_done,
+                                           "shards_total": s.shards_total, "clips": s.rows, "ok": s.ok,
+                                           "failed": s.failed, "skipped": s.skipped, "errors": dict(s.errors),
+                                           "stats": s.stats} for s in summaries]}, indent=2))
+        return
+    _console(stderr=False).print(summary_view(summaries, line))
+
+
+@main.command(context_settings=CONTEXT)
+def defaults() -> None:
+    """Print every configuration key with its default and meaning (TOML, ready to copy into --config)."""
+    click.echo(config_mod.describe_defaults(), nl=False)
 
 
 if __name__ == "__main__":  # pragma: no cover

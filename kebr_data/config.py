@@ -1,19 +1,25 @@
-"""Configuration: package defaults, then `--config` TOML files, then `--set key=value` overrides.
+"""Configuration: typed defaults, then `--config` TOML files, then `--set key=value` overrides.
 
-Every key must exist in `defaults.toml` and keep its type, so a typo fails at once with a
-suggestion instead of being silently ignored. The resolved config is saved in `run.json`.
+Each section is a dataclass: `run` and `index` here, and one per stage, declared by the stage
+itself (`Stage.Settings`), so a new stage brings its own keys. Every key must exist and keep its
+type (choices as `Literal`, ranges in the field's metadata): a typo fails at once with "did you
+mean", and a value out of range names the allowed one. `kebr-data defaults` prints every key with
+its default and meaning. The resolved sections travel as plain dicts (picklable, hashable).
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import difflib
 import hashlib
 import json
+import math
 import sys
-from importlib import resources
+import typing
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from .errors import ConfigError
 
@@ -25,64 +31,153 @@ else:  # pragma: no cover
 Config = dict[str, dict[str, Any]]
 
 
+def setting(default: Any, help: str, *, min: float | None = None, max: float | None = None,
+            runtime: bool = False) -> Any:
+    """A config key: its default, one line of help, an optional range, and whether it is runtime-only
+    (how a stage runs, not what it writes: left out of the stage's config hash)."""
+    meta = {"help": help, "min": min, "max": max, "runtime": runtime}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: copy.deepcopy(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class RunSettings:
+    """How `kebr-data` runs (not part of any stage's output)."""
+
+    workers: int = setting(0, "worker processes of the local executor; 0 = one per CPU core", min=0)
+    executor: str = setting("local", "where shards run: local (process pool) | ray (one Ray task per stage and "
+                                     "shard)")
+    ray_address: str = setting("", "ray: an existing cluster's address ('auto', 'ray://host:10001'); '' = start "
+                                    "a local one")
+    max_failed: float = setting(0.05, "exit 1 when a stage's failed fraction exceeds this", min=0.0, max=1.0)
+    stages: list[str] = setting([], "what extract runs without --stages; [] = the default extract stages")
+
+
+@dataclass
+class IndexSettings:
+    """How the source is indexed into the frozen plan."""
+
+    layout: str = setting("auto", "auto | one of the source layouts (voxceleb, mmsa, folder, manifest)")
+    shard_size: int = setting(1000, "clips per shard; frozen in the plan (change it with --replan)", min=1)
+
+
+def sections() -> dict[str, type]:
+    """Every config section's dataclass, engine sections first, then the stages in pipeline order."""
+    from .stages import registry
+
+    return {"run": RunSettings, "index": IndexSettings,
+            **{name: cls.Settings for name, cls in registry().items()}}
+
+
+def runtime_keys(settings: type) -> tuple[str, ...]:
+    """The keys of a section that do not change what a stage writes."""
+    return tuple(f.name for f in dataclasses.fields(settings) if f.metadata.get("runtime"))
+
+
 def defaults() -> Config:
-    """The package's default configuration."""
-    text = resources.files("kebr_data").joinpath("defaults.toml").read_text()
-    return tomllib.loads(text)
+    """The default configuration."""
+    return {name: dataclasses.asdict(cls()) for name, cls in sections().items()}
 
 
 def _flat_keys(cfg: Config) -> list[str]:
     return [f"{s}.{k}" for s, sec in cfg.items() for k in sec]
 
 
-def _coerce(key: str, value: Any, default: Any) -> Any:
-    """Check `value` against the default's type; ints are accepted where floats are expected."""
-    if isinstance(default, bool):
-        if isinstance(value, bool):
-            return value
-    elif isinstance(default, float):
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-    elif isinstance(default, int):
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif isinstance(default, list):
-        if isinstance(value, list):
-            if default and all(isinstance(d, float) for d in default):  # [-4, 4] == [-4.0, 4.0]
-                if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
-                    raise ConfigError(f"config key {key} expects a list of numbers, got {value!r}")
-                return [float(v) for v in value]
-            return value
-    elif isinstance(default, dict):
-        if isinstance(value, dict):
-            return value
-    elif isinstance(value, type(default)):
+def _bad(key: str, expected: str, value: Any) -> ConfigError:
+    return ConfigError(f"config key {key} expects {expected}, got {value!r}")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _coerce(key: str, value: Any, f: dataclasses.Field, hint: Any) -> Any:
+    """Check `value` against the field's type, choices and range; ints are accepted where floats are."""
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        if value not in typing.get_args(hint):
+            raise _bad(key, " | ".join(map(str, typing.get_args(hint))), value)
         return value
-    raise ConfigError(f"config key {key} expects {type(default).__name__}, got {value!r}")
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise _bad(key, "bool (true or false)", value)
+        return value
+    if hint is float:
+        if not _is_number(value) or not math.isfinite(value):
+            raise _bad(key, "float (a finite number)", value)
+        value = float(value)
+    elif hint is int:
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise _bad(key, "int", value)
+    elif hint is str:
+        if not isinstance(value, str):
+            raise _bad(key, "str", value)
+    elif origin is list:
+        (item,) = typing.get_args(hint) or (Any,)
+        if not isinstance(value, list):
+            raise _bad(key, "list", value)
+        if item is float:
+            if not all(_is_number(v) and math.isfinite(v) for v in value):
+                raise _bad(key, "a list of numbers", value)
+            return [float(v) for v in value]
+        if item is str and not all(isinstance(v, str) for v in value):
+            raise _bad(key, "a list of strings", value)
+        return value
+    elif origin is dict:
+        if not isinstance(value, dict):
+            raise _bad(key, "a table", value)
+        return value
+    low, high = f.metadata.get("min"), f.metadata.get("max")
+    if (low is not None and value < low) or (high is not None and value > high):
+        span = f"be at least {low:g}" if high is None else f"be at most {high:g}" if low is None else \
+            f"lie in [{low:g}, {high:g}]"
+        raise ConfigError(f"config key {key} must {span}, got {value!r}")
+    return value
 
 
-def _set(cfg: Config, key: str, value: Any) -> None:
-    section, _, name = key.partition(".")
-    if not name or section not in cfg or name not in cfg[section]:
-        close = difflib.get_close_matches(key, _flat_keys(cfg), n=1)
-        hint = f" (did you mean {close[0]}?)" if close else ""
-        raise ConfigError(f"unknown config key {key!r}{hint}; see kebr_data/defaults.toml for all keys")
-    cfg[section][name] = _coerce(key, value, cfg[section][name])
+class _Schema:
+    """Field and type lookups of every section, resolved once per load."""
+
+    def __init__(self) -> None:
+        self.sections = sections()
+        self.hints = {name: typing.get_type_hints(cls) for name, cls in self.sections.items()}
+        self.fields = {name: {f.name: f for f in dataclasses.fields(cls)} for name, cls in self.sections.items()}
+
+    def set(self, cfg: Config, key: str, value: Any) -> None:
+        section, _, name = key.partition(".")
+        if not name or section not in self.fields or name not in self.fields[section]:
+            close = difflib.get_close_matches(key, _flat_keys(cfg), n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise ConfigError(f"unknown config key {key!r}{hint}; `kebr-data defaults` lists every key")
+        cfg.setdefault(section, {})[name] = _coerce(key, value, self.fields[section][name], self.hints[section][name])
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """A TOML file as a dict, with one-line errors for a missing, non-UTF-8 or invalid file."""
+    try:
+        return tomllib.loads(Path(path).read_bytes().decode("utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {path} is a folder") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+
+
+def _merge(schema: _Schema, cfg: Config, data: dict[str, Any], where: str) -> None:
+    for section, values in data.items():
+        if not isinstance(values, dict):
+            raise ConfigError(f"{where}: top-level key {section!r} must be a [section]")
+        for name, value in values.items():
+            schema.set(cfg, f"{section}.{name}", value)
 
 
 def merge_file(cfg: Config, path: Path) -> None:
     """Apply a TOML config file onto `cfg` in place."""
-    try:
-        data = tomllib.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
-    for section, values in data.items():
-        if not isinstance(values, dict):
-            raise ConfigError(f"{path}: top-level key {section!r} must be a [section]")
-        for name, value in values.items():
-            _set(cfg, f"{section}.{name}", value)
+    _merge(_Schema(), cfg, read_toml(path), str(path))
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -97,23 +192,52 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
-def load(files: list[Path] | tuple[Path, ...] = (), overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Resolve the configuration: defaults, then each file, then each override."""
+def load(files: list[Path] | tuple[Path, ...] = (), overrides: list[str] | tuple[str, ...] = (),
+         base: Config | None = None) -> Config:
+    """Resolve the configuration: `base` (default: the defaults), then each file, then each override.
+
+    A `base` saved by an older version gets keys added since filled in with their defaults."""
+    schema = _Schema()
     cfg = defaults()
+    if base is not None:
+        for section, values in base.items():
+            if section in cfg and isinstance(values, dict):
+                for name, value in values.items():
+                    if name in schema.fields[section]:
+                        schema.set(cfg, f"{section}.{name}", value)
     for f in files:
-        merge_file(cfg, f)
+        _merge(schema, cfg, read_toml(f), str(f))
     for text in overrides:
-        _set(cfg, *parse_override(text))
+        schema.set(cfg, *parse_override(text))
     return cfg
 
 
 def apply(cfg: Config, values: dict[str, Any]) -> Config:
     """A copy of `cfg` with dotted keys set (used for CLI shortcuts such as --workers)."""
     out = copy.deepcopy(cfg)
+    schema = _Schema()
     for key, value in values.items():
         if value is not None:
-            _set(out, key, value)
+            schema.set(out, key, value)
     return out
+
+
+def changed_keys(old: Config, new: Config) -> list[str]:
+    """`section.key` of every value that differs between two resolved configurations."""
+    return [f"{s}.{k}" for s in new for k in new[s] if old.get(s, {}).get(k) != new[s][k]]
+
+
+def describe_defaults() -> str:
+    """Every section and key with its default and help, as commented TOML (`kebr-data defaults`)."""
+    lines = ["# kebr-data configuration: every key with its default. Override with --config FILE or",
+             "# --set section.key=value."]
+    for name, cls in sections().items():
+        lines += ["", f"[{name}]" + (f"  # {cls.__doc__.strip().splitlines()[0]}" if cls.__doc__ else "")]
+        for f in dataclasses.fields(cls):
+            value = getattr(cls(), f.name)
+            rendered = json.dumps(value) if not isinstance(value, bool) else str(value).lower()
+            lines.append(f"{f.name} = {rendered}  # {f.metadata.get('help', '')}")
+    return "\n".join(lines) + "\n"
 
 
 def content_hash(obj: Any) -> str:

@@ -10,18 +10,20 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
-import pyarrow.parquet as pq
+from .pipeline.summaries import folder_summaries, plan_line
+from .stages import registry
+from .storage.store import Store
 
-from .status import folder_summaries, plan_line
 
-
-def _column(root: Path, stage: str, column: str, ok_only: bool = True) -> list:
-    path = root / stage
-    if not path.is_dir() or not any(path.glob("shard-*.parquet")):
-        return []
-    t = pq.read_table(path, columns=["status", column])
-    return [v for s, v in zip(t.column("status").to_pylist(), t.column(column).to_pylist(), strict=True)
-            if v is not None and (s == "ok" or not ok_only)]
+def _column(store: Store, stage: str, column: str) -> list:
+    """The values of `column` over the ok rows of the committed shards of `stage` (tables without a
+    marker are never read)."""
+    values = []
+    for shard in store.committed_shards(stage):
+        t = store.read(stage, shard, ["status", column])
+        values += [v for s, v in zip(t.column("status").to_pylist(), t.column(column).to_pylist(), strict=True)
+                   if v is not None and s == "ok"]
+    return values
 
 
 def _hist(plt, path: Path, values: list, title: str, xlabel: str, bins: int | list = 30) -> Path:
@@ -51,21 +53,19 @@ def build_report(root: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    marker, summaries = folder_summaries(root)
+    store = Store(root)
+    marker, summaries = store.plan, folder_summaries(store)
     dest = root / "report"
     dest.mkdir(exist_ok=True)
     figures: list[tuple[str, Path]] = []
-    plots = [
-        ("mask", "label", "Masked word intensity (scaled to [-3, 3])", "label", [x / 4 for x in range(-13, 14)]),
-        ("audio", "duration_s", "Clip durations", "seconds", 30),
-        ("visual", "face_ratio", "Share of frames OpenFace tracked", "face ratio", 20),
-        ("asr", "avg_logprob", "ASR decoding confidence", "average log-probability", 30),
-    ]
+    present = set(store.stages())
+    plots = [(name, *plot) for name, cls in registry().items() if name in present for plot in cls.report_plots]
     for stage, column, title, xlabel, bins in plots:
-        values = _column(root, stage, column)
+        values = _column(store, stage, column)
         if values:
             figures.append((title, _hist(plt, dest / f"{stage}_{column}.png", values, title, xlabel, bins)))
-    words = _column(root, "mask", "words") or [t.split() for t in _column(root, "asr", "text")]
+    words = (_column(store, "mask", "words") if "mask" in present else []) or \
+        ([t.split() for t in _column(store, "asr", "text")] if "asr" in present else [])
     if words:
         figures.append(("Words per transcript", _hist(plt, dest / "words.png", [len(w) for w in words],
                                                       "Words per transcript", "words")))
@@ -88,7 +88,7 @@ def build_report(root: Path) -> Path:
 <style>body{{font-family:sans-serif;margin:2em;max-width:1100px}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:4px 10px;text-align:right}}figure{{display:inline-block;margin:8px}}</style>
 </head><body><h1>kebr-data report</h1>
-<p>{html.escape(plan_line(root, marker))}</p>
+<p>{html.escape(plan_line(store, marker))}</p>
 <table><tr><th>stage</th><th>shards</th><th>clips</th><th>ok</th><th>failed</th><th>skipped</th></tr>{rows}</table>
 {images}</body></html>"""
     (dest / "index.html").write_text(page, encoding="utf-8")

@@ -1,12 +1,21 @@
-"""The data contracts of DESIGN §4: one Arrow schema per stage table, named once, used everywhere."""
+"""The data contracts: one Arrow schema per stage table, named once, used everywhere; and rows to
+Arrow, with numpy frame features going straight into `list<fixed_size_list<float32, D>>` columns
+from their buffers, without a detour through Python floats.
+
+Frame widths come from the code that defines the features (`features.recipe`, `features.openface`).
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
+import numpy as np
 import pyarrow as pa
 
-SCHEMA_VERSION = "1"
+from .features.openface import DIM as OPENFACE_DIM
+from .features.recipe import DIM as LIBROSA_DIM
 
-STATUSES = ("ok", "failed", "skipped")
+SCHEMA_VERSION = "1"
 
 COMMON = [
     pa.field("clip_id", pa.string(), nullable=False),
@@ -61,27 +70,35 @@ MASK = pa.schema(COMMON + [
     pa.field("lexicon", pa.string()),
 ])
 
-ACOUSTIC_DIM = 33
-VISUAL_DIM = 709
+
+
+def frame_field(name: str, dim: int) -> pa.Field:
+    """A frame-feature column: one list of `dim`-wide float32 frames per clip."""
+    return pa.field(name, pa.list_(pa.list_(pa.float32(), dim)))
+
+
+def frame_columns(schema: pa.Schema) -> dict[str, int]:
+    """The frame-feature columns of a schema and their widths."""
+    return {f.name: f.type.value_type.list_size for f in schema
+            if pa.types.is_list(f.type) and pa.types.is_fixed_size_list(f.type.value_type)
+            and pa.types.is_floating(f.type.value_type.value_type)}
 
 ACOUSTIC = pa.schema(COMMON + [
     pa.field("recipe", pa.string()),
     pa.field("frame_rate", pa.float32()),
     pa.field("num_frames", pa.int32()),
-    pa.field("features", pa.list_(pa.list_(pa.float32(), ACOUSTIC_DIM))),
+    frame_field("features", LIBROSA_DIM),
 ])
 
 VISUAL = pa.schema(COMMON + [
     pa.field("backend", pa.string()),
     pa.field("fps", pa.float32()),
     pa.field("num_frames", pa.int32()),
-    pa.field("features", pa.list_(pa.list_(pa.float32(), VISUAL_DIM))),
+    frame_field("features", OPENFACE_DIM),
     pa.field("success", pa.list_(pa.bool_())),
     pa.field("confidence", pa.list_(pa.float32())),
     pa.field("face_ratio", pa.float32()),
 ])
-
-PLAN_COLUMNS = [f.name for f in PLAN]
 
 
 def clip_text(given_text: str | None, mask_row: dict | None, asr_row: dict | None) -> str | None:
@@ -98,3 +115,32 @@ def clip_text(given_text: str | None, mask_row: dict | None, asr_row: dict | Non
 def with_metadata(schema: pa.Schema, stage: str) -> pa.Schema:
     """Tag a stage schema with the stage name and schema version (no timestamps: files stay reproducible)."""
     return schema.with_metadata({b"kebr.stage": stage.encode(), b"kebr.schema_version": SCHEMA_VERSION.encode()})
+
+
+def _list_array(values: list[Any], typ: pa.ListType) -> pa.Array:
+    """A list column from per-row numpy arrays (None = null row)."""
+    inner = typ.value_type
+    lengths = np.array([0 if v is None else len(v) for v in values], dtype=np.int32)
+    offsets = pa.array(np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)]).astype(np.int32))
+    present = [np.asarray(v) for v in values if v is not None]
+    if pa.types.is_fixed_size_list(inner):
+        width = inner.list_size
+        flat = np.concatenate([a.reshape(-1) for a in present]) if present else np.empty(0)
+        child = pa.FixedSizeListArray.from_arrays(pa.array(flat.astype(inner.value_type.to_pandas_dtype())), width)
+    else:
+        flat = np.concatenate([a.reshape(-1) for a in present]) if present else np.empty(0)
+        child = pa.array(flat.astype(inner.to_pandas_dtype()), type=inner)
+    mask = pa.array([v is None for v in values])
+    return pa.ListArray.from_arrays(offsets, child, type=typ, mask=mask)
+
+
+def rows_to_batch(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.RecordBatch:
+    """A record batch of `schema` from row dicts whose list cells may be numpy arrays."""
+    columns = []
+    for field in schema:
+        values = [r.get(field.name) for r in rows]
+        if pa.types.is_list(field.type) and any(isinstance(v, np.ndarray) for v in values):
+            columns.append(_list_array(values, field.type))
+        else:
+            columns.append(pa.array(values, type=field.type))
+    return pa.RecordBatch.from_arrays(columns, schema=schema)

@@ -2,53 +2,30 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from rich.console import Group
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from . import plan
-from .engine import StageSummary, summarise
-from .errors import PlanError
-from .stages import PIPELINE_ORDER, STAGES
-from .storage.layout import OutputDir
-
-
-def folder_summaries(root: Path) -> tuple[dict, list[StageSummary]]:
-    """The plan marker and a summary of every stage that has outputs in `root`."""
-    out = OutputDir(root)
-    marker = plan.read_plan_marker(out)
-    if marker is None:
-        raise PlanError(f"{root} holds no committed plan (is it a kebr-data output folder?)")
-    present = [s for s in PIPELINE_ORDER if s in STAGES and (root / s).is_dir()]
-    return marker, [summarise(out, s, marker["num_shards"]) for s in present]
-
-
-def plan_line(root: Path, marker: dict) -> str:
-    """One line describing an output folder's plan (status and report titles)."""
-    return (f"{root}: {marker['clips']} clips in {marker['num_shards']} shard(s) from {marker['src']} "
-            f"({marker['layout']}; {marker['rejected']} rejected at indexing)")
+from .pipeline.summaries import StageSummary
 
 
 def summary_view(summaries: list[StageSummary], title: str, with_run: bool = False) -> Group:
     """The summary table followed by one line of stage-specific stats per stage that has them."""
-    lines = [Text(f"{s.stage}: {STAGES[s.stage].format_stats(s.stats)}") for s in summaries
-             if s.stage in STAGES and s.stats and STAGES[s.stage].format_stats(s.stats)]
+    lines = [Text(f"{s.stage}: {s.stats_line()}") for s in summaries if s.stats_line()]
     return Group(summary_table(summaries, title, with_run), *lines)
 
 
 def summary_table(summaries: list[StageSummary], title: str, with_run: bool = False) -> Table:
     """A rich table, one row per stage."""
-    t = Table(title=title, title_justify="left")
+    t = Table(title=escape(title), title_justify="left")
     for col in ("stage", "shards", "clips", "ok", "failed", "skipped", "top reasons"):
         t.add_column(col, justify="left" if col in ("stage", "top reasons") else "right")
     if with_run:
         t.add_column("this run", justify="right")
     for s in summaries:
-        reasons = ", ".join(f"{k} {v}" for k, v in s.errors.most_common(3)) or "-"
         cells = [s.stage, f"{s.shards_done}/{s.shards_total}", str(s.rows), str(s.ok), str(s.failed),
-                 str(s.skipped), reasons]
+                 str(s.skipped), escape(s.top_reasons())]
         if with_run:
             rate = s.clips_run / s.elapsed_s if s.elapsed_s > 0 and s.clips_run else 0.0
             cells.append(f"{s.shards_run} shards, {rate:.1f} clips/s" if s.shards_run else "up to date")

@@ -1,9 +1,10 @@
 """`kebr-data validate`: re-read every committed shard and check it against its marker and the plan.
 
 Checks per (stage, shard): the table exists, its size and sha256 equal the marker's, it parses,
-its schema is the stage's (DESIGN §4), its rows are the plan shard's clips in plan order, its
+its schema is the one its stage declares, its rows are the plan shard's clips in plan order, its
 status counts equal the marker's, and the upstream tables it was made from are still the current
-ones. Missing shards are reported too.
+ones; per stage, that all shards were made with one configuration. Missing shards are reported too.
+Every stage in the registry is checked, so a new stage is validated without touching this file.
 """
 
 from __future__ import annotations
@@ -12,16 +13,11 @@ import collections
 from dataclasses import dataclass
 from pathlib import Path
 
-import pyarrow.parquet as pq
+import pyarrow as pa
 
-from . import plan as plan_mod
-from .errors import PlanError
-from .schema import ACOUSTIC, ASR, AUDIO, MASK, PLAN, VISUAL
-from .storage.atomic import file_digest
-from .storage.layout import OutputDir
-from .storage.markers import CorruptMarker, read_marker
-
-SCHEMAS = {"plan": PLAN, "audio": AUDIO, "asr": ASR, "mask": MASK, "acoustic": ACOUSTIC, "visual": VISUAL}
+from .schema import PLAN
+from .stages import registry
+from .storage.store import Store
 
 
 @dataclass
@@ -31,58 +27,60 @@ class Problem:
     what: str
 
 
+def _schemas() -> dict[str, pa.Schema]:
+    return {"plan": PLAN, **{name: cls.schema for name, cls in registry().items()}}
+
+
 def validate(root: Path) -> tuple[int, list[Problem]]:
-    """(shards checked, problems found) for every stage folder in `root`."""
-    out = OutputDir(root)
-    marker = plan_mod.read_plan_marker(out)
-    if marker is None:
-        raise PlanError(f"{root} holds no committed plan (is it a kebr-data output folder?)")
+    """(shards checked, problems found) for every stage with outputs in `root`."""
+    store = Store(root)
+    marker = store.plan
     problems: list[Problem] = []
     checked = 0
     plan_ids = {}
-    for shard in range(marker["num_shards"]):
-        path = out.table("plan", shard)
-        want = marker["shards"][f"{shard:05d}"]
-        if not path.exists() or file_digest(path) != (want["bytes"], want["sha256"]):
+    for shard in range(marker.num_shards):
+        if store.problem("plan", shard, verify=True):
             problems.append(Problem("plan", shard, "plan table missing or not the one the plan marker describes"))
             continue
-        plan_ids[shard] = pq.read_table(path, columns=["clip_id"]).column(0).to_pylist()
+        plan_ids[shard] = store.plan_ids(shard)
         checked += 1
-    stages = [s for s in SCHEMAS if s != "plan" and (root / s).is_dir()]
-    for stage in stages:
-        for shard in range(marker["num_shards"]):
+    schemas = _schemas()
+    present = set(store.stages())
+    for stage in (s for s in schemas if s in present):
+        for shard in range(marker.num_shards):
             checked += 1
-            problems += [Problem(stage, shard, w) for w in _check(out, marker, stage, shard, plan_ids.get(shard))]
+            problems += [Problem(stage, shard, w) for w in _check(store, schemas[stage], stage, shard,
+                                                                   plan_ids.get(shard))]
+        hashes = store.config_hashes(stage)
+        if len(hashes) > 1:
+            detail = ", ".join(f"{n} shard(s) with {h}" for h, n in hashes.most_common())
+            problems.append(Problem(stage, -1, f"shards were made with different settings ({detail}): rerun the "
+                                               "stage with the settings you want (--force)"))
+    unknown = present - set(schemas)
+    problems += [Problem(s, -1, "no registered stage of this name (a plugin not installed?)") for s in sorted(unknown)]
     return checked, problems
 
 
-def _check(out: OutputDir, plan_marker: dict, stage: str, shard: int, ids: list[str] | None) -> list[str]:
-    try:
-        m = read_marker(out.marker(stage, shard))
-    except CorruptMarker as exc:
-        return [f"corrupt marker: {exc}"]
+def _check(store: Store, want: pa.Schema, stage: str, shard: int, ids: list[str] | None) -> list[str]:
+    m = store.marker(stage, shard)
     if m is None:
-        return ["not done (no marker)"]
-    path = out.table(stage, shard)
-    if not path.exists():
-        return ["marker without table"]
-    size, digest = file_digest(path)
-    if (size, digest) != (m.output_bytes, m.output_sha256):
-        return [f"table differs from its marker (size {size} vs {m.output_bytes}, sha256 mismatch)"]
+        corrupt = store.corrupt(stage, shard)
+        return [f"corrupt marker: {corrupt}" if corrupt else "not done (no marker)"]
+    problem = store.problem(stage, shard, verify=True)
+    if problem and not problem.startswith("stale"):
+        return [problem]
     try:
-        table = pq.read_table(path)
+        table = store.read(stage, shard)
     except Exception as exc:  # pyarrow raises several types for damaged files
         return [f"unreadable table: {exc}"]
     found = []
-    want = SCHEMAS[stage]
     if [(f.name, f.type) for f in table.schema] != [(f.name, f.type) for f in want]:
-        found.append("schema differs from DESIGN §4")
+        found.append(f"schema differs from the {stage} stage's declared schema")
     if ids is not None and table.column("clip_id").to_pylist() != ids:
         found.append("rows are not the plan shard's clips in plan order")
     counts = collections.Counter(table.column("status").to_pylist())
     if (table.num_rows, counts["ok"], counts["failed"], counts["skipped"]) != (m.rows, m.ok, m.failed, m.skipped):
         found.append("status counts differ from the marker")
-    for up, recorded in m.upstream.items():
-        if plan_mod.current_hash(out, plan_marker, up, shard) != recorded:
-            found.append(f"stale: made from another {up} table than the current one")
+    if problem:
+        found.append(problem)
     return found

@@ -78,12 +78,26 @@ def _summary(results: dict[int, dict]) -> str:
 @click.option("--resume", type=click.Choice(["auto", "never"]), default="auto", show_default=True,
               help="auto: continue from OUT's latest checkpoint when there is one.")
 @click.option("--split", default="test", show_default=True, help="eval: the split to evaluate.")
+@click.option("--allow-stale", is_flag=True, help="Read stage tables that are not committed and current (experts).")
 def main(action: str, shards: Path | None, pickle_file: Path | None, trust_pickle: bool, task: str | None,
          out: Path | None, run: Path | None, init: Path | None, config_files: tuple[Path, ...],
-         overrides: tuple[str, ...], seeds: str | None, resume: str, split: str) -> None:
+         overrides: tuple[str, ...], seeds: str | None, resume: str, split: str, allow_stale: bool) -> None:
     """Train or evaluate KEBR (TCMF fusion + MCC loss) on kebr-data shards, or import MMSA pickles."""
+    from kebr_data.errors import KebrError
+
+    try:
+        _main(action, shards, pickle_file, trust_pickle, task, out, run, init, config_files,
+              (*overrides, "allow_stale=true") if allow_stale else overrides, seeds, resume, split)
+    except KebrError as exc:
+        click.echo(f"error: {exc}", err=True)
+        raise SystemExit(exc.exit_code) from None
+
+
+def _main(action: str, shards: Path | None, pickle_file: Path | None, trust_pickle: bool, task: str | None,
+          out: Path | None, run: Path | None, init: Path | None, config_files: tuple[Path, ...],
+          overrides: tuple[str, ...], seeds: str | None, resume: str, split: str) -> None:
     if action == "import-mmsa":
-        from .mmsa_import import UntrustedPickle, import_mmsa, load_mmsa_pickle
+        from kebr_data.mmsa_import import UntrustedPickle, import_mmsa, load_mmsa_pickle
 
         if pickle_file is None or out is None:
             raise click.UsageError("import-mmsa needs --pickle FILE and --out FOLDER")

@@ -47,6 +47,7 @@ class TrainConfig:
     train_split: str = ""             # "" = every clip (pre-training on unlabelled data); finetune: train
     valid_split: str = ""             # model selection on this split's loss (finetune: valid)
     test_split: str = "test"
+    allow_stale: bool = False         # read stage tables that are not committed and current (experts only)
 
     @classmethod
     def load(cls, files: list[Path] | tuple[Path, ...] = (), overrides: list[str] | tuple[str, ...] = (),

@@ -1,7 +1,8 @@
-"""Training data from kebr-data shards (DESIGN §4): streamed a shard at a time, never a whole dataset.
+"""Training data from kebr-data shards: streamed a shard at a time, never a whole dataset.
 
-A shard's stage tables (plan, mask, acoustic, visual, asr) are opened side by side (same rows,
-same order). Pre-training samples are the clips with a masked transcript; fine-tuning samples are
+A shard's stage tables (plan, mask, acoustic, visual, asr) are read through the store, side by
+side, and checked row by row against the plan; tables that are not committed and current are
+refused before training starts (`check_folder`). Pre-training samples are the clips with a masked transcript; fine-tuning samples are
 the labelled clips of a split. Text is tokenised with the encoder's tokenizer with the masked word
 replaced by exactly one mask token; sequences are truncated (documented defaults), batched by
 length and padded per batch with masks. The order is a function of the seed and epoch only.
@@ -16,14 +17,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow.parquet as pq
 import torch
 
-from kebr_data.plan import read_plan_marker
+from kebr_data.errors import PlanError
 from kebr_data.schema import clip_text
-from kebr_data.storage.layout import OutputDir
+from kebr_data.stages import registry
+from kebr_data.storage.store import PLAN, Store
 
-A_DIM, V_DIM = 33, 709
+#: frame widths of the stages the model reads, as the stages declare them
+A_DIM = registry()["acoustic"].frame_columns()["features"]
+V_DIM = registry()["visual"].frame_columns()["features"]
+#: the stage tables a sample is made from, and the columns read from each
+STAGE_COLUMNS = {"mask": ["status", "masked_text", "text", "label"], "asr": ["status", "text"],
+                 "acoustic": ["status"], "visual": ["status"]}
+FRAME_STAGES = ("acoustic", "visual")
 
 
 @dataclass
@@ -43,10 +50,28 @@ def hdf5_export(root: Path) -> bool:
 def shard_ids(root: Path) -> list[int]:
     if hdf5_export(root):
         return sorted(int(p.stem.split("-")[1]) for p in root.glob("shard-*.h5"))
-    marker = read_plan_marker(OutputDir(root))
-    if marker is None:
-        raise FileNotFoundError(f"{root} is neither a kebr-data output folder (no plan/_plan.json) nor an HDF5 export")
-    return list(range(marker["num_shards"]))
+    store = Store(root)
+    if store.plan_or_none() is None:
+        raise PlanError(f"{root} is neither a kebr-data output folder nor an HDF5 export: make one with "
+                        "`kebr-data extract --src DATASET --out FOLDER`")
+    return list(range(store.plan.num_shards))
+
+
+def check_folder(root: Path, task: str, allow_stale: bool = False) -> list[str]:
+    """The stages training will read; refuses (StaleOutputError naming the fix) tables that are not committed,
+    current and aligned with the plan, unless `allow_stale`."""
+    if hdf5_export(root):
+        return []
+    store = Store(root)
+    shard_ids(root)
+    present = set(store.stages())
+    used = [s for s in STAGE_COLUMNS if s in present]
+    if task == "pretrain" and "mask" not in present:
+        raise PlanError(f"{root} has no mask/ tables, which pre-training learns from: run "
+                        f"`kebr-data mask --out {root}`")
+    if not allow_stale:
+        store.require_current([PLAN, *used])
+    return used
 
 
 def _hdf5_rows(root: Path, shard: int) -> tuple[list, list, list, list, list]:
@@ -65,23 +90,16 @@ def _hdf5_rows(root: Path, shard: int) -> tuple[list, list, list, list, list]:
     return plan, mask, asr, frames["acoustic"], frames["visual"]
 
 
-def _stage_rows(out: OutputDir, stage: str, shard: int, columns: list[str]) -> list[dict] | None:
-    """Rows of a committed stage table; a `features` column comes as one numpy array per row, sliced
-    from the column's buffer rather than built from Python floats."""
-    path = out.table(stage, shard)
-    committed = out.plan_marker if stage == "plan" else out.marker(stage, shard)
-    if not committed.exists() or not path.exists():
+def _stage_rows(store: Store, stage: str, shard: int, ids: list[str]) -> list[dict] | None:
+    """Rows of a committed stage table, checked against the plan's clip ids; frame features come as one
+    numpy array per row, sliced from the column's Arrow buffer rather than built from Python floats."""
+    if store.marker(stage, shard) is None:
         return None
-    table = pq.read_table(path, columns=columns)
-    if "features" not in columns:
-        return table.to_pylist()
-    features = table.column("features").combine_chunks()
-    dim = features.type.value_type.list_size
-    flat = features.values.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim)
-    offsets = features.offsets.to_numpy()
-    rows = table.drop_columns(["features"]).to_pylist()
-    for i, row in enumerate(rows):
-        row["features"] = flat[offsets[i]:offsets[i + 1]]
+    rows = store.read_aligned(stage, shard, STAGE_COLUMNS[stage], ids).to_pylist()
+    if stage in FRAME_STAGES:
+        frames = store.frames(stage, shard)
+        for i, row in enumerate(rows):
+            row["features"] = frames.clip(i)
     return rows
 
 
@@ -118,12 +136,10 @@ def shard_samples(root: Path, shard: int, task: str, tokenizer: Any, cfg: DataCo
     if hdf5_export(root):
         plan, mask, asr, acoustic, visual = _hdf5_rows(root, shard)
     else:
-        out = OutputDir(root)
-        plan = _stage_rows(out, "plan", shard, ["clip_id", "split", "label", "given_text"])
-        mask = _stage_rows(out, "mask", shard, ["status", "masked_text", "text", "label"])
-        asr = _stage_rows(out, "asr", shard, ["status", "text"])
-        acoustic = _stage_rows(out, "acoustic", shard, ["status", "features"])
-        visual = _stage_rows(out, "visual", shard, ["status", "features"])
+        store = Store(root)
+        plan = store.read(PLAN, shard, ["clip_id", "split", "label", "given_text"]).to_pylist()
+        ids = [p["clip_id"] for p in plan]
+        mask, asr, acoustic, visual = (_stage_rows(store, s, shard, ids) for s in ("mask", "asr", "acoustic", "visual"))
     for i, p in enumerate(plan or []):
         if split is not None and p["split"] != split:
             continue

@@ -19,7 +19,7 @@ from torch import nn
 
 from . import checkpoint
 from .config import TrainConfig
-from .data import DataConfig, ShardBatches
+from .data import DataConfig, ShardBatches, check_folder
 from .metrics import regression_metrics
 from .model import KEBR, Output
 from .mcc import loss_weight
@@ -69,6 +69,7 @@ class Trainer:
             else torch.device("cpu")
         if self.world > 1 and not torch.distributed.is_initialized():
             torch.distributed.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+        check_folder(self.shards, cfg.task, cfg.allow_stale)
         seed_everything(cfg.seed)
         self.tokenizer, encoder = load_encoder(cfg.encoder, cfg.encoder_dropout)
         self.model = KEBR(encoder, layers=cfg.layers, shared=cfg.shared_layers, dropout=cfg.dropout,

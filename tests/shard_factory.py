@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from kebr_data.schema import ACOUSTIC, MASK, PLAN, VISUAL
-from kebr_data.storage.direct import commit_plan_marker, commit_rows
+from kebr_data.storage.commit import commit_plan_marker, commit_rows
 from kebr_data.storage.layout import OutputDir
 
 WORDS = ["I", "really", "think", "this", "movie", "was", "quite", "something", "today", "for", "us"]

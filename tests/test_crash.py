@@ -46,7 +46,7 @@ def kill_mid_shard(corpus: Path, out: Path, target: str) -> tuple[int, int]:
     deadline = time.time() + 120
     try:
         while time.time() < deadline:
-            for log in sorted((out / "audio" / "_logs").glob("shard-*.log")) if (out / "audio/_logs").exists() else []:
+            for log in sorted((out / "_logs" / "audio").glob("shard-*.log")) if (out / "_logs/audio").exists() else []:
                 text = log.read_text()
                 shard = int(log.stem.split("-")[1])
                 m = re.search(r"pid (\d+)", text)
@@ -70,7 +70,7 @@ def test_sigkill_mid_shard_then_rerun_is_identical(corpus, reference, tmp_path, 
     for _attempt in range(5):
         out = tmp_path / f"out{_attempt}"
         shard, worker = kill_mid_shard(corpus, out, target)
-        if not (out / f"audio/_done/shard-{shard:05d}.json").exists():
+        if not (out / f"_done/audio/shard-{shard:05d}.json").exists():
             break
     else:
         pytest.fail("could not interrupt a shard before its commit in 5 attempts")
@@ -92,7 +92,7 @@ def test_worker_death_is_reported_with_resume_advice(corpus, tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "kebr_data", "extract", "--src", str(corpus), "--out", str(out),
                              *ARGS], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 60
-    log = out / "audio/_logs/shard-00001.log"
+    log = out / "_logs/audio/shard-00001.log"
     while time.time() < deadline and not (log.exists() and re.search(r"pid (\d+)", log.read_text())):
         time.sleep(0.005)
     os.kill(int(re.search(r"pid (\d+)", log.read_text()).group(1)), signal.SIGKILL)
@@ -108,7 +108,7 @@ def test_write_failure_then_rerun_is_identical(corpus, reference, tmp_path):
     (out / "audio" / "shard-00003.parquet").mkdir(parents=True)
     proc = run_cli("extract", "--src", str(corpus), "--out", str(out), *ARGS)
     assert proc.returncode == 3 and "audio shard 00003" in proc.stderr
-    assert not (out / "audio/_done/shard-00003.json").exists() and (out / "audio/_done/shard-00004.json").exists()
+    assert not (out / "_done/audio/shard-00003.json").exists() and (out / "_done/audio/shard-00004.json").exists()
     (out / "audio" / "shard-00003.parquet").rmdir()
     assert run_cli("extract", "--src", str(corpus), "--out", str(out), *ARGS).returncode == 0
     assert shard_files(out) == shard_files(reference)
@@ -119,8 +119,8 @@ def test_truncated_table_without_marker_and_corrupt_marker_are_recomputed(corpus
     shutil.copytree(reference, out)
     table = out / "audio/shard-00002.parquet"
     table.write_bytes(table.read_bytes()[: len(table.read_bytes()) // 2])
-    (out / "audio/_done/shard-00002.json").unlink()
-    (out / "audio/_done/shard-00005.json").write_text('{"stage": "audio", "sha')
+    (out / "_done/audio/shard-00002.json").unlink()
+    (out / "_done/audio/shard-00005.json").write_text('{"stage": "audio", "sha')
     proc = run_cli("extract", "--src", str(corpus), "--out", str(out), *ARGS)
     assert proc.returncode == 0 and "2 shards" in proc.stderr
     assert shard_files(out) == shard_files(reference)

@@ -48,16 +48,16 @@ def test_demo_two_shards_with_expected_statuses(demo_run):
 
 def test_markers_record_counts_hashes_and_versions(demo_run):
     out, _ = demo_run
-    m = json.loads((out / "audio/_done/shard-00001.json").read_text())
+    m = json.loads((out / "_done/audio/shard-00001.json").read_text())
     assert (m["rows"], m["ok"], m["failed"], m["skipped"]) == (4, 2, 1, 1)
     assert m["errors"] == {"failed/decode_error": 1, "skipped/no_audio_track": 1}
     assert m["output_bytes"] == (out / "audio/shard-00001.parquet").stat().st_size
     assert "ffmpeg" in m["versions"] and m["config_hash"]
-    plan = json.loads((out / "plan/_plan.json").read_text())
+    plan = json.loads((out / "_done/plan.json").read_text())
     assert m["upstream"] == {"plan": plan["shards"]["00001"]["sha256"]}
     run = json.loads((out / "run.json").read_text())
     assert run["config"]["audio"]["sample_rate"] == 22050 and run["config"]["index"]["shard_size"] == 4
-    assert "id00003/kEbRdEmOe05/00002" in (out / "audio/_logs/shard-00001.log").read_text()
+    assert "id00003/kEbRdEmOe05/00002" in (out / "_logs/audio/shard-00001.log").read_text()
 
 
 def test_status_command(demo_run):
@@ -71,15 +71,15 @@ def test_rerun_is_a_no_op_and_resume_recomputes_only_missing(tmp_path, demo_run)
     out = tmp_path / "f"
     shutil.copytree(demo_run[0], out)
     before = shard_files(out)
-    m0 = (out / "audio/_done/shard-00000.json").read_text()
+    m0 = (out / "_done/audio/shard-00000.json").read_text()
     proc = extract(None, out)  # no --src: the frozen plan is reused
     assert "up to date" in proc.stderr
-    assert (out / "audio/_done/shard-00000.json").read_text() == m0
-    (out / "audio/_done/shard-00001.json").unlink()
+    assert (out / "_done/audio/shard-00000.json").read_text() == m0
+    (out / "_done/audio/shard-00001.json").unlink()
     (out / "audio/shard-00001.parquet.tmp-deadbeef").write_bytes(b"torn write")
     proc = extract(None, out)
     assert "swept 1 leftover" in proc.stderr and "1 shards" in proc.stderr
-    assert (out / "audio/_done/shard-00000.json").read_text() == m0
+    assert (out / "_done/audio/shard-00000.json").read_text() == m0
     assert shard_files(out) == before
     assert not list(out.rglob("*.tmp-*"))
 
@@ -116,7 +116,7 @@ def test_other_source_needs_replan(tmp_path, demo_run, demo_src):
     proc = extract(src, out, check=False)
     assert proc.returncode == 2 and "--replan" in proc.stderr
     proc = extract(src, out, "--replan")
-    plan = json.loads((out / "plan/_plan.json").read_text())
+    plan = json.loads((out / "_done/plan.json").read_text())
     assert plan["clips"] == 6 and plan["num_shards"] == 2
     audio = pq.read_table(out / "audio").to_pylist()
     assert len(audio) == 6 and all(r["status"] == "ok" for r in audio)
@@ -161,7 +161,7 @@ def test_missing_prerequisite_stops_before_any_work(tmp_path, demo_src):
 def test_corrupt_upstream_is_a_toolkit_error_not_a_clip_error(tmp_path, demo_run):
     out = tmp_path / "f"
     shutil.copytree(demo_run[0], out)
-    (out / "audio/_done/shard-00000.json").unlink()
+    (out / "_done/audio/shard-00000.json").unlink()
     p = out / "plan/shard-00000.parquet"
     p.write_bytes(b"PAR1 not really")
     proc = extract(None, out, check=False)

@@ -42,7 +42,7 @@ def test_ray_outputs_are_byte_identical_and_resume_across_executors(tmp_path, lo
     assert shard_files(out) == shard_files(local_run)
     mixed = tmp_path / "mixed"  # started locally, finished on Ray
     extract_demo(mixed, "index,audio", check=True)
-    (mixed / "audio/_done/shard-00001.json").unlink()  # as if a crash lost shard 1's commit
+    (mixed / "_done/audio/shard-00001.json").unlink()  # as if a crash lost shard 1's commit
     proc = run_cli("extract", "--out", str(mixed), "--config", DEMO_CFG, "--stages", "audio,acoustic", "--executor",
                    "ray", "--workers", "2", check=True, timeout=600)
     assert "1 shards" in proc.stderr  # only the missing audio shard was redone

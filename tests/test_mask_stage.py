@@ -55,7 +55,7 @@ def test_mask_on_given_text(planned):
     assert not r["2"]["has_sentiment_word"] and r["2"]["label"] == 0.0 and r["2"]["lexicon"] == "vader"
     assert not (planned / "audio").exists()  # nothing but mask/ is written
     assert "sentiment word in 50.0% of 6 masked clips" in proc.stderr
-    marker = json.loads((planned / "mask/_done/shard-00000.json").read_text())
+    marker = json.loads((planned / "_done/mask/shard-00000.json").read_text())
     assert marker["stats"]["label_hist"]["2"] == 1 and marker["stats"]["label_hist"]["-2"] == 1
     assert marker["stats"]["neutral"] == 1 and marker["stats"]["sentiment"] == 2
     assert "7506 entries" in marker["versions"]["lexicon"]
@@ -111,8 +111,8 @@ def test_asr_text_source(planned):
     r = rows(planned)
     assert r["2"]["text"] == "this is awful" and r["2"]["mask_word"] == "awful"
     assert (r["1"]["status"], r["1"]["error"], r["1"]["message"]) == ("skipped", "upstream_skipped", "asr: silence")
-    m = json.loads((planned / "mask/_done/shard-00000.json").read_text())
-    assert m["upstream"]["asr"] == json.loads((planned / "asr/_done/shard-00000.json").read_text())["output_sha256"]
+    m = json.loads((planned / "_done/mask/shard-00000.json").read_text())
+    assert m["upstream"]["asr"] == json.loads((planned / "_done/asr/shard-00000.json").read_text())["output_sha256"]
     proc = run_cli("mask", "--out", str(planned), "--text-source", "given", check=True)
     assert "replacing" in proc.stderr and rows(planned)["1"]["mask_word"] == "love"
 

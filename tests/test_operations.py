@@ -31,9 +31,11 @@ def test_retry_failed_redoes_only_failed_rows_and_refreshes_downstream(tmp_path,
     rows = {r["clip_id"]: r for r in pq.read_table(out / "audio").to_pylist()}
     assert rows["id00001/kEbRdEmOa01/00002"]["error"] == "timeout"
     before = shard_files(out)
-    proc = run_cli("retry-failed", "--out", str(out), "--stages", "audio")
-    assert proc.returncode == 1  # the truncated demo MP4 still fails: above the 5% default
-    log = (out / "audio/_logs/shard-00000.log").read_text()
+    # the folder remembers its settings: the retry names what changed (the outage is over, a longer timeout)
+    proc = run_cli("retry-failed", "--out", str(out), "--stages", "audio", "--set", "audio.ffmpeg=''",
+                   "--set", "audio.timeout_s=120", "--max-failed", "0.05")
+    assert proc.returncode == 1  # the truncated demo MP4 still fails: above 5%
+    log = (out / "_logs/audio/shard-00000.log").read_text()
     assert "retrying 1 failed row(s)" in log
     after = shard_files(out)
     assert after == shard_files(reference)  # now identical to a run that never failed
@@ -48,8 +50,8 @@ def test_validate_finds_tampering(tmp_path, reference):
     assert ok.returncode == 0 and "0 problem(s)" in ok.stderr
     table = out / "acoustic/shard-00001.parquet"
     table.write_bytes(table.read_bytes()[:-10])
-    (out / "audio/_done/shard-00000.json").write_text("{broken")
-    os.remove(out / "acoustic/_done/shard-00000.json")
+    (out / "_done/audio/shard-00000.json").write_text("{broken")
+    os.remove(out / "_done/acoustic/shard-00000.json")
     bad = run_cli("validate", "--out", str(out))
     assert bad.returncode == 1
     assert "audio shard 00000: corrupt marker" in bad.stderr

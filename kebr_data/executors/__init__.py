@@ -1,19 +1,28 @@
-"""Executors run (stage, shard) tasks; they know nothing of what a stage does."""
+"""Executors run (stage, shard) tasks; they know nothing of what a stage does.
+
+Adding one is a file with an `Executor` subclass plus one line in `EXECUTORS`.
+"""
 
 from __future__ import annotations
 
+from ..errors import ConfigError
 from .base import Executor, TaskFailed
 from .local import LocalExecutor
 from .ray import RayExecutor
 
-EXECUTORS = {"local": LocalExecutor, "ray": RayExecutor}
+EXECUTORS: dict[str, type[Executor]] = {"local": LocalExecutor, "ray": RayExecutor}
+
+
+def executor_class(name: str) -> type[Executor]:
+    try:
+        return EXECUTORS[name]
+    except KeyError:
+        raise ConfigError(f"unknown executor {name!r}; available: {', '.join(EXECUTORS)}") from None
 
 
 def make_executor(name: str, workers: int, address: str = "") -> Executor:
-    """The executor called `name` (`--executor`); `address` is a Ray cluster's."""
-    if name == "ray":
-        return RayExecutor(workers, address)
-    return EXECUTORS[name](workers=workers)
+    """The executor called `name` (`--executor`); `address` is a cluster's (Ray)."""
+    return executor_class(name)(workers, address)
 
 
-__all__ = ["Executor", "TaskFailed", "LocalExecutor", "RayExecutor", "EXECUTORS", "make_executor"]
+__all__ = ["Executor", "TaskFailed", "EXECUTORS", "executor_class", "make_executor"]

@@ -22,11 +22,14 @@ class TaskFailed:
 class Executor(ABC):
     """Runs tasks somewhere; reports clip-level progress back to the caller's thread."""
 
-    #: name used by `--executor`
-    name: str = ""
-
-    def __init__(self, workers: int) -> None:
+    def __init__(self, workers: int, address: str = "") -> None:
         self.workers = workers
+        self.address = address
+
+    @classmethod
+    def check(cls) -> list[str]:
+        """Missing prerequisites (extras) as messages; empty when usable."""
+        return []
 
     @abstractmethod
     def run(self, fn: TaskFn, tasks: list[Any], on_progress: Callable[[Any, int], None],

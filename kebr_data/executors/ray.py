@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from ..deps import require
+from ..deps import missing, require
 from .base import Executor, TaskFailed, TaskFn
 from .local import THREAD_VARS
 
@@ -24,11 +24,10 @@ def _call(fn: TaskFn, task: Any) -> Any:
 class RayExecutor(Executor):
     """`--executor ray [--address ADDR]`."""
 
-    name = "ray"
-
-    def __init__(self, workers: int, address: str = "") -> None:
-        super().__init__(workers)
-        self.address = address
+    @classmethod
+    def check(cls) -> list[str]:
+        problem = missing("ray", "ray", "the Ray executor")
+        return [problem] if problem else []
 
     def _init(self) -> Any:
         ray = require("ray", "ray", "the Ray executor")

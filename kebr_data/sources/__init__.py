@@ -37,7 +37,7 @@ def scan(src: Path, layout: str = "auto") -> tuple[str, ScanResult]:
     if not src.exists():
         raise PlanError(f"source {src} does not exist")
     if not module.detect(src):
-        raise PlanError(f"{src} does not look like the {layout} layout (see DESIGN §3 / README)")
+        raise PlanError(f"{src} does not look like the {layout} layout (see the README's Sources section)")
     result = module.scan(src)
     result.clips.sort(key=lambda c: c.clip_id)
     return layout, result

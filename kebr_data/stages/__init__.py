@@ -1,7 +1,15 @@
-"""Stage registry: the pipeline's stages in order, looked up by name."""
+"""Stage registry: the single list of stages, in pipeline order, looked up by name.
+
+Adding a stage is one file (a `Stage` subclass) plus one line in `BUILTIN`. Other packages add
+stages through the `kebr_data.stages` entry point group (`name = "package.module:StageClass"`);
+`register` does the same at run time (tests, notebooks). A stage is inserted after its upstream
+stages. Everything else (config sections, CLI choices, validation, export, report) is derived
+from what the registered classes declare.
+"""
 
 from __future__ import annotations
 
+from importlib.metadata import entry_points
 from typing import Any
 
 from ..errors import ConfigError
@@ -12,25 +20,64 @@ from .base import Stage
 from .mask import MaskStage
 from .visual import VisualStage
 
-#: every stage that exists, in pipeline order (`index` builds the plan and is run by the engine)
-STAGES: dict[str, type[Stage]] = {cls.name: cls for cls in (AudioStage, AsrStage, MaskStage, AcousticStage, VisualStage)}
-PIPELINE_ORDER = ("index", "audio", "asr", "mask", "acoustic", "visual")
-#: what `kebr-data extract` runs by default (DESIGN §1); `mask` has its own command
-EXTRACT_DEFAULT = tuple(s for s in ("index", "audio", "asr", "acoustic", "visual") if s == "index" or s in STAGES)
+#: the toolkit's own stages, in pipeline order (`index` builds the plan and is run by the engine)
+BUILTIN: tuple[type[Stage], ...] = (AudioStage, AsrStage, MaskStage, AcousticStage, VisualStage)
+INDEX = "index"
+ENTRY_POINT_GROUP = "kebr_data.stages"
+
+_registry: dict[str, type[Stage]] = {}
+
+
+def register(cls: type[Stage]) -> type[Stage]:
+    """Add a stage class (usable as a decorator); its upstream stages must be registered already."""
+    reserved = {INDEX, "plan", "run"}
+    if cls.name in reserved or not cls.name.isidentifier():
+        raise ConfigError(f"stage name {cls.name!r} is reserved or not an identifier")
+    missing = [u for u in cls.upstream if u != "plan" and u not in _registry]
+    if missing:
+        raise ConfigError(f"stage {cls.name} needs {', '.join(missing)}, which is not registered")
+    _registry[cls.name] = cls
+    return cls
+
+
+def registry() -> dict[str, type[Stage]]:
+    """Every registered stage in pipeline order (built-ins first, then entry points, then `register`)."""
+    if not _registry:
+        for cls in BUILTIN:
+            register(cls)
+        for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+            register(ep.load())
+    return _registry
+
+
+def stage_class(name: str) -> type[Stage]:
+    try:
+        return registry()[name]
+    except KeyError:
+        raise ConfigError(f"unknown stage {name!r}; available: {', '.join(registry())}") from None
 
 
 def make_stage(name: str, cfg: dict[str, dict[str, Any]]) -> Stage:
     """Instantiate stage `name` with its config section."""
-    return STAGES[name](cfg[name])
+    return stage_class(name)(cfg[name])
 
 
-def parse_stages(text: str | None, default: tuple[str, ...] = EXTRACT_DEFAULT) -> list[str]:
+def pipeline_order() -> tuple[str, ...]:
+    return (INDEX, *registry())
+
+
+def extract_default() -> tuple[str, ...]:
+    """What `kebr-data extract` runs without --stages (`mask` has its own command)."""
+    return (INDEX, *(name for name, cls in registry().items() if cls.extract_default))
+
+
+def parse_stages(text: str | None, default: tuple[str, ...] | None = None) -> list[str]:
     """Parse `--stages a,b` into known stage names in pipeline order."""
     if not text:
-        return list(default)
+        return list(extract_default() if default is None else default)
     names = [s.strip() for s in text.split(",") if s.strip()]
-    known = ("index", *STAGES)
+    known = pipeline_order()
     unknown = [n for n in names if n not in known]
     if unknown:
         raise ConfigError(f"unknown stage(s) {', '.join(unknown)}; available: {', '.join(known)}")
-    return [s for s in PIPELINE_ORDER if s in names]
+    return [s for s in known if s in names]

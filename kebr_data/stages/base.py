@@ -1,5 +1,8 @@
-"""What a stage is (DESIGN §2): a plain object with a name, a version, upstream stages,
-resources and `run_shard(ctx) -> table`. Stages know nothing about executors or storage.
+"""What a stage is: a plain object with a name, a version, upstream stages, resources, a typed
+config section, an output schema and `run_shard(ctx) -> table`. Stages know nothing about executors
+or about where tables are stored; the registry (`kebr_data.stages`) derives everything else
+(pipeline order, validation, export, report, CLI choices, the trainer's widths) from these
+declarations.
 """
 
 from __future__ import annotations
@@ -14,12 +17,11 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from ..arrow_rows import rows_to_batch
-from ..config import content_hash
+from ..config import content_hash, runtime_keys
 from ..errors import ClipError
-from ..schema import with_metadata
+from ..schema import frame_columns, rows_to_batch, with_metadata
+from ..storage.store import TableSource
 
 
 @dataclass(frozen=True)
@@ -28,27 +30,6 @@ class Resources:
 
     cpus: float = 1.0
     gpus: float = 0.0
-
-
-class TableSource:
-    """One input table of a shard: in memory, or a Parquet file read a row group at a time, so a
-    worker holds one batch of its inputs (say, 64 clips of FLAC) rather than the whole shard."""
-
-    def __init__(self, table: pa.Table | None = None, path: Path | None = None,
-                 columns: list[str] | None = None) -> None:
-        self.table, self.path, self.columns = table, path, columns
-
-    def rows(self, batch_rows: int = 64) -> Iterator[dict[str, Any]]:
-        if self.table is not None:
-            batches = self.table.select(self.columns).to_batches(batch_rows) if self.columns else \
-                self.table.to_batches(batch_rows)
-        else:
-            batches = pq.ParquetFile(self.path).iter_batches(batch_size=batch_rows, columns=self.columns)
-        for batch in batches:
-            yield from batch.to_pylist()
-
-    def read(self) -> pa.Table:
-        return self.table if self.table is not None else pq.read_table(self.path, columns=self.columns)
 
 
 @dataclass
@@ -81,23 +62,45 @@ class ClipInput:
     upstream: dict[str, dict[str, Any]]
 
 
+@dataclass
+class NoSettings:
+    """A stage without options."""
+
+
 class Stage(ABC):
     """Base of every stage. Subclasses set the class attributes and implement `run_shard`."""
 
     name: ClassVar[str]
     version: ClassVar[str]
+    #: the output table's columns; frame features are `list<fixed_size_list<float32, D>>` (see `frame_columns`)
     schema: ClassVar[pa.Schema]
     upstream: ClassVar[tuple[str, ...]] = ()
     resources: ClassVar[Resources] = Resources()
-    #: config keys that change how the stage runs but not what it writes (excluded from the hash)
-    runtime_keys: ClassVar[tuple[str, ...]] = ()
+    #: the stage's config section (`[name]` in TOML files), a dataclass of `kebr_data.config.setting` fields
+    Settings: ClassVar[type] = NoSettings
+    #: run by `kebr-data extract` when no --stages are given
+    extract_default: ClassVar[bool] = True
+    #: columns `kebr-data export` leaves out (payloads other tools cannot use, e.g. FLAC bytes)
+    export_drop: ClassVar[tuple[str, ...]] = ()
+    #: histograms in `kebr-data report`: (column, title, x label, bins)
+    report_plots: ClassVar[tuple[tuple[str, str, str, Any], ...]] = ()
 
     def __init__(self, cfg: dict[str, Any]) -> None:
         self.cfg = cfg
 
+    @classmethod
+    def frame_columns(cls) -> dict[str, int]:
+        """Frame-feature columns of the output and their widths D."""
+        return frame_columns(cls.schema)
+
+    @classmethod
+    def runtime_keys(cls) -> tuple[str, ...]:
+        """Config keys that change how the stage runs but not what it writes (left out of the hash)."""
+        return runtime_keys(cls.Settings)
+
     def config_hash(self) -> str:
         """Hash of everything that determines this stage's output."""
-        semantic = {k: v for k, v in self.cfg.items() if k not in self.runtime_keys}
+        semantic = {k: v for k, v in self.cfg.items() if k not in self.runtime_keys()}
         return content_hash({"stage": self.name, "version": self.version, "config": semantic})
 
     def check(self) -> list[str]:

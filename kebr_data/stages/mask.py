@@ -8,12 +8,13 @@ options change. See `kebr_data.masking` for the rules.
 from __future__ import annotations
 
 import collections
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..config import content_hash
+from ..config import content_hash, setting
 from ..errors import ClipSkipped, ConfigError
 from ..lexicon import Lexicon, load_lexicon
 from ..masking import NoWords, mask_transcript, stable_index
@@ -32,12 +33,30 @@ def resolve_text_source(cfg: dict[str, Any], asr_available: bool) -> dict[str, A
     return cfg
 
 
+@dataclass
+class MaskSettings:
+    """The mask stage: sentiment-word masking."""
+
+    lexicon: str = setting("vader", "vader (vaderSentiment's bundled lexicon) | path to a word<TAB>score TSV")
+    scale_from: list[float] = setting([-4.0, 4.0], "the lexicon's score range, mapped linearly onto [-3, 3]")
+    text_source: Literal["auto", "asr", "given"] = setting(
+        "auto", "auto (asr when the asr stage has run, else given) | asr | given")
+    negation: bool = setting(False, "a negator up to 3 words before the masked word flips its score (x -0.74, as "
+                                    "VADER)")
+    max_neutral_fraction: float = setting(1.0, "at most this share of no-sentiment sentences per shard; 1.0 = keep "
+                                               "all", min=0.0, max=1.0)
+    seed: int = setting(0, "mixed into the clip-id hash that picks the random word of neutral sentences")
+
+
 class MaskStage(ClipStage):
     """Sentiment-word masking with a lexicon, labels scaled to [-3, 3]."""
 
     name = "mask"
     version = "1"
     schema = MASK
+    Settings = MaskSettings
+    extract_default = False
+    report_plots = (("label", "Masked word intensity (scaled to [-3, 3])", "label", [x / 4 for x in range(-13, 14)]),)
 
     def __init__(self, cfg: dict[str, Any]) -> None:
         super().__init__(cfg)

@@ -11,9 +11,11 @@ from __future__ import annotations
 import hashlib
 import shutil
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+from ..config import setting
 from ..errors import ClipError, ClipSkipped, PrerequisiteError
 from ..features.openface import OpenFaceCsvError, parse_openface_csv
 from ..media.binaries import locate
@@ -41,6 +43,25 @@ def find_openface(configured: str = "") -> str:
     return path
 
 
+@dataclass
+class VisualSettings:
+    """The visual stage: OpenFace 2.2 features."""
+
+    backend: Literal["openface", "openface-csv"] = setting(
+        "openface", "openface (run FeatureExtraction) | openface-csv (ingest precomputed CSVs)")
+    openface_bin: str = setting("", "FeatureExtraction binary; '' = $KEBR_OPENFACE_BIN, then FeatureExtraction on "
+                                    "PATH", runtime=True)
+    openface_args: list[str] = setting([], "extra arguments, e.g. ['-mloc', 'model/main_clnf_general.txt'] without "
+                                           "CE-CLM models")
+    timeout_s: float = setting(900.0, "per clip", min=1e-3, runtime=True)
+    csv_dir: str = setting("", "openface-csv: <csv_dir>/<clip_id>.csv; '' = <video path>.csv beside each video")
+    precheck: bool = setting(True, "OpenCV reads the video and looks for a face first; clips without one are "
+                                   "skipped")
+    precheck_frames: int = setting(8, "frames sampled by the pre-check", min=1)
+    max_fps: float = setting(0.0, "> 0: re-encode videos above this frame rate before OpenFace (0 = off, as the "
+                                  "papers)", min=0.0)
+
+
 class VisualStage(ClipStage):
     """frames × 709 OpenFace features, per-frame success and confidence, and the share of tracked frames."""
 
@@ -48,7 +69,8 @@ class VisualStage(ClipStage):
     version = "1"
     schema = VISUAL
     upstream = ("plan",)
-    runtime_keys = ("openface_bin", "timeout_s")
+    Settings = VisualSettings
+    report_plots = (("face_ratio", "Share of frames OpenFace tracked", "face ratio", 20),)
 
     def check(self) -> list[str]:
         backend = self.cfg["backend"]

@@ -1,18 +1,24 @@
-"""Where everything lives in an output folder (DESIGN §2): an operator can read a run with `ls`.
+"""Where everything lives in an output folder: an operator can read a run with `ls`.
 
     features/
-      run.json                      resolved config and versions of the last run
+      run.json                      the folder's configuration and the history of commands run on it
       _lock                         held by the running process
       _tmp/                         per-shard temp folders, removed at commit
-      plan/_plan.json               the frozen plan's marker (source, shard size, hashes)
+      _done/plan.json               the frozen plan's marker (source, shard size, hashes)
+      _done/<stage>/shard-00042.json    done marker of (stage, shard 42): the commit point
+      _logs/<stage>/shard-00042.log     what the worker did
       plan/shard-00042.parquet      clips of shard 42, sorted by clip_id
       <stage>/shard-00042.parquet   one table per (stage, shard), rows in plan order
-      <stage>/_done/shard-00042.json    done marker: the commit point
-      <stage>/_logs/shard-00042.log     what the worker did
+
+Table folders hold only Parquet files, so any Parquet reader (pyarrow, polars, duckdb, HF
+`datasets`) takes a stage by its folder. Folders written before version 0.2 kept markers and logs
+inside the table folders (`<stage>/_done/`, `<stage>/_logs/`, `plan/_plan.json`): readers still
+find them there, and the next command that writes to the folder moves them (`migrate_legacy`).
 """
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 from dataclasses import dataclass
@@ -21,6 +27,7 @@ from pathlib import Path
 from .atomic import sweep_tmp
 
 SHARD_RE = re.compile(r"^shard-(\d{5})\.(parquet|json|log)$")
+DONE, LOGS = "_done", "_logs"
 
 
 def shard_name(shard: int, suffix: str) -> str:
@@ -44,36 +51,81 @@ class OutputDir:
 
     @property
     def plan_marker(self) -> Path:
+        return self.root / DONE / "plan.json"
+
+    @property
+    def legacy_plan_marker(self) -> Path:
         return self.root / "plan" / "_plan.json"
 
     def table(self, stage: str, shard: int) -> Path:
         return self.root / stage / shard_name(shard, "parquet")
 
     def marker(self, stage: str, shard: int) -> Path:
-        return self.root / stage / "_done" / shard_name(shard, "json")
+        return self.root / DONE / stage / shard_name(shard, "json")
+
+    def legacy_marker(self, stage: str, shard: int) -> Path:
+        return self.root / stage / DONE / shard_name(shard, "json")
 
     def log(self, stage: str, shard: int) -> Path:
-        return self.root / stage / "_logs" / shard_name(shard, "log")
+        return self.root / LOGS / stage / shard_name(shard, "log")
 
     def tmp_dir(self, stage: str, shard: int) -> Path:
         return self.root / "_tmp" / f"{stage}-{shard_name(shard, 'd')}"
 
+    def stage_names(self) -> list[str]:
+        """Stages with any done marker, in either layout (alphabetical; callers order them)."""
+        names = set()
+        done = self.root / DONE
+        if done.is_dir():
+            names.update(p.name for p in done.iterdir() if p.is_dir())
+        if self.root.is_dir():
+            names.update(p.name for p in self.root.iterdir()
+                         if p.is_dir() and not p.name.startswith("_") and (p / DONE).is_dir())
+        return sorted(names)
+
     def marker_shards(self, stage: str) -> list[int]:
-        """Shard numbers that have a done marker for `stage`."""
-        done = self.root / stage / "_done"
-        if not done.is_dir():
-            return []
-        return sorted(int(m.group(1)) for p in done.iterdir() if (m := SHARD_RE.match(p.name)))
+        """Shard numbers that have a done marker for `stage` (either layout)."""
+        found = set()
+        for folder in (self.root / DONE / stage, self.root / stage / DONE):
+            if folder.is_dir():
+                found.update(int(m.group(1)) for p in folder.iterdir() if (m := SHARD_RE.match(p.name)))
+        return sorted(found)
+
+    def migrate_legacy(self) -> int:
+        """Move markers and logs of the old layout out of the table folders; return how many moved.
+
+        Each file moves by one rename, so a crash leaves every marker findable in one of the two places.
+        """
+        moved = 0
+        if self.legacy_plan_marker.is_file() and not self.plan_marker.exists():
+            self.plan_marker.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(self.legacy_plan_marker, self.plan_marker)
+            moved += 1
+        for stage_dir in (p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("_")):
+            for kind in (DONE, LOGS):
+                old = stage_dir / kind
+                if not old.is_dir():
+                    continue
+                new = self.root / kind / stage_dir.name
+                new.mkdir(parents=True, exist_ok=True)
+                for p in old.iterdir():
+                    if SHARD_RE.match(p.name) and not (new / p.name).exists():
+                        os.replace(p, new / p.name)
+                        moved += 1
+                shutil.rmtree(old, ignore_errors=True)
+        return moved
 
     def drop_shards_from(self, first: int) -> None:
         """Delete every stage's tables, markers and logs of shards numbered `first` or above."""
-        for stage_dir in (p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("_")):
-            for folder in (stage_dir, stage_dir / "_done", stage_dir / "_logs"):
-                if folder.is_dir():
-                    for p in folder.iterdir():
-                        m = SHARD_RE.match(p.name)
-                        if m and int(m.group(1)) >= first:
-                            p.unlink()
+        folders = [p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("_")]
+        for kind in (DONE, LOGS):
+            if (self.root / kind).is_dir():
+                folders += [p for p in (self.root / kind).iterdir() if p.is_dir()]
+        for folder in folders:
+            for p in folder.iterdir():
+                m = SHARD_RE.match(p.name)
+                if m and int(m.group(1)) >= first:
+                    p.unlink()
 
     def sweep(self) -> list[Path]:
         """Remove what an interrupted run left: `.tmp-*` files and per-shard temp folders."""

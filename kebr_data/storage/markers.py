@@ -60,6 +60,90 @@ def read_marker(path: Path) -> Marker | None:
         data = json.loads(raw)
         if data.get("schema") != MARKER_SCHEMA:
             raise CorruptMarker(f"{path}: unknown marker schema {data.get('schema')!r}")
-        return Marker(**data)
-    except (json.JSONDecodeError, TypeError, AttributeError) as exc:
+        marker = Marker(**data)
+        _check_types(marker)
+        return marker
+    except (json.JSONDecodeError, TypeError, AttributeError, UnicodeDecodeError) as exc:
         raise CorruptMarker(f"{path}: {exc}") from exc
+
+
+def _check_types(m: Marker) -> None:
+    """A marker whose fields have the wrong types is corrupt (never a crash later on)."""
+    ints = (m.shard, m.rows, m.ok, m.failed, m.skipped, m.output_bytes)
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in ints):
+        raise TypeError("counts must be integers")
+    if not all(isinstance(v, str) for v in (m.stage, m.config_hash, m.output_sha256)):
+        raise TypeError("stage, config_hash and output_sha256 must be strings")
+    if not all(isinstance(d, dict) for d in (m.errors, m.versions, m.upstream, m.stats)):
+        raise TypeError("errors, versions, upstream and stats must be objects")
+    if not isinstance(m.wall_s, (int, float)):
+        raise TypeError("wall_s must be a number")
+
+
+@dataclass
+class PlanMarker:
+    """The frozen plan's marker: where the clips came from and the size and sha256 of every plan shard.
+
+    `shards` maps the five-digit shard number to `{"rows", "bytes", "sha256"}`; it is written after
+    every plan shard it lists, so its presence commits the plan.
+    """
+
+    src: str
+    layout: str
+    shard_size: int
+    clips: int
+    num_shards: int
+    shards: dict[str, dict[str, Any]]
+    requested_layout: str = ""
+    identity_hash: str = ""
+    plan_hash: str = ""
+    rejected: int = 0
+    rejected_examples: list[dict[str, str]] = field(default_factory=list)
+    wall_s: float = 0.0
+    toolkit_version: str = ""
+    #: keys written by other versions of the toolkit, kept as they are
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def shard(self, n: int) -> dict[str, Any]:
+        """`{"rows", "bytes", "sha256"}` of plan shard `n`."""
+        return self.shards[f"{n:05d}"]
+
+    def shard_rows(self, n: int) -> int:
+        return int(self.shard(n)["rows"])
+
+    def shard_sha256(self, n: int) -> str:
+        """What a stage that read plan shard `n` records as its `plan` upstream hash."""
+        return str(self.shard(n)["sha256"])
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        return {**data.pop("extra"), **data}
+
+    def write(self, path: Path) -> None:
+        atomic_write_json(path, self.to_json())
+
+
+def read_plan_marker_file(path: Path) -> PlanMarker | None:
+    """The plan marker at `path`, None if absent; raise CorruptMarker if unreadable."""
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CorruptMarker(f"{path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise CorruptMarker(f"{path}: not a JSON object")
+    known = {f for f in PlanMarker.__dataclass_fields__ if f != "extra"}
+    try:
+        marker = PlanMarker(**{k: v for k, v in data.items() if k in known},
+                            extra={k: v for k, v in data.items() if k not in known})
+        if not isinstance(marker.shards, dict) or not isinstance(marker.num_shards, int) or \
+                len(marker.shards) != marker.num_shards:
+            raise TypeError("shards does not list num_shards shards")
+        for n in range(marker.num_shards):
+            info = marker.shard(n)
+            if not isinstance(info.get("sha256"), str) or not isinstance(info.get("rows"), int):
+                raise TypeError(f"shard {n:05d} has no rows/sha256")
+    except (TypeError, KeyError, AttributeError) as exc:
+        raise CorruptMarker(f"{path}: {exc}") from exc
+    return marker

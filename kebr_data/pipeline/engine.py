@@ -1,33 +1,34 @@
-"""The pipeline engine (DESIGN §2): decide which (stage, shard) units to run, run them on an
-executor, and report. Idempotent: rerunning the same command resumes where a crash stopped it.
+"""The pipeline engine: decide which (stage, shard) units to run, run them on an executor, and
+report. Idempotent: rerunning the same command resumes where a crash stopped it.
+
+All decisions are taken from one `Store` snapshot of the output folder, so each marker is read
+once per run for them.
 """
 
 from __future__ import annotations
 
 import collections
 import os
-import platform
-import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 
-from . import __version__, plan
-from .config import Config
-from .deps import missing
-from .errors import PlanError, PrerequisiteError, RunAborted, StaleOutputError
-from .executors import EXECUTORS, TaskFailed, make_executor
-from .progress import StageBar, make_progress
-from .shard_task import ShardOutcome, ShardTask, run_shard_task
-from .stages import make_stage
-from .stages.base import Stage
-from .storage.atomic import atomic_write_json
-from .storage.layout import OutputDir
-from .storage.lock import OutputLock
-from .storage.markers import CorruptMarker, Marker, read_marker
+from ..config import Config
+from ..errors import PlanError, PrerequisiteError, RunAborted, StaleOutputError
+from ..executors import TaskFailed, executor_class, make_executor
+from ..progress import StageBar, make_progress
+from ..stages import make_stage, stage_class
+from ..stages.base import Stage
+from ..storage.layout import OutputDir
+from ..storage.lock import OutputLock
+from ..storage.markers import Marker, PlanMarker
+from ..storage.store import PLAN, Store
+from . import plan, run_record
+from .shard_task import ShardTask, run_shard_task
+from .summaries import StageSummary, summarise
 
 
 @dataclass
@@ -45,77 +46,22 @@ class RunOptions:
     #: stages whose failed rows are redone in done shards (`kebr-data retry-failed`) before the others run
     retry_stages: tuple[str, ...] = ()
     command: str = ""
-
-
-@dataclass
-class StageSummary:
-    """Totals of one stage over all its committed shards, plus what this run did."""
-
-    stage: str
-    shards_total: int
-    shards_done: int = 0
-    rows: int = 0
-    ok: int = 0
-    failed: int = 0
-    skipped: int = 0
-    errors: collections.Counter = field(default_factory=collections.Counter)
-    stats: dict[str, Any] = field(default_factory=dict)
-    #: worker seconds spent on the committed shards (their markers' wall times)
-    wall_s: float = 0.0
-    shards_run: int = 0
-    clips_run: int = 0
-    elapsed_s: float = 0.0
-
-    @property
-    def failed_fraction(self) -> float:
-        return self.failed / self.rows if self.rows else 0.0
+    #: `section.key`s this command changed relative to the folder's saved configuration
+    changed: tuple[str, ...] = ()
+    #: what run.json saves as the folder's configuration (default: `config`); values resolved for this
+    #: run only, such as mask.text_source = auto, are saved unresolved
+    saved_config: Config | None = None
 
 
 @dataclass
 class RunReport:
-    plan: dict[str, Any]
+    plan: PlanMarker
     stages: list[StageSummary]
-    swept: int = 0
-
-
-def summarise(out: OutputDir, stage: str, num_shards: int) -> StageSummary:
-    """Aggregate the markers of `stage`."""
-    s = StageSummary(stage, num_shards)
-    for shard in range(num_shards):
-        try:
-            m = read_marker(out.marker(stage, shard))
-        except CorruptMarker:
-            continue
-        if m is None:
-            continue
-        s.shards_done += 1
-        s.rows += m.rows
-        s.ok += m.ok
-        s.failed += m.failed
-        s.skipped += m.skipped
-        s.errors.update(m.errors)
-        s.wall_s += m.wall_s
-        add_stats(s.stats, m.stats)
-    return s
-
-
-def add_stats(total: dict[str, Any], part: dict[str, Any]) -> None:
-    """Add a shard's stats into `total` (numbers add up; nested dicts are added key by key)."""
-    for key, value in part.items():
-        if isinstance(value, dict):
-            add_stats(total.setdefault(key, {}), value)
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            total[key] = total.get(key, 0) + value
 
 
 def check_prerequisites(stages: list[str], cfg: Config) -> None:
     """Stop before any work with one message listing every missing prerequisite."""
-    if cfg["run"]["executor"] not in EXECUTORS:
-        raise PrerequisiteError(f"unknown executor {cfg['run']['executor']!r}; available: {', '.join(EXECUTORS)}")
-    problems = []
-    if cfg["run"]["executor"] == "ray":
-        problem = missing("ray", "ray", "the Ray executor")
-        problems += [f"executor: {problem}"] if problem else []
+    problems = [f"executor: {p}" for p in executor_class(cfg["run"]["executor"]).check()]
     for name in stages:
         if name != "index":
             problems += [f"{name}: {p}" for p in make_stage(name, cfg).check()]
@@ -130,47 +76,43 @@ class Engine:
         self.opts = opts
         self.cfg = opts.config
         self.out = OutputDir(opts.out)
+        self.store = Store(opts.out)
         self.console = console or Console(stderr=True)
 
     def run(self) -> RunReport:
         check_prerequisites(self.opts.stages, self.cfg)
         self.out.root.mkdir(parents=True, exist_ok=True)
         with OutputLock(self.out.lock_file, self.opts.command):
+            self.out.migrate_legacy()
             swept = self.out.sweep()
             if swept:
                 self.console.print(f"swept {len(swept)} leftover temp file(s) of an interrupted run")
-            self._write_run_json()
             marker = self._plan()
-            num_shards = marker["num_shards"]
             work = [s for s in self.opts.stages if s != "index"]
-            self._refuse_stale(work, num_shards)
+            self._refuse_stale(work, marker.num_shards)
+            run_record.record(self.out, self.opts.saved_config or self.cfg, self.opts.command, self.opts.stages, self.opts.src,
+                              self.opts.changed)
             summaries = []
             with make_progress(self.console) as progress:
                 for name in work:
                     summaries.append(self._run_stage(name, marker, progress))
-            return RunReport(marker, summaries, len(swept))
+            return RunReport(marker, summaries)
 
-    def _write_run_json(self) -> None:
-        atomic_write_json(self.out.run_json, {
-            "toolkit_version": __version__, "command": self.opts.command, "stages": self.opts.stages,
-            "src": str(self.opts.src.resolve()) if self.opts.src else None, "config": self.cfg,
-            "python": sys.version.split()[0], "platform": platform.platform(),
-            "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
-
-    def _plan(self) -> dict[str, Any]:
-        marker = plan.read_plan_marker(self.out)
+    def _plan(self) -> PlanMarker:
+        marker = self.store.plan_or_none()
         index_cfg = self.cfg["index"]
         if marker is None or self.opts.replan:
-            src = self.opts.src or (Path(marker["src"]) if marker else None)
+            src = self.opts.src or (Path(marker.src) if marker else None)
             if src is None:
                 raise PlanError(f"{self.out.root} has no plan yet: give --src to index a dataset")
             if "index" not in self.opts.stages and marker is None:
                 raise PlanError(f"{self.out.root} has no plan yet: include the index stage (--stages index,...)")
-            with self.console.status(f"indexing {src} ..."):
+            with self.console.status(f"indexing {escape(str(src))} ..."):
                 marker = plan.build_plan(self.out, src, index_cfg)
-            self.console.print(f"plan: {marker['clips']} clips in {marker['num_shards']} shard(s) of up to "
-                               f"{marker['shard_size']} ({marker['layout']} layout, {marker['rejected']} rejected)")
-            for ex in marker["rejected_examples"][:5]:
+            self.store.forget_plan()
+            self.console.print(f"plan: {marker.clips} clips in {marker.num_shards} shard(s) of up to "
+                               f"{marker.shard_size} ({marker.layout} layout, {marker.rejected} rejected)")
+            for ex in marker.rejected_examples[:5]:
                 self.console.print(f"  rejected {ex['entry']}: {ex['reason']}", markup=False)
         else:
             plan.check_plan(marker, self.opts.src, index_cfg)
@@ -181,14 +123,8 @@ class Engine:
         lines = []
         for name in stages:
             current = make_stage(name, self.cfg).config_hash()
-            stale = []
-            for shard in range(num_shards):
-                try:
-                    m = read_marker(self.out.marker(name, shard))
-                except CorruptMarker:
-                    continue
-                if m is not None and m.config_hash != current:
-                    stale.append(shard)
+            stale = [shard for shard in range(num_shards)
+                     if (m := self.store.marker(name, shard)) is not None and m.config_hash != current]
             if stale and not (self.opts.force or self.opts.replace_on_change):
                 lines.append(f"{name}: {len(stale)} shard(s) were made with another {name} config "
                              f"(e.g. shard {stale[0]:05d})")
@@ -199,10 +135,10 @@ class Engine:
                 f"{self.out.root} holds outputs made with other settings:\n  " + "\n  ".join(lines) +
                 "\nRerun with --force to recompute them, or write to a new --out folder.")
 
-    def _upstream_hashes(self, stage: Stage, shard: int, marker: dict[str, Any]) -> dict[str, str]:
+    def _upstream_hashes(self, stage: Stage, shard: int) -> dict[str, str]:
         hashes = {}
         for up in stage.upstream:
-            current = plan.current_hash(self.out, marker, up, shard)
+            current = self.store.committed_hash(up, shard)
             if current is None:
                 raise PlanError(f"{stage.name} needs {up} for shard {shard:05d}, which is not done: "
                                 f"include {up} in --stages")
@@ -211,38 +147,34 @@ class Engine:
 
     def _needs_run(self, stage: str, shard: int, config_hash: str, upstream: dict[str, str]) -> str | None:
         """Why (stage, shard) must be computed, or None when its committed output is current."""
-        try:
-            m: Marker | None = read_marker(self.out.marker(stage, shard))
-        except CorruptMarker as exc:
-            return f"corrupt marker ({exc})"
+        m: Marker | None = self.store.marker(stage, shard)
         if m is None:
-            return "not done"
+            corrupt = self.store.corrupt(stage, shard)
+            return f"corrupt marker ({corrupt})" if corrupt else "not done"
         if self.opts.force:
             return "--force"
         if m.config_hash != config_hash:
             return "options changed"
         if m.upstream != upstream:
             return "upstream changed"
-        table = self.out.table(stage, shard)
-        if not table.exists() or table.stat().st_size != m.output_bytes:
-            return "table missing or truncated"
-        return None
+        return self.store.problem(stage, shard)
 
-    def _run_stage(self, name: str, marker: dict[str, Any], progress: Any) -> StageSummary:
-        num_shards = marker["num_shards"]
+    def _run_stage(self, name: str, marker: PlanMarker, progress: object) -> StageSummary:
+        num_shards = marker.num_shards
         stage = make_stage(name, self.cfg)
+        cls = stage_class(name)
         config_hash = stage.config_hash()
         tasks, clips = [], 0
         for shard in range(num_shards):
-            upstream = self._upstream_hashes(stage, shard, marker)
+            upstream = self._upstream_hashes(stage, shard)
             reason = self._needs_run(name, shard, config_hash, upstream)
             if reason is not None:
-                tasks.append(ShardTask(str(self.out.root), name, shard, self.cfg, upstream))
-                clips += marker["shards"][f"{shard:05d}"]["rows"]
+                tasks.append(ShardTask(str(self.out.root), cls, shard, self.cfg, upstream))
+                clips += marker.shard_rows(shard)
             elif name in self.opts.retry_stages:
-                m = read_marker(self.out.marker(name, shard))
+                m = self.store.marker(name, shard)
                 if m is not None and m.failed:
-                    tasks.append(ShardTask(str(self.out.root), name, shard, self.cfg, upstream, retry_failed=True))
+                    tasks.append(ShardTask(str(self.out.root), cls, shard, self.cfg, upstream, retry_failed=True))
                     clips += m.failed
         bar = StageBar(progress, name, clips, len(tasks))
         seen: collections.Counter = collections.Counter()
@@ -257,12 +189,12 @@ class Engine:
 
         for task, result in executor.run(run_shard_task, tasks, on_progress, stage.resources.cpus,
                                          stage.resources.gpus):
+            self.store.forget(name, task.shard)
             if isinstance(result, TaskFailed):
                 (died if result.worker_died else broken).append((task, result.error))
                 continue
-            assert isinstance(result, ShardOutcome)
             bar.shard_done(result.rows, seen[task.shard])
-        summary = summarise(self.out, name, num_shards)
+        summary = summarise(self.store, name)
         summary.shards_run = len(tasks) - len(broken) - len(died)
         summary.clips_run = clips
         summary.elapsed_s = time.monotonic() - t0
@@ -279,3 +211,6 @@ class Engine:
 
 def _cpu_count() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+__all__ = ["Engine", "RunOptions", "RunReport", "check_prerequisites", "PLAN"]

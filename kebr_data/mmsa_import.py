@@ -10,12 +10,12 @@ from typing import Any
 
 import numpy as np
 
-from kebr_data.clip_ids import clip_id_problem
-from kebr_data.schema import ACOUSTIC, PLAN, VISUAL
-from kebr_data.storage.direct import commit_plan_marker, commit_rows
-from kebr_data.storage.layout import OutputDir
+from .clip_ids import clip_id_problem
+from .schema import ACOUSTIC, PLAN, VISUAL, frame_columns
+from .storage.commit import commit_plan_marker, commit_rows
+from .storage.layout import OutputDir
 
-from .data import A_DIM, V_DIM
+A_DIM, V_DIM = frame_columns(ACOUSTIC)["features"], frame_columns(VISUAL)["features"]
 
 SPLITS = ("train", "valid", "test")
 

@@ -1,0 +1,58 @@
+"""`kebr-data export`: the committed stage tables in other tools' formats.
+
+Adding a format is one module with an `ExportFormat` subclass plus one line in `FORMATS`.
+Only committed, current, plan-aligned tables are exported (the store refuses the others, naming
+the command that fixes them).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+from ..storage.layout import shard_name
+from ..storage.lock import OutputLock
+from ..storage.store import PLAN, Store
+from .base import ExportFormat, exported_stages, load_shard, mark_done, shard_file, up_to_date
+from .hdf5 import Hdf5Format, read_hdf5
+from .mmsa import MmsaFormat
+from .parquet import ParquetFormat, merged_table
+
+FORMATS: dict[str, type[ExportFormat]] = {"hdf5": Hdf5Format, "parquet": ParquetFormat, "mmsa": MmsaFormat}
+
+
+def export(root: Path, fmt: str, dest: Path | None = None, **options: Any) -> tuple[Path, str]:
+    """Export every shard of `root` to `dest` (default ROOT/export/FORMAT); return it and a note."""
+    if fmt not in FORMATS:
+        raise ConfigError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    store = Store(root)
+    writer = FORMATS[fmt](**options)
+    with OutputLock(store.out.lock_file, f"kebr-data export --format {fmt}"):
+        stages = exported_stages(store)
+        store.require_current([PLAN, *stages])
+        writer.check(store, stages)
+        dest = dest or root / "export" / fmt
+        dest.mkdir(parents=True, exist_ok=True)
+        shards = range(store.plan.num_shards)
+        if writer.suffix is None:
+            tables = [load_shard(store, shard, stages) for shard in shards]
+            sources = {f"{t.shard:05d}": t.hashes for t in tables}
+            note = writer.write_all(dest, tables)
+            mark_done(dest, fmt, sources, fmt, **options)
+            return dest, note
+        written = 0
+        for shard in shards:
+            target = shard_file(dest, shard, writer.suffix)
+            name = shard_name(shard, "")[:-1]
+            hashes = {stage: store.committed_hash(stage, shard) for stage in (PLAN, *stages)}
+            if up_to_date(dest, name, hashes, target):
+                continue
+            tables = load_shard(store, shard, stages)
+            writer.write_shard(target, tables)
+            mark_done(dest, name, tables.hashes, fmt)
+            written += 1
+        return dest, f"{written} file(s) written, {store.plan.num_shards - written} already up to date"
+
+
+__all__ = ["FORMATS", "ExportFormat", "export", "read_hdf5", "merged_table"]

@@ -1,0 +1,110 @@
+"""What every export format shares: the shard's committed, current stage tables (read through the
+store), the transcript rule, and the done markers that make a half-written export detectable.
+
+A format writes each file to a temp name and renames it, then a done marker in `DEST/_done/`
+records the source tables' hashes: a file without its marker is unfinished, and a rerun redoes
+only what is missing or out of date.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from .. import __version__
+from ..schema import clip_text
+from ..stages import registry
+from ..storage.atomic import atomic_write_json
+from ..storage.layout import shard_name
+from ..storage.store import PLAN, Store
+
+
+@dataclass
+class ShardTables:
+    """One shard's plan and stage tables (rows aligned with the plan) and the hashes they were read at."""
+
+    shard: int
+    plan: pa.Table
+    stages: dict[str, pa.Table]
+    hashes: dict[str, str]
+
+    def texts(self) -> tuple[list[str], list[str], list[float]]:
+        """(transcript, masked text, mask label) per clip; '' and NaN where a clip has none."""
+        n = self.plan.num_rows
+        given = self.plan.column("given_text").to_pylist()
+        mask = self.stages["mask"].to_pylist() if "mask" in self.stages else [None] * n
+        asr = self.stages["asr"].select(["status", "text"]).to_pylist() if "asr" in self.stages else [None] * n
+        text = [clip_text(g, m, a) or "" for g, m, a in zip(given, mask, asr, strict=True)]
+        masked = [m["masked_text"] if m and m["status"] == "ok" else "" for m in mask]
+        mask_label = [m["label"] if m and m["status"] == "ok" else np.nan for m in mask]
+        return text, masked, mask_label
+
+
+def exported_stages(store: Store) -> list[str]:
+    """The registered stages with outputs in the folder, in pipeline order."""
+    present = set(store.stages())
+    return [name for name in registry() if name in present]
+
+
+def load_shard(store: Store, shard: int, stages: list[str]) -> ShardTables:
+    """The shard's tables without the columns their stages leave out of exports."""
+    plan = store.read(PLAN, shard)
+    ids = plan.column("clip_id").to_pylist()
+    tables, hashes = {}, {PLAN: store.committed_hash(PLAN, shard)}
+    for stage in stages:
+        cls = registry()[stage]
+        columns = [f.name for f in cls.schema if f.name not in cls.export_drop]
+        tables[stage] = store.read_aligned(stage, shard, columns, ids)
+        hashes[stage] = store.committed_hash(stage, shard)
+    return ShardTables(shard, plan, tables, hashes)
+
+
+def done_path(dest: Path, name: str) -> Path:
+    return dest / "_done" / f"{name}.json"
+
+
+def up_to_date(dest: Path, name: str, sources: Any, target: Path) -> bool:
+    """True when `target` exists and its done marker records exactly these sources."""
+    try:
+        return target.exists() and json.loads(done_path(dest, name).read_text())["sources"] == sources
+    except (FileNotFoundError, ValueError, KeyError, TypeError):
+        return False
+
+
+def mark_done(dest: Path, name: str, sources: Any, fmt: str, **extra: Any) -> None:
+    atomic_write_json(done_path(dest, name), {"sources": sources, "format": fmt, "toolkit_version": __version__,
+                                              **extra})
+
+
+class ExportFormat(ABC):
+    """One export format: either a file per shard (`write_shard`) or one file for the folder (`write_all`)."""
+
+    #: the file suffix of per-shard formats; None for whole-folder formats
+    suffix: str | None = None
+
+    def __init__(self, **options: Any) -> None:
+        self.options = options
+
+    def check(self, store: Store, stages: list[str]) -> None:
+        """Refuse before writing anything (raise a KebrError)."""
+
+    def write_shard(self, path: Path, tables: ShardTables) -> None:
+        raise NotImplementedError
+
+    def write_all(self, dest: Path, shards: list[ShardTables]) -> str:
+        """Write the whole export; return a one-line note for the user."""
+        raise NotImplementedError
+
+    @abstractmethod
+    def describe(self) -> str:
+        """What the format is, for --help."""
+
+
+def shard_file(dest: Path, shard: int, suffix: str) -> Path:
+    return dest / shard_name(shard, suffix)

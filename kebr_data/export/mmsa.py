@@ -1,0 +1,102 @@
+"""`--format mmsa`: MMSA's pickle layout (`train/valid/test` -> `id, raw_text, audio, vision,
+audio_lengths, vision_lengths, regression_labels`), padded or truncated to `audio_len` and
+`vision_len` frames, as the released KEBR code expects.
+
+Only clips that are `ok` in every exported stage and have a transcript and a label are written
+(the others are counted and reported). The regression label comes from `label`: `plan` (the
+dataset's annotation) or `mask` (the mask stage's sentiment-word label, for unlabelled data). A
+modality whose stage has no outputs is refused unless `allow_missing` (then it is zero-filled, said
+so in the note).
+"""
+
+from __future__ import annotations
+
+import collections
+import pickle
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import ConfigError
+from ..stages import registry
+from ..storage.atomic import atomic_write
+from ..storage.store import Store, frames_of
+from .base import ExportFormat, ShardTables
+
+SPLITS = ("train", "valid", "test")
+#: MMSA's modality keys and the stages that feed them
+MODALITIES = {"audio": "acoustic", "vision": "visual"}
+LABELS = ("plan", "mask")
+
+
+class MmsaFormat(ExportFormat):
+    """Options: audio_len, vision_len, label (plan | mask), allow_missing."""
+
+    def describe(self) -> str:
+        return "MMSA's pickle layout (train/valid/test)"
+
+    def check(self, store: Store, stages: list[str]) -> None:
+        if self.options.get("label", "plan") not in LABELS:
+            raise ConfigError(f"--label must be plan or mask, got {self.options.get('label')!r}")
+        if self.options.get("label") == "mask" and "mask" not in stages:
+            raise ConfigError(f"--label mask needs the mask stage: run `kebr-data mask --out {store.root}` first")
+        absent = [f"{key} ({stage})" for key, stage in MODALITIES.items() if stage not in stages]
+        if absent and not self.options.get("allow_missing"):
+            raise ConfigError(f"{store.root} has no outputs for {', '.join(absent)}: MMSA models expect every "
+                              "modality. Run that stage, or pass --allow-missing-modality to write zeros for it")
+
+    def _rows(self, tables: ShardTables, skipped: collections.Counter) -> list[dict[str, Any]]:
+        text, _, mask_label = tables.texts()
+        plan = tables.plan.to_pylist()
+        statuses = {s: t.column("status").to_pylist() for s, t in tables.stages.items()}
+        frames = {key: frames_of(tables.stages[stage].column("features")) if stage in tables.stages else None
+                  for key, stage in MODALITIES.items()}
+        lengths = {"audio": int(self.options.get("audio_len", 400)), "vision": int(self.options.get("vision_len", 55))}
+        rows = []
+        for i, p in enumerate(plan):
+            bad = next((s for s, st in statuses.items() if st[i] != "ok"), None)
+            label = p["label"] if self.options.get("label", "plan") == "plan" else mask_label[i]
+            if bad is not None:
+                skipped[f"not ok in {bad}"] += 1
+                continue
+            if not text[i]:
+                skipped["no transcript"] += 1
+                continue
+            if label is None or np.isnan(label):
+                skipped[f"no {self.options.get('label', 'plan')} label"] += 1
+                continue
+            row = {"split": p["split"] if p["split"] in SPLITS else "train", "id": p["clip_id"], "raw_text": text[i],
+                   "regression_labels": float(label)}
+            for key, f in frames.items():
+                dim = f.dim if f is not None else registry()[MODALITIES[key]].frame_columns()["features"]
+                a = f.clip(i)[:lengths[key]] if f is not None else np.zeros((0, dim), np.float32)
+                padded = np.zeros((lengths[key], dim), np.float32)
+                padded[: len(a)] = a
+                row[key], row[f"{key}_lengths"] = padded, len(a)
+            rows.append(row)
+        return rows
+
+    def write_all(self, dest: Path, shards: list[ShardTables]) -> str:
+        skipped: collections.Counter = collections.Counter()
+        by_split: dict[str, list[dict[str, Any]]] = {s: [] for s in SPLITS}
+        for tables in shards:
+            for r in self._rows(tables, skipped):
+                by_split[r.pop("split")].append(r)
+        data = {}
+        for split, rows in by_split.items():
+            data[split] = {"id": [r["id"] for r in rows],
+                           "raw_text": np.array([r["raw_text"] for r in rows], dtype=object),
+                           "regression_labels": np.array([r["regression_labels"] for r in rows], np.float32)}
+            for key, stage in MODALITIES.items():
+                dim = registry()[stage].frame_columns()["features"]
+                length = int(self.options.get(f"{key}_len", 400 if key == "audio" else 55))
+                data[split][key] = np.stack([r[key] for r in rows]) if rows else np.zeros((0, length, dim), np.float32)
+                data[split][f"{key}_lengths"] = [r[f"{key}_lengths"] for r in rows]
+        atomic_write(dest / "mmsa.pkl", lambda fh: pickle.dump(data, fh, protocol=4))
+        counts = ", ".join(f"{split} {len(data[split]['id'])}" for split in SPLITS)
+        left = ", ".join(f"{n} {why}" for why, n in skipped.most_common()) or "none"
+        present = {stage for tables in shards for stage in tables.stages}
+        zeros = [key for key, stage in MODALITIES.items() if stage not in present]
+        note = f"; {', '.join(zeros)} zero-filled (no outputs)" if zeros else ""
+        return f"{sum(len(v['id']) for v in data.values())} clip(s) written ({counts}); left out: {left}{note}"
