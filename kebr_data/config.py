@@ -61,12 +61,17 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
     raise ConfigError(f"config key {key} expects {type(default).__name__}, got {value!r}")
 
 
+def did_you_mean(word: str, choices: list[str]) -> str:
+    """` (did you mean X?)` for the closest of `choices`, or "" when none is close."""
+    close = difflib.get_close_matches(word, choices, n=1)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
 def _set(cfg: Config, key: str, value: Any) -> None:
     section, _, name = key.partition(".")
     if not name or section not in cfg or name not in cfg[section]:
-        close = difflib.get_close_matches(key, _flat_keys(cfg), n=1)
-        hint = f" (did you mean {close[0]}?)" if close else ""
-        raise ConfigError(f"unknown config key {key!r}{hint}; see kebr_data/defaults.toml for all keys")
+        raise ConfigError(f"unknown config key {key!r}{did_you_mean(key, _flat_keys(cfg))}; "
+                          "see kebr_data/defaults.toml for all keys")
     cfg[section][name] = _coerce(key, value, cfg[section][name])
 
 

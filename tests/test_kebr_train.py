@@ -202,7 +202,7 @@ def test_pretrain_then_finetune_then_eval_through_the_cli(tmp_path):
                  str(tmp_path / "runs/mosi"), "--seeds", "1,2", "--set", "train_split='train'",
                  "--set", "valid_split='valid'", "--set", "epochs=2", *common)
     assert "mean ± std" in proc.stdout and "Has0_acc_2" in proc.stdout
-    assert (tmp_path / "runs/mosi/seed-1/checkpoints/best").is_dir()
+    assert checkpoint.best(tmp_path / "runs/mosi/seed-1") is not None
     test = json.loads((tmp_path / "runs/mosi/seed-2/test_metrics.json").read_text())
     assert test["samples"] == 4 and set(test) >= {"Non0_F1_score", "Mult_acc_7", "MAE", "Corr"}
     proc = train("eval", "--shards", str(mosi), "--run", str(tmp_path / "runs/mosi/seed-1"), "--split", "test")
