@@ -148,7 +148,7 @@ def sweep(run_dir: Path) -> list[Path]:
     root = run_dir / "checkpoints"
     if not root.is_dir():
         return []
-    swept = [p for p in root.iterdir() if p.name.startswith(".") and TMP_INFIX in p.name]
+    swept = [p for p in root.iterdir() if TMP_INFIX in p.name]  # folders and the pointers' temp files
     for p in swept:
         if p.is_dir():
             shutil.rmtree(p, ignore_errors=True)
