@@ -3,6 +3,7 @@ the fix, strict JSON, resume refusing changed settings, and the labelled demo's 
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -10,8 +11,6 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-import pytest
-import torch
 from click.testing import CliRunner
 
 from shard_factory import make_shards
@@ -20,7 +19,8 @@ from kebr_model import checkpoint
 from kebr_model.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
-NO_TORCH = "import sys; sys.modules['torch'] = None; sys.argv[0] = 'kebr-train'; from kebr_model.cli import main; main()"
+NO_TORCH = ("import sys; sys.modules['torch'] = None; sys.argv[0] = 'kebr-train'; "
+            "from kebr_model.cli import main; main()")
 
 
 def strict_json(text: str):
@@ -130,19 +130,42 @@ def test_no_numpy_not_writable_warning(tmp_path):
     assert "not writable" not in proc.stderr
 
 
-@pytest.mark.skipif(shutil.which("espeak-ng") is None and not (ROOT / "demo/mmsa/label.csv").exists(),
-                    reason="the labelled demo is missing")
-def test_labelled_demo_flow_through_the_cli(tmp_path):
-    """The README's third command, with few steps: pre-train on the VoxCeleb demo's features, extract the
-    labelled demo, fine-tune on it, evaluate."""
+def readme_command(marker: str) -> str:
+    """The README opening block's command line that follows the comment starting with `marker`."""
+    lines = (ROOT / "README.md").read_text().splitlines()
+    return next(lines[i + 1] for i, line in enumerate(lines) if line.startswith(marker))
+
+
+def run_readme_line(line: str, tmp: Path, extra_train: list[str]) -> list[subprocess.CompletedProcess]:
+    """Run each `&&` part of a README line (pip installs left out), outputs moved under `tmp`."""
+    moved = {"demo-features": tmp / "demo-features", "demo-mmsa-features": tmp / "demo-mmsa-features"}
+    exe = {"kebr-data": [sys.executable, "-m", "kebr_data"], "kebr-train": [sys.executable, "-m", "kebr_model.cli"]}
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    script = (ROOT / "demo/train_demo.sh").read_text()
-    assert "kebr-train pretrain" in script and "kebr-train finetune" in script and "kebr-train eval" in script
-    proc = subprocess.run(["bash", str(ROOT / "demo/train_demo.sh"), str(tmp_path)], capture_output=True, text=True,
-                          env={**env, "KEBR_DEMO_STEPS": "2"}, timeout=900, cwd=ROOT)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    done = []
+    for part in line.split(" && "):
+        words = shlex.split(part)
+        if words[:4] == ["python", "-m", "pip", "install"]:
+            continue
+        args = [str(moved.get(w, tmp / w if w.startswith("demo-runs/") else w)) for w in words[1:]]
+        if words[0] == "kebr-train" and words[1] in ("pretrain", "finetune"):
+            args += extra_train
+        proc = subprocess.run(exe[words[0]] + args, capture_output=True, text=True, env=env, timeout=600, cwd=ROOT)
+        assert proc.returncode == 0, (part, proc.stderr[-3000:])
+        done.append(proc)
+    return done
+
+
+def test_the_readme_train_on_demo_command_runs(tmp_path):
+    """The README's third command as written (one epoch instead of five), after the first command's
+    pipeline: pre-train on the VoxCeleb demo, fine-tune on the labelled demo, evaluate."""
+    assert (ROOT / "demo/mmsa/label.csv").is_file(), "labelled demo missing: python demo/make_mmsa_demo.py"
+    run_readme_line(readme_command("# 1."), tmp_path, [])
+    line = readme_command("# 3.")
+    assert all(f"kebr-train {c}" in line for c in ("pretrain", "finetune", "eval"))
+    procs = run_readme_line(line, tmp_path, ["--set", "epochs=1"])
+    pretrain = strict_json(procs[1].stdout)
+    assert pretrain["step"] == 3  # 6 masked demo clips, batches of 2
+    assert "resumed" not in procs[2].stderr
     metrics = strict_json((tmp_path / "demo-runs/finetune/test_metrics.json").read_text())
-    assert metrics["samples"] >= 2 and "MAE" in metrics
-    evaluated = strict_json(proc.stdout[proc.stdout.rindex("{\n"):])
-    assert evaluated["samples"] == metrics["samples"]
-    assert torch.isfinite(torch.tensor(evaluated["loss"]))
+    evaluated = strict_json(procs[-1].stdout)
+    assert evaluated == metrics and evaluated["samples"] == 2 and "Non0_acc_2" in evaluated
