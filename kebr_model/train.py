@@ -1,4 +1,4 @@
-"""The training loop (DESIGN §6): data, step, evaluation, checkpoint. Pre-training predicts the
+"""The training loop: data, step, evaluation, checkpoint. Pre-training predicts the
 masked word's intensity; fine-tuning predicts the utterance label. Loss = L1 + the MCC term, the
 same formula for training and validation; the model is selected on validation loss, never test."""
 
