@@ -131,14 +131,27 @@ def writing_checkpoint(out: Path) -> bool:
     return folder.is_dir() and any(".tmp-" in p.name for p in folder.iterdir())
 
 
-def interrupted_training(shards: Path, out: Path, delay: float, during_write: bool) -> str:
-    """Start pre-training and SIGKILL it at `delay` s, or (during_write) at the first moment after
-    `delay` that a checkpoint is being written; return what it was doing."""
-    t0 = time.perf_counter()
+def steps_logged(out: Path) -> int:
+    metrics = out / "metrics.jsonl"
+    return metrics.read_text().count("\n") if metrics.exists() else 0
+
+
+def interrupted_training(shards: Path, out: Path, after_step: int, write: int, delay: float) -> str:
+    """Start pre-training and SIGKILL it `delay` s after it logged step `after_step`, or (write > 0)
+    `delay` s into its `write`-th checkpoint write; triggers follow progress, not the clock, so the
+    machine's load does not decide what is hit. Returns what the run was doing when killed."""
     proc = subprocess.Popen(train_command(shards, out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    seen: set[str] = set()
+    armed_at = None
     while proc.poll() is None:
-        if time.perf_counter() - t0 >= delay and (not during_write or writing_checkpoint(out)):
-            phase = "checkpoint write" if writing_checkpoint(out) else "training"
+        folder = out / "checkpoints"
+        if folder.is_dir():
+            seen |= {p.name for p in folder.iterdir() if p.name.startswith(".step-") and ".tmp-" in p.name}
+        ready = len(seen) >= write if write else steps_logged(out) >= after_step
+        if ready and armed_at is None:
+            armed_at = time.perf_counter()
+        if armed_at is not None and time.perf_counter() - armed_at >= delay:
+            phase = "checkpoint write" if writing_checkpoint(out) else f"training (after step {steps_logged(out)})"
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait()
             return phase
@@ -157,9 +170,9 @@ def trainer_trials(trials: int, rng: random.Random, tmp: Path) -> str:
     results = []
     for trial in range(trials):
         out = tmp / f"train-trial{trial}"
-        during_write = trial % 2 == 1
-        delay = rng.uniform(0.5, full * (0.8 if during_write else 1.0))
-        phase = interrupted_training(shards, out, delay, during_write)
+        write = rng.randint(1, 6) if trial % 2 else 0  # writes: steps 2, 4, 6, 8, 10 and 10 again (the end)
+        after_step, delay = rng.randint(0, 9), rng.uniform(0.0, 0.3 if write else 1.0)
+        phase = interrupted_training(shards, out, after_step, write, delay)
         t0 = time.perf_counter()
         proc = subprocess.run(train_command(shards, out), capture_output=True, text=True)
         recovery = time.perf_counter() - t0
@@ -167,19 +180,21 @@ def trainer_trials(trials: int, rng: random.Random, tmp: Path) -> str:
         losses, weights = train_outcome(out) if proc.returncode == 0 else ([], {})
         same_losses = losses == ref_losses
         same_weights = bool(weights) and all(torch_equal(weights[k], v) for k, v in ref_weights.items())
-        results.append((trial, f"{delay:.1f}", phase, resumed.group(1) if resumed else "0 (no checkpoint)",
+        when = f"write {write} + {delay:.2f} s" if write else f"step {after_step} + {delay:.2f} s"
+        results.append((trial, when, phase, resumed.group(1) if resumed else "0 (no checkpoint)",
                         same_losses, same_weights, recovery))
         shutil.rmtree(out)
     ok = sum(r[4] and r[5] for r in results)
     lines = [f"{trials} trials of a small pre-training run (48 synthetic clips, batches of 4, 10 steps, a checkpoint "
              f"every 2 steps, 1 TCMF layer with dropout, frozen encoder: 111 MB per checkpoint); an uninterrupted "
-             f"run takes {full:.1f} s including start-up. Each trial SIGKILLs the run at a random moment (odd trials: "
-             "the first moment after it while a checkpoint is being written), reruns the same command "
+             f"run takes {full:.1f} s including start-up. Each trial SIGKILLs the run at a random point of its progress "
+             "(even trials: a random delay after a random step was logged; odd trials: a random delay into a random "
+             "one of its 6 checkpoint writes, the last a re-save of step 10), reruns the same command "
              "(`--resume auto`), and compares the loss of every step (metrics.jsonl, so the next-step loss after "
              "the resume too) and the final weights with the uninterrupted run's, bit for bit.", "",
              f"**{ok}/{len(results)} trials identical: every step's loss once, in order, and the same final "
              "weights.**", "",
-             "| trial | kill at s | doing | resumed at step | losses identical | weights identical | rerun s |",
+             "| trial | kill at | doing | resumed at step | losses identical | weights identical | rerun s |",
              "|---:|---:|---|---:|---|---|---:|"]
     lines += [f"| {t} | {d} | {ph} | {st} | {'yes' if sl else 'NO'} | {'yes' if sw else 'NO'} | {rec:.1f} |"
               for t, d, ph, st, sl, sw, rec in results]
