@@ -146,7 +146,8 @@ def interrupted_training(shards: Path, out: Path, after_step: int, write: int, d
     while proc.poll() is None:
         folder = out / "checkpoints"
         if folder.is_dir():
-            seen |= {p.name for p in folder.iterdir() if p.name.startswith(".step-") and ".tmp-" in p.name}
+            seen |= {p.name for p in folder.iterdir() if p.name.startswith(".step-") and ".tmp-" in p.name
+                     and ".deleting" not in p.name}
         ready = len(seen) >= write if write else steps_logged(out) >= after_step
         if ready and armed_at is None:
             armed_at = time.perf_counter()

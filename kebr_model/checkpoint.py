@@ -7,6 +7,7 @@
       step-00000200.1/             a re-save of step 200 (the slot beside the one `latest` named)
       best-00000150/               weights and state only: never resumed, so no optimiser state
       .step-00000400.tmp-<uuid>/   a commit in progress (or a crashed one, swept at the next start)
+      .step-00000100.deleting.tmp-<uuid>/  a superseded folder being removed (swept too)
 
 Commit (`save`): write every file into a temp folder and fsync it, rename it to a folder name that
 no pointer uses (so a re-save of the same step never deletes what a pointer names), fsync, switch
@@ -116,7 +117,7 @@ def _remove(folder: Path, root: Path) -> None:
     folder that the sweep removes rather than a half folder that looks like a checkpoint."""
     if folder.name in {_pointer_text(root, p) for p in POINTERS}:
         return
-    doomed = root / f".{folder.name}{TMP_INFIX}{uuid.uuid4().hex}"
+    doomed = root / f".{folder.name}.deleting{TMP_INFIX}{uuid.uuid4().hex}"
     os.rename(folder, doomed)
     shutil.rmtree(doomed, ignore_errors=True)
 
