@@ -1,19 +1,26 @@
 """Fault injection: SIGKILL a real run at random moments (the whole run or one worker, in any stage),
-rerun, and check the outputs are byte-identical to an uninterrupted run with no clip lost or duplicated.
+rerun, and check the outputs are byte-identical to an uninterrupted run with no clip lost or duplicated;
+then the same for the trainer: SIGKILL a small pre-training run (half the trials while a checkpoint is
+being written), resume with `--resume auto`, and compare the losses of every step and the final weights
+with an uninterrupted run's.
 
-    python bench/faults.py [--trials 20] [--seed 0]
+    python bench/faults.py [--trials 20] [--seed 0] [--only pipeline|trainer]
 
-Corpus: the demo's clips copied 8 times (64 clips, 8 shards) in a manifest that carries their sentences, so
-the mask stage runs on given transcripts; stages index, audio, acoustic, then mask. Rewrites the `faults`
-section of bench/RESULTS.md.
+Pipeline corpus: the demo's clips copied 8 times (64 clips, 8 shards) in a manifest that carries their
+sentences, so the mask stage runs on given transcripts; stages index, audio, acoustic, then mask.
+Trainer corpus: 48 synthetic clips (tests/shard_factory.py) in 6 shards; 1 TCMF layer, dropout on, frozen
+encoder, batches of 4, 10 steps, a checkpoint every 2 steps (so the end of the run re-saves a step).
+Rewrites the `faults` and `faults-trainer` sections of bench/RESULTS.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import json
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -26,6 +33,7 @@ import psutil
 import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from common import write_section  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -98,11 +106,124 @@ def _stage_running(out: Path) -> str:
     return "index"
 
 
+TRAIN_SETTINGS = ["--set", "layers=1", "--set", "batch_size=4", "--set", "max_steps=10", "--set", "checkpoint_every=2",
+                  "--set", "freeze_encoder=true", "--set", "dropout=0.1", "--set", "keep_last=2"]
+
+
+def train_command(shards: Path, out: Path) -> list[str]:
+    return [sys.executable, "-m", "kebr_model.cli", "pretrain", "--shards", str(shards), "--out", str(out),
+            "--resume", "auto", *TRAIN_SETTINGS]
+
+
+def train_outcome(out: Path) -> tuple[list[tuple[int, float]], dict]:
+    """The (step, loss) rows of metrics.jsonl and the final weights."""
+    import torch
+
+    from kebr_model import checkpoint
+
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    weights = torch.load(checkpoint.latest(out) / "model.pt", weights_only=True)
+    return [(r["step"], r["loss"]) for r in rows if r["split"] == "train"], weights
+
+
+def writing_checkpoint(out: Path) -> bool:
+    folder = out / "checkpoints"
+    return folder.is_dir() and any(".tmp-" in p.name for p in folder.iterdir())
+
+
+def steps_logged(out: Path) -> int:
+    metrics = out / "metrics.jsonl"
+    return metrics.read_text().count("\n") if metrics.exists() else 0
+
+
+def interrupted_training(shards: Path, out: Path, after_step: int, write: int, delay: float) -> str:
+    """Start pre-training and SIGKILL it `delay` s after it logged step `after_step`, or (write > 0)
+    `delay` s into its `write`-th checkpoint write; triggers follow progress, not the clock, so the
+    machine's load does not decide what is hit. Returns what the run was doing when killed."""
+    proc = subprocess.Popen(train_command(shards, out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    seen: set[str] = set()
+    armed_at = None
+    while proc.poll() is None:
+        folder = out / "checkpoints"
+        if folder.is_dir():
+            seen |= {p.name for p in folder.iterdir() if p.name.startswith(".step-") and ".tmp-" in p.name
+                     and ".deleting" not in p.name}
+        ready = len(seen) >= write if write else steps_logged(out) >= after_step
+        if ready and armed_at is None:
+            armed_at = time.perf_counter()
+        if armed_at is not None and time.perf_counter() - armed_at >= delay:
+            phase = "checkpoint write" if writing_checkpoint(out) else f"training (after step {steps_logged(out)})"
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+            return phase
+        time.sleep(0.002)
+    return "none (finished first)"
+
+
+def trainer_trials(trials: int, rng: random.Random, tmp: Path) -> str:
+    from shard_factory import make_shards
+
+    shards = make_shards(tmp / "train-shards", n=48, shard_size=8)
+    t0 = time.perf_counter()
+    subprocess.run(train_command(shards, tmp / "train-reference"), capture_output=True, check=True)
+    full = time.perf_counter() - t0
+    ref_losses, ref_weights = train_outcome(tmp / "train-reference")
+    results = []
+    for trial in range(trials):
+        out = tmp / f"train-trial{trial}"
+        write = rng.randint(1, 6) if trial % 2 else 0  # writes: steps 2, 4, 6, 8, 10 and 10 again (the end)
+        after_step, delay = rng.randint(0, 9), rng.uniform(0.0, 0.3 if write else 1.0)
+        phase = interrupted_training(shards, out, after_step, write, delay)
+        t0 = time.perf_counter()
+        proc = subprocess.run(train_command(shards, out), capture_output=True, text=True)
+        recovery = time.perf_counter() - t0
+        resumed = re.search(r"resumed from .*?\(step (\d+)", proc.stderr)
+        losses, weights = train_outcome(out) if proc.returncode == 0 else ([], {})
+        same_losses = losses == ref_losses
+        same_weights = bool(weights) and all(torch_equal(weights[k], v) for k, v in ref_weights.items())
+        when = f"write {write} + {delay:.2f} s" if write else f"step {after_step} + {delay:.2f} s"
+        results.append((trial, when, phase, resumed.group(1) if resumed else "0 (no checkpoint)",
+                        same_losses, same_weights, recovery))
+        shutil.rmtree(out)
+    ok = sum(r[4] and r[5] for r in results)
+    lines = [f"{trials} trials of a small pre-training run (48 synthetic clips, batches of 4, 10 steps, a checkpoint "
+             f"every 2 steps, 1 TCMF layer with dropout, frozen encoder: 111 MB per checkpoint); an uninterrupted "
+             f"run takes {full:.1f} s including start-up. Each trial SIGKILLs the run at a random point of its progress "
+             "(even trials: a random delay after a random step was logged; odd trials: a random delay into a random "
+             "one of its 6 checkpoint writes, the last a re-save of step 10), reruns the same command "
+             "(`--resume auto`), and compares the loss of every step (metrics.jsonl, so the next-step loss after "
+             "the resume too) and the final weights with the uninterrupted run's, bit for bit.", "",
+             f"**{ok}/{len(results)} trials identical: every step's loss once, in order, and the same final "
+             "weights.**", "",
+             "| trial | kill at | doing | resumed at step | losses identical | weights identical | rerun s |",
+             "|---:|---:|---|---:|---|---|---:|"]
+    lines += [f"| {t} | {d} | {ph} | {st} | {'yes' if sl else 'NO'} | {'yes' if sw else 'NO'} | {rec:.1f} |"
+              for t, d, ph, st, sl, sw, rec in results]
+    return "\n".join(lines)
+
+
+def torch_equal(a, b) -> bool:
+    import torch
+
+    return bool(torch.equal(a, b))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--trials", type=int, default=20)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--only", choices=["pipeline", "trainer"], help="run one of the two benchmarks")
     args = ap.parse_args()
+    if args.only != "pipeline":
+        with tempfile.TemporaryDirectory() as tmp:
+            text = trainer_trials(args.trials, random.Random(args.seed), Path(tmp))
+        print(text)
+        write_section("faults-trainer", "Fault injection: SIGKILL during pre-training, then resume", text, "faults.py")
+    if args.only != "trainer":
+        pipeline_trials(args)
+
+
+def pipeline_trials(args: argparse.Namespace) -> None:
     rng = random.Random(args.seed)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -84,6 +84,12 @@ def _flat_keys(cfg: Config) -> list[str]:
     return [f"{s}.{k}" for s, sec in cfg.items() for k in sec]
 
 
+def did_you_mean(word: str, choices: list[str]) -> str:
+    """` (did you mean X?)` for the closest of `choices`, or "" when none is close."""
+    close = difflib.get_close_matches(word, choices, n=1)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
 def _bad(key: str, expected: str, value: Any) -> ConfigError:
     return ConfigError(f"config key {key} expects {expected}, got {value!r}")
 
@@ -147,9 +153,8 @@ class _Schema:
     def set(self, cfg: Config, key: str, value: Any) -> None:
         section, _, name = key.partition(".")
         if not name or section not in self.fields or name not in self.fields[section]:
-            close = difflib.get_close_matches(key, _flat_keys(cfg), n=1)
-            hint = f" (did you mean {close[0]}?)" if close else ""
-            raise ConfigError(f"unknown config key {key!r}{hint}; `kebr-data defaults` lists every key")
+            raise ConfigError(f"unknown config key {key!r}{did_you_mean(key, _flat_keys(cfg))}; "
+                              "`kebr-data defaults` lists every key")
         cfg.setdefault(section, {})[name] = _coerce(key, value, self.fields[section][name], self.hints[section][name])
 
 

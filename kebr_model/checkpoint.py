@@ -1,12 +1,26 @@
-"""Checkpoints as folders (`checkpoints/step-00000200/`): model, optimiser, scaler, RNG states, data
-position and config. Written to a temp folder and renamed, then the `latest` pointer is replaced,
-so a crash never leaves a half checkpoint that looks whole. Loaded with `weights_only=True`."""
+"""Checkpoints as folders, committed so that a crash at any instant leaves a valid checkpoint.
+
+    runs/pretrain/checkpoints/
+      latest                       pointer: the name of the folder to resume from
+      best                         pointer: the folder with the lowest validation loss
+      step-00000200/               model.pt, optimizer.pt, scaler.pt, rng.pt, state.json
+      step-00000200.1/             a re-save of step 200 (the slot beside the one `latest` named)
+      best-00000150/               weights and state only: never resumed, so no optimiser state
+      .step-00000400.tmp-<uuid>/   a commit in progress (or a crashed one, swept at the next start)
+      .step-00000100.deleting.tmp-<uuid>/  a superseded folder being removed (swept too)
+
+Commit (`save`): write every file into a temp folder and fsync it, rename it to a folder name that
+no pointer uses (so a re-save of the same step never deletes what a pointer names), fsync, switch
+the pointer atomically, and only then remove the folder it named before. Every state in between
+has a pointer naming a complete folder. Loaded with `weights_only=True` (no code from a file runs).
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import random
+import re
 import shutil
 import uuid
 from pathlib import Path
@@ -17,45 +31,163 @@ import torch
 
 from kebr_data.storage.atomic import atomic_write_bytes, fsync_dir
 
+from .jsonout import dumps
 
-def save(run_dir: Path, name: str, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None,
-         scaler: Any, state: dict[str, Any], keep: int = 0) -> Path:
-    """Commit checkpoint `name` under run_dir/checkpoints and point `latest` at it."""
-    root = run_dir / "checkpoints"
+POINTERS = ("latest", "best")
+TMP_INFIX = ".tmp-"
+_SLOT = re.compile(r"^(?P<name>[A-Za-z]+-\d+)(?:\.(?P<slot>\d+))?$")
+
+
+def _fsynced_save(obj: Any, path: Path) -> None:
+    with open(path, "wb") as fh:
+        torch.save(obj, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _fsynced_text(text: str, path: Path) -> None:
+    with open(path, "w") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def write_tmp(root: Path, name: str, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None,
+              scaler: Any, state: dict[str, Any]) -> Path:
+    """Step 1 of a commit: every file of checkpoint `name` in a fresh temp folder, fsynced."""
     root.mkdir(parents=True, exist_ok=True)
-    tmp = root / f".{name}.tmp-{uuid.uuid4().hex}"
+    tmp = root / f".{name}{TMP_INFIX}{uuid.uuid4().hex}"
     tmp.mkdir()
-    torch.save(model.state_dict(), tmp / "model.pt")
+    _fsynced_save(model.state_dict(), tmp / "model.pt")
     if optimizer is not None:
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        _fsynced_save(optimizer.state_dict(), tmp / "optimizer.pt")
     if scaler is not None:
-        torch.save(scaler.state_dict(), tmp / "scaler.pt")
+        _fsynced_save(scaler.state_dict(), tmp / "scaler.pt")
     py_state = random.getstate()
     np_state = np.random.get_state()
-    torch.save({"torch": torch.get_rng_state(), "numpy_keys": torch.from_numpy(np_state[1].astype(np.int64))}, tmp / "rng.pt")
+    _fsynced_save({"torch": torch.get_rng_state(), "numpy_keys": torch.from_numpy(np_state[1].astype(np.int64))},
+                  tmp / "rng.pt")
     meta = {**state, "rng_python": [py_state[0], list(py_state[1]), py_state[2]],
             "rng_numpy": [np_state[0], int(np_state[2]), int(np_state[3]), float(np_state[4])]}
-    (tmp / "state.json").write_text(json.dumps(meta, indent=2, default=str))
-    final = root / name
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    fsync_dir(root)
-    atomic_write_bytes(root / "latest", name.encode())
-    if keep:
-        steps = sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("step-"))
-        for old in steps[:-keep]:
-            if old.name != name:
-                shutil.rmtree(old, ignore_errors=True)
+    _fsynced_text(dumps(meta, indent=2), tmp / "state.json")
+    fsync_dir(tmp)
+    return tmp
+
+
+def free_slot(root: Path, name: str) -> Path:
+    """`name` itself when free, else `name.1`, `name.2`, ...: never a folder a pointer may name."""
+    slot, k = root / name, 0
+    while slot.exists():
+        k += 1
+        slot = root / f"{name}.{k}"
+    return slot
+
+
+def publish(tmp: Path, name: str) -> Path:
+    """Step 2: rename the complete temp folder to a free slot of `name` (nothing is replaced)."""
+    final = free_slot(tmp.parent, name)
+    os.rename(tmp, final)
+    fsync_dir(tmp.parent)
     return final
 
 
-def latest(run_dir: Path) -> Path | None:
-    pointer = run_dir / "checkpoints" / "latest"
-    if not pointer.exists():
+def point(root: Path, pointer: str, final: Path) -> Path | None:
+    """Step 3: switch `pointer` to `final` atomically; return the folder it named before."""
+    before = resolve_in(root, pointer)
+    atomic_write_bytes(root / pointer, final.name.encode())
+    return before if before != final else None
+
+
+def save(run_dir: Path, name: str, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None,
+         scaler: Any, state: dict[str, Any], pointer: str = "latest", keep_last: int = 0) -> Path:
+    """Commit checkpoint `name` under run_dir/checkpoints and point `pointer` at it; then remove
+    the folder the pointer named before and, with `keep_last`, all but the newest `keep_last`
+    step checkpoints (a folder a pointer names is always kept)."""
+    root = run_dir / "checkpoints"
+    final = publish(write_tmp(root, name, model, optimizer, scaler, state), name)
+    before = point(root, pointer, final)
+    if before is not None and (pointer == "best" or before.name.partition(".")[0] == name):
+        _remove(before, root)  # an older best, or the same step re-saved: superseded
+    prune(root, keep_last)
+    return final
+
+
+def _remove(folder: Path, root: Path) -> None:
+    """Delete a checkpoint folder: renamed to a temp name first, so a crash mid-delete leaves a
+    folder that the sweep removes rather than a half folder that looks like a checkpoint."""
+    if folder.name in {_pointer_text(root, p) for p in POINTERS}:
+        return
+    doomed = root / f".{folder.name}.deleting{TMP_INFIX}{uuid.uuid4().hex}"
+    os.rename(folder, doomed)
+    shutil.rmtree(doomed, ignore_errors=True)
+
+
+def prune(root: Path, keep_last: int) -> list[Path]:
+    """Remove superseded copies of a step and, with keep_last > 0, steps older than the newest
+    keep_last; never a folder a pointer names. Returns what was removed."""
+    named = {_pointer_text(root, p) for p in POINTERS}
+    by_step: dict[str, list[Path]] = {}
+    for p in root.iterdir():
+        m = _SLOT.match(p.name)
+        if p.is_dir() and m:
+            by_step.setdefault(m["name"], []).append(p)
+    removed = []
+    for name, copies in by_step.items():
+        if any(c.name in named for c in copies):
+            removed += [c for c in copies if c.name not in named]
+    steps = sorted(n for n in by_step if n.startswith("step-"))
+    if keep_last > 0:
+        for name in steps[:-keep_last]:
+            removed += [c for c in by_step[name] if c.name not in named]
+    for p in dict.fromkeys(removed):
+        _remove(p, root)
+    return removed
+
+
+def sweep(run_dir: Path) -> list[Path]:
+    """Remove temp folders of commits (or deletions) a crash interrupted; return them."""
+    root = run_dir / "checkpoints"
+    if not root.is_dir():
+        return []
+    swept = [p for p in root.iterdir() if TMP_INFIX in p.name]  # folders and the pointers' temp files
+    for p in swept:
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+    return swept
+
+
+def _pointer_text(root: Path, pointer: str) -> str | None:
+    path = root / pointer
+    return path.read_text().strip() if path.is_file() else None
+
+
+def resolve_in(root: Path, pointer: str) -> Path | None:
+    """The folder `root/pointer` names, when it is a complete checkpoint."""
+    path = root / pointer
+    if path.is_dir():  # runs made before pointers: `best/` was the folder itself
+        return path if (path / "state.json").exists() else None
+    text = _pointer_text(root, pointer)
+    if not text:
         return None
-    path = run_dir / "checkpoints" / pointer.read_text().strip()
-    return path if (path / "state.json").exists() else None
+    folder = root / text
+    return folder if (folder / "state.json").exists() else None
+
+
+def latest(run_dir: Path) -> Path | None:
+    """The checkpoint to resume from, or None."""
+    return resolve_in(run_dir / "checkpoints", "latest")
+
+
+def best(run_dir: Path) -> Path | None:
+    """The checkpoint with the lowest validation loss, or None."""
+    return resolve_in(run_dir / "checkpoints", "best")
+
+
+def read_state(path: Path) -> dict[str, Any]:
+    """The state.json of a checkpoint folder (step, epoch, data position, config, metrics rows)."""
+    return json.loads((path / "state.json").read_text())
 
 
 def load(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None, scaler: Any = None,
@@ -66,7 +198,7 @@ def load(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | 
         optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True, map_location="cpu"))
     if scaler is not None and (path / "scaler.pt").exists():
         scaler.load_state_dict(torch.load(path / "scaler.pt", weights_only=True))
-    meta = json.loads((path / "state.json").read_text())
+    meta = read_state(path)
     if restore_rng:
         rng = torch.load(path / "rng.pt", weights_only=True)
         torch.set_rng_state(rng["torch"])

@@ -1,46 +1,141 @@
 """`kebr-train`: pre-train KEBR on kebr-data shards, fine-tune it on MOSI/MOSEI, evaluate.
 
-    kebr-train --shards features/ --task pretrain --out runs/pretrain
-    kebr-train --shards mosi-features/ --task finetune --init runs/pretrain --out runs/mosi --seeds 1,2,3
+    kebr-train pretrain --shards features/ --out runs/pretrain
+    kebr-train finetune --shards mosi-features/ --init runs/pretrain --out runs/mosi --seeds 1,2,3
     kebr-train eval --shards mosi-features/ --run runs/mosi/seed-1 --split test
     kebr-train import-mmsa --pickle MOSI/unaligned.pkl --out mosi-features/ --trust-pickle
+
+`kebr-train --shards ...` (no command) is `kebr-train train`, the task coming from the config.
+torch is imported only when a command runs, so `--help` works without the `train` extra.
 """
 
 from __future__ import annotations
 
-import json
+import functools
+import math
 import statistics
+import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
-from . import checkpoint
+from kebr_data.errors import KebrError
+
 from .config import TrainConfig
-from .plots import plot_run
+from .jsonout import dumps
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 REPORTED = ("Has0_acc_2", "Has0_F1_score", "Non0_acc_2", "Non0_F1_score", "Mult_acc_7", "Mult_acc_5", "MAE", "Corr")
+INSTALL = "pip install torch==2.13.0 && pip install 'kebr-toolkit[train]' (the `train` extra)"
+
+
+def _fail(message: str, code: int = 2) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def _needs_torch() -> None:
+    try:
+        import torch  # noqa: F401
+        import transformers  # noqa: F401
+    except ImportError as exc:
+        _fail(f"kebr-train needs torch and transformers ({exc.name} is missing): {INSTALL}")
+
+
+def _careful(fn: Callable[..., None]) -> Callable[..., None]:
+    """Run a command with torch checked first and toolkit errors printed as one line (exit 2)."""
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        try:
+            fn(*args, **kwargs)
+        except KebrError as exc:
+            _fail(str(exc), exc.exit_code)
+        except KeyboardInterrupt:
+            _fail("interrupted; `--resume auto` continues from the last checkpoint", 130)
+    return wrapper
+
+
+def _load_config(config_files: tuple[Path, ...], overrides: tuple[str, ...], **values: Any) -> TrainConfig:
+    try:
+        return TrainConfig.load(config_files, overrides, **values)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+def _expected_steps(cfg: TrainConfig, candidates: int | None, world: int) -> int | None:
+    if candidates is None:
+        return cfg.max_steps or None
+    per_epoch = math.ceil(candidates / max(1, world) / cfg.batch_size)
+    total = per_epoch * cfg.epochs
+    return min(total, cfg.max_steps) if cfg.max_steps else total
+
+
+def _start_or_resume(trainer: Any, out: Path, resume: str) -> None:
+    """Resume from OUT's latest checkpoint (refusing changed settings), or start clean."""
+    from . import checkpoint
+    from .preflight import TrainSetupError
+
+    last = checkpoint.latest(out)
+    if last is not None and resume == "never":
+        raise TrainSetupError(f"{out} already holds a run (checkpoint {last.name}): use a new --out, or "
+                              "--resume auto to continue it")
+    if last is not None:
+        changes = trainer.cfg.resume_changes(checkpoint.read_state(last)["config"])
+        if changes:
+            raise TrainSetupError(f"{out} was trained with other settings ({'; '.join(changes)}): resume needs the "
+                                  "same values (drop those --set/--config changes) or use a new --out")
+        click.echo(trainer.resume(last), err=True)
+        return
+    swept = checkpoint.sweep(out)
+    metrics = out / "metrics.jsonl"
+    if metrics.exists() and trainer.rank == 0:  # an earlier start that died before its first checkpoint
+        metrics.unlink()
+        click.echo(f"no checkpoint in {out}: starting from step 0 (cleared the metrics of an earlier start"
+                   f"{f', swept {len(swept)} temp folder(s)' if swept else ''})", err=True)
 
 
 def _train_one(cfg: TrainConfig, shards: Path, out: Path, init: Path | None, resume: str) -> dict:
+    from . import checkpoint
+    from .plots import plot_run
+    from .preflight import check_split, check_trainable, inventory
     from .train import Trainer
 
-    trainer = Trainer(cfg, shards, out, init)
-    last = checkpoint.latest(out) if resume == "auto" else None
-    if last is not None:
-        trainer.resume(last)
-        click.echo(f"resumed from {last} (step {trainer.state['step']})", err=True)
+    inv = inventory(shards, cfg.task)
+    for option in ("train_split", "valid_split") + (("test_split",) if cfg.task == "finetune" else ()):
+        check_split(shards, inv, getattr(cfg, option), option)
+    candidates = check_trainable(shards, inv, cfg.task, cfg.train_split)
+    if cfg.valid_split:
+        check_trainable(shards, inv, cfg.task, cfg.valid_split)
+    trainer = Trainer(cfg, shards, out, _init_checkpoint(init), progress=True)
+    trainer.expected_steps = _expected_steps(cfg, candidates, trainer.world)
+    _start_or_resume(trainer, out, resume)
     state = trainer.fit()
     result = {"step": state["step"], "best_valid": state["best_valid"]}
     if cfg.task == "finetune" and cfg.test_split:
-        best = out / "checkpoints" / "best"
-        if best.exists():
+        best = checkpoint.best(out)
+        if best is not None:
             checkpoint.load(best, trainer.model, restore_rng=False)
         result["test"] = trainer.evaluate(cfg.test_split)
-        (out / "test_metrics.json").write_text(json.dumps(result["test"], indent=2))
+        (out / "test_metrics.json").write_text(dumps(result["test"], indent=2) + "\n")
     if trainer.rank == 0 and (out / "metrics.jsonl").exists():
         plot_run(out)
     return result
+
+
+def _init_checkpoint(init: Path | None) -> Path | None:
+    """A run folder's latest checkpoint, or a checkpoint folder itself."""
+    if init is None:
+        return None
+    from . import checkpoint
+    from .preflight import TrainSetupError
+
+    found = checkpoint.latest(init) if init.is_dir() else None
+    if found is None and not (init / "model.pt").is_file():
+        raise TrainSetupError(f"--init {init} is neither a run folder with checkpoints nor a checkpoint folder "
+                              "(with model.pt): give e.g. runs/pretrain")
+    return found or init
 
 
 def _summary(results: dict[int, dict]) -> str:
@@ -48,7 +143,7 @@ def _summary(results: dict[int, dict]) -> str:
     lines = ["| metric | " + " | ".join(f"seed {s}" for s in results) + " | mean ± std |",
              "|---|" + "---:|" * (len(results) + 1)]
     for key in REPORTED:
-        values = [r["test"][key] for r in results.values() if key in r.get("test", {})]
+        values = [r["test"][key] for r in results.values() if r.get("test", {}).get(key) is not None]
         if not values:
             continue
         std = statistics.stdev(values) if len(values) > 1 else 0.0
@@ -57,88 +152,139 @@ def _summary(results: dict[int, dict]) -> str:
     return "\n".join(lines)
 
 
-@click.command(context_settings=CONTEXT)
-@click.argument("action", type=click.Choice(["train", "eval", "import-mmsa"]), default="train", required=False)
-@click.option("--shards", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="A kebr-data output folder (plan + mask/acoustic/visual/asr stage tables).")
-@click.option("--pickle", "pickle_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="import-mmsa: an MMSA feature pickle (train/valid/test with 33-d audio, 709-d vision).")
-@click.option("--trust-pickle", is_flag=True, help="import-mmsa: unpickle the file (pickles can run code: "
-              "only for files you trust).")
-@click.option("--task", type=click.Choice(["pretrain", "finetune"]), help="Default: the config's (pretrain).")
-@click.option("--out", type=click.Path(path_type=Path), help="Run folder (train): metrics.jsonl, plots/, checkpoints/.")
-@click.option("--run", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="eval: the run folder whose best (else latest) checkpoint is evaluated.")
-@click.option("--init", type=click.Path(exists=True, path_type=Path), help="Start from this run or checkpoint "
-              "(e.g. a pre-training run when fine-tuning).")
-@click.option("--config", "config_files", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="TOML file with a [train] table (see pipelines/train_*.toml).")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a training option.")
-@click.option("--seeds", help="Comma-separated seeds: one run each under OUT/seed-N and a mean ± std table.")
-@click.option("--resume", type=click.Choice(["auto", "never"]), default="auto", show_default=True,
-              help="auto: continue from OUT's latest checkpoint when there is one.")
-@click.option("--split", default="test", show_default=True, help="eval: the split to evaluate.")
-@click.option("--allow-stale", is_flag=True, help="Read stage tables that are not committed and current (experts).")
-def main(action: str, shards: Path | None, pickle_file: Path | None, trust_pickle: bool, task: str | None,
-         out: Path | None, run: Path | None, init: Path | None, config_files: tuple[Path, ...],
-         overrides: tuple[str, ...], seeds: str | None, resume: str, split: str, allow_stale: bool) -> None:
-    """Train or evaluate KEBR (TCMF fusion + MCC loss) on kebr-data shards, or import MMSA pickles."""
-    from kebr_data.errors import KebrError
+class DefaultsToTrain(click.Group):
+    """`kebr-train --shards ...` without a command runs `train` (the form older scripts use)."""
 
-    try:
-        _main(action, shards, pickle_file, trust_pickle, task, out, run, init, config_files,
-              (*overrides, "allow_stale=true") if allow_stale else overrides, seeds, resume, split)
-    except KebrError as exc:
-        click.echo(f"error: {exc}", err=True)
-        raise SystemExit(exc.exit_code) from None
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in CONTEXT["help_option_names"]:
+            args = ["train", *args]
+        return super().parse_args(ctx, args)
 
 
-def _main(action: str, shards: Path | None, pickle_file: Path | None, trust_pickle: bool, task: str | None,
-          out: Path | None, run: Path | None, init: Path | None, config_files: tuple[Path, ...],
-          overrides: tuple[str, ...], seeds: str | None, resume: str, split: str) -> None:
-    if action == "import-mmsa":
-        from kebr_data.mmsa_import import UntrustedPickle, import_mmsa, load_mmsa_pickle
+@click.group(cls=DefaultsToTrain, context_settings=CONTEXT)
+def main() -> None:
+    """Train or evaluate KEBR (TCMF fusion + MCC loss) on kebr-data shards, or import MMSA pickles.
 
-        if pickle_file is None or out is None:
-            raise click.UsageError("import-mmsa needs --pickle FILE and --out FOLDER")
-        try:
-            counts = import_mmsa(load_mmsa_pickle(pickle_file, trust_pickle), out)
-        except (UntrustedPickle, ValueError) as exc:
-            raise click.UsageError(str(exc)) from None
-        click.echo(json.dumps(counts))
-        return
-    if shards is None:
-        raise click.UsageError("--shards is required")
-    try:
-        cfg = TrainConfig.load(config_files, overrides, task=task)
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from None
-    if action == "eval":
-        if run is None:
-            raise click.UsageError("eval needs --run RUN_FOLDER")
-        from .train import Trainer
+    Needs torch and the `train` extra: pip install torch==2.13.0 && pip install 'kebr-toolkit[train]'.
+    `kebr-train COMMAND --help` shows each command's options.
+    """
 
-        saved = json.loads(((run / "checkpoints" / "best") if (run / "checkpoints" / "best").exists()
-                            else checkpoint.latest(run)).joinpath("state.json").read_text())["config"]
-        cfg = TrainConfig.load((), overrides, **{k: v for k, v in saved.items()})
-        trainer = Trainer(cfg, shards, run)
-        best = run / "checkpoints" / "best"
-        checkpoint.load(best if best.exists() else checkpoint.latest(run), trainer.model, restore_rng=False)
-        result = trainer.evaluate(split)
-        click.echo(json.dumps(result, indent=2))
-        return
-    if out is None:
-        raise click.UsageError("training needs --out RUN_FOLDER")
+
+def _train_options(fn: Callable[..., None]) -> Callable[..., None]:
+    options = [
+        click.option("--shards", required=True, type=click.Path(path_type=Path),
+                     help="A kebr-data output folder (plan + mask/acoustic/visual/asr stage tables)."),
+        click.option("--out", required=True, type=click.Path(path_type=Path),
+                     help="Run folder: metrics.jsonl, plots/, checkpoints/."),
+        click.option("--init", type=click.Path(exists=True, path_type=Path),
+                     help="Start from this run or checkpoint (e.g. a pre-training run when fine-tuning)."),
+        click.option("--config", "config_files", multiple=True,
+                     type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                     help="TOML file with a [train] table (see pipelines/train_*.toml)."),
+        click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a training option."),
+        click.option("--seeds", help="Comma-separated seeds: one run each under OUT/seed-N and a mean ± std table."),
+        click.option("--resume", type=click.Choice(["auto", "never"]), default="auto", show_default=True,
+                     help="auto: continue from OUT's latest checkpoint when there is one (same settings "
+                          "required); never: refuse an OUT that already holds a run."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _train(task: str | None, shards: Path, out: Path, init: Path | None, config_files: tuple[Path, ...],
+           overrides: tuple[str, ...], seeds: str | None, resume: str) -> None:
+    _needs_torch()
+    cfg = _load_config(config_files, overrides, task=task)
+    if cfg.task not in ("pretrain", "finetune"):
+        raise click.UsageError(f"task must be pretrain or finetune, got {cfg.task!r}")
+    if cfg.task == "finetune":  # never train on every clip, test included, by default
+        cfg.train_split, cfg.valid_split = cfg.train_split or "train", cfg.valid_split or "valid"
     if not seeds:
-        click.echo(json.dumps(_train_one(cfg, shards, out, init, resume), indent=2, default=str))
+        click.echo(dumps(_train_one(cfg, shards, out, init, resume), indent=2))
         return
+    try:
+        seed_list = [int(s) for s in seeds.split(",")]
+    except ValueError:
+        raise click.UsageError(f"--seeds takes comma-separated integers, got {seeds!r}") from None
     results = {}
-    for seed in [int(s) for s in seeds.split(",")]:
+    for seed in seed_list:
         cfg.seed = seed
         results[seed] = _train_one(cfg, shards, out / f"seed-{seed}", init, resume)
     table = _summary(results)
     (out / "summary.md").write_text(table + "\n")
     click.echo(table)
+
+
+@main.command("train", context_settings=CONTEXT)
+@click.option("--task", type=click.Choice(["pretrain", "finetune"]), help="Default: the config's (pretrain).")
+@_train_options
+@_careful
+def train_cmd(task: str | None, **kwargs: Any) -> None:
+    """Pre-train or fine-tune (the task from --task or the config), resuming OUT when it holds a run."""
+    _train(task, **kwargs)
+
+
+@main.command("pretrain", context_settings=CONTEXT)
+@_train_options
+@_careful
+def pretrain_cmd(**kwargs: Any) -> None:
+    """Pre-train: predict the masked sentiment word's intensity (needs the mask stage's table)."""
+    _train("pretrain", **kwargs)
+
+
+@main.command("finetune", context_settings=CONTEXT)
+@_train_options
+@_careful
+def finetune_cmd(**kwargs: Any) -> None:
+    """Fine-tune on labelled clips (splits train/valid/test by default) and report test metrics."""
+    _train("finetune", **kwargs)
+
+
+@main.command("eval", context_settings=CONTEXT)
+@click.option("--shards", required=True, type=click.Path(path_type=Path), help="A kebr-data output folder.")
+@click.option("--run", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="The run folder whose best (else latest) checkpoint is evaluated.")
+@click.option("--split", default="test", show_default=True, help="The split to evaluate.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a training option.")
+@_careful
+def eval_cmd(shards: Path, run: Path, split: str, overrides: tuple[str, ...]) -> None:
+    """Evaluate a run's best (else latest) checkpoint on one split: loss and MMSA metrics as JSON."""
+    _needs_torch()
+    from . import checkpoint
+    from .preflight import TrainSetupError, check_split, inventory
+    from .train import Trainer
+
+    ckpt = checkpoint.best(run) or checkpoint.latest(run)
+    if ckpt is None:
+        seeds = sorted(p.name for p in run.glob("seed-*") if p.is_dir())
+        hint = f": it holds {', '.join(seeds)}, pass --run {run / seeds[0]}" if seeds else ""
+        raise TrainSetupError(f"{run} holds no checkpoint{hint or ' (give the --out folder of a training run)'}")
+    saved = checkpoint.read_state(ckpt)["config"]
+    cfg = _load_config((), overrides, **saved)
+    check_split(shards, inventory(shards, cfg.task), split, "--split")
+    trainer = Trainer(cfg, shards, run)
+    checkpoint.load(ckpt, trainer.model, restore_rng=False)
+    click.echo(dumps(trainer.evaluate(split), indent=2))
+
+
+@main.command("import-mmsa", context_settings=CONTEXT)
+@click.option("--pickle", "pickle_file", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="An MMSA feature pickle (train/valid/test with 33-d audio, 709-d vision).")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="The output folder to write shards to.")
+@click.option("--trust-pickle", is_flag=True, help="Unpickle the file (pickles can run code: only for files you "
+              "trust).")
+@_careful
+def import_mmsa_cmd(pickle_file: Path, out: Path, trust_pickle: bool) -> None:
+    """Convert an MMSA feature pickle into kebr-data shards that the trainer reads."""
+    _needs_torch()
+    from kebr_data.mmsa_import import UntrustedPickle, import_mmsa, load_mmsa_pickle
+
+    try:
+        counts = import_mmsa(load_mmsa_pickle(pickle_file, trust_pickle), out)
+    except (UntrustedPickle, ValueError) as exc:
+        raise click.UsageError(str(exc)) from None
+    click.echo(dumps(counts))
 
 
 if __name__ == "__main__":  # pragma: no cover

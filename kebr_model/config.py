@@ -8,6 +8,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from kebr_data.config import did_you_mean
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
@@ -38,7 +40,7 @@ class TrainConfig:
     grad_clip: float = 0.0            # 0 = off
     precision: str = "auto"           # auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16 | fp16
     checkpoint_every: int = 200       # steps
-    keep_checkpoints: int = 2
+    keep_last: int = 2                # step checkpoints kept (the newest); 0 = all
     seed: int = 0
     num_workers: int = 0              # data-loader worker processes
     max_text_tokens: int = 64
@@ -58,7 +60,8 @@ class TrainConfig:
 
         def put(key: str, value: Any) -> None:
             if key not in known:
-                raise ValueError(f"unknown training option {key!r}")
+                raise ValueError(f"unknown training option {key!r}{did_you_mean(key, list(known))}; "
+                                 "see pipelines/train_pretrain.toml or kebr_model/config.py for all options")
             default = getattr(cls(), key)
             if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
                 value = float(value)
@@ -83,3 +86,15 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def resume_changes(self, saved: dict[str, Any]) -> list[str]:
+        """`key: saved -> now` for each option that a resume may not change (shapes, optimisation,
+        data order); options that only say how long or how often (epochs, checkpoints) may change."""
+        now = self.to_dict()
+        return [f"{k}: {saved[k]!r} -> {now[k]!r}" for k in now
+                if k not in RESUMABLE and k in saved and saved[k] != now[k]]
+
+
+# options a resumed run may change: when to stop, how often to save, how the loader runs, what to test
+RESUMABLE = frozenset({"epochs", "max_steps", "checkpoint_every", "keep_last", "num_workers", "test_split",
+                       "precision"})

@@ -106,7 +106,8 @@ def _stage_rows(store: Store, stage: str, shard: int, ids: list[str]) -> list[di
 def _frames(row: dict | None, limit: int, dim: int) -> np.ndarray:
     if row is None or row["status"] != "ok" or row["features"] is None or len(row["features"]) == 0:
         return np.zeros((0, dim), np.float32)
-    return np.asarray(row["features"][:limit], dtype=np.float32).reshape(-1, dim)
+    # a copy: the rows are read-only views of Arrow buffers, which torch.from_numpy warns about
+    return np.array(row["features"][:limit], dtype=np.float32).reshape(-1, dim)
 
 
 def encode_text(tokenizer: Any, text: str, masked: bool, max_tokens: int) -> tuple[list[int], int] | None:

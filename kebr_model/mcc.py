@@ -5,7 +5,7 @@
 f_i = s · |cos(π (y + g))| (Eq. 11), plus s when a cosine is negative (Fig. 3);
 L_mcc = mean_i f_i (Eq. 10).
 
-`released-pretrain` / `released-finetune`: the formulas of the released KEBR code (DESIGN §6),
+`released-pretrain` / `released-finetune`: the formulas of the released KEBR code,
 with m = (a + b) / 2 of the two cosines, for reproducing its numbers.
 
 The cosines are computed in one of two spaces (`mcc.space`): `pooled` (default) compares the

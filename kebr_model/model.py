@@ -1,4 +1,4 @@
-"""The KEBR model (DESIGN §6): a Hugging Face text encoder, TCMF over audio and visual frames,
+"""The KEBR model: a Hugging Face text encoder, TCMF over audio and visual frames,
 a pre-training head on the [MASK] position and a fine-tuning head on the masked mean."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Text-based cross-modal fusion (KEBR paper §3.3, Eq. 5-8; DESIGN §6).
+"""Text-based cross-modal fusion (KEBR paper §3.3, Eq. 5-8).
 
 Layer k: Q = LN(X_{k-1}) W_Q; K_m = LN_m(X0_m) W_K^m; V_m = LN_m(X0_m) W_V^m (m in {a, v});
 M_m = softmax(Q K_m^T / sqrt(d_t) + padding mask) V_m; M = M_a + LN(X_{k-1}) + M_v;

@@ -1,4 +1,4 @@
-"""The training loop (DESIGN §6): data, step, evaluation, checkpoint. Pre-training predicts the
+"""The training loop: data, step, evaluation, checkpoint. Pre-training predicts the
 masked word's intensity; fine-tuning predicts the utterance label. Loss = L1 + the MCC term, the
 same formula for training and validation; the model is selected on validation loss, never test."""
 
@@ -21,8 +21,11 @@ from . import checkpoint
 from .config import TrainConfig
 from .data import DataConfig, ShardBatches, check_folder
 from .metrics import regression_metrics
+from .jsonout import dumps
 from .model import KEBR, Output
 from .mcc import loss_weight
+from .preflight import TrainSetupError
+from .progress import StepProgress
 
 
 def default_encoder() -> Path:
@@ -61,8 +64,9 @@ def seed_everything(seed: int) -> None:
 class Trainer:
     """One run: builds the model, streams batches, steps, evaluates, checkpoints."""
 
-    def __init__(self, cfg: TrainConfig, shards: Path, out: Path, init: Path | None = None) -> None:
-        self.cfg, self.shards, self.out = cfg, Path(shards), Path(out)
+    def __init__(self, cfg: TrainConfig, shards: Path, out: Path, init: Path | None = None,
+                 progress: bool = False) -> None:
+        self.cfg, self.shards, self.out, self.progress = cfg, Path(shards), Path(out), progress
         self.rank = int(os.environ.get("RANK", 0))
         self.world = int(os.environ.get("WORLD_SIZE", 1))
         self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if torch.cuda.is_available() \
@@ -91,7 +95,9 @@ class Trainer:
         self.net: nn.Module = self.model
         if self.world > 1:
             self.net = nn.parallel.DistributedDataParallel(self.model, find_unused_parameters=True)
-        self.state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "best_valid": math.inf, "config": cfg.to_dict()}
+        self.state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "best_valid": math.inf, "metrics_rows": 0,
+                      "finished": False, "config": cfg.to_dict()}
+        self.expected_steps: int | None = None  # for the progress bar's ETA (from the preflight counts)
         self.data_cfg = DataConfig(cfg.max_text_tokens, cfg.max_audio_frames, cfg.max_visual_frames, cfg.batch_size)
 
     def _precision(self) -> torch.dtype | None:
@@ -176,47 +182,100 @@ class Trainer:
         return result
 
     def log(self, record: dict[str, Any]) -> None:
+        """Append one strict-JSON row to metrics.jsonl (rank 0); the row count goes into checkpoints
+        so that a resume can cut the log back to the checkpoint."""
+        self.state["metrics_rows"] += 1
         if self.rank == 0:
             self.out.mkdir(parents=True, exist_ok=True)
             with open(self.out / "metrics.jsonl", "a") as fh:
-                fh.write(json.dumps(record) + "\n")
+                fh.write(dumps(record) + "\n")
 
-    def save(self, name: str | None = None) -> None:
-        if self.rank == 0:
-            checkpoint.save(self.out, name or f"step-{self.state['step']:08d}", self.model, self.optimizer,
-                            self.scaler, self.state, keep=self.cfg.keep_checkpoints if name is None else 0)
+    def save(self, best: bool = False) -> None:
+        """Commit a step checkpoint (pointer `latest`) or the best one (pointer `best`: weights only,
+        as it is evaluated or fine-tuned from, never resumed)."""
+        if self.rank != 0:
+            return
+        step = self.state["step"]
+        if best:
+            checkpoint.save(self.out, f"best-{step:08d}", self.model, None, None, self.state, pointer="best")
+        else:
+            checkpoint.save(self.out, f"step-{step:08d}", self.model, self.optimizer, self.scaler, self.state,
+                            keep_last=self.cfg.keep_last)
 
-    def resume(self, path: Path) -> None:
+    def resume(self, path: Path) -> str:
+        """Continue from checkpoint `path`: weights, optimiser, RNG, data position; temp folders of
+        interrupted commits are swept and metrics.jsonl is cut back to the checkpoint's rows. Returns
+        a line saying what was resumed."""
         meta = checkpoint.load(path, self.model, self.optimizer, self.scaler, restore_rng=True)
-        self.state.update({k: meta[k] for k in ("step", "epoch", "batch_in_epoch", "best_valid")})
+        self.state.update({k: meta[k] for k in ("step", "epoch", "batch_in_epoch")})
+        self.state["best_valid"] = math.inf if meta.get("best_valid") is None else meta["best_valid"]
+        self.state["finished"] = bool(meta.get("finished", False))
+        swept = checkpoint.sweep(self.out) if self.rank == 0 else []
+        dropped = 0
+        metrics = self.out / "metrics.jsonl"
+        keep = meta.get("metrics_rows")
+        if metrics.exists():
+            lines = metrics.read_text().splitlines(keepends=True)
+            if keep is None:  # checkpoints made before the row count: cut by step
+                keep = sum(1 for line in lines if json.loads(line).get("step", 0) <= meta["step"])
+            dropped = max(0, len(lines) - keep)
+            if dropped and self.rank == 0:
+                metrics.write_text("".join(lines[:keep]))
+        self.state["metrics_rows"] = keep or 0
+        line = (f"resumed from {path} (step {meta['step']}, epoch {meta['epoch']}, batch {meta['batch_in_epoch']} "
+                f"of the epoch)")
+        if swept:
+            line += f"; swept {len(swept)} interrupted checkpoint write(s)"
+        if dropped:
+            line += f"; dropped {dropped} metrics.jsonl row(s) written after that checkpoint"
+        return line
 
     def fit(self) -> dict[str, Any]:
+        """Train until `epochs` or `max_steps`, validating and checkpointing at each epoch's end. A
+        finished run resumed again returns at once; one resumed with higher limits continues."""
         cfg = self.cfg
+        if self.state["finished"] and not self._limit_reached():
+            self.state["finished"] = False
         t0 = time.monotonic()
-        while self.state["epoch"] < cfg.epochs:
-            skip = self.state["batch_in_epoch"]
-            for i, batch in enumerate(self.batches(cfg.train_split, self.state["epoch"], shuffle=True)):
-                if i < skip:
-                    continue
-                record = self.step(batch)
-                self.state["step"] += 1
-                self.state["batch_in_epoch"] = i + 1
-                self.log({"step": self.state["step"], "epoch": self.state["epoch"], "split": "train", **record,
-                          "samples": len(batch["label"]), "elapsed_s": round(time.monotonic() - t0, 3)})
-                if cfg.checkpoint_every and self.state["step"] % cfg.checkpoint_every == 0:
-                    self.save()
-                if cfg.max_steps and self.state["step"] >= cfg.max_steps:
-                    break
-            if not (cfg.max_steps and self.state["step"] >= cfg.max_steps):
-                self.state["epoch"] += 1
-                self.state["batch_in_epoch"] = 0
-            if cfg.valid_split:
-                valid = self.evaluate(cfg.valid_split)
-                self.log({"step": self.state["step"], "epoch": self.state["epoch"], "split": "valid", **valid})
-                if valid.get("samples") and valid["loss"] < self.state["best_valid"]:
-                    self.state["best_valid"] = valid["loss"]
-                    self.save("best")
-            self.save()
-            if cfg.max_steps and self.state["step"] >= cfg.max_steps:
-                break
+        with StepProgress(self.expected_steps, self.state["step"], enabled=self.progress and self.rank == 0) as bar:
+            while not self.state["finished"]:
+                if not self._limit_reached():  # else: stopped after a checkpoint, before the epoch's end
+                    self._epoch(bar, t0)
+                    if self.state["step"] == 0:
+                        raise TrainSetupError(f"no training batch came out of {self.shards} (split "
+                                              f"{cfg.train_split or 'all'!r}): every candidate clip was dropped "
+                                              "(no text, or a masked text without exactly one mask token)")
+                    if not (cfg.max_steps and self.state["step"] >= cfg.max_steps):
+                        self.state["epoch"] += 1
+                        self.state["batch_in_epoch"] = 0
+                if cfg.valid_split:
+                    valid = self.evaluate(cfg.valid_split)
+                    self.log({"step": self.state["step"], "epoch": self.state["epoch"], "split": "valid", **valid})
+                    if valid.get("samples") and valid["loss"] < self.state["best_valid"]:
+                        self.state["best_valid"] = valid["loss"]
+                        self.save(best=True)
+                self.state["finished"] = self._limit_reached()
+                self.save()
         return self.state
+
+    def _limit_reached(self) -> bool:
+        cfg = self.cfg
+        return bool(cfg.max_steps and self.state["step"] >= cfg.max_steps) or self.state["epoch"] >= cfg.epochs
+
+    def _epoch(self, bar: StepProgress, t0: float) -> None:
+        """The rest of the current epoch (skipping the batches a resumed run has already seen)."""
+        cfg = self.cfg
+        skip = self.state["batch_in_epoch"]
+        for i, batch in enumerate(self.batches(cfg.train_split, self.state["epoch"], shuffle=True)):
+            if i < skip:
+                continue
+            record = self.step(batch)
+            self.state["step"] += 1
+            self.state["batch_in_epoch"] = i + 1
+            self.log({"step": self.state["step"], "epoch": self.state["epoch"], "split": "train", **record,
+                      "samples": len(batch["label"]), "elapsed_s": round(time.monotonic() - t0, 3)})
+            bar.update(self.state["step"], record["loss"])
+            if cfg.checkpoint_every and self.state["step"] % cfg.checkpoint_every == 0:
+                self.save()
+            if cfg.max_steps and self.state["step"] >= cfg.max_steps:
+                return

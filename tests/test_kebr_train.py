@@ -3,7 +3,10 @@ the released code, overfitting 16 samples, resume equality, and pretrain -> fine
 
 import io
 import json
+import os
 import pickle
+import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -202,7 +205,7 @@ def test_pretrain_then_finetune_then_eval_through_the_cli(tmp_path):
                  str(tmp_path / "runs/mosi"), "--seeds", "1,2", "--set", "train_split='train'",
                  "--set", "valid_split='valid'", "--set", "epochs=2", *common)
     assert "mean ± std" in proc.stdout and "Has0_acc_2" in proc.stdout
-    assert (tmp_path / "runs/mosi/seed-1/checkpoints/best").is_dir()
+    assert checkpoint.best(tmp_path / "runs/mosi/seed-1") is not None
     test = json.loads((tmp_path / "runs/mosi/seed-2/test_metrics.json").read_text())
     assert test["samples"] == 4 and set(test) >= {"Non0_F1_score", "Mult_acc_7", "MAE", "Corr"}
     proc = train("eval", "--shards", str(mosi), "--run", str(tmp_path / "runs/mosi/seed-1"), "--split", "test")
@@ -290,3 +293,104 @@ def test_loader_workers_see_every_sample_once(tmp_path, tokenizer):
     loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=2)
     ids = [c for b in loader for c in b["clip_id"]]
     assert sorted(ids) == [f"clip{i:04d}" for i in range(24)]
+
+
+# --- checkpoint commit: never without a valid checkpoint ------------------------------------------
+
+def resave_killed_at_call(run: Path, k: int) -> None:
+    """In a forked child: save step 2, then re-save it with other weights, SIGKILLed just before the
+    k-th file-system call of the re-save (rename, replace, fsync, unlink, rmdir, mkdir, rmtree)."""
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 2)
+    opt = torch.optim.Adam(model.parameters())
+    checkpoint.save(run, "step-00000002", model, opt, None, {"step": 2, "version": "old"})
+    calls = {"n": 0}
+
+    def killing(fn):
+        def wrapped(*args, **kwargs):
+            calls["n"] += 1
+            if calls["n"] == k:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return fn(*args, **kwargs)
+        return wrapped
+
+    for module, name in ((os, "rename"), (os, "replace"), (os, "fsync"), (os, "unlink"), (os, "rmdir"),
+                         (os, "mkdir"), (shutil, "rmtree")):
+        setattr(module, name, killing(getattr(module, name)))
+    with torch.no_grad():
+        model.weight.fill_(7.0)
+    checkpoint.save(run, "step-00000002", model, opt, None, {"step": 2, "version": "new"})
+
+
+def killed_child(run: Path, k: int) -> bool:
+    """Run `resave_killed_at_call` in a forked process; True when the kill happened."""
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            resave_killed_at_call(run, k)
+        finally:
+            os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFSIGNALED(status) or os.WEXITSTATUS(status) == 0
+    return os.WIFSIGNALED(status)
+
+
+def test_a_kill_at_any_point_of_a_re_save_leaves_a_valid_checkpoint(tmp_path):
+    """SIGKILL before each file-system call of a re-save of the same step (what happens whenever
+    max_steps or an epoch's end is a multiple of checkpoint_every): `latest` must always name a
+    complete checkpoint, old or new, and the next start sweeps what the kill left."""
+    k, outcomes = 0, set()
+    while True:
+        k += 1
+        run = tmp_path / f"k{k}"
+        killed = killed_child(run, k)
+        folder = checkpoint.latest(run)
+        assert folder is not None, f"kill at call {k}: no valid checkpoint left"
+        meta = checkpoint.read_state(folder)
+        weights = torch.load(folder / "model.pt", weights_only=True)["weight"]
+        assert bool((weights == 7.0).all()) == (meta["version"] == "new"), k
+        outcomes.add(meta["version"])
+        checkpoint.sweep(run)
+        checkpoint.prune(run / "checkpoints", keep_last=0)
+        left = sorted(p.name for p in (run / "checkpoints").iterdir())
+        assert left == ["latest", folder.name], (k, left)
+        if not killed:
+            break
+    assert outcomes == {"old", "new"} and k > 5
+
+
+def test_resume_sweeps_temp_folders_and_cuts_the_metrics_log(tmp_path):
+    root = make_shards(tmp_path / "f", n=16, shard_size=8)
+    cfg = dict(batch_size=4, checkpoint_every=2, epochs=1)
+    run = tmp_path / "run"
+    Trainer(tiny(max_steps=3, **cfg), root, run).fit()
+    straight = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in straight] == [1, 2, 3]
+    # as if killed after logging step 3 and during the write of its checkpoint
+    shutil.rmtree(checkpoint.latest(run))
+    (run / "checkpoints/latest").write_text("step-00000002")
+    (run / "checkpoints/.step-00000003.tmp-0123").mkdir()
+    resumed = Trainer(tiny(max_steps=3, **cfg), root, run)
+    line = resumed.resume(checkpoint.latest(run))
+    assert "step-00000002 (step 2" in line and "swept 1" in line and "dropped 1 metrics.jsonl row" in line
+    assert not (run / "checkpoints/.step-00000003.tmp-0123").exists()
+    resumed.fit()
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3] and rows[2]["loss"] == straight[2]["loss"]
+
+
+def test_checkpoints_keep_last_and_hold_no_optimiser_state_for_frozen_parameters(tmp_path):
+    root = make_shards(tmp_path / "f", n=16, shard_size=8, labelled=True)
+    run = tmp_path / "run"
+    trainer = Trainer(tiny(task="finetune", batch_size=2, checkpoint_every=1, max_steps=4, keep_last=2,
+                           freeze_encoder=True, train_split="train", valid_split="valid"), root, run)
+    trainer.fit()
+    names = sorted(p.name for p in (run / "checkpoints").iterdir())
+    assert names == ["best", sorted(n for n in names if n.startswith("best-"))[0], "latest", "step-00000003",
+                     "step-00000004.1"], names
+    trainable = {n: p.numel() for n, p in trainer.model.named_parameters() if p.requires_grad}
+    assert not any(n.startswith("encoder.") for n in trainable)
+    opt = torch.load(checkpoint.latest(run) / "optimizer.pt", weights_only=True)
+    stored = sum(t.numel() for s in opt["state"].values() for key, t in s.items() if key != "step")
+    assert 0 < stored <= 2 * sum(trainable.values())  # Adam's two moments, for trainable parameters only
+    assert not (checkpoint.best(run) / "optimizer.pt").exists()  # best is evaluated or fine-tuned from, not resumed

@@ -1,0 +1,24 @@
+"""Strict JSON for everything the trainer writes: non-finite floats (an infinite `best_valid`, a NaN
+metric) become `null`, because `Infinity` and `NaN` are not JSON and break other readers."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+
+def finite(obj: Any) -> Any:
+    """`obj` with every non-finite float replaced by None (recursively through dicts and lists)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite(v) for v in obj]
+    return obj
+
+
+def dumps(obj: Any, **kwargs: Any) -> str:
+    """`json.dumps` that never writes Infinity or NaN (it raises instead of emitting invalid JSON)."""
+    return json.dumps(finite(obj), allow_nan=False, default=str, **kwargs)

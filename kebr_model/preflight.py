@@ -1,0 +1,92 @@
+"""Checks made before a model is built: is `--shards` an output folder, are the stage tables the
+task needs committed, do the named splits exist, is there anything to train on. Each failure is
+one line that names the fix (exit 2), instead of a traceback or a run that trains on nothing."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kebr_data.errors import KebrError
+from kebr_data.storage.store import Store
+
+
+class TrainSetupError(KebrError):
+    """The run cannot start (or would train on nothing); the message says what to do."""
+
+
+@dataclass
+class Inventory:
+    """What a folder offers the trainer: shards, the splits present, candidate samples per split."""
+
+    shards: int
+    splits: set[str] = field(default_factory=set)
+    candidates: dict[str, int] = field(default_factory=dict)  # split ("" = all) -> clips usable by the task
+
+
+def _hdf5_export(root: Path) -> bool:
+    return not (root / "plan").is_dir() and any(root.glob("shard-*.h5"))
+
+
+def _committed(store: Store, stage: str) -> int:
+    return len(store.committed_shards(stage))
+
+
+def inventory(root: Path, task: str) -> Inventory | None:
+    """Read the plan and the task's stage columns (a few columns, not the features); None for an
+    HDF5 export, which carries no markers to check."""
+    if not root.is_dir():
+        raise TrainSetupError(f"--shards {root} does not exist; give the --out folder of `kebr-data extract`")
+    if _hdf5_export(root):
+        return None
+    store = Store(root)
+    marker = store.plan_or_none()
+    if marker is None:
+        raise TrainSetupError(f"{root} is not a kebr-data output folder (no committed plan): give the --out folder "
+                              "of `kebr-data extract` (or of `kebr-train import-mmsa`)")
+    shards = marker.num_shards
+    needed = ["mask"] if task == "pretrain" else []
+    for stage in needed:
+        done = _committed(store, stage)
+        if done < shards:
+            what = "no committed" if done == 0 else f"only {done} of {shards} shards of the"
+            raise TrainSetupError(f"{root} has {what} {stage}/ table, which {task} needs: run "
+                                  f"`kebr-data {stage} --out {root}` first")
+    inv = Inventory(shards)
+    for k in range(shards):
+        plan = store.read("plan", k, ["split", "label"]).to_pylist()
+        status = None
+        if task == "pretrain":
+            status = store.read("mask", k, ["status"]).column("status").to_pylist()
+        for i, row in enumerate(plan):
+            split = row["split"] or ""
+            if split:
+                inv.splits.add(split)
+            usable = status[i] == "ok" if status is not None else row["label"] is not None
+            if usable:
+                inv.candidates[split] = inv.candidates.get(split, 0) + 1
+    inv.candidates = {**inv.candidates, "": sum(inv.candidates.values())}
+    return inv
+
+
+def check_split(root: Path, inv: Inventory | None, split: str, option: str) -> None:
+    """Refuse a split name the plan does not have (a typo such as `tset` would evaluate nothing)."""
+    if inv is None or not split or split in inv.splits:
+        return
+    have = ", ".join(sorted(inv.splits)) or "none: the plan has no split column values"
+    raise TrainSetupError(f"split {split!r} ({option}) is not in {root} (splits: {have}); fix the name")
+
+
+def check_trainable(root: Path, inv: Inventory | None, task: str, split: str) -> int | None:
+    """Refuse a run with no candidate sample; return the candidate count (None when unknown)."""
+    if inv is None:
+        return None
+    n = inv.candidates.get(split, 0)
+    if n:
+        return n
+    where = f"split {split!r} of {root}" if split else str(root)
+    if task == "pretrain":
+        raise TrainSetupError(f"no clip in {where} has an ok masked transcript (mask status ok): check "
+                              f"`kebr-data status --out {root}` (did ASR run? was `kebr-data mask` run?)")
+    raise TrainSetupError(f"no clip in {where} has a label: fine-tuning needs labelled clips (an mmsa source's "
+                          "label.csv, a manifest's label column, or `kebr-train import-mmsa`)")

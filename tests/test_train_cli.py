@@ -1,0 +1,171 @@
+"""`kebr-train` is careful: help per command and without torch, one-line exit-2 messages that name
+the fix, strict JSON, resume refusing changed settings, and the labelled demo's README flow."""
+
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from click.testing import CliRunner
+
+from shard_factory import make_shards
+
+from kebr_model import checkpoint
+from kebr_model.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+NO_TORCH = ("import sys; sys.modules['torch'] = None; sys.argv[0] = 'kebr-train'; "
+            "from kebr_model.cli import main; main()")
+
+
+def strict_json(text: str):
+    """json.loads that refuses Infinity and NaN (Python's json accepts them; other readers do not)."""
+    def refuse(name: str):
+        raise ValueError(f"{name} is not JSON")
+    return json.loads(text, parse_constant=refuse)
+
+
+def no_torch(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.run([sys.executable, "-c", NO_TORCH, *args], capture_output=True, text=True, env=env,
+                          timeout=120)
+
+
+def test_help_per_command_without_torch():
+    top = no_torch("--help")
+    assert top.returncode == 0, top.stderr
+    assert "`train` extra" in top.stdout and "import-mmsa" in top.stdout and "finetune" in top.stdout
+    for command, own in (("eval", "--run"), ("import-mmsa", "--trust-pickle"), ("pretrain", "--init"),
+                         ("finetune", "--seeds"), ("train", "--task")):
+        proc = no_torch(command, "--help")
+        assert proc.returncode == 0, (command, proc.stderr)
+        assert f"kebr-train {command}" in proc.stdout and own in proc.stdout, command
+    assert "--pickle" not in no_torch("eval", "--help").stdout
+    refused = no_torch("pretrain", "--shards", "x", "--out", "y")
+    assert refused.returncode == 2 and "`train` extra" in refused.stderr and "Traceback" not in refused.stderr
+
+
+def cli(*args: str):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def one_line_error(result, *needles: str) -> str:
+    assert result.exit_code == 2, result.output
+    lines = [x for x in result.output.splitlines() if x.strip()]
+    assert "Traceback" not in result.output
+    for needle in needles:
+        assert needle in lines[-1], (needle, lines[-1])
+    return lines[-1]
+
+
+TINY = ["--set", "layers=1", "--set", "batch_size=4", "--set", "checkpoint_every=0"]
+
+
+def test_mistakes_exit_2_with_the_fix(tmp_path):
+    pre = make_shards(tmp_path / "pre", n=8, shard_size=4)
+    mosi = make_shards(tmp_path / "mosi", n=10, shard_size=5, seed=3, labelled=True)
+    out = tmp_path / "run"
+    one_line_error(cli("pretrain", "--shards", tmp_path / "nowhere", "--out", out), "does not exist")
+    one_line_error(cli("pretrain", "--shards", tmp_path, "--out", out), "not a kebr-data output folder",
+                   "kebr-data extract")
+    unmasked = tmp_path / "unmasked"
+    shutil.copytree(pre, unmasked)
+    shutil.rmtree(unmasked / "mask")
+    one_line_error(cli("pretrain", "--shards", unmasked, "--out", out), "no committed mask/", "kebr-data mask --out")
+    (unmasked / "mask").mkdir()
+    shutil.copytree(pre / "mask", unmasked / "mask", dirs_exist_ok=True)
+    (unmasked / "_done/mask/shard-00001.json").unlink()
+    one_line_error(cli("pretrain", "--shards", unmasked, "--out", out), "only 1 of 2 shards")
+    one_line_error(cli("finetune", "--shards", pre, "--out", out, *TINY), "split 'train'", "splits: none")
+    unlabelled = tmp_path / "unlabelled"
+    shutil.copytree(mosi, unlabelled)
+    for table in (unlabelled / "plan").glob("shard-*.parquet"):
+        plan = pq.read_table(table)
+        pq.write_table(plan.set_column(plan.schema.get_field_index("label"), "label",
+                                       pa.nulls(len(plan), pa.float32())), table)
+    one_line_error(cli("finetune", "--shards", unlabelled, "--out", out, *TINY), "no clip", "has a label")
+    one_line_error(cli("finetune", "--shards", mosi, "--out", out, "--set", "test_split='tset'", *TINY),
+                   "split 'tset'", "splits: test, train, valid")
+    typo = cli("pretrain", "--shards", pre, "--out", out, "--set", "bach_size=4")
+    assert typo.exit_code == 2 and "did you mean batch_size?" in typo.output
+    one_line_error(cli("eval", "--shards", mosi, "--run", tmp_path), "holds no checkpoint")
+    (tmp_path / "seeds/seed-1").mkdir(parents=True)
+    one_line_error(cli("eval", "--shards", mosi, "--run", tmp_path / "seeds"), "seed-1", "--run")
+    one_line_error(cli("finetune", "--shards", mosi, "--out", out, "--init", tmp_path / "mosi/_done/plan.json",
+                       *TINY), "--init", "checkpoint")
+    assert not out.exists()  # nothing was started
+
+
+def test_resume_refuses_changed_settings_and_never_refuses_an_existing_run(tmp_path):
+    pre = make_shards(tmp_path / "pre", n=8, shard_size=8)
+    out = tmp_path / "run"
+    done = cli("pretrain", "--shards", pre, "--out", out, *TINY, "--set", "max_steps=1")
+    assert done.exit_code == 0, done.output
+    result = strict_json(done.output[done.output.index("{"):])
+    assert result == {"step": 1, "best_valid": None}  # Infinity before: not JSON
+    one_line_error(cli("pretrain", "--shards", pre, "--out", out, *TINY, "--set", "batch_size=2"),
+                   "batch_size: 4 -> 2", "new --out")
+    one_line_error(cli("pretrain", "--shards", pre, "--out", out, *TINY, "--resume", "never"), "already holds a run")
+    more = cli("pretrain", "--shards", pre, "--out", out, *TINY, "--set", "max_steps=2")
+    assert more.exit_code == 0 and "resumed from" in more.output and "step-00000001" in more.output
+    for line in (out / "metrics.jsonl").read_text().splitlines():
+        strict_json(line)
+    assert [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+    state = (checkpoint.latest(out) / "state.json").read_text()
+    assert "Infinity" not in state and strict_json(state)["best_valid"] is None
+
+
+def test_no_numpy_not_writable_warning(tmp_path):
+    root = make_shards(tmp_path / "f", n=8, shard_size=8)
+    proc = subprocess.run([sys.executable, "-c",
+                           "import sys; from kebr_model.cli import main; main()", "pretrain", "--shards", str(root),
+                           "--out", str(tmp_path / "run"), *TINY, "--set", "max_steps=1"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "not writable" not in proc.stderr
+
+
+def readme_command(marker: str) -> str:
+    """The README opening block's command line that follows the comment starting with `marker`."""
+    lines = (ROOT / "README.md").read_text().splitlines()
+    return next(lines[i + 1] for i, line in enumerate(lines) if line.startswith(marker))
+
+
+def run_readme_line(line: str, tmp: Path, extra_train: list[str]) -> list[subprocess.CompletedProcess]:
+    """Run each `&&` part of a README line (pip installs left out), outputs moved under `tmp`."""
+    moved = {"demo-features": tmp / "demo-features", "demo-mmsa-features": tmp / "demo-mmsa-features"}
+    exe = {"kebr-data": [sys.executable, "-m", "kebr_data"], "kebr-train": [sys.executable, "-m", "kebr_model.cli"]}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    done = []
+    for part in line.split(" && "):
+        words = shlex.split(part)
+        if words[:4] == ["python", "-m", "pip", "install"]:
+            continue
+        args = [str(moved.get(w, tmp / w if w.startswith("demo-runs/") else w)) for w in words[1:]]
+        if words[0] == "kebr-train" and words[1] in ("pretrain", "finetune"):
+            args += extra_train
+        proc = subprocess.run(exe[words[0]] + args, capture_output=True, text=True, env=env, timeout=600, cwd=ROOT)
+        assert proc.returncode == 0, (part, proc.stderr[-3000:])
+        done.append(proc)
+    return done
+
+
+def test_the_readme_train_on_demo_command_runs(tmp_path):
+    """The README's third command as written (one epoch instead of five), after the first command's
+    pipeline: pre-train on the VoxCeleb demo, fine-tune on the labelled demo, evaluate."""
+    assert (ROOT / "demo/mmsa/label.csv").is_file(), "labelled demo missing: python demo/make_mmsa_demo.py"
+    run_readme_line(readme_command("# 1."), tmp_path, [])
+    line = readme_command("# 3.")
+    assert all(f"kebr-train {c}" in line for c in ("pretrain", "finetune", "eval"))
+    procs = run_readme_line(line, tmp_path, ["--set", "epochs=1"])
+    pretrain = strict_json(procs[1].stdout)
+    assert pretrain["step"] == 3  # 6 masked demo clips, batches of 2
+    assert "resumed" not in procs[2].stderr
+    metrics = strict_json((tmp_path / "demo-runs/finetune/test_metrics.json").read_text())
+    evaluated = strict_json(procs[-1].stdout)
+    assert evaluated == metrics and evaluated["samples"] == 2 and "Non0_acc_2" in evaluated
