@@ -63,9 +63,9 @@ def choose_model(binary: str, user_args: Sequence[str]) -> ModelChoice:
     if not missing and (root / DEFAULT_MODEL).is_file():
         return ModelChoice("ce-clm", ())
     if (root / CLNF_MODEL).is_file():
-        return ModelChoice("clnf", ("-mloc", CLNF_MODEL),
-                           f"the CE-CLM model files are missing beside {binary} ({missing[0] if missing else DEFAULT_MODEL}"
-                           f"): using the CLNF model, -mloc {CLNF_MODEL}")
+        absent = missing[0] if missing else DEFAULT_MODEL
+        return ModelChoice("clnf", ("-mloc", CLNF_MODEL), f"the CE-CLM model files are missing beside {binary} "
+                                                          f"({absent}): using the CLNF model, -mloc {CLNF_MODEL}")
     return ModelChoice("ce-clm", (), f"neither the CE-CLM nor the CLNF model is beside {binary}")
 
 
