@@ -142,3 +142,18 @@ def test_sigkill_of_the_run_leaves_no_openface_behind(tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_build_script_self_check_passes_and_fails_on_a_broken_install(tmp_path):
+    """docker/build_openface.sh check runs the installed binary on the bundled sample video."""
+    prefix = Path(BIN).resolve().parents[1]
+    if not (prefix / "selfcheck").is_dir():
+        pytest.skip(f"{prefix} was not installed by docker/build_openface.sh (no selfcheck/ folder)")
+    script = str(ROOT / "docker" / "build_openface.sh")
+    good = subprocess.run(["bash", script, "check", str(prefix)], capture_output=True, text=True)
+    assert good.returncode == 0 and "self-check ok" in good.stdout, good.stderr
+    broken = tmp_path / "openface"
+    shutil.copytree(prefix, broken)
+    shutil.rmtree(broken / "bin" / "model" / "pdms")
+    bad = subprocess.run(["bash", script, "check", str(broken)], capture_output=True, text=True)
+    assert bad.returncode == 1 and "self-check FAILED" in bad.stderr

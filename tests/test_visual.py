@@ -21,7 +21,7 @@ from kebr_data.media.openface import (CECLM_FILES, CLNF_MODEL, DEFAULT_MODEL, Mo
                                        choose_model)
 from kebr_data.schema import PLAN
 from kebr_data.stages.base import ShardContext
-from kebr_data.stages.visual import VisualStage, find_openface
+from kebr_data.stages.visual import DOCKER_HINT, IMAGE, VisualStage, find_openface
 
 FIXTURES = OPENFACE_FIXTURES
 FAKE = ROOT / "tests" / "fake_openface" / "FeatureExtraction"
@@ -75,6 +75,8 @@ def test_failed_frames_are_zeroed_and_flagged():
     assert frames.face_ratio == pytest.approx(0.8)
     assert not frames.features[failed].any()
     assert ref[failed][:, 5 + 294:5 + 430].any()  # OpenFace left stale 2D landmarks there...
+    au_r = [header.index(c) for c in header if c.endswith("_r")]
+    assert ref[failed][:, au_r].max() == pytest.approx(0.92)  # ...and smoothed AU intensities (frame 41)...
     assert np.array_equal(frames.features[~failed], ref[~failed][:, 5:].astype(np.float32))  # ...kept elsewhere
     assert frames.fps == pytest.approx(25.0, abs=0.01)
 
@@ -303,3 +305,9 @@ def test_probe_failure_is_one_message_before_any_work(tmp_path, fake_env, monkey
     (problem,) = visual_stage(openface_bin=str(FAKE)).check()
     assert "fails on a probe clip" in problem and "Could not load the landmark detector" in problem
     assert "build_openface.sh" in problem
+
+
+def test_one_image_tag_in_the_hint_and_the_docker_docs():
+    tags = {line.split("-t ")[1].split()[0] for path in ("docker/README.md", "docker/Dockerfile", "README.md")
+            for line in (ROOT / path).read_text().splitlines() if "docker build -t " in line}
+    assert f"docker build -t {IMAGE} " in DOCKER_HINT and tags <= {IMAGE, f"{IMAGE}-gpu"}
