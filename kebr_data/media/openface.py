@@ -1,7 +1,7 @@
 """Running OpenFace 2.2's `FeatureExtraction`: which landmark model it can load, a fingerprint of
 the binary and its models, a probe before any work, and batch runs with per-clip attribution.
 
-FeatureExtraction loads its models once per invocation (~0.75 CPU-s) and accepts several `-f`
+FeatureExtraction loads its models at each invocation (0.2-0.75 CPU-s) and accepts several `-f`
 inputs, which it opens in order, printing `Attempting to read from file: ...` before each. A
 batch therefore costs one model load, and that line tells which clip a crash, a hang or an
 unopenable file belongs to: the clips before it are complete, the clips after it are run again
