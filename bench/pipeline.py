@@ -1,16 +1,22 @@
 """Pipeline throughput: clips per core-hour per stage on 8-s talking-head clips with the local
-executor at 1 and 2 workers, and what that means for VoxCeleb2's ~1.1 M clips.
+executor at 1 and 2 workers, and what that means for VoxCeleb2's ~1.1 M clips on one node of
+64 cores and one GPU (ASR on the GPU, everything else on the cores).
 
-    python bench/pipeline.py [--clips 48]
+    python bench/pipeline.py [--clips 48] [--openface /path/to/FeatureExtraction]
 
 Corpus: demo clips joined into ~8 s clips (espeak-ng speech over the moving face), as VoxCeleb2
-utterances average 7.8 s. Each stage is timed through the CLI on its own (process start included).
+utterances average 7.8 s. Each stage is timed through the CLI on its own (process start included);
+the visual stage too when OpenFace is installed (KEBR_OPENFACE_BIN), else its CPU per clip is the
+one `bench/visual.py` measured with the real binary (VISUAL_CPU_S_PER_CLIP).
 Rewrites the `pipeline` section of bench/RESULTS.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -21,7 +27,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from common import run_kebr, write_section  # noqa: E402
 
 VOXCELEB2_CLIPS = 1_128_246  # dev 1,092,009 + test 36,237
-OPENFACE_CPU_S_PER_CLIP = 10.0  # assumption, see the notes under the table
+VOXCELEB2_MEAN_S = 7.8
+#: the visual stage's CPU per 7.8-s clip, measured by bench/visual.py with OpenFace 2.2 (CLNF, one BLAS
+#: thread, batches of 16) on this project's dev machine: used when OpenFace is not installed
+VISUAL_CPU_S_PER_CLIP = 2.69  # 2.52 CPU-s per 7.3-s clip (bench/RESULTS.md, visual), scaled to 7.8 s
+#: faster-whisper on a GPU, not measurable here (no GPU): SYSTRAN/faster-whisper issue #1030, RTX 2080 Ti,
+#: fp16, beam 5, 13 min of audio (26 Whisper windows of 30 s): large-v3 52.0 s, large-v3-turbo 19.2 s.
+#: A clip shorter than 30 s still costs one window's encoder pass, so a window is charged per clip.
+GPU_ASR_S_PER_CLIP = {"large-v3": 52.0 / 26, "large-v3-turbo": 19.2 / 26}
 
 
 def make_corpus(dest: Path, n: int) -> None:
@@ -38,12 +51,45 @@ def make_corpus(dest: Path, n: int) -> None:
                         "-c:v", "libx264", "-preset", "veryfast", "-c:a", "aac", str(out)], check=True)
 
 
+def timed(args: list[str]) -> tuple[float, float]:
+    """(wall s, CPU s of the whole process tree) of `kebr-data ARGS`: CPU is what a busy shared
+    machine does not inflate, so the projection is built from it."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    wall, _ = run_kebr(args, poll=False)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+
+
+def projection(per_core_hour: dict[str, float], mean_s: float) -> list[str]:
+    """VoxCeleb2 on one node of 64 cores + 1 GPU: CPU stages on the cores, ASR on the GPU."""
+    scale = VOXCELEB2_MEAN_S / mean_s  # the corpus' clips are a little shorter than VoxCeleb2's
+    cpu = {k: VOXCELEB2_CLIPS / v * scale for k, v in per_core_hour.items() if k != "asr"}
+    lines = ["", f"Projection for VoxCeleb2 ({VOXCELEB2_CLIPS:,} clips of {VOXCELEB2_MEAN_S} s) on one node of 64 "
+                 "cores and one GPU, from the CPU per clip (the cores kept busy):", "",
+             "| stage | where | core- or GPU-hours | hours on the node |", "|---|---|---:|---:|"]
+    for k, v in cpu.items():
+        lines.append(f"| {k} | 64 cores | {v:,.0f} core-h | {v / 64:,.1f} h |")
+    for model, seconds in GPU_ASR_S_PER_CLIP.items():
+        gpu = VOXCELEB2_CLIPS * seconds / 3600
+        lines.append(f"| asr, faster-whisper {model} fp16 | 1 GPU | {gpu:,.0f} GPU-h | {gpu:,.1f} h |")
+    asr_cpu = VOXCELEB2_CLIPS / per_core_hour["asr"] * scale
+    lines.append(f"| (asr, tiny.en int8 on the cores, for scale) | 64 cores | {asr_cpu:,.0f} core-h | "
+                 f"{asr_cpu / 64:,.1f} h |")
+    cpu_hours = sum(cpu.values()) / 64
+    for model, seconds in GPU_ASR_S_PER_CLIP.items():
+        total = cpu_hours + VOXCELEB2_CLIPS * seconds / 3600
+        lines.append(f"| **all, ASR {model} on the GPU** | node | | **{total:,.0f} h ({total / 24:.1f} days)** |")
+    return lines
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--clips", type=int, default=48)
-    n = ap.parse_args().clips
-    stages = ("audio", "asr", "acoustic")
-    results: dict[tuple[str, int], float] = {}
+    ap.add_argument("--openface", default=os.environ.get("KEBR_OPENFACE_BIN") or shutil.which("FeatureExtraction"))
+    args = ap.parse_args()
+    n = args.clips
+    stages = ("audio", "asr", "acoustic") + (("visual",) if args.openface else ())
+    results: dict[tuple[str, int], tuple[float, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         make_corpus(tmp / "src", n)
@@ -52,37 +98,35 @@ def main() -> None:
             run_kebr(["extract", "--src", str(tmp / "src"), "--out", str(out), "--layout", "folder", "--stages",
                       "index", "--set", f"index.shard_size={-(-n // 4)}"], poll=False)
             for stage in stages:
-                results[(stage, workers)], _ = run_kebr(["extract", "--out", str(out), "--stages", stage,
-                                                         "--workers", str(workers)], poll=False)
-            results[("mask", workers)], _ = run_kebr(["mask", "--out", str(out), "--workers", str(workers)],
-                                                     poll=False)
+                extra = ["--set", f"visual.openface_bin={args.openface!r}"] if stage == "visual" else []
+                results[(stage, workers)] = timed(["extract", "--out", str(out), "--stages", stage,
+                                                   "--workers", str(workers), *extra])
+            results[("mask", workers)] = timed(["mask", "--out", str(out), "--workers", str(workers)])
         import pyarrow.parquet as pq
 
         mean_s = sum(pq.read_table(tmp / "out1/audio", columns=["duration_s"]).column(0).to_pylist()) / n
     lines = [f"{n} clips of {mean_s:.1f} s mean (demo speech and face joined), 4 shards, local executor; each stage "
              "timed through the CLI on its own, process start included.", "",
-             "| stage | 1 worker: clips/s | 2 workers: clips/s | scaling | clips per core-hour (2 workers) |",
-             "|---|---:|---:|---:|---:|"]
+             "| stage | 1 worker: clips/s | 2 workers: clips/s | scaling | CPU-s per clip (2 workers) | "
+             "clips per core-hour |", "|---|---:|---:|---:|---:|---:|"]
     per_core_hour = {}
     for stage in (*stages, "mask"):
-        one, two = n / results[(stage, 1)], n / results[(stage, 2)]
-        per_core_hour[stage] = two / 2 * 3600
-        lines.append(f"| {stage} | {one:.1f} | {two:.1f} | {two / one:.2f}× | {per_core_hour[stage]:,.0f} |")
-    per_core_hour["visual (OpenFace, assumed)"] = 3600 / OPENFACE_CPU_S_PER_CLIP
-    core_hours = {k: VOXCELEB2_CLIPS / v for k, v in per_core_hour.items()}
-    total = sum(core_hours.values())
-    lines += ["", f"Projection for VoxCeleb2 ({VOXCELEB2_CLIPS:,} clips), CPU only, linear scaling from the 2-worker "
-                  "rate:", "", "| stage | core-hours | one 64-core node | 16 nodes × 64 cores |", "|---|---:|---:|---:|"]
-    for k, v in core_hours.items():
-        lines.append(f"| {k} | {v:,.0f} | {v / 64:,.1f} h | {v / 1024:,.1f} h |")
-    lines.append(f"| **all** | **{total:,.0f}** | **{total / 64:,.0f} h ({total / 64 / 24:.1f} days)** | "
-                 f"**{total / 1024:,.1f} h** |")
-    lines += ["", "Assumptions: clips as long as VoxCeleb2's (7.8 s mean; these are "
-              f"{mean_s:.1f} s); ASR is Whisper tiny.en int8 on CPU (a GPU with a larger model changes that row "
-              "entirely: run `asr` with `--executor ray` on GPU nodes); OpenFace is not installed here, so its row "
-              f"assumes {OPENFACE_CPU_S_PER_CLIP:.0f} CPU-seconds per clip (FeatureExtraction at about 20 fps on "
-              "one core for 25-fps video): measure it with `bench/visual.py` inside the docker image; the shared "
-              "file system keeps up (audio FLAC is ~0.15 MB per clip, features ~0.06 MB acoustic, ~0.7 MB visual)."]
+        one, two = n / results[(stage, 1)][0], n / results[(stage, 2)][0]
+        cpu = results[(stage, 2)][1] / n
+        per_core_hour[stage] = 3600 / cpu
+        lines.append(f"| {stage} | {one:.1f} | {two:.1f} | {two / one:.2f}× | {cpu:.2f} | "
+                     f"{per_core_hour[stage]:,.0f} |")
+    if "visual" not in stages:
+        per_core_hour["visual (bench/visual.py)"] = 3600 / (VISUAL_CPU_S_PER_CLIP * mean_s / VOXCELEB2_MEAN_S)
+    lines += projection(per_core_hour, mean_s)
+    lines += ["", "Notes: the visual row is the real OpenFace 2.2 (CLNF model) through the stage, which batches up to "
+              f"16 clips per invocation within a shard (here {-(-n // 4)} clips per shard, so its models load more "
+              "often than on 1,000-clip shards: an upper bound); GPU ASR is not measured here (no GPU on this machine): its rows charge one 30-s "
+              "Whisper window per clip at the speed faster-whisper reports for an RTX 2080 Ti (SYSTRAN/faster-whisper "
+              "issue #1030; a newer GPU and `asr.batch_size` batching are faster, so these are upper bounds); stages "
+              "run one after the other, as `extract` runs them (a second `extract --stages asr` on the GPU can overlap "
+              "the CPU stages once `audio` is done); the shared file system keeps up (audio FLAC is ~0.15 MB per "
+              "clip, features ~0.06 MB acoustic, ~0.7 MB visual)."]
     text = "\n".join(lines)
     print(text)
     write_section("pipeline", "Pipeline throughput and the VoxCeleb2 projection", text)

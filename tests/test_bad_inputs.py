@@ -52,7 +52,9 @@ def corpus_run(tmp_path_factory, ffmpeg):
     out = src.parent / "out"
     proc = run_cli("extract", "--src", str(src), "--out", str(out), "--layout", "folder", "--stages",
                    "index,audio,asr,acoustic,visual", "--max-failed", "1", "--set", f"visual.openface_bin='{FAKE}'",
-                   "--set", "audio.max_duration_s=600", env={"KEBR_FAKE_OPENFACE_CSV": str(FIXTURE_CSV)},
+                   "--set", "audio.max_duration_s=600", env={"KEBR_FAKE_OPENFACE_CSV": str(FIXTURE_CSV),
+                                                                  "KEBR_FAKE_OPENFACE_MODE": "noface",
+                                                                  "KEBR_FAKE_OPENFACE_ONLY": "no_face"},
                    timeout=900)
     return out, proc
 

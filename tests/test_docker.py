@@ -28,8 +28,8 @@ def test_dockerfile_pins_openface_runs_unprivileged_and_enters_kebr_data():
 def test_build_script_is_valid_bash_and_holds_the_build_steps():
     subprocess.run(["bash", "-n", str(DOCKER / "build_openface.sh")], check=True)
     script = (DOCKER / "build_openface.sh").read_text()
-    for step in ("git clone --depth 1 --branch", "download_models.sh", "cmake -D CMAKE_BUILD_TYPE=Release",
-                 "make -j"):
+    for step in ("git clone --depth 1 --branch", "OPENFACE_SRC", "cen_patches_0.25_of.dat",
+                 "-D CMAKE_BUILD_TYPE=Release", "FeatureExtraction", "self-check FAILED"):
         assert step in script
     usage = subprocess.run(["bash", str(DOCKER / "build_openface.sh")], capture_output=True, text=True)
     assert usage.returncode == 2 and "usage" in usage.stderr

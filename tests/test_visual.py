@@ -5,6 +5,7 @@ import csv
 import io
 import os
 import shutil
+import subprocess
 import sys
 
 import numpy as np
@@ -16,9 +17,11 @@ from helpers import OPENFACE_FIXTURES, ROOT, demo_clip, make_video, run_cli
 from kebr_data import config
 from kebr_data.errors import PrerequisiteError
 from kebr_data.features.openface import BLOCKS, DIM, FEATURES, META, OpenFaceCsvError, parse_openface_csv
+from kebr_data.media.openface import (CECLM_FILES, CLNF_MODEL, DEFAULT_MODEL, ModelChoice, OpenFaceUnavailable,
+                                       choose_model)
 from kebr_data.schema import PLAN
 from kebr_data.stages.base import ShardContext
-from kebr_data.stages.visual import VisualStage, find_openface
+from kebr_data.stages.visual import DOCKER_HINT, IMAGE, VisualStage, find_openface
 
 FIXTURES = OPENFACE_FIXTURES
 FAKE = ROOT / "tests" / "fake_openface" / "FeatureExtraction"
@@ -72,6 +75,8 @@ def test_failed_frames_are_zeroed_and_flagged():
     assert frames.face_ratio == pytest.approx(0.8)
     assert not frames.features[failed].any()
     assert ref[failed][:, 5 + 294:5 + 430].any()  # OpenFace left stale 2D landmarks there...
+    au_r = [header.index(c) for c in header if c.endswith("_r")]
+    assert ref[failed][:, au_r].max() == pytest.approx(0.92)  # ...and smoothed AU intensities (frame 41)...
     assert np.array_equal(frames.features[~failed], ref[~failed][:, 5:].astype(np.float32))  # ...kept elsewhere
     assert frames.fps == pytest.approx(25.0, abs=0.01)
 
@@ -129,14 +134,16 @@ def test_openface_backend_runs_the_binary_on_the_video(tmp_path, fake_env):
     assert row["num_frames"] == 100 and row["face_ratio"] == pytest.approx(0.8) and row["backend"] == "openface"
     assert np.array_equal(np.array(row["features"], dtype=np.float32), want.features)
     assert row["success"] == want.success.tolist() and row["fps"] == pytest.approx(25.0, abs=0.01)
-    call = fake_env.read_text().strip().split("\t")
-    assert call[0] == str(clip) and "-2Dfp -3Dfp -pdmparams -pose -aus -gaze" in call[2]
+    video, fps, args = fake_env.read_text().strip().split("\t")
+    assert video.endswith("/in/00000.mp4") and float(fps) == pytest.approx(25.0)  # a link to the odd name
+    assert "-2Dfp -3Dfp -pdmparams -pose -aus -gaze" in args
     assert not (tmp_path / "shardtmp").exists() or not any((tmp_path / "shardtmp").iterdir())
 
 
 @pytest.mark.parametrize("mode,status,error,text", [
-    ("exit", "failed", "openface_error", "Could not open the video file"),
-    ("nocsv", "failed", "no_csv", "wrote 0 CSV file(s)"),
+    ("exit", "failed", "openface_error", "FeatureExtraction exit 1: Segmentation fault in the tracker"),
+    ("openfail", "failed", "no_csv", "Failed to open the video file at location"),
+    ("nocsv", "failed", "no_csv", "wrote no CSV"),
     ("badheader", "failed", "bad_header", "gaze_angle_x"),
     ("zerorows", "failed", "empty_csv", "no frames"),
 ])
@@ -144,7 +151,7 @@ def test_openface_failure_modes_become_rows(tmp_path, fake_env, monkeypatch, mod
     monkeypatch.setenv("KEBR_FAKE_OPENFACE_MODE", mode)
     _, (row,) = run_stage(tmp_path, [demo_clip(1)], openface_bin=str(FAKE))
     assert (row["status"], row["error"]) == (status, error)
-    assert text in row["message"]
+    assert text in row["message"] and "GStreamer" not in row["message"]
 
 
 def test_openface_timeout(tmp_path, fake_env, monkeypatch):
@@ -153,23 +160,61 @@ def test_openface_timeout(tmp_path, fake_env, monkeypatch):
     assert (row["status"], row["error"]) == ("failed", "timeout")
 
 
-def test_precheck_skips_faceless_and_unreadable_videos_before_openface(tmp_path, fake_env, ffmpeg):
-    faceless = make_video(ffmpeg, tmp_path / "testsrc.mp4", seconds=1.0)
+def test_batches_load_the_models_once_per_batch(tmp_path, fake_env, monkeypatch):
+    monkeypatch.setenv("KEBR_FAKE_OPENFACE_CALLS", str(tmp_path / "calls.txt"))
+    _, rows = run_stage(tmp_path, [demo_clip(i % 6) for i in range(5)], openface_bin=str(FAKE), batch_clips=2)
+    assert [r["status"] for r in rows] == ["ok"] * 5 and [r["clip_id"] for r in rows] == [f"c/{i}" for i in range(5)]
+    assert (tmp_path / "calls.txt").read_text().split() == ["2", "2", "1"]
+
+
+@pytest.mark.parametrize("mode,error", [("exit", "openface_error"), ("openfail", "no_csv"), ("hang", "timeout")])
+def test_a_failure_in_a_batch_is_the_failing_clip_s_alone(tmp_path, fake_env, monkeypatch, mode, error):
+    """Clip 2 of 5 fails: clips 0-1 are kept from the first invocation, 3-4 are run again in a second."""
+    monkeypatch.setenv("KEBR_FAKE_OPENFACE_CALLS", str(tmp_path / "calls.txt"))
+    monkeypatch.setenv("KEBR_FAKE_OPENFACE_MODE", mode)
+    monkeypatch.setenv("KEBR_FAKE_OPENFACE_ONLY", "/in/00002.")
+    _, rows = run_stage(tmp_path, [demo_clip(i) for i in range(5)], openface_bin=str(FAKE), batch_clips=8,
+                        timeout_s=2.0)
+    assert [(r["status"], r["error"]) for r in rows] == [("ok", None)] * 2 + [("failed", error)] + [("ok", None)] * 2
+    assert (tmp_path / "calls.txt").read_text().split() == ["5", "2"]
+
+
+def test_models_that_do_not_load_abort_the_shard(tmp_path, fake_env, monkeypatch):
+    monkeypatch.setenv("KEBR_FAKE_OPENFACE_MODE", "noload")
+    with pytest.raises(OpenFaceUnavailable, match="Could not load the landmark detector"):
+        run_stage(tmp_path, [demo_clip(1)], openface_bin=str(FAKE))
+
+
+def test_checks_before_openface_starts(tmp_path, fake_env, ffmpeg):
     garbage = tmp_path / "garbage.mp4"
     garbage.write_bytes(b"\x00" * 5000)
     empty = tmp_path / "empty.mp4"
     empty.touch()
-    _, rows = run_stage(tmp_path, [faceless, garbage, empty, None], openface_bin=str(FAKE))
-    assert [(r["status"], r["error"]) for r in rows] == [("skipped", "no_face"), ("failed", "no_frames"),
-                                                         ("failed", "empty_file"), ("skipped", "no_video")]
+    audio_only = tmp_path / "audio_only.mp4"
+    subprocess.run([ffmpeg, "-loglevel", "error", "-f", "lavfi", "-i", "sine=duration=1", "-c:a", "aac",
+                    str(audio_only)], check=True)
+    _, rows = run_stage(tmp_path, [garbage, empty, audio_only, None], openface_bin=str(FAKE))
+    assert [(r["status"], r["error"]) for r in rows] == [("failed", "no_frames"), ("failed", "empty_file"),
+                                                         ("skipped", "no_video"), ("skipped", "no_video")]
+    assert "audio only" in rows[2]["message"]
     assert not fake_env.exists()  # OpenFace was never started
+
+
+def test_faceless_clips_are_skipped_by_openface_s_face_ratio(tmp_path, fake_env, ffmpeg):
+    """One rule for a face, OpenFace's own tracking: astronaut_gap tracks 80 of 100 frames."""
+    faceless = make_video(ffmpeg, tmp_path / "testsrc.mp4", seconds=1.0)  # no Haar face: OpenFace decides
+    _, (kept,) = run_stage(tmp_path, [faceless], openface_bin=str(FAKE), min_face_ratio=0.8)
+    _, (dropped,) = run_stage(tmp_path, [faceless], openface_bin=str(FAKE), min_face_ratio=0.81)
+    assert kept["status"] == "ok" and kept["face_ratio"] == pytest.approx(0.8)
+    assert (dropped["status"], dropped["error"]) == ("skipped", "no_face")
+    assert "80 of 100 frames (80%), below visual.min_face_ratio = 0.81" in dropped["message"]
 
 
 def test_max_fps_reencodes_first(tmp_path, fake_env):
     _, (row,) = run_stage(tmp_path, [demo_clip(2)], openface_bin=str(FAKE), max_fps=10.0)
     assert row["status"] == "ok"
     video, fps, _ = fake_env.read_text().strip().split("\t")
-    assert float(fps) == pytest.approx(10.0) and video.endswith("input.mp4")
+    assert float(fps) == pytest.approx(10.0) and video.endswith("/in/00000.mp4")
 
 
 def test_csv_backend_beside_the_video_and_in_a_folder(tmp_path):
@@ -213,3 +258,56 @@ def test_prerequisite_failure_before_any_work(tmp_path, demo_src):
                    env={"KEBR_OPENFACE_BIN": "", "PATH": path})
     assert proc.returncode == 2 and "FeatureExtraction was not found" in proc.stderr
     assert not (tmp_path / "f").exists()
+
+
+# --- the model probe -------------------------------------------------------------------------------
+
+def install_fake(root, *model_files):
+    """The stand-in binary in a folder of its own, with (empty) model files beside it."""
+    (root / "bin").mkdir(parents=True)
+    binary = root / "bin" / "FeatureExtraction"
+    shutil.copy(FAKE, binary)
+    for name in model_files:
+        (root / "bin" / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / "bin" / name).write_text("model")
+    return str(binary)
+
+
+def visual_stage(**overrides):
+    return VisualStage(config.load(overrides=[f"visual.{k}={v!r}" if isinstance(v, str) else f"visual.{k}={v}"
+                                              for k, v in overrides.items()])["visual"])
+
+
+def test_model_choice_ceclm_clnf_or_user(tmp_path):
+    ceclm = install_fake(tmp_path / "full", DEFAULT_MODEL, CLNF_MODEL, *CECLM_FILES)
+    clnf = install_fake(tmp_path / "clnf", DEFAULT_MODEL, CLNF_MODEL, *CECLM_FILES[:3])  # one download failed
+    assert choose_model(ceclm, []) == ModelChoice("ce-clm", ())
+    choice = choose_model(clnf, [])
+    assert (choice.name, choice.args) == ("clnf", ("-mloc", CLNF_MODEL)) and CECLM_FILES[3] in choice.reason
+    assert choose_model(clnf, ["-mloc", "model/main_clm_general.txt"]) == ModelChoice("user", ())
+
+
+def test_model_is_in_the_config_hash_and_versions(tmp_path, fake_env, caplog):
+    ceclm = visual_stage(openface_bin=install_fake(tmp_path / "full", DEFAULT_MODEL, CLNF_MODEL, *CECLM_FILES))
+    clnf = visual_stage(openface_bin=install_fake(tmp_path / "clnf", CLNF_MODEL))
+    assert ceclm.config_hash() != clnf.config_hash()
+    assert ceclm.check() == [] and "CE-CLM" not in caplog.text
+    assert clnf.check() == [] and f"using the CLNF model, -mloc {CLNF_MODEL}" in caplog.text
+    versions = clnf.versions()
+    assert versions["openface_model"] == f"clnf -mloc {CLNF_MODEL}"
+    assert versions["openface_sha256"] != ceclm.versions()["openface_sha256"]  # the model files differ
+    _, (row,) = run_stage(tmp_path, [demo_clip(0)], openface_bin=clnf.cfg["openface_bin"])
+    assert row["status"] == "ok" and f"-mloc {CLNF_MODEL}" in fake_env.read_text()
+
+
+def test_probe_failure_is_one_message_before_any_work(tmp_path, fake_env, monkeypatch):
+    monkeypatch.setenv("KEBR_FAKE_OPENFACE_MODE", "noload")
+    (problem,) = visual_stage(openface_bin=str(FAKE)).check()
+    assert "fails on a probe clip" in problem and "Could not load the landmark detector" in problem
+    assert "build_openface.sh" in problem
+
+
+def test_one_image_tag_in_the_hint_and_the_docker_docs():
+    tags = {line.split("-t ")[1].split()[0] for path in ("docker/README.md", "docker/Dockerfile", "README.md")
+            for line in (ROOT / path).read_text().splitlines() if "docker build -t " in line}
+    assert f"docker build -t {IMAGE} " in DOCKER_HINT and tags <= {IMAGE, f"{IMAGE}-gpu"}

@@ -37,6 +37,8 @@ def feature_columns() -> tuple[str, ...]:
 
 FEATURES = feature_columns()
 DIM = len(FEATURES)
+#: the columns OpenFace leaves out when it has no eye model (it turns -gaze off by itself)
+EYE_COLUMNS = frozenset(c for c in FEATURES if c.startswith(("gaze_", "eye_lmk_")))
 #: (name, first column, width) of each block, for documentation and tests
 BLOCKS = (("gaze", 0, 8), ("eye_landmarks_2d", 8, 112), ("eye_landmarks_3d", 120, 168), ("pose", 288, 6),
           ("face_landmarks_2d", 294, 136), ("face_landmarks_3d", 430, 204), ("pdm_params", 634, 40),
@@ -93,8 +95,13 @@ def parse_openface_csv(data: bytes) -> OpenFaceFrames:
     missing = [c for c in (*META, *FEATURES) if c not in names]
     if missing:
         shown = ", ".join(missing[:8]) + (f" and {len(missing) - 8} more" if len(missing) > 8 else "")
-        raise OpenFaceCsvError("bad_header", f"the CSV lacks {len(missing)} OpenFace column(s): {shown}; run "
-                                             "FeatureExtraction 2.2 with -2Dfp -3Dfp -pdmparams -pose -aus -gaze")
+        if set(missing) <= EYE_COLUMNS:
+            hint = ("OpenFace wrote no gaze or eye-landmark columns, which it does when its eye model is missing "
+                    "(it prints 'WARNING: no eye model found'): reinstall the model/model_eye folder beside "
+                    "FeatureExtraction")
+        else:
+            hint = "run FeatureExtraction 2.2 with -2Dfp -3Dfp -pdmparams -pose -aus -gaze"
+        raise OpenFaceCsvError("bad_header", f"the CSV lacks {len(missing)} OpenFace column(s): {shown}; {hint}")
     if table.num_rows == 0:
         raise OpenFaceCsvError("empty_csv", "the OpenFace CSV has a header but no frames")
     face_id = table.column("face_id").to_numpy()

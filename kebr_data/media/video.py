@@ -1,15 +1,21 @@
-"""Looking at a video before the expensive run: OpenCV reads its properties and samples frames
-for a Haar face detector, so clips without a face are skipped before OpenFace is started."""
+"""Looking at a video before the expensive run: OpenCV reads its properties and one frame, so
+unreadable files and files without a video stream become rows without starting OpenFace.
+
+Whether a clip shows a face is OpenFace's call (it tracks faces rotated in-plane that a Haar
+detector misses), made from its `success` column after the run.
+"""
 
 from __future__ import annotations
 
-import functools
+import re
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from ..deps import require
+
+_VIDEO_STREAM = re.compile(r"Stream #\d+:\d+.*: Video: ")
+_ATTACHED_PIC = "(attached pic)"
 
 
 @dataclass
@@ -17,49 +23,36 @@ class VideoProbe:
     fps: float
     frames: int
     duration_s: float
-    sampled: int
-    with_face: int
 
 
-@functools.lru_cache(maxsize=1)
-def _face_detector():
-    cv2 = require("cv2", "all", "the visual pre-check (opencv-python<5)")
-    path = Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml"
-    detector = cv2.CascadeClassifier(str(path))
-    if detector.empty():
-        raise RuntimeError(f"cannot load the Haar cascade {path} (opencv-python 5 dropped them: use <5)")
-    return detector
-
-
-def probe_video(path: Path, samples: int = 8) -> VideoProbe | None:
-    """fps, frame count, duration and how many of `samples` evenly spread frames show a face.
-
-    None when OpenCV cannot open the file or read a single frame (no video stream).
-    """
+def probe_video(path: Path) -> VideoProbe | None:
+    """fps, frame count and duration of a video whose first frame OpenCV can decode; None otherwise."""
     cv2 = require("cv2", "all", "the visual pre-check (opencv-python<5)")
     cap = cv2.VideoCapture(str(path))
     try:
         if not cap.isOpened():
             return None
+        ok, _ = cap.read()
+        if not ok:
+            return None
         fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
         count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
-        targets = sorted({int(i) for i in np.linspace(0, max(count - 1, 0), num=max(samples, 1))})
-        sampled = with_face = 0
-        detector = _face_detector()
-        for target in targets:
-            cap.set(cv2.CAP_PROP_POS_FRAMES, target)
-            ok, frame = cap.read()
-            if not ok:
-                continue
-            sampled += 1
-            gray = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
-            scale = 320.0 / max(gray.shape)
-            if scale < 1.0:
-                gray = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-            faces = detector.detectMultiScale(gray, scaleFactor=1.1, minNeighbors=4, minSize=(24, 24))
-            with_face += int(len(faces) > 0)
-        if sampled == 0:
-            return None
-        return VideoProbe(fps, count, count / fps if fps > 0 else 0.0, sampled, with_face)
+        return VideoProbe(fps, count, count / fps if fps > 0 else 0.0)
     finally:
         cap.release()
+
+
+def has_video_stream(ffmpeg: str, path: Path, timeout_s: float = 60.0) -> bool | None:
+    """Whether ffmpeg sees a video stream in `path` (cover art excluded); None when it cannot read
+    the container at all. Only asked when OpenCV read no frame, to tell an audio-only file
+    (skipped) from a corrupt one (failed)."""
+    args = [ffmpeg, "-nostdin", "-hide_banner", "-i", "file:" + str(path.resolve())]
+    try:
+        proc = subprocess.run(args, capture_output=True, timeout=timeout_s, check=False)
+    except subprocess.TimeoutExpired:
+        return None
+    text = proc.stderr.decode("utf-8", errors="replace")
+    streams = [ln for ln in text.splitlines() if ln.strip().startswith("Stream #")]
+    if not streams:
+        return None
+    return any(_VIDEO_STREAM.search(ln) and _ATTACHED_PIC not in ln for ln in streams)

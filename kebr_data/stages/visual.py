@@ -1,37 +1,48 @@
 """The visual stage (DESIGN §4, §5): OpenFace 2.2 709-d frame features per clip.
 
-Backends: `openface` runs the user's `FeatureExtraction` binary on the video itself (an argument
-list, a per-clip timeout, output in the shard's temp folder, removed at once); `openface-csv`
-ingests CSVs OpenFace wrote earlier. A pre-check with OpenCV skips clips without a face before
-the expensive run. The toolkit never ships OpenFace (academic, non-commercial licence).
+Backends: `openface` runs the user's `FeatureExtraction` binary on the videos themselves, a batch
+of clips per invocation (one model load per batch, one CSV per clip, failures still per clip,
+a per-clip timeout), output in the shard's temp folder, removed at once; `openface-csv` ingests
+CSVs OpenFace wrote earlier. Before any work the binary is probed once on a tiny clip, and the
+landmark model it can load (CE-CLM, else CLNF) is part of the config hash. A clip is
+`skipped/no_face` when OpenFace tracks a face in fewer than `visual.min_face_ratio` of its
+frames. The toolkit never ships OpenFace (academic, non-commercial licence).
 """
 
 from __future__ import annotations
 
-import hashlib
+import logging
 import shutil
 import subprocess
+import tempfile
+import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from ..config import setting
+import pyarrow as pa
+
+from ..config import content_hash, setting
 from ..errors import ClipError, ClipSkipped, PrerequisiteError
-from ..features.openface import OpenFaceCsvError, parse_openface_csv
+from ..features.openface import OpenFaceCsvError, OpenFaceFrames, parse_openface_csv
+from ..media import openface as runner
 from ..media.binaries import locate
 from ..media.ffmpeg import find_ffmpeg, stderr_tail
 from ..media.files import check_readable
-from ..schema import VISUAL
-from .base import ClipInput, ClipStage, ShardContext
+from ..schema import VISUAL, rows_to_batch, with_metadata
+from .base import ClipInput, ClipStage, ShardContext, iter_clips, row
 
 BACKENDS = ("openface", "openface-csv")
-OPENFACE_FLAGS = ("-2Dfp", "-3Dfp", "-pdmparams", "-pose", "-aus", "-gaze")
+OPENFACE_FLAGS = runner.FLAGS
+IMAGE = "kebr"
 DOCKER_HINT = (
     "OpenFace cannot be pip-installed (C++, academic licence): build the image in docker/ "
-    "(docker build -t kebr-openface -f docker/Dockerfile .) and run kebr-data inside it, or build OpenFace 2.2 "
+    f"(docker build -t {IMAGE} -f docker/Dockerfile .) and run kebr-data inside it, or build OpenFace 2.2 "
     "with docker/build_openface.sh and set KEBR_OPENFACE_BIN (or visual.openface_bin) to its FeatureExtraction; "
     "to use CSVs OpenFace wrote earlier, --set visual.backend=openface-csv; to leave visual features out, "
     "--stages index,audio,asr,acoustic")
+log = logging.getLogger("kebr_data.visual")
 
 
 def find_openface(configured: str = "") -> str:
@@ -51,13 +62,16 @@ class VisualSettings:
         "openface", "openface (run FeatureExtraction) | openface-csv (ingest precomputed CSVs)")
     openface_bin: str = setting("", "FeatureExtraction binary; '' = $KEBR_OPENFACE_BIN, then FeatureExtraction on "
                                     "PATH", runtime=True)
-    openface_args: list[str] = setting([], "extra arguments, e.g. ['-mloc', 'model/main_clnf_general.txt'] without "
-                                           "CE-CLM models")
+    openface_args: list[str] = setting([], "extra arguments; the model is picked by itself (CE-CLM, else CLNF) "
+                                           "unless -mloc is here")
     timeout_s: float = setting(900.0, "per clip", min=1e-3, runtime=True)
     csv_dir: str = setting("", "openface-csv: <csv_dir>/<clip_id>.csv; '' = <video path>.csv beside each video")
-    precheck: bool = setting(True, "OpenCV reads the video and looks for a face first; clips without one are "
+    precheck: bool = setting(True, "OpenCV reads one frame first: unreadable files fail, audio-only ones are "
                                    "skipped")
-    precheck_frames: int = setting(8, "frames sampled by the pre-check", min=1)
+    min_face_ratio: float = setting(0.1, "clips where OpenFace tracks a face in fewer frames are skipped (no_face); "
+                                         "0 = keep all", min=0.0, max=1.0)
+    batch_clips: int = setting(16, "clips per FeatureExtraction invocation (one model load each)", min=1,
+                               runtime=True)
     max_fps: float = setting(0.0, "> 0: re-encode videos above this frame rate before OpenFace (0 = off, as the "
                                   "papers)", min=0.0)
 
@@ -66,67 +80,198 @@ class VisualStage(ClipStage):
     """frames × 709 OpenFace features, per-frame success and confidence, and the share of tracked frames."""
 
     name = "visual"
-    version = "1"
+    version = "2"
     schema = VISUAL
     upstream = ("plan",)
     Settings = VisualSettings
     report_plots = (("face_ratio", "Share of frames OpenFace tracked", "face ratio", 20),)
 
+    def __init__(self, cfg: dict[str, Any]) -> None:
+        super().__init__(cfg)
+        self._model: runner.ModelChoice | None = None
+
+    # --- set-up --------------------------------------------------------------------------------
+
+    def model(self) -> runner.ModelChoice:
+        """The landmark model FeatureExtraction runs with (CE-CLM when its files are there, else CLNF)."""
+        if self._model is None:
+            self._model = runner.choose_model(find_openface(self.cfg["openface_bin"]), self.cfg["openface_args"])
+        return self._model
+
+    def openface_args(self) -> list[str]:
+        return [*self.model().args, *self.cfg["openface_args"]]
+
+    def config_hash(self) -> str:
+        base = super().config_hash()
+        if self.cfg["backend"] != "openface":
+            return base
+        try:
+            model = self.model().name
+        except PrerequisiteError:
+            model = "unresolved"
+        return content_hash({"config": base, "openface_model": model})
+
     def check(self) -> list[str]:
         backend = self.cfg["backend"]
         if backend not in BACKENDS:
             return [f"visual.backend must be one of {', '.join(BACKENDS)}, got {backend!r}"]
-        problems = []
-        if backend == "openface":
-            try:
-                find_openface(self.cfg["openface_bin"])
-            except PrerequisiteError as exc:
-                problems.append(str(exc))
-            if self.cfg["precheck"] or self.cfg["max_fps"] > 0:
-                try:
-                    import cv2  # noqa: F401
-                except ImportError:
-                    problems.append("the visual pre-check needs opencv-python<5: pip install 'opencv-python<5'")
-        elif self.cfg["csv_dir"] and not Path(self.cfg["csv_dir"]).is_dir():
-            problems.append(f"visual.csv_dir {self.cfg['csv_dir']!r} is not a folder")
-        return problems
+        if not 0.0 <= float(self.cfg["min_face_ratio"]) <= 1.0:
+            return [f"visual.min_face_ratio must be within [0, 1], got {self.cfg['min_face_ratio']!r}"]
+        if int(self.cfg["batch_clips"]) < 1:
+            return [f"visual.batch_clips must be at least 1, got {self.cfg['batch_clips']!r}"]
+        if backend == "openface-csv":
+            if self.cfg["csv_dir"] and not Path(self.cfg["csv_dir"]).is_dir():
+                return [f"visual.csv_dir {self.cfg['csv_dir']!r} is not a folder"]
+            return []
+        try:
+            binary = find_openface(self.cfg["openface_bin"])
+            import cv2  # noqa: F401
+        except PrerequisiteError as exc:
+            return [str(exc)]
+        except ImportError:
+            return ["the visual stage needs opencv-python<5: pip install 'opencv-python<5'"]
+        return self._probe(binary)
+
+    def _probe(self, binary: str) -> list[str]:
+        """Run FeatureExtraction once on a tiny clip with the chosen model: one message if it fails."""
+        choice = self.model()
+        with tempfile.TemporaryDirectory(prefix="kebr-openface-probe-") as tmp:
+            problem = runner.probe(binary, self.openface_args(), Path(tmp), float(self.cfg["timeout_s"]))
+        if problem:
+            return [f"{binary} fails on a probe clip ({problem}). Rebuild it with docker/build_openface.sh "
+                    "(its self-check says what is missing), or pass a working model with "
+                    "--set 'visual.openface_args=[\"-mloc\",\"model/main_clnf_general.txt\"]'"]
+        if choice.name == "clnf":
+            log.warning("visual: %s (recorded in the config hash and the markers' versions)", choice.reason)
+        return []
 
     def versions(self) -> dict[str, str]:
         if self.cfg["backend"] != "openface":
             return {}
-        return {"openface": find_openface(self.cfg["openface_bin"])}
+        binary = find_openface(self.cfg["openface_bin"])
+        model = self.model()
+        return {"openface": binary, "openface_sha256": runner.fingerprint(binary),
+                "openface_model": " ".join([model.name, *self.openface_args()])}
+
+    # --- one shard -----------------------------------------------------------------------------
+
+    def run_shard(self, ctx: ShardContext) -> pa.Table:
+        if self.cfg["backend"] == "openface-csv":
+            return super().run_shard(ctx)
+        schema = with_metadata(self.schema, self.name)
+        batches: list[pa.RecordBatch] = []
+        rows: list[dict[str, Any] | None] = []
+        pending: list[tuple[int, ClipInput, Path, float]] = []
+        size = int(self.cfg["batch_clips"])
+        for clip in iter_clips(ctx, self.upstream):
+            try:
+                video, fps = self._prepare(clip)
+            except ClipError as exc:
+                ctx.log.warning("%s %s: %s", exc.status, clip.clip_id, exc)
+                rows.append(row(clip.clip_id, exc.status, exc.error, exc.message))
+                ctx.progress(1)
+                continue
+            pending.append((len(rows), clip, video, fps))
+            rows.append(None)
+            if len(pending) == size:
+                self._run_batch(pending, rows, ctx)
+                pending = []
+                if len(rows) >= self.batch_rows:
+                    batches.append(rows_to_batch(rows, schema))
+                    rows = []
+        if pending:
+            self._run_batch(pending, rows, ctx)
+        if rows or not batches:
+            batches.append(rows_to_batch(rows, schema))
+        return pa.Table.from_batches(batches, schema=schema)
 
     def process(self, clip: ClipInput, ctx: ShardContext) -> dict[str, Any]:
+        """One clip of the `openface-csv` backend (the `openface` backend runs batches in run_shard)."""
+        return self._result(self._from_csv(clip.clip_id, clip.plan["video_path"]), 0.0)
+
+    def _prepare(self, clip: ClipInput) -> tuple[Path, float]:
+        """The clip's video, checked before OpenFace starts; its frame rate (0 when not probed)."""
         video = clip.plan["video_path"]
-        if self.cfg["backend"] == "openface-csv":
-            frames = self._from_csv(clip.clip_id, video)
-            probe_fps = 0.0
-        else:
-            if not video:
-                raise ClipSkipped("no_video", "the clip has no video file")
-            path = Path(video)
-            check_readable(path)
-            probe_fps = self._precheck(path)
-            frames = self._run_openface(clip.clip_id, path, probe_fps, ctx)
+        if not video:
+            raise ClipSkipped("no_video", "the clip has no video file")
+        path = Path(video)
+        check_readable(path)
+        if not (self.cfg["precheck"] or self.cfg["max_fps"] > 0):
+            return path, 0.0
+        from ..media.video import has_video_stream, probe_video
+
+        probe = probe_video(path)
+        if probe is None:
+            if has_video_stream(find_ffmpeg(), path) is False:
+                raise ClipSkipped("no_video", f"{path.name} has no video stream (audio only)")
+            raise ClipError("no_frames", f"OpenCV cannot read a frame of {path} (corrupt or unsupported)")
+        return path, probe.fps
+
+    def _run_batch(self, pending: list[tuple[int, ClipInput, Path, float]], rows: list[dict[str, Any] | None],
+                   ctx: ShardContext) -> None:
+        """Run one FeatureExtraction invocation over the pending clips; fill their rows in place."""
+        work = ctx.temp() / f"batch-{uuid.uuid4().hex[:12]}"
+        work.mkdir(parents=True)
+        t0 = time.monotonic()
+        try:
+            inputs: list[Path | None] = []
+            for k, (_, clip, video, fps) in enumerate(pending):
+                try:
+                    inputs.append(self._input(video, fps, work / "in", k))
+                except ClipError as exc:
+                    rows[pending[k][0]] = row(clip.clip_id, exc.status, exc.error, exc.message)
+                    inputs.append(None)
+            ready = [(k, p) for k, p in enumerate(inputs) if p is not None]
+            outcomes = runner.run_batch(find_openface(self.cfg["openface_bin"]), [p for _, p in ready], work / "out",
+                                        self.openface_args(), float(self.cfg["timeout_s"]))
+            for (k, _), outcome in zip(ready, outcomes, strict=True):
+                index, clip, _, fps = pending[k]
+                rows[index] = self._outcome_row(clip.clip_id, outcome, fps)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        per_clip = (time.monotonic() - t0) / max(len(pending), 1)
+        for index, clip, _, _ in pending:
+            r = rows[index]
+            if r["status"] == "ok":
+                ctx.log.info("ok %s (%.3f s, batch of %d)", clip.clip_id, per_clip, len(pending))
+            else:
+                ctx.log.warning("%s %s: %s: %s", r["status"], clip.clip_id, r["error"], r["message"])
+            ctx.progress(1)
+
+    def _input(self, video: Path, fps: float, folder: Path, k: int) -> Path:
+        """The clip under a batch-unique name (a link; a re-encode when above visual.max_fps): OpenFace
+        names each CSV after its input's stem, and clips of a shard may share one."""
+        folder.mkdir(exist_ok=True)
+        suffix = video.suffix if video.suffix[1:].isalnum() else ".mp4"
+        dest = folder / f"{k:05d}{suffix}"
+        max_fps = float(self.cfg["max_fps"])
+        if max_fps > 0 and fps > max_fps:
+            return self._reencode(video, folder / f"{k:05d}.mp4", max_fps)
+        dest.symlink_to(video.resolve())
+        return dest
+
+    def _outcome_row(self, clip_id: str, outcome: runner.ClipOutcome, probe_fps: float) -> dict[str, Any]:
+        try:
+            if outcome.error:
+                raise ClipError(outcome.error, outcome.message)
+            frames = self._parse(outcome.csv.read_bytes(), outcome.warnings)
+            return row(clip_id, **self._result(frames, probe_fps))
+        except ClipError as exc:
+            return row(clip_id, exc.status, exc.error, exc.message)
+
+    def _result(self, frames: OpenFaceFrames, probe_fps: float) -> dict[str, Any]:
+        """The row's columns, or skipped/no_face when OpenFace tracked too few frames."""
+        minimum = float(self.cfg["min_face_ratio"])
+        if frames.face_ratio < minimum:
+            raise ClipSkipped("no_face", f"OpenFace tracked a face in {int(frames.success.sum())} of "
+                                         f"{frames.success.size} frames ({frames.face_ratio:.0%}), below "
+                                         f"visual.min_face_ratio = {minimum:g}")
         message = f"{frames.other_faces} frame(s) of other faces ignored" if frames.other_faces else None
         return {"message": message, "backend": self.cfg["backend"], "fps": frames.fps or probe_fps,
                 "num_frames": int(frames.features.shape[0]), "features": frames.features,
                 "success": frames.success, "confidence": frames.confidence, "face_ratio": frames.face_ratio}
 
-    def _precheck(self, path: Path) -> float:
-        """Skip clips without a face before OpenFace; return the video's frame rate (0 when unknown)."""
-        if not (self.cfg["precheck"] or self.cfg["max_fps"] > 0):
-            return 0.0
-        from ..media.video import probe_video
-
-        probe = probe_video(path, int(self.cfg["precheck_frames"]))
-        if probe is None:
-            raise ClipError("no_frames", f"OpenCV cannot read a frame of {path} (no video stream, or corrupt)")
-        if self.cfg["precheck"] and probe.with_face == 0:
-            raise ClipSkipped("no_face", f"no face in the {probe.sampled} frame(s) the pre-check sampled")
-        return probe.fps
-
-    def _from_csv(self, clip_id: str, video: str | None):
+    def _from_csv(self, clip_id: str, video: str | None) -> OpenFaceFrames:
         if self.cfg["csv_dir"]:
             root = Path(self.cfg["csv_dir"]).resolve()
             csv = (root / f"{clip_id}.csv").resolve()
@@ -145,46 +290,25 @@ class VisualStage(ClipStage):
         return self._parse(data)
 
     @staticmethod
-    def _parse(data: bytes):
+    def _parse(data: bytes, openface_said: str = "") -> OpenFaceFrames:
         try:
             return parse_openface_csv(data)
         except OpenFaceCsvError as exc:
-            raise ClipError(exc.error, str(exc)) from None
-
-    def _run_openface(self, clip_id: str, video: Path, fps: float, ctx: ShardContext):
-        work = ctx.temp() / hashlib.sha1(clip_id.encode()).hexdigest()[:16]
-        shutil.rmtree(work, ignore_errors=True)
-        work.mkdir(parents=True)
-        try:
-            max_fps = float(self.cfg["max_fps"])
-            if max_fps > 0 and fps > max_fps:
-                video = self._reencode(video, work / "input.mp4", max_fps)
-            out_dir = work / "out"
-            args = [find_openface(self.cfg["openface_bin"]), "-f", str(video.resolve()), "-out_dir", str(out_dir),
-                    *OPENFACE_FLAGS, *self.cfg["openface_args"]]
-            try:
-                proc = subprocess.run(args, capture_output=True, timeout=float(self.cfg["timeout_s"]), check=False)
-            except subprocess.TimeoutExpired:
-                raise ClipError("timeout", f"OpenFace did not finish within {self.cfg['timeout_s']:g} s") from None
-            if proc.returncode != 0:
-                raise ClipError("openface_error", f"FeatureExtraction exit {proc.returncode}: "
-                                                  f"{stderr_tail(proc.stderr) or stderr_tail(proc.stdout)}")
-            csvs = sorted(out_dir.glob("*.csv")) if out_dir.is_dir() else []
-            if len(csvs) != 1:
-                raise ClipError("no_csv", f"FeatureExtraction wrote {len(csvs)} CSV file(s), expected 1: "
-                                          f"{stderr_tail(proc.stderr) or stderr_tail(proc.stdout) or 'no message'}")
-            return self._parse(csvs[0].read_bytes())
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
+            said = f" (OpenFace: {openface_said})" if openface_said else ""
+            raise ClipError(exc.error, f"{exc}{said}") from None
 
     @staticmethod
     def _reencode(video: Path, dest: Path, fps: float) -> Path:
         """The video at a lower frame rate (visual.max_fps), for a cheaper OpenFace run."""
         args = [find_ffmpeg(), "-nostdin", "-loglevel", "error", "-i", "file:" + str(video.resolve()), "-an",
                 "-vf", f"fps={fps:g}", "-c:v", "libx264", "-preset", "veryfast", "-crf", "18", str(dest)]
-        proc = subprocess.run(args, capture_output=True, timeout=600, check=False)
+        proc = runner.popen(args)
+        try:
+            _, err = proc.communicate(timeout=600)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            raise ClipError("decode_error", f"re-encoding to {fps:g} fps took over 600 s") from None
         if proc.returncode != 0:
-            raise ClipError("decode_error", f"re-encoding to {fps:g} fps failed: {stderr_tail(proc.stderr)}")
+            raise ClipError("decode_error", f"re-encoding to {fps:g} fps failed: {stderr_tail(err)}")
         return dest
-
-
