@@ -1,4 +1,4 @@
-"""Clip-id validation (DESIGN §3): ids name rows, and must never be able to name a path outside the output."""
+"""Clip-id validation: ids name rows, and must never be able to name a path outside the output."""
 
 from __future__ import annotations
 

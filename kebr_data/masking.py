@@ -1,4 +1,4 @@
-"""Sentiment-word masking (SKESL §3.2, KEBR §4.1, DESIGN §5): pure functions over one transcript.
+"""Sentiment-word masking (SKESL §3.2, KEBR §4.1): pure functions over one transcript.
 
 The word with the largest |valence| is masked (ties: the earliest); its label is the valence
 scaled linearly from the lexicon's range to [-3, 3]. A transcript without a lexicon word gets
@@ -70,7 +70,7 @@ def is_negated(preceding: list[str]) -> bool:
 
 @dataclass(frozen=True)
 class Masked:
-    """The mask stage's columns for one transcript (DESIGN §4)."""
+    """The mask stage's columns for one transcript (the stage-table schema)."""
 
     words: list[str]
     mask_index: int

@@ -1,4 +1,4 @@
-"""Write kebr-data shards directly in the DESIGN §4 format (plan, mask, acoustic, visual tables plus
+"""Write kebr-data shards directly in the stage-table format (plan, mask, acoustic, visual tables plus
 markers), for trainer tests that should not wait on the extraction stages."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The audio stage against real media and real ffmpeg, including the bad inputs of DESIGN §4."""
+"""The audio stage against real media and real ffmpeg, including bad inputs."""
 
 import os
 import subprocess

@@ -11,10 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from ..storage.layout import shard_name
 from ..storage.lock import OutputLock
 from ..storage.store import PLAN, Store
-from .base import ExportFormat, exported_stages, load_shard, mark_done, shard_file, up_to_date
+from .base import ExportFormat, FolderFormat, exported_stages, load_shard, mark_done, shard_file, up_to_date
 from .hdf5 import Hdf5Format, read_hdf5
 from .mmsa import MmsaFormat
 from .parquet import ParquetFormat, merged_table
@@ -35,7 +34,7 @@ def export(root: Path, fmt: str, dest: Path | None = None, **options: Any) -> tu
         dest = dest or root / "export" / fmt
         dest.mkdir(parents=True, exist_ok=True)
         shards = range(store.plan.num_shards)
-        if writer.suffix is None:
+        if isinstance(writer, FolderFormat):
             tables = [load_shard(store, shard, stages) for shard in shards]
             sources = {f"{t.shard:05d}": t.hashes for t in tables}
             note = writer.write_all(dest, tables)
@@ -44,7 +43,7 @@ def export(root: Path, fmt: str, dest: Path | None = None, **options: Any) -> tu
         written = 0
         for shard in shards:
             target = shard_file(dest, shard, writer.suffix)
-            name = shard_name(shard, "")[:-1]
+            name = target.stem
             hashes = {stage: store.committed_hash(stage, shard) for stage in (PLAN, *stages)}
             if up_to_date(dest, name, hashes, target):
                 continue

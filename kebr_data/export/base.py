@@ -83,10 +83,7 @@ def mark_done(dest: Path, name: str, sources: Any, fmt: str, **extra: Any) -> No
 
 
 class ExportFormat(ABC):
-    """One export format: either a file per shard (`write_shard`) or one file for the folder (`write_all`)."""
-
-    #: the file suffix of per-shard formats; None for whole-folder formats
-    suffix: str | None = None
+    """One export format; subclass `ShardFormat` (a file per shard) or `FolderFormat` (one file)."""
 
     def __init__(self, **options: Any) -> None:
         self.options = options
@@ -94,16 +91,27 @@ class ExportFormat(ABC):
     def check(self, store: Store, stages: list[str]) -> None:
         """Refuse before writing anything (raise a KebrError)."""
 
-    def write_shard(self, path: Path, tables: ShardTables) -> None:
-        raise NotImplementedError
-
-    def write_all(self, dest: Path, shards: list[ShardTables]) -> str:
-        """Write the whole export; return a one-line note for the user."""
-        raise NotImplementedError
-
     @abstractmethod
     def describe(self) -> str:
         """What the format is, for --help."""
+
+
+class ShardFormat(ExportFormat):
+    """A format written as one file per shard, redone only when its sources changed."""
+
+    suffix: str
+
+    @abstractmethod
+    def write_shard(self, path: Path, tables: ShardTables) -> None:
+        """Write one shard's file (atomically)."""
+
+
+class FolderFormat(ExportFormat):
+    """A format written as one file for the whole folder."""
+
+    @abstractmethod
+    def write_all(self, dest: Path, shards: list[ShardTables]) -> str:
+        """Write the whole export; return a one-line note for the user."""
 
 
 def shard_file(dest: Path, shard: int, suffix: str) -> Path:

@@ -23,7 +23,7 @@ from ..schema import SCHEMA_VERSION
 from ..stages import registry
 from ..storage.atomic import fsync_dir, tmp_path_for
 from ..storage.store import frames_of
-from .base import ExportFormat, ShardTables, done_path
+from .base import ShardFormat, ShardTables, done_path
 
 META_COLUMNS = ("clip_id", "status", "error", "message")
 
@@ -65,7 +65,7 @@ def _write_stage(f: Any, stage: str, table: pa.Table) -> None:
                 group.attrs[field.name] = ",".join(distinct)
 
 
-class Hdf5Format(ExportFormat):
+class Hdf5Format(ShardFormat):
     suffix = "h5"
 
     def describe(self) -> str:

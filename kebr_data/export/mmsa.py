@@ -22,7 +22,7 @@ from ..errors import ConfigError
 from ..stages import registry
 from ..storage.atomic import atomic_write
 from ..storage.store import Store, frames_of
-from .base import ExportFormat, ShardTables
+from .base import FolderFormat, ShardTables
 
 SPLITS = ("train", "valid", "test")
 #: MMSA's modality keys and the stages that feed them
@@ -30,7 +30,7 @@ MODALITIES = {"audio": "acoustic", "vision": "visual"}
 LABELS = ("plan", "mask")
 
 
-class MmsaFormat(ExportFormat):
+class MmsaFormat(FolderFormat):
     """Options: audio_len, vision_len, label (plan | mask), allow_missing."""
 
     def describe(self) -> str:

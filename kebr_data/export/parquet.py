@@ -8,7 +8,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from ..storage.parquet import write_table
-from .base import ExportFormat, ShardTables
+from .base import ShardFormat, ShardTables
 
 
 def merged_table(tables: ShardTables) -> pa.Table:
@@ -21,7 +21,7 @@ def merged_table(tables: ShardTables) -> pa.Table:
     return out
 
 
-class ParquetFormat(ExportFormat):
+class ParquetFormat(ShardFormat):
     suffix = "parquet"
 
     def describe(self) -> str:

@@ -1,6 +1,6 @@
 """The 33-d acoustic frame features of the released code, bit-identical to librosa, computed faster.
 
-Recipe `released` (DESIGN §5): at 22,050 Hz, hop 512, n_fft 2048, centred frames,
+Recipe `released`: at 22,050 Hz, hop 512, n_fft 2048, centred frames,
 `[zero_crossing_rate | mfcc(n_mfcc=20, htk=True) | chroma_cqt()]`, frames × 33, float32:
 what MMSA's CH-SIMS features, SKESL and KEBR compute with three librosa calls. Recipe `paper`
 puts log F0 (pYIN, 65-400 Hz, unvoiced frames 0.0) in column 0 instead, as the papers describe.

@@ -1,4 +1,4 @@
-"""Parse OpenFace 2.2 `FeatureExtraction` CSVs into the 709-d visual features (DESIGN §5).
+"""Parse OpenFace 2.2 `FeatureExtraction` CSVs into the 709-d visual features.
 
 The 709 features are every column after `frame, face_id, timestamp, confidence, success`, in
 OpenFace's order: gaze 8, eye landmarks 2D 112, 3D 168, head pose 6, face landmarks 2D 136,

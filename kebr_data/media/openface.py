@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-#: the flags that make FeatureExtraction write the 709 feature columns (DESIGN §5)
+#: the flags that make FeatureExtraction write the 709 feature columns
 FLAGS = ("-2Dfp", "-3Dfp", "-pdmparams", "-pose", "-aus", "-gaze")
 DEFAULT_MODEL = "model/main_ceclm_general.txt"
 CLNF_MODEL = "model/main_clnf_general.txt"

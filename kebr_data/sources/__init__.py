@@ -1,4 +1,4 @@
-"""Sources: turn a dataset folder or manifest into plan rows (DESIGN §3).
+"""Sources: turn a dataset folder or manifest into plan rows.
 
 Auto-detection order: manifest file, mmsa (label.csv + Raw/), voxceleb (idNNNNN speaker
 folders), then any folder. `--layout` forces one.

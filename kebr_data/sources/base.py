@@ -15,7 +15,7 @@ AUDIO_EXTS = frozenset({".wav", ".m4a", ".aac", ".flac", ".mp3", ".ogg", ".opus"
 
 @dataclass
 class Clip:
-    """One plan row before sharding (DESIGN §4, `plan` table)."""
+    """One plan row before sharding (the `plan` table)."""
 
     clip_id: str
     source: str

@@ -1,4 +1,4 @@
-"""VoxCeleb1/2 layout: `{mp4,aac,wav}/idNNNNN/<youtube_id>/NNNNN.{mp4,m4a,wav}` (DESIGN §3).
+"""VoxCeleb1/2 layout: `{mp4,aac,wav}/idNNNNN/<youtube_id>/NNNNN.{mp4,m4a,wav}`.
 
 Accepts the dataset root (`voxceleb2/` holding `mp4/` and `aac/`, optionally under `dev/` or
 `test/`) or a modality folder itself (`wav/`). Video and audio of one clip pair by clip_id

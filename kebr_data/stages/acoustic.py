@@ -1,4 +1,4 @@
-"""The acoustic stage (DESIGN §4, §5): 33-d librosa frame features from the audio stage's FLAC.
+"""The acoustic stage: 33-d librosa frame features from the audio stage's FLAC.
 
 Bit-identical to the direct librosa calls of the released recipe (see
 `kebr_data.features.librosa_33`), with filter banks cached once per worker process.

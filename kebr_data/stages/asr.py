@@ -1,4 +1,4 @@
-"""The ASR stage (DESIGN §1, §4): a transcript per clip, with language, confidence and word times.
+"""The ASR stage: a transcript per clip, with language, confidence and word times.
 
 Engines: `faster-whisper` (default; offline with the bundled Whisper tiny.en), `openai-whisper`,
 `google` (Google Cloud Speech, the papers' engine) and `given` (the dataset's own transcript from

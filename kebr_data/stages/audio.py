@@ -1,4 +1,4 @@
-"""The audio stage (DESIGN §4): ffmpeg decodes each clip's audio track to mono PCM, stored as FLAC.
+"""The audio stage: ffmpeg decodes each clip's audio track to mono PCM, stored as FLAC.
 
 Reads the audio file of a clip when it has one (VoxCeleb's m4a/wav), else its video. No audio
 track is `skipped`; a zero-byte, missing, truncated or undecodable file is `failed` with ffmpeg's

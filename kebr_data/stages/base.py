@@ -136,7 +136,7 @@ class Stage(ABC):
 
 def row(clip_id: str, status: str = "ok", error: str | None = None, message: str | None = None,
         **columns: Any) -> dict[str, Any]:
-    """A stage row with the common columns of DESIGN §4."""
+    """A stage row with the common columns every stage table has."""
     return {"clip_id": clip_id, "status": status, "error": error, "message": message, **columns}
 
 

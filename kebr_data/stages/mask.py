@@ -1,4 +1,4 @@
-"""The mask stage (DESIGN §5): mask the most salient sentiment word of each transcript.
+"""The mask stage: mask the most salient sentiment word of each transcript.
 
 Text comes from the asr stage or from the plan's given transcript (MMSA label.csv, manifests).
 Cheap and meant to be re-run with other options: `kebr-data mask` replaces `mask/` when its

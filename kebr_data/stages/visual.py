@@ -1,4 +1,4 @@
-"""The visual stage (DESIGN §4, §5): OpenFace 2.2 709-d frame features per clip.
+"""The visual stage: OpenFace 2.2 709-d frame features per clip.
 
 Backends: `openface` runs the user's `FeatureExtraction` binary on the videos themselves, a batch
 of clips per invocation (one model load per batch, one CSV per clip, failures still per clip,
