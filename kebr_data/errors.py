@@ -53,3 +53,9 @@ class ClipSkipped(ClipError):
     """The clip is valid but has nothing for this stage (e.g. no audio track, silence)."""
 
     status = "skipped"
+
+
+class EnvironmentFailure(KebrError):
+    """The machine, not the clip, failed (disk full, I/O error, missing binary, rejected credentials)."""
+
+    exit_code = 3

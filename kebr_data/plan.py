@@ -19,7 +19,7 @@ from .config import content_hash
 from .errors import PlanError
 from .schema import PLAN, with_metadata
 from .storage.atomic import atomic_write_json
-from .storage.layout import OutputDir
+from .storage.layout import PLAN_FORMAT, OutputDir
 from .storage.markers import CorruptMarker, read_marker
 from .storage.parquet import read_table, write_table
 
@@ -76,13 +76,20 @@ def build_plan(out: OutputDir, src: Path, index_cfg: dict[str, Any]) -> dict[str
         "rejected_examples": [{"entry": e, "reason": r} for e, r in result.rejected[:MAX_REJECTED_LISTED]],
         "wall_s": round(time.monotonic() - t0, 3),
         "toolkit_version": __version__,
+        "plan_format": PLAN_FORMAT,
     }
     atomic_write_json(out.plan_marker, marker)
     return marker
 
 
 def check_plan(marker: dict[str, Any], src: Path | None, index_cfg: dict[str, Any]) -> None:
-    """Refuse a run whose source or index settings differ from the frozen plan."""
+    """Refuse a run whose source or index settings differ from the frozen plan, or whose plan was
+    made by an older toolkit (its paths may be relative to another working directory)."""
+    if marker.get("plan_format") != PLAN_FORMAT:
+        raise PlanError(
+            f"this output folder's plan was made by an older kebr-data (its media paths may be relative to the "
+            f"directory it ran in, and it lacks media sizes): rerun with --replan (and --src {marker.get('src')}) "
+            "to re-index; shards whose clips change are recomputed")
     wanted = marker["identity_hash"] if src is None else content_hash(plan_identity(src, index_cfg))
     if src is not None and wanted != marker["identity_hash"]:
         raise PlanError(

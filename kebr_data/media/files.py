@@ -27,3 +27,11 @@ def check_readable(path: Path) -> None:
             fh.read(1)
     except OSError as exc:
         raise ClipError("unreadable", f"{path}: {exc.strerror}") from None
+
+
+SIDE_FILE_MAX_BYTES = 16 << 20
+
+
+def read_side_file(path: Path, root: Path | None, max_bytes: int = SIDE_FILE_MAX_BYTES) -> tuple[bytes, str]:
+    data = Path(path).read_bytes()
+    return data, f"{path} ({len(data)} bytes)"

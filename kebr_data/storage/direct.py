@@ -12,7 +12,7 @@ import pyarrow as pa
 from ..arrow_rows import rows_to_batch
 from ..schema import with_metadata
 from .atomic import atomic_write_json
-from .layout import OutputDir
+from .layout import PLAN_FORMAT, OutputDir
 from .markers import Marker
 from .parquet import write_table
 
@@ -35,4 +35,4 @@ def commit_plan_marker(out: OutputDir, shards: dict[str, dict[str, Any]], source
     atomic_write_json(out.plan_marker, {
         "num_shards": len(shards), "shards": shards, "clips": sum(s["rows"] for s in shards.values()),
         "src": source, "layout": source, "requested_layout": source, "shard_size": shard_size,
-        "identity_hash": "", "rejected": 0, "rejected_examples": []})
+        "identity_hash": "", "rejected": 0, "rejected_examples": [], "plan_format": PLAN_FORMAT})

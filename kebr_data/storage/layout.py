@@ -20,6 +20,9 @@ from pathlib import Path
 
 from .atomic import sweep_tmp
 
+#: version of the plan's layout: 2 = absolute media paths plus media size and mtime per clip
+PLAN_FORMAT = 2
+
 SHARD_RE = re.compile(r"^shard-(\d{5})\.(parquet|json|log)$")
 
 
