@@ -233,6 +233,25 @@ def test_given_transcript_sidecar_records_what_was_read_and_refuses_escapes(tmp_
     assert [(r["status"], r["error"]) for r in rows[1:]] == [("failed", "outside_source"), ("failed", "not_a_file")]
 
 
+def test_openface_csv_side_files_are_bounded_and_recorded(tmp_path):
+    import shutil
+
+    from helpers import OPENFACE_FIXTURES
+
+    from kebr_data.stages.visual import VisualStage
+    for n in "abc":
+        (tmp_path / f"{n}.mp4").write_bytes(b"not read")
+    shutil.copy(OPENFACE_FIXTURES / "default.csv", tmp_path / "a.mp4.csv")
+    os.mkfifo(tmp_path / "b.mp4.csv")
+    (tmp_path / "c.mp4.csv").symlink_to("/dev/zero")
+    stage = VisualStage(config.load(overrides=["visual.backend='openface-csv'"])["visual"])
+    plan_t = pa.Table.from_pylist([{"clip_id": n, "status": "ok", "video_path": str(tmp_path / f"{n}.mp4"),
+                                    "source": "folder"} for n in "abc"], schema=PLAN)
+    rows = stage.run_shard(ShardContext(0, {"plan": plan_t}, tmp_path / "tmp")).to_pylist()
+    assert rows[0]["status"] == "ok" and str(tmp_path / "a.mp4.csv") in rows[0]["message"]
+    assert [(r["status"], r["error"]) for r in rows[1:]] == [("failed", "not_a_file"), ("failed", "outside_source")]
+
+
 # -- 6: symlinks at predictable paths -------------------------------------------------------------
 
 def test_lock_symlink_is_refused_and_its_target_untouched(tmp_path):

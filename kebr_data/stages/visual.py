@@ -18,7 +18,7 @@ from ..errors import ClipError, ClipSkipped, PrerequisiteError
 from ..features.openface import OpenFaceCsvError, parse_openface_csv
 from ..media.binaries import locate
 from ..media.ffmpeg import find_ffmpeg, stderr_tail
-from ..media.files import check_readable
+from ..media.files import check_readable, read_side_file
 from ..schema import VISUAL
 from .base import ClipInput, ClipStage, ShardContext
 
@@ -77,16 +77,17 @@ class VisualStage(ClipStage):
     def process(self, clip: ClipInput, ctx: ShardContext) -> dict[str, Any]:
         video = clip.plan["video_path"]
         if self.cfg["backend"] == "openface-csv":
-            frames = self._from_csv(clip.clip_id, video)
+            frames, read = self._from_csv(clip.clip_id, video)
             probe_fps = 0.0
         else:
             if not video:
                 raise ClipSkipped("no_video", "the clip has no video file")
-            path = Path(video)
+            path, read = Path(video), None
             check_readable(path)
             probe_fps = self._precheck(path)
             frames = self._run_openface(clip.clip_id, path, probe_fps, ctx)
-        message = f"{frames.other_faces} frame(s) of other faces ignored" if frames.other_faces else None
+        others = f"{frames.other_faces} frame(s) of other faces ignored" if frames.other_faces else None
+        message = "; ".join(m for m in (read, others) if m) or None
         return {"message": message, "backend": self.cfg["backend"], "fps": frames.fps or probe_fps,
                 "num_frames": int(frames.features.shape[0]), "features": frames.features,
                 "success": frames.success, "confidence": frames.confidence, "face_ratio": frames.face_ratio}
@@ -107,20 +108,17 @@ class VisualStage(ClipStage):
     def _from_csv(self, clip_id: str, video: str | None):
         if self.cfg["csv_dir"]:
             root = Path(self.cfg["csv_dir"]).resolve()
-            csv = (root / f"{clip_id}.csv").resolve()
-            if root not in csv.parents:
-                raise ClipError("bad_clip_id", f"{clip_id!r} would leave {root}")
+            csv = root / f"{clip_id}.csv"
         elif video:
             csv = Path(f"{video}.csv")
+            root = csv.parent
         else:
             raise ClipSkipped("no_video", "the clip has no video file and visual.csv_dir is not set")
         try:
-            data = csv.read_bytes()
+            data, read = read_side_file(csv, root)
         except FileNotFoundError:
             raise ClipError("missing_csv", f"no OpenFace CSV at {csv}") from None
-        except OSError as exc:
-            raise ClipError("unreadable", f"{csv}: {exc.strerror}") from None
-        return self._parse(data)
+        return self._parse(data), read
 
     @staticmethod
     def _parse(data: bytes):
