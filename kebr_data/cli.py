@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import errno
 import shlex
 import sys
 from collections.abc import Callable, Iterator
@@ -16,6 +17,7 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 
 from . import __version__, config as config_mod
 from .config import Config
@@ -25,6 +27,7 @@ from .stages import EXTRACT_DEFAULT, STAGES, parse_stages
 from .stages.mask import resolve_text_source
 from .status import folder_summaries, plan_line, summary_view
 from .storage.layout import OutputDir
+from .storage.lock import OutputLock
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -40,17 +43,45 @@ console = _console(stderr=True)
 
 
 def _fail(exc: KebrError) -> None:
-    console.print(f"[bold red]error:[/] {exc}", highlight=False)
+    console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
     sys.exit(exc.exit_code)
+
+
+_OS_HINTS = {errno.ENOSPC: "free some space, or use another --out", errno.EDQUOT: "free some space, or use another --out",
+             errno.EROFS: "use a writable --out", errno.EACCES: "fix its permissions, or use another --out",
+             errno.EPERM: "fix its permissions (chattr -i?), or use another --out",
+             errno.EEXIST: "--out must be a folder", errno.ENOTDIR: "--out must be a folder (a path through a file?)",
+             errno.EIO: "the disk reports I/O errors: check it, then rerun to resume"}
+
+
+def os_error(exc: OSError) -> KebrError:
+    """An OSError of the main process (not a clip's) as one line naming the path and what to do."""
+    where = f"{exc.filename}: " if exc.filename else ""
+    hint = _OS_HINTS.get(exc.errno or 0, "check the path and rerun")
+    return KebrError(f"{where}{exc.strerror or exc}; {hint}")
 
 
 @contextmanager
 def user_errors() -> Iterator[None]:
-    """Print a KebrError's message (no traceback) and exit with its code."""
+    """Print a KebrError's (or the machine's OSError's) message, no traceback, and exit with its code."""
     try:
         yield
     except KebrError as exc:
         _fail(exc)
+    except OSError as exc:
+        _fail(os_error(exc))
+
+
+class _Commands(click.Group):
+    """The command group: Ctrl-C ends any command with exit 130 and one line, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            console.print("interrupted: committed shards are kept; rerun the same command to resume",
+                          markup=False, highlight=False)
+            sys.exit(130)
 
 
 def existing_out(help_text: str) -> Callable:
@@ -91,13 +122,13 @@ def _run(opts: RunOptions) -> None:
     """Run the engine, print the summary, exit with the documented code."""
     with user_errors():
         report = Engine(opts, console).run()
-    console.print(summary_view(report.stages, f"{opts.out}: {report.plan['clips']} clips, "
-                               f"{report.plan['num_shards']} shard(s)", with_run=True))
+    console.print(summary_view(report.stages, escape(f"{opts.out}: {report.plan['clips']} clips, "
+                                                     f"{report.plan['num_shards']} shard(s)"), with_run=True))
     limit = opts.config["run"]["max_failed"]
     over = [s for s in report.stages if s.failed_fraction > limit]
     for s in over:
         console.print(f"[bold red]{s.stage}: {s.failed_fraction:.1%} of clips failed, above --max-failed "
-                      f"{limit:.1%}[/] (see {opts.out}/{s.stage}/_logs/)", highlight=False)
+                      f"{limit:.1%}[/] (see {escape(str(opts.out))}/{s.stage}/_logs/)", highlight=False)
     sys.exit(1 if over else 0)
 
 
@@ -105,7 +136,7 @@ def _command_line() -> str:
     return shlex.join(["kebr-data", *sys.argv[1:]])
 
 
-@click.group(context_settings=CONTEXT)
+@click.group(cls=_Commands, context_settings=CONTEXT)
 @click.version_option(__version__, prog_name="kebr-data")
 def main() -> None:
     """Turn talking-head clips (VoxCeleb, MOSI/MOSEI, any folder) into sharded KEBR features.
@@ -214,7 +245,7 @@ def export(out: Path, fmt: str, dest: Path | None, audio_len: int, vision_len: i
     """Export the stage tables as HDF5, merged Parquet or an MMSA pickle; reruns redo only what changed."""
     from .export import export as run_export
 
-    with user_errors():
+    with user_errors(), OutputLock(OutputDir(out).lock_file, _command_line()):
         where = run_export(out, fmt, dest, audio_len, vision_len)
     console.print(f"exported to {where}", highlight=False)
 
@@ -226,7 +257,7 @@ def report(out: Path) -> None:
     failure reasons and throughput per stage."""
     from .report import build_report
 
-    with user_errors():
+    with user_errors(), OutputLock(OutputDir(out).lock_file, _command_line()):
         page = build_report(out)
     console.print(f"wrote {page}", highlight=False)
 
@@ -251,7 +282,7 @@ def status(out: Path) -> None:
     """Show shards done per stage, clips ok/failed/skipped and the top failure reasons."""
     with user_errors():
         marker, summaries = folder_summaries(out)
-    _console(stderr=False).print(summary_view(summaries, plan_line(out, marker)))
+    _console(stderr=False).print(summary_view(summaries, escape(plan_line(out, marker))))
 
 
 if __name__ == "__main__":  # pragma: no cover

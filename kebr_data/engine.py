@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 
 from . import __version__, plan
 from .config import Config
@@ -166,7 +167,7 @@ class Engine:
                 raise PlanError(f"{self.out.root} has no plan yet: give --src to index a dataset")
             if "index" not in self.opts.stages and marker is None:
                 raise PlanError(f"{self.out.root} has no plan yet: include the index stage (--stages index,...)")
-            with self.console.status(f"indexing {src} ..."):
+            with self.console.status(escape(f"indexing {src} ...")):
                 marker = plan.build_plan(self.out, src, index_cfg)
             self.console.print(f"plan: {marker['clips']} clips in {marker['num_shards']} shard(s) of up to "
                                f"{marker['shard_size']} ({marker['layout']} layout, {marker['rejected']} rejected)")
@@ -195,9 +196,12 @@ class Engine:
             elif stale:
                 self.console.print(f"{name}: options changed, replacing {len(stale)} shard(s) of {name}/")
         if lines:
+            fix = ("Rerun with --force to recompute them, or write to a new --out folder." if not self.opts.retry_stages
+                   else "retry-failed redoes failed rows with the options the shards were made with: give the same "
+                        f"--config/--set as then (see {self.out.run_json}), or recompute them with `kebr-data extract "
+                        f"--out {self.out.root} --stages {','.join(stages)} --force`.")
             raise StaleOutputError(
-                f"{self.out.root} holds outputs made with other settings:\n  " + "\n  ".join(lines) +
-                "\nRerun with --force to recompute them, or write to a new --out folder.")
+                f"{self.out.root} holds outputs made with other settings:\n  " + "\n  ".join(lines) + "\n" + fix)
 
     def _upstream_hashes(self, stage: Stage, shard: int, marker: dict[str, Any]) -> dict[str, str]:
         hashes = {}

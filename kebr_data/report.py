@@ -8,11 +8,14 @@ Each plot appears only when its stage has outputs.
 from __future__ import annotations
 
 import html
+import io
 from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from .errors import KebrError
 from .status import folder_summaries, plan_line
+from .storage.atomic import atomic_write_bytes
 
 
 def _column(root: Path, stage: str, column: str, ok_only: bool = True) -> list:
@@ -29,7 +32,7 @@ def _hist(plt, path: Path, values: list, title: str, xlabel: str, bins: int | li
     ax.hist(values, bins=bins, color="#4c72b0")
     ax.set(title=title, xlabel=xlabel, ylabel="clips")
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    _save(fig, path)
     plt.close(fig)
     return path
 
@@ -39,9 +42,16 @@ def _bars(plt, path: Path, labels: list[str], values: list[float], title: str, x
     ax.barh(labels, values, color="#dd8452")
     ax.set(title=title, xlabel=xlabel)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    _save(fig, path)
     plt.close(fig)
     return path
+
+
+def _save(fig, path: Path) -> None:  # noqa: ANN001 (a matplotlib Figure)
+    """Write a PNG under a temp name and rename it: a symlink planted at `path` is replaced, not followed."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def build_report(root: Path) -> Path:
@@ -53,6 +63,8 @@ def build_report(root: Path) -> Path:
 
     marker, summaries = folder_summaries(root)
     dest = root / "report"
+    if dest.is_symlink():
+        raise KebrError(f"{dest} is a symlink; remove it (the report is written inside the output folder only)")
     dest.mkdir(exist_ok=True)
     figures: list[tuple[str, Path]] = []
     plots = [
@@ -91,5 +103,5 @@ td,th{{border:1px solid #ccc;padding:4px 10px;text-align:right}}figure{{display:
 <p>{html.escape(plan_line(root, marker))}</p>
 <table><tr><th>stage</th><th>shards</th><th>clips</th><th>ok</th><th>failed</th><th>skipped</th></tr>{rows}</table>
 {images}</body></html>"""
-    (dest / "index.html").write_text(page, encoding="utf-8")
+    atomic_write_bytes(dest / "index.html", page.encode("utf-8"))
     return dest / "index.html"

@@ -24,6 +24,7 @@ from . import __version__
 from .plan import PLAN_STAGE
 from .stages import make_stage
 from .stages.base import ShardContext, TableSource
+from .storage.atomic import open_new_text
 from .storage.layout import OutputDir
 from .storage.markers import Marker
 from .storage.parquet import read_table, write_table
@@ -55,12 +56,19 @@ class ShardOutcome:
     wall_s: float
 
 
+class _NoFollowFileHandler(logging.FileHandler):
+    """A log file opened from scratch without following a symlink planted at its path."""
+
+    def _open(self):  # noqa: ANN202 (logging's signature)
+        return open_new_text(Path(self.baseFilename))
+
+
 def _shard_logger(path: Path, name: str) -> tuple[logging.Logger, logging.Handler]:
     path.parent.mkdir(parents=True, exist_ok=True)
     logger = logging.getLogger(f"kebr_data.shard.{name}")
     logger.setLevel(logging.INFO)
     logger.propagate = False
-    handler = logging.FileHandler(path, mode="w", encoding="utf-8")
+    handler = _NoFollowFileHandler(path, mode="w", encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     logger.addHandler(handler)
     return logger, handler

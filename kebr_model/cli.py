@@ -78,18 +78,28 @@ def _summary(results: dict[int, dict]) -> str:
 @click.option("--resume", type=click.Choice(["auto", "never"]), default="auto", show_default=True,
               help="auto: continue from OUT's latest checkpoint when there is one.")
 @click.option("--split", default="test", show_default=True, help="eval: the split to evaluate.")
+@click.option("--replan", is_flag=True, help="import-mmsa: replace the plan of a non-empty --out folder.")
 def main(action: str, shards: Path | None, pickle_file: Path | None, trust_pickle: bool, task: str | None,
          out: Path | None, run: Path | None, init: Path | None, config_files: tuple[Path, ...],
-         overrides: tuple[str, ...], seeds: str | None, resume: str, split: str) -> None:
+         overrides: tuple[str, ...], seeds: str | None, resume: str, split: str, replan: bool) -> None:
     """Train or evaluate KEBR (TCMF fusion + MCC loss) on kebr-data shards, or import MMSA pickles."""
     if action == "import-mmsa":
+        from kebr_data.errors import KebrError
+        from kebr_data.storage.layout import OutputDir
+        from kebr_data.storage.lock import OutputLock
+
         from .mmsa_import import UntrustedPickle, import_mmsa, load_mmsa_pickle
 
         if pickle_file is None or out is None:
             raise click.UsageError("import-mmsa needs --pickle FILE and --out FOLDER")
+        if out.is_dir() and any(p.name != "_lock" for p in out.iterdir()) and not replan:
+            raise click.UsageError(f"{out} is not empty: use a new --out, or --replan to replace its plan "
+                                   "(its other stages are then recomputed or refused as stale)")
         try:
-            counts = import_mmsa(load_mmsa_pickle(pickle_file, trust_pickle), out)
-        except (UntrustedPickle, ValueError) as exc:
+            data = load_mmsa_pickle(pickle_file, trust_pickle)
+            with OutputLock(OutputDir(out).lock_file, "kebr-train import-mmsa"):
+                counts = import_mmsa(data, out)
+        except (UntrustedPickle, ValueError, KebrError) as exc:
             raise click.UsageError(str(exc)) from None
         click.echo(json.dumps(counts))
         return

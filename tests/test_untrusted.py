@@ -458,4 +458,5 @@ def test_stale_message_of_retry_failed_names_its_own_options(indexed, tmp_path):
     shutil.copytree(indexed, out)
     proc = run_cli("retry-failed", "--out", str(out), "--set", "audio.sample_rate=16000")
     assert proc.returncode == 2
-    assert "--force" not in proc.stderr.replace("extract --force", "") and "extract" in proc.stderr
+    err = " ".join(proc.stderr.split())
+    assert "Rerun with --force" not in err and "--stages audio --force" in err and "kebr-data extract" in err

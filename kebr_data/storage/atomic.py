@@ -11,7 +11,7 @@ import json
 import os
 import uuid
 from pathlib import Path
-from typing import Any, Callable, BinaryIO
+from typing import Any, BinaryIO, Callable, TextIO
 
 TMP_INFIX = ".tmp-"
 
@@ -56,6 +56,15 @@ def atomic_write_bytes(path: Path, data: bytes) -> tuple[int, str]:
 def atomic_write_json(path: Path, obj: Any) -> None:
     """Commit `obj` as pretty, key-sorted JSON."""
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+
+def open_new_text(path: Path) -> TextIO:
+    """Open `path` for writing from scratch (a log), never through a symlink planted there: the old
+    entry is unlinked (a symlink is removed, not followed) and the file created with O_EXCL."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    return os.fdopen(fd, "w", encoding="utf-8")
 
 
 def file_digest(path: Path) -> tuple[int, str]:
