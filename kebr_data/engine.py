@@ -19,7 +19,7 @@ from rich.markup import escape
 from . import __version__, plan
 from .config import Config
 from .deps import missing
-from .errors import PlanError, PrerequisiteError, RunAborted, StaleOutputError
+from .errors import PlanError, PrerequisiteError, RunAborted, StaleOutputError, redact
 from .executors import EXECUTORS, TaskFailed, make_executor
 from .progress import StageBar, make_progress
 from .shard_task import ShardOutcome, ShardTask, run_shard_task
@@ -271,7 +271,7 @@ class Engine:
         summary.clips_run = clips
         summary.elapsed_s = time.monotonic() - t0
         if broken or died:
-            lines = [f"{name} shard {t.shard:05d}: {type(e).__name__}: {e} (log: {self.out.log(name, t.shard)})"
+            lines = [redact(f"{name} shard {t.shard:05d}: {type(e).__name__}: {e} (log: {self.out.log(name, t.shard)})")
                      for t, e in broken]
             if died:
                 lines.append(f"{name} shard(s) {', '.join(f'{t.shard:05d}' for t, _ in died)}: a worker process "

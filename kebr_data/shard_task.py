@@ -21,6 +21,7 @@ from typing import Any
 import pyarrow as pa
 
 from . import __version__
+from .errors import environment_problem, redact
 from .plan import PLAN_STAGE
 from .stages import make_stage
 from .stages.base import ShardContext, TableSource
@@ -56,6 +57,13 @@ class ShardOutcome:
     wall_s: float
 
 
+class _RedactingFormatter(logging.Formatter):
+    """Log lines (tracebacks included) without the Google credentials' path."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
+
+
 class _NoFollowFileHandler(logging.FileHandler):
     """A log file opened from scratch without following a symlink planted at its path."""
 
@@ -69,7 +77,7 @@ def _shard_logger(path: Path, name: str) -> tuple[logging.Logger, logging.Handle
     logger.setLevel(logging.INFO)
     logger.propagate = False
     handler = _NoFollowFileHandler(path, mode="w", encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    handler.setFormatter(_RedactingFormatter("%(asctime)s %(levelname)s %(message)s"))
     logger.addHandler(handler)
     return logger, handler
 
@@ -91,7 +99,9 @@ def _retry_failed(stage: Any, out: OutputDir, task: ShardTask, inputs: dict[str,
     subset = {name: TableSource(src.read().take(failed)) for name, src in inputs.items()}
     redone = stage.run_shard(ShardContext(task.shard, subset, tmp_dir, log, progress))
     position = {row: len(old) + k for k, row in enumerate(failed)}
-    merged = pa.concat_tables([old, redone.cast(old.schema)])
+    # the stage's own schema, not the one read back (Parquet names list children `element`, Arrow
+    # `item`): the merged table must be written byte for byte as a clean run writes it
+    merged = pa.concat_tables([old.cast(redone.schema), redone])
     return merged.take([position.get(i, i) for i in range(len(old))])
 
 
@@ -130,8 +140,15 @@ def run_shard_task(task: ShardTask, progress: Callable[[int], None] = lambda n: 
                  statuses["failed"], statuses["skipped"], wall)
         return ShardOutcome(task.stage, task.shard, table.num_rows, statuses["ok"], statuses["failed"],
                             statuses["skipped"], wall)
-    except BaseException:
-        log.exception("shard aborted by an error in the toolkit (not a bad clip); please report it")
+    except KeyboardInterrupt:
+        log.warning("shard interrupted (Ctrl-C); nothing committed, a rerun redoes it")
+        raise
+    except BaseException as exc:
+        if environment_problem(exc) is not None or isinstance(exc, OSError):
+            log.error("shard stopped by the machine, not by a clip (%s: %s); nothing committed: fix it and rerun "
+                      "the same command to resume", type(exc).__name__, exc)
+        else:
+            log.exception("shard aborted by an error in the toolkit (not a bad clip); please report it")
         raise
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)

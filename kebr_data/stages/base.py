@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 
 from ..arrow_rows import rows_to_batch
 from ..config import content_hash
-from ..errors import ClipError
+from ..errors import ClipError, EnvironmentFailure, environment_problem, redact
 from ..schema import with_metadata
 
 
@@ -183,7 +183,9 @@ class ClipStage(Stage):
         try:
             result = row(clip.clip_id, **self.process(clip, ctx))
         except ClipError as exc:
-            ctx.log.warning("%s %s: %s", exc.status, clip.clip_id, exc)
-            return row(clip.clip_id, exc.status, exc.error, exc.message)
+            if (problem := environment_problem(exc)) is not None:  # the machine's fault: abort, never a row
+                raise EnvironmentFailure(f"{self.name} stopped at clip {clip.clip_id}: {redact(problem)}") from exc
+            ctx.log.warning("%s %s: %s", exc.status, clip.clip_id, redact(str(exc)))
+            return row(clip.clip_id, exc.status, exc.error, redact(exc.message))
         ctx.log.info("ok %s (%.3f s)", clip.clip_id, time.monotonic() - t0)
         return result
