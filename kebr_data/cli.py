@@ -169,6 +169,9 @@ def extract(src: Path | None, out: Path, stages: str | None, layout: str | None,
         cfg = _config(config_files, overrides, {"run.workers": workers, "run.executor": executor,
                                                 "run.ray_address": address, "run.max_failed": max_failed,
                                                 "index.layout": layout})
+        if not all(isinstance(name, str) for name in cfg["run"]["stages"]):
+            raise config_mod.ConfigError(f"run.stages must list stage names, e.g. [\"index\", \"audio\"]; got "
+                                         f"{cfg['run']['stages']!r}")
         selected = parse_stages(stages or ",".join(cfg["run"]["stages"]))
         cfg = _resolve_mask(cfg, out, selected)
     _run(RunOptions(out=out, src=src, stages=selected, config=cfg, force=force, replan=replan,

@@ -73,9 +73,11 @@ def _set(cfg: Config, key: str, value: Any) -> None:
 def merge_file(cfg: Config, path: Path) -> None:
     """Apply a TOML config file onto `cfg` in place."""
     try:
-        data = tomllib.loads(Path(path).read_text())
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path} is not UTF-8 (byte {exc.start}): save it as UTF-8, as TOML requires") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
     for section, values in data.items():

@@ -460,3 +460,50 @@ def test_stale_message_of_retry_failed_names_its_own_options(indexed, tmp_path):
     assert proc.returncode == 2
     err = " ".join(proc.stderr.split())
     assert "Rerun with --force" not in err and "--stages audio --force" in err and "kebr-data extract" in err
+
+
+@pytest.mark.parametrize("setup,args,fix", [
+    (lambda d: None, ("--set", "run.stages=[1,2]"), "run.stages must list stage names"),
+    (lambda d: (d / "bad.toml").write_bytes(b'[index]\nlayout = "caf\xe9"\n'), ("--config", "bad.toml"), "save it as UTF-8"),
+])
+def test_config_and_folder_problems_are_one_line_exit_2(tmp_path, monkeypatch, setup, args, fix):
+    media_tree(tmp_path / "data")
+    setup(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    proc = run_cli("extract", "--src", "data", "--stages", "index", "--out", "o", *args)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and fix in proc.stderr, proc.stderr
+
+
+def test_immutable_out_is_one_line_exit_2(tmp_path):
+    media_tree(tmp_path / "data")
+    frozen = tmp_path / "frozen"
+    frozen.mkdir()
+    if subprocess.run(["chattr", "+i", str(frozen)], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i is not permitted here")
+    try:
+        proc = run_cli("extract", "--src", str(tmp_path / "data"), "--out", str(frozen / "o"), "--stages", "index")
+    finally:
+        subprocess.run(["chattr", "-i", str(frozen)], check=True)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and "another --out" in proc.stderr
+
+
+def test_a_full_disk_in_the_main_process_is_one_line_naming_the_fix():
+    from kebr_data.cli import os_error
+    with pytest.raises(OSError) as exc, open("/dev/full", "wb", buffering=0) as fh:
+        fh.write(b"x")  # the kernel's own ENOSPC
+    err = os_error(exc.value)
+    assert err.exit_code == 2 and "No space left on device" in str(err) and "free some space" in str(err)
+
+
+def test_markers_with_wrong_types_are_corrupt_not_crashes(indexed, tmp_path):
+    import shutil
+    out = tmp_path / "o"
+    shutil.copytree(indexed, out)
+    before = shard_files(out)["audio/shard-00000.parquet"]
+    marker = json.loads((out / "audio/_done/shard-00000.json").read_text())
+    (out / "audio/_done/shard-00000.json").write_text(json.dumps({**marker, "rows": "2", "errors": {"x": "y"}}))
+    status = run_cli("status", "--out", str(out))
+    assert status.returncode == 0 and "Traceback" not in status.stderr and "0/1" in status.stdout
+    run_cli("extract", "--out", str(out), "--stages", "audio", check=True)  # recomputed
+    assert shard_files(out)["audio/shard-00000.parquet"] == before
+    assert json.loads((out / "audio/_done/shard-00000.json").read_text())["rows"] == 2

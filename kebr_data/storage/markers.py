@@ -8,7 +8,7 @@ and the size and sha256 of the table it commits, so staleness and corruption can
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +60,28 @@ def read_marker(path: Path) -> Marker | None:
         data = json.loads(raw)
         if data.get("schema") != MARKER_SCHEMA:
             raise CorruptMarker(f"{path}: unknown marker schema {data.get('schema')!r}")
-        return Marker(**data)
+        marker = Marker(**data)
+        _check_types(marker)
+        return marker
     except (json.JSONDecodeError, TypeError, AttributeError) as exc:
         raise CorruptMarker(f"{path}: {exc}") from exc
+
+
+_JSON_TYPES = {"str": (str,), "int": (int,), "float": (int, float)}
+
+
+def _check_types(marker: Marker) -> None:
+    """Raise TypeError when a field has the wrong JSON type (a hand-edited or foreign marker), so it is
+    treated as corrupt instead of crashing every later run; dicts must hold numbers or strings."""
+    for f in fields(marker):
+        value, kind = getattr(marker, f.name), str(f.type)
+        if kind == "dict[str, Any]":
+            ok = isinstance(value, dict)
+        elif kind.startswith("dict"):
+            leaf = (str,) if kind == "dict[str, str]" else (int, float, dict)
+            ok = isinstance(value, dict) and all(isinstance(v, leaf) and not isinstance(v, bool)
+                                                 for v in value.values())
+        else:
+            ok = isinstance(value, _JSON_TYPES[kind]) and not isinstance(value, bool)
+        if not ok:
+            raise TypeError(f"field {f.name} is {value!r}, not {kind}")
