@@ -145,7 +145,8 @@ def main() -> None:
             results.append((trial, f"{delay:.2f}", target, stage, got == reference, intact, recovery))
             shutil.rmtree(out)
     ok = sum(r[4] and r[5] for r in results)
-    lines = [f"{args.trials} trials on {len(plan_ids)} clips ({-(-len(plan_ids) // 8)} shards, 2 workers; stages index, "
+    lines = [f"{args.trials} trials on {len(plan_ids)} clips ({-(-len(plan_ids) // 8)} shards, 2 workers; "
+             "stages index, "
              "audio, acoustic, then mask); "
              f"an uninterrupted run takes {full:.1f} s. Each trial SIGKILLs the whole run or one worker, or deletes "
              "the run's ffmpeg (an environment failure: the audio shard must stop uncommitted, not commit "

@@ -47,7 +47,8 @@ def _fail(exc: KebrError) -> None:
     sys.exit(exc.exit_code)
 
 
-_OS_HINTS = {errno.ENOSPC: "free some space, or use another --out", errno.EDQUOT: "free some space, or use another --out",
+_OS_HINTS = {errno.ENOSPC: "free some space, or use another --out",
+             errno.EDQUOT: "free some space, or use another --out",
              errno.EROFS: "use a writable --out", errno.EACCES: "fix its permissions, or use another --out",
              errno.EPERM: "fix its permissions (chattr -i?), or use another --out",
              errno.EEXIST: "--out must be a folder", errno.ENOTDIR: "--out must be a folder (a path through a file?)",

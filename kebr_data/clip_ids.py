@@ -28,7 +28,8 @@ def clip_id_problem(clip_id: str) -> str | None:
         return f"clip id longer than {MAX_LEN} characters"
     bad = next((c for c in clip_id if unicodedata.category(c) in _REFUSED_CATEGORIES), None)
     if bad is not None:
-        return f"clip id contains a control character (U+{ord(bad):04X}: control, format and separator characters are refused)"
+        return (f"clip id contains a control character (U+{ord(bad):04X}: control, format and separator "
+                "characters are refused)")
     if "\\" in clip_id:
         return "clip id contains a backslash"
     if clip_id.startswith("/") or re.match(r"^[A-Za-z]:", clip_id):

@@ -77,7 +77,8 @@ def merge_file(cfg: Config, path: Path) -> None:
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"config file {path} is not UTF-8 (byte {exc.start}): save it as UTF-8, as TOML requires") from None
+        raise ConfigError(f"config file {path} is not UTF-8 (byte {exc.start}): save it as UTF-8, "
+                          "as TOML requires") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
     for section, values in data.items():

@@ -74,7 +74,8 @@ def test_resume_from_another_directory_reads_the_planned_files(tmp_path):
     out = tmp_path / "out"
     env = {"PYTHONPATH": str(ROOT)}
     subprocess.run([sys.executable, "-m", "kebr_data", "extract", "--src", "data", "--out", str(out),
-                    "--stages", "index"], cwd=tmp_path / "here", check=True, capture_output=True, env={**os.environ, **env})
+                    "--stages", "index"], cwd=tmp_path / "here", check=True, capture_output=True,
+                   env={**os.environ, **env})
     proc = subprocess.run([sys.executable, "-m", "kebr_data", "extract", "--out", str(out), "--stages", "audio"],
                           cwd=tmp_path / "there", capture_output=True, text=True, env={**os.environ, **env})
     assert proc.returncode == 0, proc.stderr
@@ -464,7 +465,8 @@ def test_stale_message_of_retry_failed_names_its_own_options(indexed, tmp_path):
 
 @pytest.mark.parametrize("setup,args,fix", [
     (lambda d: None, ("--set", "run.stages=[1,2]"), "run.stages must list stage names"),
-    (lambda d: (d / "bad.toml").write_bytes(b'[index]\nlayout = "caf\xe9"\n'), ("--config", "bad.toml"), "save it as UTF-8"),
+    (lambda d: (d / "bad.toml").write_bytes(b'[index]\nlayout = "caf\xe9"\n'), ("--config", "bad.toml"),
+     "save it as UTF-8"),
 ])
 def test_config_and_folder_problems_are_one_line_exit_2(tmp_path, monkeypatch, setup, args, fix):
     media_tree(tmp_path / "data")

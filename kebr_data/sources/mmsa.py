@@ -50,7 +50,8 @@ def scan(src: Path) -> ScanResult:
                 result.rejected.append((where, f"the line has {fields} fields, the header {len(reader.fieldnames)}"))
                 continue
             try:
-                video_id, clip = text_value(row["video_id"], "video_id").strip(), text_value(row["clip_id"], "clip_id").strip()
+                video_id = text_value(row["video_id"], "video_id").strip()
+                clip = text_value(row["clip_id"], "clip_id").strip()
                 label = label_value(row["label"])
                 text, mode = text_value(row["text"], "text"), text_value(row["mode"], "mode").strip()
             except BadValue as exc:
