@@ -11,11 +11,11 @@ import html
 import io
 from pathlib import Path
 
+from .errors import KebrError
 from .pipeline.summaries import folder_summaries, plan_line
 from .stages import registry
 from .storage.atomic import atomic_write_bytes
 from .storage.store import Store
-from .errors import KebrError
 
 
 def _column(store: Store, stage: str, column: str) -> list:
