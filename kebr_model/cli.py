@@ -52,6 +52,10 @@ def _careful(fn: Callable[..., None]) -> Callable[..., None]:
             fn(*args, **kwargs)
         except KebrError as exc:
             _fail(str(exc), exc.exit_code)
+        except OSError as exc:  # the machine's (a full disk, --out a file): one line naming the path
+            from kebr_data.cli import os_error
+
+            _fail(str(os_error(exc)), 2)
         except KeyboardInterrupt:
             _fail("interrupted; `--resume auto` continues from the last checkpoint", 130)
     return wrapper

@@ -574,3 +574,11 @@ def test_store_refuses_symlinked_markers_tables_and_plan(indexed, tmp_path):
         Store(out).plan  # noqa: B018
     proc = run_cli("status", "--out", str(out))
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and "--replan" in proc.stderr
+
+
+def test_import_mmsa_into_a_file_is_one_line_exit_2(tmp_path):
+    (tmp_path / "f").write_text("x")
+    proc = subprocess.run([sys.executable, "-m", "kebr_model.cli", "import-mmsa", "--pickle",
+                           str(mmsa_pickle(tmp_path / "p.pkl", 2)), "--out", str(tmp_path / "f"), "--trust-pickle"],
+                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and "--out" in proc.stderr, proc.stderr
