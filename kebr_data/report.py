@@ -8,10 +8,13 @@ Each plot appears only when its stage has outputs.
 from __future__ import annotations
 
 import html
+import io
 from pathlib import Path
 
+from .errors import KebrError
 from .pipeline.summaries import folder_summaries, plan_line
 from .stages import registry
+from .storage.atomic import atomic_write_bytes
 from .storage.store import Store
 
 
@@ -31,7 +34,7 @@ def _hist(plt, path: Path, values: list, title: str, xlabel: str, bins: int | li
     ax.hist(values, bins=bins, color="#4c72b0")
     ax.set(title=title, xlabel=xlabel, ylabel="clips")
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    _save(fig, path)
     plt.close(fig)
     return path
 
@@ -41,9 +44,16 @@ def _bars(plt, path: Path, labels: list[str], values: list[float], title: str, x
     ax.barh(labels, values, color="#dd8452")
     ax.set(title=title, xlabel=xlabel)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    _save(fig, path)
     plt.close(fig)
     return path
+
+
+def _save(fig, path: Path) -> None:  # noqa: ANN001 (a matplotlib Figure)
+    """Write a PNG under a temp name and rename it: a symlink planted at `path` is replaced, not followed."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def build_report(root: Path) -> Path:
@@ -56,6 +66,8 @@ def build_report(root: Path) -> Path:
     store = Store(root)
     marker, summaries = store.plan, folder_summaries(store)
     dest = root / "report"
+    if dest.is_symlink():
+        raise KebrError(f"{dest} is a symlink; remove it (the report is written inside the output folder only)")
     dest.mkdir(exist_ok=True)
     figures: list[tuple[str, Path]] = []
     present = set(store.stages())
@@ -91,5 +103,5 @@ td,th{{border:1px solid #ccc;padding:4px 10px;text-align:right}}figure{{display:
 <p>{html.escape(plan_line(store, marker))}</p>
 <table><tr><th>stage</th><th>shards</th><th>clips</th><th>ok</th><th>failed</th><th>skipped</th></tr>{rows}</table>
 {images}</body></html>"""
-    (dest / "index.html").write_text(page, encoding="utf-8")
+    atomic_write_bytes(dest / "index.html", page.encode("utf-8"))
     return dest / "index.html"

@@ -32,6 +32,11 @@ PLAN = pa.schema(COMMON + [
     pa.field("label", pa.float32()),
     pa.field("given_text", pa.string()),
     pa.field("source", pa.string()),
+    # size and mtime of the media files when indexed: `--replan` recomputes clips whose media changed
+    pa.field("video_size", pa.int64()),
+    pa.field("video_mtime_ns", pa.int64()),
+    pa.field("audio_size", pa.int64()),
+    pa.field("audio_mtime_ns", pa.int64()),
 ])
 
 AUDIO = pa.schema(COMMON + [

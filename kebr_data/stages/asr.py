@@ -19,6 +19,7 @@ from ..config import setting
 from ..errors import ClipError, ClipSkipped, PrerequisiteError
 from ..features.google_speech import check_google, transcribe_google
 from ..features.whisper_engines import ENGINES, SAMPLE_RATE, resolve_model
+from ..media.files import read_side_file
 from ..media.flac import decode_flac
 from ..schema import ASR
 from .base import ClipInput, ClipStage, Resources, ShardContext
@@ -27,17 +28,20 @@ WHISPER_ENGINES = tuple(ENGINES)
 ALL_ENGINES = (*WHISPER_ENGINES, "google", "given")
 
 
-def sidecar_text(plan: dict[str, Any]) -> str | None:
-    """The transcript in `<media>.txt` or `<media stem>.txt` beside the clip's audio or video file."""
+def sidecar_text(plan: dict[str, Any]) -> tuple[str, str] | None:
+    """The transcript in `<media>.txt` or `<media stem>.txt` beside the clip's audio or video file, and
+    a line saying what was read (see `read_side_file`: regular files in the media's folder tree only)."""
     for media in (plan.get("audio_path"), plan.get("video_path")):
         if not media:
             continue
         for candidate in (Path(media).with_suffix(".txt"), Path(f"{media}.txt")):
             try:
-                return candidate.read_text(encoding="utf-8")
+                data, what = read_side_file(candidate, Path(media).parent)
             except FileNotFoundError:
                 continue
-            except (OSError, UnicodeDecodeError) as exc:
+            try:
+                return data.decode("utf-8"), what
+            except UnicodeDecodeError as exc:
                 raise ClipError("bad_transcript", f"{candidate}: {exc}") from None
     return None
 
@@ -183,14 +187,15 @@ class AsrStage(ClipStage):
 
     def _given(self, clip: ClipInput) -> dict[str, Any]:
         text = clip.plan.get("given_text")
-        source = "plan"
+        source, what = "plan", None
         if text is None:
-            text, source = sidecar_text(clip.plan), "sidecar"
-        if text is None:
-            raise ClipError("no_transcript", "no given transcript in the plan and no sidecar .txt beside the media")
+            found = sidecar_text(clip.plan)
+            if found is None:
+                raise ClipError("no_transcript", "no given transcript in the plan and no sidecar .txt beside the media")
+            (text, what), source = found, "sidecar"
         text = " ".join(text.split())
         row = {"text": text, "language": None, "language_prob": None, "avg_logprob": None, "engine": "given",
-               "model": source, "words": []}
+               "model": source, "words": [], "message": what}
         if not text:
             return {**row, "status": "skipped", "error": "no_speech", "message": "the given transcript is empty"}
         return row
