@@ -82,6 +82,20 @@ def frame_field(name: str, dim: int) -> pa.Field:
     return pa.field(name, pa.list_(pa.list_(pa.float32(), dim)))
 
 
+#: the width a stage class declares for a frame column whose width its settings choose (a model's
+#: hidden size, a feature set's size); the stage instance's `schema` carries the real width
+ANY_WIDTH = 0
+
+
+def same_columns(actual: pa.Schema, declared: pa.Schema) -> bool:
+    """Whether a table's columns are the declared ones, a declared `ANY_WIDTH` frame column matching any width."""
+    widths = frame_columns(declared)
+    if [f.name for f in actual] != [f.name for f in declared]:
+        return False
+    return all(a.type == d.type or (widths.get(d.name) == ANY_WIDTH and d.name in frame_columns(actual))
+               for a, d in zip(actual, declared))
+
+
 def frame_columns(schema: pa.Schema) -> dict[str, int]:
     """The frame-feature columns of a schema and their widths."""
     return {f.name: f.type.value_type.list_size for f in schema

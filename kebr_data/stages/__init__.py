@@ -18,10 +18,14 @@ from .asr import AsrStage
 from .audio import AudioStage
 from .base import Stage
 from .mask import MaskStage
+from .melspec import MelspecStage
+from .opensmile import OpensmileStage
+from .ssl_audio import SslAudioStage
 from .visual import VisualStage
 
 #: the toolkit's own stages, in pipeline order (`index` builds the plan and is run by the engine)
-BUILTIN: tuple[type[Stage], ...] = (AudioStage, AsrStage, MaskStage, AcousticStage, VisualStage)
+BUILTIN: tuple[type[Stage], ...] = (AudioStage, AsrStage, MaskStage, AcousticStage, VisualStage, SslAudioStage,
+                                    OpensmileStage, MelspecStage)
 INDEX = "index"
 ENTRY_POINT_GROUP = "kebr_data.stages"
 
