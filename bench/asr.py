@@ -41,8 +41,8 @@ def main() -> None:
     from ct2_to_whisper import convert
     from helpers import demo_clip
     from kebr_data.config import load
-    from kebr_data.features.whisper_engines import bundled_tiny_en, transcribe_faster_whisper, \
-        transcribe_openai_whisper
+    from kebr_data.asr_engines import ENGINES, ClipAudio
+    from kebr_data.asr_engines.models import bundled_tiny_en
     from kebr_data.media.ffmpeg import find_ffmpeg
     from test_asr import wer
 
@@ -64,17 +64,17 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         pt = convert(bundled_tiny_en(), Path(tmp) / "tiny.en.pt")
         contenders = [
-            ("faster-whisper int8 (the default)", transcribe_faster_whisper, {**base, "compute_type": "int8"}),
-            ("faster-whisper float32", transcribe_faster_whisper, {**base, "compute_type": "float32"}),
-            ("openai-whisper float32", transcribe_openai_whisper, {**base, "model": str(pt)}),
+            ("faster-whisper int8 (the default)", ENGINES["faster-whisper"], {**base, "compute_type": "int8"}),
+            ("faster-whisper float32", ENGINES["faster-whisper"], {**base, "compute_type": "float32"}),
+            ("openai-whisper float32", ENGINES["openai-whisper"], {**base, "model": str(pt)}),
         ]
         results = []
         for name, fn, cfg in contenders:
-            fn(clips[0][0], cfg)  # load the model, warm up
+            fn.transcribe(ClipAudio({}, clips[0][0], 16000), cfg)  # load the model, warm up
             errors, t0 = [], time.perf_counter()
             for _ in range(args.repeat):
                 for y, ref in clips:
-                    errors.append(wer(ref, fn(y, cfg).text))
+                    errors.append(wer(ref, fn.transcribe(ClipAudio({}, y, 16000), cfg).text))
             results.append((name, time.perf_counter() - t0, float(np.mean(errors))))
     ref_t = results[-1][1]
     lines = [f"Whisper tiny.en, {len(clips)} demo clips × {args.repeat} ({audio_s:.0f} s of audio), beam 5, word "

@@ -16,7 +16,7 @@ from helpers import ROOT, demo_clip, extract_demo, run_cli
 
 from kebr_data import config
 from kebr_data.errors import PrerequisiteError
-from kebr_data.features.whisper_engines import TINY_EN_SHA256, bundled_tiny_en, resolve_model
+from kebr_data.asr_engines.models import TINY_EN_SHA256, bundled_tiny_en, ctranslate2_model, torch_checkpoint
 from kebr_data.media.flac import encode_flac
 from kebr_data.schema import AUDIO, PLAN
 from kebr_data.stages.asr import AsrStage
@@ -139,7 +139,7 @@ def test_bundled_model_is_the_pinned_tiny_en():
 def test_unresolvable_model_fails_at_once(engine, model):
     t0 = time.monotonic()
     with pytest.raises(PrerequisiteError, match="never downloaded at run time"):
-        resolve_model(engine, model)
+        {"faster-whisper": ctranslate2_model, "openai-whisper": torch_checkpoint}[engine](model)
     assert time.monotonic() - t0 < 5
 
 

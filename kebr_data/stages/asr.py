@@ -9,35 +9,15 @@ keeping what was detected in the row.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..errors import ClipError, ClipSkipped, PrerequisiteError
-from ..features.google_speech import check_google, transcribe_google
-from ..features.whisper_engines import ENGINES, SAMPLE_RATE, resolve_model
+from ..asr_engines import ENGINES, AsrEngine, ClipAudio
+from ..errors import ClipSkipped
 from ..media.flac import decode_flac
 from ..schema import ASR
-from .base import ClipInput, ClipStage, Resources, ShardContext
-
-WHISPER_ENGINES = tuple(ENGINES)
-ALL_ENGINES = (*WHISPER_ENGINES, "google", "given")
-
-
-def sidecar_text(plan: dict[str, Any]) -> str | None:
-    """The transcript in `<media>.txt` or `<media stem>.txt` beside the clip's audio or video file."""
-    for media in (plan.get("audio_path"), plan.get("video_path")):
-        if not media:
-            continue
-        for candidate in (Path(media).with_suffix(".txt"), Path(f"{media}.txt")):
-            try:
-                return candidate.read_text(encoding="utf-8")
-            except FileNotFoundError:
-                continue
-            except (OSError, UnicodeDecodeError) as exc:
-                raise ClipError("bad_transcript", f"{candidate}: {exc}") from None
-    return None
+from .base import ClipInput, ClipStage, ShardContext
 
 
 def rms_dbfs(y: np.ndarray) -> float:
@@ -47,7 +27,7 @@ def rms_dbfs(y: np.ndarray) -> float:
 
 
 class AsrStage(ClipStage):
-    """Transcribe each clip (or read its given transcript)."""
+    """Transcribe each clip (or read its given transcript) with the engine `asr.engine` names."""
 
     name = "asr"
     version = "1"
@@ -56,79 +36,55 @@ class AsrStage(ClipStage):
 
     def __init__(self, cfg: dict[str, Any]) -> None:
         super().__init__(cfg)
-        engine = cfg["engine"]
-        self.upstream = ("plan",) if engine == "given" else ("plan", "audio")
-        self.resources = Resources(cpus=1.0, gpus=1.0 if cfg["device"] == "cuda" and engine in WHISPER_ENGINES else 0.0)
+        engine = ENGINES.get(cfg["engine"])
+        self.upstream = ("plan", "audio") if engine is None or engine.listens else ("plan",)
+        if engine is not None:
+            self.resources = engine.resources(cfg)
+
+    @property
+    def engine(self) -> AsrEngine:
+        return ENGINES[self.cfg["engine"]]
 
     def check(self) -> list[str]:
-        engine = self.cfg["engine"]
-        if engine not in ALL_ENGINES:
-            return [f"asr.engine must be one of {', '.join(ALL_ENGINES)}, got {engine!r}"]
-        if engine == "given":
-            return []
-        if engine == "google":
-            problem = check_google(self.cfg)
-            return [problem] if problem else []
-        try:
-            resolve_model(engine, self.cfg["model"])
-        except PrerequisiteError as exc:
-            return [str(exc)]
-        module = {"faster-whisper": ("faster_whisper", "asr"), "openai-whisper": ("whisper", "whisper")}[engine]
-        try:
-            __import__(module[0])
-        except ImportError:
-            return [f"the {engine} engine needs the package {module[0]!r}: pip install 'kebr-toolkit[{module[1]}]'"
-                    + (" and pip install --no-deps openai-whisper" if engine == "openai-whisper" else "")]
-        return []
+        if self.cfg["engine"] not in ENGINES:
+            return [f"asr.engine must be one of {', '.join(ENGINES)}, got {self.cfg['engine']!r}"]
+        return self.engine.check(self.cfg)
 
     def config_hash(self) -> str:
         """Includes the model file's identity, so another model makes old transcripts stale."""
         from ..config import content_hash
 
-        model = ""
-        if self.cfg["engine"] in WHISPER_ENGINES:
-            path = resolve_model(self.cfg["engine"], self.cfg["model"])
-            weights = path / "model.bin" if path.is_dir() else path
-            model = f"{weights.name}:{weights.stat().st_size}"
-        return content_hash({"base": super().config_hash(), "model": model})
+        return content_hash({"base": super().config_hash(), "model": self.engine.model_identity(self.cfg)})
 
     def versions(self) -> dict[str, str]:
-        from importlib.metadata import PackageNotFoundError, version
-
-        out = {}
-        for dist in ("faster-whisper", "ctranslate2", "openai-whisper"):
-            try:
-                out[dist] = version(dist)
-            except PackageNotFoundError:
-                pass
-        return out
+        return self.engine.versions()
 
     def input_columns(self) -> dict[str, list[str] | None]:
         return {"audio": ["clip_id", "status", "error", "flac", "sample_rate", "duration_s"]}
 
     def process(self, clip: ClipInput, ctx: ShardContext) -> dict[str, Any]:
-        if self.cfg["engine"] == "given":
-            return self._given(clip)
-        y, sr = decode_flac(clip.upstream["audio"]["flac"])
-        if rms_dbfs(y) < float(self.cfg["silence_dbfs"]):
-            raise ClipSkipped("silence", f"the audio level is below {self.cfg['silence_dbfs']:g} dBFS")
-        if self.cfg["engine"] == "google":
-            audio = clip.upstream["audio"]
-            t = transcribe_google(audio["flac"], sr, float(audio["duration_s"]), self.cfg)
-            model = self.cfg["google_model"] or "default"
-        else:
-            if sr != SAMPLE_RATE:
+        engine = self.engine
+        audio = ClipAudio(plan=clip.plan)
+        if engine.listens:
+            row = clip.upstream["audio"]
+            y, sr = decode_flac(row["flac"])
+            if rms_dbfs(y) < float(self.cfg["silence_dbfs"]):
+                raise ClipSkipped("silence", f"the audio level is below {self.cfg['silence_dbfs']:g} dBFS")
+            if engine.sample_rate and sr != engine.sample_rate:
                 import soxr
 
-                y = soxr.resample(y, sr, SAMPLE_RATE, quality="HQ").astype(np.float32)
-            t = ENGINES[self.cfg["engine"]](y, self.cfg)
-            model = resolve_model(self.cfg["engine"], self.cfg["model"]).name
-        row: dict[str, Any] = {
-            "text": t.text, "language": t.language, "language_prob": t.language_prob, "avg_logprob": t.avg_logprob,
-            "engine": self.cfg["engine"], "model": str(model),
-            "words": [{"word": w.word, "start": w.start, "end": w.end, "prob": w.prob} for w in t.words]}
+                y, sr = soxr.resample(y, sr, engine.sample_rate, quality="HQ").astype(np.float32), engine.sample_rate
+            audio = ClipAudio(plan=clip.plan, samples=y, sample_rate=sr, flac=row["flac"],
+                              duration_s=float(row["duration_s"]))
+        t = engine.transcribe(audio, self.cfg)
+        row = {"text": t.text, "language": t.language, "language_prob": t.language_prob, "avg_logprob": t.avg_logprob,
+               "engine": engine.name, "model": t.model,
+               "words": [{"word": w.word, "start": w.start, "end": w.end, "prob": w.prob} for w in t.words]}
         if not t.text:
-            return {**row, "status": "skipped", "error": "no_speech", "message": f"{self.cfg['engine']} found no speech"}
+            return {**row, "status": "skipped", "error": "no_speech",
+                    "message": engine.empty_message.format(engine=engine.name)}
+        if not engine.listens:
+            return row
         if not t.multilingual:
             row["language_prob"] = None  # an English-only model cannot identify a language
             gate = float(self.cfg["en_only_min_avg_logprob"])
@@ -144,18 +100,4 @@ class AsrStage(ClipStage):
         if t.avg_logprob is not None and t.avg_logprob < float(self.cfg["min_avg_logprob"]):
             return {**row, "status": "skipped", "error": "low_confidence",
                     "message": f"avg_logprob {t.avg_logprob:.2f} < asr.min_avg_logprob {self.cfg['min_avg_logprob']:g}"}
-        return row
-
-    def _given(self, clip: ClipInput) -> dict[str, Any]:
-        text = clip.plan.get("given_text")
-        source = "plan"
-        if text is None:
-            text, source = sidecar_text(clip.plan), "sidecar"
-        if text is None:
-            raise ClipError("no_transcript", "no given transcript in the plan and no sidecar .txt beside the media")
-        text = " ".join(text.split())
-        row = {"text": text, "language": None, "language_prob": None, "avg_logprob": None, "engine": "given",
-               "model": source, "words": []}
-        if not text:
-            return {**row, "status": "skipped", "error": "no_speech", "message": "the given transcript is empty"}
         return row
