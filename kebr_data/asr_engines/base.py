@@ -67,6 +67,8 @@ class AsrEngine(ABC):
     sample_rate: ClassVar[int | None] = None
     #: True for engines that run a model on this machine (they take a GPU when asr.device = "cuda")
     local_model: ClassVar[bool] = False
+    #: True when `Transcript.language_prob` is the model's language-identification probability
+    identifies_language: ClassVar[bool] = False
     #: PyPI distributions whose versions go into the markers
     distributions: ClassVar[tuple[str, ...]] = ()
     #: the row's message when the engine heard nothing

@@ -32,6 +32,7 @@ class FasterWhisper(AsrEngine):
     name = "faster-whisper"
     sample_rate = 16000
     local_model = True
+    identifies_language = True  # on multilingual models
     distributions = ("faster-whisper", "ctranslate2")
 
     def check(self, cfg: dict[str, Any]) -> list[str]:

@@ -26,6 +26,7 @@ class OpenAIWhisper(AsrEngine):
     name = "openai-whisper"
     sample_rate = 16000
     local_model = True
+    identifies_language = True  # on multilingual models
     distributions = ("openai-whisper",)
 
     def check(self, cfg: dict[str, Any]) -> list[str]:

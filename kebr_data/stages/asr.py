@@ -1,10 +1,10 @@
 """The ASR stage (DESIGN §1, §4): a transcript per clip, with language, confidence and word times.
 
-Engines: `faster-whisper` (default; offline with the bundled Whisper tiny.en), `openai-whisper`,
-`google` (Google Cloud Speech, the papers' engine) and `given` (the dataset's own transcript from
-the plan, e.g. MMSA's label.csv text, or a sidecar `.txt` file beside the media). Clips in
-languages outside `asr.languages` (the papers kept English only) and silent clips are `skipped`,
-keeping what was detected in the row.
+Engines come from the `kebr_data.asr_engines` registry. Clips in languages outside `asr.languages`
+(the papers kept English only) are `skipped`, keeping what was heard: multilingual models decide by
+their detected language and its probability (`asr.min_language_prob`); English-only models cannot
+identify a language, so a low decoding confidence stands in for it and the row says so. Silent
+clips are skipped before decoding.
 """
 
 from __future__ import annotations
@@ -97,6 +97,12 @@ class AsrStage(ClipStage):
                    if row["language"] == "und" else
                    f"detected {row['language']}" + (f" (p={t.language_prob:.2f})" if t.language_prob else ""))
             return {**row, "status": "skipped", "error": "language", "message": f"{why}; kept: {', '.join(languages)}"}
+        min_prob = float(self.cfg["min_language_prob"])
+        if (languages and engine.identifies_language and t.multilingual and t.language_prob is not None
+                and t.language_prob < min_prob):
+            return {**row, "status": "skipped", "error": "language",
+                    "message": f"detected {row['language']} with p={t.language_prob:.2f} < asr.min_language_prob "
+                               f"{min_prob:g}: language uncertain"}
         if t.avg_logprob is not None and t.avg_logprob < float(self.cfg["min_avg_logprob"]):
             return {**row, "status": "skipped", "error": "low_confidence",
                     "message": f"avg_logprob {t.avg_logprob:.2f} < asr.min_avg_logprob {self.cfg['min_avg_logprob']:g}"}
