@@ -23,7 +23,7 @@ from .engine import Engine, RunOptions
 from .errors import KebrError
 from .stages import EXTRACT_DEFAULT, STAGES, parse_stages
 from .stages.mask import resolve_text_source
-from .status import folder_summaries, plan_line, summary_view
+from .status import folder_summaries, label_quality_table, plan_line, summary_view
 from .storage.layout import OutputDir
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -252,6 +252,9 @@ def status(out: Path) -> None:
     with user_errors():
         marker, summaries = folder_summaries(out)
     _console(stderr=False).print(summary_view(summaries, plan_line(out, marker)))
+    quality = label_quality_table(out, marker)
+    if quality is not None:
+        _console(stderr=False).print(quality)
 
 
 if __name__ == "__main__":  # pragma: no cover

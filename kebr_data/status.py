@@ -54,3 +54,18 @@ def summary_table(summaries: list[StageSummary], title: str, with_run: bool = Fa
             cells.append(f"{s.shards_run} shards, {rate:.1f} clips/s" if s.shards_run else "up to date")
         t.add_row(*cells)
     return t
+
+
+def label_quality_table(root: Path, marker: dict) -> Table | None:
+    """Label quality per shard and in total (see kebr_data.label_quality); None before asr or mask ran."""
+    from .label_quality import HEADERS, quality_rows
+
+    rows = quality_rows(OutputDir(root), marker["num_shards"])
+    if not rows:
+        return None
+    t = Table(title="label quality", title_justify="left")
+    for col in HEADERS:
+        t.add_column(col, justify="left" if col == "shard" else "right")
+    for row in rows:
+        t.add_row(*row.cells(), style="bold" if row.shard == "total" else None)
+    return t

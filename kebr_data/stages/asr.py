@@ -9,12 +9,15 @@ clips are skipped before decoding.
 
 from __future__ import annotations
 
+import collections
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from ..asr_engines import ENGINES, AsrEngine, ClipAudio
 from ..errors import ClipSkipped
+from ..label_quality import prob_hist
 from ..media.flac import decode_flac
 from ..schema import ASR
 from .base import ClipInput, ClipStage, ShardContext
@@ -58,6 +61,19 @@ class AsrStage(ClipStage):
 
     def versions(self) -> dict[str, str]:
         return self.engine.versions()
+
+    def shard_stats(self, table: pa.Table) -> dict[str, Any]:
+        """Detected languages and the histogram of language probabilities (multilingual models only)."""
+        langs = collections.Counter(v for v in table["language"].to_pylist() if v)
+        return {"languages": dict(langs), "language_prob_hist": prob_hist(table["language_prob"].to_pylist())}
+
+    @staticmethod
+    def format_stats(stats: dict[str, Any]) -> str:
+        langs = ", ".join(f"{k} {v}" for k, v in sorted(stats.get("languages", {}).items(), key=lambda kv: -kv[1]))
+        hist = stats.get("language_prob_hist", {})
+        probs = f"; language probability p<0.5: {sum(v for k, v in hist.items() if float(k) < 0.5)}, " \
+                f"p>=0.9: {hist.get('0.9', 0)}" if any(hist.values()) else ""
+        return f"languages heard: {langs}{probs}" if langs else ""
 
     def input_columns(self) -> dict[str, list[str] | None]:
         return {"audio": ["clip_id", "status", "error", "flac", "sample_rate", "duration_s"]}

@@ -15,12 +15,14 @@ import pyarrow.compute as pc
 
 from ..config import content_hash
 from ..errors import ClipSkipped, ConfigError
+from ..label_quality import prob_hist
 from ..lexicon import Lexicon, load_lexicon
-from ..masking import NoWords, mask_transcript, stable_index
+from ..masking import NoWords, mask_transcript, stable_index, word_prob
 from ..schema import MASK
 from .base import ClipInput, ClipStage, ShardContext
 
 TEXT_SOURCES = ("asr", "given")
+LOW_WORD_PROB_ACTIONS = ("skip", "flag")
 
 
 def resolve_text_source(cfg: dict[str, Any], asr_available: bool) -> dict[str, Any]:
@@ -58,6 +60,10 @@ class MaskStage(ClipStage):
         scale = self.cfg["scale_from"]
         if len(scale) != 2:
             return [f"mask.scale_from must be [low, high], got {scale!r}"]
+        if self.cfg["low_word_prob"] not in LOW_WORD_PROB_ACTIONS:
+            return [f"mask.low_word_prob must be skip or flag, got {self.cfg['low_word_prob']!r}"]
+        if not 0.0 <= self.cfg["min_word_prob"] <= 1.0:
+            return [f"mask.min_word_prob must lie in [0, 1], got {self.cfg['min_word_prob']}"]
         if not 0.0 <= self.cfg["max_neutral_fraction"] <= 1.0:
             return [f"mask.max_neutral_fraction must lie in [0, 1], got {self.cfg['max_neutral_fraction']}"]
         low, high = scale
@@ -71,19 +77,42 @@ class MaskStage(ClipStage):
         return {"lexicon": f"{self.lexicon.name} {self.lexicon.digest} ({self.lexicon.entries} entries)"}
 
     def input_columns(self) -> dict[str, list[str] | None]:
-        return {"asr": ["clip_id", "status", "error", "text"]}
+        return {"asr": ["clip_id", "status", "error", "text", "engine", "words"]}
 
     def process(self, clip: ClipInput, ctx: ShardContext) -> dict[str, Any]:
-        text = clip.upstream["asr"]["text"] if "asr" in clip.upstream else clip.plan["given_text"]
+        asr = clip.upstream.get("asr")
+        text = asr["text"] if asr is not None else clip.plan["given_text"]
         if text is None or not text.strip():
             raise ClipSkipped("empty_text", "the transcript is empty")
+        negation, seed = bool(self.cfg["negation"]), int(self.cfg["seed"])
         try:
-            m = mask_transcript(text, self.lexicon, clip.clip_id, bool(self.cfg["negation"]), int(self.cfg["seed"]))
+            m = mask_transcript(text, self.lexicon, clip.clip_id, negation, seed)
         except NoWords as exc:
             raise ClipSkipped("no_words", str(exc)) from None
-        return {"text": text, "masked_text": m.masked_text, "words": m.words, "mask_index": m.mask_index,
-                "mask_word": m.mask_word, "vader_score": m.vader_score, "label": m.label,
-                "has_sentiment_word": m.has_sentiment_word, "lexicon": self.lexicon.name}
+        heard = asr is not None and asr["engine"] != "given"  # given transcripts were not heard: exempt
+        prob = word_prob(text, m.words, m.mask_index, asr["words"] or []) if heard else None
+        row = {"text": text, "masked_text": m.masked_text, "words": m.words, "mask_index": m.mask_index,
+               "mask_word": m.mask_word, "vader_score": m.vader_score, "label": m.label,
+               "has_sentiment_word": m.has_sentiment_word, "lexicon": self.lexicon.name, "mask_word_prob": prob,
+               "ref_label": self._ref_label(clip) if heard else None}
+        min_prob = float(self.cfg["min_word_prob"])
+        if m.has_sentiment_word and prob is not None and prob < min_prob:
+            why = f"the sentiment word {m.mask_word!r} was heard with p={prob:.2f} < mask.min_word_prob {min_prob:g}"
+            if self.cfg["low_word_prob"] == "skip":
+                return {**row, "status": "skipped", "error": "low_word_prob", "message": why}
+            row["message"] = f"low_word_prob: {why}"
+        return row
+
+    def _ref_label(self, clip: ClipInput) -> float | None:
+        """The label the dataset's reference transcript gives, for the label-quality report (None without one)."""
+        ref = clip.plan.get("given_text")
+        if not ref or not ref.strip():
+            return None
+        try:
+            return mask_transcript(ref, self.lexicon, clip.clip_id, bool(self.cfg["negation"]),
+                                   int(self.cfg["seed"])).label
+        except NoWords:
+            return None
 
     def run_shard(self, ctx: ShardContext) -> pa.Table:
         return self._cap_neutral(super().run_shard(ctx))
@@ -115,7 +144,8 @@ class MaskStage(ClipStage):
         errors = table["error"].to_pylist()
         return {"ok": ok.num_rows, "sentiment": sentiment, "neutral": ok.num_rows - sentiment,
                 "neutral_capped": errors.count("neutral_capped"),
-                "label_hist": {k: hist.get(k, 0) for k in ("-3", "-2", "-1", "0", "1", "2", "3")}}
+                "label_hist": {k: hist.get(k, 0) for k in ("-3", "-2", "-1", "0", "1", "2", "3")},
+                **label_quality_stats(table)}
 
     @staticmethod
     def format_stats(stats: dict[str, Any]) -> str:
@@ -124,5 +154,22 @@ class MaskStage(ClipStage):
             return "no masked clips"
         hist = " ".join(f"{k}:{v}" for k, v in sorted(stats["label_hist"].items(), key=lambda kv: int(kv[0])))
         capped = f", {stats['neutral_capped']} neutral dropped by the cap" if stats.get("neutral_capped") else ""
+        low = f"; {stats['low_word_prob']} sentiment words heard with low confidence" if stats.get("low_word_prob") \
+            else ""
+        ref = (f"; label agrees with the reference transcript's in {stats['ref_agree']}/{stats['ref_total']}"
+               if stats.get("ref_total") else "")
         return (f"sentiment word in {stats['sentiment'] / ok:.1%} of {ok} masked clips{capped}; "
-                f"rounded labels {hist}")
+                f"rounded labels {hist}{low}{ref}")
+
+
+def label_quality_stats(table: pa.Table) -> dict[str, Any]:
+    """Per-shard counts for the label-quality report: masked-word probabilities of sentiment words
+    (ok rows and rows the gate skipped or flagged), the gate's count, and agreement with the reference."""
+    rows = table.select(["status", "error", "message", "has_sentiment_word", "mask_word_prob", "label",
+                         "ref_label"]).to_pylist()
+    judged = [r for r in rows if r["status"] == "ok" or r["error"] == "low_word_prob"]
+    probs = [r["mask_word_prob"] for r in judged if r["has_sentiment_word"]]
+    low = sum(1 for r in judged if r["error"] == "low_word_prob" or (r["message"] or "").startswith("low_word_prob"))
+    refs = [r for r in judged if r["status"] == "ok" and r["ref_label"] is not None]
+    return {"word_prob_hist": prob_hist(probs), "low_word_prob": low, "ref_total": len(refs),
+            "ref_agree": sum(1 for r in refs if abs(r["label"] - r["ref_label"]) < 1e-6)}
