@@ -7,6 +7,7 @@ import re
 import subprocess
 import time
 
+import jiwer
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -31,14 +32,8 @@ def words(text):
 
 
 def wer(ref, hyp):
-    """Word error rate by edit distance over words."""
-    r, h = words(ref), words(hyp)
-    d = list(range(len(h) + 1))
-    for i in range(1, len(r) + 1):
-        prev, d[0] = d[0], i
-        for j in range(1, len(h) + 1):
-            prev, d[j] = d[j], min(d[j] + 1, d[j - 1] + 1, prev + (r[i - 1] != h[j - 1]))
-    return d[len(h)] / max(len(r), 1)
+    """Word error rate (jiwer's) over lower-cased words without punctuation."""
+    return jiwer.wer(" ".join(words(ref)), " ".join(words(hyp)) or "<empty>")
 
 
 def test_wer_helper_on_hand_computed_cases():
