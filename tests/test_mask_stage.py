@@ -171,7 +171,7 @@ def test_masked_word_probability_gates_low_confidence_sentiment_words(planned):
     assert (r["7"]["status"], r["7"]["mask_word_prob"]) == ("ok", None)
     # reference agreement: 3 was heard as "horrible" (-2.5 -> -1.875), its reference says terrible (-1.575)
     assert (r["3"]["label"], r["3"]["ref_label"]) == (pytest.approx(-1.875), pytest.approx(-1.575))
-    m0 = json.loads((planned / "mask/_done/shard-00000.json").read_text())["stats"]
+    m0 = json.loads((planned / "_done/mask/shard-00000.json").read_text())["stats"]
     assert m0["word_prob_hist"]["0.3"] == 1 and m0["word_prob_hist"]["0.9"] == 1 and sum(
         m0["word_prob_hist"].values()) == 2  # the sentiment words of 1 (skipped by the gate) and 3
     assert (m0["low_word_prob"], m0["ref_total"], m0["ref_agree"]) == (1, 2, 1)  # 2 agrees, 3 does not
@@ -183,7 +183,7 @@ def test_masked_word_probability_gates_low_confidence_sentiment_words(planned):
             check=True)
     r = rows(planned)
     assert r["1"]["status"] == "ok" and r["1"]["message"].startswith("low_word_prob: the sentiment word 'love'")
-    m0 = json.loads((planned / "mask/_done/shard-00000.json").read_text())["stats"]
+    m0 = json.loads((planned / "_done/mask/shard-00000.json").read_text())["stats"]
     assert (m0["low_word_prob"], m0["ref_total"], m0["ref_agree"]) == (1, 3, 2)
 
 
