@@ -16,8 +16,8 @@ import soundfile as sf
 from helpers import ROOT, demo_clip, extract_demo, run_cli
 
 from kebr_data import config
-from kebr_data.errors import PrerequisiteError
 from kebr_data.asr_engines.models import TINY_EN_SHA256, bundled_tiny_en, ctranslate2_model, torch_checkpoint
+from kebr_data.errors import PrerequisiteError
 from kebr_data.media.flac import encode_flac
 from kebr_data.schema import AUDIO, PLAN
 from kebr_data.stages.asr import AsrStage
