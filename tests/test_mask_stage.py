@@ -178,6 +178,9 @@ def test_masked_word_probability_gates_low_confidence_sentiment_words(planned):
     status = run_cli("status", "--out", str(planned), check=True).stdout
     assert "label quality" in status and "1/2 (50%)" in status and "4/5 (80%)" in status  # shard 0 and total
     assert "1 sentiment words heard with low confidence" in " ".join(status.split())  # rich may wrap it
+    quality = json.loads(run_cli("status", "--out", str(planned), "--json", check=True).stdout)["label_quality"]
+    assert [q["shard"] for q in quality] == ["00000", "00001", "total"]
+    assert (quality[-1]["ref_agree"], quality[-1]["ref_total"], quality[-1]["low_word_prob"]) == (4, 5, 1)
 
     run_cli("mask", "--out", str(planned), "--set", "mask.min_word_prob=0.5", "--set", "mask.low_word_prob='flag'",
             check=True)
