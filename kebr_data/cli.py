@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
 import shlex
@@ -25,13 +26,14 @@ from .config import Config
 from .errors import KebrError
 from .executors import EXECUTORS
 from .export import FORMATS
+from .label_quality import quality_rows
 from .pipeline import run_record
 from .pipeline.engine import Engine, RunOptions
 from .pipeline.summaries import folder_summaries, plan_line
 from .sources import LAYOUTS
 from .stages import extract_default, parse_stages, registry
 from .stages.mask import resolve_text_source
-from .status import summary_view
+from .status import label_quality_table, summary_view
 from .storage.layout import OutputDir
 from .storage.lock import OutputLock
 from .storage.store import Store
@@ -318,9 +320,13 @@ def status(out: Path, as_json: bool) -> None:
                                "stages": [{"stage": s.stage, "shards_done": s.shards_done,
                                            "shards_total": s.shards_total, "clips": s.rows, "ok": s.ok,
                                            "failed": s.failed, "skipped": s.skipped, "errors": dict(s.errors),
-                                           "stats": s.stats} for s in summaries]}, indent=2))
+                                           "stats": s.stats} for s in summaries],
+                               "label_quality": [dataclasses.asdict(r) for r in quality_rows(store)]}, indent=2))
         return
     _console(stderr=False).print(summary_view(summaries, line))
+    quality = label_quality_table(store)
+    if quality is not None:
+        _console(stderr=False).print(quality)
 
 
 @main.command(context_settings=CONTEXT)

@@ -73,6 +73,8 @@ MASK = pa.schema(COMMON + [
     pa.field("label", pa.float32()),
     pa.field("has_sentiment_word", pa.bool_()),
     pa.field("lexicon", pa.string()),
+    pa.field("mask_word_prob", pa.float32()),
+    pa.field("ref_label", pa.float32()),
 ])
 
 
