@@ -1,0 +1,66 @@
+"""Masked multi-head attention and the pre-LN transformer block used by MulT and MMML.
+
+Written out rather than `nn.MultiheadAttention` because a sample whose keys are all padding
+(a missing modality) must get zero attention output, where softmax over an all -inf row gives NaN.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+class MaskedAttention(nn.Module):
+    """softmax(Q K^T / sqrt(d_head) + key mask) V per head; zero output for a query with no valid key."""
+
+    def __init__(self, d: int, heads: int = 1, d_kv: int | None = None, dropout: float = 0.0) -> None:
+        super().__init__()
+        if d % heads:
+            raise ValueError(f"attention width {d} is not a multiple of heads={heads}")
+        self.heads = heads
+        self.q = nn.Linear(d, d)
+        self.k = nn.Linear(d_kv or d, d)
+        self.v = nn.Linear(d_kv or d, d)
+        self.out = nn.Linear(d, d)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, kv: torch.Tensor, kv_mask: torch.Tensor) -> torch.Tensor:
+        b, t, d = x.shape
+        s = kv.shape[1]
+        dh = d // self.heads
+        q = self.q(x).view(b, t, self.heads, dh).transpose(1, 2)
+        k = self.k(kv).view(b, s, self.heads, dh).transpose(1, 2)
+        v = self.v(kv).view(b, s, self.heads, dh).transpose(1, 2)
+        scores = q @ k.transpose(-1, -2) / math.sqrt(dh)
+        scores = scores.masked_fill(~kv_mask[:, None, None, :], float("-inf"))
+        weights = torch.softmax(scores, dim=-1)
+        weights = torch.where(kv_mask.any(1)[:, None, None, None], weights, torch.zeros_like(weights))
+        y = (self.dropout(weights) @ v).transpose(1, 2).reshape(b, t, d)
+        return self.out(y)
+
+
+class Block(nn.Module):
+    """Pre-LN transformer block: x + Attn(LN(x), LN(kv)), then x + FFN(LN(x)) (ReLU, 4x width).
+
+    With `kv=None` it is self-attention over x (keys masked by x's own mask)."""
+
+    def __init__(self, d: int, heads: int = 1, d_kv: int | None = None, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.norm_x = nn.LayerNorm(d)
+        self.norm_kv = nn.LayerNorm(d_kv or d)
+        self.attn = MaskedAttention(d, heads, d_kv, dropout)
+        self.norm_ffn = nn.LayerNorm(d)
+        self.ffn = nn.Sequential(nn.Linear(d, 4 * d), nn.ReLU(), nn.Dropout(dropout), nn.Linear(4 * d, d))
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, x_mask: torch.Tensor, kv: torch.Tensor | None = None,
+                kv_mask: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.norm_x(x)
+        if kv is None:
+            kv_n, kv_mask = h, x_mask
+        else:
+            kv_n = self.norm_kv(kv)
+        x = x + self.dropout(self.attn(h, kv_n, kv_mask))
+        return x + self.dropout(self.ffn(self.norm_ffn(x)))
