@@ -55,9 +55,10 @@ class MultimodalModel(nn.Module):
         return self.heads.modality[m](masked_mean(self.encoders[m](x, mask), mask.bool())).squeeze(-1)
 
     def freeze_encoders(self, modalities: Iterable[str] | None = None) -> None:
-        """Freeze encoders: no gradient, eval mode, kept in eval mode by `train()`."""
+        """Freeze encoders: no gradient (a stale one from earlier training is dropped), eval mode,
+        kept in eval mode by `train()`."""
         for m in modalities if modalities is not None else self.encoders:
-            self.encoders[m].requires_grad_(False)
+            freeze(self.encoders[m])
             self.encoders[m].eval()
             self.frozen.add(m)
 
@@ -66,6 +67,13 @@ class MultimodalModel(nn.Module):
         for m in self.frozen:
             self.encoders[m].eval()
         return self
+
+
+def freeze(module: nn.Module) -> None:
+    """requires_grad False on every parameter, and no leftover gradient."""
+    for p in module.parameters():
+        p.requires_grad_(False)
+        p.grad = None
 
 
 def optimizer(groups: Sequence[tuple[Iterable[nn.Parameter], float]]) -> torch.optim.Adam:
@@ -135,7 +143,7 @@ def train_step_two(model: MultimodalModel, batches: Sequence[Batch], steps: int,
     """Two-step, step 2: encoders frozen, only the fusion and the main head train (main loss)."""
     model.freeze_encoders()
     for head in model.heads.modality.values():
-        head.requires_grad_(False)
+        freeze(head)
     return train_fused(model, batches, steps, {"main": alphas.get("main", 1.0)}, 0.0, lr_rest, loss)
 
 

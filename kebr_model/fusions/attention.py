@@ -44,12 +44,14 @@ class MaskedAttention(nn.Module):
 class Block(nn.Module):
     """Pre-LN transformer block: x + Attn(LN(x), LN(kv)), then x + FFN(LN(x)) (ReLU, 4x width).
 
-    With `kv=None` it is self-attention over x (keys masked by x's own mask)."""
+    A `cross` block is called with `kv`; a self-attention block without it (keys masked by x's own
+    mask) and has no LN for keys, so that every parameter gets a gradient (DDP needs it)."""
 
-    def __init__(self, d: int, heads: int = 1, d_kv: int | None = None, dropout: float = 0.1) -> None:
+    def __init__(self, d: int, heads: int = 1, d_kv: int | None = None, dropout: float = 0.1,
+                 cross: bool = False) -> None:
         super().__init__()
         self.norm_x = nn.LayerNorm(d)
-        self.norm_kv = nn.LayerNorm(d_kv or d)
+        self.norm_kv = nn.LayerNorm(d_kv or d) if cross else None
         self.attn = MaskedAttention(d, heads, d_kv, dropout)
         self.norm_ffn = nn.LayerNorm(d)
         self.ffn = nn.Sequential(nn.Linear(d, 4 * d), nn.ReLU(), nn.Dropout(dropout), nn.Linear(4 * d, d))
@@ -58,6 +60,8 @@ class Block(nn.Module):
     def forward(self, x: torch.Tensor, x_mask: torch.Tensor, kv: torch.Tensor | None = None,
                 kv_mask: torch.Tensor | None = None) -> torch.Tensor:
         h = self.norm_x(x)
+        if (kv is None) != (self.norm_kv is None):
+            raise ValueError("a cross-attention block needs kv; a self-attention block takes none")
         if kv is None:
             kv_n, kv_mask = h, x_mask
         else:

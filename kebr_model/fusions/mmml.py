@@ -36,7 +36,7 @@ class FusionLayer(nn.Module):
 
     def __init__(self, d: int, heads: int, dropout: float) -> None:
         super().__init__()
-        self.cross = Block(d, heads, dropout=dropout)
+        self.cross = Block(d, heads, dropout=dropout, cross=True)
         self.self_attn = Block(d, heads, dropout=dropout)
 
     def forward(self, x: torch.Tensor, x_mask: torch.Tensor, kv: torch.Tensor, kv_mask: torch.Tensor) -> torch.Tensor:

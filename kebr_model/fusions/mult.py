@@ -47,7 +47,7 @@ class MulT(Fusion):
         self.d = d
         self.project = nn.ModuleDict({m: nn.Conv1d(self.widths[m], d, kernel_size=1) for m in self.modalities})
         self.pairs = [(t, s) for t in self.modalities for s in self.modalities if s != t]
-        self.cross = nn.ModuleDict({f"{s}_to_{t}": nn.ModuleList([Block(d, heads, dropout=dropout) for _ in range(layers)])
+        self.cross = nn.ModuleDict({f"{s}_to_{t}": nn.ModuleList([Block(d, heads, dropout=dropout, cross=True) for _ in range(layers)])
                                     for t, s in self.pairs})
         d_stream = d * (len(self.modalities) - 1)
         self.self_attn = nn.ModuleDict({m: nn.ModuleList([Block(d_stream, heads, dropout=dropout) for _ in range(layers)])
