@@ -309,3 +309,33 @@ def test_every_parameter_gets_a_gradient(name, opts):
     h, mask = inputs()
     f(h, mask).pooled.sum().backward()
     assert [n for n, p in f.named_parameters() if p.grad is None] == []
+
+
+def test_masked_attention_matches_a_plain_softmax_per_head():
+    torch.manual_seed(0)
+    att = MaskedAttention(8, heads=2).double().eval()
+    x, kv = torch.randn(3, 4, 8, dtype=torch.float64), torch.randn(3, 5, 8, dtype=torch.float64)
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 0, 0, 0], [0, 0, 0, 0, 0]], dtype=torch.bool)
+    q = att.q(x).view(3, 4, 2, 4).transpose(1, 2)
+    k = att.k(kv).view(3, 5, 2, 4).transpose(1, 2)
+    v = att.v(kv).view(3, 5, 2, 4).transpose(1, 2)
+    want = []
+    for i in range(2):  # the samples with keys; the third has none and must give exactly zero
+        s = q[i] @ k[i][:, mask[i]].transpose(-1, -2) / 2.0  # sqrt(d_head = 4)
+        want.append(att.out((torch.softmax(s, -1) @ v[i][:, mask[i]]).transpose(0, 1).reshape(4, 8)))
+    got = att(x, kv, mask)
+    assert torch.allclose(got[:2], torch.stack(want), atol=1e-10)
+    assert torch.equal(got[2], att.out.bias.expand(4, 8))  # zero attention, then the output map
+
+
+@pytest.mark.parametrize("name", ["tcmf", "sf", "tfn", "mult", "mmml"])
+def test_built_for_text_and_audio_only(name):
+    """A model built without a modality (here visual): it is ignored if given, and never required."""
+    torch.manual_seed(0)
+    f = make_fusion(name, {"text": 8, "audio": 6}).eval()
+    h, mask = inputs()
+    two = ({m: h[m] for m in ("text", "audio")}, {m: mask[m] for m in ("text", "audio")})
+    out = f(*two)
+    assert out.pooled.shape == (4, f.out_dim) and torch.isfinite(out.pooled).all()
+    assert torch.equal(f(h, mask).pooled, out.pooled)
+    assert set(out.per_modality) == {"text", "audio"}

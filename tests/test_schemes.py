@@ -41,7 +41,8 @@ def test_weighted_loss_by_hand():
 
 def test_weighted_loss_valid_mask_and_errors():
     preds = {"main": t(1.0, 2.0), "audio": t(0.0, 4.0)}
-    _, parts = weighted_loss(preds, t(0.0, 0.0), {"main": 1.0, "audio": 1.0}, valid={"audio": torch.tensor([True, False])})
+    keep_first = {"audio": torch.tensor([True, False])}
+    _, parts = weighted_loss(preds, t(0.0, 0.0), {"main": 1.0, "audio": 1.0}, valid=keep_first)
     assert parts["audio"].item() == 0.0
     _, parts = weighted_loss(preds, t(0.0, 0.0), {"audio": 1.0}, valid={"audio": torch.tensor([False, False])})
     assert parts["audio"].item() == 0.0

@@ -64,7 +64,8 @@ class Fusion(nn.Module):
         for m in self.modalities:
             if m in h:
                 if h[m].shape[-1] != self.widths[m]:
-                    raise ValueError(f"fusion {self.name!r}: {m} has width {h[m].shape[-1]}, built for {self.widths[m]}")
+                    raise ValueError(f"fusion {self.name!r}: {m} has width {h[m].shape[-1]}, "
+                                     f"built for {self.widths[m]}")
                 xs[m], ms[m] = h[m], mask[m].bool()
             else:
                 xs[m] = ref.new_zeros(b, 1, self.widths[m])

@@ -35,6 +35,10 @@ def sinusoidal(t: int, d: int, device: torch.device, dtype: torch.dtype) -> torc
     return pe.to(dtype)
 
 
+def stack(d: int, heads: int, layers: int, dropout: float, cross: bool = False) -> nn.ModuleList:
+    return nn.ModuleList([Block(d, heads, dropout=dropout, cross=cross) for _ in range(layers)])
+
+
 class MulT(Fusion):
     name = "mult"
     has_sequence = True
@@ -47,11 +51,9 @@ class MulT(Fusion):
         self.d = d
         self.project = nn.ModuleDict({m: nn.Conv1d(self.widths[m], d, kernel_size=1) for m in self.modalities})
         self.pairs = [(t, s) for t in self.modalities for s in self.modalities if s != t]
-        self.cross = nn.ModuleDict({f"{s}_to_{t}": nn.ModuleList([Block(d, heads, dropout=dropout, cross=True) for _ in range(layers)])
-                                    for t, s in self.pairs})
+        self.cross = nn.ModuleDict({f"{s}_to_{t}": stack(d, heads, layers, dropout, cross=True) for t, s in self.pairs})
         d_stream = d * (len(self.modalities) - 1)
-        self.self_attn = nn.ModuleDict({m: nn.ModuleList([Block(d_stream, heads, dropout=dropout) for _ in range(layers)])
-                                        for m in self.modalities})
+        self.self_attn = nn.ModuleDict({m: stack(d_stream, heads, layers, dropout) for m in self.modalities})
         self.dropout = nn.Dropout(dropout)
         self.out_dim = d_stream * len(self.modalities)
         self.has_sequence = "text" in self.modalities

@@ -56,7 +56,8 @@ class TCMF(Fusion):
             raise ValueError("fusion 'tcmf' needs the text modality in its input")
         b, ref = h["text"].shape[0], h["text"]
         side = {}
-        for m, d in (("audio", self.tcmf.last.audio.key.in_features), ("visual", self.tcmf.last.visual.key.in_features)):
+        last = self.tcmf.last
+        for m, d in (("audio", last.audio.key.in_features), ("visual", last.visual.key.in_features)):
             if m in h and m in self.widths:
                 side[m] = (h[m], mask[m].bool())
             else:

@@ -5,8 +5,9 @@ out_dim = (p_t+1)(p_a+1)(p_v+1): the unimodal, bimodal and trimodal interaction 
 The product is taken in the order text, audio, visual (text the slowest index).
 
 Substitution, documented: the paper's TFN adds no trainable parameter, but the product of the raw
-widths (768, 768, 1024 for its extractors; 384, 33, 709 here) has 10^8 entries, so each clip
-vector is first projected linearly to `project` widths (default 16 each: 17^3 = 4,913 entries).
+widths has 6·10^8 entries for its extractors (769·769·1025) and 9·10^6 for KEBR's features
+(385·34·710), so each clip vector is first projected linearly to `project` widths (default 16
+each: 17^3 = 4,913 entries).
 `project=None` keeps the raw widths (no parameter at all, for small inputs).
 A missing modality has z_m = [0 ... 0; 1]: it drops out of the product, which then holds exactly
 the other modalities' terms. No fused sequence.
