@@ -252,6 +252,9 @@ def test_count_flops_and_params_by_hand():
     lin = torch.nn.Linear(4, 3)
     assert count_params(lin) == 4 * 3 + 3
     assert count_flops(lin, torch.randn(2, 4)) == 2 * 2 * 4 * 3  # 2 per multiply-add
+    att = MaskedAttention(8, heads=2).eval()  # torch's fused CPU attention kernel is counted too
+    q, kv, keys = torch.randn(1, 4, 8), torch.randn(1, 5, 8), torch.ones(1, 5, dtype=torch.bool)
+    assert count_flops(att, (q, kv, keys)) == 2 * (4 * 8 * 8 * 2 + 5 * 8 * 8 * 2) + 2 * (2 * 4 * 5 * 4 * 2)
     h, mask = inputs()
     assert count_flops(make_fusion("sf", W3), (h, mask)) == 0 and count_params(make_fusion("sf", W3)) == 0
     tfn = make_fusion("tfn", W3, project=3)
