@@ -95,6 +95,11 @@ def scheme_alphas(scheme: str, alphas: dict[str, float]) -> dict[str, float]:
     return {"main": alphas.get("main", 1.0)}
 
 
+def present(batch: Batch) -> dict[str, torch.Tensor]:
+    """Per modality, the samples that have a real frame of it: a unimodal head learns only from those."""
+    return {m: mk.bool().any(1) for m, mk in batch["mask"].items()}
+
+
 def _cycle(batches: Sequence[Batch], steps: int) -> Iterable[Batch]:
     for i in range(steps):
         yield batches[i % len(batches)]
@@ -110,7 +115,7 @@ def train_fused(model: MultimodalModel, batches: Sequence[Batch], steps: int, al
     losses = []
     for b in _cycle(batches, steps):
         preds = model(b["inputs"], b["mask"])
-        total, _ = weighted_loss(preds, b["label"], alphas, b.get("labels"), loss)
+        total, _ = weighted_loss(preds, b["label"], alphas, b.get("labels"), loss, valid=present(b))
         opt.zero_grad(set_to_none=True)
         total.backward()
         opt.step()
@@ -130,7 +135,7 @@ def train_step_one(model: MultimodalModel, batches: Sequence[Batch], steps: int,
             if m not in b["inputs"]:
                 continue
             pred = model.unimodal(m, b["inputs"][m], b["mask"][m])
-            total, _ = weighted_loss({m: pred}, b["label"], {m: 1.0}, b.get("labels"), loss)
+            total, _ = weighted_loss({m: pred}, b["label"], {m: 1.0}, b.get("labels"), loss, valid=present(b))
             opt.zero_grad(set_to_none=True)
             total.backward()
             opt.step()

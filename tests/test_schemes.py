@@ -186,3 +186,12 @@ def test_joint_loss_falls():
     before = eval_loss(m, batches(), alphas)
     run_scheme(m, "joint", batches(), 150, alphas, lr_encoder=3e-3, lr_rest=3e-3)
     assert eval_loss(m, batches(), alphas) < 0.5 * before
+
+
+def test_a_clip_without_a_modality_does_not_train_its_head():
+    m = model()
+    data = batches(1)
+    data[0]["mask"]["visual"][:] = False  # no clip has visual frames
+    heads0 = snapshot(m.heads.modality["visual"])
+    run_scheme(m, "joint", data, 2, {"main": 1.0, "visual": 1.0}, lr_encoder=1e-3)
+    assert same(heads0, snapshot(m.heads.modality["visual"]))
