@@ -54,8 +54,10 @@ def test_registry_names_and_errors():
     assert set(FUSIONS) == {"tcmf", "sf", "tfn", "mult", "mmml"}
     with pytest.raises(ValueError, match="unknown fusion 'nope'"):
         make_fusion("nope", W3)
-    with pytest.raises(ValueError, match="bad option"):
+    with pytest.raises(ValueError, match=r"unknown option\(s\) \['layers'\]; it takes none"):
         make_fusion("sf", W3, layers=3)
+    with pytest.raises(ValueError, match="it takes layers, shared, dropout, uniform, per_modality_query"):
+        make_fusion("tcmf", W3, per_modality_queries=True)
     with pytest.raises(ValueError, match="unknown mmml variant"):
         make_fusion("mmml", W3, variant="x")
     with pytest.raises(ValueError, match="text-centred"):

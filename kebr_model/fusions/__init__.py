@@ -9,6 +9,8 @@ fused text sequence; sf and tfn fuse clip-level vectors and have none.
 
 from __future__ import annotations
 
+import inspect
+
 from .base import MODALITIES, Fusion, FusionOutput, masked_mean
 from .flops import count_flops, count_params
 from .mmml import MMML
@@ -30,10 +32,11 @@ def make_fusion(name: str, widths: dict[str, int], **options) -> Fusion:
     """Build fusion `name` for inputs of these widths; `options` are the fusion's own keyword arguments."""
     if name not in FUSIONS:
         raise ValueError(f"unknown fusion {name!r}; choose one of {', '.join(FUSIONS)}")
-    try:
-        return FUSIONS[name](widths, **options)
-    except TypeError as e:
-        raise ValueError(f"fusion {name!r}: bad option ({e})") from None
+    accepted = [p for p in inspect.signature(FUSIONS[name].__init__).parameters if p not in ("self", "widths")]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise ValueError(f"fusion {name!r}: unknown option(s) {unknown}; it takes {', '.join(accepted) or 'none'}")
+    return FUSIONS[name](widths, **options)
 
 
 __all__ = ["FUSIONS", "MODALITIES", "Fusion", "FusionOutput", "count_flops", "count_params", "make_fusion",
