@@ -234,16 +234,34 @@ def run_point(sweep: Sweep, point: Point, seed: int, shards: Path, run_dir: Path
         result = json.loads(proc.stdout[proc.stdout.index("{"):])
     except ValueError:
         return None, f"failed (no JSON result on stdout; {run_dir / 'train.log'})"
+    train_loss = last_epoch_loss(run_dir / "metrics.jsonl")
+    if train_loss is not None:
+        result["train_loss"] = train_loss
     _write_json(done, result)
     return result, "done"
 
 
+def last_epoch_loss(metrics: Path) -> float | None:
+    """Mean training loss over the last epoch's steps in a run's metrics.jsonl (what a pre-training
+    sweep without a validation split reports)."""
+    if not metrics.is_file():
+        return None
+    rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    train = [r for r in rows if r.get("split") == "train" and isinstance(r.get("loss"), (int, float))]
+    if not train:
+        return None
+    last = [r["loss"] for r in train if r.get("epoch") == train[-1].get("epoch")]
+    return statistics.mean(last)
+
+
 def metrics_of(result: dict) -> dict[str, float]:
-    """The numeric test metrics of a run result (clip counts left out), plus best_valid."""
+    """The numeric test metrics of a run result (clip counts left out), plus the last epoch's mean
+    training loss and best_valid (the selected validation loss)."""
     out = {k: float(v) for k, v in (result.get("test") or {}).items()
            if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "samples"}
-    if isinstance(result.get("best_valid"), (int, float)):
-        out["best_valid"] = float(result["best_valid"])
+    for key in ("train_loss", "best_valid"):
+        if isinstance(result.get(key), (int, float)) and not isinstance(result.get(key), bool):
+            out[key] = float(result[key])
     return out
 
 
@@ -257,8 +275,8 @@ def aggregate(results: list[dict]) -> dict[str, tuple[float, float | None, int]]
 
 
 def metric_order(keys: set[str]) -> list[str]:
-    return [k for k in ORDER if k in keys] + sorted(keys - set(ORDER) - {"best_valid"}) + \
-        (["best_valid"] if "best_valid" in keys else [])
+    last = [k for k in ("train_loss", "best_valid") if k in keys]
+    return [k for k in ORDER if k in keys] + sorted(keys - set(ORDER) - set(last)) + last
 
 
 def model_cost(cfg: TrainConfig, shards: Path) -> dict[str, Any]:

@@ -94,7 +94,20 @@ def test_mean_and_std_hand_computed():
     assert stats["best_valid"][:2] == pytest.approx((2.0, 1.0))
     assert "samples" not in stats
     assert aggregate(results[:1])["MAE"] == (1.0, None, 1)  # one seed: no std
-    assert metric_order({"best_valid", "zeta", "Corr", "MAE"}) == ["MAE", "Corr", "zeta", "best_valid"]
+    assert metric_order({"best_valid", "zeta", "Corr", "MAE", "train_loss"}) == ["MAE", "Corr", "zeta", "train_loss",
+                                                                                "best_valid"]
+
+
+def test_last_epoch_loss_hand_computed(tmp_path):
+    from kebr_model.sweep import last_epoch_loss
+
+    rows = [{"step": 1, "epoch": 0, "split": "train", "loss": 9.0},
+            {"step": 2, "epoch": 1, "split": "train", "loss": 2.0},
+            {"step": 2, "epoch": 1, "split": "valid", "loss": 7.0},
+            {"step": 3, "epoch": 1, "split": "train", "loss": 3.0}]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert last_epoch_loss(tmp_path / "metrics.jsonl") == 2.5  # (2 + 3) / 2: epoch 1's training steps
+    assert last_epoch_loss(tmp_path / "none.jsonl") is None
 
 
 GRID = """
@@ -129,12 +142,15 @@ def test_a_two_by_two_grid_through_the_cli(tmp_path):
         assert (out / name / "checkpoints").is_dir() and (out / name / "test_metrics.json").is_file()
         ran = json.loads((out / name / RESULT).read_text())
         assert ran["test"] == json.loads((out / name / "test_metrics.json").read_text())
+        first = json.loads((out / name / "metrics.jsonl").read_text().splitlines()[0])
+        assert first["split"] == "train" and ran["train_loss"] == first["loss"]  # one step (max_steps = 1)
     rows = list(csv.DictReader((out / "sweep.csv").open()))
     assert [r["point"] for r in rows] == ["mcc_g=0", "mcc_g=0.5"] and [r["seeds"] for r in rows] == ["2", "2"]
     mixed = [json.loads((out / "mcc_g=0.5/seed-1" / RESULT).read_text())["test"]["MAE"], 3.0]
     assert float(rows[1]["MAE_mean"]) == pytest.approx(statistics.mean(mixed))
     assert float(rows[1]["MAE_std"]) == pytest.approx(statistics.stdev(mixed))
     assert float(rows[1]["best_valid_mean"]) > 4.5  # the planted 9.0 is in it
+    assert rows[1]["train_loss_std"] == ""  # the planted result has no training loss: one value, no std
     params = {int(r["params"]) for r in rows}
     assert len(params) == 1 and params.pop() > 20_000_000  # MiniLM's BERT (22.7M) + one TCMF layer
     assert all(int(r["flops_per_clip"]) > 1_000_000 for r in rows)
