@@ -315,7 +315,7 @@ def import_mmsa_cmd(pickle_file: Path, out: Path, trust_pickle: bool, replan: bo
 @click.option("--shards", required=True, type=click.Path(path_type=Path), help="A kebr-data output folder.")
 @click.option("--out", required=True, type=click.Path(path_type=Path),
               help="Sweep folder: OUT/<point>/seed-N/ runs, sweep.md, sweep.csv, sweep.png.")
-@click.option("--dry-run", is_flag=True, help="Print each run's folder and arguments; run nothing.")
+@click.option("--dry-run", is_flag=True, help="Print each run's kebr-train command line; run nothing.")
 @_careful
 def sweep_cmd(grid: Path, shards: Path, out: Path, dry_run: bool) -> None:
     """Run a grid of options x seeds (each a resumable run; finished ones are kept) and write a

@@ -26,6 +26,7 @@ import json
 import math
 import os
 import re
+import shlex
 import statistics
 import subprocess
 import sys
@@ -410,12 +411,17 @@ def run_sweep(sweep: Sweep, shards: Path, out: Path, echo: Callable[[str], None]
     of those that finished is written)."""
     points = sweep.points()
     out = Path(out)
-    total = len(points) * len(sweep.seeds)
-    if dry_run:
-        return "\n".join(f"{out / p.name / f'seed-{s}'}: " + " ".join(run_args(sweep, p, s, shards, out / p.name /
-                                                                                f"seed-{s}")[1:])
+    if dry_run:  # each run as the kebr-train command line it amounts to
+        return "\n".join(shlex.join(["kebr-train", *run_args(sweep, p, s, shards, out / p.name / f"seed-{s}")[3:]])
                          for p in points for s in sweep.seeds)
-    out.mkdir(parents=True, exist_ok=True)
+    from kebr_data.storage.lock import OutputLock
+
+    with OutputLock(out / "_lock", "kebr-train sweep"):  # two sweeps in one folder would run the same points
+        return _run_all(sweep, points, shards, out, echo)
+
+
+def _run_all(sweep: Sweep, points: list[Point], shards: Path, out: Path, echo: Callable[[str], None]) -> str:
+    total = len(points) * len(sweep.seeds)
     results: dict[str, list[dict]] = {}
     costs: dict[str, dict] = {}
     failed = []

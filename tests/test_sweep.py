@@ -154,6 +154,7 @@ def test_a_two_by_two_grid_through_the_cli(tmp_path):
     params = {int(r["params"]) for r in rows}
     assert len(params) == 1 and params.pop() > 20_000_000  # MiniLM's BERT (22.7M) + one TCMF layer
     assert all(int(r["flops_per_clip"]) > 1_000_000 for r in rows)
+    assert rows[0]["flops_per_clip"] == rows[1]["flops_per_clip"]  # mcc_g changes no shape
     md = (out / "sweep.md").read_text()
     assert md == proc.stdout and "| mcc_g=0.5 | 0.5 | 2/2 |" in md and " ± " in md and "| FLOPs/clip |" in md
     assert Image.open(out / "sweep.png").size == (700, 400)
@@ -269,7 +270,8 @@ def test_sweep_help_without_torch_and_a_failed_run_is_reported_not_hidden(tmp_pa
     out = tmp_path / "sweep"
     dry = CliRunner().invoke(main, ["sweep", "--config", str(grid), "--shards", str(shards), "--out", str(out),
                                     "--dry-run"])
-    assert dry.exit_code == 0 and "--set encoder=\"/no/such/encoder\" --set seed=1" in dry.output
+    assert dry.exit_code == 0 and dry.output.startswith("kebr-train finetune --shards ")
+    assert "--set 'encoder=\"/no/such/encoder\"' --set seed=1" in dry.output
     assert not out.exists()
     proc = subprocess.run([sys.executable, "-m", "kebr_model.cli", "sweep", "--config", str(grid), "--shards",
                            str(shards), "--out", str(out)], capture_output=True, text=True, timeout=600, cwd=ROOT)
@@ -277,4 +279,9 @@ def test_sweep_help_without_torch_and_a_failed_run_is_reported_not_hidden(tmp_pa
     name = point_name({"encoder": "/no/such/encoder"})
     assert "not a local folder" in proc.stderr and (out / name / "seed-1/train.log").is_file()
     assert not (out / name / "seed-1" / RESULT).exists()
+    from kebr_data.storage.lock import OutputLock
+
+    with OutputLock(out / "_lock", "another sweep"):
+        locked = CliRunner().invoke(main, ["sweep", "--config", str(grid), "--shards", str(shards), "--out", str(out)])
+    assert locked.exit_code == 2 and "in use by another run" in locked.output and "another sweep" in locked.output
     assert f"| {name} | /no/such/encoder | 0/1 | - | - | - |" in (out / "sweep.md").read_text()
