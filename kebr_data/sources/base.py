@@ -25,6 +25,9 @@ class Clip:
     split: str | None = None
     label: float | None = None
     given_text: str | None = None
+    label_t: float | None = None   # per-modality labels (CH-SIMS); None elsewhere
+    label_a: float | None = None
+    label_v: float | None = None
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """Manifest source: a CSV or Parquet table with at least `clip_id` and `video_path` or `audio_path`.
 
-Optional columns: speaker_id, split, label, given_text (or text). Relative paths are resolved
-against the manifest's folder.
+Optional columns: speaker_id, split, label, label_t, label_a, label_v (per-modality labels),
+given_text (or text). Relative paths are resolved against the manifest's folder.
 """
 
 from __future__ import annotations
@@ -42,6 +42,10 @@ def _path(base: Path, value: object) -> str | None:
     return str(p if p.is_absolute() else (base / p))
 
 
+def _label(value: object) -> float | None:
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
+
+
 def scan(src: Path) -> ScanResult:
     rows = _read(src)
     cols = set(rows[0]) if rows else set()
@@ -57,13 +61,12 @@ def scan(src: Path) -> ScanResult:
             result.rejected.append((where, f"duplicate clip {clip_id!r}"))
             continue
         seen.add(clip_id)
-        label = row.get("label")
-        label = None if label is None or (isinstance(label, float) and math.isnan(label)) else float(label)
+        label, per_modality = _label(row.get("label")), {k: _label(row.get(k)) for k in ("label_t", "label_a", "label_v")}
         text = row.get("given_text", row.get("text"))
         clip = Clip(clip_id=clip_id, source=NAME, video_path=_path(src.parent, row.get("video_path")),
                     audio_path=_path(src.parent, row.get("audio_path")),
                     speaker_id=row.get("speaker_id"), split=row.get("split"), label=label,
-                    given_text=None if text is None else str(text))
+                    given_text=None if text is None else str(text), **per_modality)
         if clip.video_path is None and clip.audio_path is None:
             result.rejected.append((where, "neither video_path nor audio_path is set"))
             continue

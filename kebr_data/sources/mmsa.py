@@ -2,7 +2,9 @@
 
 label.csv columns: `video_id, clip_id, text, label[, label_T, label_A, label_V], annotation, mode`.
 clip_id becomes `<video_id>$_$<clip_id>` (MMSA's convention), split comes from `mode`, the given
-transcript from `text`. A row whose video is missing still enters the plan, so the audio stage
+transcript from `text`, the per-modality labels of CH-SIMS / CH-SIMS v2 from `label_T/A/V` (plan
+columns `label_t/a/v`). `label` and `mode` may be absent or empty (CH-SIMS v2's unlabelled clips):
+such clips have no label and no split, and serve pre-training. A row whose video is missing still enters the plan, so the audio stage
 reports it as a failed clip instead of it silently vanishing.
 """
 
@@ -15,7 +17,8 @@ from ..errors import PlanError
 from .base import VIDEO_EXTS, Clip, ScanResult
 
 NAME = "mmsa"
-REQUIRED = ("video_id", "clip_id", "text", "label", "mode")
+REQUIRED = ("video_id", "clip_id", "text")
+MODALITY_LABELS = {"label_t": "label_T", "label_a": "label_A", "label_v": "label_V"}
 
 
 def detect(src: Path) -> bool:
@@ -52,12 +55,23 @@ def scan(src: Path) -> ScanResult:
                 continue
             seen.add(clip_id)
             try:
-                label = float(row["label"]) if row["label"].strip() else None
-            except ValueError:
-                result.rejected.append((where, f"label {row['label']!r} is not a number"))
+                labels = {col: _number(row.get(name)) for col, name in
+                          (("label", "label"), *MODALITY_LABELS.items())}
+            except ValueError as exc:
+                result.rejected.append((where, str(exc)))
                 continue
             result.add(Clip(clip_id=clip_id, source=NAME,
                             video_path=str(_video_path(src / "Raw", video_id, clip)),
-                            speaker_id=video_id, split=row["mode"].strip() or None,
-                            label=label, given_text=row["text"]), where)
+                            speaker_id=video_id, split=(row.get("mode") or "").strip() or None,
+                            given_text=row["text"], **labels), where)
     return result
+
+
+def _number(text: str | None) -> float | None:
+    """A label cell: None when absent or empty, else a float (ValueError naming the value)."""
+    if text is None or not text.strip():
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"label {text!r} is not a number") from None
