@@ -11,7 +11,7 @@ with m = (a + b) / 2 of the two cosines, for reproducing its numbers.
 The cosines are computed in one of two spaces (`mcc.space`): `pooled` (default) compares the
 masked mean of the fused text with the masked mean of each modality's value projection;
 `flatten` reproduces the released code: the fused text against the **raw** audio and visual inputs
-(e.g. 33 and 709 values per frame, not their projections), each flattened, L2-normalised, the shorter
+(their own widths per frame, not their projections), each flattened, L2-normalised, the shorter
 tiled by an integer factor and zero-padded to the longer.
 """
 
