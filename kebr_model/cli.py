@@ -102,7 +102,7 @@ def _train_one(cfg: TrainConfig, shards: Path, out: Path, init: Path | None, res
     from .preflight import check_split, check_trainable, inventory
     from .train import Trainer
 
-    inv = inventory(shards, cfg.task)
+    inv = inventory(shards, cfg.task, cfg.label)
     for option in ("train_split", "valid_split") + (("test_split",) if cfg.task == "finetune" else ()):
         check_split(shards, inv, getattr(cfg, option), option)
     candidates = check_trainable(shards, inv, cfg.task, cfg.train_split)

@@ -366,3 +366,18 @@ def test_labels_and_widths_travel_through_the_hdf5_and_mmsa_exports(tmp_path):
     assert trainer.widths == {"audio": 5, "visual": 20}
     batch = next(iter(trainer.batches("train", 0, shuffle=False)))
     assert batch["label"].tolist() == pytest.approx([plan[c]["label_t"] for c in batch["clip_id"]])
+
+
+def test_a_per_modality_target_is_counted_before_training_and_refused_when_empty(tmp_path):
+    from click.testing import CliRunner
+
+    from kebr_model.cli import main
+
+    root = make_shards(tmp_path / "f", n=5, shard_size=5, labelled=True)  # label_t column present, all null
+    res = CliRunner().invoke(main, ["finetune", "--shards", str(root), "--out", str(tmp_path / "r"),
+                                    "--set", "label='label_t'"], catch_exceptions=False)
+    assert res.exit_code == 2 and "has a label" in res.output and "Traceback" not in res.output
+    bad = CliRunner().invoke(main, ["finetune", "--shards", str(root), "--out", str(tmp_path / "r"),
+                                    "--set", "modalities.use='tx'"], catch_exceptions=False)
+    assert bad.exit_code == 2 and "modalities.use" in bad.output
+    assert not (tmp_path / "r").exists()
