@@ -381,3 +381,13 @@ def test_a_per_modality_target_is_counted_before_training_and_refused_when_empty
                                     "--set", "modalities.use='tx'"], catch_exceptions=False)
     assert bad.exit_code == 2 and "modalities.use" in bad.output
     assert not (tmp_path / "r").exists()
+
+
+def test_a_manifest_carries_per_modality_labels(tmp_path):
+    from kebr_data.sources import manifest
+
+    (tmp_path / "m.csv").write_text("clip_id,video_path,label,label_t,label_a,label_v\n"
+                                    "a,a.mp4,0.5,0.4,,-0.2\nb,b.mp4,,,,\n")
+    clips = {c.clip_id: c for c in manifest.scan(tmp_path / "m.csv").clips}
+    assert (clips["a"].label, clips["a"].label_t, clips["a"].label_a, clips["a"].label_v) == (0.5, 0.4, None, -0.2)
+    assert (clips["b"].label, clips["b"].label_t) == (None, None)
