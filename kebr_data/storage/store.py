@@ -255,6 +255,20 @@ class Store:
                                    f"(its rows are other clips); fix: {fix_command(self.root, stage)} --force")
         return table
 
+    def frame_width(self, stage: str, column: str = "features") -> int | None:
+        """The frame width of a stage's frame column, from the schema of its first committed shard
+        (None when no shard is committed or the column is not a frame column)."""
+        shards = self.committed_shards(stage)
+        if not shards:
+            return None
+        schema = pq.read_schema(self.out.table(stage, shards[0]))
+        if column not in schema.names:
+            return None
+        typ = schema.field(column).type
+        if pa.types.is_list(typ) and pa.types.is_fixed_size_list(typ.value_type):
+            return int(typ.value_type.list_size)
+        return None
+
     def frames(self, stage: str, shard: int, column: str = "features") -> Frames:
         """A frame-feature column as values + offsets."""
         return frames_of(self.read(stage, shard, [column]).column(column))
