@@ -19,8 +19,9 @@ from rich.console import Console
 
 from . import __version__, config as config_mod
 from .config import Config
-from .engine import Engine, RunOptions
-from .errors import KebrError
+from .engine import Engine, RunOptions, require_plan
+from .errors import KebrError, PlanError
+from .plan import has_given_text
 from .stages import EXTRACT_DEFAULT, STAGES, parse_stages
 from .stages.mask import resolve_text_source
 from .status import folder_summaries, plan_line, summary_view
@@ -40,7 +41,7 @@ console = _console(stderr=True)
 
 
 def _fail(exc: KebrError) -> None:
-    console.print(f"[bold red]error:[/] {exc}", highlight=False)
+    console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)  # one line, however long
     sys.exit(exc.exit_code)
 
 
@@ -85,6 +86,18 @@ def _config(config_files: tuple[Path, ...], overrides: tuple[str, ...], values: 
 def _resolve_mask(cfg: Config, out: Path, stages: list[str]) -> Config:
     asr_available = "asr" in stages or bool(OutputDir(out).marker_shards("asr"))
     return {**cfg, "mask": resolve_text_source(cfg["mask"], asr_available)}
+
+
+def _require_transcripts(out: Path, mask_cfg: dict[str, Any]) -> None:
+    """`mask` needs an output folder with transcripts: the asr stage's, or the dataset's given text."""
+    marker = require_plan(out)
+    asr_done = bool(OutputDir(out).marker_shards("asr"))
+    if mask_cfg["text_source"] == "asr" and asr_done:
+        return
+    if mask_cfg["text_source"] == "given" and has_given_text(OutputDir(out), marker):
+        return
+    raise PlanError(f"ASR has not run on {out} and its plan has no given text: first run "
+                    f"`kebr-data extract --out {out} --stages audio,asr`")
 
 
 def _run(opts: RunOptions) -> None:
@@ -177,6 +190,7 @@ def mask(out: Path, lexicon: str | None, scale_from: str | None, text_source: st
             "run.workers": workers, "run.executor": executor, "run.ray_address": address,
             "run.max_failed": max_failed})
         cfg = _resolve_mask(cfg, out, ["mask"])
+        _require_transcripts(out, cfg["mask"])
     _run(RunOptions(out=out, stages=["mask"], config=cfg, replace_on_change=True, command=_command_line()))
 
 

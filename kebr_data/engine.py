@@ -5,8 +5,10 @@ executor, and report. Idempotent: rerunning the same command resumes where a cra
 from __future__ import annotations
 
 import collections
+import difflib
 import os
 import platform
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -123,6 +125,32 @@ def check_prerequisites(stages: list[str], cfg: Config) -> None:
         raise PrerequisiteError("cannot start, prerequisites are missing:\n  - " + "\n  - ".join(problems))
 
 
+def require_plan(root: Path) -> dict[str, Any]:
+    """The plan marker of output folder `root`, or a PlanError saying how to make one."""
+    marker = plan.read_plan_marker(OutputDir(root))
+    if marker is None:
+        what = "does not exist" if not root.exists() else "is not a kebr-data output folder (no plan)"
+        raise PlanError(f"{root} {what}: first run `kebr-data extract --src DATASET --out {root}`")
+    return marker
+
+
+def missing_source(src: Path) -> str:
+    """The message for a --src path that does not exist, with the nearest sibling name when one is close."""
+    parent = src.parent if src.parent.is_dir() else None
+    near = difflib.get_close_matches(src.name, [p.name for p in parent.iterdir()], n=1) if parent else []
+    return f"source {src} does not exist" + (f" (did you mean {parent / near[0]}?)" if near else "")
+
+
+def _first_missing(path: Path) -> Path | None:
+    """The topmost folder of `path` that mkdir(parents=True) would create, or None if it exists."""
+    missing_top = None
+    for p in (path, *path.parents):
+        if p.exists():
+            break
+        missing_top = p
+    return missing_top
+
+
 class Engine:
     """Runs the selected stages over the frozen plan of one output folder."""
 
@@ -133,14 +161,22 @@ class Engine:
         self.console = console or Console(stderr=True)
 
     def run(self) -> RunReport:
+        self._check_source()
         check_prerequisites(self.opts.stages, self.cfg)
+        created = _first_missing(self.out.root)
+        was_empty = created is None and self.out.root.is_dir() and not any(self.out.root.iterdir())
         self.out.root.mkdir(parents=True, exist_ok=True)
         with OutputLock(self.out.lock_file, self.opts.command):
-            swept = self.out.sweep()
-            if swept:
-                self.console.print(f"swept {len(swept)} leftover temp file(s) of an interrupted run")
-            self._write_run_json()
-            marker = self._plan()
+            try:
+                swept = self.out.sweep()
+                if swept:
+                    self.console.print(f"swept {len(swept)} leftover temp file(s) of an interrupted run")
+                self._write_run_json()
+                marker = self._plan()
+            except BaseException:
+                if created or was_empty:
+                    self._undo_start(created)
+                raise
             num_shards = marker["num_shards"]
             work = [s for s in self.opts.stages if s != "index"]
             self._refuse_stale(work, num_shards)
@@ -149,6 +185,36 @@ class Engine:
                 for name in work:
                     summaries.append(self._run_stage(name, marker, progress))
             return RunReport(marker, summaries, len(swept))
+
+    def _check_source(self) -> None:
+        """Before anything is written or checked: a plan exists, or can be made from an existing --src."""
+        if self.out.root.exists() and not self.out.root.is_dir():
+            raise PlanError(f"--out {self.out.root} is a file, not a folder")
+        marker = plan.read_plan_marker(self.out)
+        if marker is not None and not self.opts.replan:
+            plan.check_plan(marker, self.opts.src, self.cfg["index"])
+            return
+        src = self.opts.src or (Path(marker["src"]) if marker else None)
+        if src is None:
+            require_plan(self.out.root)
+        if marker is None and "index" not in self.opts.stages:
+            raise PlanError(f"{self.out.root} has no plan yet: include the index stage (--stages index,...)")
+        if not src.exists():
+            raise PlanError(missing_source(src))
+
+    def _undo_start(self, created: Path | None) -> None:
+        """A start that failed before the plan was committed leaves nothing in a folder it created
+        (or found empty): not its run.json, its lock file, nor partial plan shards."""
+        if plan.read_plan_marker(self.out) is not None:
+            return
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
+            return
+        for p in list(self.out.root.iterdir()):
+            if p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
 
     def _write_run_json(self) -> None:
         atomic_write_json(self.out.run_json, {
@@ -244,6 +310,8 @@ class Engine:
                 if m is not None and m.failed:
                     tasks.append(ShardTask(str(self.out.root), name, shard, self.cfg, upstream, retry_failed=True))
                     clips += m.failed
+        if tasks:
+            stage.warm_up(lambda line: progress.console.print(f"{name}: {line}", highlight=False))
         bar = StageBar(progress, name, clips, len(tasks))
         seen: collections.Counter = collections.Counter()
         broken, died = [], []

@@ -97,6 +97,15 @@ def load_shard(out: OutputDir, shard: int) -> pa.Table:
     return read_table(out.table(PLAN_STAGE, shard))
 
 
+def has_given_text(out: OutputDir, marker: dict[str, Any]) -> bool:
+    """Whether any clip of the plan has a given transcript (what `mask` reads when ASR has not run)."""
+    for shard in range(marker["num_shards"]):
+        texts = read_table(out.table(PLAN_STAGE, shard), columns=["given_text"]).column("given_text").to_pylist()
+        if any(t and t.strip() for t in texts):
+            return True
+    return False
+
+
 def shard_hash(marker: dict[str, Any], shard: int) -> str:
     """The committed plan shard's sha256, the `upstream` hash recorded by stages that read it."""
     return marker["shards"][f"{shard:05d}"]["sha256"]

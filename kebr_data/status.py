@@ -8,9 +8,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from . import plan
-from .engine import StageSummary, summarise
-from .errors import PlanError
+from .engine import StageSummary, require_plan, summarise
 from .stages import PIPELINE_ORDER, STAGES
 from .storage.layout import OutputDir
 
@@ -18,9 +16,7 @@ from .storage.layout import OutputDir
 def folder_summaries(root: Path) -> tuple[dict, list[StageSummary]]:
     """The plan marker and a summary of every stage that has outputs in `root`."""
     out = OutputDir(root)
-    marker = plan.read_plan_marker(out)
-    if marker is None:
-        raise PlanError(f"{root} holds no committed plan (is it a kebr-data output folder?)")
+    marker = require_plan(root)
     present = [s for s in PIPELINE_ORDER if s in STAGES and (root / s).is_dir()]
     return marker, [summarise(out, s, marker["num_shards"]) for s in present]
 
