@@ -96,7 +96,7 @@ def stage_trial(code_root: Path, tmp: Path) -> dict[str, float]:
                           capture_output=True, text=True, env=_env(code_root, cache), cwd=tmp, check=True)
     wall = time.perf_counter() - t0
     marker = json.loads((out / "acoustic/_done/shard-00000.json").read_text())
-    rate = re.search(r"acoustic.*?([\d.]+) clips/s", proc.stderr.replace("\n", " "))
+    rate = re.search(r"^│ acoustic .*?([\d.]+) clips/s", proc.stderr, re.M)  # its row of the summary table
     return {"marker_wall": marker["wall_s"], "clips_per_s": float(rate.group(1)) if rate else float("nan"),
             "wall": wall}
 

@@ -27,11 +27,24 @@ def plan_line(root: Path, marker: dict) -> str:
             f"({marker['layout']}; {marker['rejected']} rejected at indexing)")
 
 
+def top_reasons(s: StageSummary, n: int = 3) -> str:
+    """The stage's commonest failure and skip reasons, e.g. `failed/decode_error 1, skipped/no_audio_track 1`."""
+    return ", ".join(f"{k} {v}" for k, v in s.errors.most_common(n)) or "-"
+
+
+def stats_lines(summaries: list[StageSummary]) -> list[str]:
+    """One line of stage-specific stats per stage that has them (e.g. the mask stage's sentiment-word share)."""
+    lines = []
+    for s in summaries:
+        text = STAGES[s.stage].format_stats(s.stats) if s.stage in STAGES and s.stats else ""
+        if text:
+            lines.append(f"{s.stage}: {text}")
+    return lines
+
+
 def summary_view(summaries: list[StageSummary], title: str, with_run: bool = False) -> Group:
     """The summary table followed by one line of stage-specific stats per stage that has them."""
-    lines = [Text(f"{s.stage}: {STAGES[s.stage].format_stats(s.stats)}") for s in summaries
-             if s.stage in STAGES and s.stats and STAGES[s.stage].format_stats(s.stats)]
-    return Group(summary_table(summaries, title, with_run), *lines)
+    return Group(summary_table(summaries, title, with_run), *(Text(line) for line in stats_lines(summaries)))
 
 
 def summary_table(summaries: list[StageSummary], title: str, with_run: bool = False) -> Table:
@@ -42,9 +55,8 @@ def summary_table(summaries: list[StageSummary], title: str, with_run: bool = Fa
     if with_run:
         t.add_column("this run", justify="right")
     for s in summaries:
-        reasons = ", ".join(f"{k} {v}" for k, v in s.errors.most_common(3)) or "-"
         cells = [s.stage, f"{s.shards_done}/{s.shards_total}", str(s.rows), str(s.ok), str(s.failed),
-                 str(s.skipped), reasons]
+                 str(s.skipped), top_reasons(s)]
         if with_run:
             rate = s.clips_run / s.elapsed_s if s.elapsed_s > 0 and s.clips_run else 0.0
             cells.append(f"{s.shards_run} shards, {rate:.1f} clips/s" if s.shards_run else "up to date")

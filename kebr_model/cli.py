@@ -16,7 +16,7 @@ import click
 
 from . import checkpoint
 from .config import TrainConfig
-from .plots import plot_run
+from .plots import frame_modalities, plot_run
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 REPORTED = ("Has0_acc_2", "Has0_F1_score", "Non0_acc_2", "Non0_F1_score", "Mult_acc_7", "Mult_acc_5", "MAE", "Corr")
@@ -39,7 +39,7 @@ def _train_one(cfg: TrainConfig, shards: Path, out: Path, init: Path | None, res
         result["test"] = trainer.evaluate(cfg.test_split)
         (out / "test_metrics.json").write_text(json.dumps(result["test"], indent=2))
     if trainer.rank == 0 and (out / "metrics.jsonl").exists():
-        plot_run(out)
+        plot_run(out, frame_modalities(shards))
     return result
 
 
