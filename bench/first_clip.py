@@ -136,7 +136,7 @@ def main() -> None:
     sb, sa = stages["before"], stages["after"]
     body = f"""Every variant in fresh processes with a fresh, empty `NUMBA_CACHE_DIR` (a new virtual environment
 or machine); medians of {args.repeats} interleaved repeats on the shared 2-core machine. The first clip's
-time includes the worker's imports (librosa, scipy, numpy: about 4 s even when the kernels are cached).
+time includes the worker's imports (librosa, scipy, numpy), which remain when the kernels are cached.
 
 | one worker, demo clip | before (the worker compiles) | after (parent warm-up, then the worker) | ratio |
 |---|---:|---:|---:|
