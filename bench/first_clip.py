@@ -114,6 +114,13 @@ def _med(rows: list[dict[str, float]], key: str) -> float:
     return statistics.median(r[key] for r in rows)
 
 
+def _row(label: str, before: list[dict[str, float]], after: list[dict[str, float]], key: str,
+         higher_is_better: bool = False) -> str:
+    """A table row: medians before and after, and how many times better after is."""
+    b, a = _med(before, key), _med(after, key)
+    return f"| {label} | {b:.1f} | {a:.1f} | {(a / b if higher_is_better else b / a):.1f}× |"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3)
@@ -142,14 +149,14 @@ time includes the worker's imports (librosa, scipy, numpy), which remain when th
 |---|---:|---:|---:|
 | one-time warm-up in the parent, wall s | - | {_med(a, 'warm_up'):.1f} | - |
 | one-time warm-up in the parent, CPU s | - | {_med(a, 'warm_up_cpu'):.1f} | - |
-| first clip, wall s | {_med(b, 'first'):.1f} | {_med(a, 'first'):.1f} | {_med(b, 'first') / _med(a, 'first'):.1f}× |
-| first clip, CPU s | {_med(b, 'first_cpu'):.1f} | {_med(a, 'first_cpu'):.1f} | {_med(b, 'first_cpu') / _med(a, 'first_cpu'):.1f}× |
+{_row('first clip, wall s', b, a, 'first')}
+{_row('first clip, CPU s', b, a, 'first_cpu')}
 | second clip, wall s | {_med(b, 'second'):.3f} | {_med(a, 'second'):.3f} | - |
 
 | demo acoustic stage, 8 clips, 2 workers | before (`{args.before}`) | after | ratio |
 |---|---:|---:|---:|
-| marker wall time of the shard, s | {_med(sb, 'marker_wall'):.1f} | {_med(sa, 'marker_wall'):.1f} | {_med(sb, 'marker_wall') / _med(sa, 'marker_wall'):.1f}× |
-| run summary, clips/s | {_med(sb, 'clips_per_s'):.1f} | {_med(sa, 'clips_per_s'):.1f} | {_med(sa, 'clips_per_s') / _med(sb, 'clips_per_s'):.1f}× |
+{_row('marker wall time of the shard, s', sb, sa, 'marker_wall')}
+{_row('run summary, clips/s', sb, sa, 'clips_per_s', higher_is_better=True)}
 | whole command (index, audio, acoustic), wall s | {_med(sb, 'wall'):.1f} | {_med(sa, 'wall'):.1f} | - |
 
 After: the compilation happens once per machine (per cache folder), before the workers start, with the
