@@ -21,7 +21,7 @@ from rich.markup import escape
 
 from . import __version__, config as config_mod
 from .config import Config
-from .errors import KebrError
+from .errors import KebrError, PlanError
 from .executors import EXECUTORS
 from .export import FORMATS
 from .pipeline import run_record
@@ -32,7 +32,7 @@ from .stages import extract_default, parse_stages, registry
 from .stages.mask import resolve_text_source
 from .status import summary_view
 from .storage.layout import OutputDir
-from .storage.store import Store
+from .storage.store import PLAN, Store
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -48,7 +48,7 @@ console = _console(stderr=True)
 
 
 def _fail(exc: KebrError) -> None:
-    console.print(f"[bold red]error:[/] {exc}", highlight=False)
+    console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)  # one line, however long
     sys.exit(exc.exit_code)
 
 
@@ -103,6 +103,19 @@ def _resolve_mask(cfg: Config, out: Path, stages: list[str]) -> Config:
     asr_available = "asr" in stages or bool(OutputDir(out).marker_shards("asr"))
     with user_errors():
         return {**cfg, "mask": resolve_text_source(cfg["mask"], asr_available)}
+
+
+def _require_transcripts(out: Path, mask_cfg: dict[str, Any]) -> None:
+    """`mask` needs an output folder with transcripts: the asr stage's, or the dataset's given text."""
+    store = Store(out)
+    if mask_cfg["text_source"] == "asr" and store.committed_shards("asr"):
+        return
+    if mask_cfg["text_source"] == "given" and any(
+            any(t and t.strip() for t in store.read(PLAN, shard, ["given_text"]).column("given_text").to_pylist())
+            for shard in range(store.plan.num_shards)):
+        return
+    raise PlanError(f"ASR has not run on {out} and its plan has no given text: first run "
+                    f"`kebr-data extract --out {out} --stages audio,asr`")
 
 
 def _run(opts: RunOptions) -> None:
@@ -194,7 +207,9 @@ def mask(out: Path, lexicon: str | None, scale_from: str | None, text_source: st
             "mask.negation": negation, "mask.max_neutral_fraction": max_neutral_fraction,
             "run.workers": workers, "run.executor": executor, "run.ray_address": address,
             "run.max_failed": max_failed})
-    _run(RunOptions(out=out, stages=["mask"], config=_resolve_mask(cfg, out, ["mask"]), replace_on_change=True,
+        resolved = _resolve_mask(cfg, out, ["mask"])
+        _require_transcripts(out, resolved["mask"])
+    _run(RunOptions(out=out, stages=["mask"], config=resolved, replace_on_change=True,
                     command=_command_line(), changed=changed, saved_config=cfg))
 
 
