@@ -122,13 +122,14 @@ def _run(opts: RunOptions) -> None:
     """Run the engine, print the summary, exit with the documented code."""
     with user_errors():
         report = Engine(opts, console).run()
-    console.print(summary_view(report.stages, f"{opts.out}: {report.plan.clips} clips, "
+    root = report.root or opts.out
+    console.print(summary_view(report.stages, f"{root}: {report.plan.clips} clips, "
                                f"{report.plan.num_shards} shard(s)", with_run=True))
     limit = opts.config["run"]["max_failed"]
     over = [s for s in report.stages if s.failed_fraction > limit]
     for s in over:
         console.print(f"[bold red]{s.stage}: {s.failed_fraction:.1%} of clips failed, above --max-failed "
-                      f"{limit:.1%}[/] (see {escape(str(OutputDir(opts.out).log(s.stage, 0).parent))}/)",
+                      f"{limit:.1%}[/] (see {escape(str(OutputDir(root).log(s.stage, 0).parent))}/)",
                       highlight=False)
     sys.exit(1 if over else 0)
 
@@ -158,9 +159,11 @@ def main() -> None:
 @run_options
 @click.option("--force", is_flag=True, help="Recompute every shard of the selected stages.")
 @click.option("--replan", is_flag=True, help="Re-index the source and re-cut shards (changed shards are recomputed).")
+@click.option("--limit", type=click.IntRange(min=1), metavar="N", help="Smoke test: run the stages on the plan's "
+              "first N clips only, in OUT/_limit/; the plan and the stage tables of OUT are not changed.")
 def extract(src: Path | None, out: Path, stages: str | None, layout: str | None, config_files: tuple[Path, ...],
             overrides: tuple[str, ...], workers: int | None, executor: str | None, address: str | None,
-            max_failed: float | None, force: bool, replan: bool) -> None:
+            max_failed: float | None, force: bool, replan: bool, limit: int | None) -> None:
     """Index clips and extract features: index, audio, asr, acoustic, visual.
 
     Each stage writes OUT/<stage>/shard-NNNNN.parquet plus a done marker; a bad clip becomes a
@@ -172,7 +175,7 @@ def extract(src: Path | None, out: Path, stages: str | None, layout: str | None,
             "run.max_failed": max_failed, "index.layout": layout})
         selected = parse_stages(stages or ",".join(cfg["run"]["stages"]))
     _run(RunOptions(out=out, src=src, stages=selected, config=_resolve_mask(cfg, out, selected), force=force,
-                    replan=replan, command=_command_line(), changed=changed, saved_config=cfg))
+                    replan=replan, command=_command_line(), changed=changed, saved_config=cfg, limit=limit))
 
 
 @main.command(context_settings=CONTEXT)

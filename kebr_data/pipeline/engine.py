@@ -12,7 +12,7 @@ import difflib
 import os
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from rich.console import Console
@@ -53,12 +53,16 @@ class RunOptions:
     #: what run.json saves as the folder's configuration (default: `config`); values resolved for this
     #: run only, such as mask.text_source = auto, are saved unresolved
     saved_config: Config | None = None
+    #: run the stages on the plan's first `limit` clips only, in OUT/_limit/ (a smoke test; OUT is not changed)
+    limit: int | None = None
 
 
 @dataclass
 class RunReport:
     plan: PlanMarker
     stages: list[StageSummary]
+    #: the folder the stages ran in (OUT, or OUT/_limit for --limit)
+    root: Path | None = None
 
 
 def check_prerequisites(stages: list[str], cfg: Config) -> None:
@@ -116,6 +120,10 @@ class Engine:
                     self._undo_start(created)
                 raise
             work = [s for s in self.opts.stages if s != "index"]
+            if self.opts.limit is not None:
+                run_record.record(self.out, self.opts.saved_config or self.cfg, self.opts.command, self.opts.stages,
+                                  self.opts.src, self.opts.changed)
+                return self._run_limited(marker)
             self._refuse_stale(work, marker.num_shards)
             run_record.record(self.out, self.opts.saved_config or self.cfg, self.opts.command, self.opts.stages, self.opts.src,
                               self.opts.changed)
@@ -123,7 +131,25 @@ class Engine:
             with make_progress(self.console) as progress:
                 for name in work:
                     summaries.append(self._run_stage(name, marker, progress))
-            return RunReport(marker, summaries)
+            return RunReport(marker, summaries, self.out.root)
+
+    def _run_limited(self, marker: PlanMarker) -> RunReport:
+        """`--limit N`: the selected stages on the plan's first N clips, in OUT/_limit/, an output folder of
+        its own (rebuilt from the plan each time; its shards are reused while the clips stay the same)."""
+        sub = OutputDir(self.out.limit_dir)
+        sub.root.mkdir(exist_ok=True)
+        tables, rows = [], 0
+        for shard in range(marker.num_shards):
+            if rows >= self.opts.limit:
+                break
+            tables.append(self.store.read(PLAN, shard))
+            rows += tables[-1].num_rows
+        subplan = plan.build_subplan(sub, marker, tables, self.opts.limit)
+        self.console.print(f"--limit {self.opts.limit}: the first {subplan.clips} of {marker.clips} clips, in "
+                           f"{escape(str(sub.root))}/ (the plan and stage tables of {escape(str(self.out.root))} "
+                           "are not changed)", highlight=False)
+        opts = replace(self.opts, out=sub.root, src=None, replan=False, limit=None, replace_on_change=True)
+        return Engine(opts, self.console).run()
 
     def _check_source(self) -> None:
         """Before anything is written or checked: a plan exists, or can be made from an existing --src."""
