@@ -107,7 +107,7 @@ def build_report(root: Path) -> Path:
         f"<tr><td>{html.escape(s.stage)}</td><td>{s.shards_done}/{s.shards_total}</td><td>{s.rows}</td>"
         f"<td>{s.ok}</td><td>{s.failed}</td><td>{s.skipped}</td><td class=l>{html.escape(s.top_reasons())}</td></tr>"
         for s in summaries)
-    stats = "".join(f"<p>{html.escape(s.stage)}: {html.escape(s.stats_line())}</p>" for s in summaries if s.stats_line())
+    stats = "".join(f"<p>{html.escape(f'{s.stage}: {s.stats_line()}')}</p>" for s in summaries if s.stats_line())
     # each PNG carries its title; the alt text repeats it for screen readers, no caption repeats it on screen
     images = "".join(f"<figure><img src='{p.name}' alt='{html.escape(t)}'></figure>" for t, p in figures)
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>kebr-data report: {html.escape(str(root))}</title>
