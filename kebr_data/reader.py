@@ -2,7 +2,8 @@
 
 One row per clip of the plan, in plan order; `clip_id`, then every column of every stage named
 `<stage>.<column>` (`plan.label`, `mask.label`, `asr.text`, `acoustic.features`, each stage's
-`status` and `error`), so no two stages' columns collide. Only committed tables are read, through
+`status` and `error`), so no two stages' columns collide. Payloads that exports leave out (the audio
+stage's FLAC bytes) are read only when named in `columns`; on a large folder, name the columns you need. Only committed tables are read, through
 the `Store`: by default every selected stage must be current in every shard (else the error names
 the command that fixes it); `partial=True` keeps just the shards that are.
 """
@@ -30,8 +31,9 @@ def _stage_schema(stage: str) -> pa.Schema:
 
 def _wanted(stages: list[str], columns: Iterable[str] | None) -> dict[str, list[str]]:
     """The columns to read per stage ('clip_id' excluded), from qualified names such as `mask.label`."""
-    if columns is None:
-        return {s: [c for c in _stage_schema(s).names if c != "clip_id"] for s in stages}
+    if columns is None:  # every column but payloads such as the audio stage's FLAC bytes (`export_drop`)
+        return {s: [c for c in _stage_schema(s).names if c != "clip_id" and
+                    (s == PLAN or c not in registry()[s].export_drop)] for s in stages}
     wanted: dict[str, list[str]] = {}
     for name in columns:
         if name == "clip_id":

@@ -54,6 +54,7 @@ def test_open_joins_one_row_per_clip_with_stage_prefixed_columns(features):
     assert table.num_rows == 8 and table.column_names[0] == "clip_id"
     assert table.column("clip_id").to_pylist() == plan.column("clip_id").to_pylist()  # plan order
     assert len(set(table.column_names)) == len(table.column_names)
+    assert "audio.flac" not in table.column_names  # a payload: read only when named
     assert {"plan.label", "mask.label", "mask.masked_text", "audio.duration_s", "acoustic.features",
             "plan.status", "mask.status"} <= set(table.column_names)
     ids = table.column("clip_id").to_pylist()
