@@ -102,7 +102,7 @@ def _start_or_resume(trainer: Any, out: Path, resume: str) -> None:
 
 def _train_one(cfg: TrainConfig, shards: Path, out: Path, init: Path | None, resume: str) -> dict:
     from . import checkpoint
-    from .plots import plot_run
+    from .plots import frame_modalities, plot_run
     from .preflight import check_split, check_trainable, inventory
     from .train import Trainer
 
@@ -124,7 +124,7 @@ def _train_one(cfg: TrainConfig, shards: Path, out: Path, init: Path | None, res
         result["test"] = trainer.evaluate(cfg.test_split)
         (out / "test_metrics.json").write_text(dumps(result["test"], indent=2) + "\n")
     if trainer.rank == 0 and (out / "metrics.jsonl").exists():
-        plot_run(out)
+        plot_run(out, frame_modalities(shards))
     return result
 
 

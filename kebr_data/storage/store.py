@@ -93,6 +93,12 @@ def fix_command(root: Path, stage: str) -> str:
     return f"kebr-data extract --out {root} --stages {stage}"
 
 
+def no_plan_error(root: Path) -> PlanError:
+    """The error for a folder without a committed plan, naming the command that makes one."""
+    what = "does not exist" if not root.exists() else "is not a kebr-data output folder (no committed plan)"
+    return PlanError(f"{root} {what}: first run `kebr-data extract --src DATASET --out {root}`")
+
+
 class Store:
     """A read snapshot of one output folder (see the module docstring)."""
 
@@ -126,8 +132,7 @@ class Store:
         """The plan marker; a PlanError when `root` is not an output folder."""
         marker = self.plan_or_none()
         if marker is None:
-            raise PlanError(f"{self.root} is not a kebr-data output folder (no committed plan): create one with "
-                            "`kebr-data extract --src DATASET --out FOLDER`")
+            raise no_plan_error(self.root)
         return marker
 
     def forget_plan(self) -> None:
