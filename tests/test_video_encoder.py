@@ -188,13 +188,13 @@ def test_swin3d_t_runs_only_where_torchvision_imports(tmp_path):
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     src = tmp_path_factory.mktemp("corpus") / "src"
-    for k in range(3):
+    for k in range(2):
         shutil.copytree(DEMO / "mp4", src / f"copy{k}", ignore=shutil.ignore_patterns("id00003"))
     return src
 
 
 def crash_args(model):
-    return ["--layout", "folder", "--stages", "index,audio,faces,video_encoder", "--set", "index.shard_size=8",
+    return ["--layout", "folder", "--stages", "index,audio,faces,video_encoder", "--set", "index.shard_size=6",
             "--set", f"video_encoder.model='{model}'", "--max-failed", "1", "--workers", "1"]
 
 

@@ -70,8 +70,9 @@ class VideoEncoderSettings:
     model: str = setting("", "local model: a Hugging Face VideoMAE directory (safetensors), or a swin3d_t state dict")
     model_type: Literal["videomae", "swin3d_t"] = setting("videomae", "videomae | swin3d_t (needs torchvision)")
     pooling: Literal["none", "mean"] = setting("none", "none: a vector per temporal patch; mean: one per clip")
-    device: str = setting("cpu", "cpu | cuda", runtime=True)
-    batch_windows: int = setting(4, "windows of num_frames crops per forward pass", min=1, runtime=True)
+    device: str = setting("cpu", "cpu | cuda (part of the config hash: results differ by device)")
+    batch_windows: int = setting(4, "windows of num_frames crops per forward pass (in the hash: batch shapes change "
+                                    "the last bits)", min=1)
     threads: int = setting(1, "torch threads per worker", min=1)
 
 
