@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -142,6 +141,14 @@ def _bare_model(model: Path):
     return _MODELS[str(model)]
 
 
+def peak_rss() -> int:
+    """This process's peak RSS in bytes (VmHWM: unlike ru_maxrss, not inherited from the parent over fork/exec)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
 def child(args: argparse.Namespace) -> None:
     """One timed measurement: warm up on one clip (untimed), then time the contender."""
     pin()
@@ -165,7 +172,7 @@ def child(args: argparse.Namespace) -> None:
         t0, w0 = time.process_time(), time.perf_counter()
         n = fn(Path(args.faces), Path(args.model), tmp, args.encoder_clips)
     cpu, wall = time.process_time() - t0, time.perf_counter() - w0
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    rss = peak_rss()
     print(json.dumps({"clips": n, "cpu": cpu, "wall": wall, "rss": rss}))
 
 

@@ -211,6 +211,7 @@ def bad_run(tmp_path_factory, ffmpeg):
     return out, proc
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("clip,status,error", [
     ("audio_only", "skipped", "no_video"),
     ("no_face", "skipped", "no_face"),

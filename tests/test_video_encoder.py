@@ -75,6 +75,7 @@ def direct(model_dir, crops):
     return tokens[:math.ceil(len(crops) / 2)].numpy()
 
 
+@pytest.mark.slow
 def test_features_equal_a_direct_call_of_the_model(runs, tiny):
     out, _ = runs
     faces = pq.read_table(out / "faces").to_pylist()
@@ -94,6 +95,7 @@ def test_features_equal_a_direct_call_of_the_model(runs, tiny):
     assert checked == 7
 
 
+@pytest.mark.slow
 def test_reruns_and_one_or_two_workers_are_byte_identical(runs, tiny):
     one, two = runs
     files = shard_files(one)
@@ -112,6 +114,24 @@ def test_mean_pooling_is_the_mean_of_the_frames(runs, tiny, tmp_path):
                                                         ShardContext(0, {}, tmp_path))
     assert r["features"].shape == (1, DIM) and r["num_frames"] == 1
     assert np.abs(r["features"][0] - np.array(frames, np.float32).mean(axis=0)).max() <= 1e-6
+
+
+@pytest.mark.parametrize("n", [1, 2, 5])
+def test_short_clips_pad_the_last_window(runs, tiny, tmp_path, n):
+    out, _ = runs
+    f = pq.read_table(out / "faces").to_pylist()[0]
+    f = {**f, "crops": f["crops"][:n]}  # a 0.1-0.5 s clip: one window, padded with its last frame
+    cfg = config.load(overrides=[f"video_encoder.model='{tiny}'"])["video_encoder"]
+    r = VideoEncoderStage(cfg).process(ClipInput("c", {}, {"faces": f}), ShardContext(0, {}, tmp_path))
+    assert r["features"].shape == (math.ceil(n / 2), DIM)
+    assert np.abs(r["features"] - direct(tiny, f["crops"])).max() <= 1e-5
+
+
+def test_a_corrupt_crop_is_a_failed_row(tiny, tmp_path):
+    cfg = config.load(overrides=[f"video_encoder.model='{tiny}'"])["video_encoder"]
+    clip = ClipInput("c", {}, {"faces": {"status": "ok", "fps": 10.0, "start_s": 0.0, "crops": [b"not a jpeg"]}})
+    r = VideoEncoderStage(cfg)._clip_row(clip, ShardContext(0, {}, tmp_path))
+    assert (r["status"], r["error"]) == ("failed", "decode_error")
 
 
 def test_export_carries_the_features_and_leaves_out_the_crops(runs):
@@ -228,6 +248,7 @@ def kill_worker_mid_shard(corpus, out, args, stage):
             proc.wait()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stage", ["faces", "video_encoder"])
 def test_sigkill_mid_shard_then_rerun_is_identical(corpus, reference, tiny, tmp_path, stage):
     for attempt in range(5):
