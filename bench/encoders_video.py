@@ -189,6 +189,8 @@ def main() -> None:
     parser.add_argument("--copies", type=int, default=1, help="times the 6 good demo clips (with audio) are listed")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--encoder-clips", type=int, default=2, help="clips through VideoMAE-base per measurement")
+    parser.add_argument("--replay", type=Path, help="rewrite the section from a saved log of this script's output "
+                                                     "(with --repeats and --encoder-clips as measured)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--stage", help=argparse.SUPPRESS)
     parser.add_argument("--contender", help=argparse.SUPPRESS)
@@ -198,11 +200,13 @@ def main() -> None:
     args = parser.parse_args()
     if args.child:
         return child(args)
+    if args.replay:
+        results = replay(args.replay)
+        crops = _faces_table(clips(1), Path(tempfile.mkdtemp(prefix="kebr-bench-"))).column("num_frames").to_pylist()
+        return report(results, args.repeats, args.encoder_clips, crops)
 
     import torch
     from transformers import VideoMAEConfig, VideoMAEModel
-
-    from common import write_section
 
     videos = clips(args.copies)
     work = Path(tempfile.mkdtemp(prefix="kebr-bench-video-"))
@@ -212,7 +216,7 @@ def main() -> None:
     import pyarrow.parquet as pq
 
     faces_file = work / "faces.parquet"
-    faces_table = _faces_table(videos[:7], work)
+    faces_table = _faces_table(clips(1), work)
     pq.write_table(faces_table, faces_file)
     crops = faces_table.column("num_frames").to_pylist()
     base = ["--videos", json.dumps([str(v) for v in videos]), "--faces", str(faces_file), "--model",
@@ -225,6 +229,13 @@ def main() -> None:
                 m = measure(stage, contender, base)
                 results.setdefault((stage, contender), []).append(m)
                 print(stage, contender, r, m, flush=True)
+    report(results, args.repeats, args.encoder_clips, crops)
+
+
+def report(results: dict[tuple[str, str], list[dict]], repeats: int, encoder_clips: int, crops: list[int]) -> None:
+    """Print the table and rewrite the RESULTS.md section from the measurements."""
+    from common import write_section
+
     rows = []
     for stage in ("faces", "video_encoder"):
         cells = {}
@@ -234,25 +245,43 @@ def main() -> None:
             wall = statistics.median(m["wall"] / m["clips"] for m in ms)
             cells[contender] = (cpu, wall, max(m["rss"] for m in ms), ms[0]["clips"])
         (tc, tw, tr, n), (bc, bw, br, _) = cells["toolkit"], cells["bare"]
-        rows.append(f"| {stage} | {n} | {1 / tc:.3f} | {1 / bc:.3f} | {tc / bc:.3f} | {1 / tw:.3f} | {1 / bw:.3f} | "
-                    f"{tw / bw:.3f} | {tr / 2**20:.0f} | {br / 2**20:.0f} |")
-    table = ("| stage | clips | toolkit clips/CPU-s | bare clips/CPU-s | CPU ratio | toolkit clips/wall-s | "
-             "bare clips/wall-s | wall ratio | toolkit peak RSS MiB | bare peak RSS MiB |\n"
+        pairs = list(zip(results[(stage, "toolkit")], results[(stage, "bare")]))
+        cpu_r = [t["cpu"] / b["cpu"] for t, b in pairs]
+        wall_r = [t["wall"] / b["wall"] for t, b in pairs]
+        rows.append(f"| {stage} | {n} | {1 / tc:.3f} | {1 / bc:.3f} | {tc / bc:.3f} ({min(cpu_r):.2f}-{max(cpu_r):.2f}) | "
+                    f"{1 / tw:.3f} | {1 / bw:.3f} | {tw / bw:.3f} ({min(wall_r):.2f}-{max(wall_r):.2f}) | "
+                    f"{tr / 2**20:.0f} | {br / 2**20:.0f} |")
+    table = ("| stage | clips | toolkit clips/CPU-s | bare clips/CPU-s | CPU ratio (per repeat) | toolkit clips/wall-s | "
+             "bare clips/wall-s | wall ratio (per repeat) | toolkit peak RSS MiB | bare peak RSS MiB |\n"
              "|---|---|---|---|---|---|---|---|---|---|\n" + "\n".join(rows))
-    mean_frames = sum(crops) / len(crops)
-    body = f"""Demo clips (192×192, 25 fps, 3.4-3.9 s; {mean_frames:.1f} crops per clip at 10 fps), one core, one
-thread per process, median over {args.repeats} interleaved repeats (order alternating), one untimed warm-up
-clip per process. Ratio = toolkit seconds per clip / bare seconds per clip (1.00 = no overhead).
-video_encoder: a random VideoMAE-base (86 M parameters, 224 px, 16-frame windows, 4 windows per
-forward), {args.encoder_clips} clip(s) per measurement. Peak RSS is the measuring process's (model included).
+    body = f"""Demo clips (192×192, 25 fps; {min(crops)}-{max(crops)} crops per clip, {sum(crops) / len(crops):.1f} on average, at
+10 fps), one core, one thread per process, median over {repeats} interleaved repeats (order alternating),
+one untimed warm-up clip per process. Ratio = toolkit seconds per clip / bare seconds per clip (1.00 =
+no overhead; the range is over the repeats' pairs). video_encoder: a random VideoMAE-base (86 M
+parameters, 224 px, 16-frame windows, 4 windows per forward), {encoder_clips} clip(s) per measurement.
+Peak RSS is the measuring process's (VmHWM; model included; the toolkit's includes importing
+kebr_data and pyarrow).
 
 {table}
 
-Machine: {os.cpu_count()} cores shared with other jobs, so wall times are noisier than CPU times.
+Machine: {os.cpu_count()} cores shared with other jobs (tests ran beside the first repeats), so wall
+times and their ratios are much noisier than CPU times; the CPU ratio is the overhead figure.
 """
     print(table)
     write_section("encoders-video", "Face tracks and video encoder: stage vs bare library loop", body,
                   script="encoders_video.py")
+
+
+def replay(log: Path) -> dict[tuple[str, str], list[dict]]:
+    """Measurements back from this script's printed lines (`stage contender repeat {...}`)."""
+    import ast
+
+    results: dict[tuple[str, str], list[dict]] = {}
+    for line in log.read_text().splitlines():
+        parts = line.split(" ", 3)
+        if len(parts) == 4 and parts[0] in ("faces", "video_encoder") and parts[3].startswith("{"):
+            results.setdefault((parts[0], parts[1]), []).append(ast.literal_eval(parts[3]))
+    return results
 
 
 def _faces_table(videos: list[Path], work: Path):
