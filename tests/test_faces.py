@@ -190,6 +190,11 @@ def test_speaker_picks_the_face_whose_mouth_moves_with_the_audio(tmp_path, ffmpe
     assert without_audio["crops"] == largest["crops"]
 
 
+def test_a_video_longer_than_max_duration_is_skipped_before_decoding(tmp_path):
+    r = run_one(faces_stage(max_duration_s=1.0), demo_clip(0), tmp_path)
+    assert (r["status"], r["error"]) == ("skipped", "too_long") and "faces.max_duration_s = 1" in r["message"]
+
+
 # --- bad inputs, through the CLI ------------------------------------------------------------------
 
 
