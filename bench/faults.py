@@ -1,8 +1,9 @@
 """Fault injection: SIGKILL a real run at random moments (the whole run or one worker, in any stage),
-rerun, and check the outputs are byte-identical to an uninterrupted run with no clip lost or duplicated;
-then the same for the trainer: SIGKILL a small pre-training run (half the trials while a checkpoint is
-being written), resume with `--resume auto`, and compare the losses of every step and the final weights
-with an uninterrupted run's.
+or take its ffmpeg away mid-run (an environment failure: the shard must stop uncommitted, never
+become failed rows), rerun, and check the outputs are byte-identical to an uninterrupted run with no
+clip lost or duplicated; then the same for the trainer: SIGKILL a small pre-training run (half the
+trials while a checkpoint is being written), resume with `--resume auto`, and compare the losses of
+every step and the final weights with an uninterrupted run's.
 
     python bench/faults.py [--trials 20] [--seed 0] [--only pipeline|trainer]
 
@@ -58,10 +59,11 @@ def make_corpus(dest: Path) -> Path:
     return manifest
 
 
-def commands(src: Path, out: Path) -> list[list[str]]:
+def commands(src: Path, out: Path, ffmpeg: Path | None = None) -> list[list[str]]:
     base = [sys.executable, "-m", "kebr_data"]
+    binary = ["--set", f"audio.ffmpeg='{ffmpeg or ''}'"]  # the folder remembers it: reruns reset it
     return [[*base, "extract", "--src", str(src), "--out", str(out), "--stages", "index,audio,acoustic",
-             "--set", "index.shard_size=8", "--max-failed", "1", "--workers", "2"],
+             "--set", "index.shard_size=8", "--max-failed", "1", "--workers", "2", *binary],
             [*base, "mask", "--out", str(out), "--max-failed", "1", "--workers", "2"]]
 
 
@@ -76,12 +78,29 @@ def tables(out: Path) -> dict[str, bytes]:
     return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("shard-*.parquet"))}
 
 
+def vanishing_ffmpeg(folder: Path) -> Path:
+    """A wrapper around the real ffmpeg that the benchmark deletes mid-run (a binary gone)."""
+    from kebr_data.media.ffmpeg import find_ffmpeg
+
+    wrapper = folder / "ffmpeg"
+    wrapper.write_text(f'#!/bin/sh\nexec "{find_ffmpeg()}" "$@"\n')
+    wrapper.chmod(0o755)
+    return wrapper
+
+
 def interrupted_run(src: Path, out: Path, delay: float, target: str, rng: random.Random) -> str:
-    """Run the pipeline, SIGKILL at `delay` s; return which stage was running then."""
+    """Run the pipeline, SIGKILL (or delete its ffmpeg) at `delay` s; return which stage was running then."""
     t0 = time.perf_counter()
-    for cmd in commands(src, out):
+    ffmpeg = vanishing_ffmpeg(out.parent) if target == "ffmpeg" else None
+    for cmd in commands(src, out, ffmpeg):
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         while proc.poll() is None:
+            if time.perf_counter() - t0 >= delay and ffmpeg is not None:
+                ffmpeg.unlink()
+                proc.wait()
+                if proc.returncode not in (0, 3):
+                    return f"exit {proc.returncode}"
+                return "mask" if "mask" == cmd[3] else _stage_running(out)
             if time.perf_counter() - t0 >= delay:
                 victims = [proc.pid]
                 if target == "worker":
@@ -234,7 +253,7 @@ def pipeline_trials(args: argparse.Namespace) -> None:
         results = []
         for trial in range(args.trials):
             out = tmp / f"trial{trial}"
-            delay, target = rng.uniform(0.3, full), rng.choice(["run", "worker"])
+            delay, target = rng.uniform(0.3, full), rng.choice(["run", "worker", "ffmpeg"])
             stage = interrupted_run(src, out, delay, target, rng)
             t0 = time.perf_counter()
             for cmd in commands(src, out):
@@ -246,10 +265,13 @@ def pipeline_trials(args: argparse.Namespace) -> None:
             results.append((trial, f"{delay:.2f}", target, stage, got == reference, intact, recovery))
             shutil.rmtree(out)
     ok = sum(r[4] and r[5] for r in results)
-    lines = [f"{args.trials} trials on {len(plan_ids)} clips ({-(-len(plan_ids) // 8)} shards, 2 workers; stages index, "
+    lines = [f"{args.trials} trials on {len(plan_ids)} clips ({-(-len(plan_ids) // 8)} shards, 2 workers; "
+             "stages index, "
              "audio, acoustic, then mask); "
-             f"an uninterrupted run takes {full:.1f} s. Each trial SIGKILLs the whole run or one worker at a "
-             "random moment, reruns the same commands, and compares every table with the uninterrupted run's.", "",
+             f"an uninterrupted run takes {full:.1f} s. Each trial SIGKILLs the whole run or one worker, or deletes "
+             "the run's ffmpeg (an environment failure: the audio shard must stop uncommitted, not commit "
+             "failed rows), at a random moment, reruns the same commands, and compares every table with the "
+             "uninterrupted run's.", "",
              f"**{ok}/{len(results)} trials byte-identical, with every clip present exactly once in plan order.**", "",
              "| trial | kill at s | target | stage running | identical | no clip lost/duplicated | rerun s |",
              "|---:|---:|---|---|---|---|---:|"]

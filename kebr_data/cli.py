@@ -7,6 +7,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import errno
 import json
 import shlex
 import sys
@@ -24,14 +26,16 @@ from .config import Config
 from .errors import KebrError
 from .executors import EXECUTORS
 from .export import FORMATS
+from .label_quality import quality_rows
 from .pipeline import run_record
 from .pipeline.engine import Engine, RunOptions
 from .pipeline.summaries import folder_summaries, plan_line
 from .sources import LAYOUTS
 from .stages import extract_default, parse_stages, registry
 from .stages.mask import resolve_text_source
-from .status import summary_view
+from .status import label_quality_table, summary_view
 from .storage.layout import OutputDir
+from .storage.lock import OutputLock
 from .storage.store import Store
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -48,17 +52,46 @@ console = _console(stderr=True)
 
 
 def _fail(exc: KebrError) -> None:
-    console.print(f"[bold red]error:[/] {exc}", highlight=False)
+    console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
     sys.exit(exc.exit_code)
+
+
+_OS_HINTS = {errno.ENOSPC: "free some space, or use another --out",
+             errno.EDQUOT: "free some space, or use another --out",
+             errno.EROFS: "use a writable --out", errno.EACCES: "fix its permissions, or use another --out",
+             errno.EPERM: "fix its permissions (chattr -i?), or use another --out",
+             errno.EEXIST: "--out must be a folder", errno.ENOTDIR: "--out must be a folder (a path through a file?)",
+             errno.EIO: "the disk reports I/O errors: check it, then rerun to resume"}
+
+
+def os_error(exc: OSError) -> KebrError:
+    """An OSError of the main process (not a clip's) as one line naming the path and what to do."""
+    where = f"{exc.filename}: " if exc.filename else ""
+    hint = _OS_HINTS.get(exc.errno or 0, "check the path and rerun")
+    return KebrError(f"{where}{exc.strerror or exc}; {hint}")
 
 
 @contextmanager
 def user_errors() -> Iterator[None]:
-    """Print a KebrError's message (no traceback) and exit with its code."""
+    """Print a KebrError's (or the machine's OSError's) message, no traceback, and exit with its code."""
     try:
         yield
     except KebrError as exc:
         _fail(exc)
+    except OSError as exc:
+        _fail(os_error(exc))
+
+
+class _Commands(click.Group):
+    """The command group: Ctrl-C ends any command with exit 130 and one line, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            console.print("interrupted: committed shards are kept; rerun the same command to resume",
+                          markup=False, highlight=False)
+            sys.exit(130)
 
 
 def existing_out(help_text: str) -> Callable:
@@ -124,7 +157,7 @@ def _command_line() -> str:
     return shlex.join(["kebr-data", *sys.argv[1:]])
 
 
-@click.group(context_settings=CONTEXT)
+@click.group(cls=_Commands, context_settings=CONTEXT)
 @click.version_option(__version__, prog_name="kebr-data")
 def main() -> None:
     """Turn talking-head clips (VoxCeleb, MOSI/MOSEI, any folder) into sharded KEBR features.
@@ -240,7 +273,7 @@ def export(out: Path, fmt: str, dest: Path | None, audio_len: int, vision_len: i
 
     options = {"audio_len": audio_len, "vision_len": vision_len, "label": label,
                "allow_missing": allow_missing_modality} if fmt == "mmsa" else {}
-    with user_errors():
+    with user_errors():  # export takes the folder's lock itself
         where, note = run_export(out, fmt, dest, **options)
     console.print(f"exported to {escape(str(where))}: {escape(note)}", highlight=False)
 
@@ -252,7 +285,7 @@ def report(out: Path) -> None:
     failure reasons and throughput per stage."""
     from .report import build_report
 
-    with user_errors():
+    with user_errors(), OutputLock(OutputDir(out).lock_file, _command_line()):
         page = build_report(out)
     console.print(f"wrote {page}", highlight=False)
 
@@ -287,9 +320,13 @@ def status(out: Path, as_json: bool) -> None:
                                "stages": [{"stage": s.stage, "shards_done": s.shards_done,
                                            "shards_total": s.shards_total, "clips": s.rows, "ok": s.ok,
                                            "failed": s.failed, "skipped": s.skipped, "errors": dict(s.errors),
-                                           "stats": s.stats} for s in summaries]}, indent=2))
+                                           "stats": s.stats} for s in summaries],
+                               "label_quality": [dataclasses.asdict(r) for r in quality_rows(store)]}, indent=2))
         return
     _console(stderr=False).print(summary_view(summaries, line))
+    quality = label_quality_table(store)
+    if quality is not None:
+        _console(stderr=False).print(quality)
 
 
 @main.command(context_settings=CONTEXT)

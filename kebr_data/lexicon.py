@@ -115,7 +115,7 @@ def _parse(name: str, text: str, low: float, high: float, vader_format: bool) ->
 
 def vader_lexicon_path() -> Path:
     """The `vader_lexicon.txt` that ships inside the vaderSentiment package."""
-    module = require("vaderSentiment", "all", "the vader lexicon")
+    module = require("vaderSentiment", None, "the vader lexicon", "vaderSentiment>=3.3")
     return Path(module.__file__).resolve().parent / "vader_lexicon.txt"
 
 

@@ -9,6 +9,8 @@ with label 0.0.
 from __future__ import annotations
 
 import hashlib
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from vaderSentiment.vaderSentiment import N_SCALAR, negated
@@ -109,3 +111,28 @@ def mask_transcript(text: str, lexicon: Lexicon, clip_id: str, negation: bool = 
         lead, core, trail = "", word, ""
     masked = words[:index] + [lead + MASK + trail] + words[index + 1:]
     return Masked(words, index, core, " ".join(masked), score, label, found)
+
+
+def word_prob(text: str, words: list[str], index: int, asr_words: Iterable[dict]) -> float | None:
+    """The ASR probability of masked word `words[index]` of `text`: the lowest probability among the
+    ASR words whose characters overlap it (a multi-word entry is as sure as its least sure word).
+
+    `words` is `split_words(text)`; `asr_words` are the asr table's `{word, prob}` entries in order,
+    located in `text` one after another. None when no ASR word lines up (e.g. no word timings).
+    """
+    spans = [m.span() for m in re.finditer(r"\S+", text)]
+    first = sum(len(w.split()) for w in words[:index])
+    last = first + len(words[index].split()) - 1
+    if last >= len(spans):
+        return None
+    start, end = spans[first][0], spans[last][1]
+    probs, cursor = [], 0
+    for w in asr_words:
+        token = (w.get("word") or "").strip()
+        pos = text.find(token, cursor) if token else -1
+        if pos < 0:
+            continue
+        cursor = pos + len(token)
+        if pos < end and cursor > start and w.get("prob") is not None:
+            probs.append(float(w["prob"]))
+    return min(probs) if probs else None

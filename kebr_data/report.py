@@ -1,17 +1,21 @@
 """`kebr-data report`: an HTML page with PNG plots describing an output folder.
 
 Plots: mask label histogram, clip durations, words per transcript, OpenFace face ratio, ASR
-confidence, failure reasons per stage, and throughput per stage (clips per second of worker time).
+confidence, failure reasons per stage, and throughput per stage (clips per second of worker time);
+a label-quality table per shard and in total, with masked-word and language probability histograms.
 Each plot appears only when its stage has outputs.
 """
 
 from __future__ import annotations
 
 import html
+import io
 from pathlib import Path
 
+from .errors import KebrError
 from .pipeline.summaries import folder_summaries, plan_line
 from .stages import registry
+from .storage.atomic import atomic_write_bytes
 from .storage.store import Store
 
 
@@ -31,7 +35,7 @@ def _hist(plt, path: Path, values: list, title: str, xlabel: str, bins: int | li
     ax.hist(values, bins=bins, color="#4c72b0")
     ax.set(title=title, xlabel=xlabel, ylabel="clips")
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    _save(fig, path)
     plt.close(fig)
     return path
 
@@ -41,9 +45,16 @@ def _bars(plt, path: Path, labels: list[str], values: list[float], title: str, x
     ax.barh(labels, values, color="#dd8452")
     ax.set(title=title, xlabel=xlabel)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    _save(fig, path)
     plt.close(fig)
     return path
+
+
+def _save(fig, path: Path) -> None:  # noqa: ANN001 (a matplotlib Figure)
+    """Write a PNG under a temp name and rename it: a symlink planted at `path` is replaced, not followed."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def build_report(root: Path) -> Path:
@@ -56,6 +67,8 @@ def build_report(root: Path) -> Path:
     store = Store(root)
     marker, summaries = store.plan, folder_summaries(store)
     dest = root / "report"
+    if dest.is_symlink():
+        raise KebrError(f"{dest} is a symlink; remove it (the report is written inside the output folder only)")
     dest.mkdir(exist_ok=True)
     figures: list[tuple[str, Path]] = []
     present = set(store.stages())
@@ -79,6 +92,8 @@ def build_report(root: Path) -> Path:
         figures.append(("Throughput per stage", _bars(plt, dest / "throughput.png", [k for k, _ in speed],
                                                       [v for _, v in speed], "Throughput per worker",
                                                       "clips per second of worker time")))
+    quality_table, quality_figures = label_quality_section(plt, store, dest)
+    figures += quality_figures
     rows = "".join(
         f"<tr><td>{html.escape(s.stage)}</td><td>{s.shards_done}/{s.shards_total}</td><td>{s.rows}</td>"
         f"<td>{s.ok}</td><td>{s.failed}</td><td>{s.skipped}</td></tr>" for s in summaries)
@@ -90,6 +105,30 @@ td,th{{border:1px solid #ccc;padding:4px 10px;text-align:right}}figure{{display:
 </head><body><h1>kebr-data report</h1>
 <p>{html.escape(plan_line(store, marker))}</p>
 <table><tr><th>stage</th><th>shards</th><th>clips</th><th>ok</th><th>failed</th><th>skipped</th></tr>{rows}</table>
-{images}</body></html>"""
-    (dest / "index.html").write_text(page, encoding="utf-8")
+{quality_table}{images}</body></html>"""
+    atomic_write_bytes(dest / "index.html", page.encode("utf-8"))
     return dest / "index.html"
+
+
+def label_quality_section(plt, store: Store, dest: Path) -> tuple[str, list[tuple[str, Path]]]:
+    """The label-quality table (per shard and total) as HTML, and bar plots of its two probability histograms."""
+    from .label_quality import HEADERS, PROB_BINS, quality_rows
+
+    rows = quality_rows(store)
+    if not rows:
+        return "", []
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in HEADERS)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row.cells()) + "</tr>" for row in rows)
+    figures = []
+    total = rows[-1]
+    for name, hist, title in (("word_prob", total.word_prob_hist, "ASR probability of the masked sentiment word"),
+                              ("language_prob", total.language_prob_hist, "Language-identification probability")):
+        if any(hist.values()):
+            fig, ax = plt.subplots(figsize=(6, 3.4))
+            ax.bar([float(k) + 0.05 for k in PROB_BINS], [hist[k] for k in PROB_BINS], width=0.09, color="#55a868")
+            ax.set(title=title, xlabel="probability", ylabel="clips", xlim=(0, 1))
+            fig.tight_layout()
+            fig.savefig(dest / f"{name}.png", dpi=90)
+            plt.close(fig)
+            figures.append((title, dest / f"{name}.png"))
+    return f"<h2>Label quality</h2><table><tr>{head}</tr>{body}</table>", figures

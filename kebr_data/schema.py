@@ -32,6 +32,11 @@ PLAN = pa.schema(COMMON + [
     pa.field("label", pa.float32()),
     pa.field("given_text", pa.string()),
     pa.field("source", pa.string()),
+    # size and mtime of the media files when indexed: `--replan` recomputes clips whose media changed
+    pa.field("video_size", pa.int64()),
+    pa.field("video_mtime_ns", pa.int64()),
+    pa.field("audio_size", pa.int64()),
+    pa.field("audio_mtime_ns", pa.int64()),
 ])
 
 AUDIO = pa.schema(COMMON + [
@@ -68,6 +73,8 @@ MASK = pa.schema(COMMON + [
     pa.field("label", pa.float32()),
     pa.field("has_sentiment_word", pa.bool_()),
     pa.field("lexicon", pa.string()),
+    pa.field("mask_word_prob", pa.float32()),
+    pa.field("ref_label", pa.float32()),
 ])
 
 
@@ -75,6 +82,20 @@ MASK = pa.schema(COMMON + [
 def frame_field(name: str, dim: int) -> pa.Field:
     """A frame-feature column: one list of `dim`-wide float32 frames per clip."""
     return pa.field(name, pa.list_(pa.list_(pa.float32(), dim)))
+
+
+#: the width a stage class declares for a frame column whose width its settings choose (a model's
+#: hidden size, a feature set's size); the stage instance's `schema` carries the real width
+ANY_WIDTH = 0
+
+
+def same_columns(actual: pa.Schema, declared: pa.Schema) -> bool:
+    """Whether a table's columns are the declared ones, a declared `ANY_WIDTH` frame column matching any width."""
+    widths = frame_columns(declared)
+    if [f.name for f in actual] != [f.name for f in declared]:
+        return False
+    return all(a.type == d.type or (widths.get(d.name) == ANY_WIDTH and d.name in frame_columns(actual))
+               for a, d in zip(actual, declared))
 
 
 def frame_columns(schema: pa.Schema) -> dict[str, int]:

@@ -8,6 +8,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .pipeline.summaries import StageSummary
+from .storage.store import Store
 
 
 def summary_view(summaries: list[StageSummary], title: str, with_run: bool = False) -> Group:
@@ -30,4 +31,19 @@ def summary_table(summaries: list[StageSummary], title: str, with_run: bool = Fa
             rate = s.clips_run / s.elapsed_s if s.elapsed_s > 0 and s.clips_run else 0.0
             cells.append(f"{s.shards_run} shards, {rate:.1f} clips/s" if s.shards_run else "up to date")
         t.add_row(*cells)
+    return t
+
+
+def label_quality_table(store: Store) -> Table | None:
+    """Label quality per shard and in total (see kebr_data.label_quality); None before asr or mask ran."""
+    from .label_quality import HEADERS, quality_rows
+
+    rows = quality_rows(store)
+    if not rows:
+        return None
+    t = Table(title="label quality", title_justify="left")
+    for col in HEADERS:
+        t.add_column(col, justify="left" if col == "shard" else "right")
+    for row in rows:
+        t.add_row(*row.cells(), style="bold" if row.shard == "total" else None)
     return t

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from .schema import PLAN
+from .schema import PLAN, same_columns
 from .stages import registry
 from .storage.store import Store
 
@@ -74,7 +74,7 @@ def _check(store: Store, want: pa.Schema, stage: str, shard: int, ids: list[str]
     except Exception as exc:  # pyarrow raises several types for damaged files
         return [f"unreadable table: {exc}"]
     found = []
-    if [(f.name, f.type) for f in table.schema] != [(f.name, f.type) for f in want]:
+    if not same_columns(table.schema, want):
         found.append(f"schema differs from the {stage} stage's declared schema")
     if ids is not None and table.column("clip_id").to_pylist() != ids:
         found.append("rows are not the plan shard's clips in plan order")

@@ -52,6 +52,10 @@ def _careful(fn: Callable[..., None]) -> Callable[..., None]:
             fn(*args, **kwargs)
         except KebrError as exc:
             _fail(str(exc), exc.exit_code)
+        except OSError as exc:  # the machine's (a full disk, --out a file): one line naming the path
+            from kebr_data.cli import os_error
+
+            _fail(str(os_error(exc)), 2)
         except KeyboardInterrupt:
             _fail("interrupted; `--resume auto` continues from the last checkpoint", 130)
     return wrapper
@@ -274,14 +278,24 @@ def eval_cmd(shards: Path, run: Path, split: str, overrides: tuple[str, ...]) ->
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="The output folder to write shards to.")
 @click.option("--trust-pickle", is_flag=True, help="Unpickle the file (pickles can run code: only for files you "
               "trust).")
+@click.option("--replan", is_flag=True, help="Replace the plan of a non-empty --out folder (its other stages are "
+              "then recomputed or refused as stale).")
 @_careful
-def import_mmsa_cmd(pickle_file: Path, out: Path, trust_pickle: bool) -> None:
-    """Convert an MMSA feature pickle into kebr-data shards that the trainer reads."""
+def import_mmsa_cmd(pickle_file: Path, out: Path, trust_pickle: bool, replan: bool) -> None:
+    """Convert an MMSA feature pickle into kebr-data shards that the trainer reads (holding the folder's
+    lock, like every writer)."""
     _needs_torch()
     from kebr_data.mmsa_import import UntrustedPickle, import_mmsa, load_mmsa_pickle
+    from kebr_data.storage.layout import OutputDir
+    from kebr_data.storage.lock import OutputLock
 
+    if out.is_dir() and any(p.name != "_lock" for p in out.iterdir()) and not replan:
+        raise click.UsageError(f"{out} is not empty: use a new --out, or --replan to replace its plan "
+                               "(its other stages are then recomputed or refused as stale)")
     try:
-        counts = import_mmsa(load_mmsa_pickle(pickle_file, trust_pickle), out)
+        data = load_mmsa_pickle(pickle_file, trust_pickle)
+        with OutputLock(OutputDir(out).lock_file, "kebr-train import-mmsa"):
+            counts = import_mmsa(data, out)
     except (UntrustedPickle, ValueError) as exc:
         raise click.UsageError(str(exc)) from None
     click.echo(dumps(counts))

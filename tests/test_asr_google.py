@@ -1,5 +1,6 @@
 """The Google engine against a local server speaking Speech v1's real gRPC protocol: the happy
-path (sync and long-running), a transient error retried, auth and quota errors as failed rows."""
+path (sync and long-running), a transient error retried, quota errors as failed rows, rejected
+credentials as an environment failure that stops the shard (a rerun must redo those clips)."""
 
 import grpc
 import numpy as np
@@ -8,6 +9,7 @@ import pytest
 from fake_google_speech import FakeSpeech, serve
 
 from kebr_data import config
+from kebr_data.errors import EnvironmentFailure
 from kebr_data.media.flac import encode_flac
 from kebr_data.schema import AUDIO, PLAN
 from kebr_data.stages.asr import AsrStage
@@ -64,12 +66,18 @@ def test_transient_error_is_retried(tmp_path, fake):
     assert row["status"] == "ok" and fake.calls == ["Recognize"] * 3
 
 
+@pytest.mark.parametrize("code", [grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED])
+def test_rejected_credentials_stop_the_shard(tmp_path, fake, code):
+    fake.errors = [(code, "the service said no")]
+    with pytest.raises(EnvironmentFailure) as exc:
+        run(tmp_path, fake, seconds=(2.0, 2.0))
+    assert "GOOGLE_APPLICATION_CREDENTIALS" in str(exc.value) and exc.value.exit_code == 3
+
+
 @pytest.mark.parametrize("code,error,hint", [
-    (grpc.StatusCode.UNAUTHENTICATED, "auth", "GOOGLE_APPLICATION_CREDENTIALS"),
-    (grpc.StatusCode.PERMISSION_DENIED, "auth", "enable the Speech-to-Text API"),
     (grpc.StatusCode.RESOURCE_EXHAUSTED, "quota", "raise the project's quota"),
 ])
-def test_auth_and_quota_errors_are_failed_rows(tmp_path, fake, code, error, hint):
+def test_quota_errors_are_failed_rows(tmp_path, fake, code, error, hint):
     fake.errors = [(code, "the service said no")]
     rows = run(tmp_path, fake, seconds=(2.0, 2.0))
     assert (rows[0]["status"], rows[0]["error"]) == ("failed", error)
@@ -84,8 +92,9 @@ def test_credentials_are_never_logged(tmp_path, fake, monkeypatch):
     key.write_text('{"type": "service_account", "private_key": "%s"}' % secret)
     monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(key))
     fake.errors = [(grpc.StatusCode.UNAUTHENTICATED, "bad key")]
-    rows = run(tmp_path, fake)
-    assert secret not in repr(rows) and str(key) not in repr(rows)
+    with pytest.raises(EnvironmentFailure) as exc:
+        run(tmp_path, fake)
+    assert secret not in str(exc.value) and str(key) not in str(exc.value)
 
 
 def test_missing_credentials_is_a_prerequisite(monkeypatch):

@@ -8,6 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 from helpers import run_cli
 
+from kebr_data.label_quality import hist_text, prob_hist
 from kebr_data.schema import ASR, with_metadata
 from kebr_data.storage.layout import OutputDir
 from kebr_data.storage.markers import Marker
@@ -125,3 +126,98 @@ def test_asr_source_without_asr_outputs(planned):
 def test_mask_help():
     out = run_cli("mask", "--help", check=True).stdout
     assert "--max-neutral-fraction" in out and "--negation" in out and "--scale-from" in out
+
+
+# what an ASR heard for each clip of `planned`: text and (word, prob) pairs; clip 4 was silent
+HEARD = {
+    "1": ("I love this wonderful movie", [("I", .9), ("love", .3), ("this", .9), ("wonderful", .95), ("movie", .9)]),
+    "2": ("The meeting starts at noon", [(w, .2) for w in "The meeting starts at noon".split()]),
+    "3": ("what a horrible day", [("what", .9), ("a", .9), ("horrible", .95), ("day", .9)]),  # ref: terrible
+    "4": (None, []),
+    "5": ("we sat at the table", [(w, .9) for w in "we sat at the table".split()]),
+    "6": ("I am not happy,", [("I", .9), ("am", .9), ("not", .9), ("happy,", .6)]),
+    "7": ("we walked to the station", []),  # no word timings
+}
+
+
+def write_asr(out_dir, engine="faster-whisper"):
+    out = OutputDir(out_dir)
+    plan = json.loads(out.plan_marker.read_text())
+    for shard in range(plan["num_shards"]):
+        ids = pq.read_table(out.table("plan", shard)).column("clip_id").to_pylist()
+        recs = []
+        for c in ids:
+            text, words = HEARD[c.split("$_$")[1]]
+            recs.append({"clip_id": c, "status": "ok" if text else "skipped", "error": None if text else "silence",
+                         "message": None, "text": text, "language": "en", "language_prob": 0.95,
+                         "avg_logprob": -0.2, "engine": engine, "model": "m",
+                         "words": [{"word": w, "start": 0.0, "end": 0.0, "prob": p} for w, p in words]})
+        table = pa.Table.from_pylist(recs, schema=with_metadata(ASR, "asr"))
+        size, sha = write_table(out.table("asr", shard), table)
+        ok = sum(r["status"] == "ok" for r in recs)
+        Marker("asr", shard, len(ids), ok, 0, len(ids) - ok, {}, 0.1, "h", "1", {}, {"plan": "x"}, size, sha,
+               "now", stats={"language_prob_hist": {"0.9": ok}}).write(out.marker("asr", shard))
+
+
+def test_masked_word_probability_gates_low_confidence_sentiment_words(planned):
+    write_asr(planned)
+    run_cli("mask", "--out", str(planned), "--set", "mask.min_word_prob=0.5", check=True)
+    r = rows(planned)
+    assert (r["1"]["status"], r["1"]["error"]) == ("skipped", "low_word_prob")
+    assert r["1"]["mask_word"] == "love" and r["1"]["mask_word_prob"] == pytest.approx(0.3)
+    assert "'love' was heard with p=0.30 < mask.min_word_prob 0.5" in r["1"]["message"]
+    assert r["2"]["status"] == "ok" and not r["2"]["has_sentiment_word"]  # neutral words are not gated
+    assert (r["6"]["status"], r["6"]["mask_word_prob"]) == ("ok", pytest.approx(0.6))
+    assert (r["7"]["status"], r["7"]["mask_word_prob"]) == ("ok", None)
+    # reference agreement: 3 was heard as "horrible" (-2.5 -> -1.875), its reference says terrible (-1.575)
+    assert (r["3"]["label"], r["3"]["ref_label"]) == (pytest.approx(-1.875), pytest.approx(-1.575))
+    m0 = json.loads((planned / "_done/mask/shard-00000.json").read_text())["stats"]
+    assert m0["word_prob_hist"]["0.3"] == 1 and m0["word_prob_hist"]["0.9"] == 1 and sum(
+        m0["word_prob_hist"].values()) == 2  # the sentiment words of 1 (skipped by the gate) and 3
+    assert (m0["low_word_prob"], m0["ref_total"], m0["ref_agree"]) == (1, 2, 1)  # 2 agrees, 3 does not
+    status = run_cli("status", "--out", str(planned), check=True).stdout
+    assert "label quality" in status and "1/2 (50%)" in status and "4/5 (80%)" in status  # shard 0 and total
+    assert "1 sentiment words heard with low confidence" in " ".join(status.split())  # rich may wrap it
+    quality = json.loads(run_cli("status", "--out", str(planned), "--json", check=True).stdout)["label_quality"]
+    assert [q["shard"] for q in quality] == ["00000", "00001", "total"]
+    assert (quality[-1]["ref_agree"], quality[-1]["ref_total"], quality[-1]["low_word_prob"]) == (4, 5, 1)
+
+    run_cli("mask", "--out", str(planned), "--set", "mask.min_word_prob=0.5", "--set", "mask.low_word_prob='flag'",
+            check=True)
+    r = rows(planned)
+    assert r["1"]["status"] == "ok" and r["1"]["message"].startswith("low_word_prob: the sentiment word 'love'")
+    m0 = json.loads((planned / "_done/mask/shard-00000.json").read_text())["stats"]
+    assert (m0["low_word_prob"], m0["ref_total"], m0["ref_agree"]) == (1, 3, 2)
+
+
+def test_given_transcripts_are_exempt_from_the_word_gate(planned):
+    write_asr(planned, engine="given")
+    run_cli("mask", "--out", str(planned), "--set", "mask.min_word_prob=0.99", check=True)
+    r = rows(planned)
+    assert r["1"]["status"] == "ok" and r["1"]["mask_word_prob"] is None and r["1"]["ref_label"] is None
+    run_cli("mask", "--out", str(planned), "--text-source", "given", "--set", "mask.min_word_prob=0.99", check=True)
+    assert rows(planned)["1"]["status"] == "ok"
+
+
+def test_report_shows_label_quality(planned):
+    write_asr(planned)
+    run_cli("mask", "--out", str(planned), check=True)
+    run_cli("report", "--out", str(planned), check=True)
+    page = (planned / "report/index.html").read_text()
+    assert "<h2>Label quality</h2>" in page and "<td>total</td>" in page and "5/6 (83%)" in page
+    assert (planned / "report/word_prob.png").stat().st_size > 1000
+    assert (planned / "report/language_prob.png").stat().st_size > 1000
+
+
+def test_bad_word_gate_options_are_config_errors(planned):
+    proc = run_cli("mask", "--out", str(planned), "--set", "mask.low_word_prob='drop'")
+    assert proc.returncode == 2 and "mask.low_word_prob expects skip | flag, got 'drop'" in proc.stderr
+    proc = run_cli("mask", "--out", str(planned), "--set", "mask.min_word_prob=1.5")
+    assert proc.returncode == 2 and "mask.min_word_prob must lie in [0, 1], got 1.5" in proc.stderr
+
+
+def test_probability_histogram_and_its_three_way_summary():
+    hist = prob_hist([0.0, 0.05, 0.1, 0.49, 0.5, 0.899, 0.9, 1.0, None])
+    assert hist == {"0.0": 2, "0.1": 1, "0.2": 0, "0.3": 0, "0.4": 1, "0.5": 1, "0.6": 0, "0.7": 0, "0.8": 1,
+                    "0.9": 2}
+    assert hist_text(hist) == "4 / 2 / 2" and hist_text(prob_hist([])) == "-"

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from kebr_data.errors import ConfigError
 from kebr_data.lexicon import load_lexicon
-from kebr_data.masking import MASK, NoWords, mask_transcript, scale_score, split_words, stable_index
+from kebr_data.masking import MASK, NoWords, mask_transcript, scale_score, split_words, stable_index, word_prob
 
 
 @pytest.fixture(scope="module")
@@ -197,3 +197,36 @@ def test_properties(vader, tokens, clip_id, negation):
     assert " ".join(m.words) == " ".join(text.split())
     assert m.has_sentiment_word == (m.vader_score != 0.0)
     assert mask_transcript(text, vader, clip_id, negation=negation) == m
+
+
+def asr_words(*pairs):
+    return [{"word": w, "start": 0.0, "end": 0.0, "prob": p} for w, p in pairs]
+
+
+def test_word_prob_is_the_asr_probability_of_the_masked_word(vader):
+    text = "It was a complete disaster, and I hated it."
+    m = mask_transcript(text, vader, "c")
+    assert m.mask_word == "hated"  # -3.2 beats disaster's -3.1
+    heard = asr_words(("It", 0.4), ("was", 0.9), ("a", 0.95), ("complete", 0.98), ("disaster,", 0.81),
+                      ("and", 0.74), ("I", 0.99), ("hated", 0.67), ("it.", 1.0))
+    assert word_prob(text, m.words, m.mask_index, heard) == pytest.approx(0.67)
+    assert word_prob(text, m.words, 4, heard) == pytest.approx(0.81)  # "disaster," with its comma
+
+
+def test_word_prob_of_a_multi_word_entry_is_its_least_sure_word(vader):
+    text = "I am fed up today"
+    m = mask_transcript(text, vader, "c")
+    assert m.words[m.mask_index] == "fed up"
+    heard = asr_words(("I", 0.9), ("am", 0.8), ("fed", 0.7), ("up", 0.4), ("today", 0.95))
+    assert word_prob(text, m.words, m.mask_index, heard) == pytest.approx(0.4)
+
+
+def test_word_prob_skips_asr_words_that_do_not_line_up():
+    words = ["we", "love", "it"]
+    # the ASR word list disagrees with the text in one place: "luv" is not in the text and is skipped
+    heard = asr_words(("we", 0.9), ("luv", 0.1), ("love", 0.6), ("it", 0.8))
+    assert word_prob("we love it", words, 1, heard) == pytest.approx(0.6)
+    assert word_prob("we love it", words, 1, []) is None  # no word timings: unknown, not zero
+    # a short ASR word found inside a longer text word still belongs to that word's span only
+    assert word_prob("a lovely day", ["a", "lovely", "day"], 1, asr_words(("a", 0.9), ("lovely", 0.3),
+                                                                             ("day", 0.7))) == pytest.approx(0.3)

@@ -24,8 +24,11 @@ from helpers import DEMO, run_cli, shard_files
 from transformers import VideoMAEConfig, VideoMAEModel
 
 from kebr_data import config
+from kebr_data.schema import rows_to_batch
 from kebr_data.stages.base import ClipInput, ShardContext
-from kebr_data.stages.video_encoder import DIM, VideoEncoderStage
+from kebr_data.stages.video_encoder import VideoEncoderStage
+
+DIM = 768  # the tiny model's width, VideoMAE-base's
 
 TINY = dict(image_size=32, patch_size=16, num_frames=4, tubelet_size=2, hidden_size=DIM, num_hidden_layers=1,
             num_attention_heads=4, intermediate_size=64)
@@ -168,13 +171,19 @@ def test_a_missing_model_stops_the_run_up_front(tmp_path, model, message):
     assert not (out / "_done/faces").exists()
 
 
-def test_a_model_of_another_width_or_pickled_weights_is_refused(tmp_path):
-    wide = save_tiny(tmp_path / "wide", hidden_size=64)
-    cfg = config.load(overrides=[f"video_encoder.model='{wide}'"])["video_encoder"]
-    assert "64 wide" in VideoEncoderStage(cfg).check()[0]
+def test_the_width_comes_from_the_model_and_pickled_weights_are_refused(runs, tmp_path):
+    out, _ = runs
+    f = pq.read_table(out / "faces").to_pylist()[0]
+    narrow = save_tiny(tmp_path / "narrow", hidden_size=64)
+    stage = VideoEncoderStage(config.load(overrides=[f"video_encoder.model='{narrow}'"])["video_encoder"])
+    assert stage.check() == [] and stage.frame_columns() == {"features": 0}  # the class: any width
+    assert stage.schema.field("features").type.value_type.list_size == 64
+    row = {"clip_id": "c", "status": "ok", **stage.process(ClipInput("c", {}, {"faces": f}), ShardContext(0, {}, tmp_path))}
+    table = rows_to_batch([row], stage.schema)
+    assert np.array(table.column("features")[0].as_py()).shape == (math.ceil(len(f["crops"]) / 2), 64)
     pickled = tmp_path / "pickled"
     pickled.mkdir()
-    shutil.copy(wide / "config.json", pickled / "config.json")
+    shutil.copy(narrow / "config.json", pickled / "config.json")
     (pickled / "pytorch_model.bin").write_bytes(b"")
     cfg = config.load(overrides=[f"video_encoder.model='{pickled}'"])["video_encoder"]
     assert "no .safetensors" in VideoEncoderStage(cfg).check()[0]

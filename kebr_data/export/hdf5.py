@@ -45,7 +45,8 @@ def _flat(column: pa.ChunkedArray) -> np.ndarray:
 
 
 def _write_stage(f: Any, stage: str, table: pa.Table) -> None:
-    frame_columns = registry()[stage].frame_columns()
+    declared = registry()[stage].frame_columns()
+    frame_columns = {c: table.schema.field(c).type.value_type.list_size for c in declared}  # widths a model chose
     if not frame_columns:
         return
     group = f.create_group(stage)

@@ -229,12 +229,3 @@ def stack(first: np.ndarray, mfcc: np.ndarray, chroma: np.ndarray) -> np.ndarray
     out = np.concatenate([first[..., :t], mfcc[..., :t], chroma[..., :t]], axis=0).T
     return np.ascontiguousarray(out, dtype=np.float32)
 
-
-def reference(y: np.ndarray, recipe: str = "released", sr: int = SR) -> np.ndarray:
-    """The same features from the plain librosa calls (the yardstick of the tests and benchmark)."""
-    y = np.ascontiguousarray(y, dtype=np.float32)
-    first = librosa.feature.zero_crossing_rate(y, frame_length=N_FFT, hop_length=HOP, center=True) \
-        if recipe == "released" else log_f0(y, sr)
-    mfcc = librosa.feature.mfcc(y=y, sr=sr, n_mfcc=N_MFCC, htk=True, n_fft=N_FFT, hop_length=HOP)
-    chroma = librosa.feature.chroma_cqt(y=y, sr=sr, hop_length=HOP)
-    return stack(first, mfcc, chroma)

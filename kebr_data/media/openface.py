@@ -227,9 +227,9 @@ def _invoke(binary: str, inputs: list[Path], out_dir: Path, extra: Sequence[str]
 
 def write_probe_clip(path: Path) -> Path:
     """A tiny clip (5 grey 96×96 frames, MJPG) to probe that FeatureExtraction loads its models."""
-    from ..deps import require
+    from ..deps import CV2, require
 
-    cv2 = require("cv2", "all", "the OpenFace model probe (opencv-python<5)")
+    cv2 = require("cv2", None, "the OpenFace model probe", CV2)
     import numpy as np
 
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 25.0, (96, 96))

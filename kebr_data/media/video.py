@@ -12,7 +12,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..deps import require
+from ..deps import CV2, require
 
 _VIDEO_STREAM = re.compile(r"Stream #\d+:\d+.*: Video: ")
 _ATTACHED_PIC = "(attached pic)"
@@ -27,7 +27,7 @@ class VideoProbe:
 
 def probe_video(path: Path) -> VideoProbe | None:
     """fps, frame count and duration of a video whose first frame OpenCV can decode; None otherwise."""
-    cv2 = require("cv2", "all", "the visual pre-check (opencv-python<5)")
+    cv2 = require("cv2", None, "the visual pre-check", CV2)
     cap = cv2.VideoCapture(str(path))
     try:
         if not cap.isOpened():

@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from ..config import Config
-from ..errors import PlanError, PrerequisiteError, RunAborted, StaleOutputError
+from ..errors import PlanError, PrerequisiteError, RunAborted, StaleOutputError, redact
 from ..executors import TaskFailed, executor_class, make_executor
 from ..progress import StageBar, make_progress
 from ..stages import make_stage, stage_class
@@ -131,9 +131,12 @@ class Engine:
             elif stale:
                 self.console.print(f"{name}: options changed, replacing {len(stale)} shard(s) of {name}/")
         if lines:
+            fix = ("Rerun with --force to recompute them, or write to a new --out folder." if not self.opts.retry_stages
+                   else "retry-failed redoes failed rows with the options the shards were made with: give the same "
+                        f"--config/--set as then (see {self.out.run_json}), or recompute them with `kebr-data extract "
+                        f"--out {self.out.root} --stages {','.join(stages)} --force`.")
             raise StaleOutputError(
-                f"{self.out.root} holds outputs made with other settings:\n  " + "\n  ".join(lines) +
-                "\nRerun with --force to recompute them, or write to a new --out folder.")
+                f"{self.out.root} holds outputs made with other settings:\n  " + "\n  ".join(lines) + "\n" + fix)
 
     def _upstream_hashes(self, stage: Stage, shard: int) -> dict[str, str]:
         hashes = {}
@@ -199,7 +202,7 @@ class Engine:
         summary.clips_run = clips
         summary.elapsed_s = time.monotonic() - t0
         if broken or died:
-            lines = [f"{name} shard {t.shard:05d}: {type(e).__name__}: {e} (log: {self.out.log(name, t.shard)})"
+            lines = [redact(f"{name} shard {t.shard:05d}: {type(e).__name__}: {e} (log: {self.out.log(name, t.shard)})")
                      for t, e in broken]
             if died:
                 lines.append(f"{name} shard(s) {', '.join(f'{t.shard:05d}' for t, _ in died)}: a worker process "

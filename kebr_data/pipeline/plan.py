@@ -17,7 +17,7 @@ from .. import __version__, sources
 from ..config import content_hash
 from ..errors import PlanError
 from ..schema import PLAN, with_metadata
-from ..storage.layout import OutputDir
+from ..storage.layout import PLAN_FORMAT, OutputDir
 from ..storage.markers import PlanMarker
 from ..storage.parquet import write_table
 
@@ -64,13 +64,20 @@ def build_plan(out: OutputDir, src: Path, index_cfg: dict[str, Any]) -> PlanMark
         rejected_examples=[{"entry": e, "reason": r} for e, r in result.rejected[:MAX_REJECTED_LISTED]],
         wall_s=round(time.monotonic() - t0, 3),
         toolkit_version=__version__,
+        plan_format=PLAN_FORMAT,
     )
     marker.write(out.plan_marker)
     return marker
 
 
 def check_plan(marker: PlanMarker, src: Path | None, index_cfg: dict[str, Any]) -> None:
-    """Refuse a run whose source or index settings differ from the frozen plan."""
+    """Refuse a run whose source or index settings differ from the frozen plan, or whose plan was
+    made by an older toolkit (its paths may be relative to another working directory)."""
+    if marker.plan_format != PLAN_FORMAT:
+        raise PlanError(
+            f"this output folder's plan was made by an older kebr-data (its media paths may be relative to the "
+            f"directory it ran in, and it lacks media sizes): rerun with --replan (and --src {marker.src}) "
+            "to re-index; shards whose clips change are recomputed")
     if src is not None and content_hash(plan_identity(src, index_cfg)) != marker.identity_hash:
         raise PlanError(
             f"this output folder's plan was made from {marker.src} (layout {marker.requested_layout}, "

@@ -15,7 +15,7 @@ from typing import Any
 
 from .. import __version__
 from ..config import Config
-from ..storage.atomic import atomic_write_json
+from ..storage.atomic import atomic_write_json, read_control_file
 from ..storage.layout import OutputDir
 
 HISTORY_KEPT = 200
@@ -24,8 +24,8 @@ HISTORY_KEPT = 200
 def read(out: OutputDir) -> dict[str, Any]:
     """The folder's run record ({} when absent or unreadable)."""
     try:
-        data = json.loads(out.run_json.read_text(encoding="utf-8"))
-    except (FileNotFoundError, ValueError, UnicodeDecodeError, IsADirectoryError):
+        data = json.loads(read_control_file(out.run_json).decode("utf-8"))
+    except (FileNotFoundError, ValueError, UnicodeDecodeError):  # a symlink or FIFO is a ValueError too
         return {}
     return data if isinstance(data, dict) else {}
 

@@ -18,9 +18,9 @@ from typing import Any
 
 import pyarrow as pa
 
-from ..errors import StaleOutputError
+from ..errors import StaleOutputError, environment_problem, redact
 from ..stages.base import ShardContext, Stage
-from ..storage.atomic import file_digest
+from ..storage.atomic import NotRegularFile, file_digest, open_new_text
 from ..storage.commit import commit_table
 from ..storage.markers import Marker
 from ..storage.store import PLAN, Store, TableSource, fix_command
@@ -44,13 +44,27 @@ class ShardTask:
         return self.stage_cls.name
 
 
+class _RedactingFormatter(logging.Formatter):
+    """Log lines (tracebacks included) without the Google credentials' path."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
+
+
+class _NoFollowFileHandler(logging.FileHandler):
+    """A log file opened from scratch without following a symlink planted at its path."""
+
+    def _open(self):  # noqa: ANN202 (logging's signature)
+        return open_new_text(Path(self.baseFilename))
+
+
 def _shard_logger(path: Path, name: str) -> tuple[logging.Logger, logging.Handler]:
     path.parent.mkdir(parents=True, exist_ok=True)
     logger = logging.getLogger(f"kebr_data.shard.{name}")
     logger.setLevel(logging.INFO)
     logger.propagate = False
-    handler = logging.FileHandler(path, mode="w", encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    handler = _NoFollowFileHandler(path, mode="w", encoding="utf-8")
+    handler.setFormatter(_RedactingFormatter("%(asctime)s %(levelname)s %(message)s"))
     logger.addHandler(handler)
     return logger, handler
 
@@ -63,6 +77,8 @@ def _check_inputs(store: Store, task: ShardTask) -> None:
             _, digest = file_digest(path)
         except FileNotFoundError:
             digest = "missing"
+        except NotRegularFile:
+            digest = "not-a-file"
         if digest != want:
             raise StaleOutputError(
                 f"{up} shard {task.shard:05d} changed after it was committed (sha256 {digest[:12]} instead of "
@@ -78,7 +94,9 @@ def _retry_failed(stage: Stage, store: Store, task: ShardTask, inputs: dict[str,
     subset = {name: TableSource(src.read().take(failed)) for name, src in inputs.items()}
     redone = stage.run_shard(ShardContext(task.shard, subset, tmp_dir, log, progress))
     position = {row: len(old) + k for k, row in enumerate(failed)}
-    merged = pa.concat_tables([old, redone.cast(old.schema)])
+    # the stage's own schema, not the one read back (Parquet names list children `element`, Arrow
+    # `item`): the merged table must be written byte for byte as a clean run writes it
+    merged = pa.concat_tables([old.cast(redone.schema), redone])
     return merged.take([position.get(i, i) for i in range(len(old))])
 
 
@@ -112,8 +130,15 @@ def run_shard_task(task: ShardTask, progress: Callable[[int], None] = lambda n: 
     except StaleOutputError as exc:
         log.error("shard not run: %s", exc)
         raise
-    except BaseException:
-        log.exception("shard aborted by an error in the toolkit (not a bad clip); please report it")
+    except KeyboardInterrupt:
+        log.warning("shard interrupted (Ctrl-C); nothing committed, a rerun redoes it")
+        raise
+    except BaseException as exc:
+        if environment_problem(exc) is not None or isinstance(exc, OSError):
+            log.error("shard stopped by the machine, not by a clip (%s: %s); nothing committed: fix it and rerun "
+                      "the same command to resume", type(exc).__name__, exc)
+        else:
+            log.exception("shard aborted by an error in the toolkit (not a bad clip); please report it")
         raise
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)

@@ -28,7 +28,12 @@ def detect_layout(src: Path) -> str:
 
 
 def scan(src: Path, layout: str = "auto") -> tuple[str, ScanResult]:
-    """Index `src` with `layout` (or the detected one); clips come back sorted by clip_id."""
+    """Index `src` with `layout` (or the detected one); clips come back sorted by clip_id.
+
+    `src` is made absolute first, so every path in the plan is absolute: a plan never depends on
+    the working directory of the run that made it or of the runs that read it.
+    """
+    src = src.absolute()
     if layout == "auto":
         layout = detect_layout(src)
     if layout not in LAYOUTS:

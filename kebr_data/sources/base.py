@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from ..clip_ids import clip_id_problem
+from ..clip_ids import clip_id_problem, normalize_clip_id
 
 VIDEO_EXTS = frozenset({".mp4", ".mkv", ".avi", ".mov", ".webm", ".flv", ".wmv", ".m4v", ".mpg", ".mpeg"})
 AUDIO_EXTS = frozenset({".wav", ".m4a", ".aac", ".flac", ".mp3", ".ogg", ".opus"})
@@ -25,6 +26,22 @@ class Clip:
     split: str | None = None
     label: float | None = None
     given_text: str | None = None
+    #: size and mtime of each media file at index time: `--replan` recomputes clips whose media changed
+    video_size: int | None = None
+    video_mtime_ns: int | None = None
+    audio_size: int | None = None
+    audio_mtime_ns: int | None = None
+
+    def fingerprint(self) -> None:
+        """Record the size and mtime of the clip's media files (left empty for a missing file)."""
+        for kind in ("video", "audio"):
+            path = getattr(self, f"{kind}_path")
+            try:
+                st = os.stat(path) if path else None
+            except OSError:
+                st = None
+            setattr(self, f"{kind}_size", st.st_size if st else None)
+            setattr(self, f"{kind}_mtime_ns", st.st_mtime_ns if st else None)
 
 
 @dataclass
@@ -33,13 +50,62 @@ class ScanResult:
 
     clips: list[Clip] = field(default_factory=list)
     rejected: list[tuple[str, str]] = field(default_factory=list)
+    _ids: set[str] = field(default_factory=set, repr=False)
 
     def add(self, clip: Clip, where: str) -> None:
+        """Keep `clip` (its id NFC-normalised, its media fingerprinted) or reject it with the reason."""
+        clip.clip_id = normalize_clip_id(clip.clip_id)
         problem = clip_id_problem(clip.clip_id)
         if problem:
             self.rejected.append((where, problem))
+        elif clip.clip_id in self._ids:
+            self.rejected.append((where, f"duplicate clip {clip.clip_id!r} (the first one is kept)"))
         else:
+            self._ids.add(clip.clip_id)
+            clip.fingerprint()
             self.clips.append(clip)
+
+
+FLOAT32_MAX = 3.4028234663852886e38
+
+
+class BadValue(ValueError):
+    """A manifest or label-file cell that cannot enter the plan; its message is the row's reason."""
+
+
+def text_value(value: object, column: str) -> str | None:
+    """A text cell as `str`: bytes must be UTF-8 (the declared encoding of manifests and label.csv),
+    numbers become their decimal spelling, and undecodable text is refused rather than kept as
+    `b'...'` or with replacement characters."""
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            raise BadValue(f"{column} is not valid UTF-8 ({value[:40]!r})") from None
+    text = str(value)
+    if any("\ud800" <= c <= "\udfff" for c in text):
+        raise BadValue(f"{column} is not valid UTF-8 ({text.encode('utf-8', 'surrogateescape')[:40]!r})")
+    return text
+
+
+def label_value(value: object) -> float | None:
+    """A label cell as a finite float32-representable number, None when empty (unlabelled).
+
+    NaN is refused like infinity: an unlabelled clip has an empty cell, and a NaN label would make
+    every loss NaN."""
+    if value is None or (isinstance(value, (str, bytes)) and not value.strip()):
+        return None
+    try:
+        x = float(value.decode() if isinstance(value, bytes) else value)  # type: ignore[arg-type]
+    except (TypeError, ValueError, UnicodeDecodeError):
+        raise BadValue(f"label {value!r} is not a number") from None
+    if not math.isfinite(x):
+        raise BadValue(f"label {value!r} is not finite")
+    if abs(x) > FLOAT32_MAX:
+        raise BadValue(f"label {value!r} is outside float32's range")
+    return x
 
 
 def media_kind(name: str) -> str | None:
@@ -86,11 +152,12 @@ def pair_media(result: ScanResult, files: list[tuple[str, Path]], source: str,
     `fields` maps clip_id -> further Clip fields (speaker_id, split...).
     """
     clips: dict[str, Clip] = {}
-    for clip_id, path in files:
+    for raw_id, path in files:
+        clip_id = normalize_clip_id(raw_id)
         kind = media_kind(path.name)
         if kind is None:
             continue
-        clip = clips.setdefault(clip_id, Clip(clip_id=clip_id, source=source, **(fields or {}).get(clip_id, {})))
+        clip = clips.setdefault(clip_id, Clip(clip_id=clip_id, source=source, **(fields or {}).get(raw_id, {})))
         attr = "video_path" if kind == "video" else "audio_path"
         if getattr(clip, attr) is not None:
             result.rejected.append((str(path), f"duplicate {kind} file for clip {clip_id!r} "

@@ -1,19 +1,20 @@
 """Manifest source: a CSV or Parquet table with at least `clip_id` and `video_path` or `audio_path`.
 
 Optional columns: speaker_id, split, label, given_text (or text). Relative paths are resolved
-against the manifest's folder.
+against the manifest's folder (never the working directory). Text is UTF-8; a cell that is not,
+a label that is not a finite number (NaN included: leave the cell empty for an unlabelled clip),
+or a row without media becomes a rejected entry with its reason.
 """
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from ..errors import PlanError
-from .base import Clip, ScanResult
+from .base import BadValue, Clip, ScanResult, label_value, text_value
 
 NAME = "manifest"
 SUFFIXES = (".csv", ".parquet")
@@ -35,11 +36,22 @@ def _read(src: Path) -> list[dict]:
     return table.to_pylist()
 
 
-def _path(base: Path, value: object) -> str | None:
-    if value is None or str(value).strip() == "":
+def _path(base: Path, value: object, column: str) -> str | None:
+    text = text_value(value, column)
+    if text is None or text.strip() == "":
         return None
-    p = Path(str(value))
+    p = Path(text)
     return str(p if p.is_absolute() else (base / p))
+
+
+def _clip(row: dict, base: Path) -> Clip:
+    text = row.get("given_text", row.get("text"))
+    return Clip(clip_id=text_value(row["clip_id"], "clip_id") or "", source=NAME,
+                video_path=_path(base, row.get("video_path"), "video_path"),
+                audio_path=_path(base, row.get("audio_path"), "audio_path"),
+                speaker_id=text_value(row.get("speaker_id"), "speaker_id"),
+                split=text_value(row.get("split"), "split"), label=label_value(row.get("label")),
+                given_text=text_value(text, "given_text"))
 
 
 def scan(src: Path) -> ScanResult:
@@ -49,21 +61,14 @@ def scan(src: Path) -> ScanResult:
         raise PlanError(f"manifest {src} needs columns clip_id and video_path or audio_path; it has "
                         f"{', '.join(sorted(cols))}")
     result = ScanResult()
-    seen: set[str] = set()
+    base = src.absolute().parent
     for i, row in enumerate(rows):
-        clip_id = str(row["clip_id"] or "")
         where = f"{src} row {i + 1}"
-        if clip_id in seen:
-            result.rejected.append((where, f"duplicate clip {clip_id!r}"))
+        try:
+            clip = _clip(row, base)
+        except BadValue as exc:
+            result.rejected.append((where, str(exc)))
             continue
-        seen.add(clip_id)
-        label = row.get("label")
-        label = None if label is None or (isinstance(label, float) and math.isnan(label)) else float(label)
-        text = row.get("given_text", row.get("text"))
-        clip = Clip(clip_id=clip_id, source=NAME, video_path=_path(src.parent, row.get("video_path")),
-                    audio_path=_path(src.parent, row.get("audio_path")),
-                    speaker_id=row.get("speaker_id"), split=row.get("split"), label=label,
-                    given_text=None if text is None else str(text))
         if clip.video_path is None and clip.audio_path is None:
             result.rejected.append((where, "neither video_path nor audio_path is set"))
             continue

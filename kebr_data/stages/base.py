@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 import pyarrow as pa
 
 from ..config import content_hash, runtime_keys
-from ..errors import ClipError
+from ..errors import ClipError, EnvironmentFailure, environment_problem, redact
 from ..schema import frame_columns, rows_to_batch, with_metadata
 from ..storage.store import TableSource
 
@@ -186,7 +186,9 @@ class ClipStage(Stage):
         try:
             result = row(clip.clip_id, **self.process(clip, ctx))
         except ClipError as exc:
-            ctx.log.warning("%s %s: %s", exc.status, clip.clip_id, exc)
-            return row(clip.clip_id, exc.status, exc.error, exc.message)
+            if (problem := environment_problem(exc)) is not None:  # the machine's fault: abort, never a row
+                raise EnvironmentFailure(f"{self.name} stopped at clip {clip.clip_id}: {redact(problem)}") from exc
+            ctx.log.warning("%s %s: %s", exc.status, clip.clip_id, redact(str(exc)))
+            return row(clip.clip_id, exc.status, exc.error, redact(exc.message))
         ctx.log.info("ok %s (%.3f s)", clip.clip_id, time.monotonic() - t0)
         return result

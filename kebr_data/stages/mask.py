@@ -16,8 +16,9 @@ import pyarrow.compute as pc
 
 from ..config import content_hash, setting
 from ..errors import ClipSkipped, ConfigError
+from ..label_quality import prob_hist
 from ..lexicon import Lexicon, load_lexicon
-from ..masking import NoWords, mask_transcript, stable_index
+from ..masking import NoWords, mask_transcript, stable_index, word_prob
 from ..schema import MASK
 from .base import ClipInput, ClipStage, ShardContext
 
@@ -46,6 +47,10 @@ class MaskSettings:
     max_neutral_fraction: float = setting(1.0, "at most this share of no-sentiment sentences per shard; 1.0 = keep "
                                                "all", min=0.0, max=1.0)
     seed: int = setting(0, "mixed into the clip-id hash that picks the random word of neutral sentences")
+    min_word_prob: float = setting(0.0, "ASR probability below which a masked sentiment word is distrusted (0 = off; "
+                                        "given transcripts are exempt)", min=0.0, max=1.0)
+    low_word_prob: Literal["skip", "flag"] = setting(
+        "skip", "skip (status skipped, error low_word_prob) | flag (kept ok, the message says so)")
 
 
 class MaskStage(ClipStage):
@@ -90,19 +95,42 @@ class MaskStage(ClipStage):
         return {"lexicon": f"{self.lexicon.name} {self.lexicon.digest} ({self.lexicon.entries} entries)"}
 
     def input_columns(self) -> dict[str, list[str] | None]:
-        return {"asr": ["clip_id", "status", "error", "text"]}
+        return {"asr": ["clip_id", "status", "error", "text", "engine", "words"]}
 
     def process(self, clip: ClipInput, ctx: ShardContext) -> dict[str, Any]:
-        text = clip.upstream["asr"]["text"] if "asr" in clip.upstream else clip.plan["given_text"]
+        asr = clip.upstream.get("asr")
+        text = asr["text"] if asr is not None else clip.plan["given_text"]
         if text is None or not text.strip():
             raise ClipSkipped("empty_text", "the transcript is empty")
+        negation, seed = bool(self.cfg["negation"]), int(self.cfg["seed"])
         try:
-            m = mask_transcript(text, self.lexicon, clip.clip_id, bool(self.cfg["negation"]), int(self.cfg["seed"]))
+            m = mask_transcript(text, self.lexicon, clip.clip_id, negation, seed)
         except NoWords as exc:
             raise ClipSkipped("no_words", str(exc)) from None
-        return {"text": text, "masked_text": m.masked_text, "words": m.words, "mask_index": m.mask_index,
-                "mask_word": m.mask_word, "vader_score": m.vader_score, "label": m.label,
-                "has_sentiment_word": m.has_sentiment_word, "lexicon": self.lexicon.name}
+        heard = asr is not None and asr["engine"] != "given"  # given transcripts were not heard: exempt
+        prob = word_prob(text, m.words, m.mask_index, asr["words"] or []) if heard else None
+        row = {"text": text, "masked_text": m.masked_text, "words": m.words, "mask_index": m.mask_index,
+               "mask_word": m.mask_word, "vader_score": m.vader_score, "label": m.label,
+               "has_sentiment_word": m.has_sentiment_word, "lexicon": self.lexicon.name, "mask_word_prob": prob,
+               "ref_label": self._ref_label(clip) if heard else None}
+        min_prob = float(self.cfg["min_word_prob"])
+        if m.has_sentiment_word and prob is not None and prob < min_prob:
+            why = f"the sentiment word {m.mask_word!r} was heard with p={prob:.2f} < mask.min_word_prob {min_prob:g}"
+            if self.cfg["low_word_prob"] == "skip":
+                return {**row, "status": "skipped", "error": "low_word_prob", "message": why}
+            row["message"] = f"low_word_prob: {why}"
+        return row
+
+    def _ref_label(self, clip: ClipInput) -> float | None:
+        """The label the dataset's reference transcript gives, for the label-quality report (None without one)."""
+        ref = clip.plan.get("given_text")
+        if not ref or not ref.strip():
+            return None
+        try:
+            return mask_transcript(ref, self.lexicon, clip.clip_id, bool(self.cfg["negation"]),
+                                   int(self.cfg["seed"])).label
+        except NoWords:
+            return None
 
     def run_shard(self, ctx: ShardContext) -> pa.Table:
         return self._cap_neutral(super().run_shard(ctx))
@@ -134,7 +162,8 @@ class MaskStage(ClipStage):
         errors = table["error"].to_pylist()
         return {"ok": ok.num_rows, "sentiment": sentiment, "neutral": ok.num_rows - sentiment,
                 "neutral_capped": errors.count("neutral_capped"),
-                "label_hist": {k: hist.get(k, 0) for k in ("-3", "-2", "-1", "0", "1", "2", "3")}}
+                "label_hist": {k: hist.get(k, 0) for k in ("-3", "-2", "-1", "0", "1", "2", "3")},
+                **label_quality_stats(table)}
 
     @staticmethod
     def format_stats(stats: dict[str, Any]) -> str:
@@ -143,5 +172,22 @@ class MaskStage(ClipStage):
             return "no masked clips"
         hist = " ".join(f"{k}:{v}" for k, v in sorted(stats["label_hist"].items(), key=lambda kv: int(kv[0])))
         capped = f", {stats['neutral_capped']} neutral dropped by the cap" if stats.get("neutral_capped") else ""
+        low = f"; {stats['low_word_prob']} sentiment words heard with low confidence" if stats.get("low_word_prob") \
+            else ""
+        ref = (f"; label agrees with the reference transcript's in {stats['ref_agree']}/{stats['ref_total']}"
+               if stats.get("ref_total") else "")
         return (f"sentiment word in {stats['sentiment'] / ok:.1%} of {ok} masked clips{capped}; "
-                f"rounded labels {hist}")
+                f"rounded labels {hist}{low}{ref}")
+
+
+def label_quality_stats(table: pa.Table) -> dict[str, Any]:
+    """Per-shard counts for the label-quality report: masked-word probabilities of sentiment words
+    (ok rows and rows the gate skipped or flagged), the gate's count, and agreement with the reference."""
+    rows = table.select(["status", "error", "message", "has_sentiment_word", "mask_word_prob", "label",
+                         "ref_label"]).to_pylist()
+    judged = [r for r in rows if r["status"] == "ok" or r["error"] == "low_word_prob"]
+    probs = [r["mask_word_prob"] for r in judged if r["has_sentiment_word"]]
+    low = sum(1 for r in judged if r["error"] == "low_word_prob" or (r["message"] or "").startswith("low_word_prob"))
+    refs = [r for r in judged if r["status"] == "ok" and r["ref_label"] is not None]
+    return {"word_prob_hist": prob_hist(probs), "low_word_prob": low, "ref_total": len(refs),
+            "ref_agree": sum(1 for r in refs if abs(r["label"] - r["ref_label"]) < 1e-6)}

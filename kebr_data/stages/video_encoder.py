@@ -4,8 +4,9 @@ patch (about 5 per second: 10 fps crops, tubelet 2) or their mean.
 Models come from local files only (`video_encoder.model`): a Hugging Face VideoMAE directory, or
 with `model_type = swin3d_t` torchvision's Swin3D-T state dict when torchvision imports. The
 sha256 of the model's files is part of the config hash; a missing or unloadable model stops the
-run before any shard with one message. Frame features are 768 wide (VideoMAE-base, Swin3D-T); a
-model of another width is refused up front, because a stage's table schema is fixed.
+run before any shard with one message. The
+table's width D is read from the model's config when the stage is built (768 for VideoMAE-base and
+Swin3D-T).
 """
 
 from __future__ import annotations
@@ -21,20 +22,21 @@ import pyarrow as pa
 from ..config import content_hash, setting
 from ..deps import missing
 from ..errors import ClipError, PrerequisiteError
-from ..schema import COMMON, frame_field
+from ..schema import ANY_WIDTH, COMMON, frame_field
 from .base import ClipInput, ClipStage, ShardContext
 
-DIM = 768
 MODEL_TYPES = ("videomae", "swin3d_t")
 
-VIDEO_ENCODER = pa.schema(COMMON + [
-    pa.field("model_type", pa.string()),
-    pa.field("pooling", pa.string()),
-    pa.field("frame_rate", pa.float32()),
-    pa.field("start_s", pa.float32()),
-    pa.field("num_frames", pa.int32()),
-    frame_field("features", DIM),
-])
+
+def video_schema(width: int) -> pa.Schema:
+    return pa.schema(COMMON + [
+        pa.field("model_type", pa.string()),
+        pa.field("pooling", pa.string()),
+        pa.field("frame_rate", pa.float32()),
+        pa.field("start_s", pa.float32()),
+        pa.field("num_frames", pa.int32()),
+        frame_field("features", width),
+    ])
 
 
 @functools.lru_cache(maxsize=1)
@@ -77,14 +79,21 @@ class VideoEncoderSettings:
 
 
 class VideoEncoderStage(ClipStage):
-    """frames × 768 video-transformer features per clip from the face crops."""
+    """frames × D video-transformer features per clip from the face crops (D from the model's config)."""
 
     name = "video_encoder"
     version = "1"
-    schema = VIDEO_ENCODER
+    schema = video_schema(ANY_WIDTH)
     upstream = ("plan", "faces")
     Settings = VideoEncoderSettings
     extract_default = False
+
+    def __init__(self, cfg: dict[str, Any]) -> None:
+        from ..features import video_models as vm
+
+        super().__init__(cfg)
+        if cfg["model"] and cfg["model_type"] in MODEL_TYPES and not vm.problem(self._path(), cfg["model_type"]):
+            self.schema = video_schema(vm.geometry(self._path(), cfg["model_type"]).dim)
 
     def _path(self) -> Path:
         return Path(self.cfg["model"]).expanduser()
@@ -98,17 +107,11 @@ class VideoEncoderStage(ClipStage):
             return ["video_encoder.model is not set: point it at a local VideoMAE directory (e.g. "
                     "MCG-NJU/videomae-base downloaded once), --set video_encoder.model=/path/to/videomae-base"]
         for module in ("torch", "transformers"):
-            problem = missing(module, "train", "the video_encoder stage")
+            problem = missing(module, "encoders", "the video_encoder stage")
             if problem:
                 return [problem]
         problem = vm.problem(self._path(), self.cfg["model_type"])
-        if problem:
-            return [problem]
-        dim = vm.geometry(self._path(), self.cfg["model_type"]).dim
-        if dim != DIM:
-            return [f"video_encoder.model {self._path()} is {dim} wide; the video_encoder table holds {DIM}-wide "
-                    "features (VideoMAE-base, Swin3D-T)"]
-        return []
+        return [problem] if problem else []
 
     def config_hash(self) -> str:
         base = super().config_hash()

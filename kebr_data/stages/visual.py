@@ -24,12 +24,13 @@ from typing import Any, Literal
 import pyarrow as pa
 
 from ..config import content_hash, setting
-from ..errors import ClipError, ClipSkipped, PrerequisiteError
+from ..errors import (ClipError, ClipSkipped, EnvironmentFailure, PrerequisiteError, environment_problem,
+                      full_disk)
 from ..features.openface import OpenFaceCsvError, OpenFaceFrames, parse_openface_csv
 from ..media import openface as runner
 from ..media.binaries import locate
 from ..media.ffmpeg import find_ffmpeg, stderr_tail
-from ..media.files import check_readable
+from ..media.files import check_readable, read_side_file
 from ..schema import VISUAL, rows_to_batch, with_metadata
 from .base import ClipInput, ClipStage, ShardContext, iter_clips, row
 
@@ -167,6 +168,7 @@ class VisualStage(ClipStage):
             try:
                 video, fps = self._prepare(clip)
             except ClipError as exc:
+                self._not_the_machine(clip.clip_id, exc)
                 ctx.log.warning("%s %s: %s", exc.status, clip.clip_id, exc)
                 rows.append(row(clip.clip_id, exc.status, exc.error, exc.message))
                 ctx.progress(1)
@@ -187,7 +189,8 @@ class VisualStage(ClipStage):
 
     def process(self, clip: ClipInput, ctx: ShardContext) -> dict[str, Any]:
         """One clip of the `openface-csv` backend (the `openface` backend runs batches in run_shard)."""
-        return self._result(self._from_csv(clip.clip_id, clip.plan["video_path"]), 0.0)
+        frames, read = self._from_csv(clip.clip_id, clip.plan["video_path"])
+        return self._result(frames, 0.0, read)
 
     def _prepare(self, clip: ClipInput) -> tuple[Path, float]:
         """The clip's video, checked before OpenFace starts; its frame rate (0 when not probed)."""
@@ -219,6 +222,7 @@ class VisualStage(ClipStage):
                 try:
                     inputs.append(self._input(video, fps, work / "in", k))
                 except ClipError as exc:
+                    self._not_the_machine(clip.clip_id, exc)
                     rows[pending[k][0]] = row(clip.clip_id, exc.status, exc.error, exc.message)
                     inputs.append(None)
             ready = [(k, p) for k, p in enumerate(inputs) if p is not None]
@@ -227,6 +231,9 @@ class VisualStage(ClipStage):
             for (k, _), outcome in zip(ready, outcomes, strict=True):
                 index, clip, _, fps = pending[k]
                 rows[index] = self._outcome_row(clip.clip_id, outcome, fps)
+                if rows[index]["status"] == "failed" and (problem := full_disk(work)) is not None:
+                    # OpenFace says "disk full" only by failing: the machine's fault, never the clip's row
+                    raise EnvironmentFailure(f"{self.name} stopped at clip {clip.clip_id}: {problem}")
         finally:
             shutil.rmtree(work, ignore_errors=True)
         per_clip = (time.monotonic() - t0) / max(len(pending), 1)
@@ -237,6 +244,11 @@ class VisualStage(ClipStage):
             else:
                 ctx.log.warning("%s %s: %s: %s", r["status"], clip.clip_id, r["error"], r["message"])
             ctx.progress(1)
+
+    def _not_the_machine(self, clip_id: str, exc: ClipError) -> None:
+        """Raise EnvironmentFailure when `exc` is the machine's fault (see errors.environment_problem)."""
+        if (problem := environment_problem(exc)) is not None:
+            raise EnvironmentFailure(f"{self.name} stopped at clip {clip_id}: {problem}") from exc
 
     def _input(self, video: Path, fps: float, folder: Path, k: int) -> Path:
         """The clip under a batch-unique name (a link; a re-encode when above visual.max_fps): OpenFace
@@ -259,35 +271,35 @@ class VisualStage(ClipStage):
         except ClipError as exc:
             return row(clip_id, exc.status, exc.error, exc.message)
 
-    def _result(self, frames: OpenFaceFrames, probe_fps: float) -> dict[str, Any]:
-        """The row's columns, or skipped/no_face when OpenFace tracked too few frames."""
+    def _result(self, frames: OpenFaceFrames, probe_fps: float, read: str | None = None) -> dict[str, Any]:
+        """The row's columns (`read`: what side file they came from), or skipped/no_face when OpenFace
+        tracked too few frames."""
         minimum = float(self.cfg["min_face_ratio"])
         if frames.face_ratio < minimum:
             raise ClipSkipped("no_face", f"OpenFace tracked a face in {int(frames.success.sum())} of "
                                          f"{frames.success.size} frames ({frames.face_ratio:.0%}), below "
                                          f"visual.min_face_ratio = {minimum:g}")
-        message = f"{frames.other_faces} frame(s) of other faces ignored" if frames.other_faces else None
+        others = f"{frames.other_faces} frame(s) of other faces ignored" if frames.other_faces else None
+        message = "; ".join(m for m in (read, others) if m) or None
         return {"message": message, "backend": self.cfg["backend"], "fps": frames.fps or probe_fps,
                 "num_frames": int(frames.features.shape[0]), "features": frames.features,
                 "success": frames.success, "confidence": frames.confidence, "face_ratio": frames.face_ratio}
 
-    def _from_csv(self, clip_id: str, video: str | None) -> OpenFaceFrames:
+    def _from_csv(self, clip_id: str, video: str | None) -> tuple[OpenFaceFrames, str]:
+        """The frames of the clip's OpenFace CSV (read by `read_side_file`) and what was read."""
         if self.cfg["csv_dir"]:
             root = Path(self.cfg["csv_dir"]).resolve()
-            csv = (root / f"{clip_id}.csv").resolve()
-            if root not in csv.parents:
-                raise ClipError("bad_clip_id", f"{clip_id!r} would leave {root}")
+            csv = root / f"{clip_id}.csv"
         elif video:
             csv = Path(f"{video}.csv")
+            root = csv.parent
         else:
             raise ClipSkipped("no_video", "the clip has no video file and visual.csv_dir is not set")
         try:
-            data = csv.read_bytes()
+            data, read = read_side_file(csv, root)
         except FileNotFoundError:
             raise ClipError("missing_csv", f"no OpenFace CSV at {csv}") from None
-        except OSError as exc:
-            raise ClipError("unreadable", f"{csv}: {exc.strerror}") from None
-        return self._parse(data)
+        return self._parse(data), read
 
     @staticmethod
     def _parse(data: bytes, openface_said: str = "") -> OpenFaceFrames:

@@ -6,12 +6,14 @@ and a crash leaves at most a stray `.tmp-*` file that the next run sweeps.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import stat
 import uuid
 from pathlib import Path
-from typing import Any, Callable, BinaryIO
+from typing import Any, BinaryIO, Callable, TextIO
 
 TMP_INFIX = ".tmp-"
 
@@ -58,11 +60,53 @@ def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
 
 
+def open_new_text(path: Path) -> TextIO:
+    """Open `path` for writing from scratch (a log), never through a symlink planted there: the old
+    entry is unlinked (a symlink is removed, not followed) and the file created with O_EXCL."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    return os.fdopen(fd, "w", encoding="utf-8")
+
+
+class NotRegularFile(ValueError):
+    """A control file or table of an output folder is a symlink, FIFO, device or folder: never read it."""
+
+
+#: the largest marker, plan marker or run record read (a plan marker lists at most 1000 rejected entries)
+CONTROL_FILE_MAX_BYTES = 64 << 20
+
+
+def open_regular(path: Path) -> int:
+    """A read-only descriptor of the regular file `path`, opened without following a symlink planted
+    there and without blocking on a FIFO (checked with fstat on the open descriptor). Raises
+    FileNotFoundError when absent, NotRegularFile for anything but a regular file."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise NotRegularFile(f"{path} is a symlink, not a file this toolkit wrote") from None
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise NotRegularFile(f"{path} is not a regular file")
+    return fd
+
+
+def read_control_file(path: Path, max_bytes: int = CONTROL_FILE_MAX_BYTES) -> bytes:
+    """The bytes of a marker or other control file (see `open_regular`), at most `max_bytes`."""
+    with os.fdopen(open_regular(path), "rb") as fh:
+        data = fh.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise NotRegularFile(f"{path} is larger than the {max_bytes} bytes a control file may have")
+    return data
+
+
 def file_digest(path: Path) -> tuple[int, str]:
-    """Return (size in bytes, sha256 hex) of a file, reading it in 1 MiB blocks."""
+    """Return (size in bytes, sha256 hex) of a regular file (see `open_regular`), reading 1 MiB blocks."""
     h = hashlib.sha256()
     size = 0
-    with open(path, "rb") as fh:
+    with os.fdopen(open_regular(path), "rb") as fh:
         while block := fh.read(1 << 20):
             h.update(block)
             size += len(block)

@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from .. import __version__
 from ..schema import rows_to_batch, with_metadata
-from .layout import OutputDir
+from .layout import PLAN_FORMAT, OutputDir
 from .markers import Marker, PlanMarker
 from .parquet import write_table
 
@@ -66,4 +66,4 @@ def commit_plan_marker(out: OutputDir, shards: dict[str, dict[str, Any]], source
     """The plan's marker, written after every plan shard it lists."""
     PlanMarker(src=source, layout=source, requested_layout=source, shard_size=shard_size,
                clips=sum(s["rows"] for s in shards.values()), num_shards=len(shards),
-               shards=shards).write(out.plan_marker)
+               shards=shards, plan_format=PLAN_FORMAT).write(out.plan_marker)

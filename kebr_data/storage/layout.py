@@ -26,6 +26,9 @@ from pathlib import Path
 
 from .atomic import sweep_tmp
 
+#: version of the plan's layout: 2 = absolute media paths plus media size and mtime per clip
+PLAN_FORMAT = 2
+
 SHARD_RE = re.compile(r"^shard-(\d{5})\.(parquet|json|log)$")
 DONE, LOGS = "_done", "_logs"
 
@@ -131,7 +134,10 @@ class OutputDir:
         """Remove what an interrupted run left: `.tmp-*` files and per-shard temp folders."""
         removed = sweep_tmp(self.root)
         tmp_root = self.root / "_tmp"
-        if tmp_root.exists():
+        if tmp_root.is_symlink():  # planted: temp files must never be written through it
+            tmp_root.unlink()
+            removed.append(tmp_root)
+        elif tmp_root.exists():
             removed.extend(sorted(tmp_root.iterdir()))
             shutil.rmtree(tmp_root, ignore_errors=True)
         return removed

@@ -6,6 +6,7 @@ a crash never leaves a folder locked. The file records who holds it, for the err
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -14,7 +15,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from ..errors import LockedError
+from ..errors import KebrError, LockedError
 
 
 class OutputLock:
@@ -27,7 +28,13 @@ class OutputLock:
 
     def acquire(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:  # no-follow: a `_lock` planted as a symlink must not get its target truncated
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            if exc.errno != errno.ELOOP:
+                raise
+            raise KebrError(f"{self.path} is a symlink, not the lock file this toolkit writes; remove it "
+                            "(rm, which does not touch its target) and rerun") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

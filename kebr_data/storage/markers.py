@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .atomic import atomic_write_json
+from .atomic import NotRegularFile, atomic_write_json, read_control_file
 
 MARKER_SCHEMA = 1
 
@@ -53,9 +53,11 @@ class CorruptMarker(ValueError):
 def read_marker(path: Path) -> Marker | None:
     """Return the marker at `path`, None if absent; raise CorruptMarker if unreadable."""
     try:
-        raw = path.read_text()
+        raw = read_control_file(path).decode("utf-8")
     except FileNotFoundError:
         return None
+    except (NotRegularFile, UnicodeDecodeError) as exc:
+        raise CorruptMarker(f"{path}: {exc}") from None
     try:
         data = json.loads(raw)
         if data.get("schema") != MARKER_SCHEMA:
@@ -76,6 +78,10 @@ def _check_types(m: Marker) -> None:
         raise TypeError("stage, config_hash and output_sha256 must be strings")
     if not all(isinstance(d, dict) for d in (m.errors, m.versions, m.upstream, m.stats)):
         raise TypeError("errors, versions, upstream and stats must be objects")
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in m.errors.values()):
+        raise TypeError("errors must map reasons to counts")
+    if not all(isinstance(v, str) for d in (m.versions, m.upstream) for v in d.values()):
+        raise TypeError("versions and upstream must map names to strings")
     if not isinstance(m.wall_s, (int, float)):
         raise TypeError("wall_s must be a number")
 
@@ -101,6 +107,8 @@ class PlanMarker:
     rejected_examples: list[dict[str, str]] = field(default_factory=list)
     wall_s: float = 0.0
     toolkit_version: str = ""
+    #: the plan's layout version (storage.layout.PLAN_FORMAT); 0 for plans of older toolkits
+    plan_format: int = 0
     #: keys written by other versions of the toolkit, kept as they are
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -126,10 +134,10 @@ class PlanMarker:
 def read_plan_marker_file(path: Path) -> PlanMarker | None:
     """The plan marker at `path`, None if absent; raise CorruptMarker if unreadable."""
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(read_control_file(path).decode("utf-8"))
     except FileNotFoundError:
         return None
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError) as exc:  # NotRegularFile is a ValueError
         raise CorruptMarker(f"{path}: {exc}") from exc
     if not isinstance(data, dict):
         raise CorruptMarker(f"{path}: not a JSON object")

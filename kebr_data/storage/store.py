@@ -15,6 +15,8 @@ file reads), until a writer calls `forget` after committing a new one.
 from __future__ import annotations
 
 import collections
+import os
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import PlanError, StaleOutputError
-from .atomic import file_digest
+from .atomic import NotRegularFile, file_digest
 from .layout import OutputDir
 from .markers import CorruptMarker, Marker, PlanMarker, read_marker, read_plan_marker_file
 
@@ -202,12 +204,16 @@ class Store:
     @staticmethod
     def _table_problem(path: Path, size: int, sha256: str, verify: bool) -> str | None:
         try:
+            st = os.lstat(path)  # a table replaced by a symlink, FIFO or folder is never read
+            if not stat.S_ISREG(st.st_mode):
+                return "table is not a regular file (a symlink?)"
             if not verify:
-                return None if path.stat().st_size == size else "table truncated or replaced (size differs " \
-                                                                  "from its marker)"
+                return None if st.st_size == size else "table truncated or replaced (size differs from its marker)"
             return None if file_digest(path) == (size, sha256) else "table differs from its marker (sha256)"
         except FileNotFoundError:
             return "marker without table"
+        except NotRegularFile:
+            return "table is not a regular file (a symlink?)"
 
     def config_hashes(self, stage: str) -> collections.Counter:
         """How many committed shards of `stage` were made with each config hash."""

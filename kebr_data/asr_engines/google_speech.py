@@ -16,21 +16,9 @@ from typing import Any
 
 from ..deps import require
 from ..errors import ClipError, PrerequisiteError
-from .whisper_engines import Transcript, Word
+from .base import AsrEngine, ClipAudio, Transcript, Word
 
 SYNC_LIMIT_S = 60.0  # the service rejects longer audio in synchronous Recognize
-
-
-def check_google(cfg: dict[str, Any]) -> str | None:
-    """A missing prerequisite of the Google engine, or None."""
-    try:
-        require("google.cloud.speech_v1", "google", "the Google Cloud Speech engine")
-    except PrerequisiteError as exc:
-        return str(exc)
-    if not cfg["google_endpoint"] and not os.environ.get("GOOGLE_APPLICATION_CREDENTIALS"):
-        return ("the Google engine needs credentials: set GOOGLE_APPLICATION_CREDENTIALS to a service-account "
-                "key file (https://cloud.google.com/docs/authentication/application-default-credentials)")
-    return None
 
 
 @functools.lru_cache(maxsize=2)
@@ -103,4 +91,24 @@ def transcribe_google(flac: bytes, sample_rate: int, duration_s: float, cfg: dic
     language = language or cfg["google_language_code"].split("-")[0].lower()
     return Transcript(text=" ".join(t for t in texts if t), language=language,
                       language_prob=float(sum(confidences) / len(confidences)) if confidences else None,
-                      avg_logprob=None, words=words, multilingual=True)
+                      avg_logprob=None, words=words, multilingual=True, model=cfg["google_model"] or "default")
+
+
+class GoogleSpeech(AsrEngine):
+    """The service transcribes the audio stage's FLAC bytes at their own rate."""
+
+    name = "google"
+    distributions = ("google-cloud-speech",)
+
+    def check(self, cfg: dict[str, Any]) -> list[str]:
+        try:
+            require("google.cloud.speech_v1", "google", "the Google Cloud Speech engine")
+        except PrerequisiteError as exc:
+            return [str(exc)]
+        if not cfg["google_endpoint"] and not os.environ.get("GOOGLE_APPLICATION_CREDENTIALS"):
+            return ["the Google engine needs credentials: set GOOGLE_APPLICATION_CREDENTIALS to a service-account "
+                    "key file (https://cloud.google.com/docs/authentication/application-default-credentials)"]
+        return []
+
+    def transcribe(self, clip: ClipAudio, cfg: dict[str, Any]) -> Transcript:
+        return transcribe_google(clip.flac, clip.sample_rate, clip.duration_s, cfg)

@@ -1,0 +1,103 @@
+"""The ASR engine interface: what the asr stage needs from an engine, and what it gets back.
+
+An engine is a small stateless object: `check` (missing prerequisites), `versions` (recorded in
+markers), `model_identity` (part of the stage's config hash, so another model makes old transcripts
+stale), `resources` (what a shard task needs) and `transcribe` (one clip in, a Transcript out).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+if TYPE_CHECKING:  # the stages package imports this one
+    from ..stages.base import Resources
+
+
+@dataclass
+class Word:
+    """One recognised word with its time span (seconds) and the engine's probability for it."""
+
+    word: str
+    start: float
+    end: float
+    prob: float
+
+
+@dataclass
+class Transcript:
+    """What an engine heard in one clip. `model` is the name written to the asr table's `model` column."""
+
+    text: str
+    language: str | None
+    language_prob: float | None
+    avg_logprob: float | None
+    words: list[Word] = field(default_factory=list)
+    multilingual: bool = True
+    model: str = ""
+    note: str | None = None  # the row's message for an ok clip, e.g. which sidecar file was read
+
+
+@dataclass
+class ClipAudio:
+    """One clip as an engine receives it: the plan row and, for engines that listen, its audio.
+
+    `samples` are mono float32 at `sample_rate` (resampled to the engine's `sample_rate` when it
+    declares one); `flac` is the audio stage's encoded bytes at the original rate.
+    """
+
+    plan: dict[str, Any]
+    samples: np.ndarray | None = None
+    sample_rate: int = 0
+    flac: bytes | None = None
+    duration_s: float = 0.0
+
+
+class AsrEngine(ABC):
+    """Base of every ASR engine; one subclass per file in this package, one line in its registry."""
+
+    name: ClassVar[str]
+    #: False for engines that read a transcript instead of the audio (no audio upstream, no filters)
+    listens: ClassVar[bool] = True
+    #: the rate `ClipAudio.samples` is resampled to; None keeps the audio stage's rate
+    sample_rate: ClassVar[int | None] = None
+    #: True for engines that run a model on this machine (they take a GPU when asr.device = "cuda")
+    local_model: ClassVar[bool] = False
+    #: True when `Transcript.language_prob` is the model's language-identification probability
+    identifies_language: ClassVar[bool] = False
+    #: PyPI distributions whose versions go into the markers
+    distributions: ClassVar[tuple[str, ...]] = ()
+    #: the row's message when the engine heard nothing
+    empty_message: ClassVar[str] = "{engine} found no speech"
+
+    def check(self, cfg: dict[str, Any]) -> list[str]:
+        """Missing prerequisites (packages, models, credentials) as messages; empty when ready."""
+        return []
+
+    def versions(self) -> dict[str, str]:
+        """Installed versions of the engine's distributions."""
+        out = {}
+        for dist in self.distributions:
+            try:
+                out[dist] = version(dist)
+            except PackageNotFoundError:
+                pass
+        return out
+
+    def model_identity(self, cfg: dict[str, Any]) -> str:
+        """A string naming the model's weights, mixed into the stage's config hash ("" = none)."""
+        return ""
+
+    def resources(self, cfg: dict[str, Any]) -> Resources:
+        """What one shard task of the asr stage needs with this engine (one GPU for a local model on cuda)."""
+        from ..stages.base import Resources
+
+        return Resources(cpus=1.0, gpus=1.0 if self.local_model and cfg["device"] == "cuda" else 0.0)
+
+    @abstractmethod
+    def transcribe(self, clip: ClipAudio, cfg: dict[str, Any]) -> Transcript:
+        """One clip's transcript; raise ClipError for a clip-level failure."""

@@ -1,0 +1,81 @@
+"""The melspec stage: a log-power mel spectrogram of the audio stage's FLAC, as MMML's baseline
+(128 bands, 0.06 s window, 0.02 s hop), computed by `librosa.feature.melspectrogram` and
+`librosa.power_to_db` with librosa's defaults (Hann window, centred frames, ref 1.0, amin 1e-10,
+top_db 80: the output spans at most 80 dB below the clip's loudest bin).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from ..config import setting
+from ..errors import ClipError
+from ..features.resample import at_rate
+from ..media.flac import decode_flac
+from ..schema import ANY_WIDTH, COMMON, frame_field
+from .base import ClipInput, ClipStage, ShardContext
+
+
+def melspec_schema(width: int) -> pa.Schema:
+    return pa.schema(COMMON + [
+        pa.field("sample_rate", pa.int32()),
+        pa.field("frame_rate", pa.float32()),
+        pa.field("num_frames", pa.int32()),
+        frame_field("features", width),
+    ])
+
+
+def window_samples(seconds: float, sr: int) -> int:
+    return int(round(seconds * sr))
+
+
+@dataclass
+class MelspecSettings:
+    """The melspec stage: log-power mel spectrogram (librosa)."""
+
+    n_mels: int = setting(128, "mel bands", min=1, max=512)
+    window_s: float = setting(0.06, "analysis window (and FFT size) in seconds", min=0.005, max=1.0)
+    hop_s: float = setting(0.02, "hop in seconds", min=0.001, max=1.0)
+    sample_rate: int = setting(0, "Hz; 0 = the audio stage's rate, else resampled with soxr_hq", min=0)
+    top_db: float = setting(80.0, "librosa.power_to_db's floor below the loudest bin; 0 = none", min=0.0)
+
+
+class MelspecStage(ClipStage):
+    """frames × n_mels float32 (dB) per clip at 1 / hop_s frames per second."""
+
+    name = "melspec"
+    version = "1"
+    schema = melspec_schema(ANY_WIDTH)
+    upstream = ("plan", "audio")
+    Settings = MelspecSettings
+    extract_default = False
+
+    def __init__(self, cfg: dict[str, Any]) -> None:
+        super().__init__(cfg)
+        self.schema = melspec_schema(cfg["n_mels"])
+
+    def versions(self) -> dict[str, str]:
+        import librosa
+
+        return {"librosa": librosa.__version__, "numpy": np.__version__}
+
+    def input_columns(self) -> dict[str, list[str] | None]:
+        return {"audio": ["clip_id", "status", "error", "flac"]}
+
+    def process(self, clip: ClipInput, ctx: ShardContext) -> dict[str, Any]:
+        import librosa
+
+        samples, sr = decode_flac(clip.upstream["audio"]["flac"])
+        rate = self.cfg["sample_rate"] or sr
+        y = at_rate(samples, sr, rate)
+        win, hop = window_samples(self.cfg["window_s"], rate), window_samples(self.cfg["hop_s"], rate)
+        power = librosa.feature.melspectrogram(y=y, sr=rate, n_fft=win, hop_length=hop, n_mels=self.cfg["n_mels"])
+        db = librosa.power_to_db(power, top_db=self.cfg["top_db"] or None)
+        features = np.ascontiguousarray(db.T, dtype=np.float32)
+        if not np.isfinite(features).all():
+            raise ClipError("non_finite", "the spectrogram contains NaN or infinity (corrupt audio?)")
+        return {"sample_rate": rate, "frame_rate": rate / hop, "num_frames": len(features), "features": features}
