@@ -84,7 +84,7 @@ def main() -> None:
     from kebr_data.asr_engines import ENGINES, ClipAudio
     from kebr_data.asr_engines.models import ctranslate2_model
     from kebr_data.config import load
-    from kebr_data.lexicon import load_lexicon
+    from kebr_data.masking import load_lexicon
     from kebr_data.masking import mask_transcript
     from kebr_data.stages.asr import AsrStage
     from kebr_data.stages.base import ClipInput, ShardContext

@@ -16,7 +16,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import write_section  # noqa: E402
 
-from kebr_data.lexicon import load_lexicon  # noqa: E402
+from kebr_data.masking import load_lexicon  # noqa: E402
 from kebr_data.masking import mask_transcript  # noqa: E402
 
 FILLER = "the a and to of in it is that i you was for on with as this be at we so they have but not".split()

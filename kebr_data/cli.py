@@ -23,7 +23,7 @@ from rich.markup import escape
 
 from . import __version__, config as config_mod
 from .config import Config
-from .errors import KebrError
+from .errors import KebrError, PlanError
 from .executors import EXECUTORS
 from .export import FORMATS
 from .label_quality import quality_rows
@@ -36,7 +36,7 @@ from .stages.mask import resolve_text_source
 from .status import label_quality_table, summary_view
 from .storage.layout import OutputDir
 from .storage.lock import OutputLock
-from .storage.store import Store
+from .storage.store import PLAN, Store
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -52,7 +52,7 @@ console = _console(stderr=True)
 
 
 def _fail(exc: KebrError) -> None:
-    console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+    console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)  # one line, however long
     sys.exit(exc.exit_code)
 
 
@@ -138,17 +138,31 @@ def _resolve_mask(cfg: Config, out: Path, stages: list[str]) -> Config:
         return {**cfg, "mask": resolve_text_source(cfg["mask"], asr_available)}
 
 
+def _require_transcripts(out: Path, mask_cfg: dict[str, Any]) -> None:
+    """`mask` needs an output folder with transcripts: the asr stage's, or the dataset's given text."""
+    store = Store(out)
+    if mask_cfg["text_source"] == "asr" and store.committed_shards("asr"):
+        return
+    if mask_cfg["text_source"] == "given" and any(
+            any(t and t.strip() for t in store.read(PLAN, shard, ["given_text"]).column("given_text").to_pylist())
+            for shard in range(store.plan.num_shards)):
+        return
+    raise PlanError(f"ASR has not run on {out} and its plan has no given text: first run "
+                    f"`kebr-data extract --out {out} --stages audio,asr`")
+
+
 def _run(opts: RunOptions) -> None:
     """Run the engine, print the summary, exit with the documented code."""
     with user_errors():
         report = Engine(opts, console).run()
-    console.print(summary_view(report.stages, f"{opts.out}: {report.plan.clips} clips, "
+    root = report.root or opts.out
+    console.print(summary_view(report.stages, f"{root}: {report.plan.clips} clips, "
                                f"{report.plan.num_shards} shard(s)", with_run=True))
     limit = opts.config["run"]["max_failed"]
     over = [s for s in report.stages if s.failed_fraction > limit]
     for s in over:
         console.print(f"[bold red]{s.stage}: {s.failed_fraction:.1%} of clips failed, above --max-failed "
-                      f"{limit:.1%}[/] (see {escape(str(OutputDir(opts.out).log(s.stage, 0).parent))}/)",
+                      f"{limit:.1%}[/] (see {escape(str(OutputDir(root).log(s.stage, 0).parent))}/)",
                       highlight=False)
     sys.exit(1 if over else 0)
 
@@ -178,9 +192,11 @@ def main() -> None:
 @run_options
 @click.option("--force", is_flag=True, help="Recompute every shard of the selected stages.")
 @click.option("--replan", is_flag=True, help="Re-index the source and re-cut shards (changed shards are recomputed).")
+@click.option("--limit", type=click.IntRange(min=1), metavar="N", help="Smoke test: run the stages on the plan's "
+              "first N clips only, in OUT/_limit/; the plan and the stage tables of OUT are not changed.")
 def extract(src: Path | None, out: Path, stages: str | None, layout: str | None, config_files: tuple[Path, ...],
             overrides: tuple[str, ...], workers: int | None, executor: str | None, address: str | None,
-            max_failed: float | None, force: bool, replan: bool) -> None:
+            max_failed: float | None, force: bool, replan: bool, limit: int | None) -> None:
     """Index clips and extract features: index, audio, asr, acoustic, visual.
 
     Each stage writes OUT/<stage>/shard-NNNNN.parquet plus a done marker; a bad clip becomes a
@@ -192,7 +208,7 @@ def extract(src: Path | None, out: Path, stages: str | None, layout: str | None,
             "run.max_failed": max_failed, "index.layout": layout})
         selected = parse_stages(stages or ",".join(cfg["run"]["stages"]))
     _run(RunOptions(out=out, src=src, stages=selected, config=_resolve_mask(cfg, out, selected), force=force,
-                    replan=replan, command=_command_line(), changed=changed, saved_config=cfg))
+                    replan=replan, command=_command_line(), changed=changed, saved_config=cfg, limit=limit))
 
 
 @main.command(context_settings=CONTEXT)
@@ -227,7 +243,9 @@ def mask(out: Path, lexicon: str | None, scale_from: str | None, text_source: st
             "mask.negation": negation, "mask.max_neutral_fraction": max_neutral_fraction,
             "run.workers": workers, "run.executor": executor, "run.ray_address": address,
             "run.max_failed": max_failed})
-    _run(RunOptions(out=out, stages=["mask"], config=_resolve_mask(cfg, out, ["mask"]), replace_on_change=True,
+        resolved = _resolve_mask(cfg, out, ["mask"])
+        _require_transcripts(out, resolved["mask"])
+    _run(RunOptions(out=out, stages=["mask"], config=resolved, replace_on_change=True,
                     command=_command_line(), changed=changed, saved_config=cfg))
 
 

@@ -75,9 +75,9 @@ def runtime_keys(settings: type) -> tuple[str, ...]:
     return tuple(f.name for f in dataclasses.fields(settings) if f.metadata.get("runtime"))
 
 
-def defaults() -> Config:
-    """The default configuration."""
-    return {name: dataclasses.asdict(cls()) for name, cls in sections().items()}
+def defaults(schema: dict[str, type] | None = None) -> Config:
+    """The default configuration (of `schema`'s sections when given, else kebr-data's)."""
+    return {name: dataclasses.asdict(cls()) for name, cls in (schema or sections()).items()}
 
 
 def _flat_keys(cfg: Config) -> list[str]:
@@ -145,8 +145,8 @@ def _coerce(key: str, value: Any, f: dataclasses.Field, hint: Any) -> Any:
 class _Schema:
     """Field and type lookups of every section, resolved once per load."""
 
-    def __init__(self) -> None:
-        self.sections = sections()
+    def __init__(self, schema: dict[str, type] | None = None) -> None:
+        self.sections = schema or sections()
         self.hints = {name: typing.get_type_hints(cls) for name, cls in self.sections.items()}
         self.fields = {name: {f.name: f for f in dataclasses.fields(cls)} for name, cls in self.sections.items()}
 
@@ -199,12 +199,13 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 
 def load(files: list[Path] | tuple[Path, ...] = (), overrides: list[str] | tuple[str, ...] = (),
-         base: Config | None = None) -> Config:
+         base: Config | None = None, schema_sections: dict[str, type] | None = None) -> Config:
     """Resolve the configuration: `base` (default: the defaults), then each file, then each override.
 
-    A `base` saved by an older version gets keys added since filled in with their defaults."""
-    schema = _Schema()
-    cfg = defaults()
+    A `base` saved by an older version gets keys added since filled in with their defaults.
+    `schema_sections` replaces kebr-data's sections (the trainer's `train` and `modalities`)."""
+    schema = _Schema(schema_sections)
+    cfg = defaults(schema_sections)
     if base is not None:
         for section, values in base.items():
             if section in cfg and isinstance(values, dict):
@@ -218,10 +219,10 @@ def load(files: list[Path] | tuple[Path, ...] = (), overrides: list[str] | tuple
     return cfg
 
 
-def apply(cfg: Config, values: dict[str, Any]) -> Config:
+def apply(cfg: Config, values: dict[str, Any], schema_sections: dict[str, type] | None = None) -> Config:
     """A copy of `cfg` with dotted keys set (used for CLI shortcuts such as --workers)."""
     out = copy.deepcopy(cfg)
-    schema = _Schema()
+    schema = _Schema(schema_sections)
     for key, value in values.items():
         if value is not None:
             schema.set(out, key, value)

@@ -3,13 +3,15 @@
 Plots: mask label histogram, clip durations, words per transcript, OpenFace face ratio, ASR
 confidence, failure reasons per stage, and throughput per stage (clips per second of worker time);
 a label-quality table per shard and in total, with masked-word and language probability histograms.
-Each plot appears only when its stage has outputs.
+Each plot appears only when its stage has outputs. The summary table and the stage-specific lines
+above the plots are `kebr-data status`'s.
 """
 
 from __future__ import annotations
 
 import html
 import io
+import math
 from pathlib import Path
 
 from .errors import KebrError
@@ -30,31 +32,48 @@ def _column(store: Store, stage: str, column: str) -> list:
     return values
 
 
-def _hist(plt, path: Path, values: list, title: str, xlabel: str, bins: int | list = 30) -> Path:
+def integer_bins(values: list[int], max_bins: int = 40) -> list[float]:
+    """Bin edges for counts (words per transcript): each bin holds whole numbers only, centred on them when
+    one number wide, and at most `max_bins` bins (then `width` numbers each)."""
+    lo, hi = min(values), max(values)
+    width = max(1, math.ceil((hi - lo + 1) / max_bins))
+    return [lo - 0.5 + width * i for i in range(math.ceil((hi - lo + 1) / width) + 1)]
+
+
+def _save(plt, fig, path: Path) -> Path:  # noqa: ANN001 (pyplot and a matplotlib Figure)
+    """Write a PNG under a temp name and rename it (a symlink planted at `path` is replaced, not
+    followed), then close the figure."""
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+    return path
+
+
+def hist_figure(plt, values: list, title: str, xlabel: str, bins: int | list = 30, integer_x: bool = False):
+    """A histogram of clips; its y axis counts clips, so its ticks are whole numbers."""
+    from matplotlib.ticker import MaxNLocator
+
     fig, ax = plt.subplots(figsize=(6, 3.4))
     ax.hist(values, bins=bins, color="#4c72b0")
     ax.set(title=title, xlabel=xlabel, ylabel="clips")
-    fig.tight_layout()
-    _save(fig, path)
-    plt.close(fig)
-    return path
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    if integer_x:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    return fig
 
 
-def _bars(plt, path: Path, labels: list[str], values: list[float], title: str, xlabel: str) -> Path:
+def bars_figure(plt, labels: list[str], values: list[float], title: str, xlabel: str, counts: bool = False):
+    """Horizontal bars; with `counts` (clips) the value axis has whole-number ticks."""
+    from matplotlib.ticker import MaxNLocator
+
     fig, ax = plt.subplots(figsize=(6, 0.4 * max(3, len(labels)) + 1))
     ax.barh(labels, values, color="#dd8452")
     ax.set(title=title, xlabel=xlabel)
-    fig.tight_layout()
-    _save(fig, path)
-    plt.close(fig)
-    return path
-
-
-def _save(fig, path: Path) -> None:  # noqa: ANN001 (a matplotlib Figure)
-    """Write a PNG under a temp name and rename it: a symlink planted at `path` is replaced, not followed."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
-    atomic_write_bytes(path, buf.getvalue())
+    if counts:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    return fig
 
 
 def build_report(root: Path) -> Path:
@@ -76,35 +95,42 @@ def build_report(root: Path) -> Path:
     for stage, column, title, xlabel, bins in plots:
         values = _column(store, stage, column)
         if values:
-            figures.append((title, _hist(plt, dest / f"{stage}_{column}.png", values, title, xlabel, bins)))
+            fig = hist_figure(plt, values, title, xlabel, bins)
+            figures.append((title, _save(plt, fig, dest / f"{stage}_{column}.png")))
     words = (_column(store, "mask", "words") if "mask" in present else []) or \
         ([t.split() for t in _column(store, "asr", "text")] if "asr" in present else [])
     if words:
-        figures.append(("Words per transcript", _hist(plt, dest / "words.png", [len(w) for w in words],
-                                                      "Words per transcript", "words")))
+        counts = [len(w) for w in words]
+        fig = hist_figure(plt, counts, "Words per transcript", "words", integer_bins(counts), integer_x=True)
+        figures.append(("Words per transcript", _save(plt, fig, dest / "words.png")))
     reasons = [(f"{s.stage}: {k}", v) for s in summaries for k, v in s.errors.most_common(8)]
     if reasons:
-        figures.append(("Failure and skip reasons", _bars(plt, dest / "reasons.png", [r for r, _ in reasons],
-                                                          [v for _, v in reasons], "Failure and skip reasons",
-                                                          "clips")))
+        fig = bars_figure(plt, [r for r, _ in reasons], [v for _, v in reasons], "Failure and skip reasons", "clips",
+                          counts=True)
+        figures.append(("Failure and skip reasons", _save(plt, fig, dest / "reasons.png")))
     speed = [(s.stage, s.rows / s.wall_s) for s in summaries if s.wall_s > 0]
     if speed:
-        figures.append(("Throughput per stage", _bars(plt, dest / "throughput.png", [k for k, _ in speed],
-                                                      [v for _, v in speed], "Throughput per worker",
-                                                      "clips per second of worker time")))
+        fig = bars_figure(plt, [k for k, _ in speed], [v for _, v in speed], "Throughput per stage",
+                          "clips per second of worker time")
+        figures.append(("Throughput per stage", _save(plt, fig, dest / "throughput.png")))
     quality_table, quality_figures = label_quality_section(plt, store, dest)
     figures += quality_figures
     rows = "".join(
         f"<tr><td>{html.escape(s.stage)}</td><td>{s.shards_done}/{s.shards_total}</td><td>{s.rows}</td>"
-        f"<td>{s.ok}</td><td>{s.failed}</td><td>{s.skipped}</td></tr>" for s in summaries)
-    images = "".join(f"<figure><img src='{p.name}' alt='{html.escape(t)}'><figcaption>{html.escape(t)}"
-                     f"</figcaption></figure>" for t, p in figures)
+        f"<td>{s.ok}</td><td>{s.failed}</td><td>{s.skipped}</td><td class=l>{html.escape(s.top_reasons())}</td></tr>"
+        for s in summaries)
+    stats = "".join(f"<p>{html.escape(f'{s.stage}: {s.stats_line()}')}</p>" for s in summaries if s.stats_line())
+    # each PNG carries its title; the alt text repeats it for screen readers, no caption repeats it on screen
+    images = "".join(f"<figure><img src='{p.name}' alt='{html.escape(t)}'></figure>" for t, p in figures)
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>kebr-data report: {html.escape(str(root))}</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:1100px}}table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:4px 10px;text-align:right}}figure{{display:inline-block;margin:8px}}</style>
+td,th{{border:1px solid #ccc;padding:4px 10px;text-align:right}}td.l{{text-align:left}}
+figure{{display:inline-block;margin:8px}}</style>
 </head><body><h1>kebr-data report</h1>
 <p>{html.escape(plan_line(store, marker))}</p>
-<table><tr><th>stage</th><th>shards</th><th>clips</th><th>ok</th><th>failed</th><th>skipped</th></tr>{rows}</table>
+<table><tr><th>stage</th><th>shards</th><th>clips</th><th>ok</th><th>failed</th><th>skipped</th><th>top reasons</th>
+</tr>{rows}</table>
+{stats}
 {quality_table}{images}</body></html>"""
     atomic_write_bytes(dest / "index.html", page.encode("utf-8"))
     return dest / "index.html"
@@ -127,8 +153,5 @@ def label_quality_section(plt, store: Store, dest: Path) -> tuple[str, list[tupl
             fig, ax = plt.subplots(figsize=(6, 3.4))
             ax.bar([float(k) + 0.05 for k in PROB_BINS], [hist[k] for k in PROB_BINS], width=0.09, color="#55a868")
             ax.set(title=title, xlabel="probability", ylabel="clips", xlim=(0, 1))
-            fig.tight_layout()
-            fig.savefig(dest / f"{name}.png", dpi=90)
-            plt.close(fig)
-            figures.append((title, dest / f"{name}.png"))
+            figures.append((title, _save(plt, fig, dest / f"{name}.png")))
     return f"<h2>Label quality</h2><table><tr>{head}</tr>{body}</table>", figures

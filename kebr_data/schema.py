@@ -32,6 +32,9 @@ PLAN = pa.schema(COMMON + [
     pa.field("label", pa.float32()),
     pa.field("given_text", pa.string()),
     pa.field("source", pa.string()),
+    pa.field("label_t", pa.float32()),  # per-modality labels (CH-SIMS label_T/A/V); null elsewhere
+    pa.field("label_a", pa.float32()),
+    pa.field("label_v", pa.float32()),
     # size and mtime of the media files when indexed: `--replan` recomputes clips whose media changed
     pa.field("video_size", pa.int64()),
     pa.field("video_mtime_ns", pa.int64()),

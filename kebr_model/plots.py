@@ -3,11 +3,46 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
 
+from kebr_data.storage.store import Store
 
-def plot_run(run_dir: Path) -> list[Path]:
-    """Write run_dir/plots/{losses,cosines}.png; return their paths."""
+MARKERS_UP_TO = 50  # points per series drawn with markers
+COSINES = (("audio", "c_a", "c_a (text, audio)"), ("visual", "c_v", "c_v (text, visual)"))
+
+
+def frame_modalities(shards: Path) -> set[str]:
+    """The frame modalities a `kebr-data` output folder holds (its stage has `ok` rows in committed shards);
+    both for anything else (e.g. an HDF5 export)."""
+    store = Store(shards)
+    if store.plan_or_none() is None:
+        return {"audio", "visual"}
+    return {m for m, stage in (("audio", "acoustic"), ("visual", "visual"))
+            if any(store.marker(stage, shard).ok for shard in store.committed_shards(stage))}
+
+
+def series_figure(plt, series: list[tuple[str, list, list]], title: str, ylabel: str):
+    """One line per (label, steps, values); points get markers while they are few, since a run of one
+    step is otherwise an invisible zero-length line."""
+    from matplotlib.ticker import MaxNLocator
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for label, x, y in series:
+        ax.plot(x, y, "-", marker="o" if len(x) <= MARKERS_UP_TO else None, markersize=4, label=label)
+    ax.set(xlabel="step", ylabel=ylabel, title=title)
+    steps = [x for _, xs, _ in series for x in xs]
+    if steps and max(steps) - min(steps) < 2:  # too narrow for whole-step ticks
+        ax.set_xlim(min(steps) - 1, max(steps) + 1)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def plot_run(run_dir: Path, modalities: Iterable[str] = ("audio", "visual")) -> list[Path]:
+    """Write run_dir/plots/losses.png and cosines.png (c_a, c_v of the `modalities` the run had: the
+    cosine with an absent modality is a constant of no meaning); return their paths."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -19,21 +54,17 @@ def plot_run(run_dir: Path) -> list[Path]:
     out_dir = run_dir / "plots"
     out_dir.mkdir(parents=True, exist_ok=True)
     steps = [r["step"] for r in train]
-    losses = [(f"train {k}", steps, [r[k] for r in train], "-") for k in ("loss", "l1", "mcc")]
+    losses = [(f"train {k}", steps, [r[k] for r in train]) for k in ("loss", "l1", "mcc")]
     if valid:
-        losses.append(("valid loss", [r["step"] for r in valid], [r["loss"] for r in valid], "o-"))
-    cosines = [("c_a (text, audio)", steps, [r["c_a"] for r in train], "-"),
-               ("c_v (text, visual)", steps, [r["c_v"] for r in train], "-")]
+        losses.append(("valid loss", [r["step"] for r in valid], [r["loss"] for r in valid]))
+    wanted = set(modalities)
+    cosines = [(label, steps, [r[key] for r in train]) for modality, key, label in COSINES if modality in wanted]
     paths = []
     for name, title, ylabel, series in (("losses", "loss terms", "loss", losses),
                                         ("cosines", "MCC cosines", "cosine", cosines)):
-        fig, ax = plt.subplots(figsize=(7, 4))
-        for label, x, y, style in series:
-            ax.plot(x, y, style, label=label)
-        ax.set(xlabel="step", ylabel=ylabel, title=title)
-        ax.legend()
-        fig.tight_layout()
-        paths.append(out_dir / f"{name}.png")
-        fig.savefig(paths[-1], dpi=100)
-        plt.close(fig)
+        if series:
+            fig = series_figure(plt, series, title, ylabel)
+            paths.append(out_dir / f"{name}.png")
+            fig.savefig(paths[-1], dpi=100)
+            plt.close(fig)
     return paths

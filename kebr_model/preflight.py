@@ -32,7 +32,7 @@ def _committed(store: Store, stage: str) -> int:
     return len(store.committed_shards(stage))
 
 
-def inventory(root: Path, task: str) -> Inventory | None:
+def inventory(root: Path, task: str, label: str = "label") -> Inventory | None:
     """Read the plan and the task's stage columns (a few columns, not the features); None for an
     HDF5 export, which carries no markers to check."""
     if not root.is_dir():
@@ -54,7 +54,12 @@ def inventory(root: Path, task: str) -> Inventory | None:
                                   f"`kebr-data {stage} --out {root}` first")
     inv = Inventory(shards)
     for k in range(shards):
-        plan = store.read("plan", k, ["split", "label"]).to_pylist()
+        table = store.read("plan", k)
+        if label not in table.column_names:
+            raise TrainSetupError(f"the plan of {root} has no {label} column (made before per-modality labels): "
+                                  f"re-index with --replan, or fine-tune on `label`")
+        plan = [{"split": s, "label": y} for s, y in zip(table.column("split").to_pylist(),
+                                                          table.column(label).to_pylist())]
         status = None
         if task == "pretrain":
             status = store.read("mask", k, ["status"]).column("status").to_pylist()

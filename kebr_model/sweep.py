@@ -192,7 +192,7 @@ def load_sweep(path: Path) -> Sweep:
     for where, point in checks:
         try:
             TrainConfig.load(sweep.configs, sweep.overrides(point, sweep.seeds[0]))
-        except ValueError as exc:
+        except (ValueError, KebrError) as exc:  # the trainer's own checks: unknown key, type, range, choice
             raise SweepError(f"{path}: {where}: {exc}") from None
     return sweep
 

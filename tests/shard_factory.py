@@ -16,9 +16,15 @@ SENTIMENT = {"love": 2.4, "great": 2.325, "good": 1.425, "bad": -1.875, "awful":
 
 
 def make_shards(root: Path, n: int = 16, shard_size: int = 8, seed: int = 0, labelled: bool = False,
-                visual: bool = True) -> Path:
+                visual: bool = True, widths: tuple[int, int] = (33, 709),
+                stages: tuple[str, str] = ("acoustic", "visual"), sims: bool = False) -> Path:
     """n clips: a sentence with one sentiment word (masked), audio and visual frames whose statistics
-    carry the label, and for `labelled`, an utterance label and train/valid/test splits."""
+    carry the label, and for `labelled`, an utterance label and train/valid/test splits. `widths` and
+    `stages` give the frame widths and stage names of the two modalities; `sims` scales labels to
+    [-1, 1] and adds per-modality labels (label_t/a/v) as CH-SIMS has them."""
+    from kebr_data.mmsa_import import with_width
+
+    a_schema, v_schema = with_width(ACOUSTIC, widths[0]), with_width(VISUAL, widths[1])
     rng = np.random.default_rng(seed)
     out = OutputDir(root)
     root.mkdir(parents=True, exist_ok=True)
@@ -30,28 +36,30 @@ def make_shards(root: Path, n: int = 16, shard_size: int = 8, seed: int = 0, lab
         for i in range(s, min(n, s + shard_size)):
             cid = f"clip{i:04d}"
             word = names[i % len(names)]
-            label = SENTIMENT[word]
+            label = SENTIMENT[word] / (2.4 if sims else 1.0)
             pos = int(rng.integers(0, 5))
             words = list(rng.choice(WORDS, size=6))
             words.insert(pos, word)
             text = " ".join(words)
             masked = " ".join(words[:pos] + ["[MASK]"] + words[pos + 1:])
             split = ("train", "train", "train", "valid", "test")[i % 5] if labelled else None
+            per_modality = {f"label_{m}": round(label * f, 4) for m, f in zip("tav", (0.8, 1.0, 0.6))} \
+                if sims and labelled else {}
             plan.append({"clip_id": cid, "status": "ok", "split": split, "label": label if labelled else None,
-                         "given_text": text if labelled else None, "source": "manifest"})
+                         "given_text": text if labelled else None, "source": "manifest", **per_modality})
             mask.append({"clip_id": cid, "status": "ok", "text": text, "masked_text": masked, "words": words,
                          "mask_index": pos, "mask_word": word, "vader_score": label / 0.75, "label": label,
                          "has_sentiment_word": True, "lexicon": "vader"})
             ta, tv = int(rng.integers(20, 60)), int(rng.integers(5, 20))
             acoustic.append({"clip_id": cid, "status": "ok", "recipe": "released", "frame_rate": 43.07,
-                             "num_frames": ta, "features": (rng.standard_normal((ta, 33)) + label).astype(np.float32)})
-            v = (rng.standard_normal((tv, 709)) * 0.1 + label).astype(np.float32)
+                             "num_frames": ta, "features": (rng.standard_normal((ta, widths[0])) + label).astype(np.float32)})
+            v = (rng.standard_normal((tv, widths[1])) * 0.1 + label).astype(np.float32)
             vis.append({"clip_id": cid, "status": "ok" if visual else "skipped", "backend": "openface", "fps": 25.0,
                         "num_frames": tv if visual else None, "features": v if visual else None,
                         "success": np.ones(tv, bool) if visual else None,
                         "confidence": np.ones(tv, np.float32) if visual else None, "face_ratio": 1.0})
         shards[f"{k:05d}"] = commit_rows(out, "plan", k, plan, PLAN, "test")
-        for stage, schema, rows in (("mask", MASK, mask), ("acoustic", ACOUSTIC, acoustic), ("visual", VISUAL, vis)):
+        for stage, schema, rows in (("mask", MASK, mask), (stages[0], a_schema, acoustic), (stages[1], v_schema, vis)):
             commit_rows(out, stage, k, rows, schema, "test", shards[f"{k:05d}"]["sha256"])
     commit_plan_marker(out, shards, "synthetic", shard_size)
     return root

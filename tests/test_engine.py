@@ -148,7 +148,7 @@ def test_second_run_on_the_same_folder_is_refused(tmp_path, demo_src):
 
 def test_new_folder_without_src(tmp_path):
     proc = extract(None, tmp_path / "f", check=False)
-    assert proc.returncode == 2 and "give --src" in proc.stderr
+    assert proc.returncode == 2 and "first run `kebr-data extract --src DATASET" in proc.stderr
 
 
 def test_missing_prerequisite_stops_before_any_work(tmp_path, demo_src):

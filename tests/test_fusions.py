@@ -183,10 +183,11 @@ def test_masked_attention_by_hand():
 def test_tcmf_wraps_the_kebr_tcmf():
     f = built("tcmf", {"layers": 2})
     h, mask = inputs()
-    x_k, v_a, v_v = f.tcmf(h["text"], h["audio"], mask["audio"], h["visual"], mask["visual"])
+    x_k, values = f.tcmf(h["text"], {m: h[m] for m in ("audio", "visual")},
+                         {m: mask[m] for m in ("audio", "visual")})
     out = f(h, mask)
     assert isinstance(f.tcmf, KEBRTCMF)
-    assert torch.equal(out.sequence, x_k) and torch.equal(out.extras["visual_values"], v_v)
+    assert torch.equal(out.sequence, x_k) and torch.equal(out.extras["visual_values"], values["visual"])
     assert torch.equal(out.pooled, masked_mean(x_k, mask["text"]))
 
 
@@ -196,13 +197,13 @@ def test_per_modality_query_equals_single_query_when_the_maps_agree():
     state = per.state_dict()
     state.update(single.state_dict())
     for i in range(2):  # W_Q^v := W_Q^a = W_Q
-        state[f"tcmf.layers.{i}.query_visual.weight"] = single.state_dict()[f"tcmf.layers.{i}.query.weight"]
-        state[f"tcmf.layers.{i}.query_visual.bias"] = single.state_dict()[f"tcmf.layers.{i}.query.bias"]
+        state[f"tcmf.layers.{i}.extra_queries.visual.weight"] = single.state_dict()[f"tcmf.layers.{i}.query.weight"]
+        state[f"tcmf.layers.{i}.extra_queries.visual.bias"] = single.state_dict()[f"tcmf.layers.{i}.query.bias"]
     per.load_state_dict(state)
     h, mask = inputs()
     assert torch.allclose(per(h, mask).pooled, single(h, mask).pooled, atol=1e-6)
     with torch.no_grad():
-        per.tcmf.layers[0].query_visual.weight.mul_(3.0)
+        per.tcmf.layers[0].extra_queries["visual"].weight.mul_(3.0)
     assert not torch.allclose(per(h, mask).pooled, single(h, mask).pooled, atol=1e-4)
     assert count_params(per) - count_params(single) == 2 * (8 * 8 + 8)
 

@@ -36,43 +36,49 @@ def tokenizer():
 
 def test_padding_never_changes_valid_outputs():
     torch.manual_seed(0)
-    tcmf = TCMF(16, 33, 709, layers=2).eval()
+    tcmf = TCMF(16, {"audio": 33, "visual": 709}, layers=2).eval()
     x_t = torch.randn(2, 5, 16)
     a, v = torch.randn(2, 7, 33), torch.randn(2, 4, 709)
     am = torch.tensor([[True] * 7, [True] * 3 + [False] * 4])
     vm = torch.tensor([[True] * 4, [True, True, False, False]])
-    out, _, _ = tcmf(x_t, a, am, v, vm)
+
+    def run(a, am):
+        return tcmf(x_t, {"audio": a, "visual": v}, {"audio": am, "visual": vm})[0]
+
+    out = run(a, am)
     a_pad = torch.cat([a, 1e3 * torch.randn(2, 5, 33)], 1)  # garbage in padded frames
     am_pad = torch.cat([am, torch.zeros(2, 5, dtype=torch.bool)], 1)
-    out2, _, _ = tcmf(x_t, a_pad, am_pad, v, vm)
-    assert torch.allclose(out, out2, atol=1e-5)
+    assert torch.allclose(out, run(a_pad, am_pad), atol=1e-5)
     a_garbage = a.clone()
     a_garbage[1, 3:] = 1e3
-    assert torch.allclose(tcmf(x_t, a_garbage, am, v, vm)[0], out, atol=1e-5)
+    assert torch.allclose(run(a_garbage, am), out, atol=1e-5)
 
 
 def test_a_missing_modality_contributes_zero():
     torch.manual_seed(0)
-    tcmf = TCMF(8, 33, 709, layers=1).eval()
+    tcmf = TCMF(8, {"audio": 33, "visual": 709}, layers=1).eval()
     x_t, a = torch.randn(1, 3, 8), torch.randn(1, 4, 33)
-    am = torch.ones(1, 4, dtype=torch.bool)
-    none = torch.zeros(1, 1, dtype=torch.bool)
-    out, _, _ = tcmf(x_t, a, am, torch.randn(1, 1, 709), none)
-    out2, _, _ = tcmf(x_t, a, am, torch.randn(1, 1, 709) * 100, none)
+    masks = {"audio": torch.ones(1, 4, dtype=torch.bool), "visual": torch.zeros(1, 1, dtype=torch.bool)}
+    out, _ = tcmf(x_t, {"audio": a, "visual": torch.randn(1, 1, 709)}, masks)
+    out2, _ = tcmf(x_t, {"audio": a, "visual": torch.randn(1, 1, 709) * 100}, masks)
     assert torch.isfinite(out).all() and torch.allclose(out, out2)
+    # the same layer without the visual modality at all gives the same output (its weights copied)
+    audio_only = TCMF(8, {"audio": 33}, layers=1).eval()
+    audio_only.load_state_dict({k: v for k, v in tcmf.state_dict().items() if ".visual." not in k})
+    assert torch.allclose(audio_only(x_t, {"audio": a}, {"audio": masks["audio"]})[0], out, atol=1e-6)
 
 
 def test_shared_layers_compute_keys_and_values_once():
     calls = {"n": 0}
     for shared, want in ((True, 1), (False, 4)):
-        tcmf = TCMF(8, 33, 709, layers=4, shared=shared)
+        tcmf = TCMF(8, {"audio": 33, "visual": 709}, layers=4, shared=shared)
         calls["n"] = 0
         for layer in tcmf.layers:
-            layer.audio.key.register_forward_hook(lambda *a: calls.__setitem__("n", calls["n"] + 1))
-        tcmf(torch.randn(1, 3, 8), torch.randn(1, 4, 33), torch.ones(1, 4, dtype=torch.bool),
-             torch.randn(1, 2, 709), torch.ones(1, 2, dtype=torch.bool))
+            layer.modal["audio"].key.register_forward_hook(lambda *a: calls.__setitem__("n", calls["n"] + 1))
+        tcmf(torch.randn(1, 3, 8), {"audio": torch.randn(1, 4, 33), "visual": torch.randn(1, 2, 709)},
+             {"audio": torch.ones(1, 4, dtype=torch.bool), "visual": torch.ones(1, 2, dtype=torch.bool)})
         assert calls["n"] == want
-    assert len(TCMF(8, 33, 709, layers=4, shared=True).layers) == 1
+    assert len(TCMF(8, {"audio": 33, "visual": 709}, layers=4, shared=True).layers) == 1
 
 
 def test_pooled_value_equals_the_mean_of_the_projected_frames():
@@ -142,7 +148,7 @@ def test_frozen_encoder_stays_in_eval_mode(tmp_path):
     trainer.train_mode()
     assert trainer.model.training and not trainer.model.encoder.training  # no dropout in a frozen encoder
     assert not any(p.requires_grad for p in trainer.model.encoder.parameters())
-    assert len(trainer.optimizer.param_groups) == 1
+    assert "encoder" not in {g["name"] for g in trainer.optimizer.param_groups}
 
 
 def test_validation_loss_is_the_training_formula(tmp_path):

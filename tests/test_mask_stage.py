@@ -120,7 +120,7 @@ def test_asr_text_source(planned):
 
 def test_asr_source_without_asr_outputs(planned):
     proc = run_cli("mask", "--out", str(planned), "--text-source", "asr")
-    assert proc.returncode == 2 and "mask needs asr for shard 00000" in proc.stderr
+    assert proc.returncode == 2 and "ASR has not run" in proc.stderr and "--stages audio,asr" in proc.stderr
 
 
 def test_mask_help():

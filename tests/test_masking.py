@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kebr_data.errors import ConfigError
-from kebr_data.lexicon import load_lexicon
+from kebr_data.masking import load_lexicon
 from kebr_data.masking import MASK, NoWords, mask_transcript, scale_score, split_words, stable_index, word_prob
 
 

@@ -32,9 +32,11 @@ def grid_file(tmp_path: Path, text: str) -> Path:
 def test_unknown_keys_fail_up_front_with_did_you_mean(tmp_path):
     cases = [
         ("[grid]\nmcc_gg = [0.0, 0.5]\n",
-         "[grid] mcc_gg = 0.0: unknown training option 'mcc_gg' (did you mean mcc_g?)"),
-        ("[train]\nbach_size = 4\n", "[train]: unknown training option 'bach_size' (did you mean batch_size?)"),
-        ("[grid]\nlayers = [1, 'two']\n", "[grid] layers = \"two\": training option layers expects int"),
+         "[grid] mcc_gg = 0.0: unknown config key 'train.mcc_gg' (did you mean train.mcc_g?)"),
+        ("[train]\nbach_size = 4\n",
+         "[train]: unknown config key 'train.bach_size' (did you mean train.batch_size?)"),
+        ("[grid]\nlayers = [1, 'two']\n", "[grid] layers = \"two\": config key train.layers expects int"),
+        ("[grid]\n\"modalities.use\" = ['ta', 'tx']\n", "[grid] modalities.use = \"tx\": config key modalities.use expects"),
         ("[sweep]\nseed = [1]\n", "unknown [sweep] key 'seed' (did you mean seeds?)"),
         ("[grids]\nlayers = [1]\n", "unknown table [grids] (did you mean grid?)"),
         ("[grid]\nseed = [1, 2]\n", "seeds go in [sweep]"),
@@ -51,7 +53,7 @@ def test_unknown_keys_fail_up_front_with_did_you_mean(tmp_path):
         assert needle in str(err.value), (text, str(err.value))
     typo = CliRunner().invoke(main, ["sweep", "--config", str(grid_file(tmp_path, cases[0][0])), "--shards",
                                      str(tmp_path), "--out", str(tmp_path / "out")])
-    assert typo.exit_code == 2 and "did you mean mcc_g?" in typo.output and "Traceback" not in typo.output
+    assert typo.exit_code == 2 and "did you mean train.mcc_g?" in typo.output and "Traceback" not in typo.output
     assert not (tmp_path / "out").exists()
 
 
@@ -235,10 +237,10 @@ def test_pooled_features_from_a_fusion_module_and_from_kebrs_tcmf():
         np.testing.assert_allclose(found[m], want, rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(found["fused"], np.concatenate([found[m] for m in widths], axis=1), atol=1e-6)
 
-    tcmf = TCMF(4, 3, 2, layers=1).eval()
+    tcmf = TCMF(4, {"audio": 3, "visual": 2}, layers=1).eval()
     fused = []
     found, _ = pooled_features(tcmf, batches, lambda b: fused.append(
-        tcmf(b["text"], b["audio"], b["audio_mask"], b["visual"], b["visual_mask"])[0]))
+        tcmf(b["text"], {m: b[m] for m in ("audio", "visual")}, {m: b[f"{m}_mask"] for m in ("audio", "visual")})[0]))
     for m in widths:
         want = np.concatenate([hand_mean(b[m].numpy(), b[f"{m}_mask"].numpy()) for b in batches])
         np.testing.assert_allclose(found[m], want, rtol=1e-6, atol=1e-6)

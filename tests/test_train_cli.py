@@ -92,7 +92,7 @@ def test_mistakes_exit_2_with_the_fix(tmp_path):
     one_line_error(cli("finetune", "--shards", mosi, "--out", out, "--set", "test_split='tset'", *TINY),
                    "split 'tset'", "splits: test, train, valid")
     typo = cli("pretrain", "--shards", pre, "--out", out, "--set", "bach_size=4")
-    assert typo.exit_code == 2 and "did you mean batch_size?" in typo.output
+    assert typo.exit_code == 2 and "did you mean train.batch_size?" in typo.output
     one_line_error(cli("eval", "--shards", mosi, "--run", tmp_path), "holds no checkpoint")
     (tmp_path / "seeds/seed-1").mkdir(parents=True)
     one_line_error(cli("eval", "--shards", mosi, "--run", tmp_path / "seeds"), "seed-1", "--run")

@@ -1,6 +1,6 @@
 """`--format hdf5`: one file per shard, readable with h5py alone.
 
-Datasets `clip_id`, `split`, `label`, `text`, `masked_text`, `mask_label`, `status/<stage>`; for
+Datasets `clip_id`, `split`, `label` (and `label_t/a/v` when the plan has them), `text`, `masked_text`, `mask_label`, `status/<stage>`; for
 every stage with frame features, a group `<stage>` holding `values` (frames × D) and `offsets`
 (clip i's frames are `values[offsets[i]:offsets[i+1]]`), the stage's other per-frame columns
 flattened alongside (`visual/success`, `visual/confidence`), and its one-valued string columns
@@ -87,6 +87,10 @@ class Hdf5Format(ShardFormat):
                 f["split"] = _strings(plan.column("split").to_pylist())
                 f["label"] = np.array([np.nan if v is None else v for v in plan.column("label").to_pylist()],
                                       np.float32)
+                for col in ("label_t", "label_a", "label_v"):  # per-modality labels (CH-SIMS), when the plan has them
+                    if col in plan.column_names:
+                        f[col] = np.array([np.nan if v is None else v for v in plan.column(col).to_pylist()],
+                                          np.float32)
                 f["text"], f["masked_text"] = _strings(text), _strings(masked)
                 f["mask_label"] = np.array(mask_label, np.float32)
                 for stage, table in tables.stages.items():
@@ -114,6 +118,7 @@ def read_hdf5(path: Path) -> dict[str, Any]:
         out: dict[str, Any] = {k: f[k][()] for k in ("clip_id", "split", "label", "text", "masked_text", "mask_label")}
         for k in ("clip_id", "split", "text", "masked_text"):
             out[k] = [v.decode() for v in out[k]]
+        out |= {k: f[k][()] for k in ("label_t", "label_a", "label_v") if k in f}
         for stage in f:
             group = f[stage]
             if isinstance(group, h5py.Group) and "values" in group and "offsets" in group:

@@ -1,6 +1,6 @@
 """`--format mmsa`: MMSA's pickle layout (`train/valid/test` -> `id, raw_text, audio, vision,
-audio_lengths, vision_lengths, regression_labels`), padded or truncated to `audio_len` and
-`vision_len` frames, as the released KEBR code expects.
+audio_lengths, vision_lengths, regression_labels[, regression_labels_T/A/V]`), padded or truncated
+to `audio_len` and `vision_len` frames, as the released KEBR code expects.
 
 Only clips that are `ok` in every exported stage and have a transcript and a label are written
 (the others are counted and reported). The regression label comes from `label`: `plan` (the
@@ -67,7 +67,9 @@ class MmsaFormat(FolderFormat):
                 skipped[f"no {self.options.get('label', 'plan')} label"] += 1
                 continue
             row = {"split": p["split"] if p["split"] in SPLITS else "train", "id": p["clip_id"], "raw_text": text[i],
-                   "regression_labels": float(label)}
+                   "regression_labels": float(label),
+                   **{f"regression_labels_{m.upper()}": np.nan if p.get(f"label_{m}") is None else p[f"label_{m}"]
+                      for m in "tav"}}
             for key, f in frames.items():
                 dim = f.dim if f is not None else registry()[MODALITIES[key]].frame_columns()["features"]
                 a = f.clip(i)[:lengths[key]] if f is not None else np.zeros((0, dim), np.float32)
@@ -88,6 +90,10 @@ class MmsaFormat(FolderFormat):
             data[split] = {"id": [r["id"] for r in rows],
                            "raw_text": np.array([r["raw_text"] for r in rows], dtype=object),
                            "regression_labels": np.array([r["regression_labels"] for r in rows], np.float32)}
+            for m in "TAV":  # CH-SIMS's per-modality labels (NaN where the plan has none), as MMSA names them
+                key = f"regression_labels_{m}"
+                if any(not np.isnan(r[key]) for by in by_split.values() for r in by):
+                    data[split][key] = np.array([r[key] for r in rows], np.float32)
             for key, stage in MODALITIES.items():
                 dim = registry()[stage].frame_columns()["features"]
                 length = int(self.options.get(f"{key}_len", 400 if key == "audio" else 55))

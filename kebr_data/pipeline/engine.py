@@ -8,9 +8,11 @@ once per run for them.
 from __future__ import annotations
 
 import collections
+import difflib
 import os
+import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from rich.console import Console
@@ -25,7 +27,7 @@ from ..stages.base import Stage
 from ..storage.layout import OutputDir
 from ..storage.lock import OutputLock
 from ..storage.markers import Marker, PlanMarker
-from ..storage.store import PLAN, Store
+from ..storage.store import PLAN, Store, no_plan_error
 from . import plan, run_record
 from .shard_task import ShardTask, run_shard_task
 from .summaries import StageSummary, summarise
@@ -51,12 +53,16 @@ class RunOptions:
     #: what run.json saves as the folder's configuration (default: `config`); values resolved for this
     #: run only, such as mask.text_source = auto, are saved unresolved
     saved_config: Config | None = None
+    #: run the stages on the plan's first `limit` clips only, in OUT/_limit/ (a smoke test; OUT is not changed)
+    limit: int | None = None
 
 
 @dataclass
 class RunReport:
     plan: PlanMarker
     stages: list[StageSummary]
+    #: the folder the stages ran in (OUT, or OUT/_limit for --limit)
+    root: Path | None = None
 
 
 def check_prerequisites(stages: list[str], cfg: Config) -> None:
@@ -67,6 +73,23 @@ def check_prerequisites(stages: list[str], cfg: Config) -> None:
             problems += [f"{name}: {p}" for p in make_stage(name, cfg).check()]
     if problems:
         raise PrerequisiteError("cannot start, prerequisites are missing:\n  - " + "\n  - ".join(problems))
+
+
+def missing_source(src: Path) -> str:
+    """The message for a --src path that does not exist, with the nearest sibling name when one is close."""
+    parent = src.parent if src.parent.is_dir() else None
+    near = difflib.get_close_matches(src.name, [p.name for p in parent.iterdir()], n=1) if parent else []
+    return f"source {src} does not exist" + (f" (did you mean {parent / near[0]}?)" if near else "")
+
+
+def _first_missing(path: Path) -> Path | None:
+    """The topmost folder of `path` that mkdir(parents=True) would create, or None if it exists."""
+    missing_top = None
+    for p in (path, *path.parents):
+        if p.exists():
+            break
+        missing_top = p
+    return missing_top
 
 
 class Engine:
@@ -80,15 +103,27 @@ class Engine:
         self.console = console or Console(stderr=True)
 
     def run(self) -> RunReport:
+        self._check_source()
         check_prerequisites(self.opts.stages, self.cfg)
+        created = _first_missing(self.out.root)
+        was_empty = created is None and self.out.root.is_dir() and not any(self.out.root.iterdir())
         self.out.root.mkdir(parents=True, exist_ok=True)
         with OutputLock(self.out.lock_file, self.opts.command):
-            self.out.migrate_legacy()
-            swept = self.out.sweep()
-            if swept:
-                self.console.print(f"swept {len(swept)} leftover temp file(s) of an interrupted run")
-            marker = self._plan()
+            try:
+                self.out.migrate_legacy()
+                swept = self.out.sweep()
+                if swept:
+                    self.console.print(f"swept {len(swept)} leftover temp file(s) of an interrupted run")
+                marker = self._plan()
+            except BaseException:
+                if created or was_empty:
+                    self._undo_start(created)
+                raise
             work = [s for s in self.opts.stages if s != "index"]
+            if self.opts.limit is not None:
+                run_record.record(self.out, self.opts.saved_config or self.cfg, self.opts.command, self.opts.stages,
+                                  self.opts.src, self.opts.changed)
+                return self._run_limited(marker)
             self._refuse_stale(work, marker.num_shards)
             run_record.record(self.out, self.opts.saved_config or self.cfg, self.opts.command, self.opts.stages, self.opts.src,
                               self.opts.changed)
@@ -96,7 +131,57 @@ class Engine:
             with make_progress(self.console) as progress:
                 for name in work:
                     summaries.append(self._run_stage(name, marker, progress))
-            return RunReport(marker, summaries)
+            return RunReport(marker, summaries, self.out.root)
+
+    def _run_limited(self, marker: PlanMarker) -> RunReport:
+        """`--limit N`: the selected stages on the plan's first N clips, in OUT/_limit/, an output folder of
+        its own (rebuilt from the plan each time; its shards are reused while the clips stay the same)."""
+        sub = OutputDir(self.out.limit_dir)
+        sub.root.mkdir(exist_ok=True)
+        tables, rows = [], 0
+        for shard in range(marker.num_shards):
+            if rows >= self.opts.limit:
+                break
+            tables.append(self.store.read(PLAN, shard))
+            rows += tables[-1].num_rows
+        subplan = plan.build_subplan(sub, marker, tables, self.opts.limit)
+        self.console.print(f"--limit {self.opts.limit}: the first {subplan.clips} of {marker.clips} clips, in "
+                           f"{escape(str(sub.root))}/ (the plan and stage tables of {escape(str(self.out.root))} "
+                           "are not changed)", highlight=False)
+        opts = replace(self.opts, out=sub.root, src=None, replan=False, limit=None, replace_on_change=True)
+        return Engine(opts, self.console).run()
+
+    def _check_source(self) -> None:
+        """Before anything is written or checked: a plan exists, or can be made from an existing --src."""
+        if self.out.root.exists() and not self.out.root.is_dir():
+            raise PlanError(f"--out {self.out.root} is a file, not a folder")
+        marker = self.store.plan_or_none()
+        self.store.forget_plan()  # the run reads its snapshot under the lock
+        if marker is not None and not self.opts.replan:
+            plan.check_plan(marker, self.opts.src, self.cfg["index"])
+            return
+        src = self.opts.src or (Path(marker.src) if marker else None)
+        if src is None:
+            raise no_plan_error(self.out.root)
+        if marker is None and "index" not in self.opts.stages:
+            raise PlanError(f"{self.out.root} has no plan yet: include the index stage (--stages index,...)")
+        if not src.exists():
+            raise PlanError(missing_source(src))
+
+    def _undo_start(self, created: Path | None) -> None:
+        """A start that failed before the plan was committed leaves nothing in a folder it created
+        (or found empty): not its lock file, nor partial plan shards."""
+        self.store.forget_plan()
+        if self.store.plan_or_none() is not None:
+            return
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
+            return
+        for p in list(self.out.root.iterdir()):
+            if p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
 
     def _plan(self) -> PlanMarker:
         marker = self.store.plan_or_none()
@@ -179,6 +264,8 @@ class Engine:
                 if m is not None and m.failed:
                     tasks.append(ShardTask(str(self.out.root), cls, shard, self.cfg, upstream, retry_failed=True))
                     clips += m.failed
+        if tasks:
+            stage.warm_up(lambda line: progress.console.print(f"{name}: {line}", highlight=False))
         bar = StageBar(progress, name, clips, len(tasks))
         seen: collections.Counter = collections.Counter()
         broken, died = [], []

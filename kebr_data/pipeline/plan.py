@@ -70,6 +70,25 @@ def build_plan(out: OutputDir, src: Path, index_cfg: dict[str, Any]) -> PlanMark
     return marker
 
 
+def build_subplan(out: OutputDir, parent: PlanMarker, shards: list[pa.Table], limit: int) -> PlanMarker:
+    """Commit the first `limit` clips of a parent plan (its shard tables `shards`, in order) as the plan of
+    `out`, cut into the parent's shard size (`extract --limit`); the same clips give the same bytes."""
+    table = pa.concat_tables(shards).slice(0, limit)
+    size = parent.shard_size
+    written = {}
+    for i in range(0, table.num_rows, size):
+        n = i // size
+        nbytes, digest = write_table(out.table(PLAN_STAGE, n), table.slice(i, size))
+        written[f"{n:05d}"] = {"rows": min(size, table.num_rows - i), "bytes": nbytes, "sha256": digest}
+    out.drop_shards_from(len(written))
+    marker = PlanMarker(src=parent.src, layout=parent.layout, shard_size=size, clips=table.num_rows,
+                        num_shards=len(written), shards=written, requested_layout=parent.requested_layout,
+                        identity_hash=parent.identity_hash, plan_hash=content_hash(written),
+                        toolkit_version=__version__, extra={"limit": limit})
+    marker.write(out.plan_marker)
+    return marker
+
+
 def check_plan(marker: PlanMarker, src: Path | None, index_cfg: dict[str, Any]) -> None:
     """Refuse a run whose source or index settings differ from the frozen plan, or whose plan was
     made by an older toolkit (its paths may be relative to another working directory)."""

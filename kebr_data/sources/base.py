@@ -26,6 +26,9 @@ class Clip:
     split: str | None = None
     label: float | None = None
     given_text: str | None = None
+    label_t: float | None = None   # per-modality labels (CH-SIMS); None elsewhere
+    label_a: float | None = None
+    label_v: float | None = None
     #: size and mtime of each media file at index time: `--replan` recomputes clips whose media changed
     video_size: int | None = None
     video_mtime_ns: int | None = None

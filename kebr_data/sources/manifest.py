@@ -1,9 +1,10 @@
 """Manifest source: a CSV or Parquet table with at least `clip_id` and `video_path` or `audio_path`.
 
-Optional columns: speaker_id, split, label, given_text (or text). Relative paths are resolved
-against the manifest's folder (never the working directory). Text is UTF-8; a cell that is not,
-a label that is not a finite number (NaN included: leave the cell empty for an unlabelled clip),
-or a row without media becomes a rejected entry with its reason.
+Optional columns: speaker_id, split, label, label_t, label_a, label_v (per-modality labels),
+given_text (or text). Relative paths are resolved against the manifest's folder (never the working
+directory). Text is UTF-8; a cell that is not, a label that is not a finite number (NaN included:
+leave the cell empty for an unlabelled clip), or a row without media becomes a rejected entry with
+its reason.
 """
 
 from __future__ import annotations
@@ -51,7 +52,8 @@ def _clip(row: dict, base: Path) -> Clip:
                 audio_path=_path(base, row.get("audio_path"), "audio_path"),
                 speaker_id=text_value(row.get("speaker_id"), "speaker_id"),
                 split=text_value(row.get("split"), "split"), label=label_value(row.get("label")),
-                given_text=text_value(text, "given_text"))
+                given_text=text_value(text, "given_text"),
+                **{k: label_value(row.get(k)) for k in ("label_t", "label_a", "label_v")})
 
 
 def scan(src: Path) -> ScanResult:

@@ -2,9 +2,12 @@
 
 label.csv columns: `video_id, clip_id, text, label[, label_T, label_A, label_V], annotation, mode`.
 clip_id becomes `<video_id>$_$<clip_id>` (MMSA's convention), split comes from `mode`, the given
-transcript from `text`. A row whose video is missing still enters the plan, so the audio stage
-reports it as a failed clip instead of it silently vanishing. label.csv is UTF-8: a line that is
-not, a short line, or a label that is not a finite number is a rejected entry with its reason.
+transcript from `text`, the per-modality labels of CH-SIMS / CH-SIMS v2 from `label_T/A/V` (plan
+columns `label_t/a/v`). `label` and `mode` may be absent or empty (CH-SIMS v2's unlabelled clips):
+such clips have no label and no split, and serve pre-training. A row whose video is missing still
+enters the plan, so the audio stage reports it as a failed clip instead of it silently vanishing.
+label.csv is UTF-8: a line that is not, a short line, or a label that is not a finite number is a
+rejected entry with its reason.
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ from ..errors import PlanError
 from .base import VIDEO_EXTS, BadValue, Clip, ScanResult, label_value, text_value
 
 NAME = "mmsa"
-REQUIRED = ("video_id", "clip_id", "text", "label", "mode")
+REQUIRED = ("video_id", "clip_id", "text")
+MODALITY_LABELS = {"label_t": "label_T", "label_a": "label_A", "label_v": "label_V"}
 
 
 def detect(src: Path) -> bool:
@@ -52,12 +56,14 @@ def scan(src: Path) -> ScanResult:
             try:
                 video_id = text_value(row["video_id"], "video_id").strip()
                 clip = text_value(row["clip_id"], "clip_id").strip()
-                label = label_value(row["label"])
-                text, mode = text_value(row["text"], "text"), text_value(row["mode"], "mode").strip()
+                labels = {col: label_value(row.get(name)) for col, name in
+                          (("label", "label"), *MODALITY_LABELS.items())}
+                text, mode = text_value(row["text"], "text"), (text_value(row.get("mode"), "mode") or "").strip()
             except BadValue as exc:
                 result.rejected.append((where, str(exc)))
                 continue
             result.add(Clip(clip_id=f"{video_id}$_${clip}", source=NAME,
                             video_path=str(_video_path(src / "Raw", video_id, clip)),
-                            speaker_id=video_id, split=mode or None, label=label, given_text=text), where)
+                            speaker_id=video_id, split=mode or None, given_text=text, **labels), where)
     return result
+

@@ -17,15 +17,17 @@ from .acoustic import AcousticStage
 from .asr import AsrStage
 from .audio import AudioStage
 from .base import Stage
+from .faces import FacesStage
 from .mask import MaskStage
 from .melspec import MelspecStage
 from .opensmile import OpensmileStage
 from .ssl_audio import SslAudioStage
+from .video_encoder import VideoEncoderStage
 from .visual import VisualStage
 
 #: the toolkit's own stages, in pipeline order (`index` builds the plan and is run by the engine)
 BUILTIN: tuple[type[Stage], ...] = (AudioStage, AsrStage, MaskStage, AcousticStage, VisualStage, SslAudioStage,
-                                    OpensmileStage, MelspecStage)
+                                    OpensmileStage, MelspecStage, FacesStage, VideoEncoderStage)
 INDEX = "index"
 ENTRY_POINT_GROUP = "kebr_data.stages"
 

@@ -2,13 +2,22 @@
 
 Bit-identical to the direct librosa calls of the released recipe (see
 `kebr_data.features.librosa_33`), with filter banks cached once per worker process.
+
+librosa's numba kernels are compiled when it is first imported (about 30 s of one core). numba keeps
+them in a cache folder (`numba_cache_dir()`, shared by every worker and later run); the engine fills it
+once in the parent (`AcousticStage.warm_up`) before the workers start, so none of them stalls on it.
 """
 
 from __future__ import annotations
 
 import functools
+import os
+import sys
+import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -21,10 +30,42 @@ from ..schema import ACOUSTIC
 from .base import ClipInput, ClipStage, ShardContext
 
 
+def numba_cache_dir() -> Path:
+    """Where compiled librosa kernels are kept: $NUMBA_CACHE_DIR when set, else $KEBR_CACHE_DIR/numba,
+    else $XDG_CACHE_HOME/kebr/numba (~/.cache/kebr/numba): per user, so every run on the machine finds it."""
+    if os.environ.get("NUMBA_CACHE_DIR"):
+        return Path(os.environ["NUMBA_CACHE_DIR"])
+    if os.environ.get("KEBR_CACHE_DIR"):
+        return Path(os.environ["KEBR_CACHE_DIR"]) / "numba"
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "kebr" / "numba"
+
+
+def use_numba_cache() -> Path:
+    """Point numba's cache at `numba_cache_dir()` in this process and the workers it starts.
+
+    Must run before librosa is imported: numba picks a kernel's cache folder when the kernel is defined.
+    A folder that cannot be created is left alone (numba then falls back to its own places).
+    """
+    path = numba_cache_dir()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return path
+    os.environ["NUMBA_CACHE_DIR"] = str(path)
+    if "numba" in sys.modules:  # imported already (by another library): make it re-read the variable
+        sys.modules["numba"].core.config.reload_config()
+    return path
+
+
+def _cached_kernels(path: Path) -> set[str]:
+    return {p.name for p in path.rglob("*.nb[ic]")} if path.is_dir() else set()
+
+
 @functools.lru_cache(maxsize=1)
 def extractor() -> Any:
     """One extractor per worker process: its filter-bank caches outlive shards (librosa is imported here,
     not when the stage registry is, so other stages' workers never pay for it)."""
+    use_numba_cache()
     from ..features.librosa_33 import Librosa33
 
     return Librosa33(SR)
@@ -56,6 +97,21 @@ class AcousticStage(ClipStage):
     schema = ACOUSTIC
     upstream = ("plan", "audio")
     Settings = AcousticSettings
+
+    def warm_up(self, say: Callable[[str], None]) -> None:
+        """Compile librosa's kernels into the shared numba cache once, here, instead of in every worker."""
+        cache = use_numba_cache()
+        before = _cached_kernels(cache)
+        if not before:
+            say(f"compiling librosa kernels (once, into {cache}) ...")
+        t0 = time.monotonic()
+        y = np.sin(np.arange(SR, dtype=np.float32) * np.float32(2 * np.pi * 220 / SR))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            extractor().compute(y, self.cfg["recipe"])
+        if _cached_kernels(cache) != before:
+            say(f"librosa kernels compiled in {time.monotonic() - t0:.1f} s and cached for every worker and "
+                "later run (not counted in throughput)")
 
     def versions(self) -> dict[str, str]:
         import librosa

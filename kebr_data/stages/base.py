@@ -115,6 +115,11 @@ class Stage(ABC):
         """Columns to read from each upstream table (None = all)."""
         return {u: None for u in self.upstream}
 
+    def warm_up(self, say: Callable[[str], None]) -> None:
+        """One-time set-up run once by the engine before the workers start (e.g. compiling kernels into
+        a cache every worker reads), so no worker stalls on it and it stays out of the shards' wall times.
+        `say` prints a progress line."""
+
     @abstractmethod
     def run_shard(self, ctx: ShardContext) -> pa.Table:
         """Process one shard; return a table with one row per plan row, in plan order."""

@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 from ..config import content_hash, setting
 from ..errors import ClipSkipped, ConfigError
 from ..label_quality import prob_hist
-from ..lexicon import Lexicon, load_lexicon
+from ..masking import Lexicon, load_lexicon
 from ..masking import NoWords, mask_transcript, stable_index, word_prob
 from ..schema import MASK
 from .base import ClipInput, ClipStage, ShardContext

@@ -9,6 +9,7 @@
       _logs/<stage>/shard-00042.log     what the worker did
       plan/shard-00042.parquet      clips of shard 42, sorted by clip_id
       <stage>/shard-00042.parquet   one table per (stage, shard), rows in plan order
+      _limit/                       `extract --limit N`: an output folder of the plan's first N clips
 
 Table folders hold only Parquet files, so any Parquet reader (pyarrow, polars, duckdb, HF
 `datasets`) takes a stage by its folder. Folders written before version 0.2 kept markers and logs
@@ -51,6 +52,10 @@ class OutputDir:
     @property
     def lock_file(self) -> Path:
         return self.root / "_lock"
+
+    @property
+    def limit_dir(self) -> Path:
+        return self.root / "_limit"
 
     @property
     def plan_marker(self) -> Path:

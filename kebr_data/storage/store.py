@@ -93,6 +93,12 @@ def fix_command(root: Path, stage: str) -> str:
     return f"kebr-data extract --out {root} --stages {stage}"
 
 
+def no_plan_error(root: Path) -> PlanError:
+    """The error for a folder without a committed plan, naming the command that makes one."""
+    what = "does not exist" if not root.exists() else "is not a kebr-data output folder (no committed plan)"
+    return PlanError(f"{root} {what}: first run `kebr-data extract --src DATASET --out {root}`")
+
+
 class Store:
     """A read snapshot of one output folder (see the module docstring)."""
 
@@ -126,8 +132,7 @@ class Store:
         """The plan marker; a PlanError when `root` is not an output folder."""
         marker = self.plan_or_none()
         if marker is None:
-            raise PlanError(f"{self.root} is not a kebr-data output folder (no committed plan): create one with "
-                            "`kebr-data extract --src DATASET --out FOLDER`")
+            raise no_plan_error(self.root)
         return marker
 
     def forget_plan(self) -> None:
@@ -254,6 +259,20 @@ class Store:
             raise StaleOutputError(f"{stage} shard {shard:05d} of {self.root} is not aligned with the plan "
                                    f"(its rows are other clips); fix: {fix_command(self.root, stage)} --force")
         return table
+
+    def frame_width(self, stage: str, column: str = "features") -> int | None:
+        """The frame width of a stage's frame column, from the schema of its first committed shard
+        (None when no shard is committed or the column is not a frame column)."""
+        shards = self.committed_shards(stage)
+        if not shards:
+            return None
+        schema = pq.read_schema(self.out.table(stage, shards[0]))
+        if column not in schema.names:
+            return None
+        typ = schema.field(column).type
+        if pa.types.is_list(typ) and pa.types.is_fixed_size_list(typ.value_type):
+            return int(typ.value_type.list_size)
+        return None
 
     def frames(self, stage: str, shard: int, column: str = "features") -> Frames:
         """A frame-feature column as values + offsets."""

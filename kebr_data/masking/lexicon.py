@@ -13,8 +13,8 @@ import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
-from .deps import require
-from .errors import ConfigError
+from ..deps import require
+from ..errors import ConfigError
 
 #: characters folded before lookup, so a typographic apostrophe matches the lexicon's ASCII one
 _FOLD = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'", "\u2032": "'"})

@@ -1,0 +1,100 @@
+"""What a new user hits first: wrong paths and wrong order get the message naming the real problem
+(before any prerequisite check), a failed start leaves nothing behind, and the acoustic stage's
+one-time kernel compilation happens once, in a shared cache, before the workers start."""
+
+import json
+import os
+from pathlib import Path
+
+from helpers import DEMO, ROOT, extract_demo, run_cli, shard_files
+
+from kebr_data.storage.layout import OutputDir
+
+
+def _only_line(stderr: str) -> str:
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, stderr
+    return lines[0]
+
+
+def test_misspelt_source_is_named_before_prerequisites(tmp_path):
+    # the default stages include visual, whose OpenFace is missing here: that must not hide the typo
+    out = tmp_path / "features"
+    proc = run_cli("extract", "--src", str(ROOT / "demo/voxcelb"), "--out", str(out))
+    line = _only_line(proc.stderr)
+    assert proc.returncode == 2 and "demo/voxcelb does not exist" in line
+    assert f"did you mean {DEMO}?" in line and "OpenFace" not in proc.stderr
+    assert not out.exists()
+
+
+def test_failed_start_leaves_nothing_in_a_folder_it_created(tmp_path):
+    src = tmp_path / "empty_dataset"
+    src.mkdir()
+    out = tmp_path / "new" / "features"
+    proc = run_cli("extract", "--src", str(src), "--out", str(out), "--stages", "index")
+    assert proc.returncode == 2 and "no clips found" in _only_line(proc.stderr)
+    assert not (tmp_path / "new").exists()  # no _lock, no run.json, no empty folders
+    existing = tmp_path / "mine"
+    existing.mkdir()
+    proc = run_cli("extract", "--src", str(src), "--out", str(existing), "--stages", "index")
+    assert proc.returncode == 2 and existing.is_dir() and not any(existing.iterdir())
+
+
+def test_resume_without_src_in_a_missing_folder(tmp_path):
+    proc = run_cli("extract", "--out", str(tmp_path / "nothere"))
+    line = _only_line(proc.stderr)
+    assert proc.returncode == 2 and "does not exist" in line and "kebr-data extract --src DATASET" in line
+    assert not (tmp_path / "nothere").exists()
+
+
+def test_mask_on_a_folder_that_is_not_an_output_folder(tmp_path):
+    proc = run_cli("mask", "--out", str(tmp_path))
+    line = _only_line(proc.stderr)
+    assert proc.returncode == 2 and "is not a kebr-data output folder" in line
+    assert f"kebr-data extract --src DATASET --out {tmp_path}" in line and "give --src" not in line
+    assert not any(tmp_path.iterdir())
+
+
+def test_mask_before_asr_names_the_command(tmp_path):
+    out = tmp_path / "features"
+    extract_demo(out, "index", check=True)
+    proc = run_cli("mask", "--out", str(out))
+    line = _only_line(proc.stderr)
+    assert proc.returncode == 2 and "ASR has not run" in line
+    assert f"kebr-data extract --out {out} --stages audio,asr" in line
+    assert not (out / "mask").exists()
+
+
+def test_librosa_kernels_compile_once_before_the_workers(tmp_path):
+    cache = tmp_path / "cache"
+    env = {"KEBR_CACHE_DIR": str(cache), "NUMBA_CACHE_DIR": ""}  # empty = unset for numba and for us
+    first = extract_demo(tmp_path / "a", "index,audio,acoustic", "--workers", "2", "--max-failed", "1",
+                         env=env, check=True)
+    assert "acoustic: compiling librosa kernels (once" in first.stderr
+    assert "not counted in throughput" in first.stderr
+    assert first.stderr.index("compiling librosa kernels") < first.stderr.index("acoustic ")  # before the bar
+    kernels = sorted(p.relative_to(cache) for p in cache.rglob("*.nb[ic]"))
+    assert kernels and all(p.parts[0] == "numba" for p in kernels)
+    # every kernel was written before the acoustic worker started its shard: no worker compiled
+    marker = OutputDir(tmp_path / "a").marker("acoustic", 0)
+    worker_start = marker.stat().st_mtime - json.loads(marker.read_text())["wall_s"]
+    assert max((cache / p).stat().st_mtime for p in kernels) < worker_start
+    second = extract_demo(tmp_path / "b", "index,audio,acoustic", "--workers", "2", "--max-failed", "1",
+                          env=env, check=True)
+    assert "librosa kernels" not in second.stderr  # every process of the second run found them cached
+    assert sorted(p.relative_to(cache) for p in cache.rglob("*.nb[ic]")) == kernels
+    assert shard_files(tmp_path / "a") == shard_files(tmp_path / "b")
+
+
+def test_numba_cache_dir_defaults(monkeypatch, tmp_path):
+    from kebr_data.stages.acoustic import numba_cache_dir
+
+    for var in ("NUMBA_CACHE_DIR", "KEBR_CACHE_DIR", "XDG_CACHE_HOME"):
+        monkeypatch.delenv(var, raising=False)
+    assert numba_cache_dir() == Path(os.path.expanduser("~/.cache/kebr/numba"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert numba_cache_dir() == tmp_path / "xdg/kebr/numba"
+    monkeypatch.setenv("KEBR_CACHE_DIR", str(tmp_path / "k"))
+    assert numba_cache_dir() == tmp_path / "k/numba"
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "n"))
+    assert numba_cache_dir() == tmp_path / "n"
