@@ -287,3 +287,22 @@ def test_sweep_help_without_torch_and_a_failed_run_is_reported_not_hidden(tmp_pa
         locked = CliRunner().invoke(main, ["sweep", "--config", str(grid), "--shards", str(shards), "--out", str(out)])
     assert locked.exit_code == 2 and "in use by another run" in locked.output and "another sweep" in locked.output
     assert f"| {name} | /no/such/encoder | 0/1 | - | - | - |" in (out / "sweep.md").read_text()
+
+
+def test_modality_subsets_sweep_and_their_costs_differ(tmp_path):
+    """`"modalities.use"` as a grid key reaches the model: without visual, fewer parameters and FLOPs."""
+    from kebr_model.sweep import COST, _point_cost
+
+    shards = make_shards(tmp_path / "mosi", n=10, shard_size=5, seed=3, labelled=True)
+    sweep = load_sweep(grid_file(tmp_path, '[train]\nlayers = 1\nbatch_size = 4\n'
+                                           '[grid]\n"modalities.use" = ["ta", "tav"]\n'))
+    points = sweep.points()
+    assert [p.name for p in points] == ["modalities.use=ta", "modalities.use=tav"]
+    costs = []
+    for point in points:
+        (tmp_path / point.name).mkdir()
+        costs.append(_point_cost(sweep, point, shards, tmp_path / point.name))
+        assert json.loads((tmp_path / point.name / COST).read_text()) == costs[-1]
+    ta, tav = costs
+    assert ta["params"] < tav["params"] and ta["flops_per_clip"] < tav["flops_per_clip"]
+    assert ta["params"] == ta["trainable_params"] and ta["flops_batch_clips"] == 2  # the 2 test clips
