@@ -293,7 +293,7 @@ def test_mse_loss_option(tmp_path):
     batch = next(iter(t.batches("", 0, shuffle=False)))
     with torch.no_grad():
         out = t.model(batch, "pretrain")
-        terms = t.loss(out, batch["label"])
+        terms = t.loss(out, batch)
     assert float(terms["loss"]) == pytest.approx(float(((out.prediction - batch["label"]) ** 2).mean()))
 
 
