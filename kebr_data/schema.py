@@ -101,6 +101,13 @@ def same_columns(actual: pa.Schema, declared: pa.Schema) -> bool:
                for a, d in zip(actual, declared))
 
 
+def any_width(schema: pa.Schema) -> pa.Schema:
+    """`schema` with each frame column declared `ANY_WIDTH` (tables whose widths come from elsewhere)."""
+    for name in frame_columns(schema):
+        schema = schema.set(schema.get_field_index(name), frame_field(name, ANY_WIDTH))
+    return schema
+
+
 def frame_columns(schema: pa.Schema) -> dict[str, int]:
     """The frame-feature columns of a schema and their widths."""
     return {f.name: f.type.value_type.list_size for f in schema

@@ -47,6 +47,21 @@ class TrainSettings:
                                                        "linear (one Linear d->d, the released code)")
     dropout: float = setting(0.1, "TCMF dropout", min=0.0, max=1.0)
     head_dropout: float = setting(0.0, "dropout before the regression heads (released code: 0.5)", min=0.0, max=1.0)
+    fusion: Literal["tcmf", "sf", "tfn", "mult", "mmml"] = setting(
+        "tcmf", "how text, audio and visual are fused: tcmf (KEBR) | sf | tfn | mult (boosting-msa) | mmml")
+    per_modality_query: bool = setting(False, "tcmf: one query map per non-verbal modality (SKESL Eq. 2)")
+    mmml_variant: Literal["fused", "direct_concat", "concat_variation", "transformer_variation"] = setting(
+        "fused", "mmml: the fusion network or one of the paper's variants")
+    head_layers: int = setting(2, "fine-tuning head layers (2: KEBR's d->256->1; 3: MMML's three FC layers)", min=1)
+    scheme: Literal["single", "joint", "two-step"] = setting(
+        "single", "single (main head) | joint (main + unimodal heads, sum of alpha_k L_k) | two-step (the first "
+                  "step_one_epochs train the text encoder and unimodal heads, then the encoder is frozen and the "
+                  "fusion and main head train)")
+    alpha_main: float = setting(1.0, "weight of the main task's loss (joint)", min=0.0)
+    alpha_text: float = setting(0.0, "weight of the text head's loss; > 0 adds the head (joint, two-step)", min=0.0)
+    alpha_audio: float = setting(0.0, "weight of the audio head's loss; > 0 adds the head", min=0.0)
+    alpha_visual: float = setting(0.0, "weight of the visual head's loss; > 0 adds the head", min=0.0)
+    step_one_epochs: int = setting(1, "two-step: epochs of step one (unimodal heads)", min=1)
     use_tcmf: bool = setting(True, "ablation C3 when false: same layers, attention not driven by the text")
     use_mcc: bool = setting(True, "ablation C4 when false")
     mcc_space: Literal["pooled", "flatten"] = setting("pooled", "pooled (masked means) | flatten (the released "
@@ -128,6 +143,27 @@ class TrainConfig(TrainSettings):
     def check(self) -> None:
         if self.modalities.use not in MODALITY_SETS:
             raise ConfigError(f"modalities.use must be one of {', '.join(MODALITY_SETS)}")
+        if self.fusion != "tcmf" and self.task == "pretrain":
+            raise ConfigError(f"pre-training predicts the [MASK] token from TCMF's fused text sequence; fusion "
+                              f"{self.fusion!r} has none aligned with the tokens: pre-train with fusion = 'tcmf'")
+        no_sequence = self.fusion in ("sf", "tfn") or (self.fusion == "mmml" and self.mmml_variant == "direct_concat")
+        if self.use_mcc and no_sequence:
+            raise ConfigError(f"fusion {self.fusion!r} has no fused sequence for the MCC to compare: set use_mcc = false")
+        if self.use_mcc and self.fusion != "tcmf" and self.mcc_space == "pooled":
+            raise ConfigError("mcc_space = 'pooled' compares with TCMF's value maps; with fusion "
+                              f"{self.fusion!r} use mcc_space = 'flatten' (the raw inputs) or use_mcc = false")
+        if self.scheme != "single" and not any(self.alphas[m] > 0 for m in ("text", "audio", "visual")):
+            raise ConfigError(f"scheme {self.scheme!r} trains unimodal heads: set alpha_text, alpha_audio or "
+                              "alpha_visual > 0")
+        if self.scheme == "two-step" and self.epochs <= self.step_one_epochs:
+            raise ConfigError(f"scheme 'two-step' needs epochs > step_one_epochs ({self.step_one_epochs}) for step two")
+
+    @property
+    def alphas(self) -> dict[str, float]:
+        """Loss weight per task (main, text, audio, visual); a modality the model does not read has none."""
+        used = {"text": "t", "audio": "a", "visual": "v"}
+        return {"main": self.alpha_main} | {m: getattr(self, f"alpha_{m}") if c in self.modalities.use else 0.0
+                                            for m, c in used.items()}
 
     @property
     def used(self) -> dict[str, str]:

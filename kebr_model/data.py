@@ -29,6 +29,7 @@ from kebr_data.storage.store import PLAN, Store
 TEXT_COLUMNS = {"mask": ["status", "masked_text", "text", "label"], "asr": ["status", "text"]}
 MODALITIES = ("audio", "visual")
 LABELS = ("label", "label_t", "label_a", "label_v")
+MODALITY_LABELS = (("text", "label_t"), ("audio", "label_a"), ("visual", "label_v"))
 
 
 @dataclass
@@ -201,6 +202,8 @@ def shard_samples(root: Path, shard: int, task: str, tokenizer: Any, cfg: DataCo
         if encoded is None:
             continue
         sample = {"clip_id": p["clip_id"], "input_ids": encoded[0], "mask_pos": encoded[1], "label": float(label)}
+        if task != "pretrain":  # the unimodal heads' targets: a per-modality label, else the main one
+            sample |= {f"label_{m}": float(label if p.get(col) is None else p[col]) for m, col in MODALITY_LABELS}
         for m, stage in cfg.modalities.items():
             rows = frame_rows.get(stage)
             sample[m] = _frames(rows[i] if rows else None, cfg.max_frames(m), widths[m])
@@ -230,6 +233,8 @@ def collate(samples: list[dict], pad_id: int) -> dict[str, Any]:
     batch: dict[str, Any] = {"input_ids": ids, "attention_mask": att}
     for m in (m for m in MODALITIES if m in samples[0]):
         batch[m], batch[f"{m}_mask"] = _pad_frames([s[m] for s in samples], samples[0][m].shape[1])
+    for key in (f"label_{m}" for m, _ in MODALITY_LABELS if f"label_{m}" in samples[0]):
+        batch[key] = torch.tensor([s[key] for s in samples], dtype=torch.float32)
     return batch | {"mask_pos": torch.tensor([max(s["mask_pos"], 0) for s in samples]),
                     "label": torch.tensor([s["label"] for s in samples], dtype=torch.float32),
                     "clip_id": [s["clip_id"] for s in samples]}

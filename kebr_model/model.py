@@ -1,16 +1,20 @@
-"""The KEBR model: a Hugging Face text encoder, a fusion of the text with the non-verbal modalities
-(TCMF, built by `make_fusion` from the modalities' widths), a pre-training head on the [MASK]
-position and a fine-tuning head on the masked mean."""
+"""The model: a Hugging Face text encoder, a fusion of the text with the non-verbal modalities
+(KEBR's TCMF by default, or any fusion of `kebr_model.fusions`, built by `make_fusion` from the
+modalities' widths), a pre-training head on the [MASK] position, a fine-tuning head on the fused
+vector, and optional unimodal heads (boosting-msa, MMML) on each modality's clip vector."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
+from . import fusions
 from . import mcc as mcc_mod
+from .fusions.base import masked_mean
+from .heads import mlp
 from .tcmf import TCMF
 
 
@@ -21,20 +25,32 @@ class Output:
     c_v: torch.Tensor         # (B,) cosine of fused text and visual (zeros without visual)
     mcc: torch.Tensor         # (B,) per-sample MCC term
     mcc_valid: torch.Tensor   # (B,) samples that have both audio and visual frames (the term is defined)
+    modal: dict[str, torch.Tensor] = field(default_factory=dict)  # m -> (B,) unimodal heads' predictions
 
 
-def head(d: int, hidden: int = 256, dropout: float = 0.0) -> nn.Module:
-    """MLP d -> 256 -> 1 with ReLU (Eq. 15), after optional dropout (the released head: 0.5)."""
-    return nn.Sequential(nn.Dropout(dropout), nn.Linear(d, hidden), nn.ReLU(), nn.Linear(hidden, 1))
+def head(d: int, hidden: int = 256, dropout: float = 0.0, layers: int = 2) -> nn.Module:
+    """MLP d -> 256 -> 1 with ReLU (Eq. 15; `layers` = 3: MMML's three fully connected layers), after
+    optional dropout (the released head: 0.5)."""
+    return nn.Sequential(nn.Dropout(dropout), *mlp(d, hidden, layers))
 
 
 def make_fusion(cfg: Any, d_t: int, widths: dict[str, int]) -> nn.Module:
-    """The fusion module for `widths` (modality -> frame width): called as fusion(x_t, frames, masks)
-    with dicts by modality name, it returns (fused text, per-modality value sequences). One place to
-    plug in other fusions."""
-    return TCMF(d_t, widths, getattr(cfg, "layers", 4), getattr(cfg, "shared_layers", False),
-                getattr(cfg, "dropout", 0.1), uniform=not getattr(cfg, "use_tcmf", True),
-                ffn=getattr(cfg, "ffn", "gelu4"))
+    """The fusion module for `widths` (modality -> frame width). KEBR's TCMF is called as
+    fusion(x_t, frames, masks) and returns (fused text, per-modality value sequences); any other
+    choice is a `kebr_model.fusions` module over {"text": x_t, **frames}, returning a FusionOutput."""
+    get = (lambda k, d: getattr(cfg, k, d)) if cfg is not None else (lambda k, d: d)
+    name = get("fusion", "tcmf")
+    if name == "tcmf" and not get("per_modality_query", False):
+        return TCMF(d_t, widths, get("layers", 4), get("shared_layers", False), get("dropout", 0.1),
+                    uniform=not get("use_tcmf", True), ffn=get("ffn", "gelu4"))
+    options: dict[str, Any] = {
+        "tcmf": {"layers": get("layers", 4), "shared": get("shared_layers", False), "dropout": get("dropout", 0.1),
+                 "uniform": not get("use_tcmf", True), "per_modality_query": get("per_modality_query", False),
+                 "ffn": get("ffn", "gelu4")},
+        "mult": {"dropout": get("dropout", 0.1)},
+        "mmml": {"dropout": get("dropout", 0.1), "variant": get("mmml_variant", "fused")},
+    }.get(name, {})
+    return fusions.make_fusion(name, {"text": d_t, **widths}, **options)
 
 
 class KEBR(nn.Module):
@@ -47,8 +63,14 @@ class KEBR(nn.Module):
         d_t = encoder.config.hidden_size
         self.widths = dict(widths)
         self.fusion = make_fusion(cfg, d_t, self.widths)
+        self.zoo = isinstance(self.fusion, fusions.Fusion)
+        fused_dim = self.fusion.out_dim if self.zoo else d_t
         self.pretrain_head = head(d_t, dropout=get("head_dropout", 0.0))
-        self.finetune_head = head(d_t, dropout=get("head_dropout", 0.0))
+        self.finetune_head = head(fused_dim, dropout=get("head_dropout", 0.0), layers=get("head_layers", 2))
+        alphas = cfg.alphas if cfg is not None and hasattr(cfg, "alphas") else {}
+        modal_widths = {"text": d_t, **self.widths}
+        self.modal_heads = nn.ModuleDict({m: head(modal_widths[m]) for m in ("text", "audio", "visual")
+                                          if alphas.get(m, 0.0) > 0 and m in modal_widths})
         self.mcc_space, self.mcc_form = get("mcc_space", "pooled"), get("mcc_form", "paper")
         self.mcc_s, self.mcc_g, self.mcc_negative = get("mcc_s", 1.0), get("mcc_g", 0.2), get("mcc_negative", "constant")
 
@@ -57,19 +79,29 @@ class KEBR(nn.Module):
         x_t = self.encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
         frames = {m: batch[m] for m in self.widths}
         masks = {m: batch[f"{m}_mask"] for m in self.widths}
-        x_k, values = self.fusion(x_t, frames, masks)
+        if self.zoo:
+            fused = self.fusion({"text": x_t, **frames}, {"text": text_mask, **masks})
+            x_k, pooled = fused.sequence, fused.pooled
+        else:
+            x_k, _ = self.fusion(x_t, frames, masks)
+            pooled = mcc_mod.masked_mean(x_k, text_mask)
         if task == "pretrain":
             x = x_k[torch.arange(x_k.shape[0], device=x_k.device), batch["mask_pos"]]
             prediction = self.pretrain_head(x).squeeze(-1)
         else:
-            prediction = self.finetune_head(mcc_mod.masked_mean(x_k, text_mask)).squeeze(-1)
-        cos = {m: self.cosine(m, x_k, text_mask, frames[m], masks[m]) for m in self.widths}
-        zero = x_k.new_zeros(x_k.shape[0])
+            prediction = self.finetune_head(pooled).squeeze(-1)
+        zero = x_t.new_zeros(x_t.shape[0])
+        seq_mask = fused.sequence_mask if self.zoo else text_mask
+        # c_m needs a fused sequence, and in the pooled space TCMF's value maps (zeros where undefined)
+        defined = x_k is not None and (self.mcc_space == "flatten" or not self.zoo or hasattr(self.fusion, "tcmf"))
+        cos = {m: self.cosine(m, x_k, seq_mask, frames[m], masks[m]) if defined else zero for m in self.widths}
+        clip = {"text": masked_mean(x_t, text_mask), **{m: masked_mean(frames[m], masks[m]) for m in self.widths}}
+        modal = {m: h(clip[m]).squeeze(-1) for m, h in self.modal_heads.items()}
         c_a, c_v = cos.get("audio", zero), cos.get("visual", zero)
         term = mcc_mod.per_sample(self.mcc_form, c_a, c_v, self.mcc_s, self.mcc_g, self.mcc_negative)
         both = "audio" in masks and "visual" in masks
         valid = masks["audio"].any(1) & masks["visual"].any(1) if both else torch.zeros_like(zero, dtype=torch.bool)
-        return Output(prediction, c_a, c_v, term, valid)
+        return Output(prediction, c_a, c_v, term, valid, modal)
 
     def cosine(self, m: str, x_k: torch.Tensor, text_mask: torch.Tensor, frames: torch.Tensor,
                mask: torch.Tensor) -> torch.Tensor:
@@ -78,4 +110,5 @@ class KEBR(nn.Module):
         if self.mcc_space == "flatten":
             return mcc_mod.flatten_cosine(x_k, text_mask, frames, mask)
         p = mcc_mod.masked_mean(x_k, text_mask)
-        return nn.functional.cosine_similarity(p, self.fusion.last.modal[m].pooled_value(frames, mask), dim=-1)
+        tcmf = self.fusion.tcmf if self.zoo else self.fusion
+        return nn.functional.cosine_similarity(p, tcmf.last.modal[m].pooled_value(frames, mask), dim=-1)

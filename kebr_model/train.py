@@ -25,6 +25,7 @@ from .metrics import dataset_metrics, metric_set, selection_score
 from .optim import make_optimizer, make_scheduler
 from .jsonout import dumps
 from .model import KEBR, Output
+from .heads import weighted_loss
 from .mcc import loss_weight
 from .preflight import TrainSetupError
 from .progress import StepProgress
@@ -127,20 +128,46 @@ class Trainer:
             return torch.bfloat16 if self.device.type == "cuda" else None
         return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[p]
 
+    def phase(self) -> str:
+        """The training scheme at this epoch: single, joint, or two-step's step `one` then `two`."""
+        if self.cfg.scheme == "two-step":
+            return "one" if self.state["epoch"] < self.cfg.step_one_epochs else "two"
+        return self.cfg.scheme
+
     def train_mode(self) -> None:
         self.model.train()
+        if self.phase() == "two":  # two-step, step two: the encoder and unimodal heads stay as step one left them
+            for frozen in (self.model.encoder, self.model.modal_heads):
+                frozen.requires_grad_(False)
+                frozen.eval()
         if self.cfg.freeze_encoder:
             self.model.encoder.eval()  # frozen means no dropout either (a trap of the released code)
 
-    def loss(self, out: Output, label: torch.Tensor) -> dict[str, torch.Tensor]:
-        """L1 plus the MCC term over samples that have both modalities (identical in training and validation)."""
-        diff = out.prediction.float() - label
+    def _task_loss(self, prediction: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        diff = prediction.float() - label
         l1 = torch.abs(diff).mean()
-        task = l1 if self.cfg.loss == "l1" else (diff ** 2).mean()
+        return (l1 if self.cfg.loss == "l1" else (diff ** 2).mean()), l1
+
+    def loss(self, out: Output, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """The task loss (L1 or MSE) plus the MCC term over samples that have both modalities, and, in the
+        joint and two-step schemes, sum_k alpha_k L_k over the unimodal heads, each on its own label where the
+        plan has one (CH-SIMS) else the main label (identical in training and validation)."""
+        label, phase, alphas = batch["label"], self.phase(), self.cfg.alphas
+        task, l1 = self._task_loss(out.prediction, label)
         valid = out.mcc_valid.float()
         mcc = (out.mcc.float() * valid).sum() / valid.sum().clamp(min=1.0)
-        total = task + loss_weight(self.cfg.mcc_form) * mcc if self.cfg.use_mcc else task
-        return {"loss": total, "task": task, "l1": l1, "mcc": mcc}
+        total = {"single": task, "joint": alphas["main"] * task, "one": task * 0, "two": task}[phase]
+        if self.cfg.use_mcc and phase != "one":
+            total = total + loss_weight(self.cfg.mcc_form) * mcc
+        terms = {"task": task, "l1": l1, "mcc": mcc}
+        if phase in ("joint", "one") and out.modal:
+            labels = {m: batch[f"label_{m}"] for m in out.modal if f"label_{m}" in batch}
+            valid = {m: batch[f"{m}_mask"].any(1) for m in out.modal if f"{m}_mask" in batch}
+            modal, parts = weighted_loss(out.modal, label, {m: alphas[m] for m in out.modal}, labels,
+                                         self.cfg.loss, valid)
+            total = total + modal
+            terms |= {f"task_{m}": v for m, v in parts.items()}
+        return {"loss": total, **terms}
 
     def _to_device(self, batch: dict[str, Any]) -> dict[str, Any]:
         return {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
@@ -155,7 +182,7 @@ class Trainer:
         batch = self._to_device(batch)
         with self._autocast():
             out = self.net(batch, self.cfg.task)
-            terms = self.loss(out, batch["label"])
+            terms = self.loss(out, batch)
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:
             self.scaler.scale(terms["loss"]).backward()
@@ -194,7 +221,7 @@ class Trainer:
             batch = self._to_device(batch)
             with self._autocast():
                 out = self.model(batch, self.cfg.task)
-                terms = self.loss(out, batch["label"])
+                terms = self.loss(out, batch)
             size = len(batch["label"])
             for k in totals:
                 totals[k] += float(terms[k]) * size
@@ -285,7 +312,8 @@ class Trainer:
                 if cfg.valid_split:
                     valid = self.evaluate(cfg.valid_split)
                     self.log({"step": self.state["step"], "epoch": self.state["epoch"], "split": "valid", **valid})
-                    score = selection_score(cfg.select_on, valid)
+                    # two-step: model selection starts with step two (step one trains other heads)
+                    score = None if self.phase() == "one" else selection_score(cfg.select_on, valid)
                     if score is not None and score < self.state["best_valid"]:
                         self.state["best_valid"] = score
                         self.state["bad_validations"] = 0

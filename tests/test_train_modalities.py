@@ -18,6 +18,7 @@ import torch
 from shard_factory import make_shards
 
 from kebr_data.errors import ConfigError
+from kebr_data.validate import validate
 from kebr_model import checkpoint, mcc
 from kebr_model.config import TrainConfig
 from kebr_model.optim import lr_factor
@@ -111,6 +112,8 @@ def test_mmsa_pickles_of_any_width_train_end_to_end(tmp_path, dims):
 
     pkl = mmsa_pickle(tmp_path / "mosi.pkl", *dims)
     assert import_mmsa(load_mmsa_pickle(pkl, True), tmp_path / "f") == {"train": 8, "valid": 2, "test": 2}
+    checked, problems = validate(tmp_path / "f")  # the pickle's widths are the tables' own, not 33/709
+    assert checked > 0 and problems == []
     trainer = Trainer(finetune(epochs=2), tmp_path / "f", tmp_path / "run")
     assert trainer.widths == {"audio": dims[0], "visual": dims[1]}
     batch = next(iter(trainer.batches("train", 0, shuffle=False)))
@@ -293,7 +296,7 @@ def test_mse_loss_option(tmp_path):
     batch = next(iter(t.batches("", 0, shuffle=False)))
     with torch.no_grad():
         out = t.model(batch, "pretrain")
-        terms = t.loss(out, batch["label"])
+        terms = t.loss(out, batch)
     assert float(terms["loss"]) == pytest.approx(float(((out.prediction - batch["label"]) ** 2).mean()))
 
 

@@ -27,7 +27,7 @@ from ..errors import ClipError, ClipSkipped
 from ..features.recipe import HOP, N_FFT, SR
 from ..media.flac import decode_flac
 from ..schema import ACOUSTIC
-from .base import ClipInput, ClipStage, ShardContext
+from .base import AudioClipStage, ClipInput, ShardContext
 
 
 def numba_cache_dir() -> Path:
@@ -89,13 +89,12 @@ class AcousticSettings:
                     "computes; paper: log F0 (pYIN 65-400 Hz, unvoiced 0.0) instead of the ZCR")
 
 
-class AcousticStage(ClipStage):
+class AcousticStage(AudioClipStage):
     """frames × 33 float32 per clip at 22,050 / 512 ≈ 43.07 frames per second."""
 
     name = "acoustic"
     version = "1"
     schema = ACOUSTIC
-    upstream = ("plan", "audio")
     Settings = AcousticSettings
 
     def warm_up(self, say: Callable[[str], None]) -> None:
@@ -117,9 +116,6 @@ class AcousticStage(ClipStage):
         import librosa
 
         return {"librosa": librosa.__version__, "numpy": np.__version__}
-
-    def input_columns(self) -> dict[str, list[str] | None]:
-        return {"audio": ["clip_id", "status", "error", "flac"]}
 
     def process(self, clip: ClipInput, ctx: ShardContext) -> dict[str, Any]:
         samples, sr = decode_flac(clip.upstream["audio"]["flac"])

@@ -197,3 +197,12 @@ class ClipStage(Stage):
             return row(clip.clip_id, exc.status, exc.error, redact(exc.message))
         ctx.log.info("ok %s (%.3f s)", clip.clip_id, time.monotonic() - t0)
         return result
+
+
+class AudioClipStage(ClipStage):
+    """A clip stage computed from the audio stage's FLAC alone (acoustic, melspec, ...)."""
+
+    upstream = ("plan", "audio")
+
+    def input_columns(self) -> dict[str, list[str] | None]:
+        return {"audio": ["clip_id", "status", "error", "flac"]}

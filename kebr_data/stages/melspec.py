@@ -17,7 +17,7 @@ from ..errors import ClipError
 from ..features.resample import at_rate
 from ..media.flac import decode_flac
 from ..schema import ANY_WIDTH, COMMON, frame_field
-from .base import ClipInput, ClipStage, ShardContext
+from .base import AudioClipStage, ClipInput, ShardContext
 
 
 def melspec_schema(width: int) -> pa.Schema:
@@ -44,13 +44,12 @@ class MelspecSettings:
     top_db: float = setting(80.0, "librosa.power_to_db's floor below the loudest bin; 0 = none", min=0.0)
 
 
-class MelspecStage(ClipStage):
+class MelspecStage(AudioClipStage):
     """frames × n_mels float32 (dB) per clip at 1 / hop_s frames per second."""
 
     name = "melspec"
     version = "1"
     schema = melspec_schema(ANY_WIDTH)
-    upstream = ("plan", "audio")
     Settings = MelspecSettings
     extract_default = False
 
@@ -62,9 +61,6 @@ class MelspecStage(ClipStage):
         import librosa
 
         return {"librosa": librosa.__version__, "numpy": np.__version__}
-
-    def input_columns(self) -> dict[str, list[str] | None]:
-        return {"audio": ["clip_id", "status", "error", "flac"]}
 
     def process(self, clip: ClipInput, ctx: ShardContext) -> dict[str, Any]:
         import librosa
