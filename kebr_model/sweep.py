@@ -13,7 +13,9 @@ The grid file (TOML):
     [train]                                 # options every point shares (as --set)
     layers = 1
     [grid]                                  # the cartesian product of these lists
-    mcc_g = [-0.5, -0.25, 0.0, 0.25, 0.5]
+    mcc_g = [-0.5, -0.25, 0.0, 0.25, 0.5]   # any --set key; `config` takes trainer config files
+
+Each point-seed runs in OUT/<point>/seed-N/ and is done when its sweep_result.json exists.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ else:  # pragma: no cover
 COMMANDS = ("pretrain", "finetune", "train")
 SWEEP_KEYS = ("command", "seeds", "config", "init", "plot_x", "plot_metric")
 TABLES = ("sweep", "grid", "train")
+CONFIG = "config"  # the grid key whose values are trainer config files (e.g. pipelines/systems/*.toml)
 RESULT = "sweep_result.json"  # a point-seed's final metrics: its presence means "finished, not rerun"
 COST = "model_cost.json"
 # reported first, in this order (MMSA's), then any other metric alphabetically
@@ -88,9 +91,15 @@ class Sweep:
         return [Point(n, c) for n, c in zip(names, combos)]
 
     def overrides(self, point: Point, seed: int) -> list[str]:
-        """`key=value` (TOML values) for `--set`: the [train] table, the point's values, the seed."""
-        values = {**self.fixed, **point.values, "seed": seed}
+        """`key=value` (TOML values) for `--set`: the [train] table, the point's values (but `config`),
+        the seed."""
+        values = {**self.fixed, **{k: v for k, v in point.values.items() if k != CONFIG}, "seed": seed}
         return [f"{k}={toml_value(v)}" for k, v in values.items()]
+
+    def config_files(self, point: Point) -> list[Path]:
+        """The trainer configs of a point: [sweep] config, then the point's `config` grid value(s)."""
+        extra = point.values.get(CONFIG, [])
+        return self.configs + [Path(c) for c in (extra if isinstance(extra, list) else [extra])]
 
 
 def _digest(values: dict[str, Any]) -> str:
@@ -113,11 +122,16 @@ def point_name(values: dict[str, Any]) -> str:
     one, gets a digest of the values so that two points never share a folder. Never `..` or a path."""
     if not values:
         return "base"
-    raw = ",".join(f"{k}={_text(v)}" for k, v in values.items())
+    raw = ",".join(f"{k}={_text(_stems(v) if k == CONFIG else v)}" for k, v in values.items())
     safe = SAFE.sub("_", raw)
     if safe != raw or len(safe) > 80:
         safe = f"{safe[:80]}~{_digest(values)}"
     return safe
+
+
+def _stems(value: Any) -> Any:
+    """A config grid value named by its file name(s) without folder and suffix."""
+    return [Path(v).stem for v in value] if isinstance(value, list) else Path(value).stem
 
 
 def toml_value(value: Any) -> str:
@@ -183,7 +197,15 @@ def load_sweep(path: Path) -> Sweep:
     if sweep.plot_x is not None and sweep.plot_x not in sweep.grid:
         hint = did_you_mean(sweep.plot_x, list(sweep.grid))
         raise SweepError(f"{path}: plot_x {sweep.plot_x!r} is not a grid key{hint}")
-    for c in sweep.configs + ([sweep.init] if sweep.init else []):
+    files = sweep.grid.get(CONFIG, [])
+    for value in files:
+        if not all(isinstance(v, str) for v in (value if isinstance(value, list) else [value])):
+            raise SweepError(f"{path}: [grid] config lists config files (or lists of them), got {value!r}")
+    named = [point_name({CONFIG: v}) for v in files]
+    if len(set(named)) != len(named):
+        raise SweepError(f"{path}: [grid] config: two files share a name ({', '.join(named)}): rename one")
+    extra = [Path(c) for v in files for c in (v if isinstance(v, list) else [v])]
+    for c in sweep.configs + extra + ([sweep.init] if sweep.init else []):
         if not c.exists():
             raise SweepError(f"{path}: {c} does not exist (paths are relative to the current folder)")
     checks = [("[train]", Point("base", {}))]
@@ -191,7 +213,7 @@ def load_sweep(path: Path) -> Sweep:
     checks += [(f"grid point {p.name}", p) for p in sweep.points()]
     for where, point in checks:
         try:
-            TrainConfig.load(sweep.configs, sweep.overrides(point, sweep.seeds[0]))
+            TrainConfig.load(sweep.config_files(point), sweep.overrides(point, sweep.seeds[0]))
         except (ValueError, KebrError) as exc:  # the trainer's own checks: unknown key, type, range, choice
             raise SweepError(f"{path}: {where}: {exc}") from None
     return sweep
@@ -201,7 +223,7 @@ def run_args(sweep: Sweep, point: Point, seed: int, shards: Path, out: Path) -> 
     """The argument list of one point-seed's `kebr-train` run (no shell)."""
     args = [sys.executable, "-m", "kebr_model.cli", sweep.command, "--shards", str(shards), "--out", str(out),
             "--resume", "auto"]
-    for c in sweep.configs:
+    for c in sweep.config_files(point):
         args += ["--config", str(c)]
     if sweep.init is not None:
         args += ["--init", str(sweep.init)]
@@ -304,7 +326,7 @@ def _point_cost(sweep: Sweep, point: Point, shards: Path, point_dir: Path) -> di
     cached = point_dir / COST
     if cached.is_file():
         return json.loads(cached.read_text())
-    cfg = TrainConfig.load(sweep.configs, sweep.overrides(point, sweep.seeds[0]), task=_task(sweep))
+    cfg = TrainConfig.load(sweep.config_files(point), sweep.overrides(point, sweep.seeds[0]), task=_task(sweep))
     cost = model_cost(cfg, shards)
     _write_json(cached, cost)
     return cost
@@ -337,7 +359,8 @@ def markdown(sweep: Sweep, metrics: list[str], rows: list[dict[str, Any]]) -> st
     lines = ["| " + " | ".join(head) + " |", "|---|" + "---|" * len(keys) + "---:|" * (len(head) - 1 - len(keys))]
     for row in rows:
         cost = row["cost"]
-        cells = [row["point"].name, *(_text(row["point"].values[k]) for k in keys),
+        shown = {k: _stems(v) if k == CONFIG else v for k, v in row["point"].values.items()}
+        cells = [row["point"].name, *(_text(shown[k]) for k in keys),
                  f"{row['seeds']}/{len(sweep.seeds)}",
                  *(_human(cost[c]) if c in cost else "-" for c in ("params", "trainable_params", "flops_per_clip"))]
         for m in metrics:
@@ -386,7 +409,8 @@ def plot_sweep(sweep: Sweep, metrics: list[str], rows: list[dict[str, Any]], pat
         mean, std, _ = row["stats"].get(metric, (None, None, 0))
         if mean is None:
             continue
-        label = ",".join(f"{k}={_text(v)}" for k, v in values.items() if k != x_key) or metric
+        label = ",".join(f"{k}={_text(_stems(v) if k == CONFIG else v)}" for k, v in values.items()
+                         if k != x_key) or metric
         lines.setdefault(label, []).append((position[json.dumps(values[x_key])], mean, std or 0.0))
     fig, ax = plt.subplots(figsize=(7, 4))
     for label, pts in lines.items():
@@ -394,7 +418,7 @@ def plot_sweep(sweep: Sweep, metrics: list[str], rows: list[dict[str, Any]], pat
         ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts], marker="o", capsize=3,
                     label=label)
     if not numeric:
-        ax.set_xticks(range(len(xs)), [_text(v) for v in xs])
+        ax.set_xticks(range(len(xs)), [_text(_stems(v) if x_key == CONFIG else v) for v in xs])
     ax.set(xlabel=x_key, ylabel=f"{metric} (mean ± std over seeds)", title=f"{metric} vs {x_key}")
     if len(lines) > 1:
         ax.legend(fontsize="small")

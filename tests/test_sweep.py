@@ -36,7 +36,10 @@ def test_unknown_keys_fail_up_front_with_did_you_mean(tmp_path):
         ("[train]\nbach_size = 4\n",
          "[train]: unknown config key 'train.bach_size' (did you mean train.batch_size?)"),
         ("[grid]\nlayers = [1, 'two']\n", "[grid] layers = \"two\": config key train.layers expects int"),
-        ("[grid]\n\"modalities.use\" = ['ta', 'tx']\n", "[grid] modalities.use = \"tx\": config key modalities.use expects"),
+        ("[grid]\n\"modalities.use\" = ['ta', 'tx']\n",
+         "[grid] modalities.use = \"tx\": config key modalities.use expects"),
+        ("[grid]\nconfig = ['a/x.toml', 'b/x.toml']\n", "two files share a name"),
+        ("[grid]\nconfig = ['nowhere.toml']\n", "nowhere.toml does not exist"),
         ("[sweep]\nseed = [1]\n", "unknown [sweep] key 'seed' (did you mean seeds?)"),
         ("[grids]\nlayers = [1]\n", "unknown table [grids] (did you mean grid?)"),
         ("[grid]\nseed = [1, 2]\n", "seeds go in [sweep]"),
@@ -306,3 +309,31 @@ def test_modality_subsets_sweep_and_their_costs_differ(tmp_path):
     ta, tav = costs
     assert ta["params"] < tav["params"] and ta["flops_per_clip"] < tav["flops_per_clip"]
     assert ta["params"] == ta["trainable_params"] and ta["flops_batch_clips"] == 2  # the 2 test clips
+
+
+def test_a_sweep_over_system_configs_and_a_zoo_fusion_tsne(tmp_path):
+    """`config` as a grid key: each value a trainer config (here two of pipelines/systems/) added after
+    [sweep] config; points named by the file stems; sf (a kebr_model.fusions module) has fewer
+    parameters than 1-layer TCMF; eval --tsne reads the zoo fusion's per-modality and pooled vectors."""
+    shards = make_shards(tmp_path / "mosi", n=10, shard_size=5, seed=3, labelled=True)
+    grid = grid_file(tmp_path, '[sweep]\nseeds = [1]\n[train]\nlayers = 1\nbatch_size = 4\ncheckpoint_every = 0\n'
+                               'max_steps = 1\n[grid]\nconfig = ["pipelines/systems/kebr.toml", '
+                               '"pipelines/systems/boosting_sf_single.toml"]\n')
+    out = tmp_path / "sweep"
+    proc = subprocess.run([sys.executable, "-m", "kebr_model.cli", "sweep", "--config", str(grid), "--shards",
+                           str(shards), "--out", str(out)], capture_output=True, text=True, timeout=1200, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = {r["point"]: r for r in csv.DictReader((out / "sweep.csv").open())}
+    assert list(rows) == ["config=kebr", "config=boosting_sf_single"]
+    assert rows["config=kebr"]["config"] == "pipelines/systems/kebr.toml"
+    assert int(rows["config=boosting_sf_single"]["params"]) < int(rows["config=kebr"]["params"])
+    assert "| config=boosting_sf_single | boosting_sf_single | 1/1 |" in (out / "sweep.md").read_text()
+    from kebr_model import checkpoint
+
+    run = out / "config=boosting_sf_single/seed-1"
+    saved = checkpoint.read_state(checkpoint.latest(run))["config"]
+    assert saved["fusion"] == "sf" and saved["scheme"] == "single" and saved["layers"] == 1
+    tsne = CliRunner().invoke(main, ["eval", "--shards", str(shards), "--run", str(run), "--split", "train",
+                                     "--tsne", str(tmp_path / "sf.png")])
+    assert tsne.exit_code == 0, tsne.output
+    assert Image.open(tmp_path / "sf.png").format == "PNG"
