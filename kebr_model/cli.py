@@ -257,8 +257,11 @@ def finetune_cmd(**kwargs: Any) -> None:
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a training option.")
 @click.option("--predictions", type=click.Path(dir_okay=False, path_type=Path),
               help="Per-clip predictions file; default RUN/predictions-SPLIT.parquet.")
+@click.option("--tsne", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also draw the split's pooled text/audio/visual/fused features with t-SNE into this PNG.")
 @_careful
-def eval_cmd(shards: Path, run: Path, split: str, overrides: tuple[str, ...], predictions: Path | None) -> None:
+def eval_cmd(shards: Path, run: Path, split: str, overrides: tuple[str, ...], predictions: Path | None,
+             tsne: Path | None) -> None:
     """Evaluate a run's best (else latest) checkpoint on one split: loss and the dataset's metrics as JSON,
     and one row per clip (clip_id, split, label, prediction, c_a, c_v) in a Parquet file."""
     _needs_torch()
@@ -280,6 +283,12 @@ def eval_cmd(shards: Path, run: Path, split: str, overrides: tuple[str, ...], pr
     result = trainer.evaluate(split, rows)
     write_predictions(predictions or run / f"predictions-{split}.parquet", rows)
     click.echo(dumps(result, indent=2))
+    if tsne is not None:
+        from .tsne import plot_tsne, pooled_features
+
+        found = pooled_features(trainer.model, trainer.batches(split, 0, shuffle=False),
+                                lambda batch: trainer.model(trainer._to_device(batch), cfg.task))
+        plot_tsne(*found, tsne, seed=cfg.seed, title=f"{run.name}, split {split}")
 
 
 def write_predictions(path: Path, rows: list[dict]) -> None:
@@ -358,6 +367,23 @@ def import_mmsa_cmd(pickle_file: Path, out: Path, trust_pickle: bool, replan: bo
     except (UntrustedPickle, ValueError) as exc:
         raise click.UsageError(str(exc)) from None
     click.echo(dumps(counts))
+
+
+@main.command("sweep", context_settings=CONTEXT)
+@click.option("--config", "grid", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Grid file: [sweep] command/seeds/config, [train] shared options, [grid] lists to cross.")
+@click.option("--shards", required=True, type=click.Path(path_type=Path), help="A kebr-data output folder.")
+@click.option("--out", required=True, type=click.Path(path_type=Path),
+              help="Sweep folder: OUT/<point>/seed-N/ runs, sweep.md, sweep.csv, sweep.png.")
+@click.option("--dry-run", is_flag=True, help="Print each run's kebr-train command line; run nothing.")
+@_careful
+def sweep_cmd(grid: Path, shards: Path, out: Path, dry_run: bool) -> None:
+    """Run a grid of options x seeds (each a resumable run; finished ones are kept) and write a
+    mean ± std table with parameter and FLOP counts, and a plot."""
+    _needs_torch()
+    from .sweep import load_sweep, run_sweep
+
+    click.echo(run_sweep(load_sweep(grid), shards, out, echo=lambda line: click.echo(line, err=True), dry_run=dry_run))
 
 
 if __name__ == "__main__":  # pragma: no cover

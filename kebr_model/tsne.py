@@ -1,0 +1,119 @@
+"""t-SNE maps of pooled features (KEBR Fig. 6): one panel per feature set (text, audio, visual,
+fused), each clip a point coloured by its sentiment label, to see which representation separates
+positive from negative clips.
+
+`pooled_features` collects the clip vectors from a model whose fusion is one of `kebr_model.fusions`
+(a forward hook on the `Fusion` module: `per_modality[m]` and `pooled`); `plot_tsne` takes any
+arrays, so that features from elsewhere can be drawn the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kebr_data.errors import KebrError
+
+PANELS = ("text", "audio", "visual", "fused")
+
+
+class FeatureError(KebrError, ValueError):
+    """Features that cannot be drawn (too few clips, mismatched rows, no fusion module)."""
+
+
+def embed(features: np.ndarray, seed: int = 0, perplexity: float = 30.0) -> np.ndarray:
+    """(n, d) -> (n, 2) with scikit-learn's TSNE (PCA initialisation, fixed seed). The perplexity
+    is capped at (n - 1) / 3, which scikit-learn's neighbour search needs (it must be below n)."""
+    from kebr_data.deps import require
+
+    TSNE = require("sklearn.manifold", "train", "the t-SNE plot (scikit-learn)").TSNE
+    x = np.asarray(features, dtype=np.float64)
+    if x.ndim != 2 or len(x) < 3:
+        raise FeatureError(f"t-SNE needs an (n, d) array with n >= 3 clips, got shape {x.shape}")
+    p = min(float(perplexity), (len(x) - 1) / 3)
+    return TSNE(n_components=2, perplexity=p, init="pca", random_state=seed).fit_transform(x)
+
+
+def plot_tsne(features: dict[str, np.ndarray], labels: np.ndarray, path: Path, seed: int = 0,
+              perplexity: float = 30.0, title: str = "") -> dict[str, np.ndarray]:
+    """Write a PNG with one t-SNE panel per feature set (in PANELS order, then any others), points
+    coloured by label (diverging colour map centred on 0: negative blue, positive red). Returns the
+    2-D embeddings by name."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import TwoSlopeNorm
+
+    y = np.asarray(labels, dtype=np.float64)
+    names = [n for n in PANELS if n in features] + [n for n in features if n not in PANELS]
+    if not names:
+        raise FeatureError("plot_tsne needs at least one feature set")
+    for n in names:
+        if len(features[n]) != len(y):
+            raise FeatureError(f"{n}: {len(features[n])} rows for {len(y)} labels")
+    maps = {n: embed(features[n], seed, perplexity) for n in names}
+    bound = max(float(np.abs(y).max()), 1e-6)
+    norm = TwoSlopeNorm(vmin=-bound, vcenter=0.0, vmax=bound)
+    fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names) + 1.0, 3.6), squeeze=False,
+                             layout="constrained")
+    for ax, n in zip(axes[0], names):
+        points = ax.scatter(maps[n][:, 0], maps[n][:, 1], c=y, cmap="coolwarm", norm=norm, s=12)
+        ax.set(title=f"{n} ({features[n].shape[1]}-d)", xticks=[], yticks=[])
+    fig.colorbar(points, ax=axes[0].tolist(), label="label", shrink=0.8)
+    if title:
+        fig.suptitle(title)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return maps
+
+
+def pooled_features(model: Any, batches: Iterable[dict[str, Any]], forward: Any) -> tuple[dict[str, np.ndarray],
+                                                                                           np.ndarray]:
+    """Run `forward(batch)` over `batches` with a hook on the model's fusion module and gather clip
+    vectors: text/audio/visual (the fusion's inputs, masked means) and fused (its pooled output),
+    plus the labels. A `kebr_model.fusions` module gives `per_modality` and `pooled`; KEBR's own
+    `tcmf.TCMF` gives its inputs X_t, X_a, X_v and the text-masked mean of X_K."""
+    import torch
+
+    from .fusions import Fusion, masked_mean
+    from .tcmf import TCMF
+
+    fusion = next((m for m in model.modules() if isinstance(m, Fusion)), None)
+    legacy = None if fusion is not None else next((m for m in model.modules() if isinstance(m, TCMF)), None)
+    if fusion is None and legacy is None:
+        raise FeatureError("the model has no fusion module (kebr_model.fusions or TCMF): no pooled features to collect")
+    seen: dict[str, list[np.ndarray]] = {}
+    step: dict[str, Any] = {}
+
+    def keep(name: str, value: torch.Tensor) -> None:
+        seen.setdefault(name, []).append(value.detach().float().cpu().numpy())
+
+    def on_fusion(_module: Any, _inputs: Any, output: Any) -> None:
+        for name, value in {**output.per_modality, "fused": output.pooled}.items():
+            keep(name, value)
+
+    def on_tcmf(_module: Any, inputs: Any, output: Any) -> None:
+        x_t, frames, masks = inputs
+        t_mask = step["batch"]["attention_mask"].to(x_t.device).bool()
+        keep("text", masked_mean(x_t, t_mask))
+        for m in frames:
+            keep(m, masked_mean(frames[m], masks[m].bool()))
+        keep("fused", masked_mean(output[0], t_mask))
+
+    handle = fusion.register_forward_hook(on_fusion) if fusion is not None else legacy.register_forward_hook(on_tcmf)
+    labels = []
+    try:
+        with torch.no_grad():
+            for batch in batches:
+                step["batch"] = batch
+                forward(batch)
+                labels.append(np.asarray(batch["label"].float().cpu()))
+    finally:
+        handle.remove()
+    return {n: np.concatenate(v) for n, v in seen.items()}, np.concatenate(labels) if labels else np.zeros(0)
