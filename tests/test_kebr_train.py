@@ -158,7 +158,7 @@ def test_validation_loss_is_the_training_formula(tmp_path):
     trainer.model.eval()
     batch = next(iter(trainer.batches("", 0, shuffle=False)))
     with torch.no_grad():
-        terms = trainer.loss(trainer.model(batch, "pretrain"), batch["label"])
+        terms = trainer.loss(trainer.model(batch, "pretrain"), batch)
     assert result["loss"] == pytest.approx(float(terms["loss"]), rel=1e-5)
     assert result["loss"] == pytest.approx(result["l1"] + result["mcc"], rel=1e-5)
 
