@@ -244,6 +244,10 @@ def mask(out: Path, lexicon: str | None, scale_from: str | None, text_source: st
             "run.workers": workers, "run.executor": executor, "run.ray_address": address,
             "run.max_failed": max_failed})
         resolved = _resolve_mask(cfg, out, ["mask"])
+        lock = OutputDir(out).lock_file
+        if lock.exists():  # a run in progress comes first (it may be the ASR); a folder never run has no lock
+            with OutputLock(lock, _command_line()):
+                pass
         _require_transcripts(out, resolved["mask"])
     _run(RunOptions(out=out, stages=["mask"], config=resolved, replace_on_change=True,
                     command=_command_line(), changed=changed, saved_config=cfg))

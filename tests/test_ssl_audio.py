@@ -56,7 +56,7 @@ def models(tmp_path_factory):
 def whisper_dir(tmp_path_factory):
     from whisper_to_hf import convert
 
-    from kebr_data.features.whisper_engines import bundled_tiny_en
+    from kebr_data.asr_engines.models import bundled_tiny_en
 
     return str(convert(bundled_tiny_en(), tmp_path_factory.mktemp("whisper") / "tiny.en"))
 

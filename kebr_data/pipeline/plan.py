@@ -84,7 +84,7 @@ def build_subplan(out: OutputDir, parent: PlanMarker, shards: list[pa.Table], li
     marker = PlanMarker(src=parent.src, layout=parent.layout, shard_size=size, clips=table.num_rows,
                         num_shards=len(written), shards=written, requested_layout=parent.requested_layout,
                         identity_hash=parent.identity_hash, plan_hash=content_hash(written),
-                        toolkit_version=__version__, extra={"limit": limit})
+                        toolkit_version=__version__, plan_format=parent.plan_format, extra={"limit": limit})
     marker.write(out.plan_marker)
     return marker
 

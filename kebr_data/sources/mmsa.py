@@ -49,7 +49,7 @@ def scan(src: Path) -> ScanResult:
                             f"{', '.join(REQUIRED)}")
         for line_no, row in enumerate(reader, start=2):
             where = f"{label_csv}:{line_no}"
-            if any(row.get(c) is None for c in REQUIRED):
+            if any(v is None for k, v in row.items() if k is not None):  # fewer fields than the header
                 fields = sum(v is not None for k, v in row.items() if k is not None)
                 result.rejected.append((where, f"the line has {fields} fields, the header {len(reader.fieldnames)}"))
                 continue
