@@ -213,10 +213,12 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self, split: str, predictions: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-        """Loss (the training formula) and the dataset's metrics on a split, in plan order; per-clip
-        rows (clip_id, label, prediction, c_a, c_v) are appended to `predictions` when given."""
+        """Loss (the training formula) and the dataset's metrics on a split, in plan order, and each
+        unimodal head's metrics (`<metric>_<modality>`, on its own label); per-clip rows (clip_id, label,
+        prediction, c_a, c_v, and each head's prediction) are appended to `predictions` when given."""
         self.model.eval()
         preds, labels, totals, n = [], [], {"loss": 0.0, "task": 0.0, "l1": 0.0, "mcc": 0.0}, 0
+        heads: dict[str, tuple[list[np.ndarray], list[np.ndarray]]] = {}
         for batch in self.batches(split, 0, shuffle=False):
             batch = self._to_device(batch)
             with self._autocast():
@@ -228,16 +230,26 @@ class Trainer:
             n += size
             preds.append(out.prediction.float().cpu().numpy())
             labels.append(batch["label"].cpu().numpy())
+            for m, p in out.modal.items():
+                hp, hy = heads.setdefault(m, ([], []))
+                hp.append(p.float().cpu().numpy())
+                hy.append(batch.get(f"label_{m}", batch["label"]).cpu().numpy())
             if predictions is not None:
+                modal = [{f"prediction_{m}": float(v) for m, v in zip(out.modal, row)}
+                         for row in zip(*(heads[m][0][-1] for m in out.modal))] or [{}] * size
                 predictions += [{"clip_id": c, "split": split, "label": float(y), "prediction": float(p),
-                                 "c_a": float(a), "c_v": float(v)}
-                                for c, y, p, a, v in zip(batch["clip_id"], labels[-1], preds[-1],
-                                                         out.c_a.float().cpu().numpy(), out.c_v.float().cpu().numpy())]
+                                 "c_a": float(a), "c_v": float(v), **h}
+                                for c, y, p, a, v, h in zip(batch["clip_id"], labels[-1], preds[-1],
+                                                            out.c_a.float().cpu().numpy(),
+                                                            out.c_v.float().cpu().numpy(), modal)]
         if not n:
             return {"samples": 0}
         result = {k: v / n for k, v in totals.items()} | {"samples": n}
         if self.cfg.task == "finetune":
             result |= dataset_metrics(self.metric_set, np.concatenate(preds), np.concatenate(labels))
+            for m, (hp, hy) in heads.items():
+                metrics = dataset_metrics(self.metric_set, np.concatenate(hp), np.concatenate(hy))
+                result |= {f"{k}_{m}": v for k, v in metrics.items()}
         return result
 
     def log(self, record: dict[str, Any]) -> None:

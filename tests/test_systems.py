@@ -104,3 +104,17 @@ def test_two_step_freezes_the_encoder_and_unimodal_heads_in_step_two(folder, tmp
 def test_impossible_combinations_are_refused_up_front(overrides, match):
     with pytest.raises(ConfigError, match=match):
         TrainConfig.load([], overrides)
+
+
+def test_eval_reports_metrics_per_head(folder, tmp_path):
+    import numpy as np
+
+    from kebr_model.metrics import dataset_metrics
+
+    t = Trainer(config(Path("pipelines/systems/boosting_sf_joint.toml")), folder, tmp_path / "run")
+    rows: list = []
+    result = t.evaluate("train", rows)
+    assert {"MAE_text", "MAE_audio", "MAE_visual"} <= set(result) and "MAE" in result
+    audio_labels = [y for batch in t.batches("train", 0, shuffle=False) for y in batch["label_audio"].tolist()]
+    by_hand = dataset_metrics(t.metric_set, np.array([r["prediction_audio"] for r in rows]), np.array(audio_labels))
+    assert result["MAE_audio"] == pytest.approx(by_hand["MAE"], rel=1e-6)
