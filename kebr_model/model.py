@@ -95,8 +95,8 @@ class KEBR(nn.Module):
         # c_m needs a fused sequence, and in the pooled space TCMF's value maps (zeros where undefined)
         defined = x_k is not None and (self.mcc_space == "flatten" or not self.zoo or hasattr(self.fusion, "tcmf"))
         cos = {m: self.cosine(m, x_k, seq_mask, frames[m], masks[m]) if defined else zero for m in self.widths}
-        clip = {"text": masked_mean(x_t, text_mask), **{m: masked_mean(frames[m], masks[m]) for m in self.widths}}
-        modal = {m: h(clip[m]).squeeze(-1) for m, h in self.modal_heads.items()}
+        inputs = {"text": (x_t, text_mask), **{m: (frames[m], masks[m]) for m in self.widths}}
+        modal = {m: h(masked_mean(*inputs[m])).squeeze(-1) for m, h in self.modal_heads.items()}
         c_a, c_v = cos.get("audio", zero), cos.get("visual", zero)
         term = mcc_mod.per_sample(self.mcc_form, c_a, c_v, self.mcc_s, self.mcc_g, self.mcc_negative)
         both = "audio" in masks and "visual" in masks

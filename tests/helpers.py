@@ -61,3 +61,25 @@ def extract_demo(out: Path, stages: str, *extra: str, **kwargs) -> subprocess.Co
     """`kebr-data extract` of the bundled demo with pipelines/demo.toml and the given stages."""
     return run_cli("extract", "--src", str(DEMO), "--out", str(out), "--config", str(ROOT / "pipelines/demo.toml"),
                    "--stages", stages, *extra, **kwargs)
+
+
+def section_overrides(section: str, settings: dict) -> list[str]:
+    """`--set`-style overrides of one config section (strings quoted as TOML strings)."""
+    return [f"{section}.{k}={v!r}" if isinstance(v, str) else f"{section}.{k}={v}" for k, v in settings.items()]
+
+
+def audio_shard(tmp_path: Path, arrays: list):  # -> kebr_data.stages.base.ShardContext
+    """A shard context of plan and audio rows for clips c0, c1, ... from (samples, rate) pairs (None: a clip
+    without an audio track), as a stage reading the audio stage's FLAC receives it."""
+    import pyarrow as pa
+
+    from kebr_data.media.flac import encode_flac
+    from kebr_data.schema import AUDIO, PLAN
+    from kebr_data.stages.base import ShardContext
+
+    plan = [{"clip_id": f"c{i}", "status": "ok", "source": "folder"} for i in range(len(arrays))]
+    audio = [({"clip_id": f"c{i}", "status": "skipped", "error": "no_audio_track"} if y is None else
+              {"clip_id": f"c{i}", "status": "ok", "sample_rate": sr, "num_samples": len(y), "duration_s": len(y) / sr,
+               "flac": encode_flac((y * 32767).astype(np.int16), sr)}) for i, (y, sr) in enumerate(arrays)]
+    return ShardContext(0, {"plan": pa.Table.from_pylist(plan, schema=PLAN),
+                            "audio": pa.Table.from_pylist(audio, schema=AUDIO)}, tmp_path)

@@ -13,15 +13,12 @@ import time
 
 import librosa
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from helpers import ROOT, run_cli, shard_files
+from helpers import ROOT, audio_shard, run_cli, section_overrides, shard_files
 
 from kebr_data import config
 from kebr_data.media.flac import decode_flac, encode_flac
-from kebr_data.schema import AUDIO, PLAN
-from kebr_data.stages.base import ShardContext
 from kebr_data.stages.melspec import MelspecStage
 from kebr_data.stages.opensmile import WIDTHS, OpensmileStage, derive_config
 
@@ -37,14 +34,8 @@ def tone(seconds: float, sr: int, seed: int = 0) -> np.ndarray:
 
 
 def stage_table(tmp_path, cls, name, arrays, **settings):
-    cfg = config.load(overrides=[f"{name}.{k}={v!r}" if isinstance(v, str) else f"{name}.{k}={v}"
-                                 for k, v in settings.items()])
-    plan = [{"clip_id": f"c{i}", "status": "ok", "source": "folder"} for i in range(len(arrays))]
-    audio = [({"clip_id": f"c{i}", "status": "skipped", "error": "no_audio_track"} if y is None else
-              {"clip_id": f"c{i}", "status": "ok", "sample_rate": sr, "num_samples": len(y), "duration_s": len(y) / sr,
-               "flac": encode_flac((y * 32767).astype(np.int16), sr)}) for i, (y, sr) in enumerate(arrays)]
-    ctx = ShardContext(0, {"plan": pa.Table.from_pylist(plan, schema=PLAN),
-                           "audio": pa.Table.from_pylist(audio, schema=AUDIO)}, tmp_path)
+    cfg = config.load(overrides=section_overrides(name, settings))
+    ctx = audio_shard(tmp_path, arrays)
     return cls(cfg[name]).run_shard(ctx)
 
 

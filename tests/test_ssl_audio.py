@@ -6,16 +6,13 @@ the model's identity in the config hash, and the up-front stop on a missing mode
 from __future__ import annotations
 
 import numpy as np
-import pyarrow as pa
 import pytest
-from helpers import ROOT, run_cli
+from helpers import ROOT, audio_shard, run_cli, section_overrides
 
 from kebr_data import config
 from kebr_data.features import ssl_encoder as enc
 from kebr_data.features.resample import at_rate
 from kebr_data.media.flac import decode_flac, encode_flac
-from kebr_data.schema import AUDIO, PLAN
-from kebr_data.stages.base import ShardContext
 from kebr_data.stages.ssl_audio import SslAudioStage
 
 torch = pytest.importorskip("torch")
@@ -76,14 +73,8 @@ def flac_roundtrip(y: np.ndarray, sr: int) -> np.ndarray:
 
 
 def stage_rows(tmp_path, arrays, **settings):
-    cfg = config.load(overrides=[f"ssl_audio.{k}={v!r}" if isinstance(v, str) else f"ssl_audio.{k}={v}"
-                                 for k, v in settings.items()])
-    plan = [{"clip_id": f"c{i}", "status": "ok", "source": "folder"} for i in range(len(arrays))]
-    audio = [({"clip_id": f"c{i}", "status": "skipped", "error": "no_audio_track"} if y is None else
-              {"clip_id": f"c{i}", "status": "ok", "sample_rate": sr, "num_samples": len(y), "duration_s": len(y) / sr,
-               "flac": encode_flac((y * 32767).astype(np.int16), sr)}) for i, (y, sr) in enumerate(arrays)]
-    ctx = ShardContext(0, {"plan": pa.Table.from_pylist(plan, schema=PLAN),
-                           "audio": pa.Table.from_pylist(audio, schema=AUDIO)}, tmp_path)
+    cfg = config.load(overrides=section_overrides("ssl_audio", settings))
+    ctx = audio_shard(tmp_path, arrays)
     stage = SslAudioStage(cfg["ssl_audio"])
     assert stage.check() == []
     table = stage.run_shard(ctx)

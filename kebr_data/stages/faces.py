@@ -12,7 +12,6 @@ and scale alignment; Haar gives no landmarks, so in-plane rotation is not correc
 from __future__ import annotations
 
 import functools
-import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..config import setting
+from ..deps import CV2, missing
 from ..errors import ClipError, ClipSkipped
 from ..features import face_tracks as ft
 from ..media.files import check_readable
@@ -121,10 +121,11 @@ class FacesStage(ClipStage):
         return {"opencv": cv2.__version__, "cascade": CASCADE}
 
     def check(self) -> list[str]:
+        problem = missing("cv2", None, "the faces stage", CV2)
+        if problem:
+            return [problem]
         try:
             cascade()
-        except ImportError:
-            return ["the faces stage needs opencv-python<5: pip install 'opencv-python<5'"]
         except RuntimeError as exc:
             return [str(exc)]
         return []

@@ -24,10 +24,11 @@ import numpy as np
 import pyarrow as pa
 
 from ..config import setting
+from ..deps import missing
 from ..errors import ClipError, ClipSkipped
 from ..media.flac import decode_flac
 from ..schema import ANY_WIDTH, COMMON, frame_field
-from .base import ClipInput, ClipStage, ShardContext
+from .base import AudioClipStage, ClipInput, ShardContext
 
 #: (feature set, level) -> width, as `len(opensmile.Smile(...).feature_names)` (checked by the tests)
 WIDTHS = {("eGeMAPSv02", "lld"): 25, ("eGeMAPSv02", "functionals"): 88,
@@ -88,13 +89,12 @@ class OpensmileSettings:
     step_s: float = setting(0.02, "every framer's step in seconds (0 = the package's 10 ms)", min=0.0, max=1.0)
 
 
-class OpensmileStage(ClipStage):
+class OpensmileStage(AudioClipStage):
     """frames × 25 (eGeMAPSv02) or × 65 (ComParE_2016) float32 per clip, or 1 × 88 / 6373 functionals."""
 
     name = "opensmile"
     version = "1"
     schema = opensmile_schema(ANY_WIDTH)
-    upstream = ("plan", "audio")
     Settings = OpensmileSettings
     extract_default = False
 
@@ -103,19 +103,13 @@ class OpensmileStage(ClipStage):
         self.schema = opensmile_schema(WIDTHS[cfg["feature_set"], cfg["level"]])
 
     def check(self) -> list[str]:
-        try:
-            import opensmile  # noqa: F401
-        except ImportError:
-            return ["the opensmile stage needs the opensmile package: pip install 'kebr-toolkit[encoders]'"]
-        return []
+        problem = missing("opensmile", "encoders", "the opensmile stage")
+        return [problem] if problem else []
 
     def versions(self) -> dict[str, str]:
         import opensmile
 
         return {"opensmile": opensmile.__version__}
-
-    def input_columns(self) -> dict[str, list[str] | None]:
-        return {"audio": ["clip_id", "status", "error", "flac"]}
 
     def process(self, clip: ClipInput, ctx: ShardContext) -> dict[str, Any]:
         y, sr = decode_flac(clip.upstream["audio"]["flac"])

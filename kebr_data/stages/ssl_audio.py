@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..config import content_hash, setting
+from ..deps import missing
 from ..features import ssl_encoder as enc
 from ..media.flac import decode_flac
 from ..features.resample import at_rate
@@ -92,11 +93,11 @@ class SslAudioStage(Stage):
             problems.append(f"ssl_audio.layer {self.cfg['layer']!r}: {exc}")
         if self.cfg["chunk_overlap_s"] * 2 >= self.cfg["max_chunk_s"]:
             problems.append("ssl_audio.chunk_overlap_s must be less than half of ssl_audio.max_chunk_s")
-        try:
-            import torch
-            import transformers  # noqa: F401
-        except ImportError:
-            return problems + ["ssl_audio needs torch and transformers: pip install 'kebr-toolkit[encoders]'"]
+        absent = [p for p in (missing(m, "encoders", "the ssl_audio stage") for m in ("torch", "transformers")) if p]
+        if absent:
+            return problems + absent
+        import torch
+
         if self.cfg["device"] == "cuda" and not torch.cuda.is_available():
             problems.append("ssl_audio.device = cuda, but torch sees no CUDA device")
         return problems

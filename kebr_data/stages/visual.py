@@ -24,6 +24,7 @@ from typing import Any, Literal
 import pyarrow as pa
 
 from ..config import content_hash, setting
+from ..deps import CV2, missing
 from ..errors import (ClipError, ClipSkipped, EnvironmentFailure, PrerequisiteError, environment_problem,
                       full_disk)
 from ..features.openface import OpenFaceCsvError, OpenFaceFrames, parse_openface_csv
@@ -126,12 +127,10 @@ class VisualStage(ClipStage):
             return []
         try:
             binary = find_openface(self.cfg["openface_bin"])
-            import cv2  # noqa: F401
         except PrerequisiteError as exc:
             return [str(exc)]
-        except ImportError:
-            return ["the visual stage needs opencv-python<5: pip install 'opencv-python<5'"]
-        return self._probe(binary)
+        problem = missing("cv2", None, "the visual stage", CV2)
+        return [problem] if problem else self._probe(binary)
 
     def _probe(self, binary: str) -> list[str]:
         """Run FeatureExtraction once on a tiny clip with the chosen model: one message if it fails."""
