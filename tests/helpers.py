@@ -83,3 +83,34 @@ def audio_shard(tmp_path: Path, arrays: list):  # -> kebr_data.stages.base.Shard
                "flac": encode_flac((y * 32767).astype(np.int16), sr)}) for i, (y, sr) in enumerate(arrays)]
     return ShardContext(0, {"plan": pa.Table.from_pylist(plan, schema=PLAN),
                             "audio": pa.Table.from_pylist(audio, schema=AUDIO)}, tmp_path)
+
+
+def kill_mid_shard(src: Path, out: Path, args: list[str], stage: str = "audio", target: str = "worker",
+                   timeout: float = 120) -> tuple[int, int]:
+    """Start `kebr-data extract`, SIGKILL its worker (`target="main"`: the whole run) once a shard of `stage`
+    other than the first has 2 clips done, before its commit. Returns (interrupted shard, worker pid)."""
+    import re
+    import signal
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "kebr_data", "extract", "--src", str(src), "--out", str(out),
+                             *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + timeout
+    try:
+        while time.time() < deadline:
+            logs = out / "_logs" / stage
+            for log in sorted(logs.glob("shard-*.log")) if logs.exists() else []:
+                text = log.read_text()
+                shard = int(log.stem.split("-")[1])
+                m = re.search(r"pid (\d+)", text)
+                if m and text.count(" ok ") >= 2 and "done:" not in text and shard > 0:
+                    worker = int(m.group(1))
+                    os.kill(worker if target == "worker" else proc.pid, signal.SIGKILL)
+                    proc.wait(timeout=60)
+                    return shard, worker
+            time.sleep(0.005)
+        raise AssertionError("the run finished before it could be interrupted")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -12,7 +12,7 @@ from pathlib import Path
 import psutil
 import pyarrow.parquet as pq
 import pytest
-from helpers import DEMO, run_cli, shard_files
+from helpers import DEMO, kill_mid_shard, run_cli, shard_files
 
 SHARD_SIZE = 8
 ARGS = ["--layout", "folder", "--stages", "index,audio", "--set", f"index.shard_size={SHARD_SIZE}", "--max-failed", "1", "--workers", "1"]
@@ -36,40 +36,11 @@ def reference(corpus, tmp_path_factory) -> Path:
     return out
 
 
-def kill_mid_shard(corpus: Path, out: Path, target: str) -> tuple[int, int]:
-    """Start a run, SIGKILL the worker (or the whole run) once a shard has processed 2 clips.
-
-    Returns (interrupted shard, worker pid).
-    """
-    proc = subprocess.Popen([sys.executable, "-m", "kebr_data", "extract", "--src", str(corpus), "--out", str(out),
-                             *ARGS], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    try:
-        while time.time() < deadline:
-            for log in sorted((out / "_logs" / "audio").glob("shard-*.log")) if (out / "_logs/audio").exists() else []:
-                text = log.read_text()
-                shard = int(log.stem.split("-")[1])
-                m = re.search(r"pid (\d+)", text)
-                if m and text.count(" ok ") >= 2 and "done:" not in text and shard > 0:
-                    worker = int(m.group(1))
-                    os.kill(worker if target == "worker" else proc.pid, signal.SIGKILL)
-                    proc.wait(timeout=60)
-                    return shard, worker
-            time.sleep(0.005)
-        raise AssertionError("the run finished before it could be interrupted")
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        proc.stdout.close()
-        proc.stderr.close()
-
-
 @pytest.mark.parametrize("target", ["worker", "main"])
 def test_sigkill_mid_shard_then_rerun_is_identical(corpus, reference, tmp_path, target):
     for _attempt in range(5):
         out = tmp_path / f"out{_attempt}"
-        shard, worker = kill_mid_shard(corpus, out, target)
+        shard, worker = kill_mid_shard(corpus, out, ARGS, target=target)
         if not (out / f"_done/audio/shard-{shard:05d}.json").exists():
             break
     else:

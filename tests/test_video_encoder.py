@@ -6,13 +6,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import re
 import shutil
-import signal
-import subprocess
-import sys
-import time
 
 import cv2
 import h5py
@@ -20,7 +14,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
-from helpers import DEMO, run_cli, shard_files
+from helpers import DEMO, kill_mid_shard, run_cli, shard_files
 from transformers import VideoMAEConfig, VideoMAEModel
 
 from kebr_data import config
@@ -234,35 +228,12 @@ def reference(corpus, tiny, tmp_path_factory):
     return out
 
 
-def kill_worker_mid_shard(corpus, out, args, stage):
-    """Start a run; SIGKILL its worker once a shard (not the first) of `stage` has 2 clips done."""
-    proc = subprocess.Popen([sys.executable, "-m", "kebr_data", "extract", "--src", str(corpus), "--out", str(out),
-                             *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    try:
-        while time.time() < deadline:
-            logs = out / "_logs" / stage
-            for log in sorted(logs.glob("shard-*.log")) if logs.exists() else []:
-                text = log.read_text()
-                m = re.search(r"pid (\d+)", text)
-                if m and text.count(" ok ") >= 2 and "done:" not in text and int(log.stem.split("-")[1]) > 0:
-                    os.kill(int(m.group(1)), signal.SIGKILL)
-                    proc.wait(timeout=60)
-                    return int(log.stem.split("-")[1])
-            time.sleep(0.005)
-        raise AssertionError("the run finished before it could be interrupted")
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("stage", ["faces", "video_encoder"])
 def test_sigkill_mid_shard_then_rerun_is_identical(corpus, reference, tiny, tmp_path, stage):
     for attempt in range(5):
         out = tmp_path / f"out{attempt}"
-        shard = kill_worker_mid_shard(corpus, out, crash_args(tiny), stage)
+        shard, _ = kill_mid_shard(corpus, out, crash_args(tiny), stage, timeout=300)
         if not (out / f"_done/{stage}/shard-{shard:05d}.json").exists():
             break
     else:
