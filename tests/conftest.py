@@ -19,3 +19,12 @@ def ffmpeg() -> str:
 def demo_src() -> Path:
     assert DEMO.is_dir(), "demo clips missing: run python demo/make_demo.py"
     return DEMO
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory) -> str:
+    """The path of a tiny random BERT folder with the real MiniLM tokenizer (see helpers.tiny_text_encoder)."""
+    pytest.importorskip("transformers")
+    from helpers import tiny_text_encoder
+
+    return str(tiny_text_encoder(tmp_path_factory.mktemp("tiny-bert")))

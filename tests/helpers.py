@@ -114,3 +114,26 @@ def kill_mid_shard(src: Path, out: Path, args: list[str], stage: str = "audio", 
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def tiny_text_encoder(folder: Path) -> Path:
+    """A random-initialised 2-layer, 32-wide BERT with the bundled MiniLM's real WordPiece tokenizer,
+    saved as a local Hugging Face folder: trainer tests that check plumbing rather than what a real
+    BERT learns use it as `encoder` (a 6-layer 384-wide forward and backward pass per step is most of
+    their time)."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from kebr_model.train import default_encoder
+
+    if (folder / "config.json").is_file():
+        return folder
+    tokenizer = AutoTokenizer.from_pretrained(default_encoder(), local_files_only=True)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = BertModel(BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
+                                     num_attention_heads=2, intermediate_size=64, max_position_embeddings=128))
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer.save_pretrained(folder)
+    model.save_pretrained(folder)
+    return folder

@@ -129,8 +129,18 @@ def test_batches_pad_dynamically_and_mask_from_the_masked_text(tmp_path, tokeniz
 
 # --- training -------------------------------------------------------------------------------------
 
+#: the text encoder of `tiny()` configs: the tiny random BERT (set per module below; argv in ddp_worker.py)
+TINY_ENCODER: dict[str, str] = {}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _tiny_encoder(tiny_bert):
+    TINY_ENCODER["encoder"] = tiny_bert
+
+
 def tiny(**kw):
-    base = dict(layers=1, batch_size=16, epochs=1, checkpoint_every=0, lr_other=1e-3, lr_encoder=1e-4, dropout=0.0)
+    base = dict(layers=1, batch_size=16, epochs=1, checkpoint_every=0, lr_other=1e-3, lr_encoder=1e-4, dropout=0.0,
+                **TINY_ENCODER)
     return TrainConfig.load(**{**base, **kw})
 
 
@@ -195,10 +205,11 @@ def test_checkpoints_load_tensors_only(tmp_path):
         checkpoint.load(path, trainer.model)
 
 
-def test_pretrain_then_finetune_then_eval_through_the_cli(tmp_path):
+def test_pretrain_then_finetune_then_eval_through_the_cli(tmp_path, tiny_bert):
     pre = make_shards(tmp_path / "pre", n=16, shard_size=8)
     mosi = make_shards(tmp_path / "mosi", n=20, shard_size=10, seed=3, labelled=True)
-    common = ["--set", "layers=1", "--set", "batch_size=4", "--set", "checkpoint_every=0"]
+    common = ["--set", "layers=1", "--set", "batch_size=4", "--set", "checkpoint_every=0", "--set",
+              f"encoder='{tiny_bert}'"]
     def train(*args):
         proc = subprocess.run([sys.executable, "-m", "kebr_model.cli", *args], capture_output=True, text=True,
                               timeout=600)
@@ -233,7 +244,8 @@ def test_two_process_ddp_matches_one_process(tmp_path):
 
     root = make_shards(tmp_path / "f", n=16, shard_size=4)
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-                           "29533", str(ROOT_TESTS / "ddp_worker.py"), str(root), str(tmp_path / "ddp")],
+                           "29533", str(ROOT_TESTS / "ddp_worker.py"), str(root), str(tmp_path / "ddp"),
+                           TINY_ENCODER["encoder"]],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     ddp_state = torch.load(checkpoint.latest(tmp_path / "ddp") / "model.pt", weights_only=True)
