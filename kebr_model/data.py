@@ -102,10 +102,11 @@ def modality_widths(root: Path, modalities: dict[str, str]) -> dict[str, int]:
     widths = {}
     for m, stage in modalities.items():
         if stage == RAW_AUDIO:
-            if hdf5_export(root) or not Store(root).committed_shards(RAW_AUDIO):
-                where = "an HDF5 export (no FLAC)" if hdf5_export(root) else "a folder without a committed audio/ table"
-                raise PlanError(f"modalities.{m} = {RAW_AUDIO!r} reads the audio stage's FLAC, but {root} is {where}: "
-                                f"run `kebr-data audio --out {root}` on the output folder")
+            fix = ("is an HDF5 export, which drops the FLAC: give the kebr-data output folder" if hdf5_export(root)
+                   else None if Store(root).committed_shards(RAW_AUDIO) else
+                   f"has no committed audio/ table: run `kebr-data audio --out {root}`")
+            if fix:
+                raise PlanError(f"modalities.{m} = {RAW_AUDIO!r} reads the audio stage's FLAC, but {root} {fix}")
             widths[m] = 1
             continue
         width = None
