@@ -5,6 +5,7 @@ through the CLI; one-line refusals."""
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -48,12 +49,17 @@ def e2e(model: str, **kw) -> TrainConfig:
     return TrainConfig.load([E2E], **{**TINY, "audio_encoder": model, **kw})
 
 
+@functools.lru_cache(maxsize=2)
+def hf(model: str):
+    return (transformers.AutoFeatureExtractor.from_pretrained(model, local_files_only=True),
+            transformers.AutoModel.from_pretrained(model, local_files_only=True).eval())
+
+
 def direct(model: str, flac: bytes, max_s: float, hidden_states: bool = False):
     """The model as its card shows it, on one clip decoded and resampled with librosa's soxr_hq."""
     y, sr = decode_flac(flac)
     y = librosa.resample(y, orig_sr=sr, target_sr=16000, res_type="soxr_hq")[: int(max_s * 16000)]
-    fe = transformers.AutoFeatureExtractor.from_pretrained(model, local_files_only=True)
-    net = transformers.AutoModel.from_pretrained(model, local_files_only=True).eval()
+    fe, net = hf(model)
     with torch.inference_mode():
         return net(**fe(y, sampling_rate=16000, return_tensors="pt"), output_hidden_states=hidden_states)
 
@@ -110,6 +116,16 @@ def test_the_cnn_front_end_stays_frozen_and_checkpoints_hold_the_trainable_weigh
     state = torch.load(saved / "optimizer.pt", weights_only=True)["state"]
     trainable = sum(p.requires_grad for p in trainer.model.parameters())
     assert len(state) <= trainable == sum(len(g) for g in groups.values())  # no optimiser state for frozen ones
+
+
+def test_two_step_freezes_the_audio_encoder_in_step_two(folder, models, tmp_path):
+    trainer = Trainer(e2e(models["hubert"], scheme="two-step", epochs=2), folder, tmp_path / "run")
+    enc = trainer.model.audio_encoder
+    trainer.train_mode()
+    assert enc.training and any(p.requires_grad for p in enc.parameters())
+    trainer.state["epoch"] = 1
+    trainer.train_mode()
+    assert not enc.training and not any(p.requires_grad for p in enc.parameters())
 
 
 def test_short_clips_skip_specaugment_instead_of_failing(models):
