@@ -60,7 +60,9 @@ def make_shards(root: Path, n: int = 16, shard_size: int = 8, seed: int = 0, lab
                         "num_frames": tv if visual else None, "features": v if visual else None,
                         "success": np.ones(tv, bool) if visual else None,
                         "confidence": np.ones(tv, np.float32) if visual else None, "face_ratio": 1.0})
-            waves.append(_audio_row(cid, label, float(rng.uniform(0.3, 1.0)), i % 7 == 6))
+            if audio:  # its own generator, so the other tables are the same with or without `audio`
+                seconds = float(np.random.default_rng([seed, i]).uniform(0.3, 1.0))
+                waves.append(_audio_row(cid, label, seconds, i % 7 == 6))
         shards[f"{k:05d}"] = commit_rows(out, "plan", k, plan, PLAN, "test")
         tables = [("mask", MASK, mask), (stages[0], a_schema, acoustic), (stages[1], v_schema, vis)]
         for stage, schema, rows in tables + ([("audio", AUDIO, waves)] if audio else []):
