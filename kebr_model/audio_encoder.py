@@ -1,6 +1,7 @@
 """A pre-trained audio encoder trained inside the graph (MMML's setting): a local Hugging Face HuBERT,
 wav2vec2 or data2vec-audio model run on the audio stage's raw waveform, its convolutional front end
-frozen by default (as Hugging Face's `freeze_feature_encoder`), giving (B, T, D) frames and a frame mask to the fusion.
+frozen by default (as Hugging Face's `freeze_feature_encoder`), giving (B, T, D) frames and a frame
+mask to the fusion.
 
 Padding follows the ssl_audio stage's rule (`ssl_encoder.padding_is_exact`): clips of different lengths
 share one padded forward pass with an attention mask only where that leaves each clip's frames unchanged

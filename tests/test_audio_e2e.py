@@ -163,7 +163,8 @@ def test_the_ready_config_finetunes_and_evaluates_through_the_cli(folder, models
     sets = [f"audio_encoder={models['data2vec']}", "batch_size=4", "epochs=1", "max_text_tokens=16",
             "checkpoint_every=0", "patience=0", "max_audio_s=0.5", "freeze_encoder=true"]
     run = tmp_path / "run"
-    trained = cli("finetune", "--shards", folder, "--out", run, "--config", E2E, *[a for s in sets for a in ("--set", s)])
+    overrides = [a for s in sets for a in ("--set", s)]
+    trained = cli("finetune", "--shards", folder, "--out", run, "--config", E2E, *overrides)
     assert trained.exit_code == 0, trained.output
     test = strict_json(trained.stdout)["test"]
     assert test["samples"] == 2 and {"MAE", "MAE_audio", "MAE_text"} <= set(test)
