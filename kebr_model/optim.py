@@ -1,4 +1,4 @@
-"""Optimiser and learning-rate schedule of a run: parameter groups (text encoder, audio input maps,
+"""Optimiser and learning-rate schedule of a run: parameter groups (encoders, audio input maps,
 visual input maps, the rest) with their own learning rates; Adam, AdamW or SGD; an optional linear
 warm-up over steps times a cosine annealing over epochs (the released code: CosineAnnealingLR, T_max 20)."""
 
@@ -13,7 +13,8 @@ from torch import nn
 
 
 def param_groups(model: nn.Module, cfg: Any) -> list[dict[str, Any]]:
-    """Trainable parameters by learning rate: `encoder.*` at lr_encoder, a modality's input maps
+    """Trainable parameters by learning rate: `encoder.*` (the text encoder) and `audio_encoder.*` (an in-graph
+    audio encoder) at lr_encoder, a modality's input maps
     (`fusion.*.modal.<m>.*`) at lr_audio / lr_visual (-1 = lr_other), everything else at lr_other."""
     lrs = {"encoder": cfg.lr_encoder, "audio": cfg.lr_audio if cfg.lr_audio >= 0 else cfg.lr_other,
            "visual": cfg.lr_visual if cfg.lr_visual >= 0 else cfg.lr_other, "other": cfg.lr_other}
@@ -21,7 +22,7 @@ def param_groups(model: nn.Module, cfg: Any) -> list[dict[str, Any]]:
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        if name.startswith("encoder."):
+        if name.startswith(("encoder.", "audio_encoder.")):
             key = "encoder"
         else:
             key = next((m for m in ("audio", "visual") if f".modal.{m}." in name), "other")

@@ -19,7 +19,8 @@ import torch
 from torch import nn
 
 from . import checkpoint
-from .config import TrainConfig
+from .audio_encoder import load_audio_encoder, setup_problem
+from .config import RAW_AUDIO, TrainConfig
 from .data import DataConfig, ShardBatches, check_folder, modality_widths
 from .metrics import dataset_metrics, metric_set, selection_score
 from .optim import make_optimizer, make_scheduler
@@ -80,11 +81,17 @@ class Trainer:
         if cfg.require_encoder and not cfg.encoder:
             raise TrainSetupError("this preset names its encoder explicitly (the paper's BERT base or large): pass "
                                   "--set encoder=/path/to/local/bert-base-uncased (a local folder)")
+        raw_audio = cfg.used.get("audio") == RAW_AUDIO
+        if raw_audio and (problem := setup_problem(cfg.audio_encoder)):
+            raise TrainSetupError(problem)
         check_folder(self.shards, cfg.task, cfg.allow_stale, cfg.used)
         self.widths = modality_widths(self.shards, cfg.used)
         seed_everything(cfg.seed)
         self.tokenizer, encoder = load_encoder(cfg.encoder, cfg.encoder_dropout)
-        self.model = KEBR(encoder, self.widths, cfg).to(self.device)
+        audio_encoder, self.raw_audio = load_audio_encoder(cfg) if raw_audio else (None, None)
+        if audio_encoder is not None:
+            self.widths["audio"] = audio_encoder.dim
+        self.model = KEBR(encoder, self.widths, cfg, audio_encoder).to(self.device)
         if init is not None:
             self.init_from(checkpoint.latest(init) or init)
         if cfg.freeze_encoder:
@@ -100,7 +107,8 @@ class Trainer:
         self.scheduler = make_scheduler(self.optimizer, cfg, lambda: self.state["epoch"])
         self.expected_steps: int | None = None  # for the progress bar's ETA (from the preflight counts)
         self.data_cfg = DataConfig(cfg.max_text_tokens, cfg.max_audio_frames, cfg.max_visual_frames, cfg.batch_size,
-                                   modalities=cfg.used, label=cfg.label, text="t" in cfg.modalities.use)
+                                   modalities=cfg.used, label=cfg.label, text="t" in cfg.modalities.use,
+                                   raw_audio=self.raw_audio)
         self.metric_set = metric_set(cfg.metrics, self.shards) if cfg.task == "finetune" else None
 
     def init_from(self, ckpt: Path) -> list[str]:
@@ -116,7 +124,8 @@ class Trainer:
                                   "the same modalities stages, or start without --init")
         kept = {k: v for k, v in saved.items() if not k.startswith("finetune_head.")}
         missing, unexpected = self.model.load_state_dict(kept, strict=False)
-        absent = [k for k in missing if not k.startswith("finetune_head.")]
+        # an in-graph audio encoder the --init run did not have starts from its model folder
+        absent = [k for k in missing if not k.startswith(("finetune_head.", "audio_encoder."))]
         if absent or unexpected:
             raise TrainSetupError(f"--init {ckpt} does not fit this model (missing {absent[:3]}, unexpected "
                                   f"{unexpected[:3]}): was it made with other modalities or layers?")
@@ -136,8 +145,10 @@ class Trainer:
 
     def train_mode(self) -> None:
         self.model.train()
-        if self.phase() == "two":  # two-step, step two: the encoder and unimodal heads stay as step one left them
-            for frozen in (self.model.encoder, self.model.modal_heads):
+        if self.phase() == "two":  # two-step, step two: the encoders and unimodal heads stay as step one left them
+            for frozen in (self.model.encoder, self.model.audio_encoder, self.model.modal_heads):
+                if frozen is None:
+                    continue
                 frozen.requires_grad_(False)
                 frozen.eval()
         if self.cfg.freeze_encoder:

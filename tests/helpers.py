@@ -137,3 +137,27 @@ def tiny_text_encoder(folder: Path) -> Path:
     tokenizer.save_pretrained(folder)
     model.save_pretrained(folder)
     return folder
+
+
+def tiny_audio_model(kind: str, dest: Path, attention_mask: bool, **config) -> Path:
+    """A random-initialised 2-layer HuBERT (layer-normalised front end, as hubert-large), wav2vec2 (group
+    norm) or data2vec-audio model with the standard 7-layer conv front end (stride 320), saved with its
+    feature extractor in `dest`; `config` overrides the model's config (e.g. layerdrop=0.0)."""
+    import torch
+    import transformers
+
+    torch.manual_seed(0)
+    common = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                  conv_dim=(16,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4, **config)
+    if kind == "hubert":
+        model = transformers.HubertModel(transformers.HubertConfig(**common, feat_extract_norm="layer",
+                                                                   do_stable_layer_norm=True))
+    elif kind == "wav2vec2":
+        model = transformers.Wav2Vec2Model(transformers.Wav2Vec2Config(**common))
+    else:
+        model = transformers.Data2VecAudioModel(transformers.Data2VecAudioConfig(
+            **{**common, "num_conv_pos_embeddings": 5, "num_conv_pos_embedding_groups": 4}))
+    model.eval().save_pretrained(dest)
+    transformers.Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True,
+                                          return_attention_mask=attention_mask).save_pretrained(dest)
+    return dest

@@ -1,5 +1,5 @@
 """Write kebr-data shards directly in the stage-table format (plan, mask, acoustic, visual tables plus
-markers), for trainer tests that should not wait on the extraction stages."""
+markers, optionally the audio stage's FLAC), for trainer tests that should not wait on the extraction stages."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from kebr_data.schema import ACOUSTIC, MASK, PLAN, VISUAL
+from kebr_data.media.flac import encode_flac
+from kebr_data.schema import ACOUSTIC, AUDIO, MASK, PLAN, VISUAL
 from kebr_data.storage.commit import commit_plan_marker, commit_rows
 from kebr_data.storage.layout import OutputDir
 
@@ -17,11 +18,12 @@ SENTIMENT = {"love": 2.4, "great": 2.325, "good": 1.425, "bad": -1.875, "awful":
 
 def make_shards(root: Path, n: int = 16, shard_size: int = 8, seed: int = 0, labelled: bool = False,
                 visual: bool = True, widths: tuple[int, int] = (33, 709),
-                stages: tuple[str, str] = ("acoustic", "visual"), sims: bool = False) -> Path:
+                stages: tuple[str, str] = ("acoustic", "visual"), sims: bool = False, audio: bool = False) -> Path:
     """n clips: a sentence with one sentiment word (masked), audio and visual frames whose statistics
     carry the label, and for `labelled`, an utterance label and train/valid/test splits. `widths` and
     `stages` give the frame widths and stage names of the two modalities; `sims` scales labels to
-    [-1, 1] and adds per-modality labels (label_t/a/v) as CH-SIMS has them."""
+    [-1, 1] and adds per-modality labels (label_t/a/v) as CH-SIMS has them. `audio` adds the audio
+    stage: 0.3-1 s of a tone whose pitch follows the label at 22,050 Hz as FLAC (every 7th clip none)."""
     from kebr_data.mmsa_import import with_width
 
     a_schema, v_schema = with_width(ACOUSTIC, widths[0]), with_width(VISUAL, widths[1])
@@ -32,7 +34,7 @@ def make_shards(root: Path, n: int = 16, shard_size: int = 8, seed: int = 0, lab
     names = list(SENTIMENT)
     for s in range(0, n, shard_size):
         k = s // shard_size
-        plan, mask, acoustic, vis = [], [], [], []
+        plan, mask, acoustic, vis, waves = [], [], [], [], []
         for i in range(s, min(n, s + shard_size)):
             cid = f"clip{i:04d}"
             word = names[i % len(names)]
@@ -58,8 +60,23 @@ def make_shards(root: Path, n: int = 16, shard_size: int = 8, seed: int = 0, lab
                         "num_frames": tv if visual else None, "features": v if visual else None,
                         "success": np.ones(tv, bool) if visual else None,
                         "confidence": np.ones(tv, np.float32) if visual else None, "face_ratio": 1.0})
+            if audio:  # its own generator, so the other tables are the same with or without `audio`
+                seconds = float(np.random.default_rng([seed, i]).uniform(0.3, 1.0))
+                waves.append(_audio_row(cid, label, seconds, i % 7 == 6))
         shards[f"{k:05d}"] = commit_rows(out, "plan", k, plan, PLAN, "test")
-        for stage, schema, rows in (("mask", MASK, mask), (stages[0], a_schema, acoustic), (stages[1], v_schema, vis)):
+        tables = [("mask", MASK, mask), (stages[0], a_schema, acoustic), (stages[1], v_schema, vis)]
+        for stage, schema, rows in tables + ([("audio", AUDIO, waves)] if audio else []):
             commit_rows(out, stage, k, rows, schema, "test", shards[f"{k:05d}"]["sha256"])
     commit_plan_marker(out, shards, "synthetic", shard_size)
     return root
+
+
+def _audio_row(cid: str, label: float, seconds: float, silent: bool, sr: int = 22050) -> dict:
+    """An audio stage row: a tone at 200 + 40·label Hz with some noise, or `skipped` (no audio track)."""
+    if silent:
+        return {"clip_id": cid, "status": "skipped", "error": "no_audio_track"}
+    t = np.arange(int(seconds * sr)) / sr
+    noise = np.random.default_rng(int(cid.removeprefix("clip"))).standard_normal(len(t))
+    y = 0.3 * np.sin(2 * np.pi * (200 + 40 * label) * t) + 0.02 * noise
+    return {"clip_id": cid, "status": "ok", "sample_rate": sr, "num_samples": len(t), "duration_s": seconds,
+            "flac": encode_flac((y * 32767).astype(np.int16), sr)}

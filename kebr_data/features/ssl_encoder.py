@@ -17,6 +17,9 @@ from typing import Any
 
 import numpy as np
 
+from ..media.flac import decode_flac
+from .resample import at_rate
+
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 DESCRIBING = ("config.json", "preprocessor_config.json")
 #: one frame of the wav2vec2-style convolutional front end (its receptive field: 400 samples at 16 kHz)
@@ -45,21 +48,21 @@ def weight_files(path: Path) -> list[Path]:
     return sorted(p for p in path.iterdir() if p.is_file() and p.name.endswith(WEIGHT_SUFFIXES))
 
 
-def model_problem(model: str) -> str | None:
-    """Why `model` is not a usable local encoder folder, or None."""
+def model_problem(model: str, option: str = "ssl_audio.model") -> str | None:
+    """Why `model` is not a usable local encoder folder, or None (`option`: the setting that named it)."""
     if not model:
-        return "set ssl_audio.model to a local Hugging Face model folder (config.json, weights, preprocessor_config.json)"
+        return f"set {option} to a local Hugging Face model folder (config.json, weights, preprocessor_config.json)"
     path = Path(model)
     if not path.is_dir():
-        return f"ssl_audio.model {model} is not a folder (models are never downloaded at run time)"
+        return f"{option} {model} is not a folder (models are never downloaded at run time)"
     missing = [n for n in DESCRIBING if not (path / n).is_file()]
     if missing or not weight_files(path):
         what = ", ".join(missing + ([] if weight_files(path) else ["weights (*.safetensors or *.bin)"]))
-        return f"ssl_audio.model {model} lacks {what}"
+        return f"{option} {model} lacks {what}"
     try:
         model_info(model)
     except (ValueError, KeyError, TypeError, OSError) as exc:
-        return f"ssl_audio.model {model}: unreadable config ({exc})"
+        return f"{option} {model}: unreadable config ({exc})"
     return None
 
 
@@ -106,24 +109,53 @@ def parse_layer(layer: str, hidden_states: int) -> str | int:
     return index
 
 
+def clip_samples(flac: bytes, rate: int) -> np.ndarray:
+    """A clip's audio-stage FLAC as float32 mono samples at the model's `rate` (soxr_hq resampling)."""
+    samples, sr = decode_flac(flac)
+    return at_rate(samples, sr, rate)
+
+
+def load_extractor(model: str) -> Any:
+    """The model folder's feature extractor (never downloaded)."""
+    from transformers import AutoFeatureExtractor
+
+    return AutoFeatureExtractor.from_pretrained(model, local_files_only=True)
+
+
+def padding_is_exact(kind: str, net_config: Any, extractor: Any) -> bool:
+    """Whether chunks of different lengths may share a padded, masked batch (see PADDABLE)."""
+    return kind == "whisper" or (kind in PADDABLE and getattr(net_config, "feat_extract_norm", "") == "layer"
+                                 and bool(getattr(extractor, "return_attention_mask", False)))
+
+
+def model_inputs(extractor: Any, kind: str, chunks: list[np.ndarray], rate: int,
+                 attention_mask: bool) -> dict[str, Any]:
+    """The model's inputs for `chunks` as torch tensors: Whisper's log-mel `input_features`, else the
+    extractor's normalised `input_values` padded to the longest chunk (with `attention_mask` when asked)."""
+    if kind == "whisper":
+        return {"input_features": extractor(chunks, sampling_rate=rate, return_tensors="pt")["input_features"]}
+    feats = extractor(chunks, sampling_rate=rate, return_tensors="pt", padding=True,
+                      return_attention_mask=attention_mask)
+    return {"input_values": feats["input_values"]} | ({"attention_mask": feats["attention_mask"]} if attention_mask
+                                                      else {})
+
+
 class Encoder:
     """A loaded model and its feature extractor; `encode` turns chunks of samples into frame arrays."""
 
     def __init__(self, model: str, device: str) -> None:
         import torch
-        from transformers import AutoFeatureExtractor, AutoModel
+        from transformers import AutoModel
 
         self.info = model_info(model)
         self.device = device
         self.dtype = torch.float16 if device == "cuda" else torch.float32
-        self.extractor = AutoFeatureExtractor.from_pretrained(model, local_files_only=True)
+        self.extractor = load_extractor(model)
         net = AutoModel.from_pretrained(model, local_files_only=True)
         if self.info.kind == "whisper":
             net = net.get_encoder()
         self.model = net.to(device=device, dtype=self.dtype).eval()
-        self.pads = self.info.kind == "whisper" or (
-            self.info.kind in PADDABLE and getattr(net.config, "feat_extract_norm", "") == "layer"
-            and bool(getattr(self.extractor, "return_attention_mask", False)))
+        self.pads = padding_is_exact(self.info.kind, net.config, self.extractor)
 
     def num_frames(self, n: int) -> int:
         """Output frames of a chunk of `n` samples."""
@@ -155,16 +187,7 @@ class Encoder:
     def _run(self, chunks: list[np.ndarray], layer: str | int) -> list[np.ndarray]:
         import torch
 
-        rate = self.info.sample_rate
-        if self.info.kind == "whisper":
-            feats = self.extractor(chunks, sampling_rate=rate, return_tensors="pt")
-            inputs = {"input_features": feats["input_features"]}
-        else:
-            feats = self.extractor(chunks, sampling_rate=rate, return_tensors="pt", padding=True,
-                                   return_attention_mask=self.pads)
-            inputs = {"input_values": feats["input_values"]}
-            if self.pads:
-                inputs["attention_mask"] = feats["attention_mask"]
+        inputs = model_inputs(self.extractor, self.info.kind, chunks, self.info.sample_rate, self.pads)
         inputs = {k: v.to(self.device, dtype=self.dtype if v.is_floating_point() else v.dtype)
                   for k, v in inputs.items()}
         with torch.inference_mode():

@@ -20,8 +20,6 @@ import pyarrow as pa
 from ..config import content_hash, setting
 from ..deps import missing
 from ..features import ssl_encoder as enc
-from ..media.flac import decode_flac
-from ..features.resample import at_rate
 from ..schema import ANY_WIDTH, COMMON, frame_field, rows_to_batch, with_metadata
 from .base import ClipInput, Resources, ShardContext, Stage, iter_clips, row
 
@@ -149,8 +147,7 @@ class SslAudioStage(Stage):
                 rows[clip.clip_id] = row(clip.clip_id, "skipped", f"upstream_{bad[1]['status']}",
                                          f"{bad[0]}: {bad[1]['error']}")
                 continue
-            samples, sr = decode_flac(clip.upstream["audio"]["flac"])
-            y = at_rate(samples, sr, rate)
+            y = enc.clip_samples(clip.upstream["audio"]["flac"], rate)
             if len(y) < enc.MIN_SAMPLES:
                 rows[clip.clip_id] = row(clip.clip_id, "skipped", "too_short", f"{len(y)} samples at {rate} Hz, "
                                          f"fewer than one {enc.MIN_SAMPLES}-sample encoder frame")
