@@ -1,13 +1,25 @@
-"""Shared fixtures: the real ffmpeg and the bundled demo clips."""
+"""Shared fixtures: the real ffmpeg, the bundled demo clips, a tiny text encoder; one thread per test process."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 from helpers import DEMO
 
 from kebr_data.media.ffmpeg import find_ffmpeg
+
+# The suite runs on two pytest-xdist workers (pyproject.toml): one intra-op thread per test process and
+# per subprocess it starts, so that two workers never oversubscribe two cores (tiny models also step
+# faster on one thread). Set before torch or numpy load their thread pools.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+try:
+    import torch
+
+    torch.set_num_threads(1)
+except ImportError:  # the data pipeline's tests run without torch
+    pass
 
 
 @pytest.fixture(scope="session")

@@ -33,15 +33,6 @@ TINY = dict(batch_size=4, epochs=1, checkpoint_every=0, dropout=0.0, lr_other=1e
             max_text_tokens=16, patience=0, freeze_encoder=True)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run faster on one intra-op thread, and far faster than two on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def models(tmp_path_factory) -> dict[str, str]:
     base = tmp_path_factory.mktemp("models")

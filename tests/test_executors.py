@@ -18,7 +18,9 @@ def thread_settings(task, progress):
     return task, {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
 
 
-def test_local_workers_get_one_blas_thread():
+def test_local_workers_get_one_blas_thread(monkeypatch):
+    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        monkeypatch.delenv(name, raising=False)  # the suite sets OMP_NUM_THREADS itself (conftest.py)
     seen = []
     results = list(LocalExecutor(workers=2).run(thread_settings, ["a", "b", "c"], lambda t, n: seen.append(t)))
     assert sorted(t for t, _ in results) == ["a", "b", "c"]
