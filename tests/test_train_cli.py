@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 from click.testing import CliRunner
 
 from shard_factory import make_shards
@@ -63,10 +64,14 @@ def one_line_error(result, *needles: str) -> str:
     return lines[-1]
 
 
-TINY = ["--set", "layers=1", "--set", "batch_size=4", "--set", "checkpoint_every=0"]
+@pytest.fixture(scope="module")
+def tiny_args(tiny_bert) -> list[str]:
+    """Small settings and the tiny random BERT (conftest.py) for runs that check the CLI, not learning."""
+    return ["--set", "layers=1", "--set", "batch_size=4", "--set", "checkpoint_every=0", "--set",
+            f"encoder='{tiny_bert}'"]
 
 
-def test_mistakes_exit_2_with_the_fix(tmp_path):
+def test_mistakes_exit_2_with_the_fix(tmp_path, tiny_args):
     pre = make_shards(tmp_path / "pre", n=8, shard_size=4)
     mosi = make_shards(tmp_path / "mosi", n=10, shard_size=5, seed=3, labelled=True)
     out = tmp_path / "run"
@@ -81,15 +86,15 @@ def test_mistakes_exit_2_with_the_fix(tmp_path):
     shutil.copytree(pre / "mask", unmasked / "mask", dirs_exist_ok=True)
     (unmasked / "_done/mask/shard-00001.json").unlink()
     one_line_error(cli("pretrain", "--shards", unmasked, "--out", out), "only 1 of 2 shards")
-    one_line_error(cli("finetune", "--shards", pre, "--out", out, *TINY), "split 'train'", "splits: none")
+    one_line_error(cli("finetune", "--shards", pre, "--out", out, *tiny_args), "split 'train'", "splits: none")
     unlabelled = tmp_path / "unlabelled"
     shutil.copytree(mosi, unlabelled)
     for table in (unlabelled / "plan").glob("shard-*.parquet"):
         plan = pq.read_table(table)
         pq.write_table(plan.set_column(plan.schema.get_field_index("label"), "label",
                                        pa.nulls(len(plan), pa.float32())), table)
-    one_line_error(cli("finetune", "--shards", unlabelled, "--out", out, *TINY), "no clip", "has a label")
-    one_line_error(cli("finetune", "--shards", mosi, "--out", out, "--set", "test_split='tset'", *TINY),
+    one_line_error(cli("finetune", "--shards", unlabelled, "--out", out, *tiny_args), "no clip", "has a label")
+    one_line_error(cli("finetune", "--shards", mosi, "--out", out, "--set", "test_split='tset'", *tiny_args),
                    "split 'tset'", "splits: test, train, valid")
     typo = cli("pretrain", "--shards", pre, "--out", out, "--set", "bach_size=4")
     assert typo.exit_code == 2 and "did you mean train.batch_size?" in typo.output
@@ -97,21 +102,21 @@ def test_mistakes_exit_2_with_the_fix(tmp_path):
     (tmp_path / "seeds/seed-1").mkdir(parents=True)
     one_line_error(cli("eval", "--shards", mosi, "--run", tmp_path / "seeds"), "seed-1", "--run")
     one_line_error(cli("finetune", "--shards", mosi, "--out", out, "--init", tmp_path / "mosi/_done/plan.json",
-                       *TINY), "--init", "checkpoint")
+                       *tiny_args), "--init", "checkpoint")
     assert not out.exists()  # nothing was started
 
 
-def test_resume_refuses_changed_settings_and_never_refuses_an_existing_run(tmp_path):
+def test_resume_refuses_changed_settings_and_never_refuses_an_existing_run(tmp_path, tiny_args):
     pre = make_shards(tmp_path / "pre", n=8, shard_size=8)
     out = tmp_path / "run"
-    done = cli("pretrain", "--shards", pre, "--out", out, *TINY, "--set", "max_steps=1")
+    done = cli("pretrain", "--shards", pre, "--out", out, *tiny_args, "--set", "max_steps=1")
     assert done.exit_code == 0, done.output
     result = strict_json(done.output[done.output.index("{"):])
     assert result == {"step": 1, "best_valid": None}  # Infinity before: not JSON
-    one_line_error(cli("pretrain", "--shards", pre, "--out", out, *TINY, "--set", "batch_size=2"),
+    one_line_error(cli("pretrain", "--shards", pre, "--out", out, *tiny_args, "--set", "batch_size=2"),
                    "batch_size: 4 -> 2", "new --out")
-    one_line_error(cli("pretrain", "--shards", pre, "--out", out, *TINY, "--resume", "never"), "already holds a run")
-    more = cli("pretrain", "--shards", pre, "--out", out, *TINY, "--set", "max_steps=2")
+    one_line_error(cli("pretrain", "--shards", pre, "--out", out, *tiny_args, "--resume", "never"), "already holds a run")
+    more = cli("pretrain", "--shards", pre, "--out", out, *tiny_args, "--set", "max_steps=2")
     assert more.exit_code == 0 and "resumed from" in more.output and "step-00000001" in more.output
     for line in (out / "metrics.jsonl").read_text().splitlines():
         strict_json(line)
@@ -120,11 +125,11 @@ def test_resume_refuses_changed_settings_and_never_refuses_an_existing_run(tmp_p
     assert "Infinity" not in state and strict_json(state)["best_valid"] is None
 
 
-def test_no_numpy_not_writable_warning(tmp_path):
+def test_no_numpy_not_writable_warning(tmp_path, tiny_args):
     root = make_shards(tmp_path / "f", n=8, shard_size=8)
     proc = subprocess.run([sys.executable, "-c",
                            "import sys; from kebr_model.cli import main; main()", "pretrain", "--shards", str(root),
-                           "--out", str(tmp_path / "run"), *TINY, "--set", "max_steps=1"],
+                           "--out", str(tmp_path / "run"), *tiny_args, "--set", "max_steps=1"],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "not writable" not in proc.stderr

@@ -29,9 +29,18 @@ pytest.importorskip("transformers")
 REPO = Path(__file__).resolve().parents[1]
 
 
+#: the text encoder of `tiny()` configs: the tiny random BERT (conftest.py)
+TINY_ENCODER: dict[str, str] = {}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _tiny_encoder(tiny_bert):
+    TINY_ENCODER["encoder"] = tiny_bert
+
+
 def tiny(**kw):
     base = dict(layers=1, batch_size=4, epochs=1, checkpoint_every=0, lr_other=1e-3, lr_encoder=1e-4, dropout=0.0,
-                freeze_encoder=True)
+                freeze_encoder=True, **TINY_ENCODER)
     return TrainConfig.load(**{**base, **kw})
 
 
@@ -162,7 +171,7 @@ def sims2_folder(src: Path) -> Path:
     return src
 
 
-def test_a_ch_sims_v2_folder_indexes_trains_and_reports_sims_metrics(tmp_path):
+def test_a_ch_sims_v2_folder_indexes_trains_and_reports_sims_metrics(tmp_path, tiny_bert):
     from kebr_data.pipeline.plan import build_plan
     from kebr_data.schema import ACOUSTIC, VISUAL
     from kebr_data.storage.commit import commit_rows
@@ -185,7 +194,7 @@ def test_a_ch_sims_v2_folder_indexes_trains_and_reports_sims_metrics(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "kebr_model.cli", "finetune", "--shards", str(tmp_path / "f"),
                            "--out", str(tmp_path / "run"), "--config", str(REPO / "pipelines/train_sims2.toml"),
                            "--set", "layers=1", "--set", "batch_size=4", "--set", "epochs=1",
-                           "--set", "freeze_encoder=true", "--set", "encoder=''"],
+                           "--set", "freeze_encoder=true", "--set", f"encoder='{tiny_bert}'"],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     test = json.loads((tmp_path / "run/test_metrics.json").read_text())
