@@ -214,7 +214,7 @@ def load_sweep(path: Path) -> Sweep:
     checks += [(f"grid point {p.name}", p) for p in sweep.points()]
     for where, point in checks:
         try:
-            TrainConfig.load(sweep.config_files(point), sweep.overrides(point, sweep.seeds[0]))
+            TrainConfig.load(sweep.config_files(point), sweep.overrides(point, sweep.seeds[0]), task=_task(sweep))
         except (ValueError, KebrError) as exc:  # the trainer's own checks: unknown key, type, range, choice
             raise SweepError(f"{path}: {where}: {exc}") from None
     return sweep

@@ -14,6 +14,15 @@ from kebr_model.fusions.base import masked_mean
 from kebr_model.heads import Heads, weighted_loss
 from kebr_model.tcmf import TCMF as KEBRTCMF
 
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models step faster on one thread (and far faster on a busy machine); restored after."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
 W3 = {"text": 8, "audio": 6, "visual": 5}
 CONFIGS = [
     ("tcmf", {"layers": 2}),

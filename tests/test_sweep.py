@@ -77,6 +77,10 @@ def test_unknown_keys_fail_up_front_with_did_you_mean(tmp_path):
                                      str(tmp_path), "--out", str(tmp_path / "out")])
     assert typo.exit_code == 2 and "did you mean train.mcc_g?" in typo.output and "Traceback" not in typo.output
     assert not (tmp_path / "out").exists()
+    zoo = '[sweep]\ncommand = "{}"\n[train]\nuse_mcc = false\n[grid]\nfusion = ["sf"]\n'
+    assert len(load_sweep(grid_file(tmp_path, zoo.format("finetune"))).points()) == 1  # checked as the command runs
+    with pytest.raises(SweepError, match="pre-training predicts the .MASK. token"):
+        load_sweep(grid_file(tmp_path, zoo.format("pretrain")))
 
 
 def test_points_are_named_stably_and_never_leave_the_folder():
