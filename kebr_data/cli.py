@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import json
+import os
 import shlex
 import sys
 from collections.abc import Callable, Iterator
@@ -43,7 +44,7 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 def _console(stderr: bool) -> Console:
     console = Console(stderr=stderr)
-    if not console.is_terminal:
+    if not console.is_terminal and "COLUMNS" not in os.environ:  # piped: 120 columns unless COLUMNS says
         console.width = 120
     return console
 

@@ -12,14 +12,15 @@ from .storage.store import Store
 
 
 def summary_view(summaries: list[StageSummary], title: str, with_run: bool = False) -> Group:
-    """The summary table followed by one line of stage-specific stats per stage that has them."""
+    """The title line (wrapped at the console's width, not the table's: it names a folder), the summary
+    table, then one line of stage-specific stats per stage that has them."""
     lines = [Text(f"{s.stage}: {s.stats_line()}") for s in summaries if s.stats_line()]
-    return Group(summary_table(summaries, title, with_run), *lines)
+    return Group(Text(title), summary_table(summaries, with_run), *lines)
 
 
-def summary_table(summaries: list[StageSummary], title: str, with_run: bool = False) -> Table:
+def summary_table(summaries: list[StageSummary], with_run: bool = False) -> Table:
     """A rich table, one row per stage."""
-    t = Table(title=escape(title), title_justify="left")
+    t = Table()
     for col in ("stage", "shards", "clips", "ok", "failed", "skipped", "top reasons"):
         t.add_column(col, justify="left" if col in ("stage", "top reasons") else "right")
     if with_run:

@@ -100,7 +100,11 @@ def _start_or_resume(trainer: Any, out: Path, resume: str) -> None:
                    f"{f', swept {len(swept)} temp folder(s)' if swept else ''})", err=True)
 
 
-def _train_one(cfg: TrainConfig, shards: Path, out: Path, init: Path | None, resume: str) -> dict:
+def train_run(cfg: TrainConfig, shards: Path, out: Path, init: Path | None, resume: str,
+              before_fit: Callable[[Any], None] | None = None, progress: bool = True) -> dict:
+    """One run, as `kebr-train pretrain|finetune` does it: preflight, start or resume, fit, test on the
+    best checkpoint, plots; returns {step, best_valid, test}. `before_fit(trainer)` sees the built
+    model before training (a sweep counts its parameters and FLOPs there)."""
     from . import checkpoint
     from .plots import frame_modalities, plot_run
     from .preflight import check_split, check_trainable, inventory
@@ -112,9 +116,11 @@ def _train_one(cfg: TrainConfig, shards: Path, out: Path, init: Path | None, res
     candidates = check_trainable(shards, inv, cfg.task, cfg.train_split)
     if cfg.valid_split:
         check_trainable(shards, inv, cfg.task, cfg.valid_split)
-    trainer = Trainer(cfg, shards, out, _init_checkpoint(init), progress=True)
+    trainer = Trainer(cfg, shards, out, _init_checkpoint(init), progress=progress)
     trainer.expected_steps = _expected_steps(cfg, candidates, trainer.world)
     _start_or_resume(trainer, out, resume)
+    if before_fit is not None:
+        before_fit(trainer)
     state = trainer.fit()
     result = {"step": state["step"], "best_valid": state["best_valid"]}
     if cfg.task == "finetune" and cfg.test_split:
@@ -126,6 +132,13 @@ def _train_one(cfg: TrainConfig, shards: Path, out: Path, init: Path | None, res
     if trainer.rank == 0 and (out / "metrics.jsonl").exists():
         plot_run(out, frame_modalities(shards))
     return result
+
+
+def split_defaults(cfg: TrainConfig) -> None:
+    """Fine-tuning trains on `train` and selects on `valid` unless told otherwise: never on every clip,
+    test included."""
+    if cfg.task == "finetune":
+        cfg.train_split, cfg.valid_split = cfg.train_split or "train", cfg.valid_split or "valid"
 
 
 def _init_checkpoint(init: Path | None) -> Path | None:
@@ -206,10 +219,9 @@ def _train(task: str | None, shards: Path, out: Path, init: Path | None, config_
     cfg = _load_config(config_files, overrides, task=task)
     if cfg.task not in ("pretrain", "finetune"):
         raise click.UsageError(f"task must be pretrain or finetune, got {cfg.task!r}")
-    if cfg.task == "finetune":  # never train on every clip, test included, by default
-        cfg.train_split, cfg.valid_split = cfg.train_split or "train", cfg.valid_split or "valid"
+    split_defaults(cfg)
     if not seeds:
-        click.echo(dumps(_train_one(cfg, shards, out, init, resume), indent=2))
+        click.echo(dumps(train_run(cfg, shards, out, init, resume), indent=2))
         return
     try:
         seed_list = [int(s) for s in seeds.split(",")]
@@ -218,7 +230,7 @@ def _train(task: str | None, shards: Path, out: Path, init: Path | None, config_
     results = {}
     for seed in seed_list:
         cfg.seed = seed
-        results[seed] = _train_one(cfg, shards, out / f"seed-{seed}", init, resume)
+        results[seed] = train_run(cfg, shards, out / f"seed-{seed}", init, resume)
     table = _summary(results)
     (out / "summary.md").write_text(table + "\n")
     click.echo(table)

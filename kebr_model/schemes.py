@@ -86,13 +86,32 @@ def optimizer(groups: Sequence[tuple[Iterable[nn.Parameter], float]]) -> torch.o
     return torch.optim.Adam(out)
 
 
-def scheme_alphas(scheme: str, alphas: dict[str, float]) -> dict[str, float]:
-    """The loss weights a scheme uses in its (last) step: `single` and `two-step` the main task only."""
+def phase(scheme: str, epoch: int, step_one_epochs: int) -> str:
+    """The phase a scheme trains in at `epoch` (0-based): `single`, `joint`, or two-step's step `one`
+    for the first `step_one_epochs` epochs, then `two`. The trainer (`Trainer.phase`) asks this too."""
     if scheme not in SCHEMES:
         raise ValueError(f"unknown scheme {scheme!r}; choose one of {', '.join(SCHEMES)}")
-    if scheme == "joint":
+    if scheme == "two-step":
+        return "one" if epoch < step_one_epochs else "two"
+    return scheme
+
+
+def phase_weights(phase: str, alphas: dict[str, float]) -> dict[str, float]:
+    """The loss weight of each task in a phase, the one rule the trainer's loss and `run_scheme` use:
+    `single` and two-step's step `two` the main task (weight 1); `joint` every task (α_k, α_main
+    included); step `one` the unimodal tasks (α_m) and the main task weight 0."""
+    if phase in ("single", "two"):
+        return {"main": 1.0}
+    if phase == "joint":
         return dict(alphas)
-    return {"main": alphas.get("main", 1.0)}
+    if phase == "one":
+        return {"main": 0.0, **{m: a for m, a in alphas.items() if m != "main"}}
+    raise ValueError(f"unknown phase {phase!r}; phases are single, joint, one, two")
+
+
+def scheme_alphas(scheme: str, alphas: dict[str, float]) -> dict[str, float]:
+    """The loss weights a scheme uses in its (last) step: `single` and `two-step` the main task only."""
+    return phase_weights(phase(scheme, 1, 0), alphas)
 
 
 def present(batch: Batch) -> dict[str, torch.Tensor]:
@@ -149,7 +168,7 @@ def train_step_two(model: MultimodalModel, batches: Sequence[Batch], steps: int,
     model.freeze_encoders()
     for head in model.heads.modality.values():
         freeze(head)
-    return train_fused(model, batches, steps, {"main": alphas.get("main", 1.0)}, 0.0, lr_rest, loss)
+    return train_fused(model, batches, steps, phase_weights("two", alphas), 0.0, lr_rest, loss)
 
 
 def run_scheme(model: MultimodalModel, scheme: str, batches: Sequence[Batch], steps: int,

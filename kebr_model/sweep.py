@@ -20,6 +20,7 @@ Each point-seed runs in OUT/<point>/seed-N/ and is done when its sweep_result.js
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
@@ -30,9 +31,9 @@ import os
 import re
 import shlex
 import statistics
-import subprocess
 import sys
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -213,16 +214,15 @@ def load_sweep(path: Path) -> Sweep:
     checks += [(f"grid point {p.name}", p) for p in sweep.points()]
     for where, point in checks:
         try:
-            TrainConfig.load(sweep.config_files(point), sweep.overrides(point, sweep.seeds[0]))
+            TrainConfig.load(sweep.config_files(point), sweep.overrides(point, sweep.seeds[0]), task=_task(sweep))
         except (ValueError, KebrError) as exc:  # the trainer's own checks: unknown key, type, range, choice
             raise SweepError(f"{path}: {where}: {exc}") from None
     return sweep
 
 
 def run_args(sweep: Sweep, point: Point, seed: int, shards: Path, out: Path) -> list[str]:
-    """The argument list of one point-seed's `kebr-train` run (no shell)."""
-    args = [sys.executable, "-m", "kebr_model.cli", sweep.command, "--shards", str(shards), "--out", str(out),
-            "--resume", "auto"]
+    """The `kebr-train` command line one point-seed's run amounts to (what --dry-run prints)."""
+    args = ["kebr-train", sweep.command, "--shards", str(shards), "--out", str(out), "--resume", "auto"]
     for c in sweep.config_files(point):
         args += ["--config", str(c)]
     if sweep.init is not None:
@@ -240,23 +240,31 @@ def _write_json(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
-def run_point(sweep: Sweep, point: Point, seed: int, shards: Path, run_dir: Path) -> tuple[dict | None, str]:
-    """Run (or resume) one point-seed; its result (the run's JSON: step, best_valid, test metrics)
-    goes to run_dir/sweep_result.json. Returns (result or None, what happened)."""
+def run_point(sweep: Sweep, point: Point, seed: int, shards: Path, run_dir: Path,
+              cost: Path | None = None) -> tuple[dict | None, str]:
+    """Run (or resume) one point-seed in this process, as `kebr-train` would (its stderr in
+    run_dir/train.log); its result (step, best_valid, test metrics) goes to run_dir/sweep_result.json.
+    With `cost`, the model's parameter and FLOP counts are written there before it trains. A failed
+    run is reported, not raised. Returns (result or None, what happened)."""
+    from .cli import split_defaults, train_run
+    from .jsonout import dumps
+
     done = run_dir / RESULT
     if done.is_file():
         return json.loads(done.read_text()), "finished before, skipped"
     run_dir.mkdir(parents=True, exist_ok=True)
-    with open(run_dir / "train.log", "a") as log:
-        proc = subprocess.run(run_args(sweep, point, seed, shards, run_dir), stdout=subprocess.PIPE, stderr=log,
-                              text=True)
-    if proc.returncode != 0:
-        lines = [x for x in (run_dir / "train.log").read_text().splitlines() if x.strip()]
-        return None, f"failed (exit {proc.returncode}: {lines[-1] if lines else 'no message'}; {run_dir / 'train.log'})"
-    try:
-        result = json.loads(proc.stdout[proc.stdout.index("{"):])
-    except ValueError:
-        return None, f"failed (no JSON result on stdout; {run_dir / 'train.log'})"
+    count = (lambda trainer: _write_json(cost, trainer_cost(trainer))) if cost is not None else None
+    with open(run_dir / "train.log", "a") as log, contextlib.redirect_stderr(log):
+        try:
+            cfg = TrainConfig.load(sweep.config_files(point), sweep.overrides(point, seed), task=_task(sweep))
+            split_defaults(cfg)
+            result = train_run(cfg, shards, run_dir, sweep.init, "auto", before_fit=count, progress=False)
+        except (KebrError, OSError, ValueError, RuntimeError) as exc:  # this run's failure; the sweep goes on
+            if not isinstance(exc, KebrError):
+                traceback.print_exc(file=log)
+            print(f"error: {exc}", file=log)
+            return None, f"failed ({exc}; {run_dir / 'train.log'})"
+    result = json.loads(dumps(result))  # as the command prints it: strict JSON (no infinity)
     train_loss = last_epoch_loss(run_dir / "metrics.jsonl")
     if train_loss is not None:
         result["train_loss"] = train_loss
@@ -302,24 +310,37 @@ def metric_order(keys: set[str]) -> list[str]:
     return [k for k in ORDER if k in keys] + sorted(keys - set(ORDER) - set(last)) + last
 
 
-def model_cost(cfg: TrainConfig, shards: Path) -> dict[str, Any]:
-    """Parameters (all, trainable) and forward FLOPs per clip of the model a run with `cfg` builds,
-    counted with torch.utils.flop_counter on the first batch of the test split (finetune) or the
-    training split, at the lengths the loader pads that batch to."""
-    import tempfile
+def trainer_cost(trainer: Any) -> dict[str, Any]:
+    """Parameters (all, trainable) and forward FLOPs per clip of a trainer's model, counted with
+    torch.utils.flop_counter on the first batch of the test split (finetune) or the training split,
+    at the lengths the loader pads that batch to. Leaves the model's mode and the RNGs as they were."""
+    import torch
 
     from .fusions import count_flops, count_params
-    from .train import Trainer
 
-    with tempfile.TemporaryDirectory() as tmp:
-        trainer = Trainer(cfg, shards, Path(tmp))
-        split = cfg.test_split if cfg.task == "finetune" else cfg.train_split
-        batch = next(iter(trainer.batches(split, 0, shuffle=False)))
+    cfg = trainer.cfg
+    split = cfg.test_split if cfg.task == "finetune" else cfg.train_split
+    batch = next(iter(trainer.batches(split, 0, shuffle=False)))
+    mode = trainer.model.training
+    with torch.random.fork_rng(devices=[]):
         trainer.model.eval()
         flops = count_flops(trainer.model, (trainer._to_device(batch), cfg.task))
-        clips = len(batch["label"])
+    trainer.model.train(mode)
+    clips = len(batch["label"])
     return {"params": count_params(trainer.model), "trainable_params": count_params(trainer.model, True),
             "flops_per_clip": flops // clips, "flops_batch_clips": clips}
+
+
+def model_cost(cfg: TrainConfig, shards: Path) -> dict[str, Any]:
+    """trainer_cost of the model a run with `cfg` builds (for points whose runs all finished before)."""
+    import tempfile
+
+    from .cli import split_defaults
+    from .train import Trainer
+
+    split_defaults(cfg)
+    with tempfile.TemporaryDirectory() as tmp:
+        return trainer_cost(Trainer(cfg, shards, Path(tmp)))
 
 
 def _point_cost(sweep: Sweep, point: Point, shards: Path, point_dir: Path) -> dict[str, Any]:
@@ -436,7 +457,7 @@ def run_sweep(sweep: Sweep, shards: Path, out: Path, echo: Callable[[str], None]
     points = sweep.points()
     out = Path(out)
     if dry_run:  # each run as the kebr-train command line it amounts to
-        return "\n".join(shlex.join(["kebr-train", *run_args(sweep, p, s, shards, out / p.name / f"seed-{s}")[3:]])
+        return "\n".join(shlex.join(run_args(sweep, p, s, shards, out / p.name / f"seed-{s}"))
                          for p in points for s in sweep.seeds)
     from kebr_data.storage.lock import OutputLock
 
@@ -457,7 +478,8 @@ def _run_all(sweep: Sweep, points: list[Point], shards: Path, out: Path, echo: C
         for seed in sweep.seeds:
             i += 1
             t0 = time.monotonic()
-            result, what = run_point(sweep, point, seed, shards, point_dir / f"seed-{seed}")
+            cost = None if (point_dir / COST).is_file() else point_dir / COST  # counted on the first run built
+            result, what = run_point(sweep, point, seed, shards, point_dir / f"seed-{seed}", cost)
             echo(f"[{i}/{total}] {point.name} seed {seed}: {what} ({time.monotonic() - t0:.1f} s)")
             if result is None:
                 failed.append(f"{point.name} seed {seed}")

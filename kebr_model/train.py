@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import checkpoint
+from . import checkpoint, schemes
 from .audio_encoder import load_audio_encoder, setup_problem
 from .config import RAW_AUDIO, TrainConfig
 from .data import DataConfig, ShardBatches, check_folder, modality_widths
@@ -139,9 +139,7 @@ class Trainer:
 
     def phase(self) -> str:
         """The training scheme at this epoch: single, joint, or two-step's step `one` then `two`."""
-        if self.cfg.scheme == "two-step":
-            return "one" if self.state["epoch"] < self.cfg.step_one_epochs else "two"
-        return self.cfg.scheme
+        return schemes.phase(self.cfg.scheme, self.state["epoch"], self.cfg.step_one_epochs)
 
     def train_mode(self) -> None:
         self.model.train()
@@ -163,18 +161,19 @@ class Trainer:
         """The task loss (L1 or MSE) plus the MCC term over samples that have both modalities, and, in the
         joint and two-step schemes, sum_k alpha_k L_k over the unimodal heads, each on its own label where the
         plan has one (CH-SIMS) else the main label (identical in training and validation)."""
-        label, phase, alphas = batch["label"], self.phase(), self.cfg.alphas
+        label, phase = batch["label"], self.phase()
+        weights = schemes.phase_weights(phase, self.cfg.alphas)  # the scheme's rule, shared with run_scheme
         task, l1 = self._task_loss(out.prediction, label)
         valid = out.mcc_valid.float()
         mcc = (out.mcc.float() * valid).sum() / valid.sum().clamp(min=1.0)
-        total = {"single": task, "joint": alphas["main"] * task, "one": task * 0, "two": task}[phase]
+        total = weights["main"] * task
         if self.cfg.use_mcc and phase != "one":
             total = total + loss_weight(self.cfg.mcc_form) * mcc
         terms = {"task": task, "l1": l1, "mcc": mcc}
-        if phase in ("joint", "one") and out.modal:
+        if any(m in weights for m in out.modal):
             labels = {m: batch[f"label_{m}"] for m in out.modal if f"label_{m}" in batch}
             valid = {m: batch[f"{m}_mask"].any(1) for m in out.modal if f"{m}_mask" in batch}
-            modal, parts = weighted_loss(out.modal, label, {m: alphas[m] for m in out.modal}, labels,
+            modal, parts = weighted_loss(out.modal, label, {m: weights[m] for m in out.modal}, labels,
                                          self.cfg.loss, valid)
             total = total + modal
             terms |= {f"task_{m}": v for m, v in parts.items()}

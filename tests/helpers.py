@@ -39,9 +39,10 @@ def make_video(ffmpeg: str, path: Path, seconds: float = 1.0, audio: bool = True
 
 
 def run_cli(*args: str, check: bool = False, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    """Run `kebr-data ARGS` in a real subprocess (what users do)."""
+    """Run `kebr-data ARGS` in a real subprocess (what users do), its console 250 columns wide so that
+    messages naming long temporary paths are not wrapped mid-phrase."""
     proc = subprocess.run([sys.executable, "-m", "kebr_data", *args], capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, **(env or {})})
+                          timeout=timeout, env={**os.environ, "COLUMNS": "250", **(env or {})})
     if check and proc.returncode != 0:
         raise AssertionError(f"kebr-data {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
     return proc

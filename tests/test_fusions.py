@@ -14,6 +14,7 @@ from kebr_model.fusions.base import masked_mean
 from kebr_model.heads import Heads, weighted_loss
 from kebr_model.tcmf import TCMF as KEBRTCMF
 
+
 W3 = {"text": 8, "audio": 6, "visual": 5}
 CONFIGS = [
     ("tcmf", {"layers": 2}),

@@ -10,9 +10,12 @@ from torch import nn
 from kebr_model.fusions import make_fusion
 from kebr_model.fusions.base import FusionOutput
 from kebr_model.heads import Heads, mlp, task_labels, weighted_loss
-from kebr_model.schemes import MultimodalModel, run_scheme, scheme_alphas, train_step_one, train_step_two
+from kebr_model.schemes import (MultimodalModel, phase, phase_weights, run_scheme, scheme_alphas, train_step_one,
+                                train_step_two)
 
 IN = {"text": 5, "audio": 4, "visual": 3}
+
+
 D = {"text": 8, "audio": 6, "visual": 6}
 
 
@@ -76,6 +79,17 @@ def test_scheme_alphas():
     assert scheme_alphas("two-step", a) == {"main": 1.0}
     with pytest.raises(ValueError, match="unknown scheme"):
         scheme_alphas("twostep", a)
+
+
+def test_phases_and_their_weights_the_trainer_shares():
+    assert [phase("two-step", epoch, 2) for epoch in range(4)] == ["one", "one", "two", "two"]
+    assert phase("joint", 7, 1) == "joint" and phase("single", 0, 1) == "single"
+    a = {"main": 0.7, "text": 0.3, "audio": 0.5}
+    assert phase_weights("single", a) == phase_weights("two", a) == {"main": 1.0}  # α_main weighs joint only
+    assert phase_weights("joint", a) == a
+    assert phase_weights("one", a) == {"main": 0.0, "text": 0.3, "audio": 0.5}
+    with pytest.raises(ValueError, match="unknown phase"):
+        phase_weights("three", a)
 
 
 # --- schemes with GRU stand-in encoders ----------------------------------------------------------

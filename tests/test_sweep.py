@@ -1,9 +1,12 @@
 """`kebr-train sweep`: grid files checked up front (the trainer's own validation, "did you mean"),
 stable safe point names, mean ± std hand-computed, a 2 x 2 grid through the CLI with real runs
-(one point-seed finished beforehand and not rerun), parameter/FLOP counts; the t-SNE plot."""
+(one point-seed finished beforehand and not rerun), a sweep's run equal to the same run on its own,
+parameter/FLOP counts; the t-SNE plot. (All twelve system configs in one table: tests/test_systems.py.)
+Runs use a tiny random BERT (conftest.py)."""
 
 import csv
 import json
+import shlex
 import statistics
 import subprocess
 import sys
@@ -21,6 +24,11 @@ from kebr_model.sweep import (RESULT, Point, Sweep, SweepError, aggregate, load_
                               toml_value)
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def encoder(tiny_bert) -> Path:
+    return Path(tiny_bert)
 
 
 def grid_file(tmp_path: Path, text: str) -> Path:
@@ -58,6 +66,10 @@ def test_unknown_keys_fail_up_front_with_did_you_mean(tmp_path):
                                      str(tmp_path), "--out", str(tmp_path / "out")])
     assert typo.exit_code == 2 and "did you mean train.mcc_g?" in typo.output and "Traceback" not in typo.output
     assert not (tmp_path / "out").exists()
+    zoo = '[sweep]\ncommand = "{}"\n[train]\nuse_mcc = false\n[grid]\nfusion = ["sf"]\n'
+    assert len(load_sweep(grid_file(tmp_path, zoo.format("finetune"))).points()) == 1  # checked as the command runs
+    with pytest.raises(SweepError, match="pre-training predicts the .MASK. token"):
+        load_sweep(grid_file(tmp_path, zoo.format("pretrain")))
 
 
 def test_points_are_named_stably_and_never_leave_the_folder():
@@ -130,25 +142,33 @@ mcc_g = [0.0, 0.5]
 """
 
 
-def test_a_two_by_two_grid_through_the_cli(tmp_path):
-    """Real `kebr-train` runs; one point-seed is finished beforehand (hand-written result) and is
-    not rerun, its metrics enter the table; a second sweep reruns nothing."""
+def sweep_cli(grid: Path, shards: Path, out: Path, *extra: str):
+    return CliRunner().invoke(main, ["sweep", "--config", str(grid), "--shards", str(shards), "--out", str(out),
+                                     *extra])
+
+
+def test_a_two_by_two_grid_through_the_cli(tmp_path, encoder):
+    """Real runs; one point-seed is finished beforehand (hand-written result) and is not rerun, its
+    metrics enter the table; a second sweep reruns nothing; eval --tsne on a sweep's run."""
     shards = make_shards(tmp_path / "mosi", n=10, shard_size=5, seed=3, labelled=True)
-    grid, out = grid_file(tmp_path, GRID), tmp_path / "sweep"
+    grid, out = grid_file(tmp_path, GRID.replace("[train]", f"[train]\nencoder = {json.dumps(str(encoder))}")), \
+        tmp_path / "sweep"
     planted = {"step": 1, "best_valid": 9.0, "test": {"MAE": 3.0, "Corr": 0.25, "Has0_acc_2": 0.5, "samples": 2}}
     (out / "mcc_g=0.5/seed-2").mkdir(parents=True)
     (out / "mcc_g=0.5/seed-2" / RESULT).write_text(json.dumps(planted))
-    proc = subprocess.run([sys.executable, "-m", "kebr_model.cli", "sweep", "--config", str(grid), "--shards",
-                           str(shards), "--out", str(out)], capture_output=True, text=True, timeout=1200, cwd=ROOT)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stderr.count(": done (") == 3 and "[4/4] mcc_g=0.5 seed 2: finished before, skipped" in proc.stderr
+    ran = sweep_cli(grid, shards, out)
+    assert ran.exit_code == 0, ran.output[-3000:]
+    assert ran.stderr.count(": done (") == 3 and "[4/4] mcc_g=0.5 seed 2: finished before, skipped" in ran.stderr
     assert not (out / "mcc_g=0.5/seed-2/checkpoints").exists()
     for name in ("mcc_g=0/seed-1", "mcc_g=0/seed-2", "mcc_g=0.5/seed-1"):
         assert (out / name / "checkpoints").is_dir() and (out / name / "test_metrics.json").is_file()
-        ran = json.loads((out / name / RESULT).read_text())
-        assert ran["test"] == json.loads((out / name / "test_metrics.json").read_text())
+        assert (out / name / "plots/losses.png").is_file() and (out / name / "train.log").is_file()
+        result = json.loads((out / name / RESULT).read_text())
+        assert result["test"] == json.loads((out / name / "test_metrics.json").read_text())
         first = json.loads((out / name / "metrics.jsonl").read_text().splitlines()[0])
-        assert first["split"] == "train" and ran["train_loss"] == first["loss"]  # one step (max_steps = 1)
+        assert first["split"] == "train" and result["train_loss"] == first["loss"]  # one step (max_steps = 1)
+    seed1, seed2 = (json.loads((out / f"mcc_g=0/seed-{s}" / RESULT).read_text()) for s in (1, 2))
+    assert seed1["test"]["MAE"] != seed2["test"]["MAE"]  # the seed reaches the run
     rows = list(csv.DictReader((out / "sweep.csv").open()))
     assert [r["point"] for r in rows] == ["mcc_g=0", "mcc_g=0.5"] and [r["seeds"] for r in rows] == ["2", "2"]
     mixed = [json.loads((out / "mcc_g=0.5/seed-1" / RESULT).read_text())["test"]["MAE"], 3.0]
@@ -157,16 +177,15 @@ def test_a_two_by_two_grid_through_the_cli(tmp_path):
     assert float(rows[1]["best_valid_mean"]) > 4.5  # the planted 9.0 is in it
     assert rows[1]["train_loss_std"] == ""  # the planted result has no training loss: one value, no std
     params = {int(r["params"]) for r in rows}
-    assert len(params) == 1 and params.pop() > 20_000_000  # MiniLM's BERT (22.7M) + one TCMF layer
-    assert all(int(r["flops_per_clip"]) > 1_000_000 for r in rows)
+    assert len(params) == 1 and params.pop() == int(rows[0]["trainable_params"])
+    assert all(int(r["flops_per_clip"]) > 0 for r in rows)
     assert rows[0]["flops_per_clip"] == rows[1]["flops_per_clip"]  # mcc_g changes no shape
     md = (out / "sweep.md").read_text()
-    assert md == proc.stdout and "| mcc_g=0.5 | 0.5 | 2/2 |" in md and " ± " in md and "| FLOPs/clip |" in md
+    assert md == ran.stdout and "| mcc_g=0.5 | 0.5 | 2/2 |" in md and " ± " in md and "| FLOPs/clip |" in md
     assert Image.open(out / "sweep.png").size == (700, 400)
-    again = subprocess.run([sys.executable, "-m", "kebr_model.cli", "sweep", "--config", str(grid), "--shards",
-                            str(shards), "--out", str(out)], capture_output=True, text=True, timeout=600, cwd=ROOT)
-    assert again.returncode == 0 and again.stderr.count("finished before, skipped") == 4, again.stderr[-2000:]
-    assert again.stdout == proc.stdout
+    again = sweep_cli(grid, shards, out)
+    assert again.exit_code == 0 and again.stderr.count("finished before, skipped") == 4, again.output[-2000:]
+    assert again.stdout == ran.stdout
     tsne = CliRunner().invoke(main, ["eval", "--shards", str(shards), "--run", str(out / "mcc_g=0/seed-1"),
                                      "--split", "train", "--tsne", str(tmp_path / "tsne.png")])
     assert tsne.exit_code == 0, tsne.output
@@ -174,6 +193,25 @@ def test_a_two_by_two_grid_through_the_cli(tmp_path):
     few = CliRunner().invoke(main, ["eval", "--shards", str(shards), "--run", str(out / "mcc_g=0/seed-1"),
                                     "--tsne", str(tmp_path / "few.png")])  # the test split has 2 clips
     assert few.exit_code == 2 and "n >= 3 clips" in few.output.splitlines()[-1] and "Traceback" not in few.output
+
+
+def test_a_sweep_run_equals_the_same_kebr_train_run(tmp_path, encoder):
+    """Runs share the sweep's process: the second point's run (after the first) gives the same test
+    metrics as the `kebr-train` command line --dry-run prints for it, run on its own."""
+    shards = make_shards(tmp_path / "mosi", n=10, shard_size=5, seed=3, labelled=True)
+    grid = grid_file(tmp_path, GRID.replace("[train]", f"[train]\nencoder = {json.dumps(str(encoder))}")
+                     .replace("seeds = [1, 2]", "seeds = [2]"))
+    out = tmp_path / "sweep"
+    dry = sweep_cli(grid, shards, out, "--dry-run")
+    assert dry.exit_code == 0 and not out.exists()
+    command = shlex.split(dry.stdout.splitlines()[1])
+    run_dir = str(out / "mcc_g=0.5/seed-2")
+    assert command[:2] == ["kebr-train", "finetune"] and run_dir in command
+    alone = CliRunner().invoke(main, [tmp_path / "alone" if a == run_dir else a for a in command[1:]])
+    assert alone.exit_code == 0, alone.output[-2000:]
+    assert sweep_cli(grid, shards, out).exit_code == 0
+    swept = json.loads((out / "mcc_g=0.5/seed-2" / RESULT).read_text())
+    assert swept["test"] == json.loads((tmp_path / "alone/test_metrics.json").read_text())
 
 
 def clusters(n_per: int = 20, dim: int = 20, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -278,11 +316,11 @@ def test_sweep_help_without_torch_and_a_failed_run_is_reported_not_hidden(tmp_pa
     assert dry.exit_code == 0 and dry.output.startswith("kebr-train finetune --shards ")
     assert "--set 'encoder=\"/no/such/encoder\"' --set seed=1" in dry.output
     assert not out.exists()
-    proc = subprocess.run([sys.executable, "-m", "kebr_model.cli", "sweep", "--config", str(grid), "--shards",
-                           str(shards), "--out", str(out)], capture_output=True, text=True, timeout=600, cwd=ROOT)
-    assert proc.returncode == 2 and "1 of 1 runs failed" in proc.stderr.splitlines()[-1], proc.stderr[-2000:]
+    failed = sweep_cli(grid, shards, out)
+    assert failed.exit_code == 2 and "1 of 1 runs failed" in failed.stderr.splitlines()[-1], failed.output[-2000:]
     name = point_name({"encoder": "/no/such/encoder"})
-    assert "not a local folder" in proc.stderr and (out / name / "seed-1/train.log").is_file()
+    log = out / name / "seed-1/train.log"
+    assert "not a local folder" in failed.stderr and "not a local folder" in log.read_text()
     assert not (out / name / "seed-1" / RESULT).exists()
     from kebr_data.storage.lock import OutputLock
 
@@ -292,13 +330,13 @@ def test_sweep_help_without_torch_and_a_failed_run_is_reported_not_hidden(tmp_pa
     assert f"| {name} | /no/such/encoder | 0/1 | - | - | - |" in (out / "sweep.md").read_text()
 
 
-def test_modality_subsets_sweep_and_their_costs_differ(tmp_path):
+def test_modality_subsets_sweep_and_their_costs_differ(tmp_path, encoder):
     """`"modalities.use"` as a grid key reaches the model: without visual, fewer parameters and FLOPs."""
     from kebr_model.sweep import COST, _point_cost
 
     shards = make_shards(tmp_path / "mosi", n=10, shard_size=5, seed=3, labelled=True)
-    sweep = load_sweep(grid_file(tmp_path, '[train]\nlayers = 1\nbatch_size = 4\n'
-                                           '[grid]\n"modalities.use" = ["ta", "tav"]\n'))
+    train = f"[train]\nlayers = 1\nbatch_size = 4\nencoder = {json.dumps(str(encoder))}\n"
+    sweep = load_sweep(grid_file(tmp_path, train + '[grid]\n"modalities.use" = ["ta", "tav"]\n'))
     points = sweep.points()
     assert [p.name for p in points] == ["modalities.use=ta", "modalities.use=tav"]
     costs = []
@@ -309,31 +347,3 @@ def test_modality_subsets_sweep_and_their_costs_differ(tmp_path):
     ta, tav = costs
     assert ta["params"] < tav["params"] and ta["flops_per_clip"] < tav["flops_per_clip"]
     assert ta["params"] == ta["trainable_params"] and ta["flops_batch_clips"] == 2  # the 2 test clips
-
-
-def test_a_sweep_over_system_configs_and_a_zoo_fusion_tsne(tmp_path):
-    """`config` as a grid key: each value a trainer config (here two of pipelines/systems/) added after
-    [sweep] config; points named by the file stems; sf (a kebr_model.fusions module) has fewer
-    parameters than 1-layer TCMF; eval --tsne reads the zoo fusion's per-modality and pooled vectors."""
-    shards = make_shards(tmp_path / "mosi", n=10, shard_size=5, seed=3, labelled=True)
-    grid = grid_file(tmp_path, '[sweep]\nseeds = [1]\n[train]\nlayers = 1\nbatch_size = 4\ncheckpoint_every = 0\n'
-                               'max_steps = 1\n[grid]\nconfig = ["pipelines/systems/kebr.toml", '
-                               '"pipelines/systems/boosting_sf_single.toml"]\n')
-    out = tmp_path / "sweep"
-    proc = subprocess.run([sys.executable, "-m", "kebr_model.cli", "sweep", "--config", str(grid), "--shards",
-                           str(shards), "--out", str(out)], capture_output=True, text=True, timeout=1200, cwd=ROOT)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = {r["point"]: r for r in csv.DictReader((out / "sweep.csv").open())}
-    assert list(rows) == ["config=kebr", "config=boosting_sf_single"]
-    assert rows["config=kebr"]["config"] == "pipelines/systems/kebr.toml"
-    assert int(rows["config=boosting_sf_single"]["params"]) < int(rows["config=kebr"]["params"])
-    assert "| config=boosting_sf_single | boosting_sf_single | 1/1 |" in (out / "sweep.md").read_text()
-    from kebr_model import checkpoint
-
-    run = out / "config=boosting_sf_single/seed-1"
-    saved = checkpoint.read_state(checkpoint.latest(run))["config"]
-    assert saved["fusion"] == "sf" and saved["scheme"] == "single" and saved["layers"] == 1
-    tsne = CliRunner().invoke(main, ["eval", "--shards", str(shards), "--run", str(run), "--split", "train",
-                                     "--tsne", str(tmp_path / "sf.png")])
-    assert tsne.exit_code == 0, tsne.output
-    assert Image.open(tmp_path / "sf.png").format == "PNG"
