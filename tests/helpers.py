@@ -114,3 +114,29 @@ def kill_mid_shard(src: Path, out: Path, args: list[str], stage: str = "audio", 
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def rss_growth(fn, *args, **kwargs) -> tuple[object, int]:
+    """Call fn(*args, **kwargs) while a thread samples this process's RSS every 5 ms; return (its result,
+    the peak RSS during the call minus the RSS before it, in bytes): for "this input does not blow memory"."""
+    import threading
+    import time
+
+    import psutil
+
+    proc, peak, stop = psutil.Process(), [0], threading.Event()
+    base = proc.memory_info().rss
+
+    def sample() -> None:
+        while not stop.is_set():
+            peak[0] = max(peak[0], proc.memory_info().rss)
+            time.sleep(0.005)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        result = fn(*args, **kwargs)
+    finally:
+        stop.set()
+        thread.join()
+    return result, max(peak[0], proc.memory_info().rss) - base
