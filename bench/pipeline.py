@@ -130,6 +130,7 @@ def main() -> None:
     n = args.clips
     stages = ("audio", "asr", "acoustic") + (("visual",) if args.openface else ())
     results: dict[tuple[str, int], tuple[float, float]] = {}
+    load = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         make_corpus(tmp / "src", n)
@@ -146,7 +147,9 @@ def main() -> None:
 
         mean_s = sum(pq.read_table(tmp / "out1/audio", columns=["duration_s"]).column(0).to_pylist()) / n
     lines = [f"{n} clips of {mean_s:.1f} s mean (demo speech and face joined), 4 shards, local executor; each stage "
-             "timed through the CLI on its own, process start included.", "",
+             f"timed through the CLI on its own, process start included. Load average {load[0]:.1f} at the start, "
+             f"{os.getloadavg()[0]:.1f} at the end ({os.cpu_count()} cores shared with other work: CPU seconds "
+             "carry less of the contention than wall times).", "",
              "| stage | 1 worker: clips/s | 2 workers: clips/s | scaling | CPU-s per clip (2 workers) | "
              "clips per core-hour |", "|---|---:|---:|---:|---:|---:|"]
     per_core_hour = {}
@@ -159,9 +162,12 @@ def main() -> None:
     if "visual" not in stages:
         per_core_hour["visual (bench/visual.py)"] = 3600 / (VISUAL_CPU_S_PER_CLIP * mean_s / VOXCELEB2_MEAN_S)
     lines += projection(per_core_hour, mean_s)
-    lines += ["", "Notes: the visual row is the real OpenFace 2.2 (CLNF model) through the stage, which batches up to "
-              f"16 clips per invocation within a shard (here {-(-n // 4)} clips per shard, so its models load more "
-              "often than on 1,000-clip shards: an upper bound); GPU ASR is not measured here (no GPU on this machine): its rows charge one 30-s "
+    visual_note = ("the visual row is the real OpenFace 2.2 (CLNF model) through the stage, which batches up to "
+                   f"16 clips per invocation within a shard (here {-(-n // 4)} clips per shard, so its models load more "
+                   "often than on 1,000-clip shards: an upper bound)" if "visual" in stages else
+                   "OpenFace is not installed on this machine, so the visual row is bench/visual.py's measurement of "
+                   "the stage with the real OpenFace 2.2 (VISUAL_CPU_S_PER_CLIP, scaled to the clip length)")
+    lines += ["", f"Notes: {visual_note}; GPU ASR is not measured here (no GPU on this machine): its rows charge one 30-s "
               "Whisper window per clip at the speed faster-whisper reports for an RTX 2080 Ti (SYSTRAN/faster-whisper "
               "issue #1030; a newer GPU and `asr.batch_size` batching are faster, so these are upper bounds); stages "
               "run one after the other, as `extract` runs them (a second `extract --stages asr` on the GPU can overlap "
