@@ -1,6 +1,7 @@
 """Pipeline throughput: clips per core-hour per stage on 8-s talking-head clips with the local
 executor at 1 and 2 workers, and what that means for VoxCeleb2's ~1.1 M clips on one node of
-64 cores and one GPU (ASR on the GPU, everything else on the cores).
+64 cores and one GPU (ASR on the GPU, everything else on the cores), with the optional encoder and
+baseline stages added from bench/encoders.py's measurements (CPU) and FLOP counts (GPU, projected).
 
     python bench/pipeline.py [--clips 48] [--openface /path/to/FeatureExtraction]
 
@@ -25,6 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from common import run_kebr, write_section  # noqa: E402
+from encoders import ASSUMED_TFLOPS  # noqa: E402
 
 VOXCELEB2_CLIPS = 1_128_246  # dev 1,092,009 + test 36,237
 VOXCELEB2_MEAN_S = 7.8
@@ -35,6 +37,15 @@ VISUAL_CPU_S_PER_CLIP = 2.69  # 2.52 CPU-s per 7.3-s clip (bench/RESULTS.md, vis
 #: fp16, beam 5, 13 min of audio (26 Whisper windows of 30 s): large-v3 52.0 s, large-v3-turbo 19.2 s.
 #: A clip shorter than 30 s still costs one window's encoder pass, so a window is charged per clip.
 GPU_ASR_S_PER_CLIP = {"large-v3": 52.0 / 26, "large-v3-turbo": 19.2 / 26}
+#: the optional encoder and baseline stages: CPU-seconds per second of audio or video on one core, the stage's
+#: run_shard as bench/encoders.py measured it (bench/RESULTS.md, encoders: 1 / "toolkit media-s/CPU-s"); not
+#: rerun here, where HuBERT-base and VideoMAE-base on the CPU would take hours. ssl_audio and video_encoder are
+#: random-initialised models of the real checkpoints' shapes (same computation, no weights).
+ENCODER_CPU_S_PER_MEDIA_S = {"ssl_audio (HuBERT-base)": 0.1941, "opensmile (eGeMAPSv02 LLD)": 0.0352,
+                             "melspec": 0.0016, "faces (Haar, 10 fps)": 0.233, "video_encoder (VideoMAE-base)": 3.6744}
+#: the two model stages on the GPU instead: forward GFLOPs per 7.8-s clip counted by bench/encoders.py
+#: (torch.utils.flop_counter), run at its assumed achieved fp16 throughput (ASSUMED_TFLOPS: projection)
+ENCODER_GPU_GFLOPS_PER_CLIP = {"ssl_audio (HuBERT-base)": 108.0, "video_encoder (VideoMAE-base)": 1350.0}
 
 
 def make_corpus(dest: Path, n: int) -> None:
@@ -79,6 +90,35 @@ def projection(per_core_hour: dict[str, float], mean_s: float) -> list[str]:
     for model, seconds in GPU_ASR_S_PER_CLIP.items():
         total = cpu_hours + VOXCELEB2_CLIPS * seconds / 3600
         lines.append(f"| **all, ASR {model} on the GPU** | node | | **{total:,.0f} h ({total / 24:.1f} days)** |")
+    return lines + encoder_projection()
+
+
+def encoder_projection() -> list[str]:
+    """The optional encoder and baseline stages for VoxCeleb2: measured CPU cost on the cores, and the two
+    model stages on the GPU (projected from FLOPs)."""
+    clip_core_h = {k: VOXCELEB2_CLIPS * v * VOXCELEB2_MEAN_S / 3600 for k, v in ENCODER_CPU_S_PER_MEDIA_S.items()}
+    gpu_h = {k: VOXCELEB2_CLIPS * g / (ASSUMED_TFLOPS * 1e3) / 3600 for k, g in ENCODER_GPU_GFLOPS_PER_CLIP.items()}
+    lines = ["", "The optional encoder and baseline stages (`--stages ...,ssl_audio,opensmile,melspec,faces,video_encoder`) "
+                 "on the same node: CPU rows **measured** (bench/encoders.py, one core, the stage's run_shard, scaled "
+                 f"to {VOXCELEB2_MEAN_S} s), GPU rows **projected** (forward FLOPs counted by bench/encoders.py at an "
+                 f"assumed {ASSUMED_TFLOPS:.0f} TFLOP/s achieved fp16: an A100 at ~30% of its dense peak; no GPU "
+                 "here):", "",
+             "| stage | where | CPU-s or GPU-ms per clip | core- or GPU-hours | hours on the node |", "|---|---|---:|---:|---:|"]
+    for k, v in clip_core_h.items():
+        per_clip = ENCODER_CPU_S_PER_MEDIA_S[k] * VOXCELEB2_MEAN_S
+        lines.append(f"| {k} | 64 cores (measured) | {per_clip:.2f} CPU-s | {v:,.0f} core-h | {v / 64:,.1f} h |")
+    for k, v in gpu_h.items():
+        ms = ENCODER_GPU_GFLOPS_PER_CLIP[k] / ASSUMED_TFLOPS
+        lines.append(f"| {k} | 1 GPU (projected) | {ms:.1f} GPU-ms | {v:,.1f} GPU-h | {v:,.1f} h |")
+    cores = sum(v for k, v in clip_core_h.items() if k not in gpu_h) / 64
+    lines.append(f"| **the five, model stages on the GPU** | node | | | **{cores + sum(gpu_h.values()):,.1f} h** (cores "
+                 f"{cores:,.1f} h, then GPU {sum(gpu_h.values()):,.1f} h) |")
+    lines += ["", "On the GPU the model stages still decode and resample (FLAC → 16 kHz; JPEG → 224 px) on the cores, "
+              "not counted above: a small share of their CPU rows (melspec, which decodes the same FLAC, costs "
+              f"{ENCODER_CPU_S_PER_MEDIA_S['melspec'] * VOXCELEB2_MEAN_S:.2f} CPU-s per clip in all). Their GPU rows "
+              "assume the device is kept busy at the assumed rate; hubert-base batches equal lengths only (group "
+              "norm: in practice one clip per forward) and uses a GPU less well, so read them as optimistic. The "
+              "FLOP count and the assumed throughput are the two inputs to check on a real GPU."]
     return lines
 
 
@@ -90,6 +130,7 @@ def main() -> None:
     n = args.clips
     stages = ("audio", "asr", "acoustic") + (("visual",) if args.openface else ())
     results: dict[tuple[str, int], tuple[float, float]] = {}
+    load = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         make_corpus(tmp / "src", n)
@@ -106,7 +147,9 @@ def main() -> None:
 
         mean_s = sum(pq.read_table(tmp / "out1/audio", columns=["duration_s"]).column(0).to_pylist()) / n
     lines = [f"{n} clips of {mean_s:.1f} s mean (demo speech and face joined), 4 shards, local executor; each stage "
-             "timed through the CLI on its own, process start included.", "",
+             f"timed through the CLI on its own, process start included. Load average {load[0]:.1f} at the start, "
+             f"{os.getloadavg()[0]:.1f} at the end ({os.cpu_count()} cores shared with other work: CPU seconds "
+             "carry less of the contention than wall times).", "",
              "| stage | 1 worker: clips/s | 2 workers: clips/s | scaling | CPU-s per clip (2 workers) | "
              "clips per core-hour |", "|---|---:|---:|---:|---:|---:|"]
     per_core_hour = {}
@@ -119,9 +162,12 @@ def main() -> None:
     if "visual" not in stages:
         per_core_hour["visual (bench/visual.py)"] = 3600 / (VISUAL_CPU_S_PER_CLIP * mean_s / VOXCELEB2_MEAN_S)
     lines += projection(per_core_hour, mean_s)
-    lines += ["", "Notes: the visual row is the real OpenFace 2.2 (CLNF model) through the stage, which batches up to "
-              f"16 clips per invocation within a shard (here {-(-n // 4)} clips per shard, so its models load more "
-              "often than on 1,000-clip shards: an upper bound); GPU ASR is not measured here (no GPU on this machine): its rows charge one 30-s "
+    visual_note = ("the visual row is the real OpenFace 2.2 (CLNF model) through the stage, which batches up to "
+                   f"16 clips per invocation within a shard (here {-(-n // 4)} clips per shard, so its models load more "
+                   "often than on 1,000-clip shards: an upper bound)" if "visual" in stages else
+                   "OpenFace is not installed on this machine, so the visual row is bench/visual.py's measurement of "
+                   "the stage with the real OpenFace 2.2 (VISUAL_CPU_S_PER_CLIP, scaled to the clip length)")
+    lines += ["", f"Notes: {visual_note}; GPU ASR is not measured here (no GPU on this machine): its rows charge one 30-s "
               "Whisper window per clip at the speed faster-whisper reports for an RTX 2080 Ti (SYSTRAN/faster-whisper "
               "issue #1030; a newer GPU and `asr.batch_size` batching are faster, so these are upper bounds); stages "
               "run one after the other, as `extract` runs them (a second `extract --stages asr` on the GPU can overlap "

@@ -162,3 +162,29 @@ def tiny_audio_model(kind: str, dest: Path, attention_mask: bool, **config) -> P
     transformers.Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True,
                                           return_attention_mask=attention_mask).save_pretrained(dest)
     return dest
+
+
+def rss_growth(fn, *args, **kwargs) -> tuple[object, int]:
+    """Call fn(*args, **kwargs) while a thread samples this process's RSS every 5 ms; return (its result,
+    the peak RSS during the call minus the RSS before it, in bytes): for "this input does not blow memory"."""
+    import threading
+    import time
+
+    import psutil
+
+    proc, peak, stop = psutil.Process(), [0], threading.Event()
+    base = proc.memory_info().rss
+
+    def sample() -> None:
+        while not stop.is_set():
+            peak[0] = max(peak[0], proc.memory_info().rss)
+            time.sleep(0.005)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        result = fn(*args, **kwargs)
+    finally:
+        stop.set()
+        thread.join()
+    return result, max(peak[0], proc.memory_info().rss) - base

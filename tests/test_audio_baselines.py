@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,7 +16,7 @@ import librosa
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from helpers import ROOT, audio_shard, run_cli, section_overrides, shard_files
+from helpers import ROOT, audio_shard, rss_growth, run_cli, section_overrides, shard_files
 
 from kebr_data import config
 from kebr_data.media.flac import decode_flac, encode_flac
@@ -69,8 +70,6 @@ def test_package_framing_equals_a_direct_smile_call(tmp_path, feature_set):
 def test_derived_config_changes_only_the_framers(tmp_path):
     derived = derive_config(tmp_path / "config", 0.06, 0.02)
     original = derived.parent / "orig"
-    import shutil
-
     shutil.copytree(os.path.join(os.path.dirname(opensmile.__file__), "core", "config"), original)
     changed = {}
     for f in sorted(original.rglob("*")):
@@ -145,36 +144,72 @@ def test_bad_inputs_are_rows(tmp_path, cls, name):
     assert (rows[3]["status"], rows[3]["error"]) == (("skipped", "too_short") if name == "opensmile" else ("ok", None))
 
 
-ARGS = ["--config", str(ROOT / "pipelines/demo.toml"), "--stages", "index,audio,opensmile,melspec"]
+def test_melspec_of_a_30_minute_clip_is_one_row_in_bounded_memory(tmp_path):
+    """30 min at 8 kHz: 90,001 frames; the STFT, power and dB arrays of the whole clip (~0.4 GB) are all it holds.
+    (opensmile on 30 min takes about a minute: bench/encoders.py measures it.)"""
+    y = np.tile(tone(1.0, 8000), 1800)
+    ctx = audio_shard(tmp_path, [(y, 8000)])
+    table, grown = rss_growth(MelspecStage(config.load()["melspec"]).run_shard, ctx)
+    assert table.column("status")[0].as_py() == "ok"
+    assert table.column("num_frames")[0].as_py() == 1 + len(y) // 160  # centred frames, hop 0.02 s
+    assert grown < 2**30, f"{grown / 2**20:.0f} MiB"
 
 
-def test_end_to_end_reruns_workers_export_validate(tmp_path, demo_src):
+# --- the CLI: one clean run is the reference for reruns, 2 workers and a SIGKILLed worker ----------------
+# index and audio run once; each scenario starts from a copy of that folder and runs the two stages alone.
+
+ARGS = ["--config", str(ROOT / "pipelines/demo.toml"), "--stages", "opensmile,melspec"]
+
+
+@pytest.fixture(scope="module")
+def audio_done(tmp_path_factory, demo_src):
+    out = tmp_path_factory.mktemp("baselines-audio") / "out"
+    run_cli("extract", "--src", str(demo_src), "--out", str(out), "--config", str(ROOT / "pipelines/demo.toml"),
+            "--stages", "index,audio", check=True)
+    return out
+
+
+@pytest.fixture(scope="module")
+def clean_run(tmp_path_factory, audio_done):
+    """A clean 1-worker run and its tables' bytes (taken before anything else writes there)."""
+    out = shutil.copytree(audio_done, tmp_path_factory.mktemp("baselines-clean") / "out")
+    run_cli("extract", "--out", str(out), *ARGS, "--workers", "1", check=True)
+    return out, shard_files(out)
+
+
+def test_two_workers_and_a_forced_rerun_are_byte_identical(tmp_path, audio_done, clean_run):
+    _, clean = clean_run
+    out = shutil.copytree(audio_done, tmp_path / "two")
+    run_cli("extract", "--out", str(out), *ARGS, "--workers", "2", check=True)
+    assert shard_files(out) == clean
+    run_cli("extract", "--out", str(out), *ARGS, "--workers", "1", "--force", check=True)
+    assert shard_files(out) == clean
+
+
+def test_validate_and_exports_carry_the_frames(clean_run):
     import h5py
 
-    one, two = tmp_path / "one", tmp_path / "two"
-    run_cli("extract", "--src", str(demo_src), "--out", str(one), *ARGS, "--workers", "1", check=True)
-    run_cli("extract", "--src", str(demo_src), "--out", str(two), *ARGS, "--workers", "2", check=True)
-    assert shard_files(one) == shard_files(two)
-    before = shard_files(one)
-    run_cli("extract", "--src", str(demo_src), "--out", str(one), *ARGS, "--force", check=True)
-    assert shard_files(one) == before
-    assert run_cli("validate", "--out", str(one)).returncode == 0
+    from kebr_data.export import export
+    from kebr_data.validate import validate
+
+    out, _ = clean_run
+    assert validate(out)[1] == []
     for stage in ("opensmile", "melspec"):
-        assert [r["status"] for r in pq.read_table(one / stage).to_pylist()].count("ok") == 6
-    run_cli("export", "--out", str(one), "--format", "hdf5", check=True)
-    run_cli("export", "--out", str(one), "--format", "parquet", check=True)
-    with h5py.File(one / "export/hdf5/shard-00000.h5") as f:
+        assert [r["status"] for r in pq.read_table(out / stage).to_pylist()].count("ok") == 6
+    export(out, "hdf5")
+    export(out, "parquet")
+    with h5py.File(out / "export/hdf5/shard-00000.h5") as f:
         assert f["opensmile/values"].shape[1] == 25 and f["melspec/values"].shape[1] == 128
-    merged = pq.read_table(next((one / "export/parquet").glob("shard-*.parquet")))
+    merged = pq.read_table(next((out / "export/parquet").glob("shard-*.parquet")))
     assert {"opensmile.features", "melspec.features"} <= set(merged.column_names)
 
 
-def test_sigkilled_worker_then_rerun_is_identical(tmp_path, demo_src):
-    """SIGKILL the worker once it has logged a clip of a melspec shard; the rerun matches a clean run."""
-    clean, out = tmp_path / "clean", tmp_path / "out"
-    run_cli("extract", "--src", str(demo_src), "--out", str(clean), *ARGS, "--workers", "1", check=True)
-    proc = subprocess.Popen([sys.executable, "-m", "kebr_data", "extract", "--src", str(demo_src), "--out", str(out),
-                             *ARGS, "--workers", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def test_sigkilled_worker_then_rerun_is_identical(tmp_path, audio_done, clean_run):
+    """SIGKILL the worker once it has logged a clip of a melspec shard; the rerun matches the clean run."""
+    _, clean = clean_run
+    out = shutil.copytree(audio_done, tmp_path / "out")
+    proc = subprocess.Popen([sys.executable, "-m", "kebr_data", "extract", "--out", str(out), *ARGS, "--workers", "1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline, killed = time.time() + 120, False
     while time.time() < deadline and proc.poll() is None and not killed:
         for log in sorted((out / "_logs/melspec").glob("shard-*.log")) if (out / "_logs/melspec").exists() else []:
@@ -189,5 +224,5 @@ def test_sigkilled_worker_then_rerun_is_identical(tmp_path, demo_src):
     if not killed:
         pytest.skip("the run finished before a worker could be killed")
     assert proc.returncode == 3
-    assert run_cli("extract", "--src", str(demo_src), "--out", str(out), *ARGS, "--workers", "1").returncode == 0
-    assert shard_files(out) == shard_files(clean)
+    assert run_cli("extract", "--out", str(out), *ARGS, "--workers", "1").returncode == 0
+    assert shard_files(out) == clean

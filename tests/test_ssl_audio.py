@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import ROOT, audio_shard, run_cli, section_overrides
+from helpers import ROOT, audio_shard, rss_growth, run_cli, section_overrides, shard_files, tiny_audio_model
 
 from kebr_data import config
 from kebr_data.features import ssl_encoder as enc
@@ -21,31 +21,12 @@ transformers = pytest.importorskip("transformers")
 TOL = 1e-5
 
 
-def tiny_model(kind: str, dest, attention_mask: bool):
-    """A random-initialised 2-layer model of `kind` with the standard 7-layer conv front end (stride 320)."""
-    torch.manual_seed(0)
-    common = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                  conv_dim=(16,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4)
-    if kind == "hubert":  # hubert-large style: layer-normalised front end, attention masks, so padded batches
-        model = transformers.HubertModel(transformers.HubertConfig(**common, feat_extract_norm="layer",
-                                                                   do_stable_layer_norm=True))
-    elif kind == "wav2vec2":
-        model = transformers.Wav2Vec2Model(transformers.Wav2Vec2Config(**common))  # group-norm front end
-    else:
-        model = transformers.Data2VecAudioModel(transformers.Data2VecAudioConfig(
-            **{**common, "num_conv_pos_embeddings": 5, "num_conv_pos_embedding_groups": 4}))
-    model.eval().save_pretrained(dest)
-    transformers.Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True,
-                                          return_attention_mask=attention_mask).save_pretrained(dest)
-    return dest
-
-
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     base = tmp_path_factory.mktemp("models")
-    out = {"hubert": tiny_model("hubert", base / "hubert", True),
-           "wav2vec2": tiny_model("wav2vec2", base / "wav2vec2", False),
-           "data2vec": tiny_model("data2vec", base / "data2vec", True)}
+    out = {"hubert": tiny_audio_model("hubert", base / "hubert", True),
+           "wav2vec2": tiny_audio_model("wav2vec2", base / "wav2vec2", False),
+           "data2vec": tiny_audio_model("data2vec", base / "data2vec", True)}
     return {k: str(v) for k, v in out.items()}
 
 
@@ -223,35 +204,90 @@ def test_missing_or_broken_model_stops_the_run_up_front(tmp_path, demo_src, mode
     assert "outside this model's hidden states" in SslAudioStage(cfg["ssl_audio"]).check()[0]
 
 
-def test_end_to_end_reruns_workers_export_validate(tmp_path, demo_src, models):
-    """Byte-identical across a rerun and 1 vs 2 workers; validate passes; hdf5 and parquet carry the frames."""
+def test_a_30_minute_clip_is_one_row_in_bounded_memory(tmp_path):
+    """30 min (8 kHz, resampled to 16 kHz) through 30-s chunks: every frame, and memory that a whole-clip
+    forward pass (attention over 90,000 frames: tens of GB) would blow. A one-layer 16-wide model whose
+    single convolution (kernel 400, stride 320) frames the audio exactly as the standard 7-layer front end."""
+    torch.manual_seed(0)
+    cfg = transformers.Wav2Vec2Config(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+                                      conv_dim=(8,), conv_kernel=(400,), conv_stride=(320,), num_feat_extract_layers=1,
+                                      num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4)
+    transformers.Wav2Vec2Model(cfg).eval().save_pretrained(tmp_path / "m")
+    transformers.Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, do_normalize=True,
+                                          return_attention_mask=False).save_pretrained(tmp_path / "m")
+    y = np.tile(speechlike(1.0, sr=8000), 1800)
+    ctx = audio_shard(tmp_path, [(y, 8000)])
+    stage = SslAudioStage(config.load(overrides=[f"ssl_audio.model='{tmp_path / 'm'}'"])["ssl_audio"])
+    table, grown = rss_growth(stage.run_shard, ctx)
+    assert table.column("status")[0].as_py() == "ok"
+    assert table.column("num_frames")[0].as_py() == (1800 * 16000 - 400) // 320 + 1
+    assert np.isfinite(table.column("features")[0].values.values.to_numpy()).all()
+    assert grown < 1.5 * 2**30, f"{grown / 2**20:.0f} MiB"
+
+
+# --- the CLI: one clean run is the reference for reruns, 2 workers and a SIGKILLed worker ----------------
+# index and audio run once; each scenario starts from a copy of that folder and runs ssl_audio alone.
+
+
+def cli_args(model: str) -> list[str]:
+    return ["--config", str(ROOT / "pipelines/demo.toml"), "--stages", "ssl_audio", "--set", f"ssl_audio.model='{model}'"]
+
+
+@pytest.fixture(scope="module")
+def audio_done(tmp_path_factory, demo_src):
+    out = tmp_path_factory.mktemp("ssl-audio") / "out"
+    run_cli("extract", "--src", str(demo_src), "--out", str(out), "--config", str(ROOT / "pipelines/demo.toml"),
+            "--stages", "index,audio", check=True)
+    return out
+
+
+def from_audio(audio_done, dest):
+    import shutil
+
+    return shutil.copytree(audio_done, dest)
+
+
+@pytest.fixture(scope="module")
+def clean_run(tmp_path_factory, audio_done, models):
+    """A clean 1-worker run and its tables' bytes (taken before anything else writes there)."""
+    out = from_audio(audio_done, tmp_path_factory.mktemp("ssl-clean") / "out")
+    run_cli("extract", "--out", str(out), *cli_args(models["data2vec"]), "--workers", "1", check=True)
+    files = shard_files(out)
+    assert any(k.startswith("ssl_audio/") for k in files)
+    return out, files
+
+
+def test_two_workers_and_a_forced_rerun_are_byte_identical(tmp_path, audio_done, models, clean_run):
+    _, clean = clean_run
+    out = from_audio(audio_done, tmp_path / "two")
+    run_cli("extract", "--out", str(out), *cli_args(models["data2vec"]), "--workers", "2", check=True)
+    assert shard_files(out) == clean
+    run_cli("extract", "--out", str(out), *cli_args(models["data2vec"]), "--workers", "1", "--force", check=True)
+    assert shard_files(out) == clean
+
+
+def test_validate_and_exports_carry_the_frames(clean_run):
     import h5py
     import pyarrow.parquet as pq
-    from helpers import shard_files
 
-    args = ["--config", str(ROOT / "pipelines/demo.toml"), "--stages", "index,audio,ssl_audio", "--set",
-            f"ssl_audio.model='{models['data2vec']}'"]
-    one, two = tmp_path / "one", tmp_path / "two"
-    run_cli("extract", "--src", str(demo_src), "--out", str(one), *args, "--workers", "1", check=True)
-    run_cli("extract", "--src", str(demo_src), "--out", str(two), *args, "--workers", "2", check=True)
-    assert shard_files(one) == shard_files(two) and any("ssl_audio/" in k for k in shard_files(one))
-    before = shard_files(one)
-    run_cli("extract", "--src", str(demo_src), "--out", str(one), *args, "--workers", "1", "--force", check=True)
-    assert shard_files(one) == before
-    assert run_cli("validate", "--out", str(one)).returncode == 0
-    rows = pq.read_table(one / "ssl_audio").to_pylist()
+    from kebr_data.export import export
+    from kebr_data.validate import validate
+
+    out, _ = clean_run
+    assert validate(out)[1] == []
+    rows = pq.read_table(out / "ssl_audio").to_pylist()
     assert [r["status"] for r in rows].count("ok") == 6
-    run_cli("export", "--out", str(one), "--format", "hdf5", check=True)
-    run_cli("export", "--out", str(one), "--format", "parquet", check=True)
-    with h5py.File(one / "export/hdf5/shard-00000.h5") as f:
+    export(out, "hdf5")
+    export(out, "parquet")
+    with h5py.File(out / "export/hdf5/shard-00000.h5") as f:
         assert f["ssl_audio/values"].shape[1] == 32 and f["ssl_audio"].attrs["dim"] == 32
-    merged = pq.read_table(next((one / "export/parquet").glob("shard-*.parquet")))
+    merged = pq.read_table(next((out / "export/parquet").glob("shard-*.parquet")))
     assert "ssl_audio.features" in merged.column_names
 
 
-def test_sigkilled_worker_then_rerun_is_identical(tmp_path, demo_src, models):
+def test_sigkilled_worker_then_rerun_is_identical(tmp_path, audio_done, models, clean_run):
     """SIGKILL the worker while it computes an ssl_audio shard (its log says it started, no marker yet);
-    the run stops uncommitted and the rerun matches a clean run byte for byte."""
+    the run stops uncommitted and the rerun matches the clean run byte for byte."""
     import os
     import re
     import signal
@@ -259,14 +295,11 @@ def test_sigkilled_worker_then_rerun_is_identical(tmp_path, demo_src, models):
     import sys
     import time
 
-    from helpers import shard_files
-
-    args = ["--config", str(ROOT / "pipelines/demo.toml"), "--stages", "index,audio,ssl_audio", "--set",
-            f"ssl_audio.model='{models['hubert']}'", "--workers", "1"]
-    clean, out = tmp_path / "clean", tmp_path / "out"
-    run_cli("extract", "--src", str(demo_src), "--out", str(clean), *args, check=True)
-    proc = subprocess.Popen([sys.executable, "-m", "kebr_data", "extract", "--src", str(demo_src), "--out", str(out),
-                             *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _, clean = clean_run
+    args = [*cli_args(models["data2vec"]), "--workers", "1"]
+    out = from_audio(audio_done, tmp_path / "out")
+    proc = subprocess.Popen([sys.executable, "-m", "kebr_data", "extract", "--out", str(out), *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline, killed = time.time() + 180, False
     while time.time() < deadline and proc.poll() is None and not killed:
         for log in sorted((out / "_logs/ssl_audio").glob("shard-*.log")) if (out / "_logs/ssl_audio").exists() else []:
@@ -280,5 +313,5 @@ def test_sigkilled_worker_then_rerun_is_identical(tmp_path, demo_src, models):
     if not killed:
         pytest.skip("the run finished before a worker could be killed")
     assert proc.returncode == 3
-    assert run_cli("extract", "--src", str(demo_src), "--out", str(out), *args).returncode == 0
-    assert shard_files(out) == shard_files(clean)
+    assert run_cli("extract", "--out", str(out), *args).returncode == 0
+    assert shard_files(out) == clean

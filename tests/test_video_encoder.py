@@ -1,6 +1,7 @@
 """The video_encoder stage with a tiny random VideoMAE saved here with save_pretrained: equal to a
 direct call of the model on the same crops, identical across reruns and 1 vs 2 workers, exported,
-resumable after SIGKILL (faces and video_encoder), and a missing model stops the run up front."""
+resumable after SIGKILL (faces and video_encoder), and a missing model stops the run up front. One
+clean run of a 14-clip corpus is the reference of every comparison."""
 
 from __future__ import annotations
 
@@ -41,18 +42,28 @@ def tiny(tmp_path_factory):
     return save_tiny(tmp_path_factory.mktemp("model") / "tiny-videomae")
 
 
-def stage_args(model, workers):
-    return ["--stages", "index,audio,faces,video_encoder", "--set", "index.shard_size=4", "--set",
-            f"video_encoder.model='{model}'", "--max-failed", "1", "--workers", str(workers)]
+def run_args(model, workers=1):
+    return ["--layout", "folder", "--stages", "index,audio,faces,video_encoder", "--set", "index.shard_size=7",
+            "--set", f"video_encoder.model='{model}'", "--max-failed", "1", "--workers", str(workers)]
 
 
 @pytest.fixture(scope="module")
-def runs(tiny, tmp_path_factory):
-    base = tmp_path_factory.mktemp("runs")
-    for workers in (1, 2):
-        run_cli("extract", "--src", str(DEMO), "--out", str(base / f"w{workers}"), *stage_args(tiny, workers),
-                check=True)
-    return base / "w1", base / "w2"
+def corpus(tmp_path_factory):
+    """14 clips in 2 shards of 7: the demo (with its clip without audio and its corrupt one) and its 6 good clips
+    again, so the second shard has 6 good clips after the corrupt one (room to SIGKILL it mid-shard)."""
+    src = tmp_path_factory.mktemp("corpus") / "src"
+    shutil.copytree(DEMO / "mp4", src / "copy0")
+    shutil.copytree(DEMO / "mp4", src / "copy1", ignore=shutil.ignore_patterns("id00003"))
+    return src
+
+
+@pytest.fixture(scope="module")
+def reference(corpus, tiny, tmp_path_factory):
+    """One clean 1-worker run: the reference of every comparison below, and its tables' bytes (taken before
+    the export test writes there)."""
+    out = tmp_path_factory.mktemp("ref") / "out"
+    run_cli("extract", "--src", str(corpus), "--out", str(out), *run_args(tiny), check=True)
+    return out, shard_files(out)
 
 
 def direct(model_dir, crops):
@@ -73,8 +84,8 @@ def direct(model_dir, crops):
 
 
 @pytest.mark.slow
-def test_features_equal_a_direct_call_of_the_model(runs, tiny):
-    out, _ = runs
+def test_features_equal_a_direct_call_of_the_model(reference, tiny):
+    out, _ = reference
     faces = pq.read_table(out / "faces").to_pylist()
     encoded = pq.read_table(out / "video_encoder").to_pylist()
     checked = 0
@@ -89,21 +100,26 @@ def test_features_equal_a_direct_call_of_the_model(runs, tiny):
         assert np.abs(got - want).max() <= 1e-5
         assert e["frame_rate"] == 5.0 and e["num_frames"] == len(got)
         checked += 1
-    assert checked == 7
+    assert checked == 13  # all but the corrupt clip (the one without audio is cropped: selection largest)
+
+
+def index_and_audio(reference, dest):
+    """A copy of the reference run with only its index and audio stages (faces and video_encoder to redo)."""
+    return shutil.copytree(reference[0], dest, ignore=shutil.ignore_patterns("export", "faces", "video_encoder"))
 
 
 @pytest.mark.slow
-def test_reruns_and_one_or_two_workers_are_byte_identical(runs, tiny):
-    one, two = runs
-    files = shard_files(one)
-    assert files == shard_files(two) and any(k.startswith("video_encoder/") for k in files)
-    proc = run_cli("extract", "--out", str(one), *stage_args(tiny, 2)[:2], "--set", f"video_encoder.model='{tiny}'",
-                   "--workers", "2", "--max-failed", "1", check=True)
-    assert shard_files(one) == files, proc.stderr
+def test_two_workers_and_a_rerun_are_byte_identical(corpus, reference, tiny, tmp_path):
+    _, files = reference
+    out = index_and_audio(reference, tmp_path / "two")
+    run_cli("extract", "--src", str(corpus), "--out", str(out), *run_args(tiny, 2), check=True)
+    assert shard_files(out) == files and any(k.startswith("video_encoder/") for k in files)
+    proc = run_cli("extract", "--src", str(corpus), "--out", str(out), *run_args(tiny, 2), check=True)
+    assert shard_files(out) == files, proc.stderr
 
 
-def test_mean_pooling_is_the_mean_of_the_frames(runs, tiny, tmp_path):
-    out, _ = runs
+def test_mean_pooling_is_the_mean_of_the_frames(reference, tiny, tmp_path):
+    out, _ = reference
     f = pq.read_table(out / "faces").to_pylist()[0]
     frames = pq.read_table(out / "video_encoder").to_pylist()[0]["features"]
     cfg = config.load(overrides=[f"video_encoder.model='{tiny}'", "video_encoder.pooling='mean'"])
@@ -114,8 +130,8 @@ def test_mean_pooling_is_the_mean_of_the_frames(runs, tiny, tmp_path):
 
 
 @pytest.mark.parametrize("n", [1, 2, 5])
-def test_short_clips_pad_the_last_window(runs, tiny, tmp_path, n):
-    out, _ = runs
+def test_short_clips_pad_the_last_window(reference, tiny, tmp_path, n):
+    out, _ = reference
     f = pq.read_table(out / "faces").to_pylist()[0]
     f = {**f, "crops": f["crops"][:n]}  # a 0.1-0.5 s clip: one window, padded with its last frame
     cfg = config.load(overrides=[f"video_encoder.model='{tiny}'"])["video_encoder"]
@@ -131,10 +147,12 @@ def test_a_corrupt_crop_is_a_failed_row(tiny, tmp_path):
     assert (r["status"], r["error"]) == ("failed", "decode_error")
 
 
-def test_export_carries_the_features_and_leaves_out_the_crops(runs):
-    out, _ = runs
-    assert run_cli("export", "--out", str(out), "--format", "hdf5").returncode == 0
-    assert run_cli("export", "--out", str(out), "--format", "parquet").returncode == 0
+def test_export_carries_the_features_and_leaves_out_the_crops(reference):
+    from kebr_data.export import export
+
+    out, _ = reference
+    export(out, "hdf5")
+    export(out, "parquet")
     table = pq.read_table(out / "video_encoder/shard-00000.parquet")
     with h5py.File(out / "export/hdf5/shard-00000.h5") as f:
         values = f["video_encoder/values"][()]
@@ -165,8 +183,8 @@ def test_a_missing_model_stops_the_run_up_front(tmp_path, model, message):
     assert not (out / "_done/faces").exists()
 
 
-def test_the_width_comes_from_the_model_and_pickled_weights_are_refused(runs, tmp_path):
-    out, _ = runs
+def test_the_width_comes_from_the_model_and_pickled_weights_are_refused(reference, tmp_path):
+    out, _ = reference
     f = pq.read_table(out / "faces").to_pylist()[0]
     narrow = save_tiny(tmp_path / "narrow", hidden_size=64)
     stage = VideoEncoderStage(config.load(overrides=[f"video_encoder.model='{narrow}'"])["video_encoder"])
@@ -208,36 +226,21 @@ def test_swin3d_t_runs_only_where_torchvision_imports(tmp_path):
 # --- SIGKILL and resume ----------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    src = tmp_path_factory.mktemp("corpus") / "src"
-    for k in range(2):
-        shutil.copytree(DEMO / "mp4", src / f"copy{k}", ignore=shutil.ignore_patterns("id00003"))
-    return src
-
-
-def crash_args(model):
-    return ["--layout", "folder", "--stages", "index,audio,faces,video_encoder", "--set", "index.shard_size=6",
-            "--set", f"video_encoder.model='{model}'", "--max-failed", "1", "--workers", "1"]
-
-
-@pytest.fixture(scope="module")
-def reference(corpus, tiny, tmp_path_factory):
-    out = tmp_path_factory.mktemp("ref") / "out"
-    run_cli("extract", "--src", str(corpus), "--out", str(out), *crash_args(tiny), check=True)
-    return out
-
-
 @pytest.mark.slow
-@pytest.mark.parametrize("stage", ["faces", "video_encoder"])
-def test_sigkill_mid_shard_then_rerun_is_identical(corpus, reference, tiny, tmp_path, stage):
+def test_sigkill_mid_shard_of_each_stage_then_rerun_is_identical(corpus, reference, tiny, tmp_path):
+    """SIGKILL the worker mid-way through a faces shard; the resumed run is killed again mid-way through a
+    video_encoder shard; the final rerun equals the clean run byte for byte."""
+    _, files = reference
     for attempt in range(5):
-        out = tmp_path / f"out{attempt}"
-        shard, _ = kill_mid_shard(corpus, out, crash_args(tiny), stage, timeout=300)
-        if not (out / f"_done/{stage}/shard-{shard:05d}.json").exists():
+        out = index_and_audio(reference, tmp_path / f"out{attempt}")
+        for stage in ("faces", "video_encoder"):
+            shard, _ = kill_mid_shard(corpus, out, run_args(tiny), stage, timeout=300)
+            if (out / f"_done/{stage}/shard-{shard:05d}.json").exists():
+                break  # the shard committed before the kill landed: start over in a fresh folder
+        else:
             break
     else:
-        pytest.fail("could not interrupt a shard before its commit in 5 attempts")
-    proc = run_cli("extract", "--src", str(corpus), "--out", str(out), *crash_args(tiny))
+        pytest.fail("could not interrupt a faces and a video_encoder shard before their commits in 5 attempts")
+    proc = run_cli("extract", "--src", str(corpus), "--out", str(out), *run_args(tiny))
     assert proc.returncode == 0, proc.stderr
-    assert shard_files(out) == shard_files(reference)
+    assert shard_files(out) == files
