@@ -97,12 +97,13 @@ def test_truncated_table_with_marker_is_recomputed(tmp_path, demo_run):
 def test_changed_config_is_refused_until_force(tmp_path, demo_run):
     out = tmp_path / "f"
     shutil.copytree(demo_run[0], out)
-    proc = extract(None, out, "--set", "audio.sample_rate=16000", check=False)
+    audio = ("--stages", "index,audio")  # what is checked; asr and acoustic would only add time
+    proc = extract(None, out, *audio, "--set", "audio.sample_rate=16000", check=False)
     assert proc.returncode == 2
     assert "--force" in proc.stderr and "2 shard(s) were made with another audio config" in proc.stderr
     # runtime-only keys do not make outputs stale
-    extract(None, out, "--set", "audio.timeout_s=30")
-    extract(None, out, "--set", "audio.sample_rate=16000", "--force")
+    extract(None, out, *audio, "--set", "audio.timeout_s=30")
+    extract(None, out, *audio, "--set", "audio.sample_rate=16000", "--force")
     rows = pq.read_table(out / "audio/shard-00000.parquet").to_pylist()
     assert {r["sample_rate"] for r in rows} == {16000}
 
@@ -113,9 +114,9 @@ def test_other_source_needs_replan(tmp_path, demo_run, demo_src):
     src = tmp_path / "src"
     shutil.copytree(demo_src, src)
     shutil.rmtree(src / "mp4/id00003")
-    proc = extract(src, out, check=False)
+    proc = extract(src, out, "--stages", "index,audio", check=False)
     assert proc.returncode == 2 and "--replan" in proc.stderr
-    proc = extract(src, out, "--replan")
+    proc = extract(src, out, "--stages", "index,audio", "--replan")
     plan = json.loads((out / "_done/plan.json").read_text())
     assert plan["clips"] == 6 and plan["num_shards"] == 2
     audio = pq.read_table(out / "audio").to_pylist()
@@ -124,7 +125,7 @@ def test_other_source_needs_replan(tmp_path, demo_run, demo_src):
 
 
 def test_max_failed_sets_the_exit_code(tmp_path, demo_src):
-    proc = extract(demo_src, tmp_path / "f", "--max-failed", "0.05", check=False)
+    proc = extract(demo_src, tmp_path / "f", "--stages", "index,audio", "--max-failed", "0.05", check=False)
     assert proc.returncode == 1
     assert "12.5% of clips failed, above --max-failed 5.0%" in proc.stderr
 

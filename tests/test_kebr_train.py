@@ -210,11 +210,15 @@ def test_pretrain_then_finetune_then_eval_through_the_cli(tmp_path, tiny_bert):
     mosi = make_shards(tmp_path / "mosi", n=20, shard_size=10, seed=3, labelled=True)
     common = ["--set", "layers=1", "--set", "batch_size=4", "--set", "checkpoint_every=0", "--set",
               f"encoder='{tiny_bert}'"]
-    def train(*args):
-        proc = subprocess.run([sys.executable, "-m", "kebr_model.cli", *args], capture_output=True, text=True,
-                              timeout=600)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        return proc
+
+    def train(*args):  # in-process (the README command's test runs the installed CLI in subprocesses)
+        from click.testing import CliRunner
+
+        from kebr_model.cli import main
+
+        result = CliRunner().invoke(main, list(args), catch_exceptions=False)
+        assert result.exit_code == 0, result.output[-3000:]
+        return result
 
     train("--shards", str(pre), "--task", "pretrain", "--out", str(tmp_path / "runs/pre"), *common)
     assert (tmp_path / "runs/pre/plots/cosines.png").exists()
