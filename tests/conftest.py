@@ -34,6 +34,17 @@ def demo_src() -> Path:
 
 
 @pytest.fixture(scope="session")
+def audio_done(tmp_path_factory, demo_src) -> Path:
+    """The demo's index and audio stages, run once: tests of stages that read the audio copy it."""
+    from helpers import ROOT, run_cli
+
+    out = tmp_path_factory.mktemp("demo-audio") / "out"
+    run_cli("extract", "--src", str(demo_src), "--out", str(out), "--config", str(ROOT / "pipelines/demo.toml"),
+            "--stages", "index,audio", check=True)
+    return out
+
+
+@pytest.fixture(scope="session")
 def tiny_bert(tmp_path_factory) -> str:
     """The path of a tiny random BERT folder with the real MiniLM tokenizer (see helpers.tiny_text_encoder)."""
     pytest.importorskip("transformers")

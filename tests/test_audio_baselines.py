@@ -162,14 +162,6 @@ ARGS = ["--config", str(ROOT / "pipelines/demo.toml"), "--stages", "opensmile,me
 
 
 @pytest.fixture(scope="module")
-def audio_done(tmp_path_factory, demo_src):
-    out = tmp_path_factory.mktemp("baselines-audio") / "out"
-    run_cli("extract", "--src", str(demo_src), "--out", str(out), "--config", str(ROOT / "pipelines/demo.toml"),
-            "--stages", "index,audio", check=True)
-    return out
-
-
-@pytest.fixture(scope="module")
 def clean_run(tmp_path_factory, audio_done):
     """A clean 1-worker run and its tables' bytes (taken before anything else writes there)."""
     out = shutil.copytree(audio_done, tmp_path_factory.mktemp("baselines-clean") / "out")

@@ -233,14 +233,6 @@ def cli_args(model: str) -> list[str]:
     return ["--config", str(ROOT / "pipelines/demo.toml"), "--stages", "ssl_audio", "--set", f"ssl_audio.model='{model}'"]
 
 
-@pytest.fixture(scope="module")
-def audio_done(tmp_path_factory, demo_src):
-    out = tmp_path_factory.mktemp("ssl-audio") / "out"
-    run_cli("extract", "--src", str(demo_src), "--out", str(out), "--config", str(ROOT / "pipelines/demo.toml"),
-            "--stages", "index,audio", check=True)
-    return out
-
-
 def from_audio(audio_done, dest):
     import shutil
 
