@@ -9,11 +9,16 @@ import pytest
 from helpers import DEMO
 
 from kebr_data.media.ffmpeg import find_ffmpeg
+from kebr_data.stages.acoustic import numba_cache_dir
 
 # The suite runs on two pytest-xdist workers (pyproject.toml): one intra-op thread per test process and
 # per subprocess it starts, so that two workers never oversubscribe two cores (tiny models also step
 # faster on one thread). Set before torch or numpy load their thread pools.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# numba's kernel cache is not safe against two processes writing the same kernel at once (a torn index
+# crashes the next load): each xdist worker, and the subprocesses it starts, gets a cache of its own.
+_numba, _worker = numba_cache_dir(), os.environ.get("PYTEST_XDIST_WORKER", "main")  # numba not imported yet
+os.environ["NUMBA_CACHE_DIR"] = str(_numba.with_name(f"{_numba.name}-pytest-{_worker}"))
 try:
     import torch
 

@@ -98,3 +98,29 @@ def test_numba_cache_dir_defaults(monkeypatch, tmp_path):
     assert numba_cache_dir() == tmp_path / "k/numba"
     monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "n"))
     assert numba_cache_dir() == tmp_path / "n"
+
+
+def test_kernel_compilation_is_serialised_across_runs(tmp_path):
+    """Two runs starting on a cold cache: the second waits for the first's compilation (numba's cache files
+    are not safe against two writers), and the lock file is never followed through a planted symlink."""
+    import subprocess
+    import sys
+    import time
+
+    from kebr_data.stages.acoustic import _exclusive
+
+    lock = tmp_path / ".compile.lock"
+    holder = subprocess.Popen([sys.executable, "-c", "import fcntl, os, sys, time; fd = os.open(sys.argv[1], "
+                               "os.O_RDWR | os.O_CREAT); fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); "
+                               "time.sleep(1.5)", str(lock)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    t0 = time.monotonic()
+    with _exclusive(lock):
+        waited = time.monotonic() - t0
+    holder.wait()
+    assert waited > 0.8, waited
+    target = tmp_path / "elsewhere"
+    (tmp_path / "planted").symlink_to(target)
+    with _exclusive(tmp_path / "planted"):  # O_NOFOLLOW: not created through the link, and no hang
+        pass
+    assert not target.exists()

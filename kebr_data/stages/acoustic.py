@@ -10,12 +10,14 @@ once in the parent (`AcousticStage.warm_up`) before the workers start, so none o
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import functools
 import os
 import sys
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -55,6 +57,22 @@ def use_numba_cache() -> Path:
     if "numba" in sys.modules:  # imported already (by another library): make it re-read the variable
         sys.modules["numba"].core.config.reload_config()
     return path
+
+
+@contextlib.contextmanager
+def _exclusive(path: Path) -> Iterator[None]:
+    """Hold an exclusive flock on `path` (created if missing, never followed through a symlink); where the
+    cache folder cannot hold it, go on unlocked (numba falls back to its own places then, too)."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    except OSError:
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def _cached_kernels(path: Path) -> set[str]:
@@ -98,17 +116,21 @@ class AcousticStage(AudioClipStage):
     Settings = AcousticSettings
 
     def warm_up(self, say: Callable[[str], None]) -> None:
-        """Compile librosa's kernels into the shared numba cache once, here, instead of in every worker."""
+        """Compile librosa's kernels into the shared numba cache once, here, instead of in every worker;
+        under an exclusive lock, so that two runs starting on a cold cache do not write the same kernel
+        at once (numba's cache files are not safe against that: a torn index crashes the next load)."""
         cache = use_numba_cache()
-        before = _cached_kernels(cache)
-        if not before:
-            say(f"compiling librosa kernels (once, into {cache}) ...")
-        t0 = time.monotonic()
-        y = np.sin(np.arange(SR, dtype=np.float32) * np.float32(2 * np.pi * 220 / SR))
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            extractor().compute(y, self.cfg["recipe"])
-        if _cached_kernels(cache) != before:
+        with _exclusive(cache / ".compile.lock"):
+            before = _cached_kernels(cache)
+            if not before:
+                say(f"compiling librosa kernels (once, into {cache}) ...")
+            t0 = time.monotonic()
+            y = np.sin(np.arange(SR, dtype=np.float32) * np.float32(2 * np.pi * 220 / SR))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
+                extractor().compute(y, self.cfg["recipe"])
+            compiled = _cached_kernels(cache) != before
+        if compiled:
             say(f"librosa kernels compiled in {time.monotonic() - t0:.1f} s and cached for every worker and "
                 "later run (not counted in throughput)")
 
