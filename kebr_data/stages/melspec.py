@@ -6,6 +6,7 @@ top_db 80: the output spans at most 80 dB below the clip's loudest bin).
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,7 +70,10 @@ class MelspecStage(AudioClipStage):
         rate = self.cfg["sample_rate"] or sr
         y = at_rate(samples, sr, rate)
         win, hop = window_samples(self.cfg["window_s"], rate), window_samples(self.cfg["hop_s"], rate)
-        power = librosa.feature.melspectrogram(y=y, sr=rate, n_fft=win, hop_length=hop, n_mels=self.cfg["n_mels"])
+        with warnings.catch_warnings():  # a clip shorter than the window is zero-padded by design (centred frames)
+            warnings.filterwarnings("ignore", message="n_fft=.* is too large", category=UserWarning)
+            power = librosa.feature.melspectrogram(y=y, sr=rate, n_fft=win, hop_length=hop,
+                                                   n_mels=self.cfg["n_mels"])
         db = librosa.power_to_db(power, top_db=self.cfg["top_db"] or None)
         features = np.ascontiguousarray(db.T, dtype=np.float32)
         if not np.isfinite(features).all():
