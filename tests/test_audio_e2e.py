@@ -180,3 +180,24 @@ def test_setup_mistakes_stop_with_one_line(folder, models, tmp_path, case, needl
 def test_audio_encoder_needs_the_raw_audio_modality():
     with pytest.raises(ConfigError, match="modalities.audio = 'audio'"):
         TrainConfig.load(overrides=["audio_encoder=/models/x"])
+
+
+def test_finetuning_with_init_starts_from_the_pretrained_audio_encoder(folder, models, tmp_path):
+    """KEBR's path with an in-graph audio encoder: pre-train it (TCMF, masked sentiment), then --init a
+    fine-tuning run: the fine-tuning model's audio encoder holds the pre-trained weights, not its model folder's."""
+    sets = [f"audio_encoder={models['hubert']}", "modalities.audio=audio", "modalities.use=ta", "batch_size=4",
+            "epochs=1", "max_text_tokens=16", "checkpoint_every=0", "patience=0", "max_audio_s=0.5",
+            "freeze_encoder=true", "lr_encoder=0.01"]
+    pre = tmp_path / "pre"
+    trained = cli("pretrain", "--shards", folder, "--out", pre, *[a for s in sets for a in ("--set", s)])
+    assert trained.exit_code == 0, trained.output
+    from kebr_model import checkpoint
+
+    saved = torch.load(checkpoint.latest(pre) / "model.pt", weights_only=True)
+    encoder = {k.removeprefix("audio_encoder."): v for k, v in saved.items() if k.startswith("audio_encoder.")}
+    fresh = Trainer(TrainConfig.load(overrides=sets, task="finetune"), folder, tmp_path / "fresh").model
+    moved = [k for k, v in fresh.audio_encoder.state_dict().items() if not torch.equal(v, encoder[k])]
+    assert moved  # pre-training changed the encoder's layers (its CNN front end stayed frozen)
+    assert not [k for k in moved if k.startswith("net.feature_extractor.")]
+    ft = Trainer(TrainConfig.load(overrides=sets, task="finetune"), folder, tmp_path / "ft", init=pre).model
+    assert all(torch.equal(v, encoder[k]) for k, v in ft.audio_encoder.state_dict().items())
