@@ -201,3 +201,24 @@ def test_finetuning_with_init_starts_from_the_pretrained_audio_encoder(folder, m
     assert not [k for k in moved if k.startswith("net.feature_extractor.")]
     ft = Trainer(TrainConfig.load(overrides=sets, task="finetune"), folder, tmp_path / "ft", init=pre).model
     assert all(torch.equal(v, encoder[k]) for k, v in ft.audio_encoder.state_dict().items())
+
+
+def test_two_ranks_train_the_in_graph_encoder_with_its_cnn_frozen(models, tiny_bert, tmp_path):
+    """DDP (gloo, two CPU processes) over a model whose frozen CNN front end has no gradient: both ranks step to
+    the end; the saved CNN weights are the model folder's, the transformer layers moved."""
+    import subprocess
+    import sys
+
+    from kebr_model import checkpoint
+
+    root = make_shards(tmp_path / "f", n=16, shard_size=4, labelled=True, audio=True)
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                           "29534", str(ROOT / "tests" / "ddp_worker.py"), str(root), str(tmp_path / "ddp"),
+                           tiny_bert, models["hubert"]], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    saved = torch.load(checkpoint.latest(tmp_path / "ddp") / "model.pt", weights_only=True)
+    start = hf(models["hubert"])[1].state_dict()
+    cnn = [k for k in start if k.startswith("feature_extractor.")]
+    assert cnn and all(torch.equal(saved[f"audio_encoder.net.{k}"], start[k]) for k in cnn)
+    assert any(not torch.equal(saved[f"audio_encoder.net.{k}"], v) for k, v in start.items()
+               if k.startswith("encoder.layers."))
