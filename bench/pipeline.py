@@ -41,8 +41,8 @@ GPU_ASR_S_PER_CLIP = {"large-v3": 52.0 / 26, "large-v3-turbo": 19.2 / 26}
 #: run_shard as bench/encoders.py measured it (bench/RESULTS.md, encoders: 1 / "toolkit media-s/CPU-s"); not
 #: rerun here, where HuBERT-base and VideoMAE-base on the CPU would take hours. ssl_audio and video_encoder are
 #: random-initialised models of the real checkpoints' shapes (same computation, no weights).
-ENCODER_CPU_S_PER_MEDIA_S = {"ssl_audio (HuBERT-base)": 0.1941, "opensmile (eGeMAPSv02 LLD)": 0.0352,
-                             "melspec": 0.0016, "faces (Haar, 10 fps)": 0.233, "video_encoder (VideoMAE-base)": 3.6744}
+ENCODER_CPU_S_PER_MEDIA_S = {"ssl_audio (HuBERT-base)": 0.1871, "opensmile (eGeMAPSv02 LLD)": 0.0322,
+                             "melspec": 0.0011, "faces (Haar, 10 fps)": 0.221, "video_encoder (VideoMAE-base)": 3.4271}
 #: the two model stages on the GPU instead: forward GFLOPs per 7.8-s clip counted by bench/encoders.py
 #: (torch.utils.flop_counter), run at its assumed achieved fp16 throughput (ASSUMED_TFLOPS: projection)
 ENCODER_GPU_GFLOPS_PER_CLIP = {"ssl_audio (HuBERT-base)": 108.0, "video_encoder (VideoMAE-base)": 1350.0}
