@@ -9,7 +9,7 @@ import pytest
 from helpers import DEMO
 
 from kebr_data.media.ffmpeg import find_ffmpeg
-from kebr_data.stages.acoustic import numba_cache_dir
+from kebr_data.features.numba_cache import numba_cache_dir
 
 # The suite runs on two pytest-xdist workers (pyproject.toml): one intra-op thread per test process and
 # per subprocess it starts, so that two workers never oversubscribe two cores (tiny models also step

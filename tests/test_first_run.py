@@ -87,7 +87,7 @@ def test_librosa_kernels_compile_once_before_the_workers(tmp_path):
 
 
 def test_numba_cache_dir_defaults(monkeypatch, tmp_path):
-    from kebr_data.stages.acoustic import numba_cache_dir
+    from kebr_data.features.numba_cache import numba_cache_dir
 
     for var in ("NUMBA_CACHE_DIR", "KEBR_CACHE_DIR", "XDG_CACHE_HOME"):
         monkeypatch.delenv(var, raising=False)
@@ -103,24 +103,58 @@ def test_numba_cache_dir_defaults(monkeypatch, tmp_path):
 def test_kernel_compilation_is_serialised_across_runs(tmp_path):
     """Two runs starting on a cold cache: the second waits for the first's compilation (numba's cache files
     are not safe against two writers), and the lock file is never followed through a planted symlink."""
-    import subprocess
-    import sys
     import time
 
-    from kebr_data.stages.acoustic import _exclusive
+    from kebr_data.features.numba_cache import exclusive
 
     lock = tmp_path / ".compile.lock"
-    holder = subprocess.Popen([sys.executable, "-c", "import fcntl, os, sys, time; fd = os.open(sys.argv[1], "
-                               "os.O_RDWR | os.O_CREAT); fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); "
-                               "time.sleep(1.5)", str(lock)], stdout=subprocess.PIPE, text=True)
-    assert holder.stdout.readline().strip() == "held"
-    t0 = time.monotonic()
-    with _exclusive(lock):
+    holder = hold_lock(lock, 1.5)
+    t0, said = time.monotonic(), []
+    with exclusive(lock, lambda: said.append("waiting")):
         waited = time.monotonic() - t0
     holder.wait()
-    assert waited > 0.8, waited
+    assert waited > 0.8 and said == ["waiting"], (waited, said)
     target = tmp_path / "elsewhere"
     (tmp_path / "planted").symlink_to(target)
-    with _exclusive(tmp_path / "planted"):  # O_NOFOLLOW: not created through the link, and no hang
+    with exclusive(tmp_path / "planted"):  # O_NOFOLLOW: not created through the link, and no hang
         pass
     assert not target.exists()
+
+
+def hold_lock(lock: Path, seconds: float):
+    """Another process holding the kernel cache's lock for `seconds` (returns once it holds it)."""
+    import subprocess
+    import sys
+
+    holder = subprocess.Popen([sys.executable, "-c", "import fcntl, os, sys, time; fd = os.open(sys.argv[1], "
+                               "os.O_RDWR | os.O_CREAT); fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); "
+                               f"time.sleep({seconds})", str(lock)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    return holder
+
+
+def test_each_workers_first_clip_of_a_librosa_stage_waits_for_a_compiling_run(tmp_path, monkeypatch):
+    """A worker whose parent did not warm the cache (another node, another stage): its first clip of a stage
+    that runs librosa waits while another process compiles into the same cache; its later clips do not."""
+    import time
+
+    import numpy as np
+    from helpers import audio_shard
+
+    from kebr_data import config
+    from kebr_data.features import numba_cache
+    from kebr_data.stages.melspec import MelspecStage
+
+    stage = MelspecStage(config.load()["melspec"])
+    ctx = audio_shard(tmp_path, [(np.sin(np.arange(8000, dtype=np.float32) / 5), 16000)])
+    stage.run_shard(ctx)  # librosa imported and its kernels loaded: what is left to time is the wait
+    monkeypatch.setattr(numba_cache, "_first_done", set())  # as in a new worker process
+    lock = numba_cache.use_numba_cache() / numba_cache.LOCK_NAME
+    timings = []
+    for _ in range(2):
+        holder = hold_lock(lock, 1.5)
+        t0 = time.monotonic()
+        assert stage.run_shard(ctx).column("status").to_pylist() == ["ok"]
+        timings.append(time.monotonic() - t0)
+        holder.wait()
+    assert timings[0] > 1.0 and timings[1] < 0.5, timings

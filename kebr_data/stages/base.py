@@ -7,6 +7,7 @@ declarations.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import time
@@ -20,6 +21,7 @@ import pyarrow as pa
 
 from ..config import content_hash, runtime_keys
 from ..errors import ClipError, EnvironmentFailure, environment_problem, redact
+from ..features.numba_cache import first_use
 from ..schema import frame_columns, rows_to_batch, with_metadata
 from ..storage.store import TableSource
 
@@ -166,6 +168,8 @@ class ClipStage(Stage):
 
     #: rows converted to Arrow at a time, so a shard never holds its payload twice as Python objects
     batch_rows: ClassVar[int] = 64
+    #: librosa (numba) runs in `process`: a worker's first clip holds the kernel cache's lock (numba_cache.first_use)
+    compiles_kernels: ClassVar[bool] = False
 
     def run_shard(self, ctx: ShardContext) -> pa.Table:
         schema = with_metadata(self.schema, self.name)
@@ -189,7 +193,8 @@ class ClipStage(Stage):
             return row(clip.clip_id, "skipped", f"upstream_{r['status']}", f"{u}: {r['error']}")
         t0 = time.monotonic()
         try:
-            result = row(clip.clip_id, **self.process(clip, ctx))
+            with first_use(self.name) if self.compiles_kernels else contextlib.nullcontext():
+                result = row(clip.clip_id, **self.process(clip, ctx))
         except ClipError as exc:
             if (problem := environment_problem(exc)) is not None:  # the machine's fault: abort, never a row
                 raise EnvironmentFailure(f"{self.name} stopped at clip {clip.clip_id}: {redact(problem)}") from exc

@@ -52,6 +52,7 @@ class MelspecStage(AudioClipStage):
     version = "1"
     schema = melspec_schema(ANY_WIDTH)
     Settings = MelspecSettings
+    compiles_kernels = True
     extract_default = False
 
     def __init__(self, cfg: dict[str, Any]) -> None:

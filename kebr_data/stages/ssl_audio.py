@@ -20,6 +20,7 @@ import pyarrow as pa
 from ..config import content_hash, setting
 from ..deps import missing
 from ..features import ssl_encoder as enc
+from ..features.numba_cache import first_use
 from ..schema import ANY_WIDTH, COMMON, frame_field, rows_to_batch, with_metadata
 from .base import ClipInput, Resources, ShardContext, Stage, iter_clips, row
 
@@ -147,7 +148,8 @@ class SslAudioStage(Stage):
                 rows[clip.clip_id] = row(clip.clip_id, "skipped", f"upstream_{bad[1]['status']}",
                                          f"{bad[0]}: {bad[1]['error']}")
                 continue
-            y = enc.clip_samples(clip.upstream["audio"]["flac"], rate)
+            with first_use(self.name):  # librosa's resampler: its kernels may compile into the shared cache
+                y = enc.clip_samples(clip.upstream["audio"]["flac"], rate)
             if len(y) < enc.MIN_SAMPLES:
                 rows[clip.clip_id] = row(clip.clip_id, "skipped", "too_short", f"{len(y)} samples at {rate} Hz, "
                                          f"fewer than one {enc.MIN_SAMPLES}-sample encoder frame")

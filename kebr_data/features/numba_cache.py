@@ -1,0 +1,93 @@
+"""Where librosa's numba kernels are cached, and who may write them.
+
+numba compiles librosa's kernels on first import or first call and keeps them in a cache folder; its cache
+files are not safe against two writers (a torn index crashes the next load), so every compile that may
+write there runs under one flock per folder: the acoustic stage's warm-up in the parent, and the first clip
+of each librosa-using stage in every worker (another node of a cluster, another run on a cold cache).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+
+def numba_cache_dir() -> Path:
+    """Where compiled librosa kernels are kept: $NUMBA_CACHE_DIR when set, else $KEBR_CACHE_DIR/numba,
+    else $XDG_CACHE_HOME/kebr/numba (~/.cache/kebr/numba): per user, so every run on the machine finds it."""
+    if os.environ.get("NUMBA_CACHE_DIR"):
+        return Path(os.environ["NUMBA_CACHE_DIR"])
+    if os.environ.get("KEBR_CACHE_DIR"):
+        return Path(os.environ["KEBR_CACHE_DIR"]) / "numba"
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "kebr" / "numba"
+
+
+def use_numba_cache() -> Path:
+    """Point numba's cache at `numba_cache_dir()` in this process and the workers it starts.
+
+    Must run before librosa is imported: numba picks a kernel's cache folder when the kernel is defined.
+    A folder that cannot be created is left alone (numba then falls back to its own places).
+    """
+    path = numba_cache_dir()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return path
+    os.environ["NUMBA_CACHE_DIR"] = str(path)
+    if "numba" in sys.modules:  # imported already (by another library): make it re-read the variable
+        sys.modules["numba"].core.config.reload_config()
+    return path
+
+
+#: the lock file in the cache folder: whoever compiles kernels into the folder holds it
+LOCK_NAME = ".compile.lock"
+_first_done: set[str] = set()
+
+
+@contextlib.contextmanager
+def exclusive(path: Path, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
+    """Hold an exclusive flock on `path` (created if missing, never followed through a symlink); `on_wait` is
+    called once if another process holds it. Where the folder cannot hold a lock (a planted symlink, a file
+    system without flock: ENOLCK, ENOSYS, ...), go on unlocked."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    except OSError:
+        yield
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if on_wait is not None:
+                on_wait()
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except OSError:
+                pass
+        except OSError:
+            pass
+        yield
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def first_use(key: str) -> Iterator[None]:
+    """The first `key` block in this process (a stage's first clip: librosa's lazily imported modules and
+    jitted functions compile then) runs under the cache's lock, so that two workers on a cold cache never
+    write the same kernel at once; later blocks, and a first one that raised, leave no mark or take no lock."""
+    if key in _first_done:
+        yield
+        return
+    with exclusive(use_numba_cache() / LOCK_NAME):
+        yield
+    _first_done.add(key)
+
+
+def cached_kernels(path: Path) -> set[str]:
+    """The compiled kernels' file names in a cache folder."""
+    return {p.name for p in path.rglob("*.nb[ic]")} if path.is_dir() else set()
