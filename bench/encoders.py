@@ -34,9 +34,11 @@ Rewrites the `encoders` and `encoders-long` sections of bench/RESULTS.md.
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import math
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -338,6 +340,7 @@ def child(args: argparse.Namespace) -> None:
     work = Path(args.work)
     models = json.loads((work / "models.json").read_text())
     tmp = Path(tempfile.mkdtemp(prefix="kebr-bench-"))
+    atexit.register(shutil.rmtree, tmp, True)
     if args.stage in AUDIO:
         clips = [long_clip(args.long_minutes)] if args.long_minutes else corpus(args.clips)
         items = {"clips": clips, "tables": audio_tables(clips)}
@@ -574,7 +577,8 @@ def main() -> None:
     from common import write_section
 
     stages = args.stages.split(",")
-    work = Path(tempfile.mkdtemp(prefix="kebr-bench-encoders-"))
+    work = Path(tempfile.mkdtemp(prefix="kebr-bench-encoders-"))  # the saved models: about 1.1 GB
+    atexit.register(shutil.rmtree, work, True)
     models = save_models(work)
     (work / "models.json").write_text(json.dumps(models))
     if {"faces", "video_encoder"} & set(stages) and not (args.long_only or args.replay):

@@ -253,17 +253,27 @@ def run_point(sweep: Sweep, point: Point, seed: int, shards: Path, run_dir: Path
     if done.is_file():
         return json.loads(done.read_text()), "finished before, skipped"
     run_dir.mkdir(parents=True, exist_ok=True)
-    count = (lambda trainer: _write_json(cost, trainer_cost(trainer))) if cost is not None else None
     with open(run_dir / "train.log", "a") as log, contextlib.redirect_stderr(log):
+
+        def count(trainer: Any) -> None:  # a failed count is logged; the run still trains
+            try:
+                _write_json(cost, trainer_cost(trainer))
+            except Exception:  # noqa: BLE001 - costs are a side table, never the run's failure
+                print("parameter and FLOP count failed (the run goes on):", file=log)
+                traceback.print_exc(file=log)
+
         try:
             cfg = TrainConfig.load(sweep.config_files(point), sweep.overrides(point, seed), task=_task(sweep))
             split_defaults(cfg)
-            result = train_run(cfg, shards, run_dir, sweep.init, "auto", before_fit=count, progress=False)
-        except (KebrError, OSError, ValueError, RuntimeError) as exc:  # this run's failure; the sweep goes on
+            result = train_run(cfg, shards, run_dir, sweep.init, "auto", before_fit=count if cost else None,
+                               progress=False)
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:  # noqa: BLE001 - this run's failure, whatever it is; the sweep goes on
             if not isinstance(exc, KebrError):
                 traceback.print_exc(file=log)
             print(f"error: {exc}", file=log)
-            return None, f"failed ({exc}; {run_dir / 'train.log'})"
+            return None, f"failed ({type(exc).__name__}: {exc}; {run_dir / 'train.log'})"
     result = json.loads(dumps(result))  # as the command prints it: strict JSON (no infinity)
     train_loss = last_epoch_loss(run_dir / "metrics.jsonl")
     if train_loss is not None:

@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 from helpers import DEMO
 
-from kebr_data.media.ffmpeg import find_ffmpeg
 from kebr_data.features.numba_cache import numba_cache_dir
+from kebr_data.media.ffmpeg import find_ffmpeg
 
 # The suite runs on two pytest-xdist workers (pyproject.toml): one intra-op thread per test process and
 # per subprocess it starts, so that two workers never oversubscribe two cores (tiny models also step
-# faster on one thread). Set before torch or numpy load their thread pools.
+# faster on one thread). Set before torch loads its thread pool (numpy, imported above, keeps its own).
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 # numba's kernel cache is not safe against two processes writing the same kernel at once (a torn index
 # crashes the next load): each xdist worker, and the subprocesses it starts, gets a cache of its own.

@@ -212,8 +212,8 @@ def test_two_ranks_train_the_in_graph_encoder_with_its_cnn_frozen(models, tiny_b
     from kebr_model import checkpoint
 
     root = make_shards(tmp_path / "f", n=16, shard_size=4, labelled=True, audio=True)
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-                           "29534", str(ROOT / "tests" / "ddp_worker.py"), str(root), str(tmp_path / "ddp"),
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           str(ROOT / "tests" / "ddp_worker.py"), str(root), str(tmp_path / "ddp"),
                            tiny_bert, models["hubert"]], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     saved = torch.load(checkpoint.latest(tmp_path / "ddp") / "model.pt", weights_only=True)

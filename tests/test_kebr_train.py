@@ -247,8 +247,8 @@ def test_two_process_ddp_matches_one_process(tmp_path):
     from kebr_model.data import collate
 
     root = make_shards(tmp_path / "f", n=16, shard_size=4)
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-                           "29533", str(ROOT_TESTS / "ddp_worker.py"), str(root), str(tmp_path / "ddp"),
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           str(ROOT_TESTS / "ddp_worker.py"), str(root), str(tmp_path / "ddp"),
                            TINY_ENCODER["encoder"]],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -347,3 +347,27 @@ def test_modality_subsets_sweep_and_their_costs_differ(tmp_path, encoder):
     ta, tav = costs
     assert ta["params"] < tav["params"] and ta["flops_per_clip"] < tav["flops_per_clip"]
     assert ta["params"] == ta["trainable_params"] and ta["flops_batch_clips"] == 2  # the 2 test clips
+
+
+def test_any_exception_in_a_run_is_that_runs_failure_and_a_failed_count_is_not(tmp_path, monkeypatch):
+    """A bug in a fusion or the trainer (KeyError, AssertionError, ...) fails its run, not the sweep; a cost
+    count that fails is logged while the run trains."""
+    from kebr_model import cli, sweep
+
+    def broken(*args, **kwargs):
+        raise KeyError("fusion.width")
+
+    monkeypatch.setattr(cli, "train_run", broken)
+    result, what = sweep.run_point(Sweep(), Point("p", {}), 1, tmp_path / "shards", tmp_path / "run")
+    assert result is None and what.startswith("failed (KeyError")
+    assert "KeyError" in (tmp_path / "run/train.log").read_text()  # with its traceback
+
+    def trains(cfg, shards, run_dir, init, resume, before_fit=None, progress=True):
+        before_fit(object())  # a trainer trainer_cost cannot count
+        return {"step": 3, "best_valid": 0.5}
+
+    monkeypatch.setattr(cli, "train_run", trains)
+    result, what = sweep.run_point(Sweep(), Point("q", {}), 1, tmp_path / "shards", tmp_path / "run2",
+                                   cost=tmp_path / "run2/cost.json")
+    assert what == "done" and result["step"] == 3 and not (tmp_path / "run2/cost.json").exists()
+    assert "FLOP count failed" in (tmp_path / "run2/train.log").read_text()
