@@ -99,7 +99,8 @@ def phase(scheme: str, epoch: int, step_one_epochs: int) -> str:
 def phase_weights(phase: str, alphas: dict[str, float]) -> dict[str, float]:
     """The loss weight of each task in a phase, the one rule the trainer's loss and `run_scheme` use:
     `single` and two-step's step `two` the main task (weight 1); `joint` every task (α_k, α_main
-    included); step `one` the unimodal tasks (α_m) and the main task weight 0."""
+    included); step `one` the unimodal tasks (α_m) and the main task weight 0. (`run_scheme`'s step one
+    trains each encoder alone, one after another, on its own loss: there α_m would only scale it.)"""
     if phase in ("single", "two"):
         return {"main": 1.0}
     if phase == "joint":

@@ -78,14 +78,33 @@ def exclusive(path: Path, on_wait: Callable[[], None] | None = None) -> Iterator
 @contextlib.contextmanager
 def first_use(key: str) -> Iterator[None]:
     """The first `key` block in this process (a stage's first clip: librosa's lazily imported modules and
-    jitted functions compile then) runs under the cache's lock, so that two workers on a cold cache never
-    write the same kernel at once; later blocks, and a first one that raised, leave no mark or take no lock."""
+    jitted functions compile then) runs under the cache's lock while the cache has not yet seen `key` with
+    this librosa, so that two workers on a cold cache never write the same kernel at once; once one has
+    finished such a block, a marker file in the cache lets every later worker skip the lock (waiting for
+    each other's imports would serialise every run's start). A block that raised leaves no mark."""
     if key in _first_done:
         yield
         return
-    with exclusive(use_numba_cache() / LOCK_NAME):
+    cache = use_numba_cache()
+    marker = cache / f".warmed-{key}-{_librosa_version()}"
+    if marker.is_file():
+        _first_done.add(key)
         yield
+        return
+    with exclusive(cache / LOCK_NAME):
+        yield
+        with contextlib.suppress(OSError):  # a marker never written only costs a lock next time
+            os.close(os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644))
     _first_done.add(key)
+
+
+def _librosa_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("librosa")
+    except PackageNotFoundError:
+        return "none"
 
 
 def cached_kernels(path: Path) -> set[str]:
