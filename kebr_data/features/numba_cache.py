@@ -59,24 +59,22 @@ def exclusive(path: Path, on_wait: Callable[[], None] | None = None) -> Iterator
         yield
         return
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            if on_wait is not None:
-                on_wait()
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX)
-            except OSError:
-                pass
-        except OSError:
-            pass
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        if on_wait is not None:
+            on_wait()
+        with contextlib.suppress(OSError):
+            fcntl.flock(fd, fcntl.LOCK_EX)
+    except OSError:
+        pass
+    try:
         yield
     finally:
         os.close(fd)
 
 
 @contextlib.contextmanager
-def first_use(key: str) -> Iterator[None]:
+def first_use(key: str, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
     """The first `key` block in this process (a stage's first clip: librosa's lazily imported modules and
     jitted functions compile then) runs under the cache's lock while the cache has not yet seen `key` with
     this librosa, so that two workers on a cold cache never write the same kernel at once; once one has
@@ -91,7 +89,7 @@ def first_use(key: str) -> Iterator[None]:
         _first_done.add(key)
         yield
         return
-    with exclusive(cache / LOCK_NAME):
+    with exclusive(cache / LOCK_NAME, on_wait):
         yield
         with contextlib.suppress(OSError):  # a marker never written only costs a lock next time
             os.close(os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644))

@@ -21,7 +21,7 @@ import numpy as np
 
 from ..config import setting
 from ..errors import ClipError, ClipSkipped
-from ..features.numba_cache import LOCK_NAME, cached_kernels, exclusive, use_numba_cache
+from ..features.numba_cache import cached_kernels, first_use, use_numba_cache
 from ..features.recipe import HOP, N_FFT, SR
 from ..media.flac import decode_flac
 from ..schema import ACOUSTIC
@@ -65,13 +65,16 @@ class AcousticStage(AudioClipStage):
     Settings = AcousticSettings
     compiles_kernels = True
 
+    def kernel_key(self) -> str:
+        return f"{self.name}-{self.cfg['recipe']}"  # the paper recipe's pYIN compiles kernels of its own
+
     def warm_up(self, say: Callable[[str], None]) -> None:
         """Compile librosa's kernels into the shared numba cache once, here, instead of in every worker;
         under an exclusive lock, so that two runs starting on a cold cache do not write the same kernel
         at once (numba's cache files are not safe against that: a torn index crashes the next load)."""
         cache = use_numba_cache()
         waiting = f"waiting for another run compiling librosa kernels into {cache} ..."
-        with exclusive(cache / LOCK_NAME, lambda: say(waiting)):
+        with first_use(self.kernel_key(), lambda: say(waiting)):  # its marker lets the workers skip the lock
             before = cached_kernels(cache)
             if not before:
                 say(f"compiling librosa kernels (once, into {cache}) ...")

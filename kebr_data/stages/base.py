@@ -171,6 +171,10 @@ class ClipStage(Stage):
     #: librosa (numba) runs in `process`: a worker's first clip holds the kernel cache's lock (numba_cache.first_use)
     compiles_kernels: ClassVar[bool] = False
 
+    def kernel_key(self) -> str:
+        """What decides which kernels `process` compiles (the marker's name in the kernel cache)."""
+        return self.name
+
     def run_shard(self, ctx: ShardContext) -> pa.Table:
         schema = with_metadata(self.schema, self.name)
         batches: list[pa.RecordBatch] = []
@@ -193,7 +197,7 @@ class ClipStage(Stage):
             return row(clip.clip_id, "skipped", f"upstream_{r['status']}", f"{u}: {r['error']}")
         t0 = time.monotonic()
         try:
-            with first_use(self.name) if self.compiles_kernels else contextlib.nullcontext():
+            with first_use(self.kernel_key()) if self.compiles_kernels else contextlib.nullcontext():
                 result = row(clip.clip_id, **self.process(clip, ctx))
         except ClipError as exc:
             if (problem := environment_problem(exc)) is not None:  # the machine's fault: abort, never a row
