@@ -267,8 +267,6 @@ def run_point(sweep: Sweep, point: Point, seed: int, shards: Path, run_dir: Path
             split_defaults(cfg)
             result = train_run(cfg, shards, run_dir, sweep.init, "auto", before_fit=count if cost else None,
                                progress=False)
-        except KeyboardInterrupt:
-            raise
         except Exception as exc:  # noqa: BLE001 - this run's failure, whatever it is; the sweep goes on
             if not isinstance(exc, KebrError):
                 traceback.print_exc(file=log)
