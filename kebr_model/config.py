@@ -111,8 +111,10 @@ class TrainSettings:
     weight_decay: float = setting(0.0, "weight decay (adamw, adam, sgd)", min=0.0)
     lr_encoder: float = setting(5e-6, "learning rate of the text encoder (paper Table 6)", min=0.0)
     lr_other: float = setting(1e-4, "learning rate of everything else (paper Table 6)", min=0.0)
-    lr_audio: float = setting(-1.0, "learning rate of the audio input maps; -1 = lr_other")
-    lr_visual: float = setting(-1.0, "learning rate of the visual input maps; -1 = lr_other")
+    lr_fusion: float = setting(-1.0, "learning rate of the fusion (TCMF); -1 = lr_other (the release fine-tunes its "
+                                     "cross-modal encoder at 5e-6, main.py:85-86)")
+    lr_audio: float = setting(-1.0, "learning rate of the audio input maps; -1 = lr_fusion")
+    lr_visual: float = setting(-1.0, "learning rate of the visual input maps; -1 = lr_fusion")
     scheduler: Literal["none", "cosine"] = setting("none", "none | cosine (annealing over scheduler_t_max epochs, "
                                                            "the released code: 20)")
     scheduler_t_max: int = setting(20, "cosine period in epochs", min=1)

@@ -291,3 +291,39 @@ def test_pad_to_max_gives_fixed_shapes():
     assert b["audio_mask"].sum() == 2 and b["attention_mask"].sum() == 3
     assert collate(samples, 0)["input_ids"].shape == (1, 3)
     assert DataConfig().padded_lengths() is None and ShardBatches  # per-batch padding stays the default
+
+
+def test_preset_learning_rates_are_the_release_groups(tiny_bert):
+    """main.py:85-89: BERT and the cross-modal encoder (its input maps included) at 5e-6, the head at 1e-4."""
+    from kebr_model.optim import param_groups
+
+    model, cfg = preset_model(tiny_bert, {"audio": 3, "visual": 5})
+    groups = {g["name"]: g for g in param_groups(model, cfg)}
+    assert {k: g["lr"] for k, g in groups.items()} == {"encoder": 5e-6, "audio": 5e-6, "visual": 5e-6,
+                                                        "fusion": 5e-6, "other": 1e-4}
+    fusion = {id(p) for k in ("audio", "visual", "fusion") for p in groups[k]["params"]}
+    assert fusion == {id(p) for p in model.fusion.parameters()}
+    assert {id(p) for p in groups["other"]["params"]} == {
+        id(p) for n, p in model.named_parameters() if n.startswith(("finetune_head.", "pretrain_head."))}
+    default = {g["name"] for g in param_groups(model, TrainConfig.load([], [f"encoder={tiny_bert}"]))}
+    assert default == {"encoder", "audio", "visual", "other"}  # no fusion group unless lr_fusion is set
+
+
+def test_release_options_outside_plain_tcmf_are_refused_in_one_line(tmp_path, tiny_bert):
+    from shard_factory import make_shards
+    from test_train_cli import cli, one_line_error
+
+    root = make_shards(tmp_path / "f", n=5, shard_size=5, labelled=True)
+    args = ("finetune", "--shards", root, "--out", tmp_path / "run", "--set", f"encoder='{tiny_bert}'")
+    one_line_error(cli(*args, "--set", "fusion='mult'", "--set", "mcc_space='flatten'", "--set",
+                       "tcmf_attention='released'"), "tcmf_attention", "fusion = 'tcmf'")
+    one_line_error(cli(*args, "--set", "per_modality_query=true", "--set", "tcmf_residual='raw'"),
+                   "tcmf_residual", "per_modality_query = false")
+    assert not (tmp_path / "run").exists()
+
+
+def test_pad_to_max_refuses_the_raw_waveform():
+    from kebr_data.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="pad_to_max"):
+        TrainConfig.load([], ["modalities.audio='audio'", "pad_to_max=true"])
