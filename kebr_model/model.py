@@ -120,7 +120,7 @@ class KEBR(nn.Module):
         zero = x_t.new_zeros(x_t.shape[0])
         seq_mask = fused.sequence_mask if self.zoo else text_mask
         # c_m needs a fused sequence, and in the pooled space TCMF's value maps (zeros where undefined)
-        defined = x_k is not None and (self.mcc_space == "flatten" or not self.zoo or hasattr(self.fusion, "tcmf"))
+        defined = x_k is not None and (self.mcc_space != "pooled" or not self.zoo or hasattr(self.fusion, "tcmf"))
         if defined and self.mcc_space == "released":
             cos = mcc_mod.released_cosines(x_k, frames, {m: masks[m].any(1) for m in self.widths},
                                            self.mcc_audio_for_visual)

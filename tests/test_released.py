@@ -327,3 +327,14 @@ def test_pad_to_max_refuses_the_raw_waveform():
 
     with pytest.raises(ConfigError, match="pad_to_max"):
         TrainConfig.load([], ["modalities.audio='audio'", "pad_to_max=true"])
+
+
+def test_released_space_works_with_other_fusions(tiny_bert):
+    """Any fusion with a fused sequence gets the release's cosines (not zeros, as the pooled space would)."""
+    from kebr_model.train import load_encoder
+
+    cfg = TrainConfig.load([], [f"encoder={tiny_bert}", "task=finetune", "fusion=mult", "mcc_space=released"])
+    _, encoder = load_encoder(cfg.encoder)
+    model = KEBR(encoder, {"audio": 3, "visual": 5}, cfg).double().eval()
+    out = model(random_batch(3, 6, {"audio": 4, "visual": 2}, {"audio": 3, "visual": 5}, seed=1), "finetune")
+    assert torch.isfinite(out.c_a).all() and (out.c_a != 0).all() and (out.c_v != 0).all()
