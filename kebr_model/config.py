@@ -192,7 +192,8 @@ class TrainConfig(TrainSettings):
             raise ConfigError("mcc_space = 'pooled' compares with TCMF's value maps; with fusion "
                               f"{self.fusion!r} use mcc_space = 'flatten' (the raw inputs) or use_mcc = false")
         released_parts = [k for k, v in (("tcmf_attention", self.tcmf_attention == "released"),
-                                         ("tcmf_residual", self.tcmf_residual == "raw")) if v]
+                                         ("tcmf_residual", self.tcmf_residual == "raw"),
+                                         ("finetune_pool", self.finetune_pool == "all")) if v]
         if released_parts and (self.fusion != "tcmf" or self.per_modality_query):
             raise ConfigError(f"{released_parts[0]} = {getattr(self, released_parts[0])!r} is an option of the plain "
                               "TCMF: set fusion = 'tcmf' and per_modality_query = false")

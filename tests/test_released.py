@@ -322,11 +322,13 @@ def test_release_options_outside_plain_tcmf_are_refused_in_one_line(tmp_path, ti
     assert not (tmp_path / "run").exists()
 
 
-def test_pad_to_max_refuses_the_raw_waveform():
+def test_pad_to_max_and_pool_all_refuse_what_they_cannot_serve():
     from kebr_data.errors import ConfigError
 
     with pytest.raises(ConfigError, match="pad_to_max"):
         TrainConfig.load([], ["modalities.audio='audio'", "pad_to_max=true"])
+    with pytest.raises(ConfigError, match="finetune_pool = 'all' is an option of the plain TCMF"):
+        TrainConfig.load([], ["task=finetune", "fusion=mult", "mcc_space=flatten", "finetune_pool=all"])
 
 
 def test_released_space_works_with_other_fusions(tiny_bert):
@@ -338,3 +340,14 @@ def test_released_space_works_with_other_fusions(tiny_bert):
     model = KEBR(encoder, {"audio": 3, "visual": 5}, cfg).double().eval()
     out = model(random_batch(3, 6, {"audio": 4, "visual": 2}, {"audio": 3, "visual": 5}, seed=1), "finetune")
     assert torch.isfinite(out.c_a).all() and (out.c_a != 0).all() and (out.c_v != 0).all()
+
+
+def test_released_attention_in_the_pooled_space(tiny_bert):
+    """The pooled MCC space reads the released attention's value maps through its output map (d_t wide)."""
+    from kebr_model.train import load_encoder
+
+    cfg = TrainConfig.load([], [f"encoder={tiny_bert}", "task=finetune", "tcmf_attention=released", "layers=1"])
+    _, encoder = load_encoder(cfg.encoder)
+    model = KEBR(encoder, {"audio": 3, "visual": 5}, cfg).double().eval()
+    out = model(random_batch(3, 6, {"audio": 4, "visual": 2}, {"audio": 3, "visual": 5}, seed=2), "finetune")
+    assert torch.isfinite(out.c_a).all() and (out.c_a.abs() > 0).all() and (out.c_a.abs() <= 1).all()
