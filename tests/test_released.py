@@ -21,6 +21,7 @@ from kebr_model.tcmf import TCMF
 
 REPO = Path(__file__).resolve().parents[1]
 PRESETS = ("train_mosi_released.toml", "train_mosei_released.toml")
+PRETRAIN = "train_pretrain_released.toml"
 
 
 # --- the transcription (not the project's code: written from the release's lines) --------------------
@@ -90,6 +91,23 @@ def rel_predict(model: KEBR, batch: dict, p_drop: float) -> tuple[torch.Tensor, 
     return rel_head(torch.mean(out, dim=1), model.finetune_head, p_drop).squeeze(-1), sim_a, sim_v
 
 
+def rel_pretrain(model: KEBR, batch: dict, p_drop: float) -> tuple[torch.Tensor, ...]:
+    """PretrainModel.forward (models.py:153-171): the head (fitter, 149-151) on the [MASK] position."""
+    out = model.encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+    layer = model.fusion.layers[0]
+    for _ in range(4):
+        out = rel_layer(out, batch["audio"], batch["visual"], layer, p_drop)
+    x = out[torch.tensor(range(out.shape[0])), batch["mask_pos"], :]
+    sim_a, sim_v = rel_sims(out, batch["audio"], batch["visual"])
+    return rel_head(x, model.pretrain_head, p_drop).squeeze(-1), sim_a, sim_v
+
+
+def rel_pretrain_term(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """pretrain.py:83-85 (angle 1/4, s = 1)."""
+    sims = [(x + y) / 2 for x, y in zip(a, b)]
+    return torch.stack([(1 - s) if s < 0 else torch.abs(torch.cos(math.pi * (s + 0.25))) for s in sims])
+
+
 def rel_finetune_term(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """main.py:122-125, sample by sample (angle 0.4)."""
     return torch.stack([torch.abs(torch.cos(math.pi * ((x + y) / 2 + 0.4) * torch.exp(abs(x - y) * 0.5)))
@@ -120,7 +138,7 @@ def random_batch(b: int, tokens: int, frames: dict[str, int], widths: dict[str, 
     lengths = torch.randint(3, tokens + 1, (b,), generator=g)
     ids = torch.randint(1000, 2000, (b, tokens), generator=g)
     att = (torch.arange(tokens)[None] < lengths[:, None]).long()
-    batch = {"input_ids": ids * att, "attention_mask": att}
+    batch = {"input_ids": ids * att, "attention_mask": att, "mask_pos": lengths - 2}
     for m, n in frames.items():
         valid = torch.arange(n)[None] < torch.randint(1, n + 1, (b,), generator=g)[:, None]
         batch[m] = torch.randn(b, n, widths[m], generator=g, dtype=torch.float64) * valid[..., None]
@@ -174,26 +192,26 @@ def test_all_zero_audio_gives_nan_as_the_release_but_a_missing_modality_gives_ze
     assert torch.isnan(want_a).all() and torch.isnan(got["audio"][0]) and got["audio"][1].item() == 0.0
 
 
-@pytest.mark.parametrize("preset", PRESETS)
+@pytest.mark.parametrize("preset", [*PRESETS, PRETRAIN])
 @pytest.mark.parametrize("training", [False, True])
 def test_preset_model_equals_the_release(tiny_bert, preset, training):
     """Prediction, c_a, c_v, the MCC term and the gradients of the preset's model against the release's
-    PredictModel, in eval and in train mode (dropout 0.5 in the layer and between the head's ReLU and
-    last Linear, drawn in the same order)."""
+    PredictModel (PretrainModel for the pre-training preset), in eval and in train mode (dropout 0.5 in
+    the layer and between the head's ReLU and last Linear, drawn in the same order)."""
     widths = {"audio": 3, "visual": 5}
     model, cfg = preset_model(tiny_bert, widths, preset)
     assert cfg.dropout == cfg.head_dropout == 0.5
     batch = random_batch(4, 7, {"audio": 6, "visual": 2}, widths, seed=3)
     model.train(training)
     torch.manual_seed(7)
-    out = model(batch, "finetune")
+    out = model(batch, cfg.task)
     torch.manual_seed(7)
-    pred, sim_a, sim_v = rel_predict(model, batch, 0.5)
-    for got, want in ((out.prediction, pred), (out.c_a, sim_a), (out.c_v, sim_v),
-                      (out.mcc, rel_finetune_term(sim_a, sim_v))):
+    pred, sim_a, sim_v = (rel_pretrain if cfg.task == "pretrain" else rel_predict)(model, batch, 0.5)
+    term = (rel_pretrain_term if cfg.task == "pretrain" else rel_finetune_term)(sim_a, sim_v)
+    for got, want in ((out.prediction, pred), (out.c_a, sim_a), (out.c_v, sim_v), (out.mcc, term)):
         assert torch.allclose(got, want, atol=1e-6, rtol=0)
     grads = []
-    for loss in (out.prediction.sum() + out.mcc.mean(), pred.sum() + rel_finetune_term(sim_a, sim_v).mean()):
+    for loss in (out.prediction.sum() + out.mcc.mean(), pred.sum() + term.mean()):
         model.zero_grad()
         loss.backward()
         grads.append(torch.cat([p.grad.flatten() for p in model.fusion.parameters() if p.grad is not None]))
@@ -351,3 +369,12 @@ def test_released_attention_in_the_pooled_space(tiny_bert):
     model = KEBR(encoder, {"audio": 3, "visual": 5}, cfg).double().eval()
     out = model(random_batch(3, 6, {"audio": 4, "visual": 2}, {"audio": 3, "visual": 5}, seed=2), "finetune")
     assert torch.isfinite(out.c_a).all() and (out.c_a.abs() > 0).all() and (out.c_a.abs() <= 1).all()
+
+
+def test_released_pretraining_is_the_released_fine_tuning_init(tiny_bert):
+    """The pre-training preset builds the fine-tuning presets' model, so its run is their --init."""
+    pre, cfg = preset_model(tiny_bert, {"audio": 3, "visual": 5}, PRETRAIN)
+    assert (cfg.mcc_form, cfg.lr_encoder, cfg.freeze_encoder) == ("released-pretrain", 0.0, False)
+    for preset in PRESETS:
+        fine, _ = preset_model(tiny_bert, {"audio": 3, "visual": 5}, preset)
+        assert {k: v.shape for k, v in pre.state_dict().items()} == {k: v.shape for k, v in fine.state_dict().items()}
