@@ -70,7 +70,8 @@ def mcc_released_valid(c_a: torch.Tensor, c_v: torch.Tensor) -> torch.Tensor:
 
 
 def mcc_released_finetune(c_a: torch.Tensor, c_v: torch.Tensor) -> torch.Tensor:
-    """Released fine-tuning code (main.py:122-125): |cos(π(m + 0.4) exp(0.5|a - b|))| if a, b >= 0 else 1 + |a| + |b|."""
+    """Released fine-tuning code (main.py:122-125): |cos(π(m + 0.4) exp(0.5|a - b|))| if a, b >= 0,
+    else 1 + |a| + |b|."""
     m = (c_a + c_v) / 2
     ok = (c_a >= 0) & (c_v >= 0)
     return torch.where(ok, torch.abs(torch.cos(math.pi * (m + 0.4) * torch.exp(0.5 * torch.abs(c_a - c_v)))),

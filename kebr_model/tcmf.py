@@ -67,7 +67,8 @@ class ReleasedCrossModal(CrossModal):
         return self.out(weights @ v)
 
     def pooled_value(self, x0: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """The pooled value projection mapped to the text width by the output map (affine: it commutes with the mean)."""
+        """The pooled value projection, mapped to the text width by the output map (affine: it commutes
+        with the mean)."""
         return self.out(super().pooled_value(x0, mask))
 
 

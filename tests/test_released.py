@@ -267,7 +267,7 @@ def test_released_valid_loss_equals_the_release():
     from kebr_model.train import Trainer
 
     g = torch.Generator().manual_seed(5)
-    c_a, c_v = torch.rand(32, generator=g, dtype=torch.float64) * 2 - 1, torch.rand(32, generator=g, dtype=torch.float64) * 2 - 1
+    c_a, c_v = (torch.rand(32, generator=g, dtype=torch.float64) * 2 - 1 for _ in range(2))
     pred, label = torch.randn(32, generator=g, dtype=torch.float64), torch.randn(32, generator=g, dtype=torch.float64)
     out = Output(pred, c_a, c_v, mcc_released_finetune(c_a, c_v), torch.ones(32, dtype=torch.bool))
     got = Trainer.released_valid_loss(out, (pred - label).abs().mean())
