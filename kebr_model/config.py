@@ -53,10 +53,24 @@ class TrainSettings:
     encoder_dropout: float = setting(-1.0, "the encoder's hidden and attention dropout; -1 = as its config says")
     layers: int = setting(4, "TCMF layers K (paper: 4)", min=1)
     shared_layers: bool = setting(False, "one set of TCMF weights for all K passes (the released code)")
-    ffn: Literal["gelu4", "linear"] = setting("gelu4", "TCMF feed-forward: gelu4 (Linear d->4d, GELU, Linear) | "
-                                                       "linear (one Linear d->d, the released code)")
+    ffn: Literal["gelu4", "linear", "linear-dropout"] = setting(
+        "gelu4", "TCMF feed-forward: gelu4 (Linear d->4d, GELU, dropout, Linear) | linear (one Linear d->d) | "
+                 "linear-dropout (one Linear, then dropout: the release, models.py:107-108, dropout 0.5)")
+    tcmf_attention: Literal["paper", "released"] = setting(
+        "paper", "paper (one query map d_t->d_t, sqrt(d_t) scaling, padding masked) | released (models.py:66-91: "
+                 "per modality its own LN(text) and query map to tcmf_embed_dim, e^-0.5 scaling, no padding "
+                 "mask, an output map back to d_t)")
+    tcmf_embed_dim: int = setting(256, "tcmf_attention = released: the attention width e (the release: 256)", min=1)
+    tcmf_residual: Literal["ln", "raw"] = setting(
+        "ln", "ln (M = LN(X) + sum M_m, Eq. 7) | raw (M = X + sum M_m, the release, models.py:105)")
     dropout: float = setting(0.1, "TCMF dropout", min=0.0, max=1.0)
-    head_dropout: float = setting(0.0, "dropout before the regression heads (released code: 0.5)", min=0.0, max=1.0)
+    head_dropout: float = setting(0.0, "dropout in the regression heads (released code: 0.5)", min=0.0, max=1.0)
+    head_dropout_at: Literal["input", "hidden"] = setting(
+        "input", "where head_dropout sits: input (on the head's input) | hidden (between the ReLU and the last "
+                 "Linear, the release, models.py:150, 241)")
+    finetune_pool: Literal["masked", "all"] = setting(
+        "masked", "fine-tuning head's input: masked (mean over the text tokens) | all (mean over every position, "
+                  "padding included, the release, models.py:248; fixed with pad_to_max)")
     fusion: Literal["tcmf", "sf", "tfn", "mult", "mmml"] = setting(
         "tcmf", "how text, audio and visual are fused: tcmf (KEBR) | sf | tfn | mult (boosting-msa) | mmml")
     per_modality_query: bool = setting(False, "tcmf: one query map per non-verbal modality (SKESL Eq. 2)")
@@ -74,23 +88,33 @@ class TrainSettings:
     step_one_epochs: int = setting(1, "two-step: epochs of step one (unimodal heads)", min=1)
     use_tcmf: bool = setting(True, "ablation C3 when false: same layers, attention not driven by the text")
     use_mcc: bool = setting(True, "ablation C4 when false")
-    mcc_space: Literal["pooled", "flatten"] = setting("pooled", "pooled (masked means) | flatten (the released "
-                                                                "code: raw audio/visual inputs)")
+    mcc_space: Literal["pooled", "flatten", "released"] = setting(
+        "pooled", "pooled (masked means) | flatten (fused text vs each raw input, pairwise, valid positions) | "
+                  "released (the release, models.py:21-62, 158-169: text, audio, visual aligned together, "
+                  "padding included, no epsilon)")
+    mcc_audio_for_visual: bool = setting(
+        False, "mcc_space = released: reproduce the release's bug at models.py:54 (when the visual input needs "
+               "tiling, the tiled audio replaces it)")
     mcc_form: Literal["paper", "released-pretrain", "released-finetune"] = setting("paper", "the MCC formula")
     mcc_negative: Literal["constant", "mean", "abs"] = setting(
-        "constant", "paper form, a cosine < 0: constant (+s, Fig. 3: no gradient) | mean (s(1-m), m = mean cosine, "
-                    "released pre-training) | abs (s(1+|c_a|+|c_v|), released fine-tuning)")
+        "constant", "paper form, either cosine < 0: constant (+s, Fig. 3: no gradient) | mean (s(1-m), m = mean "
+                    "cosine; the release's pre-training applies it only when m < 0) | abs (s(1+|c_a|+|c_v|), as "
+                    "the released fine-tuning)")
     mcc_s: float = setting(1.0, "MCC scale s")
     mcc_g: float = setting(0.2, "MCC offset g (Eq. 11)")
     loss: Literal["l1", "mse"] = setting("l1", "task loss: l1 (the paper) | mse")
     select_on: str = setting("loss", "model selection on valid: loss (task + MCC) | task (task loss alone, MMSA) | "
-                                     "a metric name (MAE lower is better, others higher)")
+                                     "released_valid_loss (the release's: L1 + its angle-0.4 term on the mean "
+                                     "cosine, summed over batches, main.py:158-159, 244) | a metric name (MAE "
+                                     "lower is better, others higher)")
     optimizer: Literal["adam", "adamw", "sgd"] = setting("adam", "adam (the paper) | adamw | sgd (plain)")
     weight_decay: float = setting(0.0, "weight decay (adamw, adam, sgd)", min=0.0)
     lr_encoder: float = setting(5e-6, "learning rate of the text encoder (paper Table 6)", min=0.0)
     lr_other: float = setting(1e-4, "learning rate of everything else (paper Table 6)", min=0.0)
-    lr_audio: float = setting(-1.0, "learning rate of the audio input maps; -1 = lr_other")
-    lr_visual: float = setting(-1.0, "learning rate of the visual input maps; -1 = lr_other")
+    lr_fusion: float = setting(-1.0, "learning rate of the fusion (TCMF); -1 = lr_other (the release fine-tunes its "
+                                     "cross-modal encoder at 5e-6, main.py:85-86)")
+    lr_audio: float = setting(-1.0, "learning rate of the audio input maps; -1 = lr_fusion")
+    lr_visual: float = setting(-1.0, "learning rate of the visual input maps; -1 = lr_fusion")
     scheduler: Literal["none", "cosine"] = setting("none", "none | cosine (annealing over scheduler_t_max epochs, "
                                                            "the released code: 20)")
     scheduler_t_max: int = setting(20, "cosine period in epochs", min=1)
@@ -108,6 +132,8 @@ class TrainSettings:
     max_text_tokens: int = setting(64, "[CLS] + words + [SEP]; a window around the [MASK] when longer", min=3)
     max_audio_frames: int = setting(500, "first audio frames kept", min=1)
     max_visual_frames: int = setting(250, "first visual frames kept", min=1)
+    pad_to_max: bool = setting(False, "pad every batch to max_text_tokens / max_audio_frames / max_visual_frames "
+                                      "(the release's fixed shapes), not to its longest sample")
     label: Literal["label", "label_t", "label_a", "label_v"] = setting(
         "label", "fine-tuning target: the multimodal label or a per-modality one (CH-SIMS)")
     metrics: Literal["auto", "mosi", "sims", "sims2"] = setting(
@@ -165,6 +191,15 @@ class TrainConfig(TrainSettings):
         if self.use_mcc and self.fusion != "tcmf" and self.mcc_space == "pooled":
             raise ConfigError("mcc_space = 'pooled' compares with TCMF's value maps; with fusion "
                               f"{self.fusion!r} use mcc_space = 'flatten' (the raw inputs) or use_mcc = false")
+        released_parts = [k for k, v in (("tcmf_attention", self.tcmf_attention == "released"),
+                                         ("tcmf_residual", self.tcmf_residual == "raw"),
+                                         ("finetune_pool", self.finetune_pool == "all")) if v]
+        if released_parts and (self.fusion != "tcmf" or self.per_modality_query):
+            raise ConfigError(f"{released_parts[0]} = {getattr(self, released_parts[0])!r} is an option of the plain "
+                              "TCMF: set fusion = 'tcmf' and per_modality_query = false")
+        if self.pad_to_max and self.used.get("audio") == RAW_AUDIO:
+            raise ConfigError("pad_to_max pads frames to max_audio_frames, but the raw waveform has samples, not "
+                              "frames: set pad_to_max = false with modalities.audio = 'audio'")
         if self.scheme != "single" and not any(self.alphas[m] > 0 for m in ("text", "audio", "visual")):
             raise ConfigError(f"scheme {self.scheme!r} trains unimodal heads: set alpha_text, alpha_audio or "
                               "alpha_visual > 0")

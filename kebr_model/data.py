@@ -75,9 +75,16 @@ class DataConfig:
     label: str = "label"            # the fine-tuning target column of the plan
     text: bool = True               # False: the encoder sees an empty text ([CLS] [SEP]; modality set `av`)
     raw_audio: RawAudio | None = None  # how the `audio` stage's FLAC becomes input values (an in-graph encoder)
+    pad_to_max: bool = False        # pad every batch to the max_* lengths (the release's fixed shapes), not the longest
 
     def max_frames(self, modality: str) -> int:
         return self.max_audio_frames if modality == "audio" else self.max_visual_frames
+
+    def padded_lengths(self) -> dict[str, int] | None:
+        """With `pad_to_max`, the fixed length of every batch's text and frame tensors, else None (per batch)."""
+        if not self.pad_to_max:
+            return None
+        return {"text": self.max_text_tokens, **{m: self.max_frames(m) for m in self.modalities}}
 
 
 def hdf5_export(root: Path) -> bool:
@@ -255,8 +262,8 @@ def shard_samples(root: Path, shard: int, task: str, tokenizer: Any, cfg: DataCo
         yield sample
 
 
-def _pad_frames(arrays: list[np.ndarray], dim: int) -> tuple[torch.Tensor, torch.Tensor]:
-    longest = max(1, max(a.shape[0] for a in arrays))
+def _pad_frames(arrays: list[np.ndarray], dim: int, length: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    longest = length or max(1, max(a.shape[0] for a in arrays))
     x = torch.zeros(len(arrays), longest, dim)
     m = torch.zeros(len(arrays), longest, dtype=torch.bool)
     for i, a in enumerate(arrays):
@@ -266,10 +273,12 @@ def _pad_frames(arrays: list[np.ndarray], dim: int) -> tuple[torch.Tensor, torch
     return x, m
 
 
-def collate(samples: list[dict], pad_id: int) -> dict[str, Any]:
-    """Dynamic padding: every tensor as long as the batch's longest sequence, with boolean masks; each
-    modality `m` of the samples becomes `batch[m]` and `batch[m + "_mask"]`."""
-    longest = max(len(s["input_ids"]) for s in samples)
+def collate(samples: list[dict], pad_id: int, lengths: dict[str, int] | None = None) -> dict[str, Any]:
+    """Dynamic padding: every tensor as long as the batch's longest sequence (or `lengths[name]` for
+    "text" and each modality: fixed shapes), with boolean masks; each modality `m` of the samples
+    becomes `batch[m]` and `batch[m + "_mask"]`."""
+    lengths = lengths or {}
+    longest = lengths.get("text") or max(len(s["input_ids"]) for s in samples)
     ids = torch.full((len(samples), longest), pad_id, dtype=torch.long)
     att = torch.zeros(len(samples), longest, dtype=torch.long)
     for i, s in enumerate(samples):
@@ -277,7 +286,7 @@ def collate(samples: list[dict], pad_id: int) -> dict[str, Any]:
         att[i, : len(s["input_ids"])] = 1
     batch: dict[str, Any] = {"input_ids": ids, "attention_mask": att}
     for m in (m for m in MODALITIES if m in samples[0]):
-        batch[m], batch[f"{m}_mask"] = _pad_frames([s[m] for s in samples], samples[0][m].shape[1])
+        batch[m], batch[f"{m}_mask"] = _pad_frames([s[m] for s in samples], samples[0][m].shape[1], lengths.get(m))
     for key in (f"label_{m}" for m, _ in MODALITY_LABELS if f"label_{m}" in samples[0]):
         batch[key] = torch.tensor([s[key] for s in samples], dtype=torch.float32)
     return batch | {"mask_pos": torch.tensor([max(s["mask_pos"], 0) for s in samples]),
@@ -304,7 +313,7 @@ class ShardBatches(torch.utils.data.IterableDataset):
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         for samples in self.sample_batches():
-            yield collate(samples, self.tokenizer.pad_token_id)
+            yield collate(samples, self.tokenizer.pad_token_id, self.cfg.padded_lengths())
 
     def sample_batches(self) -> Iterator[list[dict]]:
         """Batches as lists of samples, before padding: length-bucketed within a buffer, then shuffled."""

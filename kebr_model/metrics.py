@@ -28,7 +28,9 @@ REPORTED = {"mosi": ("Has0_acc_2", "Has0_F1_score", "Non0_acc_2", "Non0_F1_score
                      "MAE", "Corr"),
             "sims": ("Acc2", "Acc3", "Acc5", "F1", "MAE", "Corr"),
             "sims2": ("Acc2", "Acc2_weak", "Acc3", "Acc5", "F1", "MAE", "Corr")}
-LOWER_IS_BETTER = {"loss", "task", "l1", "mcc", "MAE"}
+#: `select_on` value: the release's validation loss (main.py:158-159, 244), see Trainer.released_valid_loss
+RELEASED_VALID = "released_valid_loss"
+LOWER_IS_BETTER = {"loss", "task", "l1", "mcc", "MAE", RELEASED_VALID}
 
 
 def weighted_f1(truth: np.ndarray, pred: np.ndarray) -> float:

@@ -30,10 +30,22 @@ class Output:
     modal: dict[str, torch.Tensor] = field(default_factory=dict)  # m -> (B,) unimodal heads' predictions
 
 
-def head(d: int, hidden: int = 256, dropout: float = 0.0, layers: int = 2) -> nn.Module:
-    """MLP d -> 256 -> 1 with ReLU (Eq. 15; `layers` = 3: MMML's three fully connected layers), after
-    optional dropout (the released head: 0.5)."""
-    return nn.Sequential(nn.Dropout(dropout), *mlp(d, hidden, layers))
+HEAD_DROPOUT_AT = ("input", "hidden")
+POOLS = ("masked", "all")
+
+
+def head(d: int, hidden: int = 256, dropout: float = 0.0, layers: int = 2, dropout_at: str = "input") -> nn.Module:
+    """MLP d -> 256 -> 1 with ReLU (Eq. 15; `layers` = 3: MMML's three fully connected layers) with
+    dropout on its input (`dropout_at = input`) or between the last ReLU and the last Linear (`hidden`:
+    the release, fc2(dropout(relu(fc1(x)))) at models.py:150, 241, with 0.5). The parameters keep their
+    names either way (dropout and ReLU hold none), so checkpoints load across the two."""
+    if dropout_at not in HEAD_DROPOUT_AT:
+        raise ValueError(f"unknown head dropout position {dropout_at!r}; choose one of {', '.join(HEAD_DROPOUT_AT)}")
+    mods = list(mlp(d, hidden, layers))
+    if dropout_at == "input" or layers < 2:
+        return nn.Sequential(nn.Dropout(dropout), *mods)
+    mods[-2] = nn.Sequential(mods[-2], nn.Dropout(dropout))
+    return nn.Sequential(nn.Identity(), *mods)
 
 
 def make_fusion(cfg: Any, d_t: int, widths: dict[str, int]) -> nn.Module:
@@ -44,7 +56,9 @@ def make_fusion(cfg: Any, d_t: int, widths: dict[str, int]) -> nn.Module:
     name = get("fusion", "tcmf")
     if name == "tcmf" and not get("per_modality_query", False):
         return TCMF(d_t, widths, get("layers", 4), get("shared_layers", False), get("dropout", 0.1),
-                    uniform=not get("use_tcmf", True), ffn=get("ffn", "gelu4"))
+                    uniform=not get("use_tcmf", True), ffn=get("ffn", "gelu4"),
+                    attention=get("tcmf_attention", "paper"), residual=get("tcmf_residual", "ln"),
+                    embed=get("tcmf_embed_dim", 256))
     options: dict[str, Any] = {
         "tcmf": {"layers": get("layers", 4), "shared": get("shared_layers", False), "dropout": get("dropout", 0.1),
                  "uniform": not get("use_tcmf", True), "per_modality_query": get("per_modality_query", False),
@@ -69,14 +83,20 @@ class KEBR(nn.Module):
         self.fusion = make_fusion(cfg, d_t, self.widths)
         self.zoo = isinstance(self.fusion, fusions.Fusion)
         fused_dim = self.fusion.out_dim if self.zoo else d_t
-        self.pretrain_head = head(d_t, dropout=get("head_dropout", 0.0))
-        self.finetune_head = head(fused_dim, dropout=get("head_dropout", 0.0), layers=get("head_layers", 2))
+        at = get("head_dropout_at", "input")
+        self.pretrain_head = head(d_t, dropout=get("head_dropout", 0.0), dropout_at=at)
+        self.finetune_head = head(fused_dim, dropout=get("head_dropout", 0.0), layers=get("head_layers", 2),
+                                  dropout_at=at)
+        self.pool = get("finetune_pool", "masked")
+        if self.pool not in POOLS:
+            raise ValueError(f"finetune_pool must be one of {POOLS}")
         alphas = cfg.alphas if cfg is not None and hasattr(cfg, "alphas") else {}
         modal_widths = {"text": d_t, **self.widths}
         self.modal_heads = nn.ModuleDict({m: head(modal_widths[m]) for m in ("text", "audio", "visual")
                                           if alphas.get(m, 0.0) > 0 and m in modal_widths})
         self.mcc_space, self.mcc_form = get("mcc_space", "pooled"), get("mcc_form", "paper")
         self.mcc_s, self.mcc_g, self.mcc_negative = get("mcc_s", 1.0), get("mcc_g", 0.2), get("mcc_negative", "constant")
+        self.mcc_audio_for_visual = get("mcc_audio_for_visual", False)
 
     def forward(self, batch: dict[str, torch.Tensor], task: str) -> Output:
         text_mask = batch["attention_mask"].bool()
@@ -90,7 +110,8 @@ class KEBR(nn.Module):
             x_k, pooled = fused.sequence, fused.pooled
         else:
             x_k, _ = self.fusion(x_t, frames, masks)
-            pooled = mcc_mod.masked_mean(x_k, text_mask)
+            # `all`: the release's torch.mean over every position, padding included (models.py:248)
+            pooled = x_k.mean(1) if self.pool == "all" else mcc_mod.masked_mean(x_k, text_mask)
         if task == "pretrain":
             x = x_k[torch.arange(x_k.shape[0], device=x_k.device), batch["mask_pos"]]
             prediction = self.pretrain_head(x).squeeze(-1)
@@ -99,8 +120,12 @@ class KEBR(nn.Module):
         zero = x_t.new_zeros(x_t.shape[0])
         seq_mask = fused.sequence_mask if self.zoo else text_mask
         # c_m needs a fused sequence, and in the pooled space TCMF's value maps (zeros where undefined)
-        defined = x_k is not None and (self.mcc_space == "flatten" or not self.zoo or hasattr(self.fusion, "tcmf"))
-        cos = {m: self.cosine(m, x_k, seq_mask, frames[m], masks[m]) if defined else zero for m in self.widths}
+        defined = x_k is not None and (self.mcc_space != "pooled" or not self.zoo or hasattr(self.fusion, "tcmf"))
+        if defined and self.mcc_space == "released":
+            cos = mcc_mod.released_cosines(x_k, frames, {m: masks[m].any(1) for m in self.widths},
+                                           self.mcc_audio_for_visual)
+        else:
+            cos = {m: self.cosine(m, x_k, seq_mask, frames[m], masks[m]) if defined else zero for m in self.widths}
         inputs = {"text": (x_t, text_mask), **{m: (frames[m], masks[m]) for m in self.widths}}
         modal = {m: h(masked_mean(*inputs[m])).squeeze(-1) for m, h in self.modal_heads.items()}
         c_a, c_v = cos.get("audio", zero), cos.get("visual", zero)
@@ -112,7 +137,8 @@ class KEBR(nn.Module):
     def cosine(self, m: str, x_k: torch.Tensor, text_mask: torch.Tensor, frames: torch.Tensor,
                mask: torch.Tensor) -> torch.Tensor:
         """c_m: `pooled` compares the fused text's masked mean with the masked mean of the last layer's
-        LN_m(X0_m) W_V^m; `flatten` compares the fused text with the raw input frames (released code)."""
+        LN_m(X0_m) W_V^m; `flatten` compares the fused text with the raw input frames, pairwise and masked
+        (not the release's computation: that is `mcc_space = released`, `mcc.released_cosines`)."""
         if self.mcc_space == "flatten":
             return mcc_mod.flatten_cosine(x_k, text_mask, frames, mask)
         p = mcc_mod.masked_mean(x_k, text_mask)

@@ -14,10 +14,13 @@ from torch import nn
 
 def param_groups(model: nn.Module, cfg: Any) -> list[dict[str, Any]]:
     """Trainable parameters by learning rate: `encoder.*` (the text encoder) and `audio_encoder.*` (an in-graph
-    audio encoder) at lr_encoder, a modality's input maps
-    (`fusion.*.modal.<m>.*`) at lr_audio / lr_visual (-1 = lr_other), everything else at lr_other."""
-    lrs = {"encoder": cfg.lr_encoder, "audio": cfg.lr_audio if cfg.lr_audio >= 0 else cfg.lr_other,
-           "visual": cfg.lr_visual if cfg.lr_visual >= 0 else cfg.lr_other, "other": cfg.lr_other}
+    audio encoder) at lr_encoder, a modality's input maps (`fusion.*.modal.<m>.*`) at lr_audio / lr_visual
+    (-1 = the fusion's rate), the rest of the fusion (`fusion.*`) at lr_fusion (-1 = lr_other, and no group
+    of its own), everything else at lr_other."""
+    lr_fusion = getattr(cfg, "lr_fusion", -1.0)
+    fusion = lr_fusion if lr_fusion >= 0 else cfg.lr_other
+    lrs = {"encoder": cfg.lr_encoder, "audio": cfg.lr_audio if cfg.lr_audio >= 0 else fusion,
+           "visual": cfg.lr_visual if cfg.lr_visual >= 0 else fusion, "fusion": fusion, "other": cfg.lr_other}
     groups: dict[str, list[nn.Parameter]] = {k: [] for k in lrs}
     for name, p in model.named_parameters():
         if not p.requires_grad:
@@ -26,6 +29,8 @@ def param_groups(model: nn.Module, cfg: Any) -> list[dict[str, Any]]:
             key = "encoder"
         else:
             key = next((m for m in ("audio", "visual") if f".modal.{m}." in name), "other")
+            if key == "other" and lr_fusion >= 0 and name.startswith("fusion."):
+                key = "fusion"
         groups[key].append(p)
     return [{"params": ps, "lr": lrs[k], "name": k} for k, ps in groups.items() if ps]
 

@@ -8,6 +8,10 @@ and a modality with no frame at all contributes zero.
 
 The audio/visual keys and values depend only on X0_m and the layer's weights: with shared
 weights (the released code's choice) they are computed once for all K passes, not K times.
+
+Options that reproduce the release (aoqzhu/KEBR models.py): `attention = "released"`
+(`ReleasedCrossModal`, models.py:66-91), `residual = "raw"` (M = X_{k-1} + sum_m M_m, models.py:105)
+and `ffn = "linear-dropout"` (X_k = Dropout(Linear(LN(M))) + M, models.py:106-109).
 """
 
 from __future__ import annotations
@@ -42,6 +46,32 @@ class CrossModal(nn.Module):
         return self.value(mean * self.norm.weight + self.norm.bias)
 
 
+class ReleasedCrossModal(CrossModal):
+    """The release's CrossModalAttention (models.py:66-91), one per modality: its own LN of the text and
+    query map d_t -> e, LN_m, W_K^m and W_V^m d_m -> e, scores scaled by e^-0.5 with no padding mask
+    (padded frames are attended), and an output map e -> d_t."""
+
+    def __init__(self, d_m: int, d_t: int, embed: int = 256) -> None:
+        super().__init__(d_m, embed)
+        self.text_norm = nn.LayerNorm(d_t)
+        self.text_query = nn.Linear(d_t, embed)
+        self.out = nn.Linear(embed, d_t)
+
+    def attend(self, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor, uniform: bool = False) -> torch.Tensor:
+        """out(softmax(LN(x) W_Q K^T e^-0.5) V) over every frame, padding included (`uniform`: equal weights)."""
+        if uniform:
+            weights = x.new_full((x.shape[0], x.shape[1], k.shape[1]), 1.0 / k.shape[1])
+        else:
+            q = self.text_query(self.text_norm(x))
+            weights = torch.softmax(q @ k.transpose(1, 2) * k.shape[-1] ** -0.5, dim=-1)
+        return self.out(weights @ v)
+
+    def pooled_value(self, x0: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The pooled value projection, mapped to the text width by the output map (affine: it commutes
+        with the mean)."""
+        return self.out(super().pooled_value(x0, mask))
+
+
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor,
            uniform: bool = False) -> torch.Tensor:
     """softmax(Q K^T / sqrt(d) + mask) V over valid frames; zero for samples with no valid frame.
@@ -59,31 +89,57 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor
     return weights @ v
 
 
+FFNS = ("gelu4", "linear", "linear-dropout")
+ATTENTIONS = ("paper", "released")
+RESIDUALS = ("ln", "raw")
+
+
 def feed_forward(d_t: int, kind: str = "gelu4", dropout: float = 0.1) -> nn.Module:
-    """The layer's FFN: `gelu4` (Linear d -> 4d, GELU, dropout, Linear) or `linear` (one Linear, the released code)."""
+    """The layer's FFN: `gelu4` (Linear d -> 4d, GELU, dropout, Linear), `linear` (one Linear) or
+    `linear-dropout` (one Linear, then dropout: the release, models.py:107-108, with dropout 0.5)."""
     if kind == "linear":
         return nn.Linear(d_t, d_t)
+    if kind == "linear-dropout":
+        return nn.Sequential(nn.Linear(d_t, d_t), nn.Dropout(dropout))
     return nn.Sequential(nn.Linear(d_t, 4 * d_t), nn.GELU(), nn.Dropout(dropout), nn.Linear(4 * d_t, d_t))
 
 
 class TCMFLayer(nn.Module):
-    """One TCMF layer (Eq. 5-8) over any set of non-verbal modalities, each with its own width."""
+    """One TCMF layer (Eq. 5-8) over any set of non-verbal modalities, each with its own width.
 
-    def __init__(self, d_t: int, widths: dict[str, int], ffn: str = "gelu4", dropout: float = 0.1) -> None:
+    `attention`: `paper` (one query map, sqrt(d_t) scaling, padding masked) or `released`
+    (`ReleasedCrossModal`, `embed` wide); `residual`: `ln` (M = LN(X) + sum_m M_m, Eq. 7) or `raw`
+    (M = X + sum_m M_m, the release, models.py:105)."""
+
+    def __init__(self, d_t: int, widths: dict[str, int], ffn: str = "gelu4", dropout: float = 0.1,
+                 attention: str = "paper", residual: str = "ln", embed: int = 256) -> None:
         super().__init__()
-        self.norm_q = nn.LayerNorm(d_t)
-        self.query = nn.Linear(d_t, d_t)
-        self.modal = nn.ModuleDict({m: CrossModal(d, d_t) for m, d in widths.items()})
+        for name, value, choices in (("attention", attention, ATTENTIONS), ("residual", residual, RESIDUALS),
+                                     ("ffn", ffn, FFNS)):
+            if value not in choices:
+                raise ValueError(f"unknown TCMF {name} {value!r}; choose one of {', '.join(choices)}")
+        self.released = attention == "released"
+        self.raw_residual = residual == "raw"
+        self.uses_norm_q = not (self.released and self.raw_residual)  # LN(X) feeds the query or the residual
+        if self.uses_norm_q:
+            self.norm_q = nn.LayerNorm(d_t)
+        if not self.released:
+            self.query = nn.Linear(d_t, d_t)
+        self.modal = nn.ModuleDict({m: ReleasedCrossModal(d, d_t, embed) if self.released else CrossModal(d, d_t)
+                                    for m, d in widths.items()})
         self.norm_ffn = nn.LayerNorm(d_t)
         self.ffn = feed_forward(d_t, ffn, dropout)
 
     def forward(self, x: torch.Tensor, kv: dict[str, tuple[torch.Tensor, torch.Tensor]],
                 masks: dict[str, torch.Tensor], uniform: bool = False) -> torch.Tensor:
-        h = self.norm_q(x)
-        q = self.query(h)
-        m = h
+        h = self.norm_q(x) if self.uses_norm_q else x
+        q = None if self.released else self.query(h)
+        m = x if self.raw_residual else h
         for name, (k, v) in kv.items():
-            m = m + attend(q, k, v, masks[name], uniform)
+            if q is None:
+                m = m + self.modal[name].attend(x, k, v, uniform)
+            else:
+                m = m + attend(q, k, v, masks[name], uniform)
         return self.ffn(self.norm_ffn(m)) + m
 
 
@@ -91,13 +147,14 @@ class TCMF(nn.Module):
     """K TCMF layers, with separate (paper) or shared (released code) weights."""
 
     def __init__(self, d_t: int, widths: dict[str, int], layers: int = 4, shared: bool = False,
-                 dropout: float = 0.1, uniform: bool = False, ffn: str = "gelu4") -> None:
+                 dropout: float = 0.1, uniform: bool = False, ffn: str = "gelu4", attention: str = "paper",
+                 residual: str = "ln", embed: int = 256) -> None:
         super().__init__()
         self.k = layers
         self.shared = shared
         self.uniform = uniform
         self.widths = dict(widths)
-        self.layers = nn.ModuleList([TCMFLayer(d_t, self.widths, ffn, dropout)
+        self.layers = nn.ModuleList([TCMFLayer(d_t, self.widths, ffn, dropout, attention, residual, embed)
                                      for _ in range(1 if shared else layers)])
 
     @property

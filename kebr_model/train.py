@@ -22,12 +22,12 @@ from . import checkpoint, schemes
 from .audio_encoder import load_audio_encoder, setup_problem
 from .config import RAW_AUDIO, TrainConfig
 from .data import DataConfig, ShardBatches, check_folder, modality_widths
-from .metrics import dataset_metrics, metric_set, selection_score
+from .metrics import RELEASED_VALID, dataset_metrics, metric_set, selection_score
 from .optim import make_optimizer, make_scheduler
 from .jsonout import dumps
 from .model import KEBR, Output
 from .heads import weighted_loss
-from .mcc import loss_weight
+from .mcc import loss_weight, mcc_released_valid
 from .preflight import TrainSetupError
 from .progress import StepProgress
 
@@ -108,7 +108,7 @@ class Trainer:
         self.expected_steps: int | None = None  # for the progress bar's ETA (from the preflight counts)
         self.data_cfg = DataConfig(cfg.max_text_tokens, cfg.max_audio_frames, cfg.max_visual_frames, cfg.batch_size,
                                    modalities=cfg.used, label=cfg.label, text="t" in cfg.modalities.use,
-                                   raw_audio=self.raw_audio)
+                                   raw_audio=self.raw_audio, pad_to_max=cfg.pad_to_max)
         self.metric_set = metric_set(cfg.metrics, self.shards) if cfg.task == "finetune" else None
 
     def init_from(self, ckpt: Path) -> list[str]:
@@ -156,6 +156,14 @@ class Trainer:
         diff = prediction.float() - label
         l1 = torch.abs(diff).mean()
         return (l1 if self.cfg.loss == "l1" else (diff ** 2).mean()), l1
+
+    @staticmethod
+    def released_valid_loss(out: Output, l1: torch.Tensor) -> torch.Tensor:
+        """One batch's share of the release's validation loss (main.py:157-165): the batch's L1 plus the
+        mean of `mcc_released_valid` (angle 0.4 on the mean cosine), whatever the training formula; the
+        release sums these over the batches and keeps the model where the sum is lowest (main.py:244)."""
+        valid = out.mcc_valid.float()
+        return l1 + (mcc_released_valid(out.c_a.float(), out.c_v.float()) * valid).sum() / valid.sum().clamp(min=1.0)
 
     def loss(self, out: Output, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         """The task loss (L1 or MSE) plus the MCC term over samples that have both modalities, and, in the
@@ -225,9 +233,12 @@ class Trainer:
     def evaluate(self, split: str, predictions: list[dict[str, Any]] | None = None) -> dict[str, Any]:
         """Loss (the training formula) and the dataset's metrics on a split, in plan order, and each
         unimodal head's metrics (`<metric>_<modality>`, on its own label); per-clip rows (clip_id, label,
-        prediction, c_a, c_v, and each head's prediction) are appended to `predictions` when given."""
+        prediction, c_a, c_v, and each head's prediction) are appended to `predictions` when given. With
+        `select_on = released_valid_loss`, also that criterion (a sum over batches, as the release's)."""
         self.model.eval()
         preds, labels, totals, n = [], [], {"loss": 0.0, "task": 0.0, "l1": 0.0, "mcc": 0.0}, 0
+        released = self.cfg.select_on == RELEASED_VALID
+        released_sum = 0.0
         heads: dict[str, tuple[list[np.ndarray], list[np.ndarray]]] = {}
         for batch in self.batches(split, 0, shuffle=False):
             batch = self._to_device(batch)
@@ -235,6 +246,8 @@ class Trainer:
                 out = self.model(batch, self.cfg.task)
                 terms = self.loss(out, batch)
             size = len(batch["label"])
+            if released:
+                released_sum += float(self.released_valid_loss(out, terms["l1"]))
             for k in totals:
                 totals[k] += float(terms[k]) * size
             n += size
@@ -255,6 +268,8 @@ class Trainer:
         if not n:
             return {"samples": 0}
         result = {k: v / n for k, v in totals.items()} | {"samples": n}
+        if released:
+            result[RELEASED_VALID] = released_sum
         if self.cfg.task == "finetune":
             result |= dataset_metrics(self.metric_set, np.concatenate(preds), np.concatenate(labels))
             for m, (hp, hy) in heads.items():

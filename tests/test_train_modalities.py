@@ -318,7 +318,7 @@ def test_paper_presets_refuse_to_start_without_their_encoder(tmp_path):
             Trainer(cfg, root, tmp_path / "run")
     released = TrainConfig.load([REPO / "pipelines/train_mosi_released.toml"])
     assert (released.mcc_space, released.shared_layers, released.ffn, released.scheduler) == (
-        "flatten", True, "linear", "cosine")
+        "released", True, "linear-dropout", "cosine")
 
 
 # --- analyse ----------------------------------------------------------------------------------------
