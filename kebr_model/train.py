@@ -102,9 +102,9 @@ class Trainer:
             raise TrainSetupError(problem)
         if self.rank == 0:
             check_run_folder(self.out)
-        # rank 0 keeps the verdicts in the run folder (a resume or the next epoch only stats the tables)
-        self.digests = None if cfg.allow_stale else \
-            Digests(self.out / VERIFIED_TABLES, self.out) if self.rank == 0 else Digests()
+        self.digests: Digests | None = None  # --allow-stale: the tables are read as they are
+        if not cfg.allow_stale:  # rank 0 keeps the verdicts in the run folder: a resume only stats the tables
+            self.digests = Digests(self.out / VERIFIED_TABLES, self.out) if self.rank == 0 else Digests()
         check_folder(self.shards, cfg.task, cfg.allow_stale, cfg.used, self.digests)
         self.widths = modality_widths(self.shards, cfg.used)
         seed_everything(cfg.seed)

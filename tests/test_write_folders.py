@@ -159,3 +159,21 @@ def test_kebr_train_refuses_symlinked_run_folders(tmp_path, tiny_bert):
         assert result.exit_code == 2, result.output
         assert "Traceback" not in result.output and f"{planted} is a symlink" in result.output
     assert untouched(victim)
+
+
+def test_a_sweep_refuses_a_symlinked_run_folder(tmp_path):
+    pytest.importorskip("torch")
+    from click.testing import CliRunner
+
+    from kebr_model.cli import main
+    from kebr_model.sweep import point_name
+
+    shards = make_shards(tmp_path / "mosi", n=4, shard_size=4, labelled=True)
+    grid = tmp_path / "grid.toml"
+    grid.write_text('[sweep]\nseeds = [1]\n[grid]\nencoder = ["/no/such/encoder"]\n')
+    out, victim = tmp_path / "sweep", victim_folder(tmp_path)
+    (out / point_name({"encoder": "/no/such/encoder"})).mkdir(parents=True)
+    (out / point_name({"encoder": "/no/such/encoder"}) / "seed-1").symlink_to(victim)
+    result = CliRunner().invoke(main, ["sweep", "--config", str(grid), "--shards", str(shards), "--out", str(out)])
+    assert result.exit_code == 2 and "seed-1 is a symlink" in result.output, result.output
+    assert untouched(victim)
