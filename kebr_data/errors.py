@@ -28,6 +28,10 @@ class LockedError(KebrError):
     """Another run holds the output folder's lock."""
 
 
+class UnsafeFolder(KebrError):
+    """A folder the toolkit writes into inside an output or run folder is a symlink, or not a folder."""
+
+
 class PrerequisiteError(KebrError):
     """A selected stage lacks a binary, model or Python extra."""
 

@@ -14,10 +14,9 @@ import io
 import math
 from pathlib import Path
 
-from .errors import KebrError
 from .pipeline.summaries import folder_summaries, plan_line
 from .stages import registry
-from .storage.atomic import atomic_write_bytes
+from .storage.atomic import atomic_write_bytes, real_dir
 from .storage.store import Store
 
 
@@ -85,10 +84,7 @@ def build_report(root: Path) -> Path:
 
     store = Store(root)
     marker, summaries = store.plan, folder_summaries(store)
-    dest = root / "report"
-    if dest.is_symlink():
-        raise KebrError(f"{dest} is a symlink; remove it (the report is written inside the output folder only)")
-    dest.mkdir(exist_ok=True)
+    dest = real_dir(root, root / "report")
     figures: list[tuple[str, Path]] = []
     present = set(store.stages())
     plots = [(name, *plot) for name, cls in registry().items() if name in present for plot in cls.report_plots]

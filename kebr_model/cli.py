@@ -23,6 +23,7 @@ from typing import Any
 import click
 
 from kebr_data.errors import ConfigError, KebrError
+from kebr_data.storage.atomic import real_dir
 
 from .config import TrainConfig
 from .jsonout import dumps
@@ -230,6 +231,7 @@ def _train(task: str | None, shards: Path, out: Path, init: Path | None, config_
     results = {}
     for seed in seed_list:
         cfg.seed = seed
+        real_dir(out, out / f"seed-{seed}", create=False)  # a seed's run folder: a real folder inside --out
         results[seed] = train_run(cfg, shards, out / f"seed-{seed}", init, resume)
     table = _summary(results)
     (out / "summary.md").write_text(table + "\n")

@@ -8,6 +8,10 @@ refused before training starts (`check_folder`). Pre-training samples are the cl
 the labelled clips of a split. Text is tokenised with the encoder's tokenizer with the masked word
 replaced by exactly one mask token; sequences are truncated (documented defaults), batched by
 length and padded per batch with masks. The order is a function of the seed and epoch only.
+
+Each table's sha256 is checked against its marker once per run (`check_folder`, remembered by stat in
+the run folder's `verified_tables.json`), and each shard's tables are stat-checked again whenever an
+epoch reads them (re-hashed only if they changed), so a table edited in place is never trained on.
 """
 
 from __future__ import annotations
@@ -22,11 +26,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from kebr_data.errors import PlanError
+from kebr_data.errors import PlanError, StaleOutputError
 from kebr_data.features import ssl_encoder as enc
 from kebr_data.schema import clip_text
 from kebr_data.stages import registry
-from kebr_data.storage.store import PLAN, Store
+from kebr_data.storage.store import PLAN, Store, fix_command
+from kebr_data.storage.verified import Digests
 
 from .config import RAW_AUDIO
 
@@ -139,12 +144,13 @@ def modality_widths(root: Path, modalities: dict[str, str]) -> dict[str, int]:
 
 
 def check_folder(root: Path, task: str, allow_stale: bool = False,
-                 modalities: dict[str, str] | None = None) -> list[str]:
+                 modalities: dict[str, str] | None = None, digests: Digests | None = None) -> list[str]:
     """The stages training will read; refuses (StaleOutputError naming the fix) tables that are not committed,
-    current and aligned with the plan, unless `allow_stale`."""
+    current (sha256 against their markers, through `digests`: a table already hashed with the same stat is
+    not hashed again) and aligned with the plan, unless `allow_stale`."""
     if hdf5_export(root):
         return []
-    store = Store(root)
+    store = Store(root, digests)
     shard_ids(root)
     present = set(store.stages())
     wanted = [*TEXT_COLUMNS, *(DataConfig().modalities if modalities is None else modalities).values()]
@@ -153,7 +159,8 @@ def check_folder(root: Path, task: str, allow_stale: bool = False,
         raise PlanError(f"{root} has no mask/ tables, which pre-training learns from: run "
                         f"`kebr-data mask --out {root}`")
     if not allow_stale:
-        store.require_current([PLAN, *used])
+        store.require_current([PLAN, *used], verify=True)
+        store.digests.save()
     return used
 
 
@@ -218,15 +225,28 @@ def encode_text(tokenizer: Any, text: str, masked: bool, max_tokens: int) -> tup
     return ids, pos
 
 
+def _recheck(store: Store, shard: int, stages: list[str]) -> None:
+    """Refuse a shard whose tables changed since `check_folder` verified them (a stat each; a changed
+    table is hashed again and must still match its marker)."""
+    for stage in [PLAN, *(s for s in stages if store.marker(s, shard) is not None)]:
+        if why := store.problem(stage, shard, verify=True):
+            raise StaleOutputError(f"{stage} shard {shard:05d} of {store.root} changed during training ({why}); "
+                                   f"fix: {fix_command(store.root, stage)}, then rerun with --resume auto")
+
+
 def shard_samples(root: Path, shard: int, task: str, tokenizer: Any, cfg: DataConfig,
-                  split: str | None = None, widths: dict[str, int] | None = None) -> Iterator[dict]:
-    """The usable samples of one shard, in plan order."""
+                  split: str | None = None, widths: dict[str, int] | None = None,
+                  digests: Digests | None = None) -> Iterator[dict]:
+    """The usable samples of one shard, in plan order; with `digests` (the run's verified tables) its
+    tables are checked against their markers first."""
     widths = widths if widths is not None else modality_widths(root, cfg.modalities)
     stages = list(cfg.modalities.values())
     if hdf5_export(root):
         plan, mask, asr, frame_rows = _hdf5_rows(root, shard, stages)
     else:
-        store = Store(root)
+        store = Store(root, digests)
+        if digests is not None:
+            _recheck(store, shard, ["mask", "asr", *stages])
         plan = store.read(PLAN, shard).to_pylist()
         ids = [p["clip_id"] for p in plan]
         mask, asr = (_stage_rows(store, s, shard, ids, False) for s in ("mask", "asr"))
@@ -298,8 +318,9 @@ class ShardBatches(torch.utils.data.IterableDataset):
     """Batches from the shards of `root`: shards spread over DDP ranks and loader workers."""
 
     def __init__(self, root: Path, task: str, tokenizer: Any, cfg: DataConfig, seed: int = 0, epoch: int = 0,
-                 split: str | None = None, shuffle: bool = True, rank: int = 0, world: int = 1) -> None:
-        self.root, self.task, self.tokenizer, self.cfg = Path(root), task, tokenizer, cfg
+                 split: str | None = None, shuffle: bool = True, rank: int = 0, world: int = 1,
+                 digests: Digests | None = None) -> None:
+        self.root, self.task, self.tokenizer, self.cfg, self.digests = Path(root), task, tokenizer, cfg, digests
         self.seed, self.epoch, self.split, self.shuffle, self.rank, self.world = seed, epoch, split, shuffle, rank, world
         self.widths = modality_widths(self.root, cfg.modalities)
 
@@ -322,7 +343,7 @@ class ShardBatches(torch.utils.data.IterableDataset):
         size = self.cfg.batch_size * (self.cfg.bucket_batches if self.shuffle else 1)
         for shard in self._my_shards():
             for sample in shard_samples(self.root, shard, self.task, self.tokenizer, self.cfg, self.split,
-                                        self.widths):
+                                        self.widths, self.digests):
                 buffer.append(sample)
                 if len(buffer) >= size:
                     yield from self._bucket(buffer, rng)

@@ -6,6 +6,7 @@ import json
 from collections.abc import Iterable
 from pathlib import Path
 
+from kebr_data.storage.atomic import real_dir
 from kebr_data.storage.store import Store
 
 MARKERS_UP_TO = 50  # points per series drawn with markers
@@ -51,8 +52,7 @@ def plot_run(run_dir: Path, modalities: Iterable[str] = ("audio", "visual")) -> 
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
     train = [r for r in rows if r.get("split") == "train"]
     valid = [r for r in rows if r.get("split") == "valid" and "loss" in r]
-    out_dir = run_dir / "plots"
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = real_dir(run_dir, run_dir / "plots")
     steps = [r["step"] for r in train]
     losses = [(f"train {k}", steps, [r[k] for r in train]) for k in ("loss", "l1", "mcc")]
     if valid:

@@ -41,6 +41,7 @@ from typing import Any
 
 from kebr_data.config import did_you_mean
 from kebr_data.errors import KebrError
+from kebr_data.storage.atomic import real_dir
 
 from .config import TrainConfig
 
@@ -487,7 +488,8 @@ def _run_all(sweep: Sweep, points: list[Point], shards: Path, out: Path, echo: C
             i += 1
             t0 = time.monotonic()
             cost = None if (point_dir / COST).is_file() else point_dir / COST  # counted on the first run built
-            result, what = run_point(sweep, point, seed, shards, point_dir / f"seed-{seed}", cost)
+            run_dir = real_dir(out, point_dir / f"seed-{seed}")  # real folders in --out, never a planted symlink
+            result, what = run_point(sweep, point, seed, shards, run_dir, cost)
             echo(f"[{i}/{total}] {point.name} seed {seed}: {what} ({time.monotonic() - t0:.1f} s)")
             if result is None:
                 failed.append(f"{point.name} seed {seed}")

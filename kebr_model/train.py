@@ -18,6 +18,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from kebr_data.storage.atomic import real_dir
+from kebr_data.storage.verified import Digests
+
 from . import checkpoint, schemes
 from .audio_encoder import load_audio_encoder, setup_problem
 from .config import RAW_AUDIO, TrainConfig
@@ -66,6 +69,19 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+#: the folders kebr-train writes into inside a run folder (`--out`)
+RUN_FOLDERS = ("checkpoints", "plots")
+#: the run folder's record of the shard tables verified against their markers (`kebr_data.storage.verified`)
+VERIFIED_TABLES = "verified_tables.json"
+
+
+def check_run_folder(out: Path) -> None:
+    """Refuse (UnsafeFolder, exit 2) a run folder whose `checkpoints/` or `plots/` is a planted symlink or a
+    file: kebr-train writes into real folders inside its run folder only (`--out` itself may be a link)."""
+    for name in RUN_FOLDERS:
+        real_dir(out, out / name, create=False)
+
+
 class Trainer:
     """One run: builds the model, streams batches, steps, evaluates, checkpoints."""
 
@@ -84,7 +100,12 @@ class Trainer:
         raw_audio = cfg.used.get("audio") == RAW_AUDIO
         if raw_audio and (problem := setup_problem(cfg.audio_encoder)):
             raise TrainSetupError(problem)
-        check_folder(self.shards, cfg.task, cfg.allow_stale, cfg.used)
+        if self.rank == 0:
+            check_run_folder(self.out)
+        self.digests: Digests | None = None  # --allow-stale: the tables are read as they are
+        if not cfg.allow_stale:  # rank 0 keeps the verdicts in the run folder: a resume only stats the tables
+            self.digests = Digests(self.out / VERIFIED_TABLES, self.out) if self.rank == 0 else Digests()
+        check_folder(self.shards, cfg.task, cfg.allow_stale, cfg.used, self.digests)
         self.widths = modality_widths(self.shards, cfg.used)
         seed_everything(cfg.seed)
         self.tokenizer, encoder = load_encoder(cfg.encoder, cfg.encoder_dropout)
@@ -223,7 +244,7 @@ class Trainer:
     def batches(self, split: str, epoch: int, shuffle: bool) -> torch.utils.data.DataLoader:
         ds = ShardBatches(self.shards, self.cfg.task, self.tokenizer, self.data_cfg, seed=self.cfg.seed, epoch=epoch,
                           split=split or None, shuffle=shuffle, rank=self.rank if shuffle else 0,
-                          world=self.world if shuffle else 1)
+                          world=self.world if shuffle else 1, digests=self.digests)
         # its own generator: creating a loader must not draw from the global RNG that dropout uses,
         # or a resumed run would see other dropout masks than an uninterrupted one
         generator = torch.Generator().manual_seed(self.cfg.seed * 1000 + epoch)

@@ -107,3 +107,25 @@ def test_the_trainer_reads_the_hdf5_export_like_the_stage_tables(shards):
             for key in ("input_ids", "attention_mask", "audio", "audio_mask", "visual", "visual_mask", "label",
                         "mask_pos"):
                 assert np.array_equal(x[key].numpy(), y[key].numpy()), key
+
+
+def test_truncated_edited_or_symlinked_export_files_are_rewritten(shards, tmp_path):
+    """Issue 24, point 15: "already up to date" means the file's size and sha256 are those its marker records."""
+    run_cli("export", "--out", str(shards), "--format", "hdf5", check=True)
+    dest = shards / "export/hdf5"
+    good = {p.name: p.read_bytes() for p in dest.glob("shard-*.h5")}
+    with open(dest / "shard-00000.h5", "r+b") as fh:
+        fh.truncate(len(good["shard-00000.h5"]) // 2)
+    edited = bytearray(good["shard-00001.h5"])
+    edited[-9] ^= 0xFF  # same size, one byte changed
+    (dest / "shard-00001.h5").write_bytes(bytes(edited))
+    elsewhere = tmp_path / "elsewhere.h5"
+    elsewhere.write_bytes(good["shard-00002.h5"])  # the right bytes, but not the export's own file
+    (dest / "shard-00002.h5").unlink()
+    (dest / "shard-00002.h5").symlink_to(elsewhere)
+    done = run_cli("export", "--out", str(shards), "--format", "hdf5", check=True)
+    assert "3 file(s) written, 0 already up to date" in done.stdout + done.stderr
+    assert {p.name: p.read_bytes() for p in dest.glob("shard-*.h5")} == good
+    assert not (dest / "shard-00002.h5").is_symlink() and elsewhere.read_bytes() == good["shard-00002.h5"]
+    again = run_cli("export", "--out", str(shards), "--format", "hdf5", check=True)
+    assert "0 file(s) written, 3 already up to date" in again.stdout + again.stderr

@@ -1,8 +1,8 @@
 """`kebr-data export`: the committed stage tables in other tools' formats.
 
 Adding a format is one module with an `ExportFormat` subclass plus one line in `FORMATS`.
-Only committed, current, plan-aligned tables are exported (the store refuses the others, naming
-the command that fixes them).
+Only committed, current, plan-aligned tables whose sha256 matches their markers are exported (the store
+refuses the others, naming the command that fixes them).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from ..storage.atomic import real_dir
 from ..storage.lock import OutputLock
 from ..storage.store import PLAN, Store
 from .base import ExportFormat, FolderFormat, exported_stages, load_shard, mark_done, shard_file, up_to_date
@@ -29,10 +30,11 @@ def export(root: Path, fmt: str, dest: Path | None = None, **options: Any) -> tu
     writer = FORMATS[fmt](**options)
     with OutputLock(store.out.lock_file, f"kebr-data export --format {fmt}"):
         stages = exported_stages(store)
-        store.require_current([PLAN, *stages])
+        store.require_current([PLAN, *stages], verify=True)  # sha256: a table edited in place is refused
         writer.check(store, stages)
-        dest = dest or root / "export" / fmt
-        dest.mkdir(parents=True, exist_ok=True)
+        if dest is None:  # inside the output folder: `export/` and `export/FORMAT` must be real folders there
+            dest = real_dir(root, root / "export" / fmt)
+        real_dir(dest, dest / "_done")
         shards = range(store.plan.num_shards)
         if isinstance(writer, FolderFormat):
             tables = [load_shard(store, shard, stages) for shard in shards]
@@ -48,8 +50,8 @@ def export(root: Path, fmt: str, dest: Path | None = None, **options: Any) -> tu
             if up_to_date(dest, name, hashes, target):
                 continue
             tables = load_shard(store, shard, stages)
-            writer.write_shard(target, tables)
-            mark_done(dest, name, tables.hashes, fmt)
+            output = writer.write_shard(target, tables)
+            mark_done(dest, name, tables.hashes, fmt, output)
             written += 1
         return dest, f"{written} file(s) written, {store.plan.num_shards - written} already up to date"
 

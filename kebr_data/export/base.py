@@ -2,8 +2,9 @@
 store), the transcript rule, and the done markers that make a half-written export detectable.
 
 A format writes each file to a temp name and renames it, then a done marker in `DEST/_done/`
-records the source tables' hashes: a file without its marker is unfinished, and a rerun redoes
-only what is missing or out of date.
+records the source tables' hashes and the file's own size and sha256: a file without its marker is
+unfinished, and a rerun redoes what is missing, out of date, or not the bytes it wrote (truncated,
+edited, replaced by a symlink).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import pyarrow as pa
 from .. import __version__
 from ..schema import clip_text
 from ..stages import registry
-from ..storage.atomic import atomic_write_json
+from ..storage.atomic import atomic_write_json, file_digest, read_control_file
 from ..storage.layout import shard_name
 from ..storage.store import PLAN, Store
 
@@ -70,16 +71,22 @@ def done_path(dest: Path, name: str) -> Path:
 
 
 def up_to_date(dest: Path, name: str, sources: Any, target: Path) -> bool:
-    """True when `target` exists and its done marker records exactly these sources."""
+    """True when the done marker of `target` records exactly these sources and `target` is a regular file
+    (no symlink followed) with the size and sha256 the marker records: the bytes this export wrote."""
     try:
-        return target.exists() and json.loads(done_path(dest, name).read_text())["sources"] == sources
-    except (FileNotFoundError, ValueError, KeyError, TypeError):
+        done = json.loads(read_control_file(done_path(dest, name)))
+        return done["sources"] == sources and file_digest(target) == (done["bytes"], done["sha256"])
+    except (FileNotFoundError, ValueError, KeyError, TypeError):  # NotRegularFile is a ValueError
         return False
 
 
-def mark_done(dest: Path, name: str, sources: Any, fmt: str, **extra: Any) -> None:
+def mark_done(dest: Path, name: str, sources: Any, fmt: str, output: tuple[int, str] | None = None,
+              **extra: Any) -> None:
+    """Commit the done marker of export file `name`: its sources' hashes and, for a file per shard, the
+    (size, sha256) of the file written, which `up_to_date` checks."""
+    digest = {"bytes": output[0], "sha256": output[1]} if output else {}
     atomic_write_json(done_path(dest, name), {"sources": sources, "format": fmt, "toolkit_version": __version__,
-                                              **extra})
+                                              **digest, **extra}, dest)
 
 
 class ExportFormat(ABC):
@@ -102,8 +109,8 @@ class ShardFormat(ExportFormat):
     suffix: str
 
     @abstractmethod
-    def write_shard(self, path: Path, tables: ShardTables) -> None:
-        """Write one shard's file (atomically)."""
+    def write_shard(self, path: Path, tables: ShardTables) -> tuple[int, str]:
+        """Write one shard's file (atomically, in a folder already checked); return its (size, sha256)."""
 
 
 class FolderFormat(ExportFormat):

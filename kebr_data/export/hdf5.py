@@ -21,7 +21,7 @@ from .. import __version__
 from ..errors import PlanError
 from ..schema import SCHEMA_VERSION
 from ..stages import registry
-from ..storage.atomic import fsync_dir, tmp_path_for
+from ..storage.atomic import file_digest, fsync_dir, tmp_path_for
 from ..storage.store import frames_of
 from .base import ShardFormat, ShardTables, done_path
 
@@ -72,7 +72,7 @@ class Hdf5Format(ShardFormat):
     def describe(self) -> str:
         return "a file per shard (ragged values + offsets)"
 
-    def write_shard(self, path: Path, tables: ShardTables) -> None:
+    def write_shard(self, path: Path, tables: ShardTables) -> tuple[int, str]:
         """One shard as an HDF5 file (written to a temp name, fsynced, renamed)."""
         import h5py
 
@@ -98,11 +98,13 @@ class Hdf5Format(ShardFormat):
                     _write_stage(f, stage, table)
             with open(tmp, "rb+") as fh:
                 os.fsync(fh.fileno())
+            digest = file_digest(tmp)
             os.replace(tmp, path)
             fsync_dir(path.parent)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
+        return digest
 
 
 def read_hdf5(path: Path) -> dict[str, Any]:

@@ -99,7 +99,7 @@ class MmsaFormat(FolderFormat):
                 length = int(self.options.get(f"{key}_len", 400 if key == "audio" else 55))
                 data[split][key] = np.stack([r[key] for r in rows]) if rows else np.zeros((0, length, dim), np.float32)
                 data[split][f"{key}_lengths"] = [r[f"{key}_lengths"] for r in rows]
-        atomic_write(dest / "mmsa.pkl", lambda fh: pickle.dump(data, fh, protocol=4))
+        atomic_write(dest / "mmsa.pkl", lambda fh: pickle.dump(data, fh, protocol=4), dest)
         counts = ", ".join(f"{split} {len(data[split]['id'])}" for split in SPLITS)
         left = ", ".join(f"{n} {why}" for why, n in skipped.most_common()) or "none"
         present = {stage for tables in shards for stage in tables.stages}

@@ -27,5 +27,5 @@ class ParquetFormat(ShardFormat):
     def describe(self) -> str:
         return "a merged table per shard"
 
-    def write_shard(self, path: Path, tables: ShardTables) -> None:
-        write_table(path, merged_table(tables))
+    def write_shard(self, path: Path, tables: ShardTables) -> tuple[int, str]:
+        return write_table(path, merged_table(tables), path.parent)

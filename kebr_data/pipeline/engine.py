@@ -24,6 +24,7 @@ from ..executors import TaskFailed, executor_class, make_executor
 from ..progress import StageBar, make_progress
 from ..stages import make_stage, stage_class
 from ..stages.base import Stage
+from ..storage.atomic import real_dir
 from ..storage.layout import OutputDir
 from ..storage.lock import OutputLock
 from ..storage.markers import Marker, PlanMarker
@@ -110,6 +111,7 @@ class Engine:
         self.out.root.mkdir(parents=True, exist_ok=True)
         with OutputLock(self.out.lock_file, self.opts.command):
             try:
+                self.out.check_folders([s for s in self.opts.stages if s != "index"])
                 self.out.migrate_legacy()
                 swept = self.out.sweep()
                 if swept:
@@ -136,8 +138,7 @@ class Engine:
     def _run_limited(self, marker: PlanMarker) -> RunReport:
         """`--limit N`: the selected stages on the plan's first N clips, in OUT/_limit/, an output folder of
         its own (rebuilt from the plan each time; its shards are reused while the clips stay the same)."""
-        sub = OutputDir(self.out.limit_dir)
-        sub.root.mkdir(exist_ok=True)
+        sub = OutputDir(real_dir(self.out.root, self.out.limit_dir))
         tables, rows = [], 0
         for shard in range(marker.num_shards):
             if rows >= self.opts.limit:

@@ -48,7 +48,8 @@ def build_plan(out: OutputDir, src: Path, index_cfg: dict[str, Any]) -> PlanMark
     shards = {}
     for i in range(0, len(result.clips), shard_size):
         n = i // shard_size
-        size, digest = write_table(out.table(PLAN_STAGE, n), _table(result.clips[i:i + shard_size]))
+        size, digest = write_table(out.table(PLAN_STAGE, n), _table(result.clips[i:i + shard_size]),
+                                   out.root)
         shards[f"{n:05d}"] = {"rows": min(shard_size, len(result.clips) - i), "bytes": size, "sha256": digest}
     out.drop_shards_from(len(shards))  # a previous, larger plan's tail must not look like part of this one
     identity = plan_identity(src, {**index_cfg, "layout": layout})
@@ -66,7 +67,7 @@ def build_plan(out: OutputDir, src: Path, index_cfg: dict[str, Any]) -> PlanMark
         toolkit_version=__version__,
         plan_format=PLAN_FORMAT,
     )
-    marker.write(out.plan_marker)
+    marker.write(out.plan_marker, out.root)
     return marker
 
 
@@ -78,14 +79,14 @@ def build_subplan(out: OutputDir, parent: PlanMarker, shards: list[pa.Table], li
     written = {}
     for i in range(0, table.num_rows, size):
         n = i // size
-        nbytes, digest = write_table(out.table(PLAN_STAGE, n), table.slice(i, size))
+        nbytes, digest = write_table(out.table(PLAN_STAGE, n), table.slice(i, size), out.root)
         written[f"{n:05d}"] = {"rows": min(size, table.num_rows - i), "bytes": nbytes, "sha256": digest}
     out.drop_shards_from(len(written))
     marker = PlanMarker(src=parent.src, layout=parent.layout, shard_size=size, clips=table.num_rows,
                         num_shards=len(written), shards=written, requested_layout=parent.requested_layout,
                         identity_hash=parent.identity_hash, plan_hash=content_hash(written),
                         toolkit_version=__version__, plan_format=parent.plan_format, extra={"limit": limit})
-    marker.write(out.plan_marker)
+    marker.write(out.plan_marker, out.root)
     return marker
 
 

@@ -52,18 +52,22 @@ class _RedactingFormatter(logging.Formatter):
 
 
 class _NoFollowFileHandler(logging.FileHandler):
-    """A log file opened from scratch without following a symlink planted at its path."""
+    """A log file opened from scratch without following a symlink planted at its path or at one of its
+    folders inside the output folder `within`."""
+
+    def __init__(self, path: Path, within: Path) -> None:
+        self.within = within
+        super().__init__(path, mode="w", encoding="utf-8")
 
     def _open(self):  # noqa: ANN202 (logging's signature)
-        return open_new_text(Path(self.baseFilename))
+        return open_new_text(Path(self.baseFilename), self.within)
 
 
-def _shard_logger(path: Path, name: str) -> tuple[logging.Logger, logging.Handler]:
-    path.parent.mkdir(parents=True, exist_ok=True)
+def _shard_logger(path: Path, name: str, within: Path) -> tuple[logging.Logger, logging.Handler]:
     logger = logging.getLogger(f"kebr_data.shard.{name}")
     logger.setLevel(logging.INFO)
     logger.propagate = False
-    handler = _NoFollowFileHandler(path, mode="w", encoding="utf-8")
+    handler = _NoFollowFileHandler(path, within)
     handler.setFormatter(_RedactingFormatter("%(asctime)s %(levelname)s %(message)s"))
     logger.addHandler(handler)
     return logger, handler
@@ -104,7 +108,8 @@ def run_shard_task(task: ShardTask, progress: Callable[[int], None] = lambda n: 
     """Run and commit one (stage, shard); return its marker. Bad clips become rows; a toolkit bug raises."""
     store = Store(task.out_root)
     stage = task.stage_cls(task.config[task.stage])
-    log, handler = _shard_logger(store.out.log(task.stage, task.shard), f"{task.stage}.{task.shard}")
+    log, handler = _shard_logger(store.out.log(task.stage, task.shard), f"{task.stage}.{task.shard}",
+                                 store.out.root)
     tmp_dir = store.out.tmp_dir(task.stage, task.shard)
     t0 = time.monotonic()
     try:

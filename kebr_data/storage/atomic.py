@@ -15,6 +15,8 @@ import uuid
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, TextIO
 
+from ..errors import UnsafeFolder
+
 TMP_INFIX = ".tmp-"
 
 
@@ -32,9 +34,68 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> tuple[int, str]:
-    """Commit the bytes produced by `write(fileobj)` to `path`; return (size, sha256)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+
+
+def real_dir(root: Path, folder: Path, create: bool = True) -> Path:
+    """Create `folder` and every folder between `root` and it (with `create=False`, only check those
+    that exist); each must be a real directory inside `root`, checked with no-follow opens one component
+    at a time from `root`: a symlink planted there (to anywhere), a file, or a path leading out of `root`
+    refuses with UnsafeFolder and nothing is written through it. `root` itself is the user's choice
+    (`--out` may be a symlink) and is created as given. Returns `folder`.
+
+    Every folder the toolkit writes into under an output folder (stage tables, markers, logs, report,
+    export, `_limit`) or a kebr-train run folder goes through here."""
+    try:
+        parts = Path(os.path.abspath(folder)).relative_to(os.path.abspath(root)).parts
+    except ValueError:
+        raise UnsafeFolder(f"{folder} is not inside {root}") from None
+    if create:
+        root.mkdir(parents=True, exist_ok=True)
+    elif not root.is_dir():
+        return folder
+    fd = os.open(root, _DIR_FLAGS)
+    try:
+        here = root
+        for part in parts:
+            here = here / part
+            if create:
+                try:
+                    os.mkdir(part, 0o777, dir_fd=fd)
+                except FileExistsError:
+                    pass
+            try:
+                child = os.open(part, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=fd)
+            except FileNotFoundError:
+                if create:
+                    raise
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+                    raise
+                what = "a symlink" if os.path.islink(here) else "not a folder"
+                raise UnsafeFolder(f"{here} is {what}, not a folder this toolkit writes into; remove it (rm, "
+                                   "which does not touch a link's target) and rerun") from None
+            os.close(fd)
+            fd = child
+    finally:
+        os.close(fd)
+    return folder
+
+
+def make_parent(path: Path, within: Path | None) -> None:
+    """The folder of `path`, created: through `real_dir` when `path` lies in the output or run folder
+    `within`, else as given (a file the user named)."""
+    if within is None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    else:
+        real_dir(within, path.parent)
+
+
+def atomic_write(path: Path, write: Callable[[BinaryIO], None], within: Path | None = None) -> tuple[int, str]:
+    """Commit the bytes produced by `write(fileobj)` to `path` (its folders checked by `real_dir` when
+    `within` names the output folder holding it); return (size, sha256)."""
+    make_parent(path, within)
     tmp = tmp_path_for(path)
     try:
         with open(tmp, "wb") as fh:
@@ -50,20 +111,21 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> tuple[int, st
     return size, digest
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> tuple[int, str]:
-    """Commit `data` to `path` atomically."""
-    return atomic_write(path, lambda fh: fh.write(data))
+def atomic_write_bytes(path: Path, data: bytes, within: Path | None = None) -> tuple[int, str]:
+    """Commit `data` to `path` atomically (see `atomic_write` for `within`)."""
+    return atomic_write(path, lambda fh: fh.write(data), within)
 
 
-def atomic_write_json(path: Path, obj: Any) -> None:
-    """Commit `obj` as pretty, key-sorted JSON."""
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+def atomic_write_json(path: Path, obj: Any, within: Path | None = None) -> None:
+    """Commit `obj` as pretty, key-sorted JSON (see `atomic_write` for `within`)."""
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode(), within)
 
 
-def open_new_text(path: Path) -> TextIO:
+def open_new_text(path: Path, within: Path | None = None) -> TextIO:
     """Open `path` for writing from scratch (a log), never through a symlink planted there: the old
-    entry is unlinked (a symlink is removed, not followed) and the file created with O_EXCL."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    entry is unlinked (a symlink is removed, not followed) and the file created with O_EXCL; its folders
+    are checked by `real_dir` when `within` names the output folder holding it."""
+    make_parent(path, within)
     path.unlink(missing_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
     return os.fdopen(fd, "w", encoding="utf-8")

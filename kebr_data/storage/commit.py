@@ -35,7 +35,7 @@ def commit_table(out: OutputDir, stage: str, shard: int, table: pa.Table, *, con
                  versions: dict[str, str], upstream: dict[str, str], wall_s: float = 0.0,
                  stats: dict[str, Any] | None = None) -> Marker:
     """Write the table of (stage, shard), then its marker; return the marker."""
-    size, digest = write_table(out.table(stage, shard), table)
+    size, digest = write_table(out.table(stage, shard), table, out.root)
     statuses = collections.Counter(table.column("status").to_pylist())
     marker = Marker(stage=stage, shard=shard, rows=table.num_rows, ok=statuses["ok"], failed=statuses["failed"],
                     skipped=statuses["skipped"], errors=histogram(table), wall_s=round(wall_s, 3),
@@ -45,7 +45,7 @@ def commit_table(out: OutputDir, stage: str, shard: int, table: pa.Table, *, con
                     upstream=upstream, output_bytes=size, output_sha256=digest,
                     finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"), host=socket.gethostname(), pid=os.getpid(),
                     stats=stats or {})
-    marker.write(out.marker(stage, shard))
+    marker.write(out.marker(stage, shard), out.root)
     return marker
 
 
@@ -55,7 +55,7 @@ def commit_rows(out: OutputDir, stage: str, shard: int, rows: list[dict[str, Any
     of their own (the plan marker, written last by `commit_plan_marker`, lists them)."""
     table = pa.Table.from_batches([rows_to_batch(rows, with_metadata(schema, stage))])
     if stage == "plan":
-        size, sha = write_table(out.table(stage, shard), table)
+        size, sha = write_table(out.table(stage, shard), table, out.root)
         return {"rows": len(rows), "bytes": size, "sha256": sha}
     m = commit_table(out, stage, shard, table, config_hash=made_by, stage_version="1", versions={},
                      upstream={"plan": plan_sha} if plan_sha else {})
@@ -66,4 +66,4 @@ def commit_plan_marker(out: OutputDir, shards: dict[str, dict[str, Any]], source
     """The plan's marker, written after every plan shard it lists."""
     PlanMarker(src=source, layout=source, requested_layout=source, shard_size=shard_size,
                clips=sum(s["rows"] for s in shards.values()), num_shards=len(shards),
-               shards=shards, plan_format=PLAN_FORMAT).write(out.plan_marker)
+               shards=shards, plan_format=PLAN_FORMAT).write(out.plan_marker, out.root)

@@ -25,7 +25,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from .atomic import sweep_tmp
+from .atomic import real_dir, sweep_tmp
 
 #: version of the plan's layout: 2 = absolute media paths plus media size and mtime per clip
 PLAN_FORMAT = 2
@@ -80,6 +80,18 @@ class OutputDir:
     def tmp_dir(self, stage: str, shard: int) -> Path:
         return self.root / "_tmp" / f"{stage}-{shard_name(shard, 'd')}"
 
+    def check_folders(self, stages: list[str]) -> None:
+        """Check the table, marker and log folders of `stages` and the plan's that exist, before a run
+        writes into them: each must be a real folder inside the output folder (`atomic.real_dir`, which
+        every writer also goes through), so a planted symlink refuses the command before any work."""
+        for stage in dict.fromkeys(["plan", *stages]):
+            for folder in (self.root / stage, self.root / DONE / stage, self.root / LOGS / stage):
+                real_dir(self.root, folder, create=False)
+
+    def _real_subfolders(self, folder: Path) -> list[Path]:
+        """The folders directly in `folder` that are real folders, never symlinks (not followed)."""
+        return [p for p in folder.iterdir() if p.is_dir() and not p.is_symlink()] if folder.is_dir() else []
+
     def stage_names(self) -> list[str]:
         """Stages with any done marker, in either layout (alphabetical; callers order them)."""
         names = set()
@@ -106,16 +118,15 @@ class OutputDir:
         """
         moved = 0
         if self.legacy_plan_marker.is_file() and not self.plan_marker.exists():
-            self.plan_marker.parent.mkdir(parents=True, exist_ok=True)
+            real_dir(self.root, self.plan_marker.parent)
             os.replace(self.legacy_plan_marker, self.plan_marker)
             moved += 1
-        for stage_dir in (p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("_")):
+        for stage_dir in (p for p in self._real_subfolders(self.root) if not p.name.startswith("_")):
             for kind in (DONE, LOGS):
                 old = stage_dir / kind
-                if not old.is_dir():
+                if not old.is_dir() or old.is_symlink():
                     continue
-                new = self.root / kind / stage_dir.name
-                new.mkdir(parents=True, exist_ok=True)
+                new = real_dir(self.root, self.root / kind / stage_dir.name)
                 for p in old.iterdir():
                     if SHARD_RE.match(p.name) and not (new / p.name).exists():
                         os.replace(p, new / p.name)
@@ -124,11 +135,12 @@ class OutputDir:
         return moved
 
     def drop_shards_from(self, first: int) -> None:
-        """Delete every stage's tables, markers and logs of shards numbered `first` or above."""
-        folders = [p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("_")]
+        """Delete every stage's tables, markers and logs of shards numbered `first` or above (in real
+        folders only: a symlinked one is not followed)."""
+        folders = [p for p in self._real_subfolders(self.root) if not p.name.startswith("_")]
         for kind in (DONE, LOGS):
-            if (self.root / kind).is_dir():
-                folders += [p for p in (self.root / kind).iterdir() if p.is_dir()]
+            if not (self.root / kind).is_symlink():
+                folders += self._real_subfolders(self.root / kind)
         for folder in folders:
             for p in folder.iterdir():
                 m = SHARD_RE.match(p.name)

@@ -41,9 +41,9 @@ class Marker:
     stats: dict[str, Any] = field(default_factory=dict)
     schema: int = MARKER_SCHEMA
 
-    def write(self, path: Path) -> None:
-        """Commit the marker atomically (after the table it describes)."""
-        atomic_write_json(path, asdict(self))
+    def write(self, path: Path, within: Path | None = None) -> None:
+        """Commit the marker atomically (after the table it describes) inside the output folder `within`."""
+        atomic_write_json(path, asdict(self), within)
 
 
 class CorruptMarker(ValueError):
@@ -127,8 +127,9 @@ class PlanMarker:
         data = asdict(self)
         return {**data.pop("extra"), **data}
 
-    def write(self, path: Path) -> None:
-        atomic_write_json(path, self.to_json())
+    def write(self, path: Path, within: Path | None = None) -> None:
+        """Commit the plan marker atomically inside the output folder `within`."""
+        atomic_write_json(path, self.to_json(), within)
 
 
 def read_plan_marker_file(path: Path) -> PlanMarker | None:

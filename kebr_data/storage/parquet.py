@@ -19,10 +19,11 @@ COMPRESSION = "zstd"
 ROW_GROUP_SIZE = 64
 
 
-def write_table(path: Path, table: pa.Table) -> tuple[int, str]:
-    """Commit `table` to `path`; return (size, sha256) of the file written."""
+def write_table(path: Path, table: pa.Table, within: Path | None = None) -> tuple[int, str]:
+    """Commit `table` to `path` (its folders checked inside the output folder `within`, see
+    `atomic.real_dir`); return (size, sha256) of the file written."""
     return atomic_write(path, lambda fh: pq.write_table(table, fh, compression=COMPRESSION,
-                                                                 row_group_size=ROW_GROUP_SIZE))
+                                                        row_group_size=ROW_GROUP_SIZE), within)
 
 
 def read_table(path: Path, columns: list[str] | None = None) -> pa.Table:

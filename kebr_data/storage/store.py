@@ -27,9 +27,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import PlanError, StaleOutputError
-from .atomic import NotRegularFile, file_digest
+from .atomic import NotRegularFile
 from .layout import OutputDir
 from .markers import CorruptMarker, Marker, PlanMarker, read_marker, read_plan_marker_file
+from .verified import Digests
 
 PLAN = "plan"
 
@@ -102,8 +103,10 @@ def no_plan_error(root: Path) -> PlanError:
 class Store:
     """A read snapshot of one output folder (see the module docstring)."""
 
-    def __init__(self, root: Path | str) -> None:
+    def __init__(self, root: Path | str, digests: Digests | None = None) -> None:
         self.out = OutputDir(Path(root))
+        #: the tables' sha256 when verified (`verify=True`): each hashed once while its stat stays the same
+        self.digests = digests or Digests()
         self._plan: PlanMarker | None = None
         self._markers: dict[tuple[str, int], Marker | None] = {}
         self._corrupt: dict[tuple[str, int], str] = {}
@@ -206,15 +209,14 @@ class Store:
         return [shard for shard in range(self.plan.num_shards) if (m := self.marker(stage, shard)) is not None
                 and not self._table_problem(self.out.table(stage, shard), m.output_bytes, m.output_sha256, False)]
 
-    @staticmethod
-    def _table_problem(path: Path, size: int, sha256: str, verify: bool) -> str | None:
+    def _table_problem(self, path: Path, size: int, sha256: str, verify: bool) -> str | None:
         try:
             st = os.lstat(path)  # a table replaced by a symlink, FIFO or folder is never read
             if not stat.S_ISREG(st.st_mode):
                 return "table is not a regular file (a symlink?)"
             if not verify:
                 return None if st.st_size == size else "table truncated or replaced (size differs from its marker)"
-            return None if file_digest(path) == (size, sha256) else "table differs from its marker (sha256)"
+            return None if self.digests.digest(path) == (size, sha256) else "table differs from its marker (sha256)"
         except FileNotFoundError:
             return "marker without table"
         except NotRegularFile:

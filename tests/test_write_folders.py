@@ -1,0 +1,179 @@
+"""Issue 24, point 4: every folder the toolkit writes into under an output folder (stage tables, markers,
+logs, export, report, `_limit`) or a kebr-train run folder is a real folder inside it; a symlink planted
+there (or a file) refuses the command, exit 2, one line, and nothing is written through it."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+from helpers import run_cli, write_wav
+from shard_factory import make_shards
+
+from kebr_data.errors import UnsafeFolder
+from kebr_data.storage.atomic import open_new_text, real_dir
+from kebr_data.storage.layout import OutputDir
+from kebr_data.storage.parquet import write_table
+
+
+def victim_folder(tmp_path: Path) -> Path:
+    """A folder outside the output folder whose files must never change."""
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    for name in ("shard-00000.log", "shard-00000.parquet", "shard-00000.json", "shard-00000.h5", "index.html"):
+        (victim / name).write_text("precious")
+    return victim
+
+
+def untouched(victim: Path) -> bool:
+    return sorted(p.name for p in victim.iterdir()) == sorted(
+        ["shard-00000.log", "shard-00000.parquet", "shard-00000.json", "shard-00000.h5", "index.html"]) and \
+        all(p.read_text() == "precious" for p in victim.iterdir())
+
+
+def refused(proc, needle: str) -> None:
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr and needle in proc.stderr and "is a symlink" in proc.stderr
+
+
+def test_real_dir_creates_real_folders_and_refuses_links_files_and_escapes(tmp_path):
+    root = tmp_path / "out"
+    assert real_dir(root, root / "_done" / "mask") == root / "_done" / "mask"
+    assert (root / "_done" / "mask").is_dir() and not (root / "_done").is_symlink()
+    victim = victim_folder(tmp_path)
+    (root / "_logs").symlink_to(victim)
+    with pytest.raises(UnsafeFolder, match="_logs is a symlink"):
+        real_dir(root, root / "_logs" / "mask")
+    with pytest.raises(UnsafeFolder, match="_logs is a symlink"):  # a check without creating anything
+        real_dir(root, root / "_logs" / "mask", create=False)
+    (root / "report").write_text("a file")
+    with pytest.raises(UnsafeFolder, match="not a folder"):
+        real_dir(root, root / "report")
+    with pytest.raises(UnsafeFolder, match="not inside"):
+        real_dir(root, root / ".." / "elsewhere")
+    assert real_dir(root, root / "absent" / "deeper", create=False) and not (root / "absent").exists()
+    # the writers go through it: a table, a log
+    with pytest.raises(UnsafeFolder):
+        write_table(root / "_logs" / "shard-00000.parquet", pa.table({"a": [1]}), root)
+    with pytest.raises(UnsafeFolder):
+        open_new_text(root / "_logs" / "mask" / "shard-00000.log", root)
+    assert untouched(victim)
+    linked = tmp_path / "linked-out"  # --out itself may be a symlink: the user's choice
+    linked.symlink_to(root)
+    assert real_dir(linked, linked / "plan").is_dir() and (root / "plan").is_dir()
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory) -> Path:
+    """An output folder with a plan that has given text, and no mask stage yet."""
+    root = make_shards(tmp_path_factory.mktemp("base") / "f", n=4, shard_size=4, labelled=True)
+    shutil.rmtree(root / "mask")
+    shutil.rmtree(root / "_done" / "mask")
+    return root
+
+
+@pytest.mark.parametrize("planted", ["_logs/mask", "mask", "_done/mask", "_done"])
+def test_mask_refuses_a_symlinked_folder_and_writes_nothing_through_it(base, tmp_path, planted):
+    out = tmp_path / "f"
+    shutil.copytree(base, out)
+    victim = victim_folder(tmp_path)
+    if planted == "_done":
+        shutil.rmtree(out / "_done")
+        shutil.copytree(base / "_done", victim / "_done-copy")  # a plan marker must stay readable for the run
+        (out / "_done").symlink_to(victim / "_done-copy")
+        refused(run_cli("mask", "--out", str(out)), "_done")
+        assert not (victim / "_done-copy" / "mask").exists()
+        return
+    (out / planted).parent.mkdir(parents=True, exist_ok=True)
+    (out / planted).symlink_to(victim)
+    refused(run_cli("mask", "--out", str(out)), planted)
+    assert untouched(victim)
+
+
+def test_export_refuses_symlinked_export_folders(base, tmp_path):
+    out = tmp_path / "f"
+    shutil.copytree(base, out)
+    victim = victim_folder(tmp_path)
+    (out / "export").mkdir()
+    (out / "export" / "hdf5").symlink_to(victim)
+    refused(run_cli("export", "--out", str(out), "--format", "hdf5"), "export/hdf5")
+    (out / "export" / "hdf5").unlink()
+    (out / "export" / "hdf5").mkdir()
+    (out / "export" / "hdf5" / "_done").symlink_to(victim)
+    refused(run_cli("export", "--out", str(out), "--format", "hdf5"), "_done")
+    assert untouched(victim) and not list((out / "export" / "hdf5").glob("shard-*"))
+
+
+def test_report_and_limit_folders_are_refused_when_symlinked(tmp_path):
+    src = tmp_path / "data"
+    src.mkdir()
+    for name in ("a", "b"):
+        write_wav(src / f"{name}.wav", 0.5)
+    out = tmp_path / "out"
+    run_cli("extract", "--src", str(src), "--out", str(out), "--stages", "index", check=True)
+    victim = victim_folder(tmp_path)
+    (out / "_limit").symlink_to(victim)
+    refused(run_cli("extract", "--out", str(out), "--stages", "audio", "--limit", "1"), "_limit")
+    (out / "report").symlink_to(victim)
+    refused(run_cli("report", "--out", str(out)), "report")
+    assert untouched(victim)
+
+
+def test_check_folders_names_the_planted_stage_folder(tmp_path):
+    out = OutputDir(tmp_path / "out")
+    (out.root / "_logs").mkdir(parents=True)
+    (out.root / "_logs" / "asr").symlink_to(tmp_path)
+    out.check_folders(["mask"])  # other stages' folders are not its business, and nothing is created
+    assert not (out.root / "mask").exists()
+    with pytest.raises(UnsafeFolder, match="asr"):
+        out.check_folders(["asr"])
+
+
+def test_drop_shards_never_follows_a_symlinked_stage_folder(tmp_path):
+    out = make_shards(tmp_path / "f", n=4, shard_size=2)
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "shard-00001.parquet").write_text("precious")
+    (out / "linked").symlink_to(victim)
+    OutputDir(out).drop_shards_from(1)
+    assert (victim / "shard-00001.parquet").read_text() == "precious"
+    assert not (out / "acoustic" / "shard-00001.parquet").exists()
+
+
+def test_kebr_train_refuses_symlinked_run_folders(tmp_path, tiny_bert):
+    pytest.importorskip("transformers")
+    from click.testing import CliRunner
+
+    from kebr_model.cli import main
+
+    shards = make_shards(tmp_path / "pre", n=4, shard_size=4)
+    victim = victim_folder(tmp_path)
+    args = ["--set", "layers=1", "--set", "batch_size=4", "--set", f"encoder='{tiny_bert}'", "--set", "max_steps=1"]
+    for planted, extra in (("checkpoints", []), ("plots", []), ("seed-1", ["--seeds", "1"])):
+        out = tmp_path / f"run-{planted}"
+        out.mkdir()
+        (out / planted).symlink_to(victim)
+        result = CliRunner().invoke(main, ["pretrain", "--shards", str(shards), "--out", str(out), *args, *extra])
+        assert result.exit_code == 2, result.output
+        assert "Traceback" not in result.output and f"{planted} is a symlink" in result.output
+    assert untouched(victim)
+
+
+def test_a_sweep_refuses_a_symlinked_run_folder(tmp_path):
+    pytest.importorskip("torch")
+    from click.testing import CliRunner
+
+    from kebr_model.cli import main
+    from kebr_model.sweep import point_name
+
+    shards = make_shards(tmp_path / "mosi", n=4, shard_size=4, labelled=True)
+    grid = tmp_path / "grid.toml"
+    grid.write_text('[sweep]\nseeds = [1]\n[grid]\nencoder = ["/no/such/encoder"]\n')
+    out, victim = tmp_path / "sweep", victim_folder(tmp_path)
+    (out / point_name({"encoder": "/no/such/encoder"})).mkdir(parents=True)
+    (out / point_name({"encoder": "/no/such/encoder"}) / "seed-1").symlink_to(victim)
+    result = CliRunner().invoke(main, ["sweep", "--config", str(grid), "--shards", str(shards), "--out", str(out)])
+    assert result.exit_code == 2 and "seed-1 is a symlink" in result.output, result.output
+    assert untouched(victim)
