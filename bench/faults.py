@@ -260,8 +260,8 @@ def nan_trials(trials: int, rng: random.Random, tmp: Path) -> str:
         shutil.rmtree(out)
         shutil.rmtree(shards)
     ok = sum(r[3] == 3 and r[4] and r[6] and r[7] for r in results)
-    lines = [f"{trials} trials of the SIGKILL trials' small pre-training run (an uninterrupted run takes {full:.1f} s), "
-             "each on the same 48 clips but one, drawn from the batch of a random step k of 3..10, whose audio frames "
+    lines = [f"{trials} trials of the SIGKILL trials' small pre-training run (an uninterrupted run takes "
+             f"{full:.1f} s), each on the same 48 clips but one, drawn from the batch of a random step k of 3..10, whose audio frames "
              "start with -inf (a log of zero energy). The default `nan_policy = stop` must end the run at step k "
              "(exit 3, one line naming the term and the step) and keep as its latest checkpoint the last one before "
              "k (a checkpoint every 2 steps), bit-identical to the clean run's of that step, with each logged "
