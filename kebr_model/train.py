@@ -405,7 +405,7 @@ class Trainer:
                 self.save()
             if cfg.max_steps and self.state["step"] >= cfg.max_steps:
                 return
-        if seen and not stepped:
+        if seen and not stepped and not skip:  # a whole epoch without an update (not a resumed epoch's tail)
             raise nonfinite.NonFiniteError(f"every batch of epoch {self.state['epoch']} ({seen}) went non-finite and "
                                            "was skipped: training cannot go on; fix the cause (a setting such as "
                                            "mcc_g or the learning rate, or the features)")

@@ -106,15 +106,26 @@ def test_terms_are_named_as_the_user_reads_them():
     assert describe_terms(["loss"]) == "the total loss"
 
 
-def test_two_ddp_ranks_agree_to_skip_the_batch_one_of_them_saw_go_non_finite(tmp_path, small):
-    """Only rank 0's second batch holds the poisoned clip: both ranks must skip it (a rank stepping
-    alone would wait forever in DDP's gradient all-reduce), then finish the epoch together."""
+def test_two_ddp_ranks_agree_to_stop_then_to_skip_a_batch_only_one_of_them_saw_go_non_finite(tmp_path, small):
+    """Only rank 0's second batch holds the poisoned clip: both ranks must stop there (exit 3) and, resumed with skip_batch, both skip it (a rank stepping alone would wait forever in DDP's
+    gradient all-reduce) and finish the epoch together."""
     poisoned = make_shards(tmp_path / "poisoned", n=16, shard_size=8, poison=POISON)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           "-m", "kebr_model.cli", "pretrain", "--shards", str(poisoned),
-                           "--out", str(tmp_path / "run"), *small, "--set", "nan_policy=skip_batch"],
-                          capture_output=True, text=True, timeout=300, env=env)
+
+    def torchrun(*extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                               "-m", "kebr_model.cli", "pretrain", "--shards", str(poisoned),
+                               "--out", str(tmp_path / "run"), *small, "--set", "checkpoint_every=1", *extra],
+                              capture_output=True, text=True, timeout=300, env=env)
+
+    stopped = torchrun()
+    assert "(exitcode: 3)" in stopped.stderr, stopped.stderr[-3000:]
+    # each rank says it (unless torchrun's SIGTERM, sent when the first rank exits, is quicker)
+    lines = {x for x in stopped.stderr.splitlines() if x.startswith("error: ")}
+    assert len(lines) == 1 and "non-finite at step 2 " in lines.pop()
+    assert checkpoint.latest(tmp_path / "run").name == "step-00000001"
+
+    proc = torchrun("--set", "nan_policy=skip_batch")
     assert proc.returncode == 0, proc.stderr[-3000:]
     decoder, text, results = json.JSONDecoder(), proc.stdout.strip(), []
     while text:  # each rank prints its result
