@@ -29,13 +29,16 @@ class FeatureError(KebrError, ValueError):
 
 def embed(features: np.ndarray, seed: int = 0, perplexity: float = 30.0) -> np.ndarray:
     """(n, d) -> (n, 2) with scikit-learn's TSNE (PCA initialisation, fixed seed). The perplexity
-    is capped at (n - 1) / 3, which scikit-learn's neighbour search needs (it must be below n)."""
+    is capped at (n - 1) / 3, which scikit-learn's neighbour search needs (it must be below n); a
+    constant block is refused."""
     from kebr_data.deps import require
 
     TSNE = require("sklearn.manifold", "train", "the t-SNE plot (scikit-learn)").TSNE
     x = np.asarray(features, dtype=np.float64)
     if x.ndim != 2 or len(x) < 3:
         raise FeatureError(f"t-SNE needs an (n, d) array with n >= 3 clips, got shape {x.shape}")
+    if np.all(x == x[:1]):  # scikit-learn's Barnes-Hut t-SNE would die with a segmentation fault
+        raise FeatureError("t-SNE cannot embed a constant block (the same vector for every clip): leave it out")
     p = min(float(perplexity), (len(x) - 1) / 3)
     return TSNE(n_components=2, perplexity=p, init="pca", random_state=seed).fit_transform(x)
 
