@@ -3,15 +3,17 @@ or take its ffmpeg away mid-run (an environment failure: the shard must stop unc
 become failed rows), rerun, and check the outputs are byte-identical to an uninterrupted run with no
 clip lost or duplicated; then the same for the trainer: SIGKILL a small pre-training run (half the
 trials while a checkpoint is being written), resume with `--resume auto`, and compare the losses of
-every step and the final weights with an uninterrupted run's.
+every step and the final weights with an uninterrupted run's; and NaN injection: a clip whose audio
+frames hold -inf in the batch of a random step, which must stop the run there (exit 3) with the last
+good checkpoint as an uninterrupted clean run wrote it.
 
-    python bench/faults.py [--trials 20] [--seed 0] [--only pipeline|trainer]
+    python bench/faults.py [--trials 20] [--seed 0] [--only pipeline|trainer|nan]
 
 Pipeline corpus: the demo's clips copied 8 times (64 clips, 8 shards) in a manifest that carries their
 sentences, so the mask stage runs on given transcripts; stages index, audio, acoustic, then mask.
 Trainer corpus: 48 synthetic clips (tests/shard_factory.py) in 6 shards; 1 TCMF layer, dropout on, frozen
 encoder, batches of 4, 10 steps, a checkpoint every 2 steps (so the end of the run re-saves a step).
-Rewrites the `faults` and `faults-trainer` sections of bench/RESULTS.md.
+Rewrites the `faults`, `faults-trainer` and `faults-nan` sections of bench/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -221,6 +223,72 @@ def trainer_trials(trials: int, rng: random.Random, tmp: Path) -> str:
     return "\n".join(lines)
 
 
+def nan_trials(trials: int, rng: random.Random, tmp: Path) -> str:
+    """Pre-training on the trainer corpus with one clip's audio frames starting with -inf (as a log of zero
+    energy writes), the clip drawn from the batch of a random step k of 3..10: the run must stop at step k
+    with exit 3, naming the step, and keep as its latest checkpoint the last one before k, bit-identical
+    to an unpoisoned run's checkpoint of that step, with every logged loss finite and the clean run's."""
+    from shard_factory import make_shards
+
+    from kebr_model.config import TrainConfig
+    from kebr_model.train import Trainer
+
+    clean = make_shards(tmp / "nan-clean", n=48, shard_size=8)
+    reference = tmp / "nan-reference"
+    t0 = time.perf_counter()
+    subprocess.run(train_command(clean, reference) + ["--set", "keep_last=0"], capture_output=True, check=True)
+    full = time.perf_counter() - t0
+    ref_losses = dict(train_outcome(reference)[0])
+    trainer = Trainer(TrainConfig.load(overrides=TRAIN_SETTINGS[1::2], task="pretrain"), clean, tmp / "nan-order")
+    order = [list(b["clip_id"]) for b in trainer.batches("", 0, shuffle=True)]
+    results = []
+    for trial in range(trials):
+        step = rng.randint(3, 10)
+        clip = rng.choice(order[step - 1])
+        shards = make_shards(tmp / f"nan-shards{trial}", n=48, shard_size=8, poison=clip)
+        out = tmp / f"nan-trial{trial}"
+        proc = subprocess.run(train_command(shards, out), capture_output=True, text=True)
+        message = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else ""
+        kept = (step - 1) // 2 * 2
+        last = checkpoint_name(out)
+        rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+        losses_ok = all(r["loss"] == ref_losses[r["step"]] for r in rows) and [r["step"] for r in rows] == \
+            list(range(1, step))
+        same = last == f"step-{kept:08d}" and same_weights(out / "checkpoints" / last,
+                                                             reference / "checkpoints" / last)
+        results.append((trial, step, clip, proc.returncode, f"at step {step} " in message, last, same, losses_ok))
+        shutil.rmtree(out)
+        shutil.rmtree(shards)
+    ok = sum(r[3] == 3 and r[4] and r[6] and r[7] for r in results)
+    lines = [f"{trials} trials of the SIGKILL trials' small pre-training run (an uninterrupted run takes "
+             f"{full:.1f} s), each on the same 48 clips but one, drawn from the batch of a random step k of 3..10, whose audio frames "
+             "start with -inf (a log of zero energy). The default `nan_policy = stop` must end the run at step k "
+             "(exit 3, one line naming the term and the step) and keep as its latest checkpoint the last one before "
+             "k (a checkpoint every 2 steps), bit-identical to the clean run's of that step, with each logged "
+             "step's loss finite and equal to the clean run's.", "",
+             f"**{ok}/{len(results)} trials stopped at the poisoned step with the last good checkpoint intact.**", "",
+             "| trial | poisoned step | clip | exit | names the step | latest checkpoint | weights identical | "
+             "losses identical |", "|---:|---:|---|---:|---|---|---|---|"]
+    lines += [f"| {t} | {k} | {c} | {rc} | {'yes' if named else 'NO'} | {last} | {'yes' if same else 'NO'} | "
+              f"{'yes' if lo else 'NO'} |" for t, k, c, rc, named, last, same, lo in results]
+    return "\n".join(lines)
+
+
+def same_weights(a: Path, b: Path) -> bool:
+    """Two checkpoint folders hold bit-identical model weights."""
+    import torch
+
+    wa, wb = (torch.load(c / "model.pt", weights_only=True) for c in (a, b))
+    return wa.keys() == wb.keys() and all(torch_equal(v, wb[k]) for k, v in wa.items())
+
+
+def checkpoint_name(out: Path) -> str:
+    from kebr_model import checkpoint
+
+    latest = checkpoint.latest(out)
+    return latest.name if latest else "none"
+
+
 def torch_equal(a, b) -> bool:
     import torch
 
@@ -231,14 +299,19 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--trials", type=int, default=20)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--only", choices=["pipeline", "trainer"], help="run one of the two benchmarks")
+    ap.add_argument("--only", choices=["pipeline", "trainer", "nan"], help="run one of the benchmarks")
     args = ap.parse_args()
-    if args.only != "pipeline":
+    if args.only in (None, "trainer"):
         with tempfile.TemporaryDirectory() as tmp:
             text = trainer_trials(args.trials, random.Random(args.seed), Path(tmp))
         print(text)
         write_section("faults-trainer", "Fault injection: SIGKILL during pre-training, then resume", text, "faults.py")
-    if args.only != "trainer":
+    if args.only in (None, "nan"):
+        with tempfile.TemporaryDirectory() as tmp:
+            text = nan_trials(args.trials, random.Random(args.seed), Path(tmp))
+        print(text)
+        write_section("faults-nan", "Fault injection: a non-finite loss in pre-training", text, "faults.py")
+    if args.only in (None, "pipeline"):
         pipeline_trials(args)
 
 

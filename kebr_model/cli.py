@@ -104,7 +104,8 @@ def _start_or_resume(trainer: Any, out: Path, resume: str) -> None:
 def train_run(cfg: TrainConfig, shards: Path, out: Path, init: Path | None, resume: str,
               before_fit: Callable[[Any], None] | None = None, progress: bool = True) -> dict:
     """One run, as `kebr-train pretrain|finetune` does it: preflight, start or resume, fit, test on the
-    best checkpoint, plots; returns {step, best_valid, test}. `before_fit(trainer)` sees the built
+    best checkpoint, plots; returns {step, best_valid, test}, and skipped_batches when batches
+    went non-finite under nan_policy = skip_batch. `before_fit(trainer)` sees the built
     model before training (a sweep counts its parameters and FLOPs there)."""
     from . import checkpoint
     from .plots import frame_modalities, plot_run
@@ -124,6 +125,8 @@ def train_run(cfg: TrainConfig, shards: Path, out: Path, init: Path | None, resu
         before_fit(trainer)
     state = trainer.fit()
     result = {"step": state["step"], "best_valid": state["best_valid"]}
+    if state["skipped_batches"]:  # nan_policy = skip_batch
+        result["skipped_batches"] = state["skipped_batches"]
     if cfg.task == "finetune" and cfg.test_split:
         best = checkpoint.best(out)
         if best is not None:

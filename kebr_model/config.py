@@ -124,6 +124,9 @@ class TrainSettings:
     epochs: int = setting(1, "epochs", min=1)
     max_steps: int = setting(0, "0 = run all epochs", min=0)
     grad_clip: float = setting(0.0, "gradient norm clip; 0 = off", min=0.0)
+    nan_policy: Literal["stop", "skip_batch"] = setting(
+        "stop", "a loss term or gradient that goes NaN or infinite: stop (exit 3; the last good checkpoint is kept) | "
+                "skip_batch (that batch makes no update; skipped batches are counted and reported)")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = setting("auto", "auto = bf16 autocast on CUDA, fp32 on CPU")
     checkpoint_every: int = setting(200, "steps between checkpoints; 0 = at epoch ends only", min=0)
     keep_last: int = setting(2, "step checkpoints kept (the newest); 0 = all", min=0)
@@ -229,6 +232,7 @@ class TrainConfig(TrainSettings):
                 if k not in RESUMABLE and k in saved and saved[k] != now[k]]
 
 
-# options a resumed run may change: when to stop, how often to save, how the loader runs, what to test
+# options a resumed run may change: when to stop, how often to save, how the loader runs, what to test, and
+# what a non-finite step does (a run stopped by one resumes with nan_policy = skip_batch)
 RESUMABLE = frozenset({"epochs", "max_steps", "checkpoint_every", "keep_last", "num_workers", "test_split",
-                       "precision", "patience"})
+                       "precision", "patience", "nan_policy"})

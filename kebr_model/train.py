@@ -10,6 +10,7 @@ import json
 import math
 import os
 import random
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from torch import nn
 from kebr_data.storage.atomic import real_dir
 from kebr_data.storage.verified import Digests
 
-from . import checkpoint, schemes
+from . import checkpoint, nonfinite, schemes
 from .audio_encoder import load_audio_encoder, setup_problem
 from .config import RAW_AUDIO, TrainConfig
 from .data import DataConfig, ShardBatches, check_folder, modality_widths
@@ -124,7 +125,8 @@ class Trainer:
         if self.world > 1:
             self.net = nn.parallel.DistributedDataParallel(self.model, find_unused_parameters=True)
         self.state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "best_valid": math.inf, "metrics_rows": 0,
-                      "finished": False, "bad_validations": 0, "stopped_early": False, "config": cfg.to_dict()}
+                      "finished": False, "bad_validations": 0, "stopped_early": False, "skipped_batches": 0,
+                      "config": cfg.to_dict()}
         self.scheduler = make_scheduler(self.optimizer, cfg, lambda: self.state["epoch"])
         self.expected_steps: int | None = None  # for the progress bar's ETA (from the preflight counts)
         self.data_cfg = DataConfig(cfg.max_text_tokens, cfg.max_audio_frames, cfg.max_visual_frames, cfg.batch_size,
@@ -216,20 +218,29 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
-    def step(self, batch: dict[str, Any]) -> dict[str, float]:
+    def step(self, batch: dict[str, Any]) -> dict[str, float] | None:
+        """One optimiser step on `batch`; its loss terms and (without fp16's scaler, which skips overflowing
+        steps itself) its gradients must be finite, else `nan_policy` stops the run or skips the batch (None)."""
         self.train_mode()
         batch = self._to_device(batch)
         with self._autocast():
             out = self.net(batch, self.cfg.task)
             terms = self.loss(out, batch)
+        bad = nonfinite.nonfinite_terms(terms, distributed=self.world > 1)
+        if bad:
+            return self._nonfinite(nonfinite.describe_terms(bad))
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:
             self.scaler.scale(terms["loss"]).backward()
             self.scaler.unscale_(self.optimizer)
         else:
             terms["loss"].backward()
+        # DDP has averaged the gradients: every rank sees the same norm and decides alike
+        norm = nonfinite.grad_norm(self.model)
+        if self.scaler is None and not torch.isfinite(norm):
+            return self._nonfinite(nonfinite.nonfinite_gradient(self.model))
         if self.cfg.grad_clip > 0:
-            nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+            nn.utils.clip_grads_with_norm_(self.model.parameters(), self.cfg.grad_clip, norm)
         if self.scaler is not None:
             self.scaler.step(self.optimizer)
             self.scaler.update()
@@ -240,6 +251,24 @@ class Trainer:
         return {k: float(v.detach()) for k, v in terms.items()} | {
             "lr": self.optimizer.param_groups[0]["lr"],
             "c_a": float(out.c_a.detach().float().mean()), "c_v": float(out.c_v.detach().float().mean())}
+
+    def _nonfinite(self, what: str) -> None:
+        """`what` went non-finite in the step being taken: stop (NonFiniteError, exit 3; nothing is saved
+        after the last good checkpoint) or, with nan_policy = skip_batch, count the batch and go on."""
+        where = (f"step {self.state['step'] + 1} (epoch {self.state['epoch']}, batch {self.state['batch_in_epoch'] + 1}"
+                 " of the epoch)")
+        if self.cfg.nan_policy == "stop":
+            last = checkpoint.latest(self.out)
+            kept = f"the last good checkpoint, {last.name}, is kept" if last else "no checkpoint had been written yet"
+            raise nonfinite.NonFiniteError(
+                f"{what} went non-finite at {where}: training stopped ({kept}); fix the cause (a setting such as "
+                "mcc_g or the learning rate, or that batch's features) and rerun, or rerun with --set "
+                "nan_policy=skip_batch to skip such batches")
+        self.state["skipped_batches"] += 1
+        if self.rank == 0:
+            print(f"skipped the batch of {where}: {what} went non-finite ({self.state['skipped_batches']} "
+                  "skipped so far)", file=sys.stderr)
+        return None
 
     def batches(self, split: str, epoch: int, shuffle: bool) -> torch.utils.data.DataLoader:
         ds = ShardBatches(self.shards, self.cfg.task, self.tokenizer, self.data_cfg, seed=self.cfg.seed, epoch=epoch,
@@ -326,7 +355,8 @@ class Trainer:
         meta = checkpoint.load(path, self.model, self.optimizer, self.scaler, restore_rng=True,
                                scheduler=self.scheduler)
         self.state.update({k: meta[k] for k in ("step", "epoch", "batch_in_epoch")})
-        self.state.update({k: meta.get(k, v) for k, v in (("bad_validations", 0), ("stopped_early", False))})
+        self.state.update({k: meta.get(k, v) for k, v in (("bad_validations", 0), ("stopped_early", False),
+                                                               ("skipped_batches", 0))})
         self.state["best_valid"] = math.inf if meta.get("best_valid") is None else meta["best_valid"]
         self.state["finished"] = bool(meta.get("finished", False))
         swept = checkpoint.sweep(self.out) if self.rank == 0 else []
@@ -392,11 +422,16 @@ class Trainer:
     def _epoch(self, bar: StepProgress, t0: float) -> None:
         """The rest of the current epoch (skipping the batches a resumed run has already seen)."""
         cfg = self.cfg
-        skip = self.state["batch_in_epoch"]
+        skip, seen, stepped = self.state["batch_in_epoch"], 0, 0
         for i, batch in enumerate(self.batches(cfg.train_split, self.state["epoch"], shuffle=True)):
             if i < skip:
                 continue
+            seen += 1
             record = self.step(batch)
+            if record is None:  # nan_policy = skip_batch: no update from this batch
+                self.state["batch_in_epoch"] = i + 1
+                continue
+            stepped += 1
             self.state["step"] += 1
             self.state["batch_in_epoch"] = i + 1
             self.log({"step": self.state["step"], "epoch": self.state["epoch"], "split": "train", **record,
@@ -406,3 +441,7 @@ class Trainer:
                 self.save()
             if cfg.max_steps and self.state["step"] >= cfg.max_steps:
                 return
+        if seen and not stepped and not skip:  # a whole epoch without an update (not a resumed epoch's tail)
+            raise nonfinite.NonFiniteError(f"every batch of epoch {self.state['epoch']} ({seen}) went non-finite and "
+                                           "was skipped: training cannot go on; fix the cause (a setting such as "
+                                           "mcc_g or the learning rate, or the features)")

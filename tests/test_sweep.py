@@ -245,6 +245,25 @@ def test_tsne_separates_synthetic_clusters_and_equals_a_direct_call(tmp_path):
         plot_tsne({"text": x[:5]}, y, tmp_path / "bad.png")
 
 
+def test_tsne_leaves_constant_and_absent_modalities_out_and_says_so_in_the_title(tmp_path):
+    """Visual features of shards without a visual stage are zeros for every clip: scikit-learn's t-SNE
+    died on them with a segmentation fault (exit 139)."""
+    from kebr_model.tsne import FeatureError, caption, drawable, embed, plot_tsne
+
+    x, y = clusters()
+    features = {"fused": x, "text": x[:, :5], "visual": np.zeros((len(x), 4), np.float32)}
+    names, left_out = drawable(features)
+    assert names == ["text", "fused"] and left_out == {"audio": "absent", "visual": "constant"}
+    assert caption("run, split test", left_out) == "run, split test\nleft out: audio (absent), visual (constant)"
+    assert caption("", {}) == ""
+    maps = plot_tsne({**features, "audio": np.ones((len(x), 3))}, y, tmp_path / "tsne.png", perplexity=10)
+    assert list(maps) == ["text", "fused"] and Image.open(tmp_path / "tsne.png").format == "PNG"
+    with pytest.raises(FeatureError, match="varies across clips"):
+        plot_tsne({"fused": np.ones((len(x), 2))}, y, tmp_path / "none.png")
+    with pytest.raises(FeatureError, match="constant block"):
+        embed(np.zeros((5, 3)))
+
+
 def hand_mean(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Masked mean over time, written out per clip."""
     return np.stack([x[i][mask[i]].mean(0) for i in range(len(x))])

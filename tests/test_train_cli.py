@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
+from PIL import Image
 
 from shard_factory import make_shards
 
@@ -162,7 +163,7 @@ def run_readme_line(line: str, tmp: Path, extra_train: list[str]) -> list[subpro
 
 def test_the_readme_train_on_demo_command_runs(tmp_path):
     """The README's third command as written (one epoch instead of five), after the first command's
-    pipeline: pre-train on the VoxCeleb demo, fine-tune on the labelled demo, evaluate."""
+    pipeline: pre-train on the VoxCeleb demo, fine-tune on the labelled demo, evaluate; then eval --tsne."""
     assert (ROOT / "demo/mmsa/label.csv").is_file(), "labelled demo missing: python demo/make_mmsa_demo.py"
     run_readme_line(readme_command("# 1."), tmp_path, [])
     line = readme_command("# 3.")
@@ -174,3 +175,6 @@ def test_the_readme_train_on_demo_command_runs(tmp_path):
     metrics = strict_json((tmp_path / "demo-runs/finetune/test_metrics.json").read_text())
     evaluated = strict_json(procs[-1].stdout)
     assert evaluated == metrics and evaluated["samples"] == 2 and "Non0_acc_2" in evaluated
+    # the demo has no visual features (no OpenFace): t-SNE crashed on their all-zero block (exit 139)
+    run_readme_line(f"{line.split(' && ')[-1]} --split train --tsne demo-runs/tsne.png", tmp_path, [])
+    assert Image.open(tmp_path / "demo-runs/tsne.png").format == "PNG"
