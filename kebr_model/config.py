@@ -62,7 +62,16 @@ class TrainSettings:
     per_modality_query: bool = setting(False, "tcmf: one query map per non-verbal modality (SKESL Eq. 2)")
     mmml_variant: Literal["fused", "direct_concat", "concat_variation", "transformer_variation"] = setting(
         "fused", "mmml: the fusion network or one of the paper's variants")
+    mmml_d: int = setting(64, "mmml: fusion width (the paper gives none; 64 is this project's)", min=1)
+    mmml_heads: int = setting(4, "mmml: attention heads (the paper gives none; mmml_d must be a multiple)", min=1)
+    mmml_layers: int = setting(5, "mmml: fusion layers (MMML A.1: 'using 5 layers of fusion network')", min=1)
+    mult_d: int = setting(32, "mult: crossmodal width d (the paper gives none; 32 is this project's)", min=1)
+    mult_layers: int = setting(2, "mult: blocks per crossmodal and self-attention stack (the paper gives none)", min=1)
+    tfn_project: int = setting(16, "tfn: project each clip vector to this width before the outer product; 0 = the "
+                                   "paper's parameter-free form on the raw widths (boosting-msa §3.3)", min=0)
     head_layers: int = setting(2, "fine-tuning head layers (2: KEBR's d->256->1; 3: MMML's three FC layers)", min=1)
+    modal_head_layers: int = setting(2, "unimodal head layers (2: d->256->1; 1: MMML's 'additional "
+                                        "fully-connected layer')", min=1)
     scheme: Literal["single", "joint", "two-step"] = setting(
         "single", "single (main head) | joint (main + unimodal heads, sum of alpha_k L_k) | two-step (the first "
                   "step_one_epochs train the text encoder and unimodal heads, then the encoder is frozen and the "
@@ -74,14 +83,20 @@ class TrainSettings:
     step_one_epochs: int = setting(1, "two-step: epochs of step one (unimodal heads)", min=1)
     use_tcmf: bool = setting(True, "ablation C3 when false: same layers, attention not driven by the text")
     use_mcc: bool = setting(True, "ablation C4 when false")
-    mcc_space: Literal["pooled", "flatten"] = setting("pooled", "pooled (masked means) | flatten (the released "
-                                                                "code: raw audio/visual inputs)")
+    mcc_space: Literal["pooled", "flatten"] = setting("pooled", "pooled (this project's: masked means after the last "
+                                                                "value maps) | flatten (Eq. 9: X_K against the raw "
+                                                                "X_0^a, X_0^v, sizes matched as the released code does)")
     mcc_form: Literal["paper", "released-pretrain", "released-finetune"] = setting("paper", "the MCC formula")
     mcc_negative: Literal["constant", "mean", "abs"] = setting(
         "constant", "paper form, a cosine < 0: constant (+s, Fig. 3: no gradient) | mean (s(1-m), m = mean cosine, "
                     "released pre-training) | abs (s(1+|c_a|+|c_v|), released fine-tuning)")
     mcc_s: float = setting(1.0, "MCC scale s")
     mcc_g: float = setting(0.2, "MCC offset g (Eq. 11)")
+    mcc_loss: Literal["joint", "separate"] = setting(
+        "joint", "joint (Eq. 10-12, one term over both cosines) | separate (KEBR supplement Fig. 5(a-c): "
+                 "L_task + mcc_weight_audio L^a + mcc_weight_visual L^v, each Eq. 11 on one cosine)")
+    mcc_weight_audio: float = setting(1.0, "separate MCC: the weight λ of the audio term L^a (Fig. 5)", min=0.0)
+    mcc_weight_visual: float = setting(1.0, "separate MCC: the weight α of the visual term L^v (Fig. 5)", min=0.0)
     loss: Literal["l1", "mse"] = setting("l1", "task loss: l1 (the paper) | mse")
     select_on: str = setting("loss", "model selection on valid: loss (task + MCC) | task (task loss alone, MMSA) | "
                                      "a metric name (MAE lower is better, others higher)")
@@ -165,6 +180,9 @@ class TrainConfig(TrainSettings):
         if self.use_mcc and self.fusion != "tcmf" and self.mcc_space == "pooled":
             raise ConfigError("mcc_space = 'pooled' compares with TCMF's value maps; with fusion "
                               f"{self.fusion!r} use mcc_space = 'flatten' (the raw inputs) or use_mcc = false")
+        if self.mcc_loss == "separate" and self.mcc_form != "paper":
+            raise ConfigError(f"mcc_loss = 'separate' splits the paper's Eq. 11 per modality; with mcc_form "
+                              f"{self.mcc_form!r} use mcc_loss = 'joint'")
         if self.scheme != "single" and not any(self.alphas[m] > 0 for m in ("text", "audio", "visual")):
             raise ConfigError(f"scheme {self.scheme!r} trains unimodal heads: set alpha_text, alpha_audio or "
                               "alpha_visual > 0")

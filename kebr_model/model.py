@@ -49,8 +49,10 @@ def make_fusion(cfg: Any, d_t: int, widths: dict[str, int]) -> nn.Module:
         "tcmf": {"layers": get("layers", 4), "shared": get("shared_layers", False), "dropout": get("dropout", 0.1),
                  "uniform": not get("use_tcmf", True), "per_modality_query": get("per_modality_query", False),
                  "ffn": get("ffn", "gelu4")},
-        "mult": {"dropout": get("dropout", 0.1)},
-        "mmml": {"dropout": get("dropout", 0.1), "variant": get("mmml_variant", "fused")},
+        "mult": {"dropout": get("dropout", 0.1), "d": get("mult_d", 32), "layers": get("mult_layers", 2)},
+        "mmml": {"dropout": get("dropout", 0.1), "variant": get("mmml_variant", "fused"), "d": get("mmml_d", 64),
+                 "heads": get("mmml_heads", 4), "layers": get("mmml_layers", 5)},
+        "tfn": {"project": get("tfn_project", 16) or None},
     }.get(name, {})
     return fusions.make_fusion(name, {"text": d_t, **widths}, **options)
 
@@ -73,10 +75,13 @@ class KEBR(nn.Module):
         self.finetune_head = head(fused_dim, dropout=get("head_dropout", 0.0), layers=get("head_layers", 2))
         alphas = cfg.alphas if cfg is not None and hasattr(cfg, "alphas") else {}
         modal_widths = {"text": d_t, **self.widths}
-        self.modal_heads = nn.ModuleDict({m: head(modal_widths[m]) for m in ("text", "audio", "visual")
+        self.modal_heads = nn.ModuleDict({m: head(modal_widths[m], layers=get("modal_head_layers", 2))
+                                          for m in ("text", "audio", "visual")
                                           if alphas.get(m, 0.0) > 0 and m in modal_widths})
         self.mcc_space, self.mcc_form = get("mcc_space", "pooled"), get("mcc_form", "paper")
         self.mcc_s, self.mcc_g, self.mcc_negative = get("mcc_s", 1.0), get("mcc_g", 0.2), get("mcc_negative", "constant")
+        self.mcc_separate = get("mcc_loss", "joint") == "separate"
+        self.mcc_weights = get("mcc_weight_audio", 1.0), get("mcc_weight_visual", 1.0)
 
     def forward(self, batch: dict[str, torch.Tensor], task: str) -> Output:
         text_mask = batch["attention_mask"].bool()
@@ -104,10 +109,18 @@ class KEBR(nn.Module):
         inputs = {"text": (x_t, text_mask), **{m: (frames[m], masks[m]) for m in self.widths}}
         modal = {m: h(masked_mean(*inputs[m])).squeeze(-1) for m, h in self.modal_heads.items()}
         c_a, c_v = cos.get("audio", zero), cos.get("visual", zero)
-        term = mcc_mod.per_sample(self.mcc_form, c_a, c_v, self.mcc_s, self.mcc_g, self.mcc_negative)
+        term = self.mcc_term(c_a, c_v)
         both = "audio" in masks and "visual" in masks
         valid = masks["audio"].any(1) & masks["visual"].any(1) if both else torch.zeros_like(zero, dtype=torch.bool)
         return Output(prediction, c_a, c_v, term, valid, modal)
+
+    def mcc_term(self, c_a: torch.Tensor, c_v: torch.Tensor) -> torch.Tensor:
+        """Per-sample MCC: the joint form (Eq. 11-12 over both cosines), or the separate losses of the
+        supplement's Fig. 5, λ L^a + α L^v, each Eq. 11 on one cosine (θ_a = θ_v, so y = c_m)."""
+        if not self.mcc_separate:
+            return mcc_mod.per_sample(self.mcc_form, c_a, c_v, self.mcc_s, self.mcc_g, self.mcc_negative)
+        one = [mcc_mod.mcc_paper(c, c, self.mcc_s, self.mcc_g, self.mcc_negative) for c in (c_a, c_v)]
+        return self.mcc_weights[0] * one[0] + self.mcc_weights[1] * one[1]
 
     def cosine(self, m: str, x_k: torch.Tensor, text_mask: torch.Tensor, frames: torch.Tensor,
                mask: torch.Tensor) -> torch.Tensor:

@@ -79,8 +79,9 @@ class Trainer:
         if self.world > 1 and not torch.distributed.is_initialized():
             torch.distributed.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
         if cfg.require_encoder and not cfg.encoder:
-            raise TrainSetupError("this preset names its encoder explicitly (the paper's BERT base or large): pass "
-                                  "--set encoder=/path/to/local/bert-base-uncased (a local folder)")
+            raise TrainSetupError("this preset names its encoder explicitly (the paper's): pass --set encoder=/path/to/"
+                                  "local/folder, or --set require_encoder=false to run on the bundled MiniLM (a demo, "
+                                  "not the paper's system)")
         raw_audio = cfg.used.get("audio") == RAW_AUDIO
         if raw_audio and (problem := setup_problem(cfg.audio_encoder)):
             raise TrainSetupError(problem)
