@@ -16,7 +16,9 @@ from kebr_data import config as data_config
 from kebr_data.config import setting
 from kebr_data.errors import ConfigError
 
-MODALITY_SETS = ("t", "ta", "tv", "av", "tav")
+MODALITY_SETS = ("t", "a", "ta", "tv", "av", "tav")
+#: fusions that read the audio alone (MMML A.2's audio-only baselines): modalities.use = "a"
+AUDIO_ONLY = ("audio_transformer", "audio_cnn")
 #: `modalities.audio` value for the audio stage's raw waveform (an in-graph `audio_encoder` reads it)
 RAW_AUDIO = "audio"
 
@@ -30,8 +32,8 @@ class ModalitySettings:
                                      "audio stage's raw waveform through train.audio_encoder, trained in the graph")
     visual: str = setting("visual", "visual frames: a stage with a `features` frame column (visual, "
                                     "video_encoder, ...)")
-    use: Literal["t", "ta", "tv", "av", "tav"] = setting("tav", "modalities the model reads (t = text; "
-                                                               "av feeds the encoder an empty text)")
+    use: Literal["t", "a", "ta", "tv", "av", "tav"] = setting("tav", "modalities the model reads (t = text; "
+                                                                    "a and av feed the encoder an empty text)")
 
 
 @dataclass
@@ -57,8 +59,9 @@ class TrainSettings:
                                                        "linear (one Linear d->d, the released code)")
     dropout: float = setting(0.1, "TCMF dropout", min=0.0, max=1.0)
     head_dropout: float = setting(0.0, "dropout before the regression heads (released code: 0.5)", min=0.0, max=1.0)
-    fusion: Literal["tcmf", "sf", "tfn", "mult", "mmml"] = setting(
-        "tcmf", "how text, audio and visual are fused: tcmf (KEBR) | sf | tfn | mult (boosting-msa) | mmml")
+    fusion: Literal["tcmf", "sf", "tfn", "mult", "mmml", "audio_transformer", "audio_cnn"] = setting(
+        "tcmf", "how text, audio and visual are fused: tcmf (KEBR) | sf | tfn | mult (boosting-msa) | mmml | "
+                "audio_transformer, audio_cnn (MMML A.2's audio-only baselines: modalities.use = 'a')")
     per_modality_query: bool = setting(False, "tcmf: one query map per non-verbal modality (SKESL Eq. 2)")
     mmml_variant: Literal["fused", "direct_concat", "concat_variation", "transformer_variation"] = setting(
         "fused", "mmml: the fusion network or one of the paper's variants")
@@ -67,6 +70,11 @@ class TrainSettings:
     mmml_layers: int = setting(5, "mmml: fusion layers (MMML A.1: 'using 5 layers of fusion network')", min=1)
     mult_d: int = setting(32, "mult: crossmodal width d (the paper gives none; 32 is this project's)", min=1)
     mult_layers: int = setting(2, "mult: blocks per crossmodal and self-attention stack (the paper gives none)", min=1)
+    audio_transformer_d: int = setting(64, "audio_transformer: width (MMML A.2 gives none; 4 heads)", min=4)
+    audio_transformer_layers: int = setting(2, "audio_transformer: encoder layers (MMML A.2: 'between 2 and 4')",
+                                            min=1)
+    audio_cnn_channels: int = setting(8, "audio_cnn: channels of the first of its 8 convolutions (doubling every "
+                                         "second; MMML A.2 gives none)", min=1)
     tfn_project: int = setting(16, "tfn: project each clip vector to this width before the outer product; 0 = the "
                                    "paper's parameter-free form on the raw widths (boosting-msa §3.3)", min=0)
     head_layers: int = setting(2, "fine-tuning head layers (2: KEBR's d->256->1; 3: MMML's three FC layers)", min=1)
@@ -174,7 +182,10 @@ class TrainConfig(TrainSettings):
         if self.fusion != "tcmf" and self.task == "pretrain":
             raise ConfigError(f"pre-training predicts the [MASK] token from TCMF's fused text sequence; fusion "
                               f"{self.fusion!r} has none aligned with the tokens: pre-train with fusion = 'tcmf'")
-        no_sequence = self.fusion in ("sf", "tfn") or (self.fusion == "mmml" and self.mmml_variant == "direct_concat")
+        if (self.fusion in AUDIO_ONLY) != (self.modalities.use == "a"):
+            raise ConfigError(f"fusion {self.fusion!r} with modalities.use = {self.modalities.use!r}: the audio-only "
+                              f"baselines ({', '.join(AUDIO_ONLY)}) and modalities.use = 'a' go together")
+        no_sequence = self.fusion in ("sf", "tfn", *AUDIO_ONLY) or (self.fusion == "mmml" and self.mmml_variant == "direct_concat")
         if self.use_mcc and no_sequence:
             raise ConfigError(f"fusion {self.fusion!r} has no fused sequence for the MCC to compare: set use_mcc = false")
         if self.use_mcc and self.fusion != "tcmf" and self.mcc_space == "pooled":

@@ -53,6 +53,9 @@ def make_fusion(cfg: Any, d_t: int, widths: dict[str, int]) -> nn.Module:
         "mmml": {"dropout": get("dropout", 0.1), "variant": get("mmml_variant", "fused"), "d": get("mmml_d", 64),
                  "heads": get("mmml_heads", 4), "layers": get("mmml_layers", 5)},
         "tfn": {"project": get("tfn_project", 16) or None},
+        "audio_transformer": {"dropout": get("dropout", 0.1), "d": get("audio_transformer_d", 64),
+                              "layers": get("audio_transformer_layers", 2)},
+        "audio_cnn": {"channels": get("audio_cnn_channels", 8)},
     }.get(name, {})
     return fusions.make_fusion(name, {"text": d_t, **widths}, **options)
 

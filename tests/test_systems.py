@@ -28,13 +28,18 @@ pytest.importorskip("transformers")
 ROOT = Path(__file__).resolve().parents[1]
 # listed, not globbed, so the table's rows are fixed; the first test checks the list against the folder
 SYSTEMS = ["kebr", "skesl",
-           *(f"boosting_{f}_{s}" for f in ("sf", "tfn", "mult") for s in ("single", "joint", "twostep")), "mmml"]
+           *(f"boosting_{f}_{s}" for f in ("sf", "tfn", "mult") for s in ("single", "joint", "twostep")), "mmml",
+           "mmml_audio_opensmile", "mmml_audio_melspec"]
+#: system -> (fusion, scheme) where the file name does not say it
+SYSTEM_FUSION = {"kebr": ("tcmf", "single"), "skesl": ("tcmf", "single"), "mmml": ("mmml", "joint"),
+                 "mmml_audio_opensmile": ("audio_transformer", "single"), "mmml_audio_melspec": ("audio_cnn", "single")}
 # overrides for speed only (never edits of the configs): 2 epochs of one step each (two-step: one per step)
 TINY = {"layers": 1, "batch_size": 16, "checkpoint_every": 0, "dropout": 0.0, "lr_other": 1e-3, "lr_encoder": 1e-4,
         "max_text_tokens": 16, "max_audio_frames": 8, "max_visual_frames": 8, "patience": 0, "epochs": 2,
         "step_one_epochs": 1}
-#: the boosting configs' paper features (HuBERT, Video Swin) as small synthetic stage tables
-PAPER_FEATURES = {"ssl_audio": 24, "video_encoder": 20}
+#: the boosting configs' paper features (HuBERT, Video Swin) and MMML's baselines' (openSMILE LLD, mel
+#: spectrogram) as small synthetic stage tables
+PAPER_FEATURES = {"ssl_audio": 24, "video_encoder": 20, "opensmile": 25, "melspec": 16}
 
 
 @pytest.fixture(scope="module")
@@ -58,8 +63,8 @@ def test_there_is_a_config_for_every_system_and_every_config_is_tested():
     assert {p.stem for p in (ROOT / "pipelines" / "systems").glob("*.toml")} == set(SYSTEMS)
 
 
-def test_all_twelve_systems_in_one_sweep_table_through_the_cli(folder, encoder, tmp_path, monkeypatch):
-    """`kebr-train sweep` with `config` as the grid key over the twelve system files (1 seed, 2 epochs of
+def test_all_systems_in_one_sweep_table_through_the_cli(folder, encoder, tmp_path, monkeypatch):
+    """`kebr-train sweep` with `config` as the grid key over the system files (1 seed, 2 epochs of
     one step each by the grid's [train] overrides, the configs as they are): one table row each, named by file stem, finished
     with finite metrics; each run's saved config has its system's fusion and scheme; the fusion
     reaches the model (sf, tfn, mult: three parameter counts); eval --tsne reads a zoo fusion's run."""
@@ -80,14 +85,13 @@ def test_all_twelve_systems_in_one_sweep_table_through_the_cli(folder, encoder, 
         for metric in ("MAE", "Corr", "Acc2", "loss", "best_valid"):
             assert math.isfinite(float(row[f"{metric}_mean"])), (row["point"], metric)
     md = (out / "sweep.md").read_text()
-    assert md.count("\n| config=") == 12 and "| config=boosting_mult_twostep | boosting_mult_twostep | 1/1 |" in md
+    assert md.count("\n| config=") == len(SYSTEMS) and "| config=boosting_mult_twostep | boosting_mult_twostep | 1/1 |" in md
     for name in SYSTEMS:
         run = out / f"config={name}" / "seed-1"
         result = json.loads((run / "sweep_result.json").read_text())
         saved = checkpoint.read_state(checkpoint.latest(run))
-        fusion = {"kebr": "tcmf", "skesl": "tcmf", "mmml": "mmml"}.get(name) or name.split("_")[1]
-        scheme = {"kebr": "single", "skesl": "single", "mmml": "joint"}.get(name) or name.split("_")[-1].replace(
-            "twostep", "two-step")
+        fusion, scheme = SYSTEM_FUSION.get(name) or (name.split("_")[1],
+                                                     name.split("_")[-1].replace("twostep", "two-step"))
         assert saved["config"]["fusion"] == fusion and saved["config"]["scheme"] == scheme, name
         assert saved["finished"] and result["step"] == saved["step"] > 0, name
         assert saved["epoch"] == 2, name
@@ -152,6 +156,8 @@ def test_two_step_freezes_the_encoder_and_unimodal_heads_in_step_two(folder, enc
     (["task=finetune", "fusion=sf", "use_mcc=false", "scheme=joint"], "alpha_"),
     (["task=finetune", "fusion=sf", "use_mcc=false", "scheme=two-step", "alpha_text=1", "epochs=1"], "step_one"),
     (["task=finetune", "mcc_loss=separate", "mcc_form=released-finetune"], "mcc_loss = 'joint'"),
+    (["task=finetune", "fusion=audio_cnn", "use_mcc=false"], "go together"),
+    (["task=finetune", "modalities.use=a", "use_mcc=false"], "go together"),
 ])
 def test_impossible_combinations_are_refused_up_front(overrides, match):
     with pytest.raises(ConfigError, match=match):
@@ -176,7 +182,8 @@ def test_eval_reports_metrics_per_head(folder, encoder, tmp_path):
 
 #: config -> (epochs, patience, batch_size): KEBR Table 6 / SKESL Table 9 "200" epochs, batch 32; boosting-msa gives
 #: none (MMSA's early stopping, 200 as a cap); MMML A.1 batch 16, "patience of 8 epochs" (200 as a cap)
-SCHEDULES = {"kebr": (200, 0, 32), "skesl": (200, 0, 32), "mmml": (200, 8, 16),
+SCHEDULES = {"kebr": (200, 0, 32), "skesl": (200, 0, 32), "mmml": (200, 8, 16), "mmml_audio_opensmile": (200, 8, 16),
+             "mmml_audio_melspec": (200, 8, 16),
              **{s: (200, 8, 32) for s in SYSTEMS if s.startswith("boosting_")}}
 
 
@@ -328,3 +335,25 @@ def test_pretrain_finetune_eval_chain_runs_end_to_end(pretrain, finetune, folder
     assert fine.exit_code == 0, fine.output[-2000:]
     ev = runner.invoke(main, ["eval", "--shards", str(folder), "--run", str(tmp_path / "fine"), "--split", "test"])
     assert ev.exit_code == 0 and "MAE" in ev.output, ev.output[-2000:]
+
+
+@pytest.mark.parametrize("name,kind", [("mmml_audio_opensmile", fusions.FUSIONS["audio_transformer"]),
+                                       ("mmml_audio_melspec", fusions.FUSIONS["audio_cnn"])])
+def test_mmml_audio_only_baselines_read_the_audio_alone(name, kind, folder, encoder, tmp_path):
+    """MMML A.2: a Transformer over openSMILE frames (2 layers, CLS, a feed-forward read-out) and an 8-layer CNN
+    over the mel spectrogram; the prediction moves with the audio and with nothing else."""
+    t = Trainer(config(Path(f"pipelines/systems/{name}.toml"), encoder), folder, tmp_path / "run")
+    fusion = t.model.fusion
+    assert isinstance(fusion, kind) and t.cfg.used == {"audio": name.rsplit("_", 1)[1]}
+    assert len(getattr(fusion, "blocks", None) or fusion.convs) == (2 if "opensmile" in name else 8)
+    assert [type(x).__name__ for x in t.model.finetune_head if not isinstance(x, torch.nn.Dropout)] == ["Linear"]
+    t.model.eval()
+    batch = next(iter(t.batches("train", 0, shuffle=False)))
+    with torch.no_grad():
+        base = t.model(batch, "finetune").prediction
+        other_text = t.model({**batch, "input_ids": batch["input_ids"].flip(0)}, "finetune").prediction
+        other_audio = t.model({**batch, "audio": batch["audio"].flip(0)}, "finetune").prediction
+        padded = dict(batch, audio=batch["audio"].masked_fill(~batch["audio_mask"][..., None], 7.0))
+        other_padding = t.model(padded, "finetune").prediction
+    assert torch.equal(base, other_text) and torch.allclose(base, other_padding, atol=1e-6)
+    assert not torch.allclose(base, other_audio)
