@@ -82,8 +82,8 @@ class TrainSettings:
                                         "fully-connected layer')", min=1)
     scheme: Literal["single", "joint", "two-step"] = setting(
         "single", "single (main head) | joint (main + unimodal heads, sum of alpha_k L_k) | two-step (the first "
-                  "step_one_epochs train the text encoder and unimodal heads, then the encoder is frozen and the "
-                  "fusion and main head train)")
+                  "step_one_epochs train the encoders in the graph (text, and an in-graph audio_encoder) and the "
+                  "unimodal heads, then those are frozen and the fusion and main head train)")
     alpha_main: float = setting(1.0, "weight of the main task's loss (joint)", min=0.0)
     alpha_text: float = setting(0.0, "weight of the text head's loss; > 0 adds the head (joint, two-step)", min=0.0)
     alpha_audio: float = setting(0.0, "weight of the audio head's loss; > 0 adds the head", min=0.0)

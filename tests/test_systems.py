@@ -1,7 +1,9 @@
-"""The four papers' systems as configs of one trainer: all twelve `pipelines/systems/*.toml` fine-tune,
-evaluate and appear in one `kebr-train sweep` table on a small labelled synthetic folder; the fusion
+"""The four papers' systems as configs of one trainer: every `pipelines/systems/*.toml` fine-tunes,
+evaluates and appears in one `kebr-train sweep` table on a small labelled synthetic folder; the fusion
 choice reaches the model; unimodal heads learn their own labels; two-step freezes the encoder in step
-two; impossible combinations are refused. A tiny random BERT stands in for MiniLM (conftest.py)."""
+two; impossible combinations are refused; each config holds its paper's stated values (schedule, loss,
+features, MCC form, encoder) and the pre-train -> fine-tune -> eval chains run. A tiny random BERT stands
+in for the papers' encoders (conftest.py)."""
 
 from __future__ import annotations
 
@@ -337,14 +339,14 @@ def test_pretrain_finetune_eval_chain_runs_end_to_end(pretrain, finetune, folder
     assert ev.exit_code == 0 and "MAE" in ev.output, ev.output[-2000:]
 
 
-@pytest.mark.parametrize("name,kind", [("mmml_audio_opensmile", fusions.FUSIONS["audio_transformer"]),
-                                       ("mmml_audio_melspec", fusions.FUSIONS["audio_cnn"])])
+@pytest.mark.parametrize("name,kind", [("mmml_audio_opensmile", "audio_transformer"),
+                                       ("mmml_audio_melspec", "audio_cnn")])
 def test_mmml_audio_only_baselines_read_the_audio_alone(name, kind, folder, encoder, tmp_path):
     """MMML A.2: a Transformer over openSMILE frames (2 layers, CLS, a feed-forward read-out) and an 8-layer CNN
     over the mel spectrogram; the prediction moves with the audio and with nothing else."""
     t = Trainer(config(Path(f"pipelines/systems/{name}.toml"), encoder), folder, tmp_path / "run")
     fusion = t.model.fusion
-    assert isinstance(fusion, kind) and t.cfg.used == {"audio": name.rsplit("_", 1)[1]}
+    assert isinstance(fusion, fusions.FUSIONS[kind]) and t.cfg.used == {"audio": name.rsplit("_", 1)[1]}
     assert len(getattr(fusion, "blocks", None) or fusion.convs) == (2 if "opensmile" in name else 8)
     assert [type(x).__name__ for x in t.model.finetune_head if not isinstance(x, torch.nn.Dropout)] == ["Linear"]
     t.model.eval()
