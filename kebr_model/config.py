@@ -91,9 +91,9 @@ class TrainSettings:
     step_one_epochs: int = setting(1, "two-step: epochs of step one (unimodal heads)", min=1)
     use_tcmf: bool = setting(True, "ablation C3 when false: same layers, attention not driven by the text")
     use_mcc: bool = setting(True, "ablation C4 when false")
-    mcc_space: Literal["pooled", "flatten"] = setting("pooled", "pooled (this project's: masked means after the last "
-                                                                "value maps) | flatten (Eq. 9: X_K against the raw "
-                                                                "X_0^a, X_0^v, sizes matched as the released code does)")
+    mcc_space: Literal["pooled", "flatten"] = setting(
+        "pooled", "pooled (this project's: masked means after the last value maps) | flatten (Eq. 9: X_K against "
+                  "the raw X_0^a, X_0^v, sizes matched as the released code does)")
     mcc_form: Literal["paper", "released-pretrain", "released-finetune"] = setting("paper", "the MCC formula")
     mcc_negative: Literal["constant", "mean", "abs"] = setting(
         "constant", "paper form, a cosine < 0: constant (+s, Fig. 3: no gradient) | mean (s(1-m), m = mean cosine, "
@@ -185,7 +185,8 @@ class TrainConfig(TrainSettings):
         if (self.fusion in AUDIO_ONLY) != (self.modalities.use == "a"):
             raise ConfigError(f"fusion {self.fusion!r} with modalities.use = {self.modalities.use!r}: the audio-only "
                               f"baselines ({', '.join(AUDIO_ONLY)}) and modalities.use = 'a' go together")
-        no_sequence = self.fusion in ("sf", "tfn", *AUDIO_ONLY) or (self.fusion == "mmml" and self.mmml_variant == "direct_concat")
+        no_sequence = self.fusion in ("sf", "tfn", *AUDIO_ONLY) or (self.fusion == "mmml"
+                                                                    and self.mmml_variant == "direct_concat")
         if self.use_mcc and no_sequence:
             raise ConfigError(f"fusion {self.fusion!r} has no fused sequence for the MCC to compare: set use_mcc = false")
         if self.use_mcc and self.fusion != "tcmf" and self.mcc_space == "pooled":

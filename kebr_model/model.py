@@ -28,6 +28,7 @@ class Output:
     mcc: torch.Tensor         # (B,) per-sample MCC term
     mcc_valid: torch.Tensor   # (B,) samples that have both audio and visual frames (the term is defined)
     modal: dict[str, torch.Tensor] = field(default_factory=dict)  # m -> (B,) unimodal heads' predictions
+    mcc_parts: dict[str, torch.Tensor] = field(default_factory=dict)  # separate MCC: m -> (B,) unweighted L^m
 
 
 def head(d: int, hidden: int = 256, dropout: float = 0.0, layers: int = 2) -> nn.Module:
@@ -112,18 +113,20 @@ class KEBR(nn.Module):
         inputs = {"text": (x_t, text_mask), **{m: (frames[m], masks[m]) for m in self.widths}}
         modal = {m: h(masked_mean(*inputs[m])).squeeze(-1) for m, h in self.modal_heads.items()}
         c_a, c_v = cos.get("audio", zero), cos.get("visual", zero)
-        term = self.mcc_term(c_a, c_v)
+        term, parts = self.mcc_term(c_a, c_v)
         both = "audio" in masks and "visual" in masks
         valid = masks["audio"].any(1) & masks["visual"].any(1) if both else torch.zeros_like(zero, dtype=torch.bool)
-        return Output(prediction, c_a, c_v, term, valid, modal)
+        return Output(prediction, c_a, c_v, term, valid, modal, parts)
 
-    def mcc_term(self, c_a: torch.Tensor, c_v: torch.Tensor) -> torch.Tensor:
+    def mcc_term(self, c_a: torch.Tensor, c_v: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Per-sample MCC: the joint form (Eq. 11-12 over both cosines), or the separate losses of the
-        supplement's Fig. 5, λ L^a + α L^v, each Eq. 11 on one cosine (θ_a = θ_v, so y = c_m)."""
+        supplement's Fig. 5, λ L^a + α L^v, each Eq. 11 on one cosine (θ_a = θ_v, so y = c_m), returned
+        unweighted too (their curves are what Fig. 5 compares)."""
         if not self.mcc_separate:
-            return mcc_mod.per_sample(self.mcc_form, c_a, c_v, self.mcc_s, self.mcc_g, self.mcc_negative)
-        one = [mcc_mod.mcc_paper(c, c, self.mcc_s, self.mcc_g, self.mcc_negative) for c in (c_a, c_v)]
-        return self.mcc_weights[0] * one[0] + self.mcc_weights[1] * one[1]
+            return mcc_mod.per_sample(self.mcc_form, c_a, c_v, self.mcc_s, self.mcc_g, self.mcc_negative), {}
+        parts = {m: mcc_mod.mcc_paper(c, c, self.mcc_s, self.mcc_g, self.mcc_negative)
+                 for m, c in (("audio", c_a), ("visual", c_v))}
+        return self.mcc_weights[0] * parts["audio"] + self.mcc_weights[1] * parts["visual"], parts
 
     def cosine(self, m: str, x_k: torch.Tensor, text_mask: torch.Tensor, frames: torch.Tensor,
                mask: torch.Tensor) -> torch.Tensor:

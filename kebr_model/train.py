@@ -171,6 +171,8 @@ class Trainer:
         if self.cfg.use_mcc and phase != "one":
             total = total + loss_weight(self.cfg.mcc_form) * mcc
         terms = {"task": task, "l1": l1, "mcc": mcc}
+        terms |= {f"mcc_{m}": (f.float() * valid).sum() / valid.sum().clamp(min=1.0)
+                  for m, f in out.mcc_parts.items()}
         if any(m in weights for m in out.modal):
             labels = {m: batch[f"label_{m}"] for m in out.modal if f"label_{m}" in batch}
             valid = {m: batch[f"{m}_mask"].any(1) for m in out.modal if f"{m}_mask" in batch}

@@ -66,10 +66,11 @@ def test_there_is_a_config_for_every_system_and_every_config_is_tested():
 
 
 def test_all_systems_in_one_sweep_table_through_the_cli(folder, encoder, tmp_path, monkeypatch):
-    """`kebr-train sweep` with `config` as the grid key over the system files (1 seed, 2 epochs of
-    one step each by the grid's [train] overrides, the configs as they are): one table row each, named by file stem, finished
-    with finite metrics; each run's saved config has its system's fusion and scheme; the fusion
-    reaches the model (sf, tfn, mult: three parameter counts); eval --tsne reads a zoo fusion's run."""
+    """`kebr-train sweep` with `config` as the grid key over the system files (1 seed, 2 epochs of one
+    step each by the grid's [train] overrides, the configs as they are): one table row each, named by
+    file stem, finished with finite metrics; each run's saved config has its system's fusion and scheme;
+    the fusion reaches the model (sf, tfn, mult: three parameter counts); eval --tsne reads a zoo
+    fusion's run."""
     monkeypatch.chdir(ROOT)  # config paths relative to the repository root, as the README's commands
     files = ", ".join(json.dumps(f"pipelines/systems/{s}.toml") for s in SYSTEMS)
     train = "\n".join(f"{k} = {json.dumps(v)}" for k, v in TINY.items())
@@ -87,7 +88,8 @@ def test_all_systems_in_one_sweep_table_through_the_cli(folder, encoder, tmp_pat
         for metric in ("MAE", "Corr", "Acc2", "loss", "best_valid"):
             assert math.isfinite(float(row[f"{metric}_mean"])), (row["point"], metric)
     md = (out / "sweep.md").read_text()
-    assert md.count("\n| config=") == len(SYSTEMS) and "| config=boosting_mult_twostep | boosting_mult_twostep | 1/1 |" in md
+    assert md.count("\n| config=") == len(SYSTEMS)
+    assert "| config=boosting_mult_twostep | boosting_mult_twostep | 1/1 |" in md
     for name in SYSTEMS:
         run = out / f"config={name}" / "seed-1"
         result = json.loads((run / "sweep_result.json").read_text())
@@ -261,6 +263,10 @@ def test_separate_cosine_losses_of_fig5(folder, encoder, tmp_path):
     assert not torch.allclose(out.mcc, mcc_mod.mcc_paper(out.c_a, out.c_v, 1.0, 0.1))
     mean = float(expected[out.mcc_valid].mean())
     assert float(terms["loss"]) == pytest.approx(float(terms["l1"]) + mean, rel=1e-5)
+    parts = {m: float(single(c)[out.mcc_valid].mean()) for m, c in (("audio", out.c_a), ("visual", out.c_v))}
+    assert float(terms["mcc_audio"]) == pytest.approx(parts["audio"], rel=1e-5)  # Fig. 5's two curves, logged
+    assert float(terms["mcc_visual"]) == pytest.approx(parts["visual"], rel=1e-5)
+    assert set(t.step(batch)) >= {"mcc_audio", "mcc_visual"}
 
 
 @pytest.mark.parametrize("name", [s for s in SYSTEMS if s.startswith("boosting_")])
