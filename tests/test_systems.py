@@ -24,6 +24,7 @@ from kebr_model import checkpoint, fusions
 from kebr_model import mcc as mcc_mod
 from kebr_model.cli import main
 from kebr_model.config import TrainConfig
+from kebr_model.preflight import TrainSetupError
 from kebr_model.train import Trainer
 
 pytest.importorskip("transformers")
@@ -365,3 +366,12 @@ def test_mmml_audio_only_baselines_read_the_audio_alone(name, kind, folder, enco
         other_padding = t.model(padded, "finetune").prediction
     assert torch.equal(base, other_text) and torch.allclose(base, other_padding, atol=1e-6)
     assert not torch.allclose(base, other_audio)
+
+
+def test_a_skesl_fine_tune_from_a_kebr_pre_training_names_the_skesl_pre_training(folder, encoder, tmp_path):
+    unlabelled = make_shards(tmp_path / "pre", n=8, shard_size=8)
+    Trainer(config(Path("pipelines/train_pretrain.toml"), encoder, "max_steps=1", "epochs=1"), unlabelled,
+            tmp_path / "kebr-pre").fit()
+    with pytest.raises(TrainSetupError, match="train_pretrain_skesl.toml"):
+        Trainer(config(Path("pipelines/systems/skesl.toml"), encoder), folder, tmp_path / "run",
+                init=checkpoint.latest(tmp_path / "kebr-pre"))
