@@ -24,15 +24,23 @@ from .base import Fusion, FusionOutput
 from .mult import sinusoidal
 
 
-class AudioTransformer(Fusion):
-    name = "audio_transformer"
+class AudioOnly(Fusion):
+    """A fusion built on the audio width alone (the other widths it is given are ignored)."""
+
     has_sequence = False
 
-    def __init__(self, widths: dict[str, int], d: int = 64, heads: int = 4, layers: int = 2,
-                 dropout: float = 0.1) -> None:
+    def __init__(self, widths: dict[str, int]) -> None:
         if "audio" not in widths:
             raise ValueError(f"fusion {self.name!r} reads the audio modality; widths has {sorted(widths)}")
         super().__init__({"audio": widths["audio"]})
+
+
+class AudioTransformer(AudioOnly):
+    name = "audio_transformer"
+
+    def __init__(self, widths: dict[str, int], d: int = 64, heads: int = 4, layers: int = 2,
+                 dropout: float = 0.1) -> None:
+        super().__init__(widths)
         self.d = d
         self.project = nn.Linear(self.widths["audio"], d)
         self.cls = nn.Parameter(torch.randn(d) * 0.02)
@@ -53,14 +61,11 @@ class AudioTransformer(Fusion):
         return FusionOutput(pooled, None, self.per_modality(h, mask))
 
 
-class AudioCNN(Fusion):
+class AudioCNN(AudioOnly):
     name = "audio_cnn"
-    has_sequence = False
 
     def __init__(self, widths: dict[str, int], channels: int = 8, conv_layers: int = 8) -> None:
-        if "audio" not in widths:
-            raise ValueError(f"fusion {self.name!r} reads the audio modality; widths has {sorted(widths)}")
-        super().__init__({"audio": widths["audio"]})
+        super().__init__(widths)
         sizes = [channels * 2 ** (i // 2) for i in range(conv_layers)]
         self.convs = nn.ModuleList(nn.Conv2d(c_in, c_out, 3, padding=1) for c_in, c_out in zip([1, *sizes], sizes))
         self.norms = nn.ModuleList(nn.BatchNorm2d(c) for c in sizes)
