@@ -316,12 +316,14 @@ def test_mmml_config_is_the_papers(folder, encoder, tmp_path):
     assert (small.d, len(small.layers["audio"]), small.layers["audio"][0].self_attn.attn.heads) == (16, 1, 2)
 
 
-@pytest.mark.parametrize("name", ["kebr", "skesl", "mmml"])
-def test_paper_systems_refuse_to_run_on_another_encoder_unless_told(name, folder, tmp_path, monkeypatch):
-    """The paper's encoder is a required local folder; the bundled MiniLM only behind require_encoder = false."""
+@pytest.mark.parametrize("name,unset", [("kebr", "is not a local folder"), ("skesl", "is not a local folder"),
+                                        ("mmml", "is not a local folder"), ("boosting_mult_twostep", "names its encoder")])
+def test_paper_systems_refuse_to_run_on_another_encoder_unless_told(name, unset, folder, tmp_path, monkeypatch):
+    """The paper's encoder is a required local folder (named by the config where the paper names it); the
+    bundled MiniLM only behind require_encoder = false."""
     monkeypatch.chdir(tmp_path)
     args = ["finetune", "--shards", str(folder), "--config", str(ROOT / f"pipelines/systems/{name}.toml")]
-    for extra, match in (([], "is not a local folder"), (["--set", "encoder=''"], "require_encoder=false")):
+    for extra, match in (([], unset), (["--set", "encoder=''"], "require_encoder=false")):
         ran = CliRunner().invoke(main, [*args, *extra, "--out", str(tmp_path / "run")])
         assert ran.exit_code == 2 and match in ran.output, ran.output
         assert "Traceback" not in ran.output and len(ran.output.strip().splitlines()) == 1, ran.output
