@@ -16,7 +16,9 @@ from kebr_data import config as data_config
 from kebr_data.config import setting
 from kebr_data.errors import ConfigError
 
-MODALITY_SETS = ("t", "ta", "tv", "av", "tav")
+MODALITY_SETS = ("t", "a", "ta", "tv", "av", "tav")
+#: fusions that read the audio alone (MMML A.2's audio-only baselines): modalities.use = "a"
+AUDIO_ONLY = ("audio_transformer", "audio_cnn")
 #: `modalities.audio` value for the audio stage's raw waveform (an in-graph `audio_encoder` reads it)
 RAW_AUDIO = "audio"
 
@@ -30,8 +32,8 @@ class ModalitySettings:
                                      "audio stage's raw waveform through train.audio_encoder, trained in the graph")
     visual: str = setting("visual", "visual frames: a stage with a `features` frame column (visual, "
                                     "video_encoder, ...)")
-    use: Literal["t", "ta", "tv", "av", "tav"] = setting("tav", "modalities the model reads (t = text; "
-                                                               "av feeds the encoder an empty text)")
+    use: Literal["t", "a", "ta", "tv", "av", "tav"] = setting("tav", "modalities the model reads (t = text; "
+                                                                    "a and av feed the encoder an empty text)")
 
 
 @dataclass
@@ -71,16 +73,31 @@ class TrainSettings:
     finetune_pool: Literal["masked", "all"] = setting(
         "masked", "fine-tuning head's input: masked (mean over the text tokens) | all (mean over every position, "
                   "padding included, the release, models.py:248; fixed with pad_to_max)")
-    fusion: Literal["tcmf", "sf", "tfn", "mult", "mmml"] = setting(
-        "tcmf", "how text, audio and visual are fused: tcmf (KEBR) | sf | tfn | mult (boosting-msa) | mmml")
+    fusion: Literal["tcmf", "sf", "tfn", "mult", "mmml", "audio_transformer", "audio_cnn"] = setting(
+        "tcmf", "how text, audio and visual are fused: tcmf (KEBR) | sf | tfn | mult (boosting-msa) | mmml | "
+                "audio_transformer, audio_cnn (MMML A.2's audio-only baselines: modalities.use = 'a')")
     per_modality_query: bool = setting(False, "tcmf: one query map per non-verbal modality (SKESL Eq. 2)")
     mmml_variant: Literal["fused", "direct_concat", "concat_variation", "transformer_variation"] = setting(
         "fused", "mmml: the fusion network or one of the paper's variants")
+    mmml_d: int = setting(64, "mmml: fusion width (the paper gives none; 64 is this project's)", min=1)
+    mmml_heads: int = setting(4, "mmml: attention heads (the paper gives none; mmml_d must be a multiple)", min=1)
+    mmml_layers: int = setting(5, "mmml: fusion layers (MMML A.1: 'using 5 layers of fusion network')", min=1)
+    mult_d: int = setting(32, "mult: crossmodal width d (the paper gives none; 32 is this project's)", min=1)
+    mult_layers: int = setting(2, "mult: blocks per crossmodal and self-attention stack (the paper gives none)", min=1)
+    audio_transformer_d: int = setting(64, "audio_transformer: width (MMML A.2 gives none; 4 heads)", min=4)
+    audio_transformer_layers: int = setting(2, "audio_transformer: encoder layers (MMML A.2: 'between 2 and 4')",
+                                            min=1)
+    audio_cnn_channels: int = setting(8, "audio_cnn: channels of the first of its 8 convolutions (doubling every "
+                                         "second; MMML A.2 gives none)", min=1)
+    tfn_project: int = setting(16, "tfn: project each clip vector to this width before the outer product; 0 = the "
+                                   "paper's parameter-free form on the raw widths (boosting-msa §3.3)", min=0)
     head_layers: int = setting(2, "fine-tuning head layers (2: KEBR's d->256->1; 3: MMML's three FC layers)", min=1)
+    modal_head_layers: int = setting(2, "unimodal head layers (2: d->256->1; 1: MMML's 'additional "
+                                        "fully-connected layer')", min=1)
     scheme: Literal["single", "joint", "two-step"] = setting(
         "single", "single (main head) | joint (main + unimodal heads, sum of alpha_k L_k) | two-step (the first "
-                  "step_one_epochs train the text encoder and unimodal heads, then the encoder is frozen and the "
-                  "fusion and main head train)")
+                  "step_one_epochs train the encoders in the graph (text, and an in-graph audio_encoder) and the "
+                  "unimodal heads, then those are frozen and the fusion and main head train)")
     alpha_main: float = setting(1.0, "weight of the main task's loss (joint)", min=0.0)
     alpha_text: float = setting(0.0, "weight of the text head's loss; > 0 adds the head (joint, two-step)", min=0.0)
     alpha_audio: float = setting(0.0, "weight of the audio head's loss; > 0 adds the head", min=0.0)
@@ -89,7 +106,8 @@ class TrainSettings:
     use_tcmf: bool = setting(True, "ablation C3 when false: same layers, attention not driven by the text")
     use_mcc: bool = setting(True, "ablation C4 when false")
     mcc_space: Literal["pooled", "flatten", "released"] = setting(
-        "pooled", "pooled (masked means) | flatten (fused text vs each raw input, pairwise, valid positions) | "
+        "pooled", "pooled (this project's: masked means after the last value maps) | flatten (Eq. 9: X_K "
+                  "against each raw input X_0^a, X_0^v, pairwise, valid positions) | "
                   "released (the release, models.py:21-62, 158-169: text, audio, visual aligned together, "
                   "padding included, no epsilon)")
     mcc_audio_for_visual: bool = setting(
@@ -102,6 +120,11 @@ class TrainSettings:
                     "the released fine-tuning)")
     mcc_s: float = setting(1.0, "MCC scale s")
     mcc_g: float = setting(0.2, "MCC offset g (Eq. 11)")
+    mcc_loss: Literal["joint", "separate"] = setting(
+        "joint", "joint (Eq. 10-12, one term over both cosines) | separate (KEBR supplement Fig. 5(a-c): "
+                 "L_task + mcc_weight_audio L^a + mcc_weight_visual L^v, each Eq. 11 on one cosine)")
+    mcc_weight_audio: float = setting(1.0, "separate MCC: the weight λ of the audio term L^a (Fig. 5)", min=0.0)
+    mcc_weight_visual: float = setting(1.0, "separate MCC: the weight α of the visual term L^v (Fig. 5)", min=0.0)
     loss: Literal["l1", "mse"] = setting("l1", "task loss: l1 (the paper) | mse")
     select_on: str = setting("loss", "model selection on valid: loss (task + MCC) | task (task loss alone, MMSA) | "
                                      "released_valid_loss (the release's: L1 + its angle-0.4 term on the mean "
@@ -188,7 +211,11 @@ class TrainConfig(TrainSettings):
         if self.fusion != "tcmf" and self.task == "pretrain":
             raise ConfigError(f"pre-training predicts the [MASK] token from TCMF's fused text sequence; fusion "
                               f"{self.fusion!r} has none aligned with the tokens: pre-train with fusion = 'tcmf'")
-        no_sequence = self.fusion in ("sf", "tfn") or (self.fusion == "mmml" and self.mmml_variant == "direct_concat")
+        if (self.fusion in AUDIO_ONLY) != (self.modalities.use == "a"):
+            raise ConfigError(f"fusion {self.fusion!r} with modalities.use = {self.modalities.use!r}: the audio-only "
+                              f"baselines ({', '.join(AUDIO_ONLY)}) and modalities.use = 'a' go together")
+        no_sequence = self.fusion in ("sf", "tfn", *AUDIO_ONLY) or (self.fusion == "mmml"
+                                                                    and self.mmml_variant == "direct_concat")
         if self.use_mcc and no_sequence:
             raise ConfigError(f"fusion {self.fusion!r} has no fused sequence for the MCC to compare: set use_mcc = false")
         if self.use_mcc and self.fusion != "tcmf" and self.mcc_space == "pooled":
@@ -203,6 +230,9 @@ class TrainConfig(TrainSettings):
         if self.pad_to_max and self.used.get("audio") == RAW_AUDIO:
             raise ConfigError("pad_to_max pads frames to max_audio_frames, but the raw waveform has samples, not "
                               "frames: set pad_to_max = false with modalities.audio = 'audio'")
+        if self.mcc_loss == "separate" and self.mcc_form != "paper":
+            raise ConfigError(f"mcc_loss = 'separate' splits the paper's Eq. 11 per modality; with mcc_form "
+                              f"{self.mcc_form!r} use mcc_loss = 'joint'")
         if self.scheme != "single" and not any(self.alphas[m] > 0 for m in ("text", "audio", "visual")):
             raise ConfigError(f"scheme {self.scheme!r} trains unimodal heads: set alpha_text, alpha_audio or "
                               "alpha_visual > 0")

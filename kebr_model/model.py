@@ -28,6 +28,7 @@ class Output:
     mcc: torch.Tensor         # (B,) per-sample MCC term
     mcc_valid: torch.Tensor   # (B,) samples that have both audio and visual frames (the term is defined)
     modal: dict[str, torch.Tensor] = field(default_factory=dict)  # m -> (B,) unimodal heads' predictions
+    mcc_parts: dict[str, torch.Tensor] = field(default_factory=dict)  # separate MCC: m -> (B,) unweighted L^m
 
 
 HEAD_DROPOUT_AT = ("input", "hidden")
@@ -63,8 +64,13 @@ def make_fusion(cfg: Any, d_t: int, widths: dict[str, int]) -> nn.Module:
         "tcmf": {"layers": get("layers", 4), "shared": get("shared_layers", False), "dropout": get("dropout", 0.1),
                  "uniform": not get("use_tcmf", True), "per_modality_query": get("per_modality_query", False),
                  "ffn": get("ffn", "gelu4")},
-        "mult": {"dropout": get("dropout", 0.1)},
-        "mmml": {"dropout": get("dropout", 0.1), "variant": get("mmml_variant", "fused")},
+        "mult": {"dropout": get("dropout", 0.1), "d": get("mult_d", 32), "layers": get("mult_layers", 2)},
+        "mmml": {"dropout": get("dropout", 0.1), "variant": get("mmml_variant", "fused"), "d": get("mmml_d", 64),
+                 "heads": get("mmml_heads", 4), "layers": get("mmml_layers", 5)},
+        "tfn": {"project": get("tfn_project", 16) or None},
+        "audio_transformer": {"dropout": get("dropout", 0.1), "d": get("audio_transformer_d", 64),
+                              "layers": get("audio_transformer_layers", 2)},
+        "audio_cnn": {"channels": get("audio_cnn_channels", 8)},
     }.get(name, {})
     return fusions.make_fusion(name, {"text": d_t, **widths}, **options)
 
@@ -92,11 +98,14 @@ class KEBR(nn.Module):
             raise ValueError(f"finetune_pool must be one of {POOLS}")
         alphas = cfg.alphas if cfg is not None and hasattr(cfg, "alphas") else {}
         modal_widths = {"text": d_t, **self.widths}
-        self.modal_heads = nn.ModuleDict({m: head(modal_widths[m]) for m in ("text", "audio", "visual")
+        self.modal_heads = nn.ModuleDict({m: head(modal_widths[m], layers=get("modal_head_layers", 2))
+                                          for m in ("text", "audio", "visual")
                                           if alphas.get(m, 0.0) > 0 and m in modal_widths})
         self.mcc_space, self.mcc_form = get("mcc_space", "pooled"), get("mcc_form", "paper")
         self.mcc_s, self.mcc_g, self.mcc_negative = get("mcc_s", 1.0), get("mcc_g", 0.2), get("mcc_negative", "constant")
         self.mcc_audio_for_visual = get("mcc_audio_for_visual", False)
+        self.mcc_separate = get("mcc_loss", "joint") == "separate"
+        self.mcc_weights = get("mcc_weight_audio", 1.0), get("mcc_weight_visual", 1.0)
 
     def forward(self, batch: dict[str, torch.Tensor], task: str) -> Output:
         text_mask = batch["attention_mask"].bool()
@@ -129,10 +138,20 @@ class KEBR(nn.Module):
         inputs = {"text": (x_t, text_mask), **{m: (frames[m], masks[m]) for m in self.widths}}
         modal = {m: h(masked_mean(*inputs[m])).squeeze(-1) for m, h in self.modal_heads.items()}
         c_a, c_v = cos.get("audio", zero), cos.get("visual", zero)
-        term = mcc_mod.per_sample(self.mcc_form, c_a, c_v, self.mcc_s, self.mcc_g, self.mcc_negative)
+        term, parts = self.mcc_term(c_a, c_v)
         both = "audio" in masks and "visual" in masks
         valid = masks["audio"].any(1) & masks["visual"].any(1) if both else torch.zeros_like(zero, dtype=torch.bool)
-        return Output(prediction, c_a, c_v, term, valid, modal)
+        return Output(prediction, c_a, c_v, term, valid, modal, parts)
+
+    def mcc_term(self, c_a: torch.Tensor, c_v: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Per-sample MCC: the joint form (Eq. 11-12 over both cosines), or the separate losses of the
+        supplement's Fig. 5, λ L^a + α L^v, each Eq. 11 on one cosine (θ_a = θ_v, so y = c_m), returned
+        unweighted too (their curves are what Fig. 5 compares)."""
+        if not self.mcc_separate:
+            return mcc_mod.per_sample(self.mcc_form, c_a, c_v, self.mcc_s, self.mcc_g, self.mcc_negative), {}
+        parts = {m: mcc_mod.mcc_paper(c, c, self.mcc_s, self.mcc_g, self.mcc_negative)
+                 for m, c in (("audio", c_a), ("visual", c_v))}
+        return self.mcc_weights[0] * parts["audio"] + self.mcc_weights[1] * parts["visual"], parts
 
     def cosine(self, m: str, x_k: torch.Tensor, text_mask: torch.Tensor, frames: torch.Tensor,
                mask: torch.Tensor) -> torch.Tensor:

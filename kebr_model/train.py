@@ -96,8 +96,9 @@ class Trainer:
         if self.world > 1 and not torch.distributed.is_initialized():
             torch.distributed.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
         if cfg.require_encoder and not cfg.encoder:
-            raise TrainSetupError("this preset names its encoder explicitly (the paper's BERT base or large): pass "
-                                  "--set encoder=/path/to/local/bert-base-uncased (a local folder)")
+            raise TrainSetupError("this preset names its encoder explicitly (the paper's): pass --set encoder=/path/to/"
+                                  "local/folder, or --set require_encoder=false to run on the bundled MiniLM (a demo, "
+                                  "not the paper's system)")
         raw_audio = cfg.used.get("audio") == RAW_AUDIO
         if raw_audio and (problem := setup_problem(cfg.audio_encoder)):
             raise TrainSetupError(problem)
@@ -150,8 +151,10 @@ class Trainer:
         # an in-graph audio encoder the --init run did not have starts from its model folder
         absent = [k for k in missing if not k.startswith(("finetune_head.", "audio_encoder."))]
         if absent or unexpected:
+            hint = (" SKESL's per-modality queries need a SKESL pre-training (pipelines/train_pretrain_skesl.toml)"
+                    if self.cfg.per_modality_query else "")
             raise TrainSetupError(f"--init {ckpt} does not fit this model (missing {absent[:3]}, unexpected "
-                                  f"{unexpected[:3]}): was it made with other modalities or layers?")
+                                  f"{unexpected[:3]}): was it made with other modalities or layers?{hint}")
         return sorted(set(own) - set(kept))
 
     def _precision(self) -> torch.dtype | None:
@@ -201,6 +204,8 @@ class Trainer:
         if self.cfg.use_mcc and phase != "one":
             total = total + loss_weight(self.cfg.mcc_form) * mcc
         terms = {"task": task, "l1": l1, "mcc": mcc}
+        terms |= {f"mcc_{m}": (f.float() * valid).sum() / valid.sum().clamp(min=1.0)
+                  for m, f in out.mcc_parts.items()}
         if any(m in weights for m in out.modal):
             labels = {m: batch[f"label_{m}"] for m in out.modal if f"label_{m}" in batch}
             valid = {m: batch[f"{m}_mask"].any(1) for m in out.modal if f"{m}_mask" in batch}

@@ -19,13 +19,14 @@ SENTIMENT = {"love": 2.4, "great": 2.325, "good": 1.425, "bad": -1.875, "awful":
 def make_shards(root: Path, n: int = 16, shard_size: int = 8, seed: int = 0, labelled: bool = False,
                 visual: bool = True, widths: tuple[int, int] = (33, 709),
                 stages: tuple[str, str] = ("acoustic", "visual"), sims: bool = False, audio: bool = False,
-                poison: str = "") -> Path:
+                poison: str = "", extra: dict[str, int] | None = None) -> Path:
     """n clips: a sentence with one sentiment word (masked), audio and visual frames whose statistics
     carry the label, and for `labelled`, an utterance label and train/valid/test splits. `widths` and
     `stages` give the frame widths and stage names of the two modalities; `sims` scales labels to
     [-1, 1] and adds per-modality labels (label_t/a/v) as CH-SIMS has them. `audio` adds the audio
     stage: 0.3-1 s of a tone whose pitch follows the label at 22,050 Hz as FLAC (every 7th clip none).
-    The acoustic frames of clip `poison` start with -inf, as an extractor's log of zero energy writes."""
+    The acoustic frames of clip `poison` start with -inf, as an extractor's log of zero energy writes.
+    `extra` adds more frame stages (name -> width, e.g. ssl_audio and video_encoder), frames carrying the label."""
     from kebr_data.mmsa_import import with_width
 
     a_schema, v_schema = with_width(ACOUSTIC, widths[0]), with_width(VISUAL, widths[1])
@@ -37,6 +38,7 @@ def make_shards(root: Path, n: int = 16, shard_size: int = 8, seed: int = 0, lab
     for s in range(0, n, shard_size):
         k = s // shard_size
         plan, mask, acoustic, vis, waves = [], [], [], [], []
+        more: dict[str, list] = {name: [] for name in extra or {}}
         for i in range(s, min(n, s + shard_size)):
             cid = f"clip{i:04d}"
             word = names[i % len(names)]
@@ -65,11 +67,16 @@ def make_shards(root: Path, n: int = 16, shard_size: int = 8, seed: int = 0, lab
                         "num_frames": tv if visual else None, "features": v if visual else None,
                         "success": np.ones(tv, bool) if visual else None,
                         "confidence": np.ones(tv, np.float32) if visual else None, "face_ratio": 1.0})
+            for j, (name, width) in enumerate((extra or {}).items()):  # own generators: other tables unchanged
+                frames = np.random.default_rng([seed, i, 1 + j]).standard_normal((tv + j, width)) + label
+                more[name].append({"clip_id": cid, "status": "ok", "recipe": "released", "frame_rate": 50.0,
+                                   "num_frames": tv + j, "features": frames.astype(np.float32)})
             if audio:  # its own generator, so the other tables are the same with or without `audio`
                 seconds = float(np.random.default_rng([seed, i]).uniform(0.3, 1.0))
                 waves.append(_audio_row(cid, label, seconds, i % 7 == 6))
         shards[f"{k:05d}"] = commit_rows(out, "plan", k, plan, PLAN, "test")
-        tables = [("mask", MASK, mask), (stages[0], a_schema, acoustic), (stages[1], v_schema, vis)]
+        tables = [("mask", MASK, mask), (stages[0], a_schema, acoustic), (stages[1], v_schema, vis),
+                  *((name, with_width(ACOUSTIC, w), more[name]) for name, w in (extra or {}).items())]
         for stage, schema, rows in tables + ([("audio", AUDIO, waves)] if audio else []):
             commit_rows(out, stage, k, rows, schema, "test", shards[f"{k:05d}"]["sha256"])
     commit_plan_marker(out, shards, "synthetic", shard_size)

@@ -52,7 +52,7 @@ def built(name: str, opts: dict) -> torch.nn.Module:
 # --- registry and shapes --------------------------------------------------------------------------
 
 def test_registry_names_and_errors():
-    assert set(FUSIONS) == {"tcmf", "sf", "tfn", "mult", "mmml"}
+    assert set(FUSIONS) == {"tcmf", "sf", "tfn", "mult", "mmml", "audio_transformer", "audio_cnn"}
     with pytest.raises(ValueError, match="unknown fusion 'nope'"):
         make_fusion("nope", W3)
     with pytest.raises(ValueError, match=r"unknown option\(s\) \['layers'\]; it takes none"):

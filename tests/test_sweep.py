@@ -1,7 +1,7 @@
 """`kebr-train sweep`: grid files checked up front (the trainer's own validation, "did you mean"),
 stable safe point names, mean ± std hand-computed, a 2 x 2 grid through the CLI with real runs
 (one point-seed finished beforehand and not rerun), a sweep's run equal to the same run on its own,
-parameter/FLOP counts; the t-SNE plot. (All twelve system configs in one table: tests/test_systems.py.)
+parameter/FLOP counts; the t-SNE plot. (All system configs in one table: tests/test_systems.py.)
 Runs use a tiny random BERT (conftest.py)."""
 
 import csv

@@ -59,7 +59,7 @@ def test_config_goes_through_the_pipeline_loader(tmp_path):
     assert cfg.used == {"audio": "ssl_audio"}
     with pytest.raises(ConfigError, match="did you mean train.layers"):
         TrainConfig.load(overrides=["layerz=2"])
-    with pytest.raises(ConfigError, match="t \\| ta \\| tv \\| av \\| tav"):
+    with pytest.raises(ConfigError, match="t \\| a \\| ta \\| tv \\| av \\| tav"):
         TrainConfig.load(overrides=["modalities.use=tva"])
     with pytest.raises(ConfigError, match="at least 1"):
         TrainConfig.load(overrides=["layers=0"])

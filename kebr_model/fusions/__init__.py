@@ -4,13 +4,15 @@ Every fusion takes `h: dict[str, (B, T_m, d_m)]` and `mask: dict[str, (B, T_m) b
 frame; modalities "text", "audio", "visual", any subset present) and returns a `FusionOutput`
 (pooled (B, out_dim), a fused sequence or None, per-modality clip vectors). `has_sequence` says
 whether the MCC can be used: tcmf, mult (with text) and mmml (except `direct_concat`) have a
-fused text sequence; sf and tfn fuse clip-level vectors and have none.
+fused text sequence; sf and tfn fuse clip-level vectors and have none; audio_transformer and audio_cnn
+(MMML's audio-only baselines) read the audio alone.
 """
 
 from __future__ import annotations
 
 import inspect
 
+from .audio_baselines import AudioCNN, AudioTransformer
 from .base import MODALITIES, Fusion, FusionOutput, masked_mean
 from .flops import count_flops, count_params
 from .mmml import MMML
@@ -25,6 +27,8 @@ FUSIONS: dict[str, type[Fusion]] = {
     "tfn": TFN,
     "mult": MulT,
     "mmml": MMML,
+    "audio_transformer": AudioTransformer,
+    "audio_cnn": AudioCNN,
 }
 
 

@@ -8,7 +8,7 @@ Substitution, documented: the paper's TFN adds no trainable parameter, but the p
 widths has 6·10^8 entries for its extractors (769·769·1025) and 9·10^6 for KEBR's features
 (385·34·710), so each clip vector is first projected linearly to `project` widths (default 16
 each: 17^3 = 4,913 entries).
-`project=None` keeps the raw widths (no parameter at all, for small inputs).
+`project=None` keeps the raw widths (no parameter at all, for small inputs; `kebr-train`: tfn_project = 0).
 A missing modality has z_m = [0 ... 0; 1]: it drops out of the product, which then holds exactly
 the other modalities' terms. No fused sequence.
 """
