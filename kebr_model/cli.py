@@ -12,6 +12,7 @@ torch is imported only when a command runs, so `--help` works without the `train
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import statistics
@@ -28,6 +29,7 @@ from .config import TrainConfig
 from .jsonout import dumps
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+RUN_LOCK = "_lock"  # in a run folder, as in a kebr-data output folder
 INSTALL = "pip install torch==2.13.0 && pip install 'kebr-toolkit[train]' (the `train` extra)"
 
 
@@ -77,11 +79,11 @@ def _expected_steps(cfg: TrainConfig, candidates: int | None, world: int) -> int
 
 
 def _start_or_resume(trainer: Any, out: Path, resume: str) -> None:
-    """Resume from OUT's latest checkpoint (refusing changed settings), or start clean."""
+    """Resume from OUT's newest complete checkpoint (refusing changed settings), or start clean."""
     from . import checkpoint
     from .preflight import TrainSetupError
 
-    last = checkpoint.latest(out)
+    last, passed = checkpoint.resumable(out)
     if last is not None and resume == "never":
         raise TrainSetupError(f"{out} already holds a run (checkpoint {last.name}): use a new --out, or "
                               "--resume auto to continue it")
@@ -90,6 +92,10 @@ def _start_or_resume(trainer: Any, out: Path, resume: str) -> None:
         if changes:
             raise TrainSetupError(f"{out} was trained with other settings ({'; '.join(changes)}): resume needs the "
                                   "same values (drop those --set/--config changes) or use a new --out")
+        for line in passed:
+            click.echo(f"{line}: falling back to {last.name}, the newest complete checkpoint", err=True)
+        if passed and trainer.rank == 0:  # the pointer names what was resumed, so a finished run is whole again
+            checkpoint.point(out / "checkpoints", "latest", last)
         click.echo(trainer.resume(last), err=True)
         return
     swept = checkpoint.sweep(out)
@@ -98,6 +104,16 @@ def _start_or_resume(trainer: Any, out: Path, resume: str) -> None:
         metrics.unlink()
         click.echo(f"no checkpoint in {out}: starting from step 0 (cleared the metrics of an earlier start"
                    f"{f', swept {len(swept)} temp folder(s)' if swept else ''})", err=True)
+
+
+def _run_lock(out: Path, task: str, rank: int) -> contextlib.AbstractContextManager:
+    """The run folder's lock (rank 0 takes it for all ranks): a second run on the same --out is refused
+    before it touches a checkpoint. The pipeline's lock (`OutputLock`): an flock that a crash releases."""
+    if rank != 0:
+        return contextlib.nullcontext()
+    from kebr_data.storage.lock import OutputLock
+
+    return OutputLock(out / RUN_LOCK, f"kebr-train {task} --out {out}")
 
 
 def train_run(cfg: TrainConfig, shards: Path, out: Path, init: Path | None, resume: str,
@@ -118,19 +134,20 @@ def train_run(cfg: TrainConfig, shards: Path, out: Path, init: Path | None, resu
         check_trainable(shards, inv, cfg.task, cfg.valid_split)
     trainer = Trainer(cfg, shards, out, _init_checkpoint(init), progress=progress)
     trainer.expected_steps = _expected_steps(cfg, candidates, trainer.world)
-    _start_or_resume(trainer, out, resume)
-    if before_fit is not None:
-        before_fit(trainer)
-    state = trainer.fit()
-    result = {"step": state["step"], "best_valid": state["best_valid"]}
-    if cfg.task == "finetune" and cfg.test_split:
-        best = checkpoint.best(out)
-        if best is not None:
-            checkpoint.load(best, trainer.model, restore_rng=False)
-        result["test"] = trainer.evaluate(cfg.test_split)
-        (out / "test_metrics.json").write_text(dumps(result["test"], indent=2) + "\n")
-    if trainer.rank == 0 and (out / "metrics.jsonl").exists():
-        plot_run(out, frame_modalities(shards))
+    with _run_lock(out, cfg.task, trainer.rank):
+        _start_or_resume(trainer, out, resume)
+        if before_fit is not None:
+            before_fit(trainer)
+        state = trainer.fit()
+        result = {"step": state["step"], "best_valid": state["best_valid"]}
+        if cfg.task == "finetune" and cfg.test_split:
+            best = checkpoint.best(out)
+            if best is not None:
+                checkpoint.load(best, trainer.model, restore_rng=False)
+            result["test"] = trainer.evaluate(cfg.test_split)
+            (out / "test_metrics.json").write_text(dumps(result["test"], indent=2) + "\n")
+        if trainer.rank == 0 and (out / "metrics.jsonl").exists():
+            plot_run(out, frame_modalities(shards))
     return result
 
 
@@ -286,6 +303,7 @@ def eval_cmd(shards: Path, run: Path, split: str, overrides: tuple[str, ...], pr
         seeds = sorted(p.name for p in run.glob("seed-*") if p.is_dir())
         hint = f": it holds {', '.join(seeds)}, pass --run {run / seeds[0]}" if seeds else ""
         raise TrainSetupError(f"{run} holds no checkpoint{hint or ' (give the --out folder of a training run)'}")
+    checkpoint.verify(ckpt)
     saved = checkpoint.read_state(ckpt)["config"]
     cfg = _load_config((), overrides, **saved)
     check_split(shards, inventory(shards, cfg.task), split, "--split")
@@ -337,6 +355,7 @@ def analyse_cmd(shards: Path, run: Path, splits: tuple[str, ...], overrides: tup
     ckpt = checkpoint.best(run) or checkpoint.latest(run)
     if ckpt is None:
         raise TrainSetupError(f"{run} holds no checkpoint (give the --out folder of a training run)")
+    checkpoint.verify(ckpt)
     cfg = _load_config((), overrides, **checkpoint.read_state(ckpt)["config"])
     inv = inventory(shards, cfg.task)
     if not splits:

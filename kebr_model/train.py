@@ -115,7 +115,7 @@ class Trainer:
         """Start from another run's weights (e.g. pre-training), except the fine-tuning head, which is
         initialised from this run's seed (a pre-training run never trains it, so loading it would give
         every seed the same head). Refuses checkpoints whose input maps have other widths."""
-        saved = torch.load(ckpt / "model.pt", weights_only=True, map_location="cpu")
+        saved = checkpoint.load_weights(ckpt)
         own = self.model.state_dict()
         wrong = [k for k, v in saved.items() if k in own and own[k].shape != v.shape]
         if wrong:
