@@ -81,6 +81,7 @@ def _expected_steps(cfg: TrainConfig, candidates: int | None, world: int) -> int
 def _start_or_resume(trainer: Any, out: Path, resume: str) -> None:
     """Resume from OUT's newest complete checkpoint (refusing changed settings), or start clean."""
     from . import checkpoint
+    from .identity import identity_changes
     from .preflight import TrainSetupError
 
     last, passed = checkpoint.resumable(out)
@@ -88,10 +89,15 @@ def _start_or_resume(trainer: Any, out: Path, resume: str) -> None:
         raise TrainSetupError(f"{out} already holds a run (checkpoint {last.name}): use a new --out, or "
                               "--resume auto to continue it")
     if last is not None:
-        changes = trainer.cfg.resume_changes(checkpoint.read_state(last)["config"])
+        saved = checkpoint.read_state(last)
+        changes = trainer.cfg.resume_changes(saved["config"])
         if changes:
             raise TrainSetupError(f"{out} was trained with other settings ({'; '.join(changes)}): resume needs the "
                                   "same values (drop those --set/--config changes) or use a new --out")
+        other = identity_changes(saved["data"], trainer.state["data"]) if "data" in saved else []
+        if other:  # runs from before the record have their widths checked as the weights load
+            raise TrainSetupError(f"{out} was trained on other data than {trainer.shards} ({'; '.join(other)}): "
+                                  "resume needs the --shards it was trained on, or use a new --out to start over")
         for line in passed:
             click.echo(f"{line}: falling back to {last.name}, the newest complete checkpoint", err=True)
         if passed and trainer.rank == 0:  # the pointer names what was resumed, so a finished run is whole again

@@ -27,6 +27,7 @@ from .optim import make_optimizer, make_scheduler
 from .jsonout import dumps
 from .model import KEBR, Output
 from .heads import weighted_loss
+from .identity import data_identity
 from .mcc import loss_weight
 from .preflight import TrainSetupError
 from .progress import StepProgress
@@ -84,7 +85,7 @@ class Trainer:
         raw_audio = cfg.used.get("audio") == RAW_AUDIO
         if raw_audio and (problem := setup_problem(cfg.audio_encoder)):
             raise TrainSetupError(problem)
-        check_folder(self.shards, cfg.task, cfg.allow_stale, cfg.used)
+        stages = check_folder(self.shards, cfg.task, cfg.allow_stale, cfg.used)
         self.widths = modality_widths(self.shards, cfg.used)
         seed_everything(cfg.seed)
         self.tokenizer, encoder = load_encoder(cfg.encoder, cfg.encoder_dropout)
@@ -103,7 +104,8 @@ class Trainer:
         if self.world > 1:
             self.net = nn.parallel.DistributedDataParallel(self.model, find_unused_parameters=True)
         self.state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "best_valid": math.inf, "metrics_rows": 0,
-                      "finished": False, "bad_validations": 0, "stopped_early": False, "config": cfg.to_dict()}
+                      "finished": False, "bad_validations": 0, "stopped_early": False, "config": cfg.to_dict(),
+                      "data": data_identity(self.shards, stages, self.widths)}  # resume refuses other data
         self.scheduler = make_scheduler(self.optimizer, cfg, lambda: self.state["epoch"])
         self.expected_steps: int | None = None  # for the progress bar's ETA (from the preflight counts)
         self.data_cfg = DataConfig(cfg.max_text_tokens, cfg.max_audio_frames, cfg.max_visual_frames, cfg.batch_size,

@@ -111,3 +111,33 @@ def test_eval_of_a_truncated_checkpoint_is_one_line_with_or_without_its_sha256(f
     state.write_text(json.dumps({k: v for k, v in json.loads(state.read_text()).items() if k != "files"}))
     one_line_error(cli("eval", "--shards", shards, "--run", run, "--split", ""), "damaged",
                    "model.pt cannot be read as tensors")
+
+
+def test_a_resume_on_other_data_is_refused(tmp_path, tiny_args, monkeypatch):
+    import shard_factory
+
+    shards, out = tmp_path / "f", tmp_path / "run"
+    make_shards(shards, n=8, shard_size=8, labelled=True)
+    train = ("finetune", "--shards", shards, "--out", out, *tiny_args)
+    assert cli(*train, "--set", "max_steps=1").exit_code == 0
+    kept = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+
+    def refused(*needles: str) -> None:
+        one_line_error(cli(*train), "was trained on other data", "new --out", *needles)
+        assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == kept  # nothing swept, cut or trained
+
+    shutil.rmtree(shards)  # the same clips, every label negated
+    monkeypatch.setattr(shard_factory, "SENTIMENT", {w: -y for w, y in shard_factory.SENTIMENT.items()})
+    make_shards(shards, n=8, shard_size=8, labelled=True)
+    refused("another plan (other clips, splits or labels)", "mask tables hold other values")
+    monkeypatch.undo()
+    shutil.rmtree(shards)  # acoustic frames of another width (a traceback as the weights loaded, before)
+    make_shards(shards, n=8, shard_size=8, labelled=True, widths=(40, 709))
+    refused("acoustic tables hold other values", "audio width 33 -> 40")
+    state = checkpoint.latest(out) / "state.json"  # a run from before the record: its weights refuse to load
+    state.write_text(json.dumps({k: v for k, v in json.loads(state.read_text()).items() if k != "data"}))
+    one_line_error(cli(*train), "does not fit this model", "(33,) there, (40,) here")
+    shutil.rmtree(shards)
+    make_shards(shards, n=8, shard_size=8, labelled=True)  # the data it was trained on: resumed
+    resumed = cli(*train)
+    assert resumed.exit_code == 0 and "resumed from" in resumed.output, resumed.output
