@@ -37,6 +37,7 @@ from kebr_data.errors import KebrError
 from kebr_data.storage.atomic import NotRegularFile, atomic_write_bytes, file_digest, fsync_dir
 
 from .jsonout import dumps
+from .preflight import TrainSetupError
 
 POINTERS = ("latest", "best")
 TMP_INFIX = ".tmp-"
@@ -211,8 +212,9 @@ def problem(path: Path) -> str | None:
     except (OSError, ValueError) as exc:
         return f"state.json unreadable: {exc}"
     files = meta.get("files", {}) if isinstance(meta, dict) else None
-    if not isinstance(files, dict) or not isinstance(meta.get("step"), int):
-        return "state.json lacks its fields"
+    if not isinstance(files, dict) or not isinstance(meta.get("step"), int) \
+            or any(Path(name).name != name or not isinstance(digest, str) for name, digest in files.items()):
+        return "state.json lacks its fields"  # or names files outside its folder
     for name, digest in files.items():
         try:
             _, sha256 = file_digest(path / name)
@@ -278,9 +280,10 @@ def _fit(path: Path, model: torch.nn.Module, weights: dict[str, torch.Tensor]) -
     own = model.state_dict()
     wrong = [k for k, v in weights.items() if k in own and own[k].shape != v.shape]
     if wrong:
-        raise DamagedCheckpoint(f"checkpoint {path} does not fit this model ({wrong[0]}: {tuple(weights[wrong[0]].shape)} "
-                                f"there, {tuple(own[wrong[0]].shape)} here): it was trained on other data or "
-                                "settings; give the --shards it was trained on, or use a new --out")
+        key = wrong[0]
+        raise TrainSetupError(f"checkpoint {path} does not fit this model ({key}: {tuple(weights[key].shape)} there, "
+                              f"{tuple(own[key].shape)} here): it was trained on other data or settings; give the "
+                              "--shards it was trained on, or use a new --out")
 
 
 def load(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None, scaler: Any = None,
