@@ -196,6 +196,18 @@ def best(run_dir: Path) -> Path | None:
     return resolve_in(run_dir / "checkpoints", "best")
 
 
+def evaluated(run_dir: Path) -> Path | None:
+    """The checkpoint `eval` and `analyse` read: the one `best` names, else `latest`'s (None when neither
+    pointer exists). Verified: a damaged one is DamagedCheckpoint, never silently replaced by the other."""
+    root = run_dir / "checkpoints"
+    for pointer in POINTERS[::-1]:
+        if (root / pointer).exists():
+            folder = resolve_in(root, pointer) or root / (_pointer_text(root, pointer) or pointer)
+            verify(folder)
+            return folder
+    return None
+
+
 def read_state(path: Path) -> dict[str, Any]:
     """The state.json of a checkpoint folder (step, epoch, data position, config, metrics rows, file sha256s)."""
     return json.loads((path / "state.json").read_text())

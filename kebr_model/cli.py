@@ -304,12 +304,11 @@ def eval_cmd(shards: Path, run: Path, split: str, overrides: tuple[str, ...], pr
     from .preflight import TrainSetupError, check_split, inventory
     from .train import Trainer
 
-    ckpt = checkpoint.best(run) or checkpoint.latest(run)
+    ckpt = checkpoint.evaluated(run)
     if ckpt is None:
         seeds = sorted(p.name for p in run.glob("seed-*") if p.is_dir())
         hint = f": it holds {', '.join(seeds)}, pass --run {run / seeds[0]}" if seeds else ""
         raise TrainSetupError(f"{run} holds no checkpoint{hint or ' (give the --out folder of a training run)'}")
-    checkpoint.verify(ckpt)
     saved = checkpoint.read_state(ckpt)["config"]
     cfg = _load_config((), overrides, **saved)
     check_split(shards, inventory(shards, cfg.task), split, "--split")
@@ -358,10 +357,9 @@ def analyse_cmd(shards: Path, run: Path, splits: tuple[str, ...], overrides: tup
     from .preflight import TrainSetupError, check_split, inventory
     from .train import Trainer
 
-    ckpt = checkpoint.best(run) or checkpoint.latest(run)
+    ckpt = checkpoint.evaluated(run)
     if ckpt is None:
         raise TrainSetupError(f"{run} holds no checkpoint (give the --out folder of a training run)")
-    checkpoint.verify(ckpt)
     cfg = _load_config((), overrides, **checkpoint.read_state(ckpt)["config"])
     inv = inventory(shards, cfg.task)
     if not splits:

@@ -111,6 +111,11 @@ def test_eval_of_a_truncated_checkpoint_is_one_line_with_or_without_its_sha256(f
     state.write_text(json.dumps({k: v for k, v in json.loads(state.read_text()).items() if k != "files"}))
     one_line_error(cli("eval", "--shards", shards, "--run", run, "--split", ""), "damaged",
                    "model.pt cannot be read as tensors")
+    shutil.copytree(run / "checkpoints/step-00000002", run / "checkpoints/best-00000002")
+    (run / "checkpoints/best-00000002/state.json").unlink()  # a damaged best: refused, not replaced by latest
+    (run / "checkpoints/best").write_text("best-00000002")
+    one_line_error(cli("eval", "--shards", shards, "--run", run, "--split", ""), "best-00000002 is damaged",
+                   "state.json missing")
 
 
 def test_a_resume_on_other_data_is_refused(tmp_path, tiny_args, monkeypatch):
