@@ -196,11 +196,12 @@ def best(run_dir: Path) -> Path | None:
     return resolve_in(run_dir / "checkpoints", "best")
 
 
-def evaluated(run_dir: Path) -> Path | None:
-    """The checkpoint `eval` and `analyse` read: the one `best` names, else `latest`'s (None when neither
-    pointer exists). Verified: a damaged one is DamagedCheckpoint, never silently replaced by the other."""
+def pointed(run_dir: Path, *pointers: str) -> Path | None:
+    """The checkpoint the first existing pointer of `pointers` names (`eval` and `analyse`: best, else
+    latest; `--init`: latest), None when none exists. Verified: a damaged one is DamagedCheckpoint,
+    never silently replaced by another."""
     root = run_dir / "checkpoints"
-    for pointer in POINTERS[::-1]:
+    for pointer in pointers:
         if (root / pointer).exists():
             folder = resolve_in(root, pointer) or root / (_pointer_text(root, pointer) or pointer)
             verify(folder)

@@ -171,7 +171,7 @@ def _init_checkpoint(init: Path | None) -> Path | None:
     from . import checkpoint
     from .preflight import TrainSetupError
 
-    found = checkpoint.latest(init) if init.is_dir() else None
+    found = checkpoint.pointed(init, "latest") if init.is_dir() else None
     if found is None and not (init / "model.pt").is_file():
         raise TrainSetupError(f"--init {init} is neither a run folder with checkpoints nor a checkpoint folder "
                               "(with model.pt): give e.g. runs/pretrain")
@@ -304,7 +304,7 @@ def eval_cmd(shards: Path, run: Path, split: str, overrides: tuple[str, ...], pr
     from .preflight import TrainSetupError, check_split, inventory
     from .train import Trainer
 
-    ckpt = checkpoint.evaluated(run)
+    ckpt = checkpoint.pointed(run, "best", "latest")
     if ckpt is None:
         seeds = sorted(p.name for p in run.glob("seed-*") if p.is_dir())
         hint = f": it holds {', '.join(seeds)}, pass --run {run / seeds[0]}" if seeds else ""
@@ -357,7 +357,7 @@ def analyse_cmd(shards: Path, run: Path, splits: tuple[str, ...], overrides: tup
     from .preflight import TrainSetupError, check_split, inventory
     from .train import Trainer
 
-    ckpt = checkpoint.evaluated(run)
+    ckpt = checkpoint.pointed(run, "best", "latest")
     if ckpt is None:
         raise TrainSetupError(f"{run} holds no checkpoint (give the --out folder of a training run)")
     cfg = _load_config((), overrides, **checkpoint.read_state(ckpt)["config"])

@@ -103,7 +103,8 @@ def test_a_damaged_only_checkpoint_is_refused_in_one_line(finished, tmp_path, ti
     assert sorted(p.name for p in run.rglob("*")) == before  # nothing swept or cut
 
 
-def test_eval_of_a_truncated_checkpoint_is_one_line_with_or_without_its_sha256(finished, tmp_path):
+def test_eval_or_init_from_a_damaged_checkpoint_is_one_line_with_or_without_its_sha256(finished, tmp_path,
+                                                                                        tiny_args):
     shards, run = damaged(finished, tmp_path, lambda c: truncate(c / "step-00000004.1/model.pt"))
     one_line_error(cli("eval", "--shards", shards, "--run", run, "--split", ""), "damaged",
                    "model.pt is not the file committed")
@@ -116,6 +117,10 @@ def test_eval_of_a_truncated_checkpoint_is_one_line_with_or_without_its_sha256(f
     (run / "checkpoints/best").write_text("best-00000002")
     one_line_error(cli("eval", "--shards", shards, "--run", run, "--split", ""), "best-00000002 is damaged",
                    "state.json missing")
+    state.unlink()  # --init names a run whose latest checkpoint lost its state.json
+    mosi = make_shards(tmp_path / "mosi", n=8, shard_size=8, labelled=True)
+    one_line_error(cli("finetune", "--shards", mosi, "--out", tmp_path / "ft", "--init", run, *tiny_args),
+                   "step-00000004.1 is damaged (state.json missing)")
 
 
 def test_a_resume_on_other_data_is_refused(tmp_path, tiny_args, monkeypatch):
