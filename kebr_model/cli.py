@@ -219,7 +219,7 @@ def _train_options(fn: Callable[..., None]) -> Callable[..., None]:
         click.option("--shards", required=True, type=click.Path(path_type=Path),
                      help="A kebr-data output folder (plan + mask/acoustic/visual/asr stage tables)."),
         click.option("--out", required=True, type=click.Path(path_type=Path),
-                     help="Run folder: metrics.jsonl, plots/, checkpoints/."),
+                     help="Run folder: metrics.jsonl, plots/, checkpoints/, _lock (held while a run trains there)."),
         click.option("--init", type=click.Path(exists=True, path_type=Path),
                      help="Start from this run or checkpoint (e.g. a pre-training run when fine-tuning)."),
         click.option("--config", "config_files", multiple=True,
@@ -228,8 +228,9 @@ def _train_options(fn: Callable[..., None]) -> Callable[..., None]:
         click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a training option."),
         click.option("--seeds", help="Comma-separated seeds: one run each under OUT/seed-N and a mean ± std table."),
         click.option("--resume", type=click.Choice(["auto", "never"]), default="auto", show_default=True,
-                     help="auto: continue from OUT's latest checkpoint when there is one (same settings "
-                          "required); never: refuse an OUT that already holds a run."),
+                     help="auto: continue from OUT's latest checkpoint when there is one (same settings and "
+                          "data required; a damaged one falls back to the newest complete one); never: refuse an "
+                          "OUT that already holds a run."),
     ]
     for option in reversed(options):
         fn = option(fn)
