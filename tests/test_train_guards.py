@@ -42,12 +42,16 @@ def steps(run) -> list[int]:
 def test_a_second_run_on_the_same_out_is_refused(tmp_path, tiny_args):
     shards = make_shards(tmp_path / "f", n=8, shard_size=8)
     out = tmp_path / "run"
+    writing = out / "checkpoints/.step-00000002.tmp-0123"  # the other run's checkpoint, being written
+    writing.mkdir(parents=True)
     with OutputLock(out / "_lock", "kebr-train finetune --out run"):  # another run holds the folder
         one_line_error(cli("pretrain", "--shards", shards, "--out", out, *tiny_args), "in use by another run",
                        "kebr-train finetune")
-    assert sorted(p.name for p in out.iterdir()) == ["_lock"]  # nothing swept, written or trained
+    assert writing.is_dir() and sorted(p.name for p in out.rglob("*")) == sorted(
+        ["_lock", "checkpoints", writing.name])  # nothing swept, written or trained
     assert cli("pretrain", "--shards", shards, "--out", out, *tiny_args).exit_code == 0
-    OutputLock(out / "_lock").acquire()  # the run let go of it
+    with OutputLock(out / "_lock"):  # the run let go of it
+        assert not writing.exists()  # swept by a run that held the lock
 
 
 @pytest.fixture(scope="module")
