@@ -5,15 +5,17 @@ clip lost or duplicated; then the same for the trainer: SIGKILL a small pre-trai
 trials while a checkpoint is being written), resume with `--resume auto`, and compare the losses of
 every step and the final weights with an uninterrupted run's; and NaN injection: a clip whose audio
 frames hold -inf in the batch of a random step, which must stop the run there (exit 3) with the last
-good checkpoint as an uninterrupted clean run wrote it.
+good checkpoint as an uninterrupted clean run wrote it; and damage the newest checkpoint of a
+killed run (a file truncated or emptied, state.json or the folder removed): the rerun must fall back to
+the newest complete checkpoint and end like an uninterrupted run.
 
-    python bench/faults.py [--trials 20] [--seed 0] [--only pipeline|trainer|nan]
+    python bench/faults.py [--trials 20] [--seed 0] [--only pipeline|trainer|nan|damaged]
 
 Pipeline corpus: the demo's clips copied 8 times (64 clips, 8 shards) in a manifest that carries their
 sentences, so the mask stage runs on given transcripts; stages index, audio, acoustic, then mask.
 Trainer corpus: 48 synthetic clips (tests/shard_factory.py) in 6 shards; 1 TCMF layer, dropout on, frozen
 encoder, batches of 4, 10 steps, a checkpoint every 2 steps (so the end of the run re-saves a step).
-Rewrites the `faults`, `faults-trainer` and `faults-nan` sections of bench/RESULTS.md.
+Rewrites the `faults`, `faults-trainer`, `faults-nan` and `faults-damaged` sections of bench/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -289,6 +291,60 @@ def checkpoint_name(out: Path) -> str:
     return latest.name if latest else "none"
 
 
+DAMAGES = {
+    "model.pt truncated": lambda f: (f / "model.pt").write_bytes((f / "model.pt").read_bytes()[:4096]),
+    "optimizer.pt truncated": lambda f: (f / "optimizer.pt").write_bytes((f / "optimizer.pt").read_bytes()[:4096]),
+    "rng.pt emptied": lambda f: (f / "rng.pt").write_bytes(b""),
+    "state.json removed": lambda f: (f / "state.json").unlink(),
+    "folder removed (latest names a missing folder)": shutil.rmtree,
+}
+
+
+def damaged_trials(trials: int, rng: random.Random, tmp: Path) -> str:
+    """SIGKILL pre-training after a random step (4 or later: two step checkpoints exist), damage the
+    checkpoint `latest` names in one of DAMAGES' ways, rerun with `--resume auto`: it must fall back
+    to the newest complete checkpoint, say so, and end with the uninterrupted run's losses and weights."""
+    from shard_factory import make_shards
+
+    from kebr_model import checkpoint
+
+    load = os.getloadavg()[0]
+    shards = make_shards(tmp / "damaged-shards", n=48, shard_size=8)
+    subprocess.run(train_command(shards, tmp / "damaged-reference"), capture_output=True, check=True)
+    ref_losses, ref_weights = train_outcome(tmp / "damaged-reference")
+    results = []
+    for trial in range(trials):
+        out = tmp / f"damaged-trial{trial}"
+        after_step, delay, damage = rng.randint(5, 9), rng.uniform(0.0, 1.0), rng.choice(sorted(DAMAGES))
+        interrupted_training(shards, out, after_step, 0, delay)
+        newest = checkpoint.latest(out)
+        older = max(int(p.name[5:13]) for p in (out / "checkpoints").glob("step-*") if p != newest)
+        DAMAGES[damage](newest)
+        t0 = time.perf_counter()
+        proc = subprocess.run(train_command(shards, out), capture_output=True, text=True)
+        rerun = time.perf_counter() - t0
+        fell = re.search(r"falling back to step-(\d+)", proc.stderr)
+        losses, weights = train_outcome(out) if proc.returncode == 0 else ([], {})
+        same_weights = bool(weights) and all(torch_equal(weights[k], v) for k, v in ref_weights.items())
+        results.append((trial, f"step {after_step} + {delay:.2f} s", f"{newest.name}: {damage}",
+                        int(fell.group(1)) if fell else None, older, losses == ref_losses, same_weights, rerun))
+        shutil.rmtree(out)
+    ok = sum(r[3] == r[4] and r[5] and r[6] for r in results)
+    lines = [f"{trials} trials of the trainer's fault-injection run (48 synthetic clips, batches of 4, 10 steps, a "
+             f"checkpoint every 2 steps; load average {load:.1f} at the start): SIGKILL a random delay after a "
+             "random step from 5 on (so two step checkpoints exist, `keep_last = 2`), damage the checkpoint "
+             "`latest` names (a file truncated to 4 KiB or emptied, state.json removed, or the folder removed), "
+             "rerun the same command. "
+             "The rerun must fall back to the newest complete checkpoint, say so, and end with the uninterrupted "
+             "run's loss at every step and its final weights, bit for bit.", "",
+             f"**{ok}/{len(results)} trials fell back to the newest complete checkpoint and ended identical.**", "",
+             "| trial | kill at | damaged | fell back to step | expected | losses identical | weights identical "
+             "| rerun s |", "|---:|---:|---|---:|---:|---|---|---:|"]
+    lines += [f"| {t} | {k} | {d} | {f if f is not None else 'NO'} | {e} | {'yes' if sl else 'NO'} | "
+              f"{'yes' if sw else 'NO'} | {r:.1f} |" for t, k, d, f, e, sl, sw, r in results]
+    return "\n".join(lines)
+
+
 def torch_equal(a, b) -> bool:
     import torch
 
@@ -299,7 +355,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--trials", type=int, default=20)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--only", choices=["pipeline", "trainer", "nan"], help="run one of the benchmarks")
+    ap.add_argument("--only", choices=["pipeline", "trainer", "nan", "damaged"], help="run one of the benchmarks")
     args = ap.parse_args()
     if args.only in (None, "trainer"):
         with tempfile.TemporaryDirectory() as tmp:
@@ -311,6 +367,11 @@ def main() -> None:
             text = nan_trials(args.trials, random.Random(args.seed), Path(tmp))
         print(text)
         write_section("faults-nan", "Fault injection: a non-finite loss in pre-training", text, "faults.py")
+    if args.only in (None, "damaged"):
+        with tempfile.TemporaryDirectory() as tmp:
+            text = damaged_trials(args.trials, random.Random(args.seed), Path(tmp))
+        print(text)
+        write_section("faults-damaged", "Fault injection: a damaged newest checkpoint, then resume", text, "faults.py")
     if args.only in (None, "pipeline"):
         pipeline_trials(args)
 

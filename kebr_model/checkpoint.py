@@ -12,13 +12,17 @@
 Commit (`save`): write every file into a temp folder and fsync it, rename it to a folder name that
 no pointer uses (so a re-save of the same step never deletes what a pointer names), fsync, switch
 the pointer atomically, and only then remove the folder it named before. Every state in between
-has a pointer naming a complete folder. Loaded with `weights_only=True` (no code from a file runs).
+has a pointer naming a complete folder. state.json records the sha256 of every other file; a load
+checks them (`problem`), so a truncated or altered file is refused in one line (`DamagedCheckpoint`)
+and a resume falls back to the newest complete step checkpoint (`resumable`). Loaded with
+`weights_only=True` (no code from a file runs).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import pickle
 import random
 import re
 import shutil
@@ -29,20 +33,29 @@ from typing import Any
 import numpy as np
 import torch
 
-from kebr_data.storage.atomic import atomic_write_bytes, fsync_dir
+from kebr_data.errors import KebrError
+from kebr_data.storage.atomic import NotRegularFile, atomic_write_bytes, file_digest, fsync_dir
 
 from .jsonout import dumps
+from .preflight import TrainSetupError
 
 POINTERS = ("latest", "best")
 TMP_INFIX = ".tmp-"
 _SLOT = re.compile(r"^(?P<name>[A-Za-z]+-\d+)(?:\.(?P<slot>\d+))?$")
+_STEP = re.compile(r"^step-(?P<step>\d+)(?:\.(?P<slot>\d+))?$")
 
 
-def _fsynced_save(obj: Any, path: Path) -> None:
+class DamagedCheckpoint(KebrError):
+    """A checkpoint folder whose files are missing, unreadable, or not the bytes committed."""
+
+
+def _fsynced_save(obj: Any, path: Path) -> str:
+    """torch.save `obj` to `path`, fsynced; return the file's sha256."""
     with open(path, "wb") as fh:
         torch.save(obj, fh)
         fh.flush()
         os.fsync(fh.fileno())
+    return file_digest(path)[1]
 
 
 def _fsynced_text(text: str, path: Path) -> None:
@@ -58,18 +71,13 @@ def write_tmp(root: Path, name: str, model: torch.nn.Module, optimizer: torch.op
     root.mkdir(parents=True, exist_ok=True)
     tmp = root / f".{name}{TMP_INFIX}{uuid.uuid4().hex}"
     tmp.mkdir()
-    _fsynced_save(model.state_dict(), tmp / "model.pt")
-    if optimizer is not None:
-        _fsynced_save(optimizer.state_dict(), tmp / "optimizer.pt")
-    if scaler is not None:
-        _fsynced_save(scaler.state_dict(), tmp / "scaler.pt")
-    if scheduler is not None:
-        _fsynced_save(scheduler.state_dict(), tmp / "scheduler.pt")
+    parts = {"model.pt": model, "optimizer.pt": optimizer, "scaler.pt": scaler, "scheduler.pt": scheduler}
+    files = {name: _fsynced_save(part.state_dict(), tmp / name) for name, part in parts.items() if part is not None}
     py_state = random.getstate()
     np_state = np.random.get_state()
-    _fsynced_save({"torch": torch.get_rng_state(), "numpy_keys": torch.from_numpy(np_state[1].astype(np.int64))},
-                  tmp / "rng.pt")
-    meta = {**state, "rng_python": [py_state[0], list(py_state[1]), py_state[2]],
+    files["rng.pt"] = _fsynced_save({"torch": torch.get_rng_state(),
+                                     "numpy_keys": torch.from_numpy(np_state[1].astype(np.int64))}, tmp / "rng.pt")
+    meta = {**state, "files": files, "rng_python": [py_state[0], list(py_state[1]), py_state[2]],
             "rng_numpy": [np_state[0], int(np_state[2]), int(np_state[3]), float(np_state[4])]}
     _fsynced_text(dumps(meta, indent=2), tmp / "state.json")
     fsync_dir(tmp)
@@ -188,24 +196,122 @@ def best(run_dir: Path) -> Path | None:
     return resolve_in(run_dir / "checkpoints", "best")
 
 
+def pointed(run_dir: Path, *pointers: str) -> Path | None:
+    """The checkpoint the first existing pointer of `pointers` names (`eval` and `analyse`: best, else
+    latest; `--init`: latest), None when none exists. Verified: a damaged one is DamagedCheckpoint,
+    never silently replaced by another."""
+    root = run_dir / "checkpoints"
+    for pointer in pointers:
+        if (root / pointer).exists():
+            folder = resolve_in(root, pointer) or root / (_pointer_text(root, pointer) or pointer)
+            verify(folder)
+            return folder
+    return None
+
+
 def read_state(path: Path) -> dict[str, Any]:
-    """The state.json of a checkpoint folder (step, epoch, data position, config, metrics rows)."""
+    """The state.json of a checkpoint folder (step, epoch, data position, config, metrics rows, file sha256s)."""
     return json.loads((path / "state.json").read_text())
+
+
+def problem(path: Path) -> str | None:
+    """Why checkpoint folder `path` is not as committed (state.json missing or unreadable, a file missing or
+    not the bytes whose sha256 state.json records), or None. Folders from before the sha256s pass on
+    state.json alone (their files are still checked as they load)."""
+    try:
+        meta = read_state(path)
+    except FileNotFoundError:
+        return "folder missing" if not path.is_dir() else "state.json missing"
+    except (OSError, ValueError) as exc:
+        return f"state.json unreadable: {exc}"
+    files = meta.get("files", {}) if isinstance(meta, dict) else None
+    if not isinstance(files, dict) or not isinstance(meta.get("step"), int) \
+            or any(Path(name).name != name or not isinstance(digest, str) for name, digest in files.items()):
+        return "state.json lacks its fields"  # or names files outside its folder
+    for name, digest in files.items():
+        try:
+            _, sha256 = file_digest(path / name)
+        except FileNotFoundError:
+            return f"{name} missing"
+        except NotRegularFile:
+            return f"{name} is not a regular file"
+        if sha256 != digest:
+            return f"{name} is not the file committed: its sha256 differs (truncated or overwritten)"
+    return None
+
+
+def verify(path: Path) -> None:
+    """Raise DamagedCheckpoint (one line naming the fix) unless `path` is as committed."""
+    why = problem(path)
+    if why is not None:
+        raise DamagedCheckpoint(f"checkpoint {path} is damaged ({why}): restore the folder from a copy, or train "
+                                "again into a new --out")
+
+
+def resumable(run_dir: Path) -> tuple[Path | None, list[str]]:
+    """The checkpoint a run resumes from: the one `latest` names when it is as committed, else the newest
+    step checkpoint that is (folder, then slot, numbers decide). Returns it (None for a run without
+    checkpoints) and one line per damaged checkpoint passed over; raises DamagedCheckpoint when
+    checkpoints exist but none is complete (nothing to fall back to)."""
+    root = run_dir / "checkpoints"
+    if not root.is_dir():
+        return None, []
+    named = _pointer_text(root, "latest")
+    steps = sorted((p for p in root.iterdir() if p.is_dir() and _STEP.match(p.name)), reverse=True,
+                   key=lambda p: (int(_STEP.match(p.name)["step"]), int(_STEP.match(p.name)["slot"] or 0)))
+    candidates = list(dict.fromkeys(([root / named] if named else []) + steps))
+    passed = []
+    for folder in candidates:
+        why = problem(folder)
+        if why is None:
+            return folder, passed
+        passed.append(f"checkpoint {folder.name} is damaged ({why})")
+    if passed:
+        raise DamagedCheckpoint(f"{run_dir} holds no complete checkpoint to resume from ({'; '.join(passed)}): "
+                                "restore checkpoints/ from a copy, or train again into a new --out")
+    return None, []
+
+
+def _torch_load(path: Path, name: str) -> Any:
+    """torch.load of one checkpoint file, tensors only; a file that cannot be read is DamagedCheckpoint."""
+    try:
+        return torch.load(path / name, weights_only=True, map_location="cpu")
+    except (RuntimeError, EOFError, pickle.UnpicklingError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DamagedCheckpoint(f"checkpoint {path} is damaged ({name} cannot be read as tensors: {first}): restore "
+                                "the folder from a copy, or train again into a new --out") from None
+
+
+def load_weights(path: Path) -> dict[str, torch.Tensor]:
+    """The model weights of checkpoint folder `path`, checked against their recorded sha256."""
+    verify(path)
+    return _torch_load(path, "model.pt")
+
+
+def _fit(path: Path, model: torch.nn.Module, weights: dict[str, torch.Tensor]) -> None:
+    """Refuse weights whose shapes differ from the model's (another run's input widths or layers)."""
+    own = model.state_dict()
+    wrong = [k for k, v in weights.items() if k in own and own[k].shape != v.shape]
+    if wrong:
+        key = wrong[0]
+        raise TrainSetupError(f"checkpoint {path} does not fit this model ({key}: {tuple(weights[key].shape)} there, "
+                              f"{tuple(own[key].shape)} here): it was trained on other data or settings; give the "
+                              "--shards it was trained on, or use a new --out")
 
 
 def load(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None, scaler: Any = None,
          restore_rng: bool = True, strict: bool = True, scheduler: Any = None) -> dict[str, Any]:
-    """Load a checkpoint folder (tensors only: weights_only=True, no code from the file runs)."""
-    model.load_state_dict(torch.load(path / "model.pt", weights_only=True, map_location="cpu"), strict=strict)
-    if optimizer is not None and (path / "optimizer.pt").exists():
-        optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True, map_location="cpu"))
-    if scaler is not None and (path / "scaler.pt").exists():
-        scaler.load_state_dict(torch.load(path / "scaler.pt", weights_only=True))
-    if scheduler is not None and (path / "scheduler.pt").exists():
-        scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
+    """Load a checkpoint folder, its files checked against their sha256 first (tensors only:
+    weights_only=True, no code from the file runs)."""
+    weights = load_weights(path)
+    _fit(path, model, weights)
+    model.load_state_dict(weights, strict=strict)
+    for name, part in (("optimizer.pt", optimizer), ("scaler.pt", scaler), ("scheduler.pt", scheduler)):
+        if part is not None and (path / name).exists():
+            part.load_state_dict(_torch_load(path, name))
     meta = read_state(path)
     if restore_rng:
-        rng = torch.load(path / "rng.pt", weights_only=True)
+        rng = _torch_load(path, "rng.pt")
         torch.set_rng_state(rng["torch"])
         v, pos, has_gauss, cached = meta["rng_numpy"]
         np.random.set_state((v, rng["numpy_keys"].numpy().astype(np.uint32), pos, has_gauss, cached))

@@ -12,6 +12,7 @@ torch is imported only when a command runs, so `--help` works without the `train
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import statistics
@@ -29,6 +30,7 @@ from .config import TrainConfig
 from .jsonout import dumps
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+RUN_LOCK = "_lock"  # in a run folder, as in a kebr-data output folder
 INSTALL = "pip install torch==2.13.0 && pip install 'kebr-toolkit[train]' (the `train` extra)"
 
 
@@ -78,19 +80,29 @@ def _expected_steps(cfg: TrainConfig, candidates: int | None, world: int) -> int
 
 
 def _start_or_resume(trainer: Any, out: Path, resume: str) -> None:
-    """Resume from OUT's latest checkpoint (refusing changed settings), or start clean."""
+    """Resume from OUT's newest complete checkpoint (refusing changed settings), or start clean."""
     from . import checkpoint
+    from .identity import identity_changes
     from .preflight import TrainSetupError
 
-    last = checkpoint.latest(out)
+    last, passed = checkpoint.resumable(out)
     if last is not None and resume == "never":
         raise TrainSetupError(f"{out} already holds a run (checkpoint {last.name}): use a new --out, or "
                               "--resume auto to continue it")
     if last is not None:
-        changes = trainer.cfg.resume_changes(checkpoint.read_state(last)["config"])
+        saved = checkpoint.read_state(last)
+        changes = trainer.cfg.resume_changes(saved["config"])
         if changes:
             raise TrainSetupError(f"{out} was trained with other settings ({'; '.join(changes)}): resume needs the "
                                   "same values (drop those --set/--config changes) or use a new --out")
+        other = identity_changes(saved["data"], trainer.state["data"]) if "data" in saved else []
+        if other:  # runs from before the record have their widths checked as the weights load
+            raise TrainSetupError(f"{out} was trained on other data than {trainer.shards} ({'; '.join(other)}): "
+                                  "resume needs the --shards it was trained on, or use a new --out to start over")
+        for line in passed:
+            click.echo(f"{line}: falling back to {last.name}, the newest complete checkpoint", err=True)
+        if passed and trainer.rank == 0:  # the pointer names what was resumed, so a finished run is whole again
+            checkpoint.point(out / "checkpoints", "latest", last)
         click.echo(trainer.resume(last), err=True)
         return
     swept = checkpoint.sweep(out)
@@ -99,6 +111,16 @@ def _start_or_resume(trainer: Any, out: Path, resume: str) -> None:
         metrics.unlink()
         click.echo(f"no checkpoint in {out}: starting from step 0 (cleared the metrics of an earlier start"
                    f"{f', swept {len(swept)} temp folder(s)' if swept else ''})", err=True)
+
+
+def _run_lock(out: Path, task: str, rank: int) -> contextlib.AbstractContextManager:
+    """The run folder's lock (rank 0 takes it for all ranks): a second run on the same --out is refused
+    before it touches a checkpoint. The pipeline's lock (`OutputLock`): an flock that a crash releases."""
+    if rank != 0:
+        return contextlib.nullcontext()
+    from kebr_data.storage.lock import OutputLock
+
+    return OutputLock(out / RUN_LOCK, f"kebr-train {task} --out {out}")
 
 
 def train_run(cfg: TrainConfig, shards: Path, out: Path, init: Path | None, resume: str,
@@ -120,21 +142,22 @@ def train_run(cfg: TrainConfig, shards: Path, out: Path, init: Path | None, resu
         check_trainable(shards, inv, cfg.task, cfg.valid_split)
     trainer = Trainer(cfg, shards, out, _init_checkpoint(init), progress=progress)
     trainer.expected_steps = _expected_steps(cfg, candidates, trainer.world)
-    _start_or_resume(trainer, out, resume)
-    if before_fit is not None:
-        before_fit(trainer)
-    state = trainer.fit()
-    result = {"step": state["step"], "best_valid": state["best_valid"]}
-    if state["skipped_batches"]:  # nan_policy = skip_batch
-        result["skipped_batches"] = state["skipped_batches"]
-    if cfg.task == "finetune" and cfg.test_split:
-        best = checkpoint.best(out)
-        if best is not None:
-            checkpoint.load(best, trainer.model, restore_rng=False)
-        result["test"] = trainer.evaluate(cfg.test_split)
-        (out / "test_metrics.json").write_text(dumps(result["test"], indent=2) + "\n")
-    if trainer.rank == 0 and (out / "metrics.jsonl").exists():
-        plot_run(out, frame_modalities(shards))
+    with _run_lock(out, cfg.task, trainer.rank):
+        _start_or_resume(trainer, out, resume)
+        if before_fit is not None:
+            before_fit(trainer)
+        state = trainer.fit()
+        result = {"step": state["step"], "best_valid": state["best_valid"]}
+        if state["skipped_batches"]:  # nan_policy = skip_batch
+            result["skipped_batches"] = state["skipped_batches"]
+        if cfg.task == "finetune" and cfg.test_split:
+            best = checkpoint.best(out)
+            if best is not None:
+                checkpoint.load(best, trainer.model, restore_rng=False)
+            result["test"] = trainer.evaluate(cfg.test_split)
+            (out / "test_metrics.json").write_text(dumps(result["test"], indent=2) + "\n")
+        if trainer.rank == 0 and (out / "metrics.jsonl").exists():
+            plot_run(out, frame_modalities(shards))
     return result
 
 
@@ -152,7 +175,7 @@ def _init_checkpoint(init: Path | None) -> Path | None:
     from . import checkpoint
     from .preflight import TrainSetupError
 
-    found = checkpoint.latest(init) if init.is_dir() else None
+    found = checkpoint.pointed(init, "latest") if init.is_dir() else None
     if found is None and not (init / "model.pt").is_file():
         raise TrainSetupError(f"--init {init} is neither a run folder with checkpoints nor a checkpoint folder "
                               "(with model.pt): give e.g. runs/pretrain")
@@ -200,7 +223,7 @@ def _train_options(fn: Callable[..., None]) -> Callable[..., None]:
         click.option("--shards", required=True, type=click.Path(path_type=Path),
                      help="A kebr-data output folder (plan + mask/acoustic/visual/asr stage tables)."),
         click.option("--out", required=True, type=click.Path(path_type=Path),
-                     help="Run folder: metrics.jsonl, plots/, checkpoints/."),
+                     help="Run folder: metrics.jsonl, plots/, checkpoints/, _lock (held while a run trains there)."),
         click.option("--init", type=click.Path(exists=True, path_type=Path),
                      help="Start from this run or checkpoint (e.g. a pre-training run when fine-tuning)."),
         click.option("--config", "config_files", multiple=True,
@@ -209,8 +232,9 @@ def _train_options(fn: Callable[..., None]) -> Callable[..., None]:
         click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a training option."),
         click.option("--seeds", help="Comma-separated seeds: one run each under OUT/seed-N and a mean ± std table."),
         click.option("--resume", type=click.Choice(["auto", "never"]), default="auto", show_default=True,
-                     help="auto: continue from OUT's latest checkpoint when there is one (same settings "
-                          "required); never: refuse an OUT that already holds a run."),
+                     help="auto: continue from OUT's latest checkpoint when there is one (same settings and "
+                          "data required; a damaged one falls back to the newest complete one); never: refuse an "
+                          "OUT that already holds a run."),
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -286,7 +310,7 @@ def eval_cmd(shards: Path, run: Path, split: str, overrides: tuple[str, ...], pr
     from .preflight import TrainSetupError, check_split, inventory
     from .train import Trainer
 
-    ckpt = checkpoint.best(run) or checkpoint.latest(run)
+    ckpt = checkpoint.pointed(run, "best", "latest")
     if ckpt is None:
         seeds = sorted(p.name for p in run.glob("seed-*") if p.is_dir())
         hint = f": it holds {', '.join(seeds)}, pass --run {run / seeds[0]}" if seeds else ""
@@ -339,7 +363,7 @@ def analyse_cmd(shards: Path, run: Path, splits: tuple[str, ...], overrides: tup
     from .preflight import TrainSetupError, check_split, inventory
     from .train import Trainer
 
-    ckpt = checkpoint.best(run) or checkpoint.latest(run)
+    ckpt = checkpoint.pointed(run, "best", "latest")
     if ckpt is None:
         raise TrainSetupError(f"{run} holds no checkpoint (give the --out folder of a training run)")
     cfg = _load_config((), overrides, **checkpoint.read_state(ckpt)["config"])

@@ -31,6 +31,7 @@ from .optim import make_optimizer, make_scheduler
 from .jsonout import dumps
 from .model import KEBR, Output
 from .heads import weighted_loss
+from .identity import data_identity
 from .mcc import loss_weight, mcc_released_valid
 from .preflight import TrainSetupError
 from .progress import StepProgress
@@ -114,7 +115,7 @@ class Trainer:
         self.digests: Digests | None = None  # --allow-stale: the tables are read as they are
         if not cfg.allow_stale:  # rank 0 keeps the verdicts in the run folder: a resume only stats the tables
             self.digests = Digests(self.out / VERIFIED_TABLES, self.out) if self.rank == 0 else Digests()
-        check_folder(self.shards, cfg.task, cfg.allow_stale, cfg.used, self.digests)
+        stages = check_folder(self.shards, cfg.task, cfg.allow_stale, cfg.used, self.digests)
         self.widths = modality_widths(self.shards, cfg.used)
         seed_everything(cfg.seed)
         self.tokenizer, encoder = load_encoder(cfg.encoder, cfg.encoder_dropout)
@@ -134,7 +135,7 @@ class Trainer:
             self.net = nn.parallel.DistributedDataParallel(self.model, find_unused_parameters=True)
         self.state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "best_valid": math.inf, "metrics_rows": 0,
                       "finished": False, "bad_validations": 0, "stopped_early": False, "skipped_batches": 0,
-                      "config": cfg.to_dict()}
+                      "config": cfg.to_dict(), "data": data_identity(self.shards, stages, self.widths)}
         self.scheduler = make_scheduler(self.optimizer, cfg, lambda: self.state["epoch"])
         self.expected_steps: int | None = None  # for the progress bar's ETA (from the preflight counts)
         self.data_cfg = DataConfig(cfg.max_text_tokens, cfg.max_audio_frames, cfg.max_visual_frames, cfg.batch_size,
@@ -146,7 +147,7 @@ class Trainer:
         """Start from another run's weights (e.g. pre-training), except the fine-tuning head, which is
         initialised from this run's seed (a pre-training run never trains it, so loading it would give
         every seed the same head). Refuses checkpoints whose input maps have other widths."""
-        saved = torch.load(ckpt / "model.pt", weights_only=True, map_location="cpu")
+        saved = checkpoint.load_weights(ckpt)
         own = self.model.state_dict()
         wrong = [k for k, v in saved.items() if k in own and own[k].shape != v.shape]
         if wrong:

@@ -188,7 +188,7 @@ def test_resume_gives_the_same_next_step_loss(tmp_path):
     assert [r["loss"] for r in after] == [r["loss"] for r in straight if r["step"] > 2]
 
 
-def test_checkpoints_load_tensors_only(tmp_path):
+def test_checkpoints_load_tensors_only(tmp_path, capsys):
     root = make_shards(tmp_path / "f", n=4, shard_size=4)
     trainer = Trainer(tiny(), root, tmp_path / "run")
     path = checkpoint.save(tmp_path / "run", "step-00000001", trainer.model, trainer.optimizer, None, trainer.state)
@@ -201,8 +201,14 @@ def test_checkpoints_load_tensors_only(tmp_path):
     buf = io.BytesIO()
     torch.save({"x": Evil()}, buf)
     (path / "model.pt").write_bytes(buf.getvalue())
-    with pytest.raises(pickle.UnpicklingError):
+    with pytest.raises(checkpoint.DamagedCheckpoint, match="model.pt is not the file committed"):
+        checkpoint.load(path, trainer.model)  # refused by its sha256 before it is read
+    state = checkpoint.read_state(path)
+    del state["files"]  # a checkpoint from before the sha256s: the unpickler itself refuses the code
+    (path / "state.json").write_text(json.dumps(state))
+    with pytest.raises(checkpoint.DamagedCheckpoint, match="model.pt cannot be read as tensors"):
         checkpoint.load(path, trainer.model)
+    assert "pwned" not in capsys.readouterr().out
 
 
 def test_pretrain_then_finetune_then_eval_through_the_cli(tmp_path, tiny_bert):
