@@ -15,6 +15,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+import os
+import shutil
 import statistics
 import sys
 from collections.abc import Callable
@@ -140,9 +142,15 @@ def train_run(cfg: TrainConfig, shards: Path, out: Path, init: Path | None, resu
     candidates = check_trainable(shards, inv, cfg.task, cfg.train_split)
     if cfg.valid_split:
         check_trainable(shards, inv, cfg.task, cfg.valid_split)
-    trainer = Trainer(cfg, shards, out, _init_checkpoint(init), progress=progress)
-    trainer.expected_steps = _expected_steps(cfg, candidates, trainer.world)
-    with _run_lock(out, cfg.task, trainer.rank):
+    new_folder = not out.exists()
+    with _run_lock(out, cfg.task, int(os.environ.get("RANK", 0))):
+        try:
+            trainer = Trainer(cfg, shards, out, _init_checkpoint(init), progress=progress)
+        except BaseException:
+            if new_folder and int(os.environ.get("RANK", 0)) == 0:  # refused before any step: leave no folder behind (only the lock and table verdicts)
+                shutil.rmtree(out, ignore_errors=True)
+            raise
+        trainer.expected_steps = _expected_steps(cfg, candidates, trainer.world)
         _start_or_resume(trainer, out, resume)
         if before_fit is not None:
             before_fit(trainer)
