@@ -8,6 +8,7 @@ once per run for them.
 from __future__ import annotations
 
 import collections
+import contextlib
 import difflib
 import os
 import shutil
@@ -277,13 +278,15 @@ class Engine:
             seen[task.shard] += n
             bar.clips(n)
 
-        for task, result in executor.run(run_shard_task, tasks, on_progress, stage.resources.cpus,
-                                         stage.resources.gpus):
-            self.store.forget(name, task.shard)
-            if isinstance(result, TaskFailed):
-                (died if result.worker_died else broken).append((task, result.error))
-                continue
-            bar.shard_done(result.rows, seen[task.shard])
+        # closed at once if this loop raises (Ctrl-C): the executor then stops its workers at a clip boundary
+        with contextlib.closing(executor.run(run_shard_task, tasks, on_progress, stage.resources.cpus,
+                                             stage.resources.gpus)) as outcomes:
+            for task, result in outcomes:
+                self.store.forget(name, task.shard)
+                if isinstance(result, TaskFailed):
+                    (died if result.worker_died else broken).append((task, result.error))
+                    continue
+                bar.shard_done(result.rows, seen[task.shard])
         summary = summarise(self.store, name)
         summary.shards_run = len(tasks) - len(broken) - len(died)
         summary.clips_run = clips

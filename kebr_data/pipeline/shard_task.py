@@ -120,6 +120,7 @@ def run_shard_task(task: ShardTask, progress: Callable[[int], None] = lambda n: 
             table = stage.run_shard(ShardContext(task.shard, inputs, tmp_dir, log, progress))
         if table.column("clip_id").to_pylist() != store.plan_ids(task.shard):
             raise RuntimeError(f"stage {task.stage} returned rows that do not match plan shard {task.shard}")
+        progress(0)  # the last stop point: a run interrupted after the shard's last clip commits nothing of it
         marker = commit_table(store.out, task.stage, task.shard, table, config_hash=stage.config_hash(),
                               stage_version=stage.version, versions=stage.versions(),
                               upstream=task.upstream_hashes, wall_s=time.monotonic() - t0,
