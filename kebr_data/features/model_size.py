@@ -39,11 +39,12 @@ def parameter_count(model: str | Path) -> int:
 
 def size_problem(model: str | Path, max_params: float, option: str) -> str | None:
     """Why the model in `model` is refused for its size (over `max_params`, the setting `option`), or None."""
+    where = f"{option.rsplit('.', 1)[0]}.model {model}"
     try:
         count = parameter_count(model)
     except (ValueError, KeyError, TypeError, OSError) as exc:
-        return f"{option.rsplit('.', 1)[0]}.model {model}: unreadable config ({exc})"
+        return f"{where}: unreadable config ({exc})"
     if count > max_params:
-        return (f"{option.rsplit('.', 1)[0]}.model {model}: its config.json describes {count:.3g} parameters, more than "
-                f"{option} = {max_params:.3g}; check the config (e.g. num_hidden_layers), or raise {option}")
+        return (f"{where}: its config.json describes {count:.3g} parameters, more than {option} = {max_params:.3g}; "
+                f"check the config (e.g. num_hidden_layers), or raise {option}")
     return None

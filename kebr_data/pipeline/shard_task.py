@@ -23,7 +23,7 @@ from ..stages.base import ShardContext, Stage
 from ..storage.atomic import NotRegularFile, file_digest, open_new_text
 from ..storage.commit import commit_table
 from ..storage.markers import Marker
-from ..storage.store import PLAN, Store, TableSource, fix_command
+from ..storage.store import PLAN, Store, TableSource, force_command
 
 
 @dataclass(frozen=True)
@@ -82,7 +82,7 @@ def _check_inputs(store: Store, task: ShardTask) -> None:
         if digest != want:
             raise StaleOutputError(
                 f"{up} shard {task.shard:05d} changed after it was committed (sha256 {digest[:12]} instead of "
-                f"{want[:12]}); {task.stage} will not read it. Recompute it: {fix_command(store.root, up)} --force")
+                f"{want[:12]}); {task.stage} will not read it. Recompute it: {force_command(store.root, up)}")
 
 
 def _retry_failed(stage: Stage, store: Store, task: ShardTask, inputs: dict[str, TableSource], tmp_dir: Path,
