@@ -27,10 +27,10 @@ _stop: Any = None
 
 
 def _request_stop(signum: int, frame: Any) -> None:
-    """A worker's SIGINT (Ctrl-C reaches the whole process group): raised at once, KeyboardInterrupt would
-    let concurrent.futures hand the worker its next shard; the flag instead stops this shard and every
-    worker's at the next clip boundary, outside any library call. Setting a shared byte is safe in a
-    signal handler (no lock)."""
+    """A worker's SIGINT (Ctrl-C reaches the whole process group) sets the stop flag rather than raising
+    KeyboardInterrupt wherever the worker is (concurrent.futures would catch it and hand the worker its
+    next shard): this shard and every worker's stop at the next clip boundary, outside any library call.
+    Setting a shared byte is safe in a signal handler (no lock)."""
     _stop.value = 1
 
 
