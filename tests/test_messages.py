@@ -63,6 +63,22 @@ def test_fix_commands_name_options_that_exist(tmp_path):
     parse(str(exc.value).split("fix: ")[1])
 
 
+def test_validate_names_a_command_that_recomputes_mixed_mask_shards(tmp_path):
+    from shard_factory import make_shards
+
+    from kebr_data.storage.commit import commit_table
+    from kebr_data.validate import validate
+
+    root = make_shards(tmp_path / "f", n=8, shard_size=4)
+    store = Store(root)
+    m = store.marker("mask", 1)
+    commit_table(store.out, "mask", 1, store.read("mask", 1), config_hash="other-settings", stage_version="1",
+                 versions={}, upstream=m.upstream)
+    (problem,) = [p.what for p in validate(root)[1] if p.shard == -1]
+    assert problem.endswith(f"kebr-data extract --out {root} --stages mask --force")
+    parse(problem.split(": ")[-1])
+
+
 def test_retry_failed_counts_the_clips_it_redoes(tmp_path):
     """One failed row of two: the bar reads 1/1 clips (it read 2/1)."""
     src = given_text_folder(tmp_path / "data", {"a": "a fine day", "b": None})
