@@ -282,8 +282,10 @@ def retry_failed(out: Path, stages: str | None, config_files: tuple[Path, ...], 
               help="; ".join(f"{name}: {cls().describe()}" for name, cls in FORMATS.items()) + ".")
 @click.option("--to", "dest", type=click.Path(file_okay=False, path_type=Path),
               help="Destination folder (default OUT/export/FORMAT).")
-@click.option("--audio-len", default=400, show_default=True, help="mmsa: audio frames kept (padded/truncated).")
-@click.option("--vision-len", default=55, show_default=True, help="mmsa: visual frames kept (padded/truncated).")
+@click.option("--audio-len", default=400, show_default=True, type=click.IntRange(min=1),
+              help="mmsa: audio frames kept (padded/truncated).")
+@click.option("--vision-len", default=55, show_default=True, type=click.IntRange(min=1),
+              help="mmsa: visual frames kept (padded/truncated).")
 @click.option("--label", "label", type=click.Choice(["plan", "mask"]), default="plan", show_default=True,
               help="mmsa: regression label from the plan (the dataset's annotation) or from the mask stage.")
 @click.option("--allow-missing-modality", is_flag=True,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import unicodedata
 
-_REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs"})
+REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs"})
 MAX_LEN = 512
 
 
@@ -26,7 +26,7 @@ def clip_id_problem(clip_id: str) -> str | None:
         return "empty clip id"
     if len(clip_id) > MAX_LEN:
         return f"clip id longer than {MAX_LEN} characters"
-    bad = next((c for c in clip_id if unicodedata.category(c) in _REFUSED_CATEGORIES), None)
+    bad = next((c for c in clip_id if unicodedata.category(c) in REFUSED_CATEGORIES), None)
     if bad is not None:
         return (f"clip id contains a control character (U+{ord(bad):04X}: control, format and separator "
                 "characters are refused)")

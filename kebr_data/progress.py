@@ -21,11 +21,12 @@ class StageBar:
     def clips(self, n: int) -> None:
         self._progress.advance(self._task, n)
 
-    def shard_done(self, rows: int, clips_seen: int) -> None:
-        """Mark a shard committed; tops up the clip count if progress messages were lost."""
+    def shard_done(self, clips: int, clips_seen: int) -> None:
+        """Mark a shard committed that computed `clips` clips (a retry: its failed rows only); tops up the
+        clip count if progress messages were lost."""
         self._shards_done += 1
-        if rows > clips_seen:
-            self._progress.advance(self._task, rows - clips_seen)
+        if clips > clips_seen:
+            self._progress.advance(self._task, clips - clips_seen)
         self._progress.update(self._task, shards=self._shard_text())
 
 

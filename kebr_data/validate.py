@@ -17,7 +17,7 @@ import pyarrow as pa
 
 from .schema import PLAN, any_width, same_columns
 from .stages import registry
-from .storage.store import Store
+from .storage.store import Store, force_command
 
 
 @dataclass
@@ -57,7 +57,7 @@ def validate(root: Path) -> tuple[int, list[Problem]]:
         if len(hashes) > 1:
             detail = ", ".join(f"{n} shard(s) with {h}" for h, n in hashes.most_common())
             problems.append(Problem(stage, -1, f"shards were made with different settings ({detail}): rerun the "
-                                               "stage with the settings you want (--force)"))
+                                               f"stage with the settings you want: {force_command(root, stage)}"))
     unknown = present - set(schemas)
     problems += [Problem(s, -1, "no registered stage of this name (a plugin not installed?)") for s in sorted(unknown)]
     return checked, problems

@@ -200,6 +200,18 @@ def test_validate_and_exports_carry_the_frames(clean_run):
     assert {"opensmile.features", "melspec.features"} <= set(merged.column_names)
 
 
+def test_opensmile_workers_leave_nothing_in_tmpdir(tmp_path, audio_done, clean_run):
+    """Each worker once left its 392 KB derived config copy in TMPDIR; it now lives in the shard's temp folder."""
+    _, clean = clean_run
+    out, tmpdir = shutil.copytree(audio_done, tmp_path / "out"), tmp_path / "tmpdir"
+    tmpdir.mkdir()
+    run_cli("extract", "--out", str(out), "--config", str(ROOT / "pipelines/demo.toml"), "--stages", "opensmile",
+            "--workers", "1", env={"TMPDIR": str(tmpdir)}, check=True)
+    assert list(tmpdir.iterdir()) == [] and not any((out / "_tmp").iterdir())
+    assert {k: v for k, v in shard_files(out).items() if k.startswith("opensmile/")} == \
+        {k: v for k, v in clean.items() if k.startswith("opensmile/")}
+
+
 def test_sigkilled_worker_then_rerun_is_identical(tmp_path, audio_done, clean_run):
     """SIGKILL the worker once it has logged a clip of a melspec shard; the rerun matches the clean run."""
     _, clean = clean_run

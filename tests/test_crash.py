@@ -58,6 +58,32 @@ def test_sigkill_mid_shard_then_rerun_is_identical(corpus, reference, tmp_path, 
     assert not list(out.rglob("*.tmp-*")) and not (out / "_tmp").exists()
 
 
+@pytest.mark.parametrize("target", ["main", "group"])
+def test_ctrl_c_stops_at_a_clip_boundary_and_commits_nothing_more(corpus, tmp_path, target):
+    """SIGINT to the run (`kill -INT`) or to its process group (Ctrl-C at a terminal) once a shard other than
+    the first has 2 clips done: no new shard starts, the running one stops at its next clip and commits
+    nothing, exit 130 with one line. Once the worker finished that shard and the next before exiting."""
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "kebr_data", "extract", "--src", str(corpus), "--out", str(out),
+                             *ARGS], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline, shard = time.time() + 120, None
+    while shard is None and time.time() < deadline and proc.poll() is None:
+        for log in sorted((out / "_logs/audio").glob("shard-*.log")) if (out / "_logs/audio").exists() else []:
+            text = log.read_text()
+            if int(log.stem.split("-")[1]) > 0 and text.count(" ok ") >= 2 and "done:" not in text:
+                shard = int(log.stem.split("-")[1])
+                (os.kill if target == "main" else os.killpg)(proc.pid, signal.SIGINT)
+                break
+        time.sleep(0.005)
+    assert shard is not None, "the run finished before it could be interrupted"
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Traceback" not in err and "interrupted" in err, err
+    done = sorted(int(p.stem.split("-")[1]) for p in (out / "_done/audio").glob("shard-*.json"))
+    assert done == list(range(shard)), f"interrupted in shard {shard}, committed {done}"
+    assert "interrupted" in (out / f"_logs/audio/shard-{shard:05d}.log").read_text()
+    assert not list(out.rglob("*.tmp-*")) and not list(out.glob("_tmp/*"))
+
+
 def test_worker_death_is_reported_with_resume_advice(corpus, tmp_path):
     out = tmp_path / "out"
     proc = subprocess.Popen([sys.executable, "-m", "kebr_data", "extract", "--src", str(corpus), "--out", str(out),

@@ -76,6 +76,21 @@ def test_mmsa_pickle_layout_round_trips_into_the_trainer(shards, tmp_path):
     assert json.loads(done.stdout) == {s: len(data[s]["id"]) for s in ("train", "valid", "test")}
 
 
+@pytest.mark.parametrize("option", ["--audio-len", "--vision-len"])
+def test_mmsa_frame_counts_must_be_positive(shards, option):
+    proc = run_cli("export", "--out", str(shards), "--format", "mmsa", option, "-5")
+    assert proc.returncode == 2 and option in proc.stderr and "Traceback" not in proc.stderr
+    assert not (shards / "export").exists()
+
+
+def test_mmsa_frame_counts_are_checked_for_library_callers(shards):
+    from kebr_data.errors import ConfigError
+    from kebr_data.export import export
+
+    with pytest.raises(ConfigError, match="--audio-len must be at least 1"):
+        export(shards, "mmsa", audio_len=-5, vision_len=55)
+
+
 def test_half_written_export_is_never_taken_for_finished(shards):
     run_cli("export", "--out", str(shards), "--format", "hdf5", check=True)
     dest = shards / "export/hdf5"

@@ -204,6 +204,30 @@ def test_missing_or_broken_model_stops_the_run_up_front(tmp_path, demo_src, mode
     assert "outside this model's hidden states" in SslAudioStage(cfg["ssl_audio"]).check()[0]
 
 
+def test_a_config_describing_a_huge_model_is_refused_before_loading(tmp_path, demo_src, models):
+    """`num_hidden_layers: 1000000` once grew memory without end while the model was built: the parameter
+    count, computed from config.json on the meta device, is checked against ssl_audio.max_params first."""
+    import json
+    import shutil
+
+    huge = tmp_path / "huge"
+    shutil.copytree(models["hubert"], huge)
+    cfg = json.loads((huge / "config.json").read_text())
+    (huge / "config.json").write_text(json.dumps({**cfg, "num_hidden_layers": 1000000}))
+    assert "more than ssl_audio.max_params" in SslAudioStage(config.load(
+        overrides=[f"ssl_audio.model='{huge}'"])["ssl_audio"]).check()[0]  # before a run that would grow without end
+    proc = run_cli("extract", "--src", str(demo_src), "--out", str(tmp_path / "f"), "--stages",
+                   "index,audio,ssl_audio", "--set", f"ssl_audio.model='{huge}'", timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "describes 8.54e+09 parameters, more than ssl_audio.max_params = 2e+09" in proc.stderr
+    assert not (tmp_path / "f").exists()
+    real = sum(p.numel() for p in transformers.AutoModel.from_pretrained(models["hubert"]).parameters())
+    limit = config.load(overrides=[f"ssl_audio.model='{models['hubert']}'", f"ssl_audio.max_params={real}"])
+    assert SslAudioStage(limit["ssl_audio"]).check() == []
+    below = config.load(overrides=[f"ssl_audio.model='{models['hubert']}'", f"ssl_audio.max_params={real - 1}"])
+    assert "raise ssl_audio.max_params" in SslAudioStage(below["ssl_audio"]).check()[0]
+
+
 def test_a_30_minute_clip_is_one_row_in_bounded_memory(tmp_path):
     """30 min (8 kHz, resampled to 16 kHz) through 30-s chunks: every frame, and memory that a whole-clip
     forward pass (attention over 90,000 frames: tens of GB) would blow. A one-layer 16-wide model whose

@@ -19,6 +19,7 @@ import unicodedata
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -546,6 +547,21 @@ def test_full_disk_under_openface_aborts_the_shard_instead_of_failed_rows(tmp_pa
     with pytest.raises(EnvironmentFailure) as exc:
         stage.run_shard(ShardContext(0, {"plan": plan_t}, small_disk / "tmp"))
     assert "No space left on device" in str(exc.value) and exc.value.exit_code == 3
+
+
+def test_full_disk_while_opensmile_copies_its_config_aborts_and_leaves_no_half_copy(small_disk):
+    """The derived config folder (392 KB) meets a full disk halfway: the shard stops as the machine's fault
+    (exit 3, resumable) and the half-copied folder is removed."""
+    pytest.importorskip("opensmile")
+    from helpers import audio_shard
+
+    from kebr_data.stages.opensmile import OpensmileStage
+    (small_disk / "filler").write_bytes(b"\0" * (800 << 10))
+    ctx = audio_shard(small_disk / "shard", [(np.full(16000, 0.1, np.float32), 16000)])
+    with pytest.raises(EnvironmentFailure) as exc:
+        OpensmileStage(config.defaults()["opensmile"]).run_shard(ctx)
+    assert "opensmile could not copy its config folder: No space left" in str(exc.value) and exc.value.exit_code == 3
+    assert not (ctx.tmp_dir / "opensmile-config").exists()
 
 
 # -- 6: the store never reads through a symlink planted in the folder --------------------------------

@@ -183,6 +183,16 @@ def test_a_missing_model_stops_the_run_up_front(tmp_path, model, message):
     assert not (out / "_done/faces").exists()
 
 
+def test_a_config_describing_a_huge_model_is_refused_before_loading(tiny, tmp_path):
+    huge = tmp_path / "huge"
+    shutil.copytree(tiny, huge)
+    cfg = json.loads((huge / "config.json").read_text())
+    (huge / "config.json").write_text(json.dumps({**cfg, "num_hidden_layers": 1000000}))
+    (problem,) = VideoEncoderStage(config.load(overrides=[f"video_encoder.model='{huge}'"])["video_encoder"]).check()
+    assert "parameters, more than video_encoder.max_params = 2e+09" in problem
+    assert VideoEncoderStage(config.load(overrides=[f"video_encoder.model='{tiny}'"])["video_encoder"]).check() == []
+
+
 def test_the_width_comes_from_the_model_and_pickled_weights_are_refused(reference, tmp_path):
     out, _ = reference
     f = pq.read_table(out / "faces").to_pylist()[0]

@@ -7,7 +7,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-#: a task function receives its task and a `progress(n)` callable for clip-level progress
+#: a task function receives its task and a `progress(n)` callable for clip-level progress; tasks call it at
+#: clip boundaries (n = 0: a boundary without progress), where it raises KeyboardInterrupt once the run is
+#: interrupted, so a shard stops between clips and commits nothing
 TaskFn = Callable[[Any, Callable[[int], None]], Any]
 
 

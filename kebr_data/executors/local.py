@@ -22,16 +22,34 @@ THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NU
                "VECLIB_MAXIMUM_THREADS", "BLIS_NUM_THREADS")
 
 _progress_queue: Any = None
+#: a byte shared by the run and its workers: 1 once the run is interrupted (Ctrl-C)
+_stop: Any = None
 
 
-def _init_worker(progress_queue: Any, parent_pid: int) -> None:
-    """Keep the progress queue, and make the kernel kill this worker if the parent dies.
+def _request_stop(signum: int, frame: Any) -> None:
+    """A worker's SIGINT (Ctrl-C reaches the whole process group) sets the stop flag rather than raising
+    KeyboardInterrupt wherever the worker is (concurrent.futures would catch it and hand the worker its
+    next shard): this shard and every worker's stop at the next clip boundary, outside any library call.
+    Setting a shared byte is safe in a signal handler (no lock)."""
+    _stop.value = 1
 
-    Without that, workers orphaned by a killed run would keep writing while a rerun recomputes
+
+def _stop_point() -> None:
+    """Where a worker may stop: before a shard starts and at each clip boundary (its progress reports)."""
+    if _stop is not None and _stop.value:
+        raise KeyboardInterrupt
+
+
+def _init_worker(progress_queue: Any, stop: Any, parent_pid: int) -> None:
+    """Keep the progress queue and the stop flag, stop on SIGINT at a clip boundary, and make the kernel
+    kill this worker if the parent dies.
+
+    Without the last, workers orphaned by a killed run would keep writing while a rerun recomputes
     the same shards.
     """
-    global _progress_queue
-    _progress_queue = progress_queue
+    global _progress_queue, _stop
+    _progress_queue, _stop = progress_queue, stop
+    signal.signal(signal.SIGINT, _request_stop)
     if sys.platform.startswith("linux"):
         import ctypes
 
@@ -41,10 +59,13 @@ def _init_worker(progress_queue: Any, parent_pid: int) -> None:
 
 
 def _call(fn: TaskFn, key: int, task: Any) -> Any:
-    """Run `fn(task, progress)` in a worker, sending progress to the parent through the queue."""
+    """Run `fn(task, progress)` in a worker, sending progress to the parent through the queue; once the run
+    is interrupted, a shard not yet started is not started and a running one stops at its next report."""
     def progress(n: int) -> None:
         if _progress_queue is not None and n:
             _progress_queue.put((key, n))
+        _stop_point()
+    _stop_point()
     return fn(task, progress)
 
 
@@ -74,12 +95,13 @@ class LocalExecutor(Executor):
         # SimpleQueue writes synchronously (no feeder thread), so a task's progress is in the pipe
         # before its result reaches us, and the final drain sees all of it
         progress_queue = ctx.SimpleQueue()
+        stop = ctx.RawValue("b", 0)
         workers = max(1, min(self.workers, len(tasks)))
         # processes are spawned on demand at submit time: the one-thread environment must still be in
         # place then (numpy reads it when a worker imports it, before any initializer could act)
         with single_threaded_env():
             pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
-                                       initargs=(progress_queue, os.getpid()))
+                                       initargs=(progress_queue, stop, os.getpid()))
             futures: dict[Future, tuple[int, Any]] = {pool.submit(_call, fn, i, t): (i, t) for i, t in enumerate(tasks)}
         try:
             pending = set(futures)
@@ -95,6 +117,9 @@ class LocalExecutor(Executor):
                     except Exception as exc:  # the task's own error, re-raised from the worker
                         yield task, TaskFailed(exc)
             self._drain(progress_queue, tasks, on_progress)
+        except BaseException:  # Ctrl-C (here or re-raised from a worker), or the caller stopped reading early
+            stop.value = 1  # running shards stop at their next clip boundary, queued ones never start
+            raise
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
             progress_queue.close()

@@ -48,14 +48,19 @@ class RayExecutor(Executor):
         remote = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=0)(_call)
         refs = {remote.remote(fn, task): task for task in tasks}
         pending = list(refs)
-        while pending:
-            done, pending = ray.wait(pending, num_returns=1, timeout=0.5)
-            for ref in done:
-                task = refs[ref]
-                try:
-                    yield task, ray.get(ref)
-                except ray.exceptions.RayTaskError as exc:  # the task raised: a toolkit error
-                    yield task, TaskFailed(exc.cause if getattr(exc, "cause", None) else exc)
-                except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError,
-                        ray.exceptions.RaySystemError) as exc:  # the process or node vanished
-                    yield task, TaskFailed(exc, worker_died=True)
+        try:
+            while pending:
+                done, pending = ray.wait(pending, num_returns=1, timeout=0.5)
+                for ref in done:
+                    task = refs[ref]
+                    try:
+                        yield task, ray.get(ref)
+                    except ray.exceptions.RayTaskError as exc:  # the task raised: a toolkit error
+                        yield task, TaskFailed(exc.cause if getattr(exc, "cause", None) else exc)
+                    except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError,
+                            ray.exceptions.RaySystemError) as exc:  # the process or node vanished
+                        yield task, TaskFailed(exc, worker_died=True)
+        except BaseException:  # Ctrl-C, or the caller stopped reading early: queued shards never start, and
+            for ref in pending:  # running ones get KeyboardInterrupt, so they commit nothing
+                ray.cancel(ref)
+            raise

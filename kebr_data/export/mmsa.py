@@ -37,6 +37,9 @@ class MmsaFormat(FolderFormat):
         return "MMSA's pickle layout (train/valid/test)"
 
     def check(self, store: Store, stages: list[str]) -> None:
+        for key in ("audio_len", "vision_len"):
+            if int(self.options.get(key, 1)) < 1:
+                raise ConfigError(f"--{key.replace('_', '-')} must be at least 1 frame, got {self.options[key]}")
         if self.options.get("label", "plan") not in LABELS:
             raise ConfigError(f"--label must be plan or mask, got {self.options.get('label')!r}")
         if self.options.get("label") == "mask" and "mask" not in stages:

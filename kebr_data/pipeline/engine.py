@@ -8,6 +8,7 @@ once per run for them.
 from __future__ import annotations
 
 import collections
+import contextlib
 import difflib
 import os
 import shutil
@@ -19,6 +20,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from ..config import Config
+from ..display import one_line, printable
 from ..errors import PlanError, PrerequisiteError, RunAborted, StaleOutputError, redact
 from ..executors import TaskFailed, executor_class, make_executor
 from ..progress import StageBar, make_progress
@@ -199,7 +201,8 @@ class Engine:
             self.console.print(f"plan: {marker.clips} clips in {marker.num_shards} shard(s) of up to "
                                f"{marker.shard_size} ({marker.layout} layout, {marker.rejected} rejected)")
             for ex in marker.rejected_examples[:5]:
-                self.console.print(f"  rejected {ex['entry']}: {ex['reason']}", markup=False)
+                self.console.print(f"  rejected {printable(ex['entry'])}: {printable(ex['reason'])}", markup=False,
+                                   highlight=False)
         else:
             plan.check_plan(marker, self.opts.src, index_cfg)
         return marker
@@ -253,18 +256,21 @@ class Engine:
         stage = make_stage(name, self.cfg)
         cls = stage_class(name)
         config_hash = stage.config_hash()
-        tasks, clips = [], 0
+        tasks: list[ShardTask] = []
+        #: clips each task computes: the shard's, or its failed rows only (retry-failed)
+        todo: dict[int, int] = {}
         for shard in range(num_shards):
             upstream = self._upstream_hashes(stage, shard)
             reason = self._needs_run(name, shard, config_hash, upstream)
             if reason is not None:
                 tasks.append(ShardTask(str(self.out.root), cls, shard, self.cfg, upstream))
-                clips += marker.shard_rows(shard)
+                todo[shard] = marker.shard_rows(shard)
             elif name in self.opts.retry_stages:
                 m = self.store.marker(name, shard)
                 if m is not None and m.failed:
                     tasks.append(ShardTask(str(self.out.root), cls, shard, self.cfg, upstream, retry_failed=True))
-                    clips += m.failed
+                    todo[shard] = m.failed
+        clips = sum(todo.values())
         if tasks:
             stage.warm_up(lambda line: progress.console.print(f"{name}: {line}", highlight=False))
         bar = StageBar(progress, name, clips, len(tasks))
@@ -278,26 +284,33 @@ class Engine:
             seen[task.shard] += n
             bar.clips(n)
 
-        for task, result in executor.run(run_shard_task, tasks, on_progress, stage.resources.cpus,
-                                         stage.resources.gpus):
-            self.store.forget(name, task.shard)
-            if isinstance(result, TaskFailed):
-                (died if result.worker_died else broken).append((task, result.error))
-                continue
-            bar.shard_done(result.rows, seen[task.shard])
+        # closed at once if this loop raises (Ctrl-C): the executor then stops its workers at a clip boundary
+        with contextlib.closing(executor.run(run_shard_task, tasks, on_progress, stage.resources.cpus,
+                                             stage.resources.gpus)) as outcomes:
+            for task, result in outcomes:
+                self.store.forget(name, task.shard)
+                if isinstance(result, TaskFailed):
+                    (died if result.worker_died else broken).append((task, result.error))
+                    continue
+                bar.shard_done(todo[task.shard], seen[task.shard])
         summary = summarise(self.store, name)
         summary.shards_run = len(tasks) - len(broken) - len(died)
         summary.clips_run = clips
         summary.elapsed_s = time.monotonic() - t0
         if broken or died:
-            lines = [redact(f"{name} shard {t.shard:05d}: {type(e).__name__}: {e} (log: {self.out.log(name, t.shard)})")
-                     for t, e in broken]
+            lines = [failure_line(name, t.shard, e, self.out.log(name, t.shard)) for t, e in broken]
             if died:
                 lines.append(f"{name} shard(s) {', '.join(f'{t.shard:05d}' for t, _ in died)}: a worker process "
                              "died (killed, or out of memory)")
             raise RunAborted(f"{len(broken) + len(died)} shard(s) did not finish; committed shards are kept, "
                              "rerun the same command to resume:\n  " + "\n  ".join(lines))
         return summary
+
+
+def failure_line(stage: str, shard: int, exc: BaseException, log: Path) -> str:
+    """One line for a shard that raised: its exception's first line, escaped and cut short (a copy that
+    failed file by file once made it 20 KB), and the log that holds the rest."""
+    return redact(f"{stage} shard {shard:05d}: {type(exc).__name__}: {one_line(str(exc))} (log: {log})")
 
 
 def _cpu_count() -> int:

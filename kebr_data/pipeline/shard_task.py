@@ -23,7 +23,7 @@ from ..stages.base import ShardContext, Stage
 from ..storage.atomic import NotRegularFile, file_digest, open_new_text
 from ..storage.commit import commit_table
 from ..storage.markers import Marker
-from ..storage.store import PLAN, Store, TableSource, fix_command
+from ..storage.store import PLAN, Store, TableSource, force_command
 
 
 @dataclass(frozen=True)
@@ -86,7 +86,7 @@ def _check_inputs(store: Store, task: ShardTask) -> None:
         if digest != want:
             raise StaleOutputError(
                 f"{up} shard {task.shard:05d} changed after it was committed (sha256 {digest[:12]} instead of "
-                f"{want[:12]}); {task.stage} will not read it. Recompute it: {fix_command(store.root, up)} --force")
+                f"{want[:12]}); {task.stage} will not read it. Recompute it: {force_command(store.root, up)}")
 
 
 def _retry_failed(stage: Stage, store: Store, task: ShardTask, inputs: dict[str, TableSource], tmp_dir: Path,
@@ -125,6 +125,7 @@ def run_shard_task(task: ShardTask, progress: Callable[[int], None] = lambda n: 
             table = stage.run_shard(ShardContext(task.shard, inputs, tmp_dir, log, progress))
         if table.column("clip_id").to_pylist() != store.plan_ids(task.shard):
             raise RuntimeError(f"stage {task.stage} returned rows that do not match plan shard {task.shard}")
+        progress(0)  # the last stop point: a run interrupted after the shard's last clip commits nothing of it
         marker = commit_table(store.out, task.stage, task.shard, table, config_hash=stage.config_hash(),
                               stage_version=stage.version, versions=stage.versions(),
                               upstream=task.upstream_hashes, wall_s=time.monotonic() - t0,

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ..clip_ids import clip_id_problem, normalize_clip_id
+from ..display import undecodable
 
 VIDEO_EXTS = frozenset({".mp4", ".mkv", ".avi", ".mov", ".webm", ".flv", ".wmv", ".m4v", ".mpg", ".mpeg"})
 AUDIO_EXTS = frozenset({".wav", ".m4a", ".aac", ".flac", ".mp3", ".ogg", ".opus"})
@@ -86,10 +87,10 @@ def text_value(value: object, column: str) -> str | None:
         try:
             return value.decode("utf-8")
         except UnicodeDecodeError:
-            raise BadValue(f"{column} is not valid UTF-8 ({value[:40]!r})") from None
+            raise BadValue(f"{column} is not valid UTF-8 ({undecodable(value)})") from None
     text = str(value)
     if any("\ud800" <= c <= "\udfff" for c in text):
-        raise BadValue(f"{column} is not valid UTF-8 ({text.encode('utf-8', 'surrogateescape')[:40]!r})")
+        raise BadValue(f"{column} is not valid UTF-8 ({undecodable(text.encode('utf-8', 'surrogateescape'))})")
     return text
 
 

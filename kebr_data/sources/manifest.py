@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
@@ -30,8 +31,10 @@ def _read(src: Path) -> list[dict]:
         if src.suffix.lower() == ".parquet":
             table = pq.read_table(src)
         else:
+            # bytes, never inferred numbers (ids like 007); decoded per row, so a cell that is not UTF-8
+            # rejects its row, named, rather than the whole manifest
             table = pacsv.read_csv(src, convert_options=pacsv.ConvertOptions(
-                column_types={"clip_id": "string", "speaker_id": "string", "split": "string"}))
+                column_types={"clip_id": pa.binary(), "speaker_id": pa.binary(), "split": pa.binary()}))
     except Exception as exc:  # pyarrow raises several types for unreadable files
         raise PlanError(f"cannot read manifest {src}: {exc}") from exc
     return table.to_pylist()

@@ -18,6 +18,7 @@ import pyarrow as pa
 
 from ..asr_engines import ENGINES, AsrEngine, ClipAudio
 from ..config import did_you_mean, setting
+from ..display import beside
 from ..errors import ClipSkipped
 from ..label_quality import prob_hist
 from ..media.flac import decode_flac
@@ -104,9 +105,12 @@ class AsrStage(ClipStage):
         return self.engine.versions() if self.cfg["engine"] in ENGINES else {}
 
     def shard_stats(self, table: pa.Table) -> dict[str, Any]:
-        """Detected languages and the histogram of language probabilities (multilingual models only)."""
-        langs = collections.Counter(v for v in table["language"].to_pylist() if v)
-        return {"languages": dict(langs), "language_prob_hist": prob_hist(table["language_prob"].to_pylist())}
+        """Detected languages and the histogram of language probabilities (multilingual models only), over the
+        clips in which something was heard (not no-speech ones)."""
+        heard = [bool(t) for t in table["text"].to_pylist()]  # a no-speech clip's language was not heard
+        langs = collections.Counter(v for v, h in zip(table["language"].to_pylist(), heard, strict=True) if v and h)
+        probs = [p for p, h in zip(table["language_prob"].to_pylist(), heard, strict=True) if h]
+        return {"languages": dict(langs), "language_prob_hist": prob_hist(probs)}
 
     @staticmethod
     def format_stats(stats: dict[str, Any]) -> str:
@@ -149,7 +153,8 @@ class AsrStage(ClipStage):
                 row["language"] = "und"
         languages = list(self.cfg["languages"])
         if languages and row["language"] not in languages:
-            why = (f"English-only model with low confidence (avg_logprob {t.avg_logprob:.2f} < "
+            why = (f"English-only model with low confidence (avg_logprob "
+                   f"{beside(t.avg_logprob, float(self.cfg['en_only_min_avg_logprob']))} < "
                    f"{self.cfg['en_only_min_avg_logprob']:g}): likely not English speech"
                    if row["language"] == "und" else
                    f"detected {row['language']}" + (f" (p={t.language_prob:.2f})" if t.language_prob else ""))
@@ -158,9 +163,10 @@ class AsrStage(ClipStage):
         if (languages and engine.identifies_language and t.multilingual and t.language_prob is not None
                 and t.language_prob < min_prob):
             return {**row, "status": "skipped", "error": "language",
-                    "message": f"detected {row['language']} with p={t.language_prob:.2f} < asr.min_language_prob "
-                               f"{min_prob:g}: language uncertain"}
+                    "message": f"detected {row['language']} with p={beside(t.language_prob, min_prob)} < "
+                               f"asr.min_language_prob {min_prob:g}: language uncertain"}
         if t.avg_logprob is not None and t.avg_logprob < float(self.cfg["min_avg_logprob"]):
             return {**row, "status": "skipped", "error": "low_confidence",
-                    "message": f"avg_logprob {t.avg_logprob:.2f} < asr.min_avg_logprob {self.cfg['min_avg_logprob']:g}"}
+                    "message": f"avg_logprob {beside(t.avg_logprob, float(self.cfg['min_avg_logprob']))} < "
+                               f"asr.min_avg_logprob {self.cfg['min_avg_logprob']:g}"}
         return row

@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..config import content_hash, setting
+from ..display import beside
 from ..errors import ClipSkipped, ConfigError
 from ..label_quality import prob_hist
 from ..masking import Lexicon, load_lexicon
@@ -115,7 +116,8 @@ class MaskStage(ClipStage):
                "ref_label": self._ref_label(clip) if heard else None}
         min_prob = float(self.cfg["min_word_prob"])
         if m.has_sentiment_word and prob is not None and prob < min_prob:
-            why = f"the sentiment word {m.mask_word!r} was heard with p={prob:.2f} < mask.min_word_prob {min_prob:g}"
+            why = (f"the sentiment word {m.mask_word!r} was heard with p={beside(prob, min_prob)} < "
+                   f"mask.min_word_prob {min_prob:g}")
             if self.cfg["low_word_prob"] == "skip":
                 return {**row, "status": "skipped", "error": "low_word_prob", "message": why}
             row["message"] = f"low_word_prob: {why}"

@@ -5,17 +5,15 @@ Frame size and step: the package's feature sets frame the signal twice (60 ms fo
 quality, 20 ms for energy and spectra), both with a 10 ms step, and `opensmile.Smile` takes no
 option for either. A non-zero `opensmile.frame_s` / `opensmile.step_s` therefore writes a derived
 copy of the package's config folder in which every `cFramer` section's `frameSize` / `frameStep`
-line is replaced (nothing else changes; the copy is keyed by the package version and the two
-values), and the stage runs `opensmile.Smile(feature_set=<derived .conf>)`. With 0 / 0 the package's
-own feature set runs unchanged.
+line is replaced (nothing else changes), and the stage runs
+`opensmile.Smile(feature_set=<derived .conf>)`. The copy is written into the shard's temp folder
+and removed when the shard ends. With 0 / 0 the package's own feature set runs unchanged.
 """
 
 from __future__ import annotations
 
-import functools
 import re
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -25,7 +23,7 @@ import pyarrow as pa
 
 from ..config import setting
 from ..deps import missing
-from ..errors import ClipError, ClipSkipped
+from ..errors import ClipError, ClipSkipped, EnvironmentFailure, full_disk
 from ..media.flac import decode_flac
 from ..schema import ANY_WIDTH, COMMON, frame_field
 from .base import AudioClipStage, ClipInput, ShardContext
@@ -67,14 +65,21 @@ def derive_config(dest: Path, frame_s: float, step_s: float) -> Path:
     return dest
 
 
-@functools.lru_cache(maxsize=4)
-def smile(feature_set: str, level: str, frame_s: float, step_s: float) -> Any:
-    """One `opensmile.Smile` per worker process and setting (the derived config folder written once per process)."""
+def smile(feature_set: str, level: str, frame_s: float, step_s: float, config_dir: Path) -> Any:
+    """An `opensmile.Smile` for the settings. A derived config folder is written to `config_dir`, which must
+    outlive the Smile (openSMILE reads the config at every call); a copy that fails on a full disk is an
+    EnvironmentFailure."""
     import opensmile
 
     if not frame_s and not step_s:
         return opensmile.Smile(opensmile.FeatureSet[feature_set], opensmile.FeatureLevel(LEVEL[level]))
-    root = derive_config(Path(tempfile.mkdtemp(prefix="kebr-opensmile-")) / "config", frame_s, step_s)
+    try:
+        root = derive_config(config_dir, frame_s, step_s)
+    except OSError as exc:
+        problem = full_disk(config_dir.parent)
+        if problem is None:
+            raise
+        raise EnvironmentFailure(f"opensmile could not copy its config folder: {problem}") from exc
     return opensmile.Smile(str(root / CONF[feature_set]), LEVEL[level])
 
 
@@ -101,6 +106,19 @@ class OpensmileStage(AudioClipStage):
     def __init__(self, cfg: dict[str, Any]) -> None:
         super().__init__(cfg)
         self.schema = opensmile_schema(WIDTHS[cfg["feature_set"], cfg["level"]])
+        self._smile: Any = None
+
+    def run_shard(self, ctx: ShardContext) -> pa.Table:
+        """The clips with one Smile per shard; a derived config folder lives in the shard's temp folder and is
+        removed when the shard ends, however it ends (once, a 392 KB copy per worker stayed in TMPDIR)."""
+        cfg = self.cfg
+        config_dir = ctx.temp() / "opensmile-config"
+        try:
+            self._smile = smile(cfg["feature_set"], cfg["level"], cfg["frame_s"], cfg["step_s"], config_dir)
+            return super().run_shard(ctx)
+        finally:
+            self._smile = None
+            shutil.rmtree(config_dir, ignore_errors=True)
 
     def check(self) -> list[str]:
         problem = missing("opensmile", "encoders", "the opensmile stage")
@@ -117,7 +135,7 @@ class OpensmileStage(AudioClipStage):
         window = cfg["frame_s"] or 0.06
         if len(y) < window * sr:
             raise ClipSkipped("too_short", f"{len(y) / sr:.3f} s, shorter than one {window:g} s frame")
-        frames = smile(cfg["feature_set"], cfg["level"], cfg["frame_s"], cfg["step_s"]).process_signal(y, sr)
+        frames = self._smile.process_signal(y, sr)
         features = np.ascontiguousarray(frames.to_numpy(np.float32))
         if not np.isfinite(features).all():
             raise ClipError("non_finite", "openSMILE returned NaN or infinity")

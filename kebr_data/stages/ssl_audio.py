@@ -20,6 +20,7 @@ import pyarrow as pa
 from ..config import content_hash, setting
 from ..deps import missing
 from ..features import ssl_encoder as enc
+from ..features.model_size import size_problem
 from ..features.numba_cache import first_use
 from ..schema import ANY_WIDTH, COMMON, frame_field, rows_to_batch, with_metadata
 from .base import ClipInput, Resources, ShardContext, Stage, iter_clips, row
@@ -58,6 +59,8 @@ class SslAudioSettings:
                                      min=0.1, max=60.0)
     batch_size: int = setting(8, "chunks per forward pass, grouped by length", min=1, runtime=True)
     device: Literal["cpu", "cuda"] = setting("cpu", "cuda runs in float16")
+    max_params: float = setting(2e9, "refuse a model whose parameter count, computed from its config.json before "
+                                     "it is loaded, exceeds this", min=1.0, runtime=True)
 
 
 class SslAudioStage(Stage):
@@ -99,7 +102,8 @@ class SslAudioStage(Stage):
 
         if self.cfg["device"] == "cuda" and not torch.cuda.is_available():
             problems.append("ssl_audio.device = cuda, but torch sees no CUDA device")
-        return problems
+        too_big = size_problem(self.cfg["model"], self.cfg["max_params"], "ssl_audio.max_params")
+        return problems + ([too_big] if too_big else [])
 
     def config_hash(self) -> str:
         semantic = {k: v for k, v in self.cfg.items() if k not in self.runtime_keys() and k != "model"}

@@ -22,6 +22,7 @@ import pyarrow as pa
 from ..config import content_hash, setting
 from ..deps import missing
 from ..errors import ClipError, PrerequisiteError
+from ..features.model_size import size_problem
 from ..schema import ANY_WIDTH, COMMON, frame_field
 from .base import ClipInput, ClipStage, ShardContext
 
@@ -76,6 +77,8 @@ class VideoEncoderSettings:
     batch_windows: int = setting(4, "windows of num_frames crops per forward pass (in the hash: batch shapes change "
                                     "the last bits)", min=1)
     threads: int = setting(1, "torch threads per worker", min=1)
+    max_params: float = setting(2e9, "videomae: refuse a model whose parameter count, computed from its config.json "
+                                     "before it is loaded, exceeds this", min=1.0, runtime=True)
 
 
 class VideoEncoderStage(ClipStage):
@@ -111,6 +114,8 @@ class VideoEncoderStage(ClipStage):
             if problem:
                 return [problem]
         problem = vm.problem(self._path(), self.cfg["model_type"])
+        if problem is None and self.cfg["model_type"] == "videomae":
+            problem = size_problem(self._path(), self.cfg["max_params"], "video_encoder.max_params")
         return [problem] if problem else []
 
     def config_hash(self) -> str:

@@ -94,6 +94,14 @@ def fix_command(root: Path, stage: str) -> str:
     return f"kebr-data extract --out {root} --stages {stage}"
 
 
+def force_command(root: Path, stage: str) -> str:
+    """The command that recomputes every shard of `stage` in `root` (`kebr-data mask` has no --force: extract
+    runs the mask stage too)."""
+    if stage == PLAN:
+        return fix_command(root, PLAN)
+    return f"kebr-data extract --out {root} --stages {stage} --force"
+
+
 def no_plan_error(root: Path) -> PlanError:
     """The error for a folder without a committed plan, naming the command that makes one."""
     what = "does not exist" if not root.exists() else "is not a kebr-data output folder (no committed plan)"
@@ -243,7 +251,8 @@ class Store:
                              f"{fix_command(self.root, stage)}" + (" --force" if stage != "mask" else ""))
         if lines:
             raise StaleOutputError(f"{self.root} holds tables that must not be read as they are:\n  " +
-                                   "\n  ".join(lines) + "\n(experts: --allow-stale reads them anyway)")
+                                   "\n  ".join(lines) + "\n(experts: `kebr-train --set allow_stale=true` reads them "
+                                   "anyway)")
 
     # -- tables -------------------------------------------------------------------------------------
     def source(self, stage: str, shard: int, columns: list[str] | None = None) -> TableSource:
@@ -259,7 +268,7 @@ class Store:
         table = self.read(stage, shard, ["clip_id", *[c for c in columns if c != "clip_id"]])
         if table.column("clip_id").to_pylist() != plan_ids:
             raise StaleOutputError(f"{stage} shard {shard:05d} of {self.root} is not aligned with the plan "
-                                   f"(its rows are other clips); fix: {fix_command(self.root, stage)} --force")
+                                   f"(its rows are other clips); fix: {force_command(self.root, stage)}")
         return table
 
     def frame_width(self, stage: str, column: str = "features") -> int | None:
