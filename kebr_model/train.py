@@ -112,7 +112,7 @@ class Trainer:
             raise TrainSetupError(problem)
         if self.rank == 0:
             check_run_folder(self.out)
-        self.digests: Digests | None = None  # --allow-stale: the tables are read as they are
+        self.digests: Digests | None = None  # allow_stale: the tables are read as they are
         if not cfg.allow_stale:  # rank 0 keeps the verdicts in the run folder: a resume only stats the tables
             self.digests = Digests(self.out / VERIFIED_TABLES, self.out) if self.rank == 0 else Digests()
         stages = check_folder(self.shards, cfg.task, cfg.allow_stale, cfg.used, self.digests)
