@@ -46,7 +46,7 @@ def folder(tmp_path_factory) -> Path:
 
 
 def e2e(model: str, **kw) -> TrainConfig:
-    return TrainConfig.load([E2E], **{**TINY, "audio_encoder": model, **kw})
+    return TrainConfig.load([E2E], **{**TINY, "audio_encoder": model, "encoder": "", "require_encoder": False, **kw})
 
 
 @functools.lru_cache(maxsize=2)
@@ -151,7 +151,7 @@ def cli(*args):
 
 
 def test_the_ready_config_finetunes_and_evaluates_through_the_cli(folder, models, tmp_path):
-    sets = [f"audio_encoder={models['data2vec']}", "batch_size=4", "epochs=1", "max_text_tokens=16",
+    sets = [f"audio_encoder={models['data2vec']}", "encoder=''", "require_encoder=false", "batch_size=4", "epochs=1", "max_text_tokens=16",
             "checkpoint_every=0", "patience=0", "max_audio_s=0.5", "freeze_encoder=true"]
     run = tmp_path / "run"
     overrides = [a for s in sets for a in ("--set", s)]
@@ -171,7 +171,7 @@ def test_setup_mistakes_stop_with_one_line(folder, models, tmp_path, case, needl
     shards = make_shards(tmp_path / "bare", n=5, shard_size=5, labelled=True) if case == "no_audio_stage" else folder
     model = {"missing": str(tmp_path / "nope"), "unset": ""}.get(case, models["hubert"])
     result = cli("finetune", "--shards", shards, "--out", tmp_path / "run", "--config", E2E,
-                 "--set", f"audio_encoder={model}")
+                 "--set", f"audio_encoder={model}", "--set", "encoder=''", "--set", "require_encoder=false")
     lines = [x for x in result.output.splitlines() if x.strip()]
     assert result.exit_code == 2 and len(lines) == 1 and needle in lines[0], result.output
     assert "Traceback" not in result.output
