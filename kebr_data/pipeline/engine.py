@@ -22,7 +22,7 @@ from ..config import Config
 from ..errors import PlanError, PrerequisiteError, RunAborted, StaleOutputError, redact
 from ..executors import TaskFailed, executor_class, make_executor
 from ..progress import StageBar, make_progress
-from ..stages import make_stage, stage_class
+from ..stages import conflicts as stage_conflicts, make_stage, stage_class
 from ..stages.base import Stage
 from ..storage.layout import OutputDir
 from ..storage.lock import OutputLock
@@ -67,7 +67,8 @@ class RunReport:
 
 def check_prerequisites(stages: list[str], cfg: Config) -> None:
     """Stop before any work with one message listing every missing prerequisite."""
-    problems = [f"executor: {p}" for p in executor_class(cfg["run"]["executor"]).check()]
+    problems = [f"plugins: {c}" for c in stage_conflicts]
+    problems += [f"executor: {p}" for p in executor_class(cfg["run"]["executor"]).check()]
     for name in stages:
         if name != "index":
             problems += [f"{name}: {p}" for p in make_stage(name, cfg).check()]
