@@ -17,6 +17,7 @@ import json
 import math
 import sys
 import typing
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -32,13 +33,27 @@ Config = dict[str, dict[str, Any]]
 
 
 def setting(default: Any, help: str, *, min: float | None = None, max: float | None = None,
-            runtime: bool = False) -> Any:
-    """A config key: its default, one line of help, an optional range, and whether it is runtime-only
-    (how a stage runs, not what it writes: left out of the stage's config hash)."""
-    meta = {"help": help, "min": min, "max": max, "runtime": runtime}
+            runtime: bool = False, choices: Callable[[], Iterable[str]] | None = None) -> Any:
+    """A config key: its default, one line of help, an optional range, whether it is runtime-only
+    (how a stage runs, not what it writes: left out of the stage's config hash), and for names looked
+    up in a registry (stages, executors, engines) a function returning the allowed ones, checked when
+    the key is set, so a bad value is refused before it is saved, whether or not its stage runs."""
+    meta = {"help": help, "min": min, "max": max, "runtime": runtime, "choices": choices}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: copy.deepcopy(default), metadata=meta)
     return field(default=default, metadata=meta)
+
+
+def _stage_names() -> tuple[str, ...]:
+    from .stages import pipeline_order
+
+    return pipeline_order()
+
+
+def _executor_names() -> Iterable[str]:
+    from .executors import EXECUTORS
+
+    return EXECUTORS
 
 
 @dataclass
@@ -47,11 +62,12 @@ class RunSettings:
 
     workers: int = setting(0, "worker processes of the local executor; 0 = one per CPU core", min=0)
     executor: str = setting("local", "where shards run: local (process pool) | ray (one Ray task per stage and "
-                                     "shard)")
+                                     "shard)", choices=_executor_names)
     ray_address: str = setting("", "ray: an existing cluster's address ('auto', 'ray://host:10001'); '' = start "
                                     "a local one")
     max_failed: float = setting(0.05, "exit 1 when a stage's failed fraction exceeds this", min=0.0, max=1.0)
-    stages: list[str] = setting([], "what extract runs without --stages; [] = the default extract stages")
+    stages: list[str] = setting([], "what extract runs without --stages; [] = the default extract stages",
+                                choices=_stage_names)
 
 
 @dataclass
@@ -98,8 +114,25 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def _check_choices(key: str, value: Any, f: dataclasses.Field) -> Any:
+    """Refuse a name (or a list item) that the field's registry does not hold."""
+    if f.metadata.get("choices") is None:
+        return value
+    allowed = list(f.metadata["choices"]())
+    bad = next((v for v in (value if isinstance(value, list) else [value]) if v not in allowed), None)
+    if bad is not None:
+        raise ConfigError(f"config key {key} must be one of {', '.join(allowed)}, got {bad!r}"
+                          f"{did_you_mean(bad, allowed)}")
+    return value
+
+
 def _coerce(key: str, value: Any, f: dataclasses.Field, hint: Any) -> Any:
     """Check `value` against the field's type, choices and range; ints are accepted where floats are."""
+    return _check_choices(key, _coerce_type(key, value, f, hint), f)
+
+
+def _coerce_type(key: str, value: Any, f: dataclasses.Field, hint: Any) -> Any:
+    """`value` checked against the field's type, Literal choices and range."""
     origin = typing.get_origin(hint)
     if origin is Literal:
         if value not in typing.get_args(hint):

