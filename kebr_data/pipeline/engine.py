@@ -28,7 +28,7 @@ from ..storage.layout import OutputDir
 from ..storage.lock import OutputLock
 from ..storage.markers import Marker, PlanMarker
 from ..storage.store import PLAN, Store, no_plan_error
-from . import plan, run_record
+from . import pins, plan, run_record
 from .shard_task import ShardTask, run_shard_task
 from .summaries import StageSummary, summarise
 
@@ -126,8 +126,9 @@ class Engine:
                                   self.opts.src, self.opts.changed)
                 return self._run_limited(marker)
             self._refuse_stale(work, marker.num_shards)
+            tools = pins.check_tools(self.out, [make_stage(name, self.cfg) for name in work], self.opts.force)
             run_record.record(self.out, self.opts.saved_config or self.cfg, self.opts.command, self.opts.stages, self.opts.src,
-                              self.opts.changed)
+                              self.opts.changed, tools)
             summaries = []
             with make_progress(self.console) as progress:
                 for name in work:
@@ -234,8 +235,10 @@ class Engine:
             hashes[up] = current
         return hashes
 
-    def _needs_run(self, stage: str, shard: int, config_hash: str, upstream: dict[str, str]) -> str | None:
-        """Why (stage, shard) must be computed, or None when its committed output is current."""
+    def _needs_run(self, stage: str, shard: int, config_hash: str, upstream: dict[str, str],
+                   tools: dict[str, str] | None = None) -> str | None:
+        """Why (stage, shard) must be computed, or None when its committed output is current. `tools` are the
+        pinned tools' hashes: a shard made with another build (a --force run interrupted) is recomputed."""
         m: Marker | None = self.store.marker(stage, shard)
         if m is None:
             corrupt = self.store.corrupt(stage, shard)
@@ -244,6 +247,9 @@ class Engine:
             return "--force"
         if m.config_hash != config_hash:
             return "options changed"
+        changed = [k for k, v in (tools or {}).items() if m.versions.get(k, v) != v]
+        if changed:
+            return f"made with another build ({', '.join(changed)})"
         if m.upstream != upstream:
             return "upstream changed"
         return self.store.problem(stage, shard)
@@ -252,11 +258,11 @@ class Engine:
         num_shards = marker.num_shards
         stage = make_stage(name, self.cfg)
         cls = stage_class(name)
-        config_hash = stage.config_hash()
+        config_hash, tools = stage.config_hash(), stage.tool_hashes()
         tasks, clips = [], 0
         for shard in range(num_shards):
             upstream = self._upstream_hashes(stage, shard)
-            reason = self._needs_run(name, shard, config_hash, upstream)
+            reason = self._needs_run(name, shard, config_hash, upstream, tools)
             if reason is not None:
                 tasks.append(ShardTask(str(self.out.root), cls, shard, self.cfg, upstream))
                 clips += marker.shard_rows(shard)
