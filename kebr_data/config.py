@@ -32,16 +32,30 @@ else:  # pragma: no cover
 Config = dict[str, dict[str, Any]]
 
 
+Check = Callable[[Any], str | None]
+
+
 def setting(default: Any, help: str, *, min: float | None = None, max: float | None = None,
-            runtime: bool = False, choices: Callable[[], Iterable[str]] | None = None) -> Any:
+            runtime: bool = False, check: Check | None = None) -> Any:
     """A config key: its default, one line of help, an optional range, whether it is runtime-only
-    (how a stage runs, not what it writes: left out of the stage's config hash), and for names looked
-    up in a registry (stages, executors, engines) a function returning the allowed ones, checked when
-    the key is set, so a bad value is refused before it is saved, whether or not its stage runs."""
-    meta = {"help": help, "min": min, "max": max, "runtime": runtime, "choices": choices}
+    (how a stage runs, not what it writes: left out of the stage's config hash), and an optional check
+    of what a type cannot say (a name in a registry: `one_of`; a pair in order) returning the problem
+    or None. All run when the key is set, so a bad value is refused before run.json saves it, whether
+    or not its stage runs now."""
+    meta = {"help": help, "min": min, "max": max, "runtime": runtime, "check": check}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: copy.deepcopy(default), metadata=meta)
     return field(default=default, metadata=meta)
+
+
+def one_of(names: Callable[[], Iterable[str]]) -> Check:
+    """A check that a value (or each item of a list) is one of `names()`, read when the key is set (so
+    stages, executors or engines registered by then count), with "did you mean"."""
+    def check(value: Any) -> str | None:
+        allowed = list(names())
+        bad = next((v for v in (value if isinstance(value, list) else [value]) if v not in allowed), None)
+        return None if bad is None else f"must be one of {', '.join(allowed)}, got {bad!r}{did_you_mean(bad, allowed)}"
+    return check
 
 
 def _stage_names() -> tuple[str, ...]:
@@ -62,12 +76,12 @@ class RunSettings:
 
     workers: int = setting(0, "worker processes of the local executor; 0 = one per CPU core", min=0)
     executor: str = setting("local", "where shards run: local (process pool) | ray (one Ray task per stage and "
-                                     "shard)", choices=_executor_names)
+                                     "shard)", check=one_of(_executor_names))
     ray_address: str = setting("", "ray: an existing cluster's address ('auto', 'ray://host:10001'); '' = start "
                                     "a local one")
     max_failed: float = setting(0.05, "exit 1 when a stage's failed fraction exceeds this", min=0.0, max=1.0)
     stages: list[str] = setting([], "what extract runs without --stages; [] = the default extract stages",
-                                choices=_stage_names)
+                                check=one_of(_stage_names))
 
 
 @dataclass
@@ -114,21 +128,13 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _check_choices(key: str, value: Any, f: dataclasses.Field) -> Any:
-    """Refuse a name (or a list item) that the field's registry does not hold."""
-    if f.metadata.get("choices") is None:
-        return value
-    allowed = list(f.metadata["choices"]())
-    bad = next((v for v in (value if isinstance(value, list) else [value]) if v not in allowed), None)
-    if bad is not None:
-        raise ConfigError(f"config key {key} must be one of {', '.join(allowed)}, got {bad!r}"
-                          f"{did_you_mean(bad, allowed)}")
-    return value
-
-
 def _coerce(key: str, value: Any, f: dataclasses.Field, hint: Any) -> Any:
-    """Check `value` against the field's type, choices and range; ints are accepted where floats are."""
-    return _check_choices(key, _coerce_type(key, value, f, hint), f)
+    """Check `value` against the field's type, choices, range and check; ints are accepted where floats are."""
+    value = _coerce_type(key, value, f, hint)
+    problem = f.metadata["check"](value) if f.metadata.get("check") else None
+    if problem:
+        raise ConfigError(f"config key {key} {problem}")
+    return value
 
 
 def _coerce_type(key: str, value: Any, f: dataclasses.Field, hint: Any) -> Any:
