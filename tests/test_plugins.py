@@ -50,3 +50,17 @@ def test_a_plugin_named_like_a_built_in_stage_is_refused_naming_both(tmp_path):
     assert "Traceback" not in ran.stderr
     assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
     assert run_cli("status", "--out", str(out), env=with_site(site)).returncode == 0
+
+
+def test_register_at_run_time_refuses_a_taken_name():
+    import pytest
+
+    from kebr_data import stages
+    from kebr_data.stages.audio import AudioStage
+
+    class Shadow(AudioStage):
+        pass
+
+    with pytest.raises(stages.DuplicateStage, match="by built-in kebr_data.stages.audio:AudioStage and by "):
+        stages.register(Shadow)
+    assert stages.registry()["audio"] is AudioStage and stages.register(AudioStage) is AudioStage

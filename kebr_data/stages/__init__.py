@@ -58,8 +58,9 @@ def register(cls: type[Stage], origin: str = "") -> type[Stage]:
     if cls.name in reserved or not cls.name.isidentifier():
         raise ConfigError(f"stage name {cls.name!r} is reserved or not an identifier")
     if _registry.get(cls.name, cls) is not cls:
-        raise DuplicateStage(f"stage {cls.name} is defined twice, by {_origins[cls.name]} and by "
-                             f"{origin or _origin(cls)}: rename the plugin's stage (its `name`) or uninstall it")
+        first = _origins.get(cls.name) or _origin(_registry[cls.name])
+        raise DuplicateStage(f"stage {cls.name} is defined twice, by {first} and by {origin or _origin(cls)}: "
+                             "rename the plugin's stage (its `name`) or uninstall it")
     missing = [u for u in cls.upstream if u != "plan" and u not in _registry]
     if missing:
         raise ConfigError(f"stage {cls.name} needs {', '.join(missing)}, which is not registered")
