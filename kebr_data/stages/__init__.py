@@ -51,7 +51,9 @@ def _origin(cls: type) -> str:
 
 def register(cls: type[Stage], origin: str = "") -> type[Stage]:
     """Add a stage class (usable as a decorator); its upstream stages must be registered already, and
-    its name must not be taken by another class."""
+    its name must not be taken by another class (the built-ins are registered first, so none is shadowed)."""
+    if cls not in BUILTIN:
+        registry()
     reserved = {INDEX, "plan", "run"}
     if not (isinstance(cls, type) and issubclass(cls, Stage)):
         raise ConfigError(f"{cls!r} is not a kebr_data.stages.base.Stage subclass")
