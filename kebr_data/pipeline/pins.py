@@ -11,6 +11,7 @@ pins the new one).
 from __future__ import annotations
 
 import dataclasses
+import shlex
 from typing import Any
 
 from ..errors import StaleOutputError
@@ -44,7 +45,8 @@ def check_tools(out: OutputDir, stages: list[Stage], force: bool) -> Pins:
 
 def _refusal(out: OutputDir, stage: str, name: str, was: dict[str, Any], tool: Tool) -> str:
     pinned = Tool(**{f.name: str(was.get(f.name, "")) for f in dataclasses.fields(Tool)})
-    return (f"{stage}: {out.root} was made with {name} {pinned.describe()}, but this run would use {tool.describe()}; one "
-            f"folder never mixes two builds. Use the pinned one with --set {tool.setting}={was.get('path')}, or "
-            f"recompute {stage} (and what depends on it) with the new one: kebr-data extract --out {out.root} "
-            f"--force --stages {stage}")
+    keep = shlex.quote(f"{tool.setting}={pinned.path}")
+    return (f"{stage}: {out.root} was made with {name} {pinned.describe()}, but this run would use "
+            f"{tool.describe()}; one folder never mixes two builds. Use the pinned one with --set {keep}, or "
+            f"recompute {stage} (and what depends on it) with the new one: kebr-data extract --out "
+            f"{shlex.quote(str(out.root))} --force --stages {stage}")
