@@ -69,6 +69,7 @@ def test_content_hash_is_order_independent():
     ("run.executor='rey'", "run.executor must be one of local, ray, got 'rey' (did you mean ray?)"),
     ("asr.engine='given '", "asr.engine must be one of faster-whisper, openai-whisper, google, given, got 'given '"),
     ("mask.scale_from=[4,-4]", "mask.scale_from must be [low, high] with low < high, got [4.0, -4.0]"),
+    ("ssl_audio.layer='final'", "ssl_audio.layer must be last, all or a hidden-state index such as '-1', got 'final'"),
 ])
 def test_values_a_type_cannot_check_are_checked_when_set(override, fix):
     with pytest.raises(ConfigError, match=re.escape(fix)):

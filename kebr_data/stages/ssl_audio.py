@@ -49,7 +49,9 @@ class SslAudioSettings:
     model: str = setting("", "a local Hugging Face model folder (config.json, preprocessor_config.json, weights); "
                               "never downloaded")
     layer: str = setting("last", "last | all (every hidden state, frames x (layers+1)*D, layer-major) | an index "
-                                 "into the hidden states as a string ('0' = transformer input, '-1' = last)")
+                                 "into the hidden states as a string ('0' = transformer input, '-1' = last)",
+                         check=lambda v: None if v in ("last", "all") or v.removeprefix("-").isdigit() else
+                         f"must be last, all or a hidden-state index such as '-1', got {v!r}")
     pooling: Literal["none", "mean"] = setting("none", "none: frames at the model's rate (~50/s); mean: one row, "
                                                        "the mean over the clip's frames")
     max_chunk_s: float = setting(30.0, "clips longer than this are encoded in overlapping chunks (Whisper: at most "
