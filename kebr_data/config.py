@@ -196,6 +196,14 @@ class _Schema:
                               "`kebr-data defaults` lists every key")
         cfg.setdefault(section, {})[name] = _coerce(key, value, self.fields[section][name], self.hints[section][name])
 
+    def check_sections(self, cfg: Config) -> None:
+        """Checks across the keys of a section (its dataclass's static `problems(values) -> list[str]`), on every
+        section whether or not its stage runs now, so a bad combination is refused before it is saved."""
+        for name, cls in self.sections.items():
+            problems = cls.problems(cfg[name]) if hasattr(cls, "problems") and name in cfg else []
+            if problems:
+                raise ConfigError(f"config: {problems[0]}")
+
 
 def read_toml(path: Path) -> dict[str, Any]:
     """A TOML file as a dict, with one-line errors for a missing, non-UTF-8 or invalid file."""
@@ -255,6 +263,7 @@ def load(files: list[Path] | tuple[Path, ...] = (), overrides: list[str] | tuple
         _merge(schema, cfg, read_toml(f), str(f))
     for text in overrides:
         schema.set(cfg, *parse_override(text))
+    schema.check_sections(cfg)
     return cfg
 
 
@@ -265,6 +274,7 @@ def apply(cfg: Config, values: dict[str, Any], schema_sections: dict[str, type] 
     for key, value in values.items():
         if value is not None:
             schema.set(out, key, value)
+    schema.check_sections(out)
     return out
 
 

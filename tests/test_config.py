@@ -70,6 +70,7 @@ def test_content_hash_is_order_independent():
     ("asr.engine='given '", "asr.engine must be one of faster-whisper, openai-whisper, google, given, got 'given '"),
     ("mask.scale_from=[4,-4]", "mask.scale_from must be [low, high] with low < high, got [4.0, -4.0]"),
     ("ssl_audio.layer='final'", "ssl_audio.layer must be last, all or a hidden-state index such as '-1', got 'final'"),
+    ("ssl_audio.chunk_overlap_s=20", "ssl_audio.chunk_overlap_s (20) must be less than half of ssl_audio.max_chunk_s"),
 ])
 def test_values_a_type_cannot_check_are_checked_when_set(override, fix):
     with pytest.raises(ConfigError, match=re.escape(fix)):

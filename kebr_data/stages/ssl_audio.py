@@ -61,6 +61,14 @@ class SslAudioSettings:
     batch_size: int = setting(8, "chunks per forward pass, grouped by length", min=1, runtime=True)
     device: Literal["cpu", "cuda"] = setting("cpu", "cuda runs in float16")
 
+    @staticmethod
+    def problems(values: dict[str, Any]) -> list[str]:
+        """Checks across keys (run by kebr_data.config whenever the configuration is loaded)."""
+        if values["chunk_overlap_s"] * 2 >= values["max_chunk_s"]:
+            return [f"ssl_audio.chunk_overlap_s ({values['chunk_overlap_s']:g}) must be less than half of "
+                    f"ssl_audio.max_chunk_s ({values['max_chunk_s']:g})"]
+        return []
+
 
 class SslAudioStage(Stage):
     """frames × D float32 per clip (or 1 × D with mean pooling)."""
@@ -92,8 +100,7 @@ class SslAudioStage(Stage):
             enc.parse_layer(self.cfg["layer"], self.info.hidden_states)
         except ValueError as exc:
             problems.append(f"ssl_audio.layer {self.cfg['layer']!r}: {exc}")
-        if self.cfg["chunk_overlap_s"] * 2 >= self.cfg["max_chunk_s"]:
-            problems.append("ssl_audio.chunk_overlap_s must be less than half of ssl_audio.max_chunk_s")
+        problems += SslAudioSettings.problems(self.cfg)
         absent = [p for p in (missing(m, "encoders", "the ssl_audio stage") for m in ("torch", "transformers")) if p]
         if absent:
             return problems + absent
