@@ -17,6 +17,7 @@ import json
 import math
 import sys
 import typing
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -31,14 +32,42 @@ else:  # pragma: no cover
 Config = dict[str, dict[str, Any]]
 
 
+Check = Callable[[Any], str | None]
+
+
 def setting(default: Any, help: str, *, min: float | None = None, max: float | None = None,
-            runtime: bool = False) -> Any:
-    """A config key: its default, one line of help, an optional range, and whether it is runtime-only
-    (how a stage runs, not what it writes: left out of the stage's config hash)."""
-    meta = {"help": help, "min": min, "max": max, "runtime": runtime}
+            runtime: bool = False, check: Check | None = None) -> Any:
+    """A config key: its default, one line of help, an optional range, whether it is runtime-only
+    (how a stage runs, not what it writes: left out of the stage's config hash), and an optional check
+    of what a type cannot say (a name in a registry: `one_of`; a pair in order) returning the problem
+    or None. All run when the key is set, so a bad value is refused before run.json saves it, whether
+    or not its stage runs now."""
+    meta = {"help": help, "min": min, "max": max, "runtime": runtime, "check": check}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: copy.deepcopy(default), metadata=meta)
     return field(default=default, metadata=meta)
+
+
+def one_of(names: Callable[[], Iterable[str]]) -> Check:
+    """A check that a value (or each item of a list) is one of `names()`, read when the key is set (so
+    stages, executors or engines registered by then count), with "did you mean"."""
+    def check(value: Any) -> str | None:
+        allowed = list(names())
+        bad = next((v for v in (value if isinstance(value, list) else [value]) if v not in allowed), None)
+        return None if bad is None else f"must be one of {', '.join(allowed)}, got {bad!r}{did_you_mean(bad, allowed)}"
+    return check
+
+
+def _stage_names() -> tuple[str, ...]:
+    from .stages import pipeline_order
+
+    return pipeline_order()
+
+
+def _executor_names() -> Iterable[str]:
+    from .executors import EXECUTORS
+
+    return EXECUTORS
 
 
 @dataclass
@@ -47,11 +76,12 @@ class RunSettings:
 
     workers: int = setting(0, "worker processes of the local executor; 0 = one per CPU core", min=0)
     executor: str = setting("local", "where shards run: local (process pool) | ray (one Ray task per stage and "
-                                     "shard)")
+                                     "shard)", check=one_of(_executor_names))
     ray_address: str = setting("", "ray: an existing cluster's address ('auto', 'ray://host:10001'); '' = start "
                                     "a local one")
     max_failed: float = setting(0.05, "exit 1 when a stage's failed fraction exceeds this", min=0.0, max=1.0)
-    stages: list[str] = setting([], "what extract runs without --stages; [] = the default extract stages")
+    stages: list[str] = setting([], "what extract runs without --stages; [] = the default extract stages",
+                                check=one_of(_stage_names))
 
 
 @dataclass
@@ -99,7 +129,16 @@ def _is_number(value: Any) -> bool:
 
 
 def _coerce(key: str, value: Any, f: dataclasses.Field, hint: Any) -> Any:
-    """Check `value` against the field's type, choices and range; ints are accepted where floats are."""
+    """Check `value` against the field's type, choices, range and check; ints are accepted where floats are."""
+    value = _coerce_type(key, value, f, hint)
+    problem = f.metadata["check"](value) if f.metadata.get("check") else None
+    if problem:
+        raise ConfigError(f"config key {key} {problem}")
+    return value
+
+
+def _coerce_type(key: str, value: Any, f: dataclasses.Field, hint: Any) -> Any:
+    """`value` checked against the field's type, Literal choices and range."""
     origin = typing.get_origin(hint)
     if origin is Literal:
         if value not in typing.get_args(hint):
@@ -156,6 +195,14 @@ class _Schema:
             raise ConfigError(f"unknown config key {key!r}{did_you_mean(key, _flat_keys(cfg))}; "
                               "`kebr-data defaults` lists every key")
         cfg.setdefault(section, {})[name] = _coerce(key, value, self.fields[section][name], self.hints[section][name])
+
+    def check_sections(self, cfg: Config) -> None:
+        """Checks across the keys of a section (its dataclass's static `problems(values) -> list[str]`), on every
+        section whether or not its stage runs now, so a bad combination is refused before it is saved."""
+        for name, cls in self.sections.items():
+            problems = cls.problems(cfg[name]) if hasattr(cls, "problems") and name in cfg else []
+            if problems:
+                raise ConfigError(f"config: {problems[0]}")
 
 
 def read_toml(path: Path) -> dict[str, Any]:
@@ -216,6 +263,7 @@ def load(files: list[Path] | tuple[Path, ...] = (), overrides: list[str] | tuple
         _merge(schema, cfg, read_toml(f), str(f))
     for text in overrides:
         schema.set(cfg, *parse_override(text))
+    schema.check_sections(cfg)
     return cfg
 
 
@@ -226,6 +274,7 @@ def apply(cfg: Config, values: dict[str, Any], schema_sections: dict[str, type] 
     for key, value in values.items():
         if value is not None:
             schema.set(out, key, value)
+    schema.check_sections(out)
     return out
 
 

@@ -3,7 +3,8 @@
 Checks per (stage, shard): the table exists, its size and sha256 equal the marker's, it parses,
 its schema is the one its stage declares, its rows are the plan shard's clips in plan order, its
 status counts equal the marker's, and the upstream tables it was made from are still the current
-ones; per stage, that all shards were made with one configuration. Missing shards are reported too.
+ones; per stage, that all shards were made with one configuration and one build of each external
+program (ffmpeg, OpenFace: `Stage.tool_names`). Missing shards are reported too.
 Every stage in the registry is checked, so a new stage is validated without touching this file.
 """
 
@@ -58,9 +59,26 @@ def validate(root: Path) -> tuple[int, list[Problem]]:
             detail = ", ".join(f"{n} shard(s) with {h}" for h, n in hashes.most_common())
             problems.append(Problem(stage, -1, f"shards were made with different settings ({detail}): rerun the "
                                                f"stage with the settings you want: {force_command(root, stage)}"))
+        problems += _mixed_tools(store, stage)
     unknown = present - set(schemas)
     problems += [Problem(s, -1, "no registered stage of this name (a plugin not installed?)") for s in sorted(unknown)]
     return checked, problems
+
+
+def _mixed_tools(store: Store, stage: str) -> list[Problem]:
+    """A problem per external program (ffmpeg, OpenFace) whose shards of `stage` were made by several builds."""
+    cls = registry().get(stage)
+    found = []
+    for tool in cls.tool_names if cls is not None else ():
+        key = f"{tool}_sha256"
+        builds = collections.Counter(m.versions[key] for shard in range(store.plan.num_shards)
+                                     if (m := store.marker(stage, shard)) is not None and key in m.versions)
+        if len(builds) > 1:
+            detail = ", ".join(f"{n} shard(s) with sha256 {h}" for h, n in builds.most_common())
+            found.append(Problem(stage, -1, f"shards were made by different {tool} builds ({detail}): recompute the "
+                                            f"stage with one (kebr-data extract --out {store.root} --force --stages "
+                                            f"{stage})"))
+    return found
 
 
 def _check(store: Store, want: pa.Schema, stage: str, shard: int, ids: list[str] | None) -> list[str]:

@@ -12,6 +12,7 @@ import pytest
 from test_asr import stage_rows
 
 from kebr_data import config
+from kebr_data.errors import ConfigError
 from kebr_data.asr_engines import ENGINES, AsrEngine, ClipAudio, Transcript, Word
 from kebr_data.schema import ASR
 from kebr_data.stages.asr import AsrStage
@@ -72,7 +73,10 @@ def test_a_registered_engine_runs_through_the_stage_and_its_language_gate(toy, t
 
 
 def test_an_unknown_engine_is_refused_with_a_suggestion():
-    cfg = config.load(overrides=["asr.engine='faster-whisperr'"])["asr"]
-    (problem,) = AsrStage(cfg).check()
-    assert problem.startswith("asr.engine must be one of faster-whisper, openai-whisper, google, given, got "
-                              "'faster-whisperr'") and problem.endswith("(did you mean faster-whisper?)")
+    with pytest.raises(ConfigError) as err:
+        config.load(overrides=["asr.engine='faster-whisperr'"])
+    problem = str(err.value)
+    assert problem.startswith("config key asr.engine must be one of faster-whisper, openai-whisper, google, given, "
+                              "got 'faster-whisperr'") and problem.endswith("(did you mean faster-whisper?)")
+    (problem,) = AsrStage({**config.load()["asr"], "engine": "faster-whisperr"}).check()
+    assert problem.endswith("(did you mean faster-whisper?)")

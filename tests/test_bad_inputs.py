@@ -107,3 +107,27 @@ def test_non_utf8_transcript_is_a_failed_row(tmp_path):
     stage = AsrStage(config.load(overrides=["asr.engine='given'"])["asr"])
     (row,) = stage.run_shard(ShardContext(0, {"plan": pa.Table.from_pylist(plan, schema=PLAN)}, tmp_path)).to_pylist()
     assert (row["status"], row["error"]) == ("failed", "bad_transcript") and "utf-8" in row["message"]
+
+
+def test_media_replaced_after_indexing_is_a_source_changed_row_naming_replan(tmp_path):
+    """A file whose size or mtime differs from the plan's is not decoded as if it were the planned clip."""
+    from kebr_data.pipeline.plan import build_plan
+    from kebr_data.stages.audio import AudioStage
+    from kebr_data.storage.layout import OutputDir
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("a", "b", "c"):
+        write_wav(src / f"{name}.wav", 0.5)
+    cfg = config.load()
+    build_plan(OutputDir(tmp_path / "out"), src, cfg["index"])
+    write_wav(src / "b.wav", 0.7)  # replaced: another size
+    stamp = os.stat(src / "c.wav")
+    os.utime(src / "c.wav", ns=(stamp.st_atime_ns, stamp.st_mtime_ns + 10**9))  # touched: same size, new mtime
+    plan = pq.read_table(tmp_path / "out" / "plan" / "shard-00000.parquet")
+    table = AudioStage(cfg["audio"]).run_shard(ShardContext(0, {"plan": plan}, tmp_path / "tmp"))
+    rows = {r["clip_id"]: r for r in table.to_pylist()}
+    assert rows["a"]["status"] == "ok"
+    for cid in ("b", "c"):
+        assert (rows[cid]["status"], rows[cid]["error"]) == ("failed", "source_changed"), rows[cid]
+        assert "--replan" in rows[cid]["message"] and str(src / f"{cid}.wav") in rows[cid]["message"]

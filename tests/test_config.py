@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import pytest
@@ -61,3 +62,29 @@ def test_shipped_pipelines_load(name):
 def test_content_hash_is_order_independent():
     assert config.content_hash({"a": 1, "b": [1, 2]}) == config.content_hash({"b": [1, 2], "a": 1})
     assert config.content_hash({"a": 1}) != config.content_hash({"a": 2})
+
+
+@pytest.mark.parametrize("override,fix", [
+    ('run.stages=["audio","os"]', "run.stages must be one of index, audio, asr"),
+    ("run.executor='rey'", "run.executor must be one of local, ray, got 'rey' (did you mean ray?)"),
+    ("asr.engine='given '", "asr.engine must be one of faster-whisper, openai-whisper, google, given, got 'given '"),
+    ("mask.scale_from=[4,-4]", "mask.scale_from must be [low, high] with low < high, got [4.0, -4.0]"),
+    ("ssl_audio.layer='final'", "ssl_audio.layer must be last, all or a hidden-state index such as '-1', got 'final'"),
+    ("ssl_audio.chunk_overlap_s=20", "ssl_audio.chunk_overlap_s (20) must be less than half of ssl_audio.max_chunk_s"),
+])
+def test_values_a_type_cannot_check_are_checked_when_set(override, fix):
+    with pytest.raises(ConfigError, match=re.escape(fix)):
+        config.load(overrides=[override])
+
+
+def test_a_bad_setting_of_a_stage_not_run_is_refused_before_it_is_saved(tmp_path):
+    """`extract --stages audio --set run.stages=[...,"os"]` used to exit 0 and save the value the next run failed on."""
+    from helpers import run_cli
+    from shard_factory import make_shards
+
+    out = make_shards(tmp_path / "f", n=2, shard_size=2)
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    proc = run_cli("extract", "--out", str(out), "--stages", "index", "--set", 'run.stages=["audio","os"]')
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert "run.stages must be one of" in proc.stderr and "got 'os'" in proc.stderr
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before

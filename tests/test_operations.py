@@ -22,8 +22,13 @@ def reference(tmp_path_factory, demo_src):
 
 
 def test_retry_failed_redoes_only_failed_rows_and_refreshes_downstream(tmp_path, demo_src, reference):
-    flaky = tmp_path / "ffmpeg"  # hangs on one clip (a transient outage), real ffmpeg otherwise
-    flaky.write_text(f'#!/bin/sh\ncase "$*" in *kEbRdEmOa01/00002*) sleep 30;; esac\nexec "{find_ffmpeg()}" "$@"\n')
+    # hangs on one clip while the outage lasts, real ffmpeg otherwise (the same ffmpeg before and after: a
+    # folder refuses another build, kebr_data/pipeline/pins.py)
+    outage = tmp_path / "outage"
+    outage.touch()
+    flaky = tmp_path / "ffmpeg"
+    flaky.write_text(f'#!/bin/sh\ncase "$*" in *kEbRdEmOa01/00002*) [ -e "{outage}" ] && sleep 30;; esac\n'
+                     f'exec "{find_ffmpeg()}" "$@"\n')
     flaky.chmod(0o755)
     out = tmp_path / "f"
     run_cli("extract", "--src", str(demo_src), "--out", str(out), *ARGS, "--set", f"audio.ffmpeg='{flaky}'",
@@ -32,8 +37,9 @@ def test_retry_failed_redoes_only_failed_rows_and_refreshes_downstream(tmp_path,
     assert rows["id00001/kEbRdEmOa01/00002"]["error"] == "timeout"
     before = shard_files(out)
     # the folder remembers its settings: the retry names what changed (the outage is over, a longer timeout)
-    proc = run_cli("retry-failed", "--out", str(out), "--stages", "audio", "--set", "audio.ffmpeg=''",
-                   "--set", "audio.timeout_s=120", "--max-failed", "0.05")
+    outage.unlink()
+    proc = run_cli("retry-failed", "--out", str(out), "--stages", "audio", "--set", "audio.timeout_s=120",
+                   "--max-failed", "0.05")
     assert proc.returncode == 1  # the truncated demo MP4 still fails: above 5%
     log = (out / "_logs/audio/shard-00000.log").read_text()
     assert "retrying 1 failed row(s)" in log

@@ -273,6 +273,24 @@ def clean_run(tmp_path_factory, audio_done, models):
     return out, files
 
 
+def test_a_model_changed_after_a_run_is_refused_never_mixed(tmp_path, models, clean_run):
+    """The model is in the config hash by its files' sha256 (a moved copy is the same model:
+    test_model_identity_is_in_the_config_hash); a checkpoint saved over it is another one, refused before
+    any shard mixes the two."""
+    import shutil
+
+    out = shutil.copytree(clean_run[0], tmp_path / "out")
+    model = shutil.copytree(models["data2vec"], tmp_path / "model")
+    weights = model / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1
+    weights.write_bytes(bytes(data))
+    proc = run_cli("extract", "--out", str(out), *cli_args(str(model)))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert "were made with another ssl_audio config" in " ".join(proc.stderr.split())
+    assert shard_files(out) == clean_run[1]
+
+
 def test_two_workers_and_a_forced_rerun_are_byte_identical(tmp_path, audio_done, models, clean_run):
     _, clean = clean_run
     out = from_audio(audio_done, tmp_path / "two")

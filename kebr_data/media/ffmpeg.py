@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ClipError, ClipSkipped, PrerequisiteError
-from .binaries import locate
+from .binaries import Tool, binary_sha256, found_by, locate
 
 STDERR_TAIL = 600
 _POINTER = re.compile(r" @ 0x[0-9a-fA-F]+")
@@ -22,15 +22,27 @@ _POINTER = re.compile(r" @ 0x[0-9a-fA-F]+")
 
 def find_ffmpeg(configured: str = "") -> str:
     """Path of the ffmpeg binary to use, or raise PrerequisiteError saying how to get one."""
+    return _find(configured)[0]
+
+
+def _find(configured: str) -> tuple[str, str]:
+    """(path, where it was found) of the ffmpeg to use."""
     path = locate(configured, "audio.ffmpeg", "KEBR_FFMPEG", "ffmpeg")
     if path:
-        return path
+        return path, found_by(configured, "audio.ffmpeg", "KEBR_FFMPEG")
     try:
         import imageio_ffmpeg
-        return imageio_ffmpeg.get_ffmpeg_exe()
+        return imageio_ffmpeg.get_ffmpeg_exe(), "imageio-ffmpeg"
     except (ImportError, RuntimeError) as exc:
         raise PrerequisiteError("no ffmpeg found: install Debian's ffmpeg (apt-get install ffmpeg) or "
                                 f"pip install imageio-ffmpeg, or set audio.ffmpeg ({exc})") from exc
+
+
+def ffmpeg_tool(configured: str = "") -> Tool:
+    """The ffmpeg to use as an output folder pins it: path, where it was found, version and sha256."""
+    path, kind = _find(configured)
+    version = ffmpeg_version(path).split(" Copyright")[0]
+    return Tool(path, kind, version, binary_sha256(path), "audio.ffmpeg")
 
 
 @functools.lru_cache(maxsize=8)

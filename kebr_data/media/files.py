@@ -1,5 +1,9 @@
 """Checks on an input file before a subprocess is pointed at it, and the one reader of side files.
 
+`plan_media` is the one way a stage gets a clip's media file from its plan row: readable, and still
+the file the index saw (same size and mtime), so a file replaced after indexing is never decoded as
+if it were the planned clip.
+
 Side files are the small files read beside a clip's media: sidecar transcripts (`<media>.txt`)
 and OpenFace CSVs (`visual.backend = "openface-csv"`). `read_side_file` reads only regular files
 (a FIFO would block a worker forever, `/dev/zero` never ends), at most `SIDE_FILE_MAX_BYTES`, and
@@ -13,7 +17,10 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from ..errors import ClipError
 
@@ -36,6 +43,27 @@ def check_readable(path: Path) -> None:
             fh.read(1)
     except OSError as exc:
         raise ClipError("unreadable", f"{path}: {exc.strerror}") from None
+
+
+def _when(mtime_ns: int | None) -> str:
+    return "?" if mtime_ns is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(mtime_ns / 1e9))
+
+
+def plan_media(plan: Mapping[str, Any], kind: str) -> Path:
+    """The plan row's `{kind}_path` (kind `audio` or `video`), checked by `check_readable` and against
+    the size and mtime the index recorded: a mismatch is ClipError `source_changed` naming `--replan`."""
+    path = Path(plan[f"{kind}_path"])
+    check_readable(path)
+    size, mtime_ns = plan.get(f"{kind}_size"), plan.get(f"{kind}_mtime_ns")
+    if size is None and mtime_ns is None:  # not fingerprinted (imported features, hand-made plans)
+        return path
+    st = os.stat(path)
+    if (st.st_size, st.st_mtime_ns) != (size, mtime_ns):
+        raise ClipError("source_changed", f"{path} changed after indexing ({size} bytes modified {_when(mtime_ns)} "
+                                          f"then, {st.st_size} bytes modified {_when(st.st_mtime_ns)} now): rerun "
+                                          "extract with --replan to re-index it (only shards whose clips changed "
+                                          "are recomputed)")
+    return path
 
 
 #: the largest side file read (an OpenFace CSV of a 10-minute 30 fps clip is about 45 MiB)

@@ -24,14 +24,14 @@ from ..display import one_line, printable
 from ..errors import PlanError, PrerequisiteError, RunAborted, StaleOutputError, redact
 from ..executors import TaskFailed, executor_class, make_executor
 from ..progress import StageBar, make_progress
-from ..stages import make_stage, stage_class
+from ..stages import conflicts as stage_conflicts, make_stage, stage_class
 from ..stages.base import Stage
 from ..storage.atomic import real_dir
 from ..storage.layout import OutputDir
 from ..storage.lock import OutputLock
 from ..storage.markers import Marker, PlanMarker
 from ..storage.store import PLAN, Store, no_plan_error
-from . import plan, run_record
+from . import pins, plan, run_record
 from .shard_task import ShardTask, run_shard_task
 from .summaries import StageSummary, summarise
 
@@ -70,7 +70,8 @@ class RunReport:
 
 def check_prerequisites(stages: list[str], cfg: Config) -> None:
     """Stop before any work with one message listing every missing prerequisite."""
-    problems = [f"executor: {p}" for p in executor_class(cfg["run"]["executor"]).check()]
+    problems = [f"plugins: {c}" for c in stage_conflicts]
+    problems += [f"executor: {p}" for p in executor_class(cfg["run"]["executor"]).check()]
     for name in stages:
         if name != "index":
             problems += [f"{name}: {p}" for p in make_stage(name, cfg).check()]
@@ -129,8 +130,9 @@ class Engine:
                                   self.opts.src, self.opts.changed)
                 return self._run_limited(marker)
             self._refuse_stale(work, marker.num_shards)
+            tools = pins.check_tools(self.out, [make_stage(name, self.cfg) for name in work], self.opts.force)
             run_record.record(self.out, self.opts.saved_config or self.cfg, self.opts.command, self.opts.stages, self.opts.src,
-                              self.opts.changed)
+                              self.opts.changed, tools)
             summaries = []
             with make_progress(self.console) as progress:
                 for name in work:
@@ -237,8 +239,10 @@ class Engine:
             hashes[up] = current
         return hashes
 
-    def _needs_run(self, stage: str, shard: int, config_hash: str, upstream: dict[str, str]) -> str | None:
-        """Why (stage, shard) must be computed, or None when its committed output is current."""
+    def _needs_run(self, stage: str, shard: int, config_hash: str, upstream: dict[str, str],
+                   tools: dict[str, str] | None = None) -> str | None:
+        """Why (stage, shard) must be computed, or None when its committed output is current. `tools` are the
+        pinned tools' hashes: a shard made with another build (a --force run interrupted) is recomputed."""
         m: Marker | None = self.store.marker(stage, shard)
         if m is None:
             corrupt = self.store.corrupt(stage, shard)
@@ -247,6 +251,9 @@ class Engine:
             return "--force"
         if m.config_hash != config_hash:
             return "options changed"
+        changed = [k for k, v in (tools or {}).items() if m.versions.get(k, v) != v]
+        if changed:
+            return f"made with another build ({', '.join(changed)})"
         if m.upstream != upstream:
             return "upstream changed"
         return self.store.problem(stage, shard)
@@ -255,13 +262,13 @@ class Engine:
         num_shards = marker.num_shards
         stage = make_stage(name, self.cfg)
         cls = stage_class(name)
-        config_hash = stage.config_hash()
+        config_hash, tools = stage.config_hash(), stage.tool_hashes()
         tasks: list[ShardTask] = []
         #: clips each task computes: the shard's, or its failed rows only (retry-failed)
         todo: dict[int, int] = {}
         for shard in range(num_shards):
             upstream = self._upstream_hashes(stage, shard)
-            reason = self._needs_run(name, shard, config_hash, upstream)
+            reason = self._needs_run(name, shard, config_hash, upstream, tools)
             if reason is not None:
                 tasks.append(ShardTask(str(self.out.root), cls, shard, self.cfg, upstream))
                 todo[shard] = marker.shard_rows(shard)

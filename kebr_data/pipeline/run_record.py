@@ -37,8 +37,9 @@ def saved_config(out: OutputDir) -> Config | None:
 
 
 def record(out: OutputDir, cfg: Config, command: str, stages: list[str], src: Path | None,
-           changed: tuple[str, ...] = ()) -> None:
-    """Save `cfg` as the folder's configuration and append this command to its history."""
+           changed: tuple[str, ...] = (), tools: dict[str, Any] | None = None) -> None:
+    """Save `cfg` as the folder's configuration and append this command to its history; `tools` replaces
+    the pinned tools (`kebr_data.pipeline.pins`), which are kept when it is None."""
     old = read(out)
     history = [h for h in old.get("history", []) if isinstance(h, dict)][-(HISTORY_KEPT - 1):]
     now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
@@ -48,4 +49,4 @@ def record(out: OutputDir, cfg: Config, command: str, stages: list[str], src: Pa
         "toolkit_version": __version__, "command": command, "stages": stages,
         "src": str(src.resolve()) if src else old.get("src"), "config": cfg,
         "python": sys.version.split()[0], "platform": platform.platform(), "started_at": now,
-        "history": history})
+        "tools": old.get("tools", {}) if tools is None else tools, "history": history})

@@ -127,7 +127,7 @@ def run_shard_task(task: ShardTask, progress: Callable[[int], None] = lambda n: 
             raise RuntimeError(f"stage {task.stage} returned rows that do not match plan shard {task.shard}")
         progress(0)  # the last stop point: a run interrupted after the shard's last clip commits nothing of it
         marker = commit_table(store.out, task.stage, task.shard, table, config_hash=stage.config_hash(),
-                              stage_version=stage.version, versions=stage.versions(),
+                              stage_version=stage.version, versions={**stage.versions(), **stage.tool_hashes()},
                               upstream=task.upstream_hashes, wall_s=time.monotonic() - t0,
                               stats=stage.shard_stats(table))
         log.info("done: %d rows (%d ok, %d failed, %d skipped) in %.2f s", marker.rows, marker.ok, marker.failed,

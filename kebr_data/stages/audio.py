@@ -8,13 +8,13 @@ message; a stuck ffmpeg is killed after `audio.timeout_s`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from ..config import setting
 from ..errors import ClipSkipped, PrerequisiteError
-from ..media.ffmpeg import decode_audio, ffmpeg_version, find_ffmpeg
-from ..media.files import check_readable
+from ..media.binaries import Tool
+from ..media.ffmpeg import decode_audio, ffmpeg_tool, ffmpeg_version, find_ffmpeg
+from ..media.files import plan_media
 from ..media.flac import encode_flac
 from ..schema import AUDIO
 from .base import ClipInput, ClipStage, ShardContext
@@ -41,6 +41,7 @@ class AudioStage(ClipStage):
     schema = AUDIO
     upstream = ("plan",)
     Settings = AudioSettings
+    tool_names = ("ffmpeg",)
     export_drop = ("flac",)
     report_plots = (("duration_s", "Clip durations", "seconds", 30),)
 
@@ -64,12 +65,13 @@ class AudioStage(ClipStage):
     def versions(self) -> dict[str, str]:
         return {"ffmpeg": ffmpeg_version(self.ffmpeg)}
 
+    def tools(self) -> dict[str, Tool]:
+        return {"ffmpeg": ffmpeg_tool(self.cfg["ffmpeg"])}
+
     def process(self, clip: ClipInput, ctx: ShardContext) -> dict[str, Any]:
-        source = clip.plan["audio_path"] or clip.plan["video_path"]
-        if not source:
+        if not (clip.plan["audio_path"] or clip.plan["video_path"]):
             raise ClipSkipped("no_media", "the plan has neither an audio nor a video path")
-        path = Path(source)
-        check_readable(path)
+        path = plan_media(clip.plan, "audio" if clip.plan["audio_path"] else "video")
         sr = int(self.cfg["sample_rate"])
         samples, warnings = decode_audio(self.ffmpeg, path, sr, float(self.cfg["timeout_s"]),
                                          float(self.cfg["max_duration_s"]))

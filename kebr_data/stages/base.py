@@ -22,6 +22,7 @@ import pyarrow as pa
 from ..config import content_hash, runtime_keys
 from ..errors import ClipError, EnvironmentFailure, environment_problem, redact
 from ..features.numba_cache import first_use
+from ..media.binaries import Tool
 from ..schema import frame_columns, rows_to_batch, with_metadata
 from ..storage.store import TableSource
 
@@ -84,6 +85,8 @@ class Stage(ABC):
     extract_default: ClassVar[bool] = True
     #: columns `kebr-data export` leaves out (payloads other tools cannot use, e.g. FLAC bytes)
     export_drop: ClassVar[tuple[str, ...]] = ()
+    #: names of the external programs `tools()` returns (`kebr-data validate` reads their hashes in the markers)
+    tool_names: ClassVar[tuple[str, ...]] = ()
     #: histograms in `kebr-data report`: (column, title, x label, bins)
     report_plots: ClassVar[tuple[tuple[str, str, str, Any], ...]] = ()
 
@@ -112,6 +115,16 @@ class Stage(ABC):
     def versions(self) -> dict[str, str]:
         """Versions of the external tools this stage uses, recorded in its markers."""
         return {}
+
+    def tools(self) -> dict[str, Tool]:
+        """External programs whose path is a runtime setting but whose build decides the output (ffmpeg,
+        OpenFace): an output folder pins each at the stage's first run and refuses another one
+        (`kebr_data.pipeline.pins`); their hashes go into the markers (`tool_hashes`)."""
+        return {}
+
+    def tool_hashes(self) -> dict[str, str]:
+        """`<tool>_sha256` of each of `tools()`, recorded in the markers' versions."""
+        return {f"{name}_sha256": tool.sha256 for name, tool in self.tools().items()}
 
     def input_columns(self) -> dict[str, list[str] | None]:
         """Columns to read from each upstream table (None = all)."""

@@ -24,7 +24,7 @@ from ..config import setting
 from ..deps import CV2, missing
 from ..errors import ClipError, ClipSkipped
 from ..features import face_tracks as ft
-from ..media.files import check_readable
+from ..media.files import plan_media
 from ..schema import COMMON
 from .base import ClipInput, ClipStage, ShardContext, row
 
@@ -151,8 +151,7 @@ class FacesStage(ClipStage):
         video = clip.plan["video_path"]
         if not video:
             raise ClipSkipped("no_video", "the clip has no video file")
-        path = Path(video)
-        check_readable(path)
+        path = plan_media(clip.plan, "video")
         cfg = self.cfg
         fps = float(cfg["fps"])
         src = SampledVideo(path, fps)

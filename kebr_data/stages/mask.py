@@ -40,7 +40,9 @@ class MaskSettings:
     """The mask stage: sentiment-word masking."""
 
     lexicon: str = setting("vader", "vader (vaderSentiment's bundled lexicon) | path to a word<TAB>score TSV")
-    scale_from: list[float] = setting([-4.0, 4.0], "the lexicon's score range, mapped linearly onto [-3, 3]")
+    scale_from: list[float] = setting([-4.0, 4.0], "the lexicon's score range, mapped linearly onto [-3, 3]",
+                                      check=lambda v: None if len(v) == 2 and v[0] < v[1] else
+                                      f"must be [low, high] with low < high, got {v!r}")
     text_source: Literal["auto", "asr", "given"] = setting(
         "auto", "auto (asr when the asr stage has run, else given) | asr | given")
     negation: bool = setting(False, "a negator up to 3 words before the masked word flips its score (x -0.74, as "

@@ -50,7 +50,9 @@ class SslAudioSettings:
     model: str = setting("", "a local Hugging Face model folder (config.json, preprocessor_config.json, weights); "
                               "never downloaded")
     layer: str = setting("last", "last | all (every hidden state, frames x (layers+1)*D, layer-major) | an index "
-                                 "into the hidden states as a string ('0' = transformer input, '-1' = last)")
+                                 "into the hidden states as a string ('0' = transformer input, '-1' = last)",
+                         check=lambda v: None if v in ("last", "all") or v.removeprefix("-").isdigit() else
+                         f"must be last, all or a hidden-state index such as '-1', got {v!r}")
     pooling: Literal["none", "mean"] = setting("none", "none: frames at the model's rate (~50/s); mean: one row, "
                                                        "the mean over the clip's frames")
     max_chunk_s: float = setting(30.0, "clips longer than this are encoded in overlapping chunks (Whisper: at most "
@@ -61,6 +63,14 @@ class SslAudioSettings:
     device: Literal["cpu", "cuda"] = setting("cpu", "cuda runs in float16")
     max_params: float = setting(2e9, "refuse a model whose parameter count, computed from its config.json before "
                                      "it is loaded, exceeds this", min=1.0, runtime=True)
+
+    @staticmethod
+    def problems(values: dict[str, Any]) -> list[str]:
+        """Checks across keys (run by kebr_data.config whenever the configuration is loaded)."""
+        if values["chunk_overlap_s"] * 2 >= values["max_chunk_s"]:
+            return [f"ssl_audio.chunk_overlap_s ({values['chunk_overlap_s']:g}) must be less than half of "
+                    f"ssl_audio.max_chunk_s ({values['max_chunk_s']:g})"]
+        return []
 
 
 class SslAudioStage(Stage):
@@ -93,8 +103,7 @@ class SslAudioStage(Stage):
             enc.parse_layer(self.cfg["layer"], self.info.hidden_states)
         except ValueError as exc:
             problems.append(f"ssl_audio.layer {self.cfg['layer']!r}: {exc}")
-        if self.cfg["chunk_overlap_s"] * 2 >= self.cfg["max_chunk_s"]:
-            problems.append("ssl_audio.chunk_overlap_s must be less than half of ssl_audio.max_chunk_s")
+        problems += SslAudioSettings.problems(self.cfg)
         absent = [p for p in (missing(m, "encoders", "the ssl_audio stage") for m in ("torch", "transformers")) if p]
         if absent:
             return problems + absent

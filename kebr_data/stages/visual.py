@@ -29,9 +29,9 @@ from ..errors import (ClipError, ClipSkipped, EnvironmentFailure, PrerequisiteEr
                       full_disk)
 from ..features.openface import OpenFaceCsvError, OpenFaceFrames, parse_openface_csv
 from ..media import openface as runner
-from ..media.binaries import locate
+from ..media.binaries import Tool, found_by, locate
 from ..media.ffmpeg import find_ffmpeg, stderr_tail
-from ..media.files import check_readable, read_side_file
+from ..media.files import plan_media, read_side_file
 from ..schema import VISUAL, rows_to_batch, with_metadata
 from .base import ClipInput, ClipStage, ShardContext, iter_clips, row
 
@@ -86,6 +86,7 @@ class VisualStage(ClipStage):
     schema = VISUAL
     upstream = ("plan",)
     Settings = VisualSettings
+    tool_names = ("openface",)
     report_plots = (("face_ratio", "Share of frames OpenFace tracked", "face ratio", 20),)
 
     def __init__(self, cfg: dict[str, Any]) -> None:
@@ -153,6 +154,13 @@ class VisualStage(ClipStage):
         return {"openface": binary, "openface_sha256": runner.fingerprint(binary),
                 "openface_model": " ".join([model.name, *self.openface_args()])}
 
+    def tools(self) -> dict[str, Tool]:
+        if self.cfg["backend"] != "openface":
+            return {}
+        binary = find_openface(self.cfg["openface_bin"])
+        kind = found_by(self.cfg["openface_bin"], "visual.openface_bin", "KEBR_OPENFACE_BIN")
+        return {"openface": Tool(binary, kind, "", runner.fingerprint(binary), "visual.openface_bin")}
+
     # --- one shard -----------------------------------------------------------------------------
 
     def run_shard(self, ctx: ShardContext) -> pa.Table:
@@ -196,8 +204,7 @@ class VisualStage(ClipStage):
         video = clip.plan["video_path"]
         if not video:
             raise ClipSkipped("no_video", "the clip has no video file")
-        path = Path(video)
-        check_readable(path)
+        path = plan_media(clip.plan, "video")
         if not (self.cfg["precheck"] or self.cfg["max_fps"] > 0):
             return path, 0.0
         from ..media.video import has_video_stream, probe_video
