@@ -15,6 +15,7 @@ import sys
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
+from ..display import one_line, printable
 from ..errors import ConfigError
 from .acoustic import AcousticStage
 from .asr import AsrStage
@@ -83,11 +84,10 @@ def _register_plugin(ep: EntryPoint) -> None:
         register(ep.load(), where)
     except DuplicateStage as exc:
         conflicts.append(str(exc))
-        sys.stderr.write(f"warning: {exc}; kebr-data refuses to run stages until then\n")
+        sys.stderr.write(f"warning: {printable(str(exc))}; kebr-data refuses to run stages until then\n")
     except Exception as exc:  # noqa: BLE001 (a plugin's import can raise anything; it must not stop status)
-        first = (str(exc).splitlines() or [""])[0]
-        sys.stderr.write(f"warning: the kebr_data.stages plugin {where} cannot be loaded ({type(exc).__name__}: "
-                         f"{first}); going on without it: fix or uninstall it\n")
+        sys.stderr.write(f"warning: the kebr_data.stages plugin {printable(where)} cannot be loaded "
+                         f"({type(exc).__name__}: {one_line(str(exc))}); going on without it: fix or uninstall it\n")
 
 
 def registry() -> dict[str, type[Stage]]:
