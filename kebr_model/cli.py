@@ -365,7 +365,7 @@ def import_mmsa_cmd(pickle_file: Path, out: Path, trust_pickle: bool, replan: bo
     """Convert an MMSA feature pickle into kebr-data shards that the trainer reads (holding the folder's
     lock, like every writer)."""
     _needs_torch()
-    from kebr_data.mmsa_import import UntrustedPickle, import_mmsa, load_mmsa_pickle
+    from kebr_data.mmsa_import import UntrustedPickle, load_mmsa_pickle, read_samples, write_samples
     from kebr_data.storage.layout import OutputDir
     from kebr_data.storage.lock import OutputLock
 
@@ -373,11 +373,11 @@ def import_mmsa_cmd(pickle_file: Path, out: Path, trust_pickle: bool, replan: bo
         raise click.UsageError(f"{out} is not empty: use a new --out, or --replan to replace its plan "
                                "(its other stages are then recomputed or refused as stale)")
     try:
-        data = load_mmsa_pickle(pickle_file, trust_pickle)
-        with OutputLock(OutputDir(out).lock_file, "kebr-train import-mmsa"):
-            counts = import_mmsa(data, out)
-    except (UntrustedPickle, ValueError) as exc:
+        samples = read_samples(load_mmsa_pickle(pickle_file, trust_pickle))  # refused before --out is touched
+    except UntrustedPickle as exc:
         raise click.UsageError(str(exc)) from None
+    with OutputLock(OutputDir(out).lock_file, "kebr-train import-mmsa"):
+        counts = write_samples(*samples, out)
     click.echo(dumps(counts))
 
 
