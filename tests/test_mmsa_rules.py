@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from kebr_data.errors import PlanError
-from kebr_data.mmsa_import import import_mmsa, load_mmsa_pickle, write_samples
+from kebr_data.mmsa_import import import_mmsa, load_mmsa_pickle
 from kebr_data.validate import validate
 
 
@@ -91,6 +91,8 @@ def test_nan_labels_stay_unlabelled_and_neg_inf_features_become_zero(tmp_path):
 
 def test_validate_finds_non_finite_labels_and_features(tmp_path):
     """Tables written before the rules (the writer fed rows directly) are reported, naming the clips."""
+    from kebr_data.mmsa_import import write_samples
+
     rows = [(f"c{i}", "train", [0.5, np.inf, np.nan][i % 3], "fine",
              np.full((3, 5), np.nan if i == 4 else 0.0, np.float32), np.zeros((2, 20), np.float32),
              {"label_t": None, "label_a": None, "label_v": None}) for i in range(6)]
