@@ -127,7 +127,7 @@ def read_samples(data: dict[str, Any]) -> tuple[list[tuple], dict[str, int | Non
     first `LISTED` samples that break the index stage's rules (and how many do)."""
     check_layout(data)
     rows, bad = [], []
-    seen: dict[str, str] = {}
+    seen: dict[str, tuple[str, str]] = {}  # clip id -> (split, spelling) of its first sample
     dims: dict[str, int | None] = {"audio": None, "vision": None}
     for split in (s for s in SPLITS if s in data):
         part = data[split]
@@ -138,8 +138,10 @@ def read_samples(data: dict[str, Any]) -> tuple[list[tuple], dict[str, int | Non
                 if clip_id_problem(cid):
                     raise BadValue(clip_id_problem(cid))
                 if cid in seen:
-                    raise BadValue(f"duplicate id (also in {seen[cid]}; NFC and NFD spellings are one id)")
-                seen[cid] = split
+                    first, spelling = seen[cid]
+                    other = "" if spelling == str(raw) else f" spelt {spelling!r}: NFC and NFD spellings are one id"
+                    raise BadValue(f"duplicate id (also in {first}{other})")
+                seen[cid] = (split, str(raw))
                 row = _sample(part, split, i, cid, dims)
             except BadValue as exc:
                 bad.append(f"{where}: {exc}")

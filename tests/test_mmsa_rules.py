@@ -58,7 +58,7 @@ def _nfc_nfd(data):
     (_audio_nan, "audio features contain NaN"),
     (_vision_inf, "vision features contain NaN or +infinity"),
     (_same_id_in_every_split, "duplicate id (also in train"),
-    (_nfc_nfd, "duplicate id (also in train"),
+    (_nfc_nfd, "duplicate id (also in train spelt 'café$_$1': NFC and NFD spellings are one id)"),
 ])
 def test_a_sample_that_breaks_an_index_rule_refuses_the_import(tmp_path, break_it, reason):
     data = splits()
