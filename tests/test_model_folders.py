@@ -1,7 +1,7 @@
 """A model folder that cannot be loaded safely is a prerequisite error before any work (one line, exit 2):
 a folder that is not a model (`--set encoder=/etc`), one with pickled weights only (never unpickled), one
 whose config names code of its own (`auto_map`: never run), one whose weights are damaged; for the
-trainer's text encoder as for the pipeline's ssl_audio and video_encoder stages."""
+trainer's text and audio encoders as for the pipeline's ssl_audio and video_encoder stages."""
 
 from __future__ import annotations
 
@@ -69,6 +69,7 @@ def test_ssl_audio_refuses_pickled_and_remote_code_folders_up_front(tmp_path, de
     from helpers import tiny_audio_model
 
     from kebr_data.cli import main
+    from kebr_model.audio_encoder import setup_problem
 
     hubert = tiny_audio_model("hubert", tmp_path / "hubert", attention_mask=True)
     for model, said in ((pickled_only(hubert, tmp_path / "pk"), "has no .safetensors weights (only pickled"),
@@ -78,15 +79,18 @@ def test_ssl_audio_refuses_pickled_and_remote_code_folders_up_front(tmp_path, de
                                         "index,audio,ssl_audio", "--set", f"ssl_audio.model='{model}'"])
         assert res.exit_code == 2 and f"ssl_audio.model {model} {said}" in res.output, res.output
         assert "Traceback" not in res.output and not out.exists()
+        assert f"audio_encoder {model} {said}" in setup_problem(str(model))  # the trainer's in-graph encoder
 
 
-def test_video_encoder_refuses_a_remote_code_folder_up_front(tmp_path):
-    from kebr_data import config
-    from kebr_data.stages.video_encoder import VideoEncoderStage
+def test_video_encoder_refuses_a_remote_code_folder_up_front(tmp_path, demo_src):
+    from kebr_data.cli import main
 
     folder = tmp_path / "videomae"
     folder.mkdir()
     (folder / "config.json").write_text(json.dumps({"model_type": "x", "auto_map": {"AutoModel": "m.X"}}))
     (folder / "model.safetensors").write_bytes(b"")
-    problems = VideoEncoderStage(config.load(overrides=[f"video_encoder.model='{folder}'"])["video_encoder"]).check()
-    assert len(problems) == 1 and "needs its own Python code" in problems[0]
+    out = tmp_path / "out"
+    res = CliRunner().invoke(main, ["extract", "--src", str(demo_src), "--out", str(out), "--stages",
+                                    "index,audio,faces,video_encoder", "--set", f"video_encoder.model='{folder}'"])
+    assert res.exit_code == 2 and f"video_encoder.model {folder} needs its own Python code" in res.output, res.output
+    assert "Traceback" not in res.output and not out.exists()
