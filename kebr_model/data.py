@@ -4,8 +4,9 @@ A shard's stage tables (plan, mask, asr, and the stage of each non-verbal modali
 a `features` frame column, its width read from the shards, or the audio stage's FLAC as the raw
 waveform of an in-graph audio encoder, see `RawAudio`) are read through the store, side by
 side, and checked row by row against the plan; tables that are not committed and current, and the
-absent stage of a modality the run reads, are refused before training starts (`check_folder`). Pre-training samples are the clips with a masked transcript; fine-tuning samples are
-the labelled clips of a split. Text is tokenised with the encoder's tokenizer with the masked word
+absent stage of a modality the run reads, are refused before training starts (`check_folder`).
+Pre-training samples are the clips with a masked transcript; fine-tuning samples are the labelled
+clips of a split. Text is tokenised with the encoder's tokenizer with the masked word
 replaced by exactly one mask token; sequences are truncated (documented defaults), batched by
 length and padded per batch with masks. The order is a function of the seed and epoch only.
 """
@@ -120,10 +121,11 @@ def modality_widths(root: Path, modalities: dict[str, str]) -> dict[str, int]:
         else:
             width = Store(root).frame_width(stage)
         if width is None:  # never a width made up for frames that are not there (a run without the modality)
-            where = "HDF5 export has no" if hdf5_export(root) else "output folder has no committed"
+            where, fix = ("HDF5 export has no", "export it from an output folder that has the stage") \
+                if hdf5_export(root) else ("output folder has no committed", f"run `{fix_command(root, stage)}`")
             raise PlanError(f"modalities.{m} = {stage!r}: the {where} {stage} table with a `features` frame "
-                            f"column in {root}; run the stage (`{fix_command(root, stage)}`) or pick another "
-                            f"modalities.{m}, or a modalities.use without {m[0]}")
+                            f"column in {root}; {fix}, or pick another modalities.{m}, or a modalities.use "
+                            f"without {m[0]}")
         widths[m] = width
     return widths
 
