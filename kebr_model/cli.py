@@ -363,7 +363,8 @@ def analyse_cmd(shards: Path, run: Path, splits: tuple[str, ...], overrides: tup
 @_careful
 def import_mmsa_cmd(pickle_file: Path, out: Path, trust_pickle: bool, replan: bool) -> None:
     """Convert an MMSA feature pickle into kebr-data shards that the trainer reads (holding the folder's
-    lock, like every writer)."""
+    lock, like every writer). A pickle with a sample that breaks the index stage's rules (a label or
+    feature that is NaN or infinite, an invalid or repeated id) is refused whole, naming the samples."""
     _needs_torch()
     from kebr_data.mmsa_import import UntrustedPickle, load_mmsa_pickle, read_samples, write_samples
     from kebr_data.storage.layout import OutputDir
