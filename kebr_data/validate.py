@@ -2,9 +2,10 @@
 
 Checks per (stage, shard): the table exists, its size and sha256 equal the marker's, it parses,
 its schema is the one its stage declares, its rows are the plan shard's clips in plan order, its
-status counts equal the marker's, and the upstream tables it was made from are still the current
-ones; per stage, that all shards were made with one configuration and one build of each external
-program (ffmpeg, OpenFace: `Stage.tool_names`). Missing shards are reported too.
+status counts equal the marker's, its labels and frame features are finite (what the trainer reads:
+a NaN or infinity there makes every loss NaN), and the upstream tables it was made from are still
+the current ones; per stage, that all shards were made with one configuration and one build of each
+external program (ffmpeg, OpenFace: `Stage.tool_names`). Missing shards are reported too.
 Every stage in the registry is checked, so a new stage is validated without touching this file.
 """
 
@@ -14,9 +15,11 @@ import collections
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from .schema import PLAN, any_width, same_columns
+from .schema import PLAN, any_width, frame_columns, same_columns
 from .stages import registry
 from .storage.store import Store, force_command
 
@@ -44,6 +47,7 @@ def validate(root: Path) -> tuple[int, list[Problem]]:
             problems.append(Problem("plan", shard, "plan table missing or not the one the plan marker describes"))
             continue
         plan_ids[shard] = store.plan_ids(shard)
+        problems += [Problem("plan", shard, w) for w in nonfinite(store.read("plan", shard))]
         checked += 1
     schemas = _schemas()
     if marker.layout == "mmsa-pickle":  # imported features keep the pickle's widths (MOSI 5/20, MOSEI 74/35, ...)
@@ -101,6 +105,39 @@ def _check(store: Store, want: pa.Schema, stage: str, shard: int, ids: list[str]
     counts = collections.Counter(table.column("status").to_pylist())
     if (table.num_rows, counts["ok"], counts["failed"], counts["skipped"]) != (m.rows, m.ok, m.failed, m.skipped):
         found.append("status counts differ from the marker")
+    found += nonfinite(table)
     if problem:
         found.append(problem)
+    return found
+
+
+#: clips named per non-finite column (the rest are counted)
+LISTED = 10
+
+
+def _nonfinite_rows(column: pa.ChunkedArray) -> np.ndarray:
+    """Indices of the rows of a float column, or of a (nested) list of floats, holding NaN or infinity."""
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    parents: list[np.ndarray] = []
+    while pa.types.is_list(array.type) or pa.types.is_fixed_size_list(array.type):
+        parents.append(pc.list_parent_indices(array).to_numpy())
+        array = pc.list_flatten(array)
+    values = array.fill_null(0).to_numpy(zero_copy_only=False)
+    rows = np.flatnonzero(~np.isfinite(values))
+    for parent in reversed(parents):
+        rows = parent[rows]
+    return np.unique(rows)
+
+
+def nonfinite(table: pa.Table) -> list[str]:
+    """One problem per label (`label*`) or frame-feature column holding NaN or infinity, naming the first clips."""
+    columns = [f.name for f in table.schema if f.name.startswith("label") and pa.types.is_floating(f.type)]
+    found = []
+    for name in [*columns, *frame_columns(table.schema)]:
+        rows = _nonfinite_rows(table.column(name))
+        if len(rows):
+            ids = table.column("clip_id").take(pa.array(rows[:LISTED])).to_pylist()
+            found.append(f"{name} holds NaN or infinity in {len(rows)} clip(s) ({', '.join(map(repr, ids))}"
+                         f"{', ...' if len(rows) > LISTED else ''}): the trainer would learn NaN; fix the source of "
+                         "these clips and recompute")
     return found

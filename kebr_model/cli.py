@@ -400,9 +400,10 @@ def analyse_cmd(shards: Path, run: Path, splits: tuple[str, ...], overrides: tup
 @_careful
 def import_mmsa_cmd(pickle_file: Path, out: Path, trust_pickle: bool, replan: bool) -> None:
     """Convert an MMSA feature pickle into kebr-data shards that the trainer reads (holding the folder's
-    lock, like every writer)."""
+    lock, like every writer). A pickle with a sample that breaks the index stage's rules (a label or
+    feature that is NaN or infinite, an invalid or repeated id) is refused whole, naming the samples."""
     _needs_torch()
-    from kebr_data.mmsa_import import UntrustedPickle, import_mmsa, load_mmsa_pickle
+    from kebr_data.mmsa_import import UntrustedPickle, load_mmsa_pickle, read_samples, write_samples
     from kebr_data.storage.layout import OutputDir
     from kebr_data.storage.lock import OutputLock
 
@@ -410,11 +411,11 @@ def import_mmsa_cmd(pickle_file: Path, out: Path, trust_pickle: bool, replan: bo
         raise click.UsageError(f"{out} is not empty: use a new --out, or --replan to replace its plan "
                                "(its other stages are then recomputed or refused as stale)")
     try:
-        data = load_mmsa_pickle(pickle_file, trust_pickle)
-        with OutputLock(OutputDir(out).lock_file, "kebr-train import-mmsa"):
-            counts = import_mmsa(data, out)
-    except (UntrustedPickle, ValueError) as exc:
+        samples = read_samples(load_mmsa_pickle(pickle_file, trust_pickle))  # refused before --out is touched
+    except UntrustedPickle as exc:
         raise click.UsageError(str(exc)) from None
+    with OutputLock(OutputDir(out).lock_file, "kebr-train import-mmsa"):
+        counts = write_samples(*samples, out)
     click.echo(dumps(counts))
 
 

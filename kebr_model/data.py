@@ -3,9 +3,10 @@
 A shard's stage tables (plan, mask, asr, and the stage of each non-verbal modality: any stage with
 a `features` frame column, its width read from the shards, or the audio stage's FLAC as the raw
 waveform of an in-graph audio encoder, see `RawAudio`) are read through the store, side by
-side, and checked row by row against the plan; tables that are not committed and current are
-refused before training starts (`check_folder`). Pre-training samples are the clips with a masked transcript; fine-tuning samples are
-the labelled clips of a split. Text is tokenised with the encoder's tokenizer with the masked word
+side, and checked row by row against the plan; tables that are not committed and current, and the
+absent stage of a modality the run reads, are refused before training starts (`check_folder`).
+Pre-training samples are the clips with a masked transcript; fine-tuning samples are the labelled
+clips of a split. Text is tokenised with the encoder's tokenizer with the masked word
 replaced by exactly one mask token; sequences are truncated (documented defaults), batched by
 length and padded per batch with masks. The order is a function of the seed and epoch only.
 
@@ -109,8 +110,8 @@ def shard_ids(root: Path) -> list[int]:
 
 def modality_widths(root: Path, modalities: dict[str, str]) -> dict[str, int]:
     """Frame width per modality, read from the shards (the stage table's schema, or the HDF5 export's
-    arrays); a stage with no output there falls back to the width its registered class declares. The
-    audio stage's raw waveform is one sample per row (width 1) and needs the stage committed."""
+    arrays); PlanError for a stage with no frames there. The audio stage's raw waveform is one sample per
+    row (width 1) and needs the stage committed."""
     widths = {}
     for m, stage in modalities.items():
         if stage == RAW_AUDIO:
@@ -132,13 +133,12 @@ def modality_widths(root: Path, modalities: dict[str, str]) -> dict[str, int]:
                         break
         else:
             width = Store(root).frame_width(stage)
-        if width is None:
-            declared = registry()[stage].frame_columns().get("features") if stage in registry() else None
-            if declared is None:
-                raise PlanError(f"modalities.{m} = {stage!r}: {root} has no committed {stage}/ table with a "
-                                "`features` frame column and no registered stage declares one; run the stage "
-                                f"(`kebr-data {stage} --out {root}`) or pick another modalities.{m}")
-            width = declared
+        if width is None:  # never a width made up for frames that are not there (a run without the modality)
+            where, fix = ("HDF5 export has no", "export it from an output folder that has the stage") \
+                if hdf5_export(root) else ("output folder has no committed", f"run `{fix_command(root, stage)}`")
+            raise PlanError(f"modalities.{m} = {stage!r}: the {where} {stage} table with a `features` frame "
+                            f"column in {root}; {fix}, or pick another modalities.{m}, or a modalities.use "
+                            f"without {m[0]}")
         widths[m] = width
     return widths
 
@@ -147,13 +147,21 @@ def check_folder(root: Path, task: str, allow_stale: bool = False,
                  modalities: dict[str, str] | None = None, digests: Digests | None = None) -> list[str]:
     """The stages training will read; refuses (StaleOutputError naming the fix) tables that are not committed,
     current (sha256 against their markers, through `digests`: a table already hashed with the same stat is
-    not hashed again) and aligned with the plan, unless `allow_stale`."""
+    not hashed again) and aligned with the plan, unless `allow_stale`. The stage of every modality in `modalities` (those
+    the model reads) must be there even with `allow_stale` (PlanError): without it the model would train on
+    empty frames, a text-only run under the modality's name."""
     if hdf5_export(root):
         return []
     store = Store(root, digests)
     shard_ids(root)
     present = set(store.stages())
-    wanted = [*TEXT_COLUMNS, *(DataConfig().modalities if modalities is None else modalities).values()]
+    modalities = DataConfig().modalities if modalities is None else modalities
+    for m, stage in modalities.items():
+        if stage not in present and stage != RAW_AUDIO:  # the raw waveform's own message: `modality_widths`
+            raise PlanError(f"modalities.{m} = {stage!r}, but {root} has no committed {stage}/ table: run "
+                            f"`{fix_command(root, stage)}`, or pick another modalities.{m} or a modalities.use "
+                            f"without {m[0]}")
+    wanted = [*TEXT_COLUMNS, *modalities.values()]
     used = [s for s in dict.fromkeys(wanted) if s in present]
     if task == "pretrain" and "mask" not in present:
         raise PlanError(f"{root} has no mask/ tables, which pre-training learns from: run "

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from kebr_data.features.hf_folder import LOAD_OPTIONS, TEXT_LOAD_OPTIONS, folder_problem
 from kebr_data.storage.atomic import real_dir
 from kebr_data.storage.verified import Digests
 
@@ -53,6 +54,8 @@ def encoder_folder(path: str) -> Path:
     if not folder.is_dir():
         raise TrainSetupError(f"encoder {path!r} is not a local folder; models are never downloaded at run time "
                               "(put the model there, e.g. with `huggingface-cli download`, beforehand)")
+    if problem := folder_problem(folder, "encoder"):
+        raise TrainSetupError(problem)
     return folder
 
 
@@ -60,12 +63,18 @@ def load_encoder(path: str, dropout: float = -1.0) -> tuple[Any, nn.Module]:
     """Tokenizer and encoder from a local Hugging Face folder (never the hub); `dropout` >= 0
     overrides the encoder's hidden and attention dropout."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from safetensors import SafetensorError
     from transformers import AutoModel, AutoTokenizer
 
     folder = encoder_folder(path)
-    tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
     overrides = {"hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout} if dropout >= 0 else {}
-    encoder = AutoModel.from_pretrained(folder, local_files_only=True, **overrides)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder, **TEXT_LOAD_OPTIONS)
+        encoder = AutoModel.from_pretrained(folder, **LOAD_OPTIONS, **overrides)
+    except (OSError, ValueError, KeyError, SafetensorError) as exc:  # transformers' errors for a folder it cannot read
+        raise TrainSetupError(f"encoder {folder} cannot be loaded ({type(exc).__name__}: "
+                              f"{str(exc).splitlines()[0] if str(exc) else ''}): give a Hugging Face text encoder "
+                              "folder (config.json, *.safetensors, tokenizer files)") from None
     if tokenizer.mask_token_id is None:
         raise TrainSetupError(f"the tokenizer of {folder} has no mask token; pre-training needs one")
     return tokenizer, encoder

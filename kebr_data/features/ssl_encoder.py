@@ -1,7 +1,8 @@
 """Local Hugging Face audio encoders (HuBERT, wav2vec2, data2vec-audio, Whisper's encoder) run on
 chunks of audio, batched by length, and the merge of overlapping chunks into one frame sequence.
 
-Nothing is downloaded: a model loads from a local folder with `local_files_only=True`. Its identity
+Nothing is downloaded: a model loads from a local folder with `local_files_only=True` (never a folder's
+own code, never pickled weights: `hf_folder`). Its identity
 is the sha256 of its weight and config files, so a changed checkpoint changes the stage's config hash.
 """
 
@@ -18,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..media.flac import decode_flac
+from .hf_folder import LOAD_OPTIONS, TEXT_LOAD_OPTIONS, folder_problem
 from .resample import at_rate
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
@@ -57,8 +59,11 @@ def model_problem(model: str, option: str = "ssl_audio.model") -> str | None:
         return f"{option} {model} is not a folder (models are never downloaded at run time)"
     missing = [n for n in DESCRIBING if not (path / n).is_file()]
     if missing or not weight_files(path):
-        what = ", ".join(missing + ([] if weight_files(path) else ["weights (*.safetensors or *.bin)"]))
+        what = ", ".join(missing + ([] if weight_files(path) else ["weights (*.safetensors)"]))
         return f"{option} {model} lacks {what}"
+    problem = folder_problem(path, option)  # code of its own, pickled weights only
+    if problem:
+        return problem
     try:
         model_info(model)
     except (ValueError, KeyError, TypeError, OSError) as exc:
@@ -119,7 +124,7 @@ def load_extractor(model: str) -> Any:
     """The model folder's feature extractor (never downloaded)."""
     from transformers import AutoFeatureExtractor
 
-    return AutoFeatureExtractor.from_pretrained(model, local_files_only=True)
+    return AutoFeatureExtractor.from_pretrained(model, **TEXT_LOAD_OPTIONS)
 
 
 def padding_is_exact(kind: str, net_config: Any, extractor: Any) -> bool:
@@ -151,7 +156,7 @@ class Encoder:
         self.device = device
         self.dtype = torch.float16 if device == "cuda" else torch.float32
         self.extractor = load_extractor(model)
-        net = AutoModel.from_pretrained(model, local_files_only=True)
+        net = AutoModel.from_pretrained(model, **LOAD_OPTIONS)
         if self.info.kind == "whisper":
             net = net.get_encoder()
         self.model = net.to(device=device, dtype=self.dtype).eval()

@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from .hf_folder import LOAD_OPTIONS, folder_problem
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 SWIN3D_FRAMES, SWIN3D_SIZE, SWIN3D_TUBELET, SWIN3D_DIM = 16, 224, 2, 768
@@ -57,14 +59,7 @@ def problem(path: Path, model_type: str) -> str | None:
             return (f"video_encoder.model_type = swin3d_t needs torchvision, which does not import here ({exc}); "
                     "use a VideoMAE directory instead")
         return None if path.is_file() else f"video_encoder.model {path} is not a file (a swin3d_t state dict)"
-    if not path.is_dir():
-        return f"video_encoder.model {path} is not a folder (a Hugging Face VideoMAE directory)"
-    if not (path / "config.json").is_file():
-        return f"video_encoder.model {path} has no config.json"
-    if not list(path.glob("*.safetensors")):
-        return (f"video_encoder.model {path} has no .safetensors weights (pickled .bin weights are not loaded; "
-                "convert them once with save_pretrained(safe_serialization=True))")
-    return None
+    return folder_problem(path, "video_encoder.model")
 
 
 @dataclass
@@ -111,7 +106,7 @@ class VideoModel:
             from transformers.utils import logging as hf_logging
 
             hf_logging.disable_progress_bar()
-            self.net = VideoMAEModel.from_pretrained(str(path), local_files_only=True, use_safetensors=True)
+            self.net = VideoMAEModel.from_pretrained(str(path), **LOAD_OPTIONS)
         self.net.eval().to(device)
 
     def pixels(self, frames: np.ndarray) -> Any:
