@@ -30,7 +30,6 @@ import torch
 from kebr_data.errors import PlanError, StaleOutputError
 from kebr_data.features import ssl_encoder as enc
 from kebr_data.schema import clip_text
-from kebr_data.stages import registry
 from kebr_data.storage.store import PLAN, Store, fix_command
 from kebr_data.storage.verified import Digests
 

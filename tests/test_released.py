@@ -223,7 +223,7 @@ def test_released_options_are_off_by_default(tiny_bert):
     cfg = TrainConfig.load([REPO / "pipelines/train_mosi_paper.toml"], [f"encoder={tiny_bert}"])
     assert (cfg.tcmf_attention, cfg.tcmf_residual, cfg.finetune_pool, cfg.head_dropout_at, cfg.mcc_space,
             cfg.mcc_audio_for_visual, cfg.pad_to_max, cfg.select_on) == (
-        "paper", "ln", "masked", "input", "pooled", False, False, "loss")
+        "paper", "ln", "masked", "input", "flatten", False, False, "loss")  # flatten: the paper preset's Eq. 9
     for preset in PRESETS:
         rel = TrainConfig.load([REPO / "pipelines" / preset])
         assert (rel.tcmf_attention, rel.tcmf_residual, rel.ffn, rel.finetune_pool, rel.head_dropout_at,
