@@ -249,7 +249,7 @@ class Trainer:
             out = self.net(batch, self.cfg.task)
             terms = self.loss(out, batch)
         bad = nonfinite.nonfinite_terms(terms, distributed=self.world > 1)
-        if bad:
+        if "loss" in bad:  # a logged-only term (the MCC with use_mcc = false, Fig. 5's parts) trains nothing
             return self._nonfinite(nonfinite.describe_terms(bad))
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:

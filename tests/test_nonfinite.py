@@ -104,6 +104,16 @@ def test_terms_are_named_as_the_user_reads_them():
     assert describe_terms(["loss", "task", "l1"]) == "the task loss"
     assert describe_terms(["loss", "mcc", "task_audio"]) == "the MCC term and the audio head's loss"
     assert describe_terms(["loss"]) == "the total loss"
+    assert describe_terms(["loss", "mcc", "mcc_audio"]) == "the MCC term and the MCC's audio term"
+
+
+def test_a_non_finite_term_the_loss_does_not_use_trains_on(tmp_path, small):
+    """With use_mcc = false the MCC is only logged: its overflow is not a reason to stop (it was, exit 3)."""
+    mosi = make_shards(tmp_path / "mosi", n=10, shard_size=5, seed=3, labelled=True)
+    code, out, err = cli("finetune", "--shards", mosi, "--out", tmp_path / "run", *small, "--set", "mcc_g=1e308",
+                         "--set", "use_mcc=false")
+    assert code == 0, err
+    assert rows(tmp_path / "run") and all(r["loss"] is not None for r in rows(tmp_path / "run"))
 
 
 def test_two_ddp_ranks_agree_to_stop_then_to_skip_a_batch_only_one_of_them_saw_go_non_finite(tmp_path, small):
