@@ -177,3 +177,16 @@ def test_a_sweep_refuses_a_symlinked_run_folder(tmp_path):
     result = CliRunner().invoke(main, ["sweep", "--config", str(grid), "--shards", str(shards), "--out", str(out)])
     assert result.exit_code == 2 and "seed-1 is a symlink" in result.output, result.output
     assert untouched(victim)
+
+
+def test_a_checkpoint_commit_refuses_checkpoints_planted_after_the_run_started(tmp_path):
+    """checkpoints/ replaced by a symlink mid-run: the commit refuses it and writes nothing through it."""
+    torch = pytest.importorskip("torch")
+    from kebr_model import checkpoint
+
+    run, victim = tmp_path / "run", victim_folder(tmp_path)
+    run.mkdir()
+    (run / "checkpoints").symlink_to(victim)
+    with pytest.raises(UnsafeFolder, match="checkpoints is a symlink"):
+        checkpoint.save(run, "step-00000001", torch.nn.Linear(2, 2), None, None, {"step": 1})
+    assert untouched(victim)
