@@ -27,7 +27,7 @@ from . import checkpoint, nonfinite, schemes
 from .audio_encoder import load_audio_encoder, setup_problem
 from .config import RAW_AUDIO, TrainConfig
 from .data import DataConfig, ShardBatches, check_folder, modality_widths
-from .metrics import RELEASED_VALID, dataset_metrics, metric_set, selection_score
+from .metrics import RELEASED_VALID, dataset_metrics, metric_set, nonfinite_validation, selection_score
 from .optim import make_optimizer, make_scheduler
 from .jsonout import dumps
 from .model import KEBR, Output
@@ -422,6 +422,7 @@ class Trainer:
                 if cfg.valid_split:
                     valid = self.evaluate(cfg.valid_split)
                     self.log({"step": self.state["step"], "epoch": self.state["epoch"], "split": "valid", **valid})
+                    self._warn_nonfinite(valid)
                     # two-step: model selection starts with step two (step one trains other heads)
                     score = None if self.phase() == "one" else selection_score(cfg.select_on, valid)
                     if score is not None and score < self.state["best_valid"]:
@@ -435,6 +436,15 @@ class Trainer:
                 self.state["finished"] = self._limit_reached()
                 self.save()
         return self.state
+
+    def _warn_nonfinite(self, valid: dict[str, Any]) -> None:
+        """One warning line (rank 0) when the validation's loss terms or `select_on` value came out NaN or
+        infinite: they are logged as null, and such an epoch is never selected as the best."""
+        bad = nonfinite_validation(self.cfg.select_on, valid)
+        if bad and self.rank == 0:
+            never = "; this epoch is never selected" if self.cfg.select_on in bad else ""
+            print(f"warning: validation on split {self.cfg.valid_split!r} at step {self.state['step']} (epoch "
+                  f"{self.state['epoch']}) gave non-finite {', '.join(bad)} (logged as null){never}", file=sys.stderr)
 
     def _limit_reached(self) -> bool:
         cfg = self.cfg
