@@ -26,10 +26,10 @@ from typing import Any
 import click
 
 from kebr_data.errors import ConfigError, KebrError
-from kebr_data.storage.atomic import real_dir
+from kebr_data.storage.atomic import atomic_write_bytes, real_dir
 
 from .config import TrainConfig
-from .jsonout import dumps
+from .jsonout import dumps, write_json
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 RUN_LOCK = "_lock"  # in a run folder, as in a kebr-data output folder
@@ -164,7 +164,7 @@ def train_run(cfg: TrainConfig, shards: Path, out: Path, init: Path | None, resu
             if best is not None:
                 checkpoint.load(best, trainer.model, restore_rng=False)
             result["test"] = trainer.evaluate(cfg.test_split)
-            (out / "test_metrics.json").write_text(dumps(result["test"], indent=2) + "\n")
+            write_json(out / "test_metrics.json", result["test"], out)
         if trainer.rank == 0 and (out / "metrics.jsonl").exists():
             plot_run(out, frame_modalities(shards))
     return result
@@ -270,7 +270,7 @@ def _train(task: str | None, shards: Path, out: Path, init: Path | None, config_
         real_dir(out, out / f"seed-{seed}", create=False)  # a seed's run folder: a real folder inside --out
         results[seed] = train_run(cfg, shards, out / f"seed-{seed}", init, resume)
     table = _summary(results)
-    (out / "summary.md").write_text(table + "\n")
+    atomic_write_bytes(out / "summary.md", (table + "\n").encode(), out)
     click.echo(table)
 
 
@@ -333,7 +333,7 @@ def eval_cmd(shards: Path, run: Path, split: str, overrides: tuple[str, ...], pr
         checkpoint.load(ckpt, trainer.model, restore_rng=False)
         rows: list[dict] = []
         result = trainer.evaluate(split, rows)
-        write_predictions(predictions or run / f"predictions-{split}.parquet", rows)
+        write_predictions(predictions or run / f"predictions-{split}.parquet", rows, None if predictions else run)
         click.echo(dumps(result, indent=2))
         if tsne is not None:
             from .tsne import plot_tsne, pooled_features
@@ -343,8 +343,9 @@ def eval_cmd(shards: Path, run: Path, split: str, overrides: tuple[str, ...], pr
             plot_tsne(*found, tsne, seed=cfg.seed, title=f"{run.name}, split {split}")
 
 
-def write_predictions(path: Path, rows: list[dict]) -> None:
-    """Per-clip predictions as Parquet, written atomically."""
+def write_predictions(path: Path, rows: list[dict], within: Path | None = None) -> None:
+    """Per-clip predictions as Parquet, renamed into place (a symlink planted at `path` is replaced, never
+    written through; `within`: the run folder holding it)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -353,8 +354,7 @@ def write_predictions(path: Path, rows: list[dict]) -> None:
     schema = pa.schema([("clip_id", pa.string()), ("split", pa.string()), ("label", pa.float32()),
                         ("prediction", pa.float32()), ("c_a", pa.float32()), ("c_v", pa.float32())])
     table = pa.Table.from_pylist(rows, schema=schema)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, lambda fh: pq.write_table(table, fh))
+    atomic_write(path, lambda fh: pq.write_table(table, fh), within)
 
 
 @main.command("analyse", context_settings=CONTEXT)
@@ -390,7 +390,7 @@ def analyse_cmd(shards: Path, run: Path, splits: tuple[str, ...], overrides: tup
         trainer = Trainer(cfg, shards, run)
         checkpoint.load(ckpt, trainer.model, restore_rng=False)
         result = {"checkpoint": ckpt.name, "splits": {s or "all": analyse_split(trainer, s) for s in splits}}
-        (run / "analysis.json").write_text(dumps(result, indent=2) + "\n")
+        write_json(run / "analysis.json", result, run)
         click.echo(dumps(result, indent=2))
 
 

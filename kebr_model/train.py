@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from kebr_data.features.hf_folder import LOAD_OPTIONS, TEXT_LOAD_OPTIONS, folder_problem
-from kebr_data.storage.atomic import real_dir
+from kebr_data.storage.atomic import atomic_write_bytes, open_append_text, read_owned_text, real_dir
 from kebr_data.storage.verified import Digests
 
 from . import checkpoint, nonfinite, schemes
@@ -353,9 +353,8 @@ class Trainer:
         """Append one strict-JSON row to metrics.jsonl (rank 0); the row count goes into checkpoints
         so that a resume can cut the log back to the checkpoint."""
         self.state["metrics_rows"] += 1
-        if self.rank == 0:
-            self.out.mkdir(parents=True, exist_ok=True)
-            with open(self.out / "metrics.jsonl", "a") as fh:
+        if self.rank == 0:  # appended, never through a symlink planted there (one is replaced)
+            with open_append_text(self.out / "metrics.jsonl", self.out) as fh:
                 fh.write(dumps(record) + "\n")
 
     def save(self, best: bool = False) -> None:
@@ -385,13 +384,14 @@ class Trainer:
         dropped = 0
         metrics = self.out / "metrics.jsonl"
         keep = meta.get("metrics_rows")
-        if metrics.exists():
-            lines = metrics.read_text().splitlines(keepends=True)
+        text = read_owned_text(metrics)  # None also for a planted symlink: the next row replaces it
+        if text is not None:
+            lines = text.splitlines(keepends=True)
             if keep is None:  # checkpoints made before the row count: cut by step
                 keep = sum(1 for line in lines if json.loads(line).get("step", 0) <= meta["step"])
             dropped = max(0, len(lines) - keep)
             if dropped and self.rank == 0:
-                metrics.write_text("".join(lines[:keep]))
+                atomic_write_bytes(metrics, "".join(lines[:keep]).encode(), self.out)
         self.state["metrics_rows"] = keep or 0
         line = (f"resumed from {path} (step {meta['step']}, epoch {meta['epoch']}, batch {meta['batch_in_epoch']} "
                 f"of the epoch)")
