@@ -233,6 +233,13 @@ def run_args(sweep: Sweep, point: Point, seed: int, shards: Path, out: Path) -> 
     return args
 
 
+def _read_json(path: Path) -> Any | None:
+    """A JSON file the sweep wrote (a run's result, a point's cost), never read through a symlink planted
+    there: None when it is absent or not a regular file (then rewritten, replacing what was planted)."""
+    text = read_owned_text(path)
+    return None if text is None else json.loads(text)
+
+
 def run_point(sweep: Sweep, point: Point, seed: int, shards: Path, run_dir: Path,
               cost: Path | None = None) -> tuple[dict | None, str]:
     """Run (or resume) one point-seed in this process, as `kebr-train` would (its stderr in
@@ -242,8 +249,8 @@ def run_point(sweep: Sweep, point: Point, seed: int, shards: Path, run_dir: Path
     from .cli import split_defaults, train_run
 
     done = run_dir / RESULT
-    if done.is_file():
-        return json.loads(done.read_text()), "finished before, skipped"
+    if (finished := _read_json(done)) is not None:
+        return finished, "finished before, skipped"
     run_dir.mkdir(parents=True, exist_ok=True)
     with open_append_text(run_dir / "train.log", run_dir) as log, contextlib.redirect_stderr(log):
 
@@ -346,8 +353,8 @@ def model_cost(cfg: TrainConfig, shards: Path) -> dict[str, Any]:
 
 def _point_cost(sweep: Sweep, point: Point, shards: Path, point_dir: Path) -> dict[str, Any]:
     cached = point_dir / COST
-    if cached.is_file():
-        return json.loads(cached.read_text())
+    if (known := _read_json(cached)) is not None:
+        return known
     cfg = TrainConfig.load(sweep.config_files(point), sweep.overrides(point, sweep.seeds[0]), task=_task(sweep))
     cost = model_cost(cfg, shards)
     write_json(cached, cost)
@@ -479,7 +486,8 @@ def _run_all(sweep: Sweep, points: list[Point], shards: Path, out: Path, echo: C
         for seed in sweep.seeds:
             i += 1
             t0 = time.monotonic()
-            cost = None if (point_dir / COST).is_file() else point_dir / COST  # counted on the first run built
+            counted = _read_json(point_dir / COST) is not None  # counted on the first run built
+            cost = None if counted else point_dir / COST
             run_dir = real_dir(out, point_dir / f"seed-{seed}")  # real folders in --out, never a planted symlink
             result, what = run_point(sweep, point, seed, shards, run_dir, cost)
             echo(f"[{i}/{total}] {point.name} seed {seed}: {what} ({time.monotonic() - t0:.1f} s)")

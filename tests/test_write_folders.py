@@ -251,11 +251,12 @@ def test_a_sweep_replaces_its_tables_and_logs_planted_as_symlinks(tmp_path):
     seed = out / point_name({"encoder": "/no/such/encoder"}) / "seed-1"
     seed.mkdir(parents=True)
     links = [out / "sweep.md", out / "sweep.csv", seed / "train.log"]
-    plant(links, victim)
+    plant([*links, seed / "sweep_result.json"], victim)
     result = CliRunner().invoke(main, ["sweep", "--config", str(grid), "--shards", str(shards), "--out", str(out)])
     assert result.exit_code == 2 and "1 of 1 runs failed" in result.output, result.output  # the tables are written
     assert untouched(victim) and replaced(links)
     assert (seed / "train.log").read_text().startswith("error: ")  # the failed run logged there
+    assert (seed / "sweep_result.json").is_symlink() and "finished before" not in result.output  # not read
 
 
 def test_open_append_text_appends_to_its_file_and_replaces_anything_else(tmp_path):
