@@ -194,19 +194,28 @@ def check_hdf5_export(root: Path, digests: Digests) -> None:
     digests.save()
 
 
-def _label(value: Any) -> float | None:
-    """A label cell as a float; None for a missing one (None or NaN, as HDF5 exports store it)."""
-    return None if value is None or np.isnan(float(value)) else float(value)
+def _label(value: Any, clip_id: str, path: Path) -> float | None:
+    """A label cell of an HDF5 export as a float; None for a missing one (None or NaN, as HDF5 exports
+    store it). An infinite label is refused (PlanError naming the clip), as `kebr-data validate` refuses
+    it in the stage tables: the trainer would learn infinity."""
+    if value is None or np.isnan(float(value)):
+        return None
+    if not np.isfinite(float(value)):
+        raise PlanError(f"clip {clip_id!r} in {path} has the label {float(value)}, not a finite number: fix the "
+                        "source of that clip, check the output folder with `kebr-data validate --out FOLDER` and "
+                        "export it again")
+    return float(value)
 
 
 def _hdf5_rows(root: Path, shard: int, stages: list[str]) -> tuple[list, list, list, dict[str, list | None]]:
     """The plan, mask, asr and frame-stage rows of one HDF5 export file, shaped like the stage tables."""
     from kebr_data.export import read_hdf5
 
-    d = read_hdf5(root / f"shard-{shard:05d}.h5")
+    path = root / f"shard-{shard:05d}.h5"
+    d = read_hdf5(path)
     n = len(d["clip_id"])
     plan = [{"clip_id": d["clip_id"][i], "split": d["split"][i] or None, "given_text": None,
-             **{c: _label(d[c][i]) for c in LABELS if c in d}} for i in range(n)]
+             **{c: _label(d[c][i], d["clip_id"][i], path) for c in LABELS if c in d}} for i in range(n)]
     mask = [{"status": "ok" if d["masked_text"][i] else "skipped", "masked_text": d["masked_text"][i],
              "text": d["text"][i], "label": float(d["mask_label"][i])} for i in range(n)]
     asr = [{"status": "ok" if d["text"][i] else "skipped", "text": d["text"][i]} for i in range(n)]
