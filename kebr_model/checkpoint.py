@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from kebr_data.errors import KebrError
-from kebr_data.storage.atomic import NotRegularFile, atomic_write_bytes, file_digest, fsync_dir
+from kebr_data.storage.atomic import NotRegularFile, atomic_write_bytes, file_digest, fsync_dir, real_dir
 
 from .jsonout import dumps
 from .preflight import TrainSetupError
@@ -65,10 +65,11 @@ def _fsynced_text(text: str, path: Path) -> None:
         os.fsync(fh.fileno())
 
 
-def write_tmp(root: Path, name: str, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None,
+def write_tmp(run_dir: Path, name: str, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None,
               scaler: Any, state: dict[str, Any], scheduler: Any = None) -> Path:
-    """Step 1 of a commit: every file of checkpoint `name` in a fresh temp folder, fsynced."""
-    root.mkdir(parents=True, exist_ok=True)
+    """Step 1 of a commit: every file of checkpoint `name` in a fresh temp folder of run_dir/checkpoints
+    (a real folder inside the run folder, checked by `real_dir`: never a planted symlink), fsynced."""
+    root = real_dir(run_dir, run_dir / "checkpoints")
     tmp = root / f".{name}{TMP_INFIX}{uuid.uuid4().hex}"
     tmp.mkdir()
     parts = {"model.pt": model, "optimizer.pt": optimizer, "scaler.pt": scaler, "scheduler.pt": scheduler}
@@ -115,7 +116,7 @@ def save(run_dir: Path, name: str, model: torch.nn.Module, optimizer: torch.opti
     the folder the pointer named before and, with `keep_last`, all but the newest `keep_last`
     step checkpoints (a folder a pointer names is always kept)."""
     root = run_dir / "checkpoints"
-    final = publish(write_tmp(root, name, model, optimizer, scaler, state, scheduler), name)
+    final = publish(write_tmp(run_dir, name, model, optimizer, scaler, state, scheduler), name)
     before = point(root, pointer, final)
     if before is not None and (pointer == "best" or before.name.partition(".")[0] == name):
         _remove(before, root)  # an older best, or the same step re-saved: superseded

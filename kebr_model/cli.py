@@ -26,10 +26,10 @@ from typing import Any
 import click
 
 from kebr_data.errors import ConfigError, KebrError
-from kebr_data.storage.atomic import real_dir
+from kebr_data.storage.atomic import atomic_write_bytes, real_dir
 
 from .config import TrainConfig
-from .jsonout import dumps
+from .jsonout import dumps, write_json
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 RUN_LOCK = "_lock"  # in a run folder, as in a kebr-data output folder
@@ -115,14 +115,15 @@ def _start_or_resume(trainer: Any, out: Path, resume: str) -> None:
                    f"{f', swept {len(swept)} temp folder(s)' if swept else ''})", err=True)
 
 
-def _run_lock(out: Path, task: str, rank: int) -> contextlib.AbstractContextManager:
-    """The run folder's lock (rank 0 takes it for all ranks): a second run on the same --out is refused
-    before it touches a checkpoint. The pipeline's lock (`OutputLock`): an flock that a crash releases."""
+def _run_lock(out: Path, command: str, rank: int = 0) -> contextlib.AbstractContextManager:
+    """The run folder's lock, held by `command` (rank 0 takes it for all ranks): a second run, eval or
+    analyse on the same folder is refused before it touches a checkpoint or writes a file. The
+    pipeline's lock (`OutputLock`): an flock that a crash releases."""
     if rank != 0:
         return contextlib.nullcontext()
     from kebr_data.storage.lock import OutputLock
 
-    return OutputLock(out / RUN_LOCK, f"kebr-train {task} --out {out}")
+    return OutputLock(out / RUN_LOCK, command)
 
 
 def train_run(cfg: TrainConfig, shards: Path, out: Path, init: Path | None, resume: str,
@@ -143,7 +144,7 @@ def train_run(cfg: TrainConfig, shards: Path, out: Path, init: Path | None, resu
     if cfg.valid_split:
         check_trainable(shards, inv, cfg.task, cfg.valid_split)
     new_folder = not out.exists()
-    with _run_lock(out, cfg.task, int(os.environ.get("RANK", 0))):
+    with _run_lock(out, f"kebr-train {cfg.task} --out {out}", int(os.environ.get("RANK", 0))):
         try:
             trainer = Trainer(cfg, shards, out, _init_checkpoint(init), progress=progress)
         except BaseException:
@@ -163,7 +164,7 @@ def train_run(cfg: TrainConfig, shards: Path, out: Path, init: Path | None, resu
             if best is not None:
                 checkpoint.load(best, trainer.model, restore_rng=False)
             result["test"] = trainer.evaluate(cfg.test_split)
-            (out / "test_metrics.json").write_text(dumps(result["test"], indent=2) + "\n")
+            write_json(out / "test_metrics.json", result["test"], out)
         if trainer.rank == 0 and (out / "metrics.jsonl").exists():
             plot_run(out, frame_modalities(shards))
     return result
@@ -269,7 +270,7 @@ def _train(task: str | None, shards: Path, out: Path, init: Path | None, config_
         real_dir(out, out / f"seed-{seed}", create=False)  # a seed's run folder: a real folder inside --out
         results[seed] = train_run(cfg, shards, out / f"seed-{seed}", init, resume)
     table = _summary(results)
-    (out / "summary.md").write_text(table + "\n")
+    atomic_write_bytes(out / "summary.md", (table + "\n").encode(), out)
     click.echo(table)
 
 
@@ -312,7 +313,8 @@ def finetune_cmd(**kwargs: Any) -> None:
 def eval_cmd(shards: Path, run: Path, split: str, overrides: tuple[str, ...], predictions: Path | None,
              tsne: Path | None) -> None:
     """Evaluate a run's best (else latest) checkpoint on one split: loss and the dataset's metrics as JSON,
-    and one row per clip (clip_id, split, label, prediction, c_a, c_v) in a Parquet file."""
+    and one row per clip (clip_id, split, label, prediction, c_a, c_v) in a Parquet file. Holds RUN/_lock:
+    refused while a run trains in RUN."""
     _needs_torch()
     from . import checkpoint
     from .preflight import TrainSetupError, check_split, inventory
@@ -323,25 +325,27 @@ def eval_cmd(shards: Path, run: Path, split: str, overrides: tuple[str, ...], pr
         seeds = sorted(p.name for p in run.glob("seed-*") if p.is_dir())
         hint = f": it holds {', '.join(seeds)}, pass --run {run / seeds[0]}" if seeds else ""
         raise TrainSetupError(f"{run} holds no checkpoint{hint or ' (give the --out folder of a training run)'}")
-    saved = checkpoint.read_state(ckpt)["config"]
-    cfg = _load_config((), overrides, **saved)
-    check_split(shards, inventory(shards, cfg.task), split, "--split")
-    trainer = Trainer(cfg, shards, run)
-    checkpoint.load(ckpt, trainer.model, restore_rng=False)
-    rows: list[dict] = []
-    result = trainer.evaluate(split, rows)
-    write_predictions(predictions or run / f"predictions-{split}.parquet", rows)
-    click.echo(dumps(result, indent=2))
-    if tsne is not None:
-        from .tsne import plot_tsne, pooled_features
+    with _run_lock(run, f"kebr-train eval --run {run}"):  # never beside a training run of the folder
+        saved = checkpoint.read_state(ckpt)["config"]
+        cfg = _load_config((), overrides, **saved)
+        check_split(shards, inventory(shards, cfg.task), split, "--split")
+        trainer = Trainer(cfg, shards, run)
+        checkpoint.load(ckpt, trainer.model, restore_rng=False)
+        rows: list[dict] = []
+        result = trainer.evaluate(split, rows)
+        write_predictions(predictions or run / f"predictions-{split}.parquet", rows, None if predictions else run)
+        click.echo(dumps(result, indent=2))
+        if tsne is not None:
+            from .tsne import plot_tsne, pooled_features
 
-        found = pooled_features(trainer.model, trainer.batches(split, 0, shuffle=False),
-                                lambda batch: trainer.model(trainer._to_device(batch), cfg.task))
-        plot_tsne(*found, tsne, seed=cfg.seed, title=f"{run.name}, split {split}")
+            found = pooled_features(trainer.model, trainer.batches(split, 0, shuffle=False),
+                                    lambda batch: trainer.model(trainer._to_device(batch), cfg.task))
+            plot_tsne(*found, tsne, seed=cfg.seed, title=f"{run.name}, split {split}")
 
 
-def write_predictions(path: Path, rows: list[dict]) -> None:
-    """Per-clip predictions as Parquet, written atomically."""
+def write_predictions(path: Path, rows: list[dict], within: Path | None = None) -> None:
+    """Per-clip predictions as Parquet, renamed into place (a symlink planted at `path` is replaced, never
+    written through; `within`: the run folder holding it)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -350,8 +354,7 @@ def write_predictions(path: Path, rows: list[dict]) -> None:
     schema = pa.schema([("clip_id", pa.string()), ("split", pa.string()), ("label", pa.float32()),
                         ("prediction", pa.float32()), ("c_a", pa.float32()), ("c_v", pa.float32())])
     table = pa.Table.from_pylist(rows, schema=schema)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, lambda fh: pq.write_table(table, fh))
+    atomic_write(path, lambda fh: pq.write_table(table, fh), within)
 
 
 @main.command("analyse", context_settings=CONTEXT)
@@ -364,7 +367,8 @@ def write_predictions(path: Path, rows: list[dict]) -> None:
 @_careful
 def analyse_cmd(shards: Path, run: Path, splits: tuple[str, ...], overrides: tuple[str, ...]) -> None:
     """Make MCC observable: c_a, c_v, Eq. 11's value and each modality's reliance (MAE growth when it is
-    shuffled across the batch) per split, as JSON (also RUN/analysis.json)."""
+    shuffled across the batch) per split, as JSON (also RUN/analysis.json). Holds RUN/_lock: refused while a
+    run trains in RUN."""
     _needs_torch()
     from . import checkpoint
     from .analyse import analyse_split
@@ -374,19 +378,20 @@ def analyse_cmd(shards: Path, run: Path, splits: tuple[str, ...], overrides: tup
     ckpt = checkpoint.pointed(run, "best", "latest")
     if ckpt is None:
         raise TrainSetupError(f"{run} holds no checkpoint (give the --out folder of a training run)")
-    cfg = _load_config((), overrides, **checkpoint.read_state(ckpt)["config"])
-    inv = inventory(shards, cfg.task)
-    if not splits:
-        splits = tuple(dict.fromkeys(s for s in (cfg.train_split, cfg.valid_split,
-                                                 cfg.test_split if cfg.task == "finetune" else "")
-                                     if inv is None or not s or s in inv.splits))
-    for split in splits:
-        check_split(shards, inv, split, "--split")
-    trainer = Trainer(cfg, shards, run)
-    checkpoint.load(ckpt, trainer.model, restore_rng=False)
-    result = {"checkpoint": ckpt.name, "splits": {s or "all": analyse_split(trainer, s) for s in splits}}
-    (run / "analysis.json").write_text(dumps(result, indent=2) + "\n")
-    click.echo(dumps(result, indent=2))
+    with _run_lock(run, f"kebr-train analyse --run {run}"):  # never beside a training run of the folder
+        cfg = _load_config((), overrides, **checkpoint.read_state(ckpt)["config"])
+        inv = inventory(shards, cfg.task)
+        if not splits:
+            splits = tuple(dict.fromkeys(s for s in (cfg.train_split, cfg.valid_split,
+                                                     cfg.test_split if cfg.task == "finetune" else "")
+                                         if inv is None or not s or s in inv.splits))
+        for split in splits:
+            check_split(shards, inv, split, "--split")
+        trainer = Trainer(cfg, shards, run)
+        checkpoint.load(ckpt, trainer.model, restore_rng=False)
+        result = {"checkpoint": ckpt.name, "splits": {s or "all": analyse_split(trainer, s) for s in splits}}
+        write_json(run / "analysis.json", result, run)
+        click.echo(dumps(result, indent=2))
 
 
 @main.command("import-mmsa", context_settings=CONTEXT)

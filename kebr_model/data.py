@@ -18,6 +18,7 @@ epoch reads them (re-hashed only if they changed), so a table edited in place is
 from __future__ import annotations
 
 import functools
+import json
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ import torch
 from kebr_data.errors import PlanError, StaleOutputError
 from kebr_data.features import ssl_encoder as enc
 from kebr_data.schema import clip_text
+from kebr_data.storage.atomic import read_control_file
 from kebr_data.storage.store import PLAN, Store, fix_command
 from kebr_data.storage.verified import Digests
 
@@ -150,6 +152,8 @@ def check_folder(root: Path, task: str, allow_stale: bool = False,
     the model reads) must be there even with `allow_stale` (PlanError): without it the model would train on
     empty frames, a text-only run under the modality's name."""
     if hdf5_export(root):
+        if not allow_stale:
+            check_hdf5_export(root, digests or Digests())
         return []
     store = Store(root, digests)
     shard_ids(root)
@@ -171,19 +175,47 @@ def check_folder(root: Path, task: str, allow_stale: bool = False,
     return used
 
 
-def _label(value: Any) -> float | None:
-    """A label cell as a float; None for a missing one (None or NaN, as HDF5 exports store it)."""
-    return None if value is None or np.isnan(float(value)) else float(value)
+def check_hdf5_export(root: Path, digests: Digests) -> None:
+    """Refuse (StaleOutputError) an HDF5 export file whose size and sha256 are not the ones its export marker
+    (`_done/shard-NNNNN.json`) recorded: an export file edited, truncated or replaced after it was written."""
+    from kebr_data.export.base import done_path
+
+    again = "export it again from its output folder (`kebr-data export --out FOLDER --format hdf5`)"
+    for h5 in sorted(root.glob("shard-*.h5")):
+        marker = done_path(root, h5.stem)
+        try:
+            done = json.loads(read_control_file(marker))
+            recorded = (int(done["bytes"]), str(done["sha256"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            raise StaleOutputError(f"{h5} has no export marker recording its sha256 ({marker}): {again}") from None
+        if digests.digest(h5) != recorded:
+            raise StaleOutputError(f"{h5} is not the file its export wrote (its size or sha256 differs from "
+                                   f"{marker}): {again}")
+    digests.save()
+
+
+def _label(value: Any, clip_id: str, path: Path) -> float | None:
+    """A label cell of an HDF5 export as a float; None for a missing one (None or NaN, as HDF5 exports
+    store it). An infinite label is refused (PlanError naming the clip), as `kebr-data validate` refuses
+    it in the stage tables: the trainer would learn infinity."""
+    if value is None or np.isnan(float(value)):
+        return None
+    if not np.isfinite(float(value)):
+        raise PlanError(f"clip {clip_id!r} in {path} has the label {float(value)}, not a finite number: fix the "
+                        "source of that clip, check the output folder with `kebr-data validate --out FOLDER` and "
+                        "export it again")
+    return float(value)
 
 
 def _hdf5_rows(root: Path, shard: int, stages: list[str]) -> tuple[list, list, list, dict[str, list | None]]:
     """The plan, mask, asr and frame-stage rows of one HDF5 export file, shaped like the stage tables."""
     from kebr_data.export import read_hdf5
 
-    d = read_hdf5(root / f"shard-{shard:05d}.h5")
+    path = root / f"shard-{shard:05d}.h5"
+    d = read_hdf5(path)
     n = len(d["clip_id"])
     plan = [{"clip_id": d["clip_id"][i], "split": d["split"][i] or None, "given_text": None,
-             **{c: _label(d[c][i]) for c in LABELS if c in d}} for i in range(n)]
+             **{c: _label(d[c][i], d["clip_id"][i], path) for c in LABELS if c in d}} for i in range(n)]
     mask = [{"status": "ok" if d["masked_text"][i] else "skipped", "masked_text": d["masked_text"][i],
              "text": d["text"][i], "label": float(d["mask_label"][i])} for i in range(n)]
     asr = [{"status": "ok" if d["text"][i] else "skipped", "text": d["text"][i]} for i in range(n)]

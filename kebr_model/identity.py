@@ -2,7 +2,7 @@
 is refused: the plan's content (every plan shard's sha256: clips, splits, labels), the configuration
 hashes and the committed sha256s of the stage tables it reads (tables are deterministic, so a rerun
 of a stage with the same settings keeps them), and its modalities' frame widths. An HDF5 export has no plan
-marker: its shard files' sizes and the table hashes its export recorded (`_done/`) stand in."""
+marker: its shard files' sizes, sha256s and the table hashes its export recorded (`_done/`) stand in."""
 
 from __future__ import annotations
 
@@ -17,12 +17,14 @@ from .data import hdf5_export
 
 
 def _hdf5_content(root: Path) -> str:
-    """A hash of an HDF5 export: each shard file's size and the sources its export marker lists."""
+    """A hash of an HDF5 export: each shard file's size, and the sources and file sha256 its export marker
+    lists (the trainer has checked each file against that sha256)."""
     files = {p.name: p.stat().st_size for p in sorted(root.glob("shard-*.h5"))}
     sources = {}
     for marker in sorted((root / "_done").glob("shard-*.json")):
         try:
-            sources[marker.name] = json.loads(marker.read_text()).get("sources")
+            done = json.loads(marker.read_text())
+            sources[marker.name] = {k: done.get(k) for k in ("sources", "sha256")}
         except (OSError, ValueError, AttributeError):
             sources[marker.name] = None
     return content_hash({"files": files, "sources": sources})

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 from typing import Any
+
+from kebr_data.storage.atomic import atomic_write_bytes
 
 
 def finite(obj: Any) -> Any:
@@ -22,3 +25,9 @@ def finite(obj: Any) -> Any:
 def dumps(obj: Any, **kwargs: Any) -> str:
     """`json.dumps` that never writes Infinity or NaN (it raises instead of emitting invalid JSON)."""
     return json.dumps(finite(obj), allow_nan=False, default=str, **kwargs)
+
+
+def write_json(path: Path, obj: Any, within: Path | None = None) -> None:
+    """Commit `obj` as indented strict JSON to `path`, renamed into place (`atomic_write_bytes`): a symlink
+    planted at `path` is replaced, never written through; `within` is the run folder holding it."""
+    atomic_write_bytes(path, (dumps(obj, indent=2) + "\n").encode(), within)

@@ -120,11 +120,22 @@ def dataset_metrics(which: str | None, pred: np.ndarray, truth: np.ndarray) -> d
 
 
 def selection_score(criterion: str, result: dict[str, Any]) -> float | None:
-    """The value model selection minimises: a loss or MAE as is, any other metric negated; None when
-    the split was empty or the value is missing or NaN."""
+    """The value model selection minimises: a loss or MAE as is, any other metric negated; None (never
+    selected) when the split was empty or the value is missing, NaN or infinite."""
     if not result.get("samples"):
         return None
     value = result.get(criterion)
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if value is None or not math.isfinite(float(value)):
         return None
     return float(value) if criterion in LOWER_IS_BETTER else -float(value)
+
+
+#: the loss terms of an evaluation, which a working model never makes non-finite (unlike Corr of constant
+#: predictions or Acc2_weak of a split without weak labels, whose NaN is a documented outcome)
+LOSS_TERMS = ("loss", "task", "l1", "mcc")
+
+
+def nonfinite_validation(criterion: str, result: dict[str, Any]) -> list[str]:
+    """The loss terms and the selection `criterion` of an evaluation that came out NaN or infinite."""
+    keys = dict.fromkeys((*LOSS_TERMS, criterion))
+    return [k for k in keys if isinstance(result.get(k), float) and not math.isfinite(result[k])]

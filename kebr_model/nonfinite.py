@@ -12,7 +12,8 @@ from torch import nn
 from kebr_data.errors import KebrError
 
 #: the loss terms of `Trainer.loss` as the user reads them (`task_<m>`: a unimodal head's loss)
-TERM_NAMES = {"loss": "the total loss", "task": "the task loss", "l1": "the L1 loss", "mcc": "the MCC term"}
+TERM_NAMES = {"loss": "the total loss", "task": "the task loss", "l1": "the L1 loss", "mcc": "the MCC term",
+              "mcc_audio": "the MCC's audio term", "mcc_visual": "the MCC's visual term"}
 
 
 class NonFiniteError(KebrError):

@@ -6,7 +6,7 @@ import json
 from collections.abc import Iterable
 from pathlib import Path
 
-from kebr_data.storage.atomic import real_dir
+from kebr_data.storage.atomic import atomic_write, read_owned_text, real_dir
 from kebr_data.storage.store import Store
 
 MARKERS_UP_TO = 50  # points per series drawn with markers
@@ -43,13 +43,17 @@ def series_figure(plt, series: list[tuple[str, list, list]], title: str, ylabel:
 
 def plot_run(run_dir: Path, modalities: Iterable[str] = ("audio", "visual")) -> list[Path]:
     """Write run_dir/plots/losses.png and cosines.png (c_a, c_v of the `modalities` the run had: the
-    cosine with an absent modality is a constant of no meaning); return their paths."""
+    cosine with an absent modality is a constant of no meaning), renamed into place (a symlink planted
+    there is replaced); return their paths (none when metrics.jsonl is not a regular file)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    text = read_owned_text(run_dir / "metrics.jsonl")
+    if text is None:
+        return []
+    rows = [json.loads(line) for line in text.splitlines() if line.strip()]
     train = [r for r in rows if r.get("split") == "train"]
     valid = [r for r in rows if r.get("split") == "valid" and "loss" in r]
     out_dir = real_dir(run_dir, run_dir / "plots")
@@ -65,6 +69,6 @@ def plot_run(run_dir: Path, modalities: Iterable[str] = ("audio", "visual")) -> 
         if series:
             fig = series_figure(plt, series, title, ylabel)
             paths.append(out_dir / f"{name}.png")
-            fig.savefig(paths[-1], dpi=100)
+            atomic_write(paths[-1], lambda fh: fig.savefig(fh, format="png", dpi=100), run_dir)
             plt.close(fig)
     return paths

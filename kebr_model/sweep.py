@@ -27,7 +27,6 @@ import io
 import itertools
 import json
 import math
-import os
 import re
 import shlex
 import statistics
@@ -41,9 +40,10 @@ from typing import Any
 
 from kebr_data.config import did_you_mean
 from kebr_data.errors import KebrError
-from kebr_data.storage.atomic import real_dir
+from kebr_data.storage.atomic import atomic_write, atomic_write_bytes, open_append_text, read_owned_text, real_dir
 
 from .config import TrainConfig
+from .jsonout import dumps, write_json
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -233,12 +233,11 @@ def run_args(sweep: Sweep, point: Point, seed: int, shards: Path, out: Path) -> 
     return args
 
 
-def _write_json(path: Path, data: Any) -> None:
-    from .jsonout import dumps
-
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
+def _read_json(path: Path) -> Any | None:
+    """A JSON file the sweep wrote (a run's result, a point's cost), never read through a symlink planted
+    there: None when it is absent or not a regular file (then rewritten, replacing what was planted)."""
+    text = read_owned_text(path)
+    return None if text is None else json.loads(text)
 
 
 def run_point(sweep: Sweep, point: Point, seed: int, shards: Path, run_dir: Path,
@@ -248,17 +247,16 @@ def run_point(sweep: Sweep, point: Point, seed: int, shards: Path, run_dir: Path
     With `cost`, the model's parameter and FLOP counts are written there before it trains. A failed
     run is reported, not raised. Returns (result or None, what happened)."""
     from .cli import split_defaults, train_run
-    from .jsonout import dumps
 
     done = run_dir / RESULT
-    if done.is_file():
-        return json.loads(done.read_text()), "finished before, skipped"
+    if (finished := _read_json(done)) is not None:
+        return finished, "finished before, skipped"
     run_dir.mkdir(parents=True, exist_ok=True)
-    with open(run_dir / "train.log", "a") as log, contextlib.redirect_stderr(log):
+    with open_append_text(run_dir / "train.log", run_dir) as log, contextlib.redirect_stderr(log):
 
         def count(trainer: Any) -> None:  # a failed count is logged; the run still trains
             try:
-                _write_json(cost, trainer_cost(trainer))
+                write_json(cost, trainer_cost(trainer))
             except Exception:  # noqa: BLE001 - costs are a side table, never the run's failure
                 print("parameter and FLOP count failed (the run goes on):", file=log)
                 traceback.print_exc(file=log)
@@ -277,16 +275,17 @@ def run_point(sweep: Sweep, point: Point, seed: int, shards: Path, run_dir: Path
     train_loss = last_epoch_loss(run_dir / "metrics.jsonl")
     if train_loss is not None:
         result["train_loss"] = train_loss
-    _write_json(done, result)
+    write_json(done, result)
     return result, "done"
 
 
 def last_epoch_loss(metrics: Path) -> float | None:
     """Mean training loss over the last epoch's steps in a run's metrics.jsonl (what a pre-training
     sweep without a validation split reports)."""
-    if not metrics.is_file():
+    text = read_owned_text(metrics)
+    if text is None:
         return None
-    rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    rows = [json.loads(line) for line in text.splitlines() if line.strip()]
     train = [r for r in rows if r.get("split") == "train" and isinstance(r.get("loss"), (int, float))]
     if not train:
         return None
@@ -354,11 +353,11 @@ def model_cost(cfg: TrainConfig, shards: Path) -> dict[str, Any]:
 
 def _point_cost(sweep: Sweep, point: Point, shards: Path, point_dir: Path) -> dict[str, Any]:
     cached = point_dir / COST
-    if cached.is_file():
-        return json.loads(cached.read_text())
+    if (known := _read_json(cached)) is not None:
+        return known
     cfg = TrainConfig.load(sweep.config_files(point), sweep.overrides(point, sweep.seeds[0]), task=_task(sweep))
     cost = model_cost(cfg, shards)
-    _write_json(cached, cost)
+    write_json(cached, cost)
     return cost
 
 
@@ -453,7 +452,7 @@ def plot_sweep(sweep: Sweep, metrics: list[str], rows: list[dict[str, Any]], pat
     if len(lines) > 1:
         ax.legend(fontsize="small")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=100))
     plt.close(fig)
     return metric
 
@@ -487,7 +486,8 @@ def _run_all(sweep: Sweep, points: list[Point], shards: Path, out: Path, echo: C
         for seed in sweep.seeds:
             i += 1
             t0 = time.monotonic()
-            cost = None if (point_dir / COST).is_file() else point_dir / COST  # counted on the first run built
+            counted = _read_json(point_dir / COST) is not None  # counted on the first run built
+            cost = None if counted else point_dir / COST
             run_dir = real_dir(out, point_dir / f"seed-{seed}")  # real folders in --out, never a planted symlink
             result, what = run_point(sweep, point, seed, shards, run_dir, cost)
             echo(f"[{i}/{total}] {point.name} seed {seed}: {what} ({time.monotonic() - t0:.1f} s)")
@@ -499,8 +499,8 @@ def _run_all(sweep: Sweep, points: list[Point], shards: Path, out: Path, echo: C
             costs[point.name] = _point_cost(sweep, point, shards, point_dir)
     metrics, rows = table_rows(sweep, points, results, costs)
     table = markdown(sweep, metrics, rows)
-    (out / "sweep.md").write_text(table + "\n")
-    (out / "sweep.csv").write_text(csv_text(sweep, metrics, rows))
+    atomic_write_bytes(out / "sweep.md", (table + "\n").encode(), out)  # renamed into place: never through a symlink
+    atomic_write_bytes(out / "sweep.csv", csv_text(sweep, metrics, rows).encode(), out)
     plotted = plot_sweep(sweep, metrics, rows, out / "sweep.png")
     echo(f"wrote {out / 'sweep.md'}, {out / 'sweep.csv'}" + (f", {out / 'sweep.png'} ({plotted})" if plotted else ""))
     if failed:

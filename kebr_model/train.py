@@ -20,14 +20,14 @@ import torch
 from torch import nn
 
 from kebr_data.features.hf_folder import LOAD_OPTIONS, TEXT_LOAD_OPTIONS, folder_problem
-from kebr_data.storage.atomic import real_dir
+from kebr_data.storage.atomic import atomic_write_bytes, open_append_text, read_owned_text, real_dir
 from kebr_data.storage.verified import Digests
 
 from . import checkpoint, nonfinite, schemes
 from .audio_encoder import load_audio_encoder, setup_problem
 from .config import RAW_AUDIO, TrainConfig
 from .data import DataConfig, ShardBatches, check_folder, modality_widths
-from .metrics import RELEASED_VALID, dataset_metrics, metric_set, selection_score
+from .metrics import RELEASED_VALID, dataset_metrics, metric_set, nonfinite_validation, selection_score
 from .optim import make_optimizer, make_scheduler
 from .jsonout import dumps
 from .model import KEBR, Output
@@ -249,7 +249,7 @@ class Trainer:
             out = self.net(batch, self.cfg.task)
             terms = self.loss(out, batch)
         bad = nonfinite.nonfinite_terms(terms, distributed=self.world > 1)
-        if bad:
+        if "loss" in bad:  # a logged-only term (the MCC with use_mcc = false, Fig. 5's parts) trains nothing
             return self._nonfinite(nonfinite.describe_terms(bad))
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:
@@ -353,9 +353,8 @@ class Trainer:
         """Append one strict-JSON row to metrics.jsonl (rank 0); the row count goes into checkpoints
         so that a resume can cut the log back to the checkpoint."""
         self.state["metrics_rows"] += 1
-        if self.rank == 0:
-            self.out.mkdir(parents=True, exist_ok=True)
-            with open(self.out / "metrics.jsonl", "a") as fh:
+        if self.rank == 0:  # appended, never through a symlink planted there (one is replaced)
+            with open_append_text(self.out / "metrics.jsonl", self.out) as fh:
                 fh.write(dumps(record) + "\n")
 
     def save(self, best: bool = False) -> None:
@@ -385,13 +384,14 @@ class Trainer:
         dropped = 0
         metrics = self.out / "metrics.jsonl"
         keep = meta.get("metrics_rows")
-        if metrics.exists():
-            lines = metrics.read_text().splitlines(keepends=True)
+        text = read_owned_text(metrics)  # None also for a planted symlink: the next row replaces it
+        if text is not None:
+            lines = text.splitlines(keepends=True)
             if keep is None:  # checkpoints made before the row count: cut by step
                 keep = sum(1 for line in lines if json.loads(line).get("step", 0) <= meta["step"])
             dropped = max(0, len(lines) - keep)
             if dropped and self.rank == 0:
-                metrics.write_text("".join(lines[:keep]))
+                atomic_write_bytes(metrics, "".join(lines[:keep]).encode(), self.out)
         self.state["metrics_rows"] = keep or 0
         line = (f"resumed from {path} (step {meta['step']}, epoch {meta['epoch']}, batch {meta['batch_in_epoch']} "
                 f"of the epoch)")
@@ -422,6 +422,7 @@ class Trainer:
                 if cfg.valid_split:
                     valid = self.evaluate(cfg.valid_split)
                     self.log({"step": self.state["step"], "epoch": self.state["epoch"], "split": "valid", **valid})
+                    self._warn_nonfinite(valid)
                     # two-step: model selection starts with step two (step one trains other heads)
                     score = None if self.phase() == "one" else selection_score(cfg.select_on, valid)
                     if score is not None and score < self.state["best_valid"]:
@@ -435,6 +436,15 @@ class Trainer:
                 self.state["finished"] = self._limit_reached()
                 self.save()
         return self.state
+
+    def _warn_nonfinite(self, valid: dict[str, Any]) -> None:
+        """One warning line (rank 0) when the validation's loss terms or `select_on` value came out NaN or
+        infinite: they are logged as null, and such an epoch is never selected as the best."""
+        bad = nonfinite_validation(self.cfg.select_on, valid)
+        if bad and self.rank == 0:
+            never = "; this epoch is never selected" if self.cfg.select_on in bad else ""
+            print(f"warning: validation on split {self.cfg.valid_split!r} at step {self.state['step']} (epoch "
+                  f"{self.state['epoch']}) gave non-finite {', '.join(bad)} (logged as null){never}", file=sys.stderr)
 
     def _limit_reached(self) -> bool:
         cfg = self.cfg

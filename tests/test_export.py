@@ -144,3 +144,20 @@ def test_truncated_edited_or_symlinked_export_files_are_rewritten(shards, tmp_pa
     assert not (dest / "shard-00002.h5").is_symlink() and elsewhere.read_bytes() == good["shard-00002.h5"]
     again = run_cli("export", "--out", str(shards), "--format", "hdf5", check=True)
     assert "0 file(s) written, 3 already up to date" in again.stdout + again.stderr
+
+
+def test_the_trainer_refuses_an_infinite_label_of_an_hdf5_export(shards, tiny_bert):
+    """A NaN label of an export is "no label"; an infinite one is refused naming the clip, as validate does."""
+    from kebr_data.errors import PlanError
+    from kebr_model.data import DataConfig, ShardBatches
+    from kebr_model.train import load_encoder
+
+    run_cli("export", "--out", str(shards), "--format", "hdf5", check=True)
+    dest = shards / "export/hdf5"
+    with h5py.File(dest / "shard-00000.h5", "r+") as f:
+        clip = f["clip_id"][0].decode()
+        f["label"][0] = np.inf
+    tok = load_encoder(tiny_bert)[0]
+    with pytest.raises(PlanError, match="kebr-data validate") as refused:
+        list(ShardBatches(dest, "finetune", tok, DataConfig(batch_size=3), seed=4, split="train"))
+    assert repr(clip) in str(refused.value) and "inf" in str(refused.value) and "\n" not in str(refused.value)

@@ -62,3 +62,28 @@ def test_a_sweep_point_on_an_absent_stage_fails_as_a_run(no_acoustic, tmp_path, 
     result, what = run_point(sweep, sweep.points()[0], 1, no_acoustic, run_dir)
     assert result is None and what.startswith("failed (PlanError: modalities.audio = 'melspec'")
     assert not (run_dir / RESULT).exists()
+
+
+def test_an_hdf5_export_file_changed_after_its_export_is_refused(tmp_path):
+    """#24 point 10 for the trainer's other input: a same-size edit of an export file (labels negated in
+    place) is refused against the sha256 its export marker recorded; allow_stale reads it anyway."""
+    import h5py
+
+    from kebr_data.errors import StaleOutputError
+    from kebr_data.export import export
+    from kebr_data.storage.verified import Digests
+    from kebr_model.data import check_folder
+
+    dest, _ = export(make_shards(tmp_path / "f", n=4, shard_size=4, labelled=True), "hdf5", tmp_path / "h5")
+    assert check_folder(dest, "finetune") == []
+    h5 = dest / "shard-00000.h5"
+    size = h5.stat().st_size
+    with h5py.File(h5, "r+") as f:
+        f["label"][...] = -f["label"][...]
+    assert h5.stat().st_size == size
+    with pytest.raises(StaleOutputError, match="is not the file its export wrote"):
+        check_folder(dest, "finetune", digests=Digests())
+    assert check_folder(dest, "finetune", allow_stale=True) == []
+    (dest / "_done" / "shard-00000.json").unlink()
+    with pytest.raises(StaleOutputError, match="has no export marker recording its sha256"):
+        check_folder(dest, "finetune")

@@ -104,6 +104,16 @@ def test_terms_are_named_as_the_user_reads_them():
     assert describe_terms(["loss", "task", "l1"]) == "the task loss"
     assert describe_terms(["loss", "mcc", "task_audio"]) == "the MCC term and the audio head's loss"
     assert describe_terms(["loss"]) == "the total loss"
+    assert describe_terms(["loss", "mcc", "mcc_audio"]) == "the MCC term and the MCC's audio term"
+
+
+def test_a_non_finite_term_the_loss_does_not_use_trains_on(tmp_path, small):
+    """With use_mcc = false the MCC is only logged: its overflow is not a reason to stop (it was, exit 3)."""
+    mosi = make_shards(tmp_path / "mosi", n=10, shard_size=5, seed=3, labelled=True)
+    code, out, err = cli("finetune", "--shards", mosi, "--out", tmp_path / "run", *small, "--set", "mcc_g=1e308",
+                         "--set", "use_mcc=false")
+    assert code == 0, err
+    assert rows(tmp_path / "run") and all(r["loss"] is not None for r in rows(tmp_path / "run"))
 
 
 def test_two_ddp_ranks_agree_to_stop_then_to_skip_a_batch_only_one_of_them_saw_go_non_finite(tmp_path, small):
@@ -134,3 +144,19 @@ def test_two_ddp_ranks_agree_to_stop_then_to_skip_a_batch_only_one_of_them_saw_g
         text = text[end:].strip()
     assert results == [{"step": 1, "best_valid": None, "skipped_batches": 1}] * 2
     assert proc.stderr.count("skipped the batch of step 2 (epoch 0, batch 2 of the epoch)") == 1  # rank 0 says so
+
+
+def test_a_non_finite_validation_loss_is_a_warning_and_never_the_best(tmp_path, small):
+    """-inf frames in a valid clip (clip0003): validation's loss was logged as null with no word, now one
+    warning line names the split and the step; no `best` checkpoint is made from that epoch."""
+    mosi = make_shards(tmp_path / "mosi", n=10, shard_size=5, labelled=True, poison="clip0003")
+    code, _, err = cli("finetune", "--shards", mosi, "--out", tmp_path / "run", *small, "--set", "epochs=1")
+    assert code == 0, err
+    valid = [r for r in rows(tmp_path / "run") if r["split"] == "valid"]
+    assert len(valid) == 1 and valid[0]["loss"] is None
+    warnings = [x for x in err.splitlines() if x.startswith("warning: validation")]
+    assert len(warnings) == 1, err
+    assert warnings[0].startswith(f"warning: validation on split 'valid' at step {valid[0]['step']} (epoch 1) gave "
+                                  "non-finite loss, ")
+    assert warnings[0].endswith("(logged as null); this epoch is never selected")
+    assert checkpoint.best(tmp_path / "run") is None

@@ -91,3 +91,5 @@ def test_selection_minimises_losses_and_maximises_accuracies():
     assert selection_score("Acc2", {"samples": 3, "Acc2": 0.8}) == -0.8
     assert selection_score("Acc2_weak", {"samples": 3, "Acc2_weak": float("nan")}) is None
     assert selection_score("loss", {"samples": 0}) is None
+    assert selection_score("loss", {"samples": 3, "loss": float("inf")}) is None
+    assert selection_score("Corr", {"samples": 3, "Corr": float("-inf")}) is None

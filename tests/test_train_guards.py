@@ -127,6 +127,19 @@ def test_eval_or_init_from_a_damaged_checkpoint_is_one_line_with_or_without_its_
                    "step-00000004.1 is damaged (state.json missing)")
 
 
+def test_eval_and_analyse_are_refused_while_a_run_trains_the_folder(finished, tmp_path):
+    """eval and analyse wrote predictions and analysis.json beside a training run of the same folder."""
+    shards, run = finished
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    for command, written in (("eval", "predictions-.parquet"), ("analyse", "analysis.json")):
+        args = (command, "--shards", shards, "--run", copy, "--split", "")
+        with OutputLock(copy / "_lock", f"kebr-train pretrain --out {copy}"):
+            one_line_error(cli(*args), "in use by another run", "kebr-train pretrain")
+        assert not (copy / written).exists()
+        assert cli(*args).exit_code == 0 and (copy / written).exists()  # the lock let go: it runs
+
+
 def test_a_resume_on_other_data_is_refused(tmp_path, tiny_args, monkeypatch):
     import shard_factory
 

@@ -4,6 +4,7 @@ there (or a file) refuses the command, exit 2, one line, and nothing is written 
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from helpers import run_cli, write_wav
 from shard_factory import make_shards
 
 from kebr_data.errors import UnsafeFolder
-from kebr_data.storage.atomic import open_new_text, real_dir
+from kebr_data.storage.atomic import open_append_text, open_new_text, real_dir
 from kebr_data.storage.layout import OutputDir
 from kebr_data.storage.parquet import write_table
 
@@ -176,4 +177,104 @@ def test_a_sweep_refuses_a_symlinked_run_folder(tmp_path):
     (out / point_name({"encoder": "/no/such/encoder"}) / "seed-1").symlink_to(victim)
     result = CliRunner().invoke(main, ["sweep", "--config", str(grid), "--shards", str(shards), "--out", str(out)])
     assert result.exit_code == 2 and "seed-1 is a symlink" in result.output, result.output
+    assert untouched(victim)
+
+
+def test_a_checkpoint_commit_refuses_checkpoints_planted_after_the_run_started(tmp_path):
+    """checkpoints/ replaced by a symlink mid-run: the commit refuses it and writes nothing through it."""
+    torch = pytest.importorskip("torch")
+    from kebr_model import checkpoint
+
+    run, victim = tmp_path / "run", victim_folder(tmp_path)
+    run.mkdir()
+    (run / "checkpoints").symlink_to(victim)
+    with pytest.raises(UnsafeFolder, match="checkpoints is a symlink"):
+        checkpoint.save(run, "step-00000001", torch.nn.Linear(2, 2), None, None, {"step": 1})
+    assert untouched(victim)
+
+
+def plant(links: list[Path], victim: Path) -> None:
+    """Each of `links` made a symlink to a file of `victim` (what an attacker with write access plants)."""
+    for link in links:
+        link.unlink(missing_ok=True)
+        link.symlink_to(victim / "shard-00000.json")
+
+
+def replaced(links: list[Path]) -> bool:
+    return all(p.is_file() and not p.is_symlink() for p in links)
+
+
+def test_kebr_train_replaces_files_planted_as_symlinks_at_its_own_paths(tmp_path, tiny_bert):
+    """metrics.jsonl (appended on resume), test_metrics.json, verified_tables.json, plots, summary.md,
+    predictions and analysis.json were opened through a symlink planted at their path: now replaced."""
+    pytest.importorskip("transformers")
+    from click.testing import CliRunner
+
+    from kebr_model.cli import main
+
+    def cli(*args: object) -> None:
+        result = CliRunner().invoke(main, [str(a) for a in args])
+        assert result.exit_code == 0, result.output
+
+    shards = make_shards(tmp_path / "mosi", n=10, shard_size=5, labelled=True)
+    victim, out = victim_folder(tmp_path), tmp_path / "run"
+    run = out / "seed-1"
+    (run / "plots").mkdir(parents=True)
+    args = ["finetune", "--shards", shards, "--out", out, "--seeds", "1", "--set", "layers=1", "--set",
+            "batch_size=4", "--set", f"encoder='{tiny_bert}'"]
+    first = [out / "summary.md", run / "test_metrics.json", run / "verified_tables.json", run / "plots/losses.png"]
+    plant(first, victim)
+    cli(*args, "--set", "max_steps=1")
+    assert untouched(victim) and replaced(first)
+    plant([run / "metrics.jsonl"], victim)  # then resumed: its rows are appended
+    cli(*args, "--set", "max_steps=2")
+    assert untouched(victim) and replaced([run / "metrics.jsonl"])
+    assert [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()] == [2, 2]
+    written = [run / "predictions-test.parquet", run / "analysis.json"]
+    plant(written, victim)
+    cli("eval", "--shards", shards, "--run", run)
+    cli("analyse", "--shards", shards, "--run", run)
+    assert untouched(victim) and replaced(written)
+
+
+def test_a_sweep_replaces_its_tables_and_logs_planted_as_symlinks(tmp_path):
+    pytest.importorskip("torch")
+    from click.testing import CliRunner
+
+    from kebr_model.cli import main
+    from kebr_model.sweep import point_name
+
+    shards = make_shards(tmp_path / "mosi", n=4, shard_size=4, labelled=True)
+    grid = tmp_path / "grid.toml"
+    grid.write_text('[sweep]\nseeds = [1]\n[grid]\nencoder = ["/no/such/encoder"]\n')
+    out, victim = tmp_path / "sweep", victim_folder(tmp_path)
+    seed = out / point_name({"encoder": "/no/such/encoder"}) / "seed-1"
+    seed.mkdir(parents=True)
+    links = [out / "sweep.md", out / "sweep.csv", seed / "train.log"]
+    plant([*links, seed / "sweep_result.json"], victim)
+    result = CliRunner().invoke(main, ["sweep", "--config", str(grid), "--shards", str(shards), "--out", str(out)])
+    assert result.exit_code == 2 and "1 of 1 runs failed" in result.output, result.output  # the tables are written
+    assert untouched(victim) and replaced(links)
+    assert (seed / "train.log").read_text().startswith("error: ")  # the failed run logged there
+    assert (seed / "sweep_result.json").is_symlink() and "finished before" not in result.output  # not read
+
+
+def test_open_append_text_appends_to_its_file_and_replaces_anything_else(tmp_path):
+    import os
+
+    victim, run = victim_folder(tmp_path), tmp_path / "run"
+    run.mkdir()
+    log = run / "metrics.jsonl"
+    for planted in ("symlink", "fifo", "file"):
+        log.unlink(missing_ok=True)
+        if planted == "symlink":
+            log.symlink_to(victim / "shard-00000.log")
+        elif planted == "fifo":
+            os.mkfifo(log)  # nobody reads it: an open for writing would block
+        else:
+            log.write_text("kept\n")
+        with open_append_text(log, run) as fh:
+            fh.write("row\n")
+        assert log.is_file() and not log.is_symlink()
+        assert log.read_text() == ("kept\nrow\n" if planted == "file" else "row\n"), planted
     assert untouched(victim)

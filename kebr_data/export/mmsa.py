@@ -1,6 +1,7 @@
 """`--format mmsa`: MMSA's pickle layout (`train/valid/test` -> `id, raw_text, audio, vision,
 audio_lengths, vision_lengths, regression_labels[, regression_labels_T/A/V]`), padded or truncated
-to `audio_len` and `vision_len` frames, as the released KEBR code expects.
+to `audio_len` and `vision_len` frames, as the released KEBR code expects (400 and 55: aoqzhu/KEBR
+data/CMU-MOSI/get_audio_embedding.py:8, get_video_embedding.py:8).
 
 Only clips that are `ok` in every exported stage and have a transcript and a label are written
 (the others are counted and reported). The regression label comes from `label`: `plan` (the

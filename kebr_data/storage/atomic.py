@@ -131,6 +131,26 @@ def open_new_text(path: Path, within: Path | None = None) -> TextIO:
     return os.fdopen(fd, "w", encoding="utf-8")
 
 
+def open_append_text(path: Path, within: Path | None = None) -> TextIO:
+    """Open `path` for appending (a log kept across resumes, such as a run's metrics.jsonl), never through
+    a symlink planted there: a symlink, FIFO or device at `path` is replaced by a new empty file (as
+    `open_new_text` does), a regular file is appended to; its folders are checked by `real_dir` when
+    `within` names the output or run folder holding it."""
+    make_parent(path, within)
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags, 0o644)
+    except OSError as exc:
+        if exc.errno not in (errno.ELOOP, errno.ENXIO):  # ENXIO: a FIFO nobody reads
+            raise
+        return open_new_text(path, within)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        return open_new_text(path, within)
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "a", encoding="utf-8")
+
+
 class NotRegularFile(ValueError):
     """A control file or table of an output folder is a symlink, FIFO, device or folder: never read it."""
 
@@ -162,6 +182,17 @@ def read_control_file(path: Path, max_bytes: int = CONTROL_FILE_MAX_BYTES) -> by
     if len(data) > max_bytes:
         raise NotRegularFile(f"{path} is larger than the {max_bytes} bytes a control file may have")
     return data
+
+
+def read_owned_text(path: Path) -> str | None:
+    """The text of a file the toolkit writes and rewrites at a fixed path (a run's metrics.jsonl), read
+    as a regular file only (see `open_regular`): None when it is absent, or when a symlink, FIFO or folder
+    was planted there (never followed; the next write replaces it)."""
+    try:
+        with os.fdopen(open_regular(path), "r", encoding="utf-8") as fh:
+            return fh.read()
+    except (FileNotFoundError, NotRegularFile):
+        return None
 
 
 def file_digest(path: Path) -> tuple[int, str]:
