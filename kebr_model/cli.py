@@ -5,6 +5,7 @@
     kebr-train eval --shards mosi-features/ --run runs/mosi/seed-1 --split test
     kebr-train analyse --shards mosi-features/ --run runs/mosi/seed-1
     kebr-train import-mmsa --pickle MOSI/unaligned.pkl --out mosi-features/ --trust-pickle
+    kebr-train defaults
 
 `kebr-train --shards ...` (no command) is `kebr-train train`, the task coming from the config.
 torch is imported only when a command runs, so `--help` works without the `train` extra.
@@ -442,6 +443,18 @@ def sweep_cmd(grid: Path, shards: Path, out: Path, dry_run: bool) -> None:
     from .sweep import load_sweep, run_sweep
 
     click.echo(run_sweep(load_sweep(grid), shards, out, echo=lambda line: click.echo(line, err=True), dry_run=dry_run))
+
+
+@main.command("defaults", context_settings=CONTEXT,
+              short_help="Print every [train] and [modalities] key with its default.")
+def defaults_cmd() -> None:
+    """Print every [train] and [modalities] key with its default and meaning (TOML, ready to copy into
+    --config; a bare --set key=value means train.key)."""
+    from kebr_data.config import describe_defaults
+
+    from .config import SECTIONS, TOOL
+
+    click.echo(describe_defaults(SECTIONS, TOOL), nl=False)
 
 
 if __name__ == "__main__":  # pragma: no cover

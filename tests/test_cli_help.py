@@ -8,8 +8,8 @@ from kebr_data.cli import main as data_main
 from kebr_model.cli import main as train_main
 
 
-def invoke(main, *args: str, columns: int = 80):
-    return CliRunner(env={"COLUMNS": str(columns)}).invoke(main, list(args), catch_exceptions=False)
+def invoke(main, *args, columns: int = 80):
+    return CliRunner(env={"COLUMNS": str(columns)}).invoke(main, [str(a) for a in args], catch_exceptions=False)
 
 
 @pytest.mark.parametrize("typo, meant", [("evl", "'eval'"), ("prtrain", "'pretrain'"), ("analyze", "'analyse'")])
@@ -49,3 +49,35 @@ def test_every_command_summary_is_a_whole_sentence(main, columns):
     for name, text in found.items():
         assert text.endswith(".") and not text.endswith("..."), (name, text)
         assert not text.endswith(("Eq.", "e.g.", "i.e.")), (name, text)
+
+
+def test_kebr_train_defaults_lists_every_train_and_modalities_key_as_toml():
+    import dataclasses
+    import tomllib
+
+    from kebr_data import config
+    from kebr_model.config import SECTIONS
+
+    result = invoke(train_main, "defaults")
+    assert result.exit_code == 0, result.output
+    assert tomllib.loads(result.output) == config.defaults(SECTIONS)  # every key, its default, valid TOML
+    assert result.output.startswith("# kebr-train configuration")
+    for name, cls in SECTIONS.items():
+        for f in dataclasses.fields(cls):
+            line = next(x for x in result.output.splitlines() if x.startswith(f"{f.name} = "))
+            assert line.endswith(f"# {f.metadata['help']}"), line
+
+
+def test_a_key_typo_names_the_defaults_command_of_its_tool(tmp_path):
+    from kebr_data import config
+    from kebr_data.errors import ConfigError
+
+    result = invoke(train_main, "pretrain", "--shards", tmp_path, "--out", tmp_path / "run", "--set", "bach_size=4")
+    assert result.exit_code == 2 and "did you mean train.batch_size?" in result.output
+    assert "`kebr-train defaults` lists every key" in result.output and "kebr-data defaults" not in result.output
+    grid = tmp_path / "train.toml"
+    grid.write_text("[modalities]\nvisaul = 'visual'\n")
+    result = invoke(train_main, "pretrain", "--shards", tmp_path, "--out", tmp_path / "run", "--config", grid)
+    assert result.exit_code == 2 and "`kebr-train defaults` lists every key" in result.output
+    with pytest.raises(ConfigError, match="did you mean audio.sample_rate.*`kebr-data defaults` lists every key"):
+        config.load(overrides=["audio.sampel_rate=1"])
