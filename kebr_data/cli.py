@@ -182,7 +182,7 @@ def main() -> None:
     """
 
 
-@main.command(context_settings=CONTEXT)
+@main.command(context_settings=CONTEXT, short_help="Index clips and extract their features.")
 @click.option("--src", type=click.Path(path_type=Path), help="Dataset folder or manifest (.csv/.parquet). "
               "Needed for a new output folder; later runs reuse the frozen plan.")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Output folder (created if absent).")
@@ -212,7 +212,7 @@ def extract(src: Path | None, out: Path, stages: str | None, layout: str | None,
                     replan=replan, command=_command_line(), changed=changed, saved_config=cfg, limit=limit))
 
 
-@main.command(context_settings=CONTEXT)
+@main.command(context_settings=CONTEXT, short_help="Mask the most salient sentiment word of each transcript.")
 @existing_out("Output folder of `kebr-data extract` (its plan, and its asr stage if any).")
 @click.option("--lexicon", help="'vader' (default: vaderSentiment's 7,506-entry lexicon) or a word<TAB>score TSV.")
 @click.option("--scale-from", metavar="LOW,HIGH", help="Score range of the lexicon, mapped linearly onto [-3,3] "
@@ -254,7 +254,7 @@ def mask(out: Path, lexicon: str | None, scale_from: str | None, text_source: st
                     command=_command_line(), changed=changed, saved_config=cfg))
 
 
-@main.command("retry-failed", context_settings=CONTEXT)
+@main.command("retry-failed", context_settings=CONTEXT, short_help="Redo only the failed rows of done shards.")
 @existing_out("Output folder of a previous run.")
 @click.option("--stages", help="Stages whose failed rows are redone (default: every stage in OUT).")
 @run_options
@@ -276,7 +276,7 @@ def retry_failed(out: Path, stages: str | None, config_files: tuple[Path, ...], 
                     retry_stages=tuple(chosen), command=_command_line(), changed=changed, saved_config=cfg))
 
 
-@main.command(context_settings=CONTEXT)
+@main.command(context_settings=CONTEXT, short_help="Export the stage tables as HDF5, Parquet or an MMSA pickle.")
 @existing_out("Output folder of `kebr-data extract`.")
 @click.option("--format", "fmt", required=True, type=click.Choice(list(FORMATS)),
               help="; ".join(f"{name}: {cls().describe()}" for name, cls in FORMATS.items()) + ".")
@@ -303,7 +303,7 @@ def export(out: Path, fmt: str, dest: Path | None, audio_len: int, vision_len: i
     console.print(f"exported to {escape(str(where))}: {escape(note)}", highlight=False)
 
 
-@main.command(context_settings=CONTEXT)
+@main.command(context_settings=CONTEXT, short_help="Write an HTML report with plots per stage.")
 @existing_out("Output folder of a previous run.")
 def report(out: Path) -> None:
     """Write OUT/report/index.html: label, duration, words, face-ratio and ASR-confidence histograms,
@@ -315,7 +315,7 @@ def report(out: Path) -> None:
     console.print(f"wrote {page}", highlight=False)
 
 
-@main.command(context_settings=CONTEXT)
+@main.command(context_settings=CONTEXT, short_help="Re-read every shard and check it against its marker.")
 @existing_out("Output folder to check.")
 def validate(out: Path) -> None:
     """Re-read every shard: sizes and hashes against markers, schemas, rows against the plan, staleness."""
@@ -330,7 +330,7 @@ def validate(out: Path) -> None:
     sys.exit(1 if problems else 0)
 
 
-@main.command(context_settings=CONTEXT)
+@main.command(context_settings=CONTEXT, short_help="Show shards done and clips ok, failed or skipped per stage.")
 @existing_out("Output folder of a previous run.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON (for scripts).")
 def status(out: Path, as_json: bool) -> None:
@@ -354,7 +354,7 @@ def status(out: Path, as_json: bool) -> None:
         _console(stderr=False).print(quality)
 
 
-@main.command(context_settings=CONTEXT)
+@main.command(context_settings=CONTEXT, short_help="Print every config key with its default and meaning.")
 def defaults() -> None:
     """Print every configuration key with its default and meaning (TOML, ready to copy into --config)."""
     click.echo(config_mod.describe_defaults(), nl=False)

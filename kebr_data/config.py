@@ -4,7 +4,8 @@ Each section is a dataclass: `run` and `index` here, and one per stage, declared
 itself (`Stage.Settings`), so a new stage brings its own keys. Every key must exist and keep its
 type (choices as `Literal`, ranges in the field's metadata): a typo fails at once with "did you
 mean", and a value out of range names the allowed one. `kebr-data defaults` prints every key with
-its default and meaning. The resolved sections travel as plain dicts (picklable, hashable).
+its default and meaning (`kebr-train defaults` the trainer's, whose sections come as `schema_sections`
+with `tool="kebr-train"`). The resolved sections travel as plain dicts (picklable, hashable).
 """
 
 from __future__ import annotations
@@ -182,10 +183,12 @@ def _coerce_type(key: str, value: Any, f: dataclasses.Field, hint: Any) -> Any:
 
 
 class _Schema:
-    """Field and type lookups of every section, resolved once per load."""
+    """Field and type lookups of every section, resolved once per load; `tool` is the command line whose
+    `defaults` command lists these keys (named when a key is unknown)."""
 
-    def __init__(self, schema: dict[str, type] | None = None) -> None:
+    def __init__(self, schema: dict[str, type] | None = None, tool: str = "kebr-data") -> None:
         self.sections = schema or sections()
+        self.tool = tool
         self.hints = {name: typing.get_type_hints(cls) for name, cls in self.sections.items()}
         self.fields = {name: {f.name: f for f in dataclasses.fields(cls)} for name, cls in self.sections.items()}
 
@@ -193,7 +196,7 @@ class _Schema:
         section, _, name = key.partition(".")
         if not name or section not in self.fields or name not in self.fields[section]:
             raise ConfigError(f"unknown config key {key!r}{did_you_mean(key, _flat_keys(cfg))}; "
-                              "`kebr-data defaults` lists every key")
+                              f"`{self.tool} defaults` lists every key")
         cfg.setdefault(section, {})[name] = _coerce(key, value, self.fields[section][name], self.hints[section][name])
 
     def check_sections(self, cfg: Config) -> None:
@@ -246,12 +249,14 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 
 def load(files: list[Path] | tuple[Path, ...] = (), overrides: list[str] | tuple[str, ...] = (),
-         base: Config | None = None, schema_sections: dict[str, type] | None = None) -> Config:
+         base: Config | None = None, schema_sections: dict[str, type] | None = None,
+         tool: str = "kebr-data") -> Config:
     """Resolve the configuration: `base` (default: the defaults), then each file, then each override.
 
     A `base` saved by an older version gets keys added since filled in with their defaults.
-    `schema_sections` replaces kebr-data's sections (the trainer's `train` and `modalities`)."""
-    schema = _Schema(schema_sections)
+    `schema_sections` replaces kebr-data's sections (the trainer's `train` and `modalities`, with
+    `tool="kebr-train"`, so an unknown key points at `kebr-train defaults`)."""
+    schema = _Schema(schema_sections, tool)
     cfg = defaults(schema_sections)
     if base is not None:
         for section, values in base.items():
@@ -267,10 +272,12 @@ def load(files: list[Path] | tuple[Path, ...] = (), overrides: list[str] | tuple
     return cfg
 
 
-def apply(cfg: Config, values: dict[str, Any], schema_sections: dict[str, type] | None = None) -> Config:
-    """A copy of `cfg` with dotted keys set (used for CLI shortcuts such as --workers)."""
+def apply(cfg: Config, values: dict[str, Any], schema_sections: dict[str, type] | None = None,
+          tool: str = "kebr-data") -> Config:
+    """A copy of `cfg` with dotted keys set (used for CLI shortcuts such as --workers); `schema_sections`
+    and `tool` as in `load`."""
     out = copy.deepcopy(cfg)
-    schema = _Schema(schema_sections)
+    schema = _Schema(schema_sections, tool)
     for key, value in values.items():
         if value is not None:
             schema.set(out, key, value)
@@ -283,11 +290,12 @@ def changed_keys(old: Config, new: Config) -> list[str]:
     return [f"{s}.{k}" for s in new for k in new[s] if old.get(s, {}).get(k) != new[s][k]]
 
 
-def describe_defaults() -> str:
-    """Every section and key with its default and help, as commented TOML (`kebr-data defaults`)."""
-    lines = ["# kebr-data configuration: every key with its default. Override with --config FILE or",
+def describe_defaults(schema: dict[str, type] | None = None, tool: str = "kebr-data") -> str:
+    """Every section and key with its default and help, as commented TOML: `kebr-data defaults`, or with the
+    trainer's sections `kebr-train defaults`."""
+    lines = [f"# {tool} configuration: every key with its default. Override with --config FILE or",
              "# --set section.key=value."]
-    for name, cls in sections().items():
+    for name, cls in (schema or sections()).items():
         lines += ["", f"[{name}]" + (f"  # {cls.__doc__.strip().splitlines()[0]}" if cls.__doc__ else "")]
         for f in dataclasses.fields(cls):
             value = getattr(cls(), f.name)

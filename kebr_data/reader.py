@@ -10,8 +10,8 @@ the command that fixes it); `partial=True` keeps just the shards that are.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any, Literal
 
 import pyarrow as pa
@@ -53,7 +53,7 @@ def _empty(wanted: dict[str, list[str]]) -> pa.Table:
     return pa.schema(fields).empty_table()
 
 
-def read_folder(root: Path | str, stages: Iterable[str] | None = None, columns: Iterable[str] | None = None,
+def read_folder(root: str | os.PathLike[str], stages: Iterable[str] | None = None, columns: Iterable[str] | None = None,
                 partial: bool = False) -> pa.Table:
     """The joined per-clip table of output folder `root` (see the module docstring).
 
@@ -89,7 +89,7 @@ def read_folder(root: Path | str, stages: Iterable[str] | None = None, columns: 
     return pa.concat_tables([p.cast(empty.schema) for p in parts]) if parts else empty
 
 
-def open_folder(root: Path | str, stages: Iterable[str] | None = None, columns: Iterable[str] | None = None,
+def open_folder(root: str | os.PathLike[str], stages: Iterable[str] | None = None, columns: Iterable[str] | None = None,
                 partial: bool = False, format: Format = "arrow") -> Any:
     """`read_folder` as a pyarrow Table (`format="arrow"`), a pandas DataFrame or an HF `datasets.Dataset`."""
     if format not in FORMATS:

@@ -5,6 +5,7 @@
     kebr-train eval --shards mosi-features/ --run runs/mosi/seed-1 --split test
     kebr-train analyse --shards mosi-features/ --run runs/mosi/seed-1
     kebr-train import-mmsa --pickle MOSI/unaligned.pkl --out mosi-features/ --trust-pickle
+    kebr-train defaults
 
 `kebr-train --shards ...` (no command) is `kebr-train train`, the task coming from the config.
 torch is imported only when a command runs, so `--help` works without the `train` extra.
@@ -210,10 +211,11 @@ def _summary(results: dict[int, dict]) -> str:
 
 
 class DefaultsToTrain(click.Group):
-    """`kebr-train --shards ...` without a command runs `train` (the form older scripts use)."""
+    """`kebr-train --shards ...` without a command runs `train` (the form older scripts use); a first
+    argument that is neither an option nor a command is click's "No such command ... Did you mean"."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        if args and args[0] not in self.commands and args[0] not in CONTEXT["help_option_names"]:
+        if args and args[0].startswith("-") and args[0] not in CONTEXT["help_option_names"]:
             args = ["train", *args]
         return super().parse_args(ctx, args)
 
@@ -274,7 +276,8 @@ def _train(task: str | None, shards: Path, out: Path, init: Path | None, config_
     click.echo(table)
 
 
-@main.command("train", context_settings=CONTEXT)
+@main.command("train", context_settings=CONTEXT,
+              short_help="Pre-train or fine-tune, the task from --task or the config.")
 @click.option("--task", type=click.Choice(["pretrain", "finetune"]), help="Default: the config's (pretrain).")
 @_train_options
 @_careful
@@ -283,7 +286,7 @@ def train_cmd(task: str | None, **kwargs: Any) -> None:
     _train(task, **kwargs)
 
 
-@main.command("pretrain", context_settings=CONTEXT)
+@main.command("pretrain", context_settings=CONTEXT, short_help="Pre-train on the masked sentiment word's intensity.")
 @_train_options
 @_careful
 def pretrain_cmd(**kwargs: Any) -> None:
@@ -291,7 +294,7 @@ def pretrain_cmd(**kwargs: Any) -> None:
     _train("pretrain", **kwargs)
 
 
-@main.command("finetune", context_settings=CONTEXT)
+@main.command("finetune", context_settings=CONTEXT, short_help="Fine-tune on labelled clips and report test metrics.")
 @_train_options
 @_careful
 def finetune_cmd(**kwargs: Any) -> None:
@@ -299,7 +302,7 @@ def finetune_cmd(**kwargs: Any) -> None:
     _train("finetune", **kwargs)
 
 
-@main.command("eval", context_settings=CONTEXT)
+@main.command("eval", context_settings=CONTEXT, short_help="Evaluate a run's best checkpoint on one split.")
 @click.option("--shards", required=True, type=click.Path(path_type=Path), help="A kebr-data output folder.")
 @click.option("--run", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="The run folder whose best (else latest) checkpoint is evaluated.")
@@ -357,7 +360,7 @@ def write_predictions(path: Path, rows: list[dict], within: Path | None = None) 
     atomic_write(path, lambda fh: pq.write_table(table, fh), within)
 
 
-@main.command("analyse", context_settings=CONTEXT)
+@main.command("analyse", context_settings=CONTEXT, short_help="Measure MCC's c_a, c_v and each modality's reliance.")
 @click.option("--shards", required=True, type=click.Path(path_type=Path), help="A kebr-data output folder.")
 @click.option("--run", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="The run folder whose best (else latest) checkpoint is analysed.")
@@ -394,7 +397,8 @@ def analyse_cmd(shards: Path, run: Path, splits: tuple[str, ...], overrides: tup
         click.echo(dumps(result, indent=2))
 
 
-@main.command("import-mmsa", context_settings=CONTEXT)
+@main.command("import-mmsa", context_settings=CONTEXT,
+              short_help="Convert an MMSA feature pickle into kebr-data shards.")
 @click.option("--pickle", "pickle_file", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="An MMSA feature pickle (train/valid/test; audio and vision of any width).")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="The output folder to write shards to.")
@@ -424,7 +428,7 @@ def import_mmsa_cmd(pickle_file: Path, out: Path, trust_pickle: bool, replan: bo
     click.echo(dumps(counts))
 
 
-@main.command("sweep", context_settings=CONTEXT)
+@main.command("sweep", context_settings=CONTEXT, short_help="Run a grid of options x seeds and tabulate the results.")
 @click.option("--config", "grid", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Grid file: [sweep] command/seeds/config, [train] shared options, [grid] lists to cross.")
 @click.option("--shards", required=True, type=click.Path(path_type=Path), help="A kebr-data output folder.")
@@ -439,6 +443,18 @@ def sweep_cmd(grid: Path, shards: Path, out: Path, dry_run: bool) -> None:
     from .sweep import load_sweep, run_sweep
 
     click.echo(run_sweep(load_sweep(grid), shards, out, echo=lambda line: click.echo(line, err=True), dry_run=dry_run))
+
+
+@main.command("defaults", context_settings=CONTEXT,
+              short_help="Print every [train] and [modalities] key with its default.")
+def defaults_cmd() -> None:
+    """Print every [train] and [modalities] key with its default and meaning (TOML, ready to copy into
+    --config; a bare --set key=value means train.key)."""
+    from kebr_data.config import describe_defaults
+
+    from .config import SECTIONS, TOOL
+
+    click.echo(describe_defaults(SECTIONS, TOOL), nl=False)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -174,6 +174,7 @@ class TrainSettings:
 
 
 SECTIONS = {"train": TrainSettings, "modalities": ModalitySettings}
+TOOL = "kebr-train"  # the command line whose `defaults` lists these sections' keys
 
 
 @dataclass
@@ -198,8 +199,8 @@ class TrainConfig(TrainSettings):
                 continue
             else:
                 flat[f"train.{key}"] = value
-        cfg = data_config.load(files, dotted, schema_sections=SECTIONS)
-        cfg = data_config.apply(cfg, flat, schema_sections=SECTIONS)
+        cfg = data_config.load(files, dotted, schema_sections=SECTIONS, tool=TOOL)
+        cfg = data_config.apply(cfg, flat, schema_sections=SECTIONS, tool=TOOL)
         out = cls(**cfg["train"], modalities=ModalitySettings(**cfg["modalities"]))
         out.check()
         return out

@@ -49,6 +49,8 @@ def test_help_per_command_without_torch():
         assert proc.returncode == 0, (command, proc.stderr)
         assert f"kebr-train {command}" in proc.stdout and own in proc.stdout, command
     assert "--pickle" not in no_torch("eval", "--help").stdout
+    listed = no_torch("defaults")
+    assert listed.returncode == 0 and "[train]" in listed.stdout and "[modalities]" in listed.stdout, listed.stderr
     refused = no_torch("pretrain", "--shards", "x", "--out", "y")
     assert refused.returncode == 2 and "`train` extra" in refused.stderr and "Traceback" not in refused.stderr
 

@@ -7,6 +7,7 @@ refuses the others, naming the command that fixes them).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +23,11 @@ from .parquet import ParquetFormat, merged_table
 FORMATS: dict[str, type[ExportFormat]] = {"hdf5": Hdf5Format, "parquet": ParquetFormat, "mmsa": MmsaFormat}
 
 
-def export(root: Path, fmt: str, dest: Path | None = None, **options: Any) -> tuple[Path, str]:
-    """Export every shard of `root` to `dest` (default ROOT/export/FORMAT); return it and a note."""
+def export(root: str | os.PathLike[str], fmt: str, dest: str | os.PathLike[str] | None = None,
+           **options: Any) -> tuple[Path, str]:
+    """Export every shard of `root` to `dest` (default ROOT/export/FORMAT; either a str or a path); return it
+    and a note."""
+    root, dest = Path(root), None if dest is None else Path(dest)
     if fmt not in FORMATS:
         raise ConfigError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
     store = Store(root)

@@ -107,12 +107,14 @@ class Hdf5Format(ShardFormat):
         return digest
 
 
-def read_hdf5(path: Path) -> dict[str, Any]:
-    """A finished HDF5 export of one shard as numpy arrays (refuses files without their done marker).
+def read_hdf5(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A finished HDF5 export of one shard (`path` a str or a path) as numpy arrays (refuses files without
+    their done marker).
 
     Frame groups come back as one array per clip under the stage's name."""
     import h5py
 
+    path = Path(path)
     if not done_path(path.parent, path.stem).exists():
         raise UnfinishedExport(f"{path} has no done marker: an interrupted export, not a finished one; rerun "
                         "`kebr-data export` to finish it")
