@@ -178,7 +178,8 @@ def write_samples(rows: list[tuple], dims: dict[str, int | None], out_root: Path
         for c in plan:
             counts[c["split"]] += 1
         shards[f"{k:05d}"] = commit_rows(out, "plan", k, plan, PLAN, "mmsa-pickle")
-        schemas = {"acoustic": with_width(ACOUSTIC, dims["audio"] or 1), "visual": with_width(VISUAL, dims["vision"] or 1)}
+        schemas = {"acoustic": with_width(ACOUSTIC, dims["audio"] or 1),
+                   "visual": with_width(VISUAL, dims["vision"] or 1)}
         for stage, schema, table_rows in (("acoustic", schemas["acoustic"], acoustic),
                                           ("visual", schemas["visual"], visual)):
             commit_rows(out, stage, k, table_rows, schema, "mmsa-pickle", shards[f"{k:05d}"]["sha256"])

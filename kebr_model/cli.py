@@ -149,7 +149,8 @@ def train_run(cfg: TrainConfig, shards: Path, out: Path, init: Path | None, resu
         try:
             trainer = Trainer(cfg, shards, out, _init_checkpoint(init), progress=progress)
         except BaseException:
-            if new_folder and int(os.environ.get("RANK", 0)) == 0:  # refused before any step: leave no folder behind (only the lock and table verdicts)
+            # refused before any step: leave no new folder behind (it holds only the lock and table verdicts)
+            if new_folder and int(os.environ.get("RANK", 0)) == 0:
                 shutil.rmtree(out, ignore_errors=True)
             raise
         trainer.expected_steps = _expected_steps(cfg, candidates, trainer.world)

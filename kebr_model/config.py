@@ -68,7 +68,8 @@ class TrainSettings:
     tcmf_residual: Literal["ln", "raw"] = setting(
         "ln", "ln (M = LN(X) + sum M_m, Eq. 7) | raw (M = X + sum M_m, the release, models.py:105)")
     dropout: float = setting(0.1, "TCMF dropout", min=0.0, max=1.0)
-    head_dropout: float = setting(0.0, "dropout in the regression heads (the release: 0.5, models.py:232)", min=0.0, max=1.0)
+    head_dropout: float = setting(0.0, "dropout in the regression heads (the release: 0.5, models.py:232)",
+                                  min=0.0, max=1.0)
     head_dropout_at: Literal["input", "hidden"] = setting(
         "input", "where head_dropout sits: input (on the head's input) | hidden (between the ReLU and the last "
                  "Linear, the release, models.py:150, 241)")

@@ -148,9 +148,9 @@ def check_folder(root: Path, task: str, allow_stale: bool = False,
                  modalities: dict[str, str] | None = None, digests: Digests | None = None) -> list[str]:
     """The stages training will read; refuses (StaleOutputError naming the fix) tables that are not committed,
     current (sha256 against their markers, through `digests`: a table already hashed with the same stat is
-    not hashed again) and aligned with the plan, unless `allow_stale`. The stage of every modality in `modalities` (those
-    the model reads) must be there even with `allow_stale` (PlanError): without it the model would train on
-    empty frames, a text-only run under the modality's name."""
+    not hashed again) and aligned with the plan, unless `allow_stale`. The stage of every modality in
+    `modalities` (those the model reads) must be there even with `allow_stale` (PlanError): without it the
+    model would train on empty frames, a text-only run under the modality's name."""
     if hdf5_export(root):
         if not allow_stale:
             check_hdf5_export(root, digests or Digests())

@@ -1,6 +1,7 @@
 """Optimiser and learning-rate schedule of a run: parameter groups (encoders, audio input maps,
 visual input maps, the rest) with their own learning rates; Adam, AdamW or SGD; an optional linear
-warm-up over steps times a cosine annealing over epochs (the release: CosineAnnealingLR, T_max 20, aoqzhu/KEBR main.py:91)."""
+warm-up over steps times a cosine annealing over epochs (the release: CosineAnnealingLR, T_max 20,
+aoqzhu/KEBR main.py:91)."""
 
 from __future__ import annotations
 
