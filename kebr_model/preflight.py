@@ -17,7 +17,8 @@ class TrainSetupError(KebrError):
 
 @dataclass
 class Inventory:
-    """What a folder offers the trainer: shards, the splits present, candidate samples per split."""
+    """What a folder offers the trainer: shards, the task read for, clips with a label, the splits present,
+    candidate samples per split."""
 
     shards: int
     task: str = "finetune"
