@@ -34,7 +34,7 @@ from .pipeline.summaries import folder_summaries, plan_line
 from .sources import LAYOUTS
 from .stages import extract_default, parse_stages, registry
 from .stages.mask import resolve_text_source
-from .status import label_quality_table, summary_view
+from .status import label_quality_table, limit_hint, summary_view
 from .storage.layout import OutputDir
 from .storage.lock import OutputLock
 from .storage.store import PLAN, Store
@@ -349,6 +349,9 @@ def status(out: Path, as_json: bool) -> None:
                                "label_quality": [dataclasses.asdict(r) for r in quality_rows(store)]}, indent=2))
         return
     _console(stderr=False).print(summary_view(summaries, line))
+    hint = limit_hint(store, summaries)
+    if hint is not None:
+        _console(stderr=False).print(escape(hint), highlight=False)
     quality = label_quality_table(store)
     if quality is not None:
         _console(stderr=False).print(quality)

@@ -18,6 +18,16 @@ def summary_view(summaries: list[StageSummary], title: str, with_run: bool = Fal
     return Group(Text(title), summary_table(summaries, with_run), *lines)
 
 
+def limit_hint(store: Store, summaries: list[StageSummary]) -> str | None:
+    """Where the results are when OUT has no committed stage shard but an `extract --limit N` smoke test
+    wrote OUT/_limit/ (else None): an empty table alone reads as "nothing ran"."""
+    limit = store.out.limit_dir
+    if any(s.shards_done for s in summaries) or not limit.is_dir():
+        return None
+    return (f"no stage has a committed shard in {store.root}; the `extract --limit` smoke-test results are in "
+            f"{limit}/: see them with `kebr-data status --out {limit}`")
+
+
 def summary_table(summaries: list[StageSummary], with_run: bool = False) -> Table:
     """A rich table, one row per stage."""
     t = Table()

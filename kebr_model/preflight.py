@@ -17,9 +17,12 @@ class TrainSetupError(KebrError):
 
 @dataclass
 class Inventory:
-    """What a folder offers the trainer: shards, the splits present, candidate samples per split."""
+    """What a folder offers the trainer: shards, the task read for, clips with a label, the splits present,
+    candidate samples per split."""
 
     shards: int
+    task: str = "finetune"
+    labelled: int = 0  # clips with an utterance `label`, whatever their split and the target column
     splits: set[str] = field(default_factory=set)
     candidates: dict[str, int] = field(default_factory=dict)  # split ("" = all) -> clips usable by the task
 
@@ -52,7 +55,7 @@ def inventory(root: Path, task: str, label: str = "label") -> Inventory | None:
             what = "no committed" if done == 0 else f"only {done} of {shards} shards of the"
             raise TrainSetupError(f"{root} has {what} {stage}/ table, which {task} needs: run "
                                   f"`kebr-data {stage} --out {root}` first")
-    inv = Inventory(shards)
+    inv = Inventory(shards, task)
     for k in range(shards):
         table = store.read("plan", k)
         if label not in table.column_names:
@@ -60,6 +63,8 @@ def inventory(root: Path, task: str, label: str = "label") -> Inventory | None:
                                   f"re-index with --replan, or fine-tune on `label`")
         plan = [{"split": s, "label": y} for s, y in zip(table.column("split").to_pylist(),
                                                           table.column(label).to_pylist())]
+        if "label" in table.column_names:
+            inv.labelled += len(table) - table.column("label").null_count
         status = None
         if task == "pretrain":
             status = store.read("mask", k, ["status"]).column("status").to_pylist()
@@ -75,11 +80,23 @@ def inventory(root: Path, task: str, label: str = "label") -> Inventory | None:
 
 
 def check_split(root: Path, inv: Inventory | None, split: str, option: str) -> None:
-    """Refuse a split name the plan does not have (a typo such as `tset` would evaluate nothing)."""
+    """Refuse a split name the plan does not have (a typo such as `tset` would evaluate nothing); first, a
+    fine-tuning task on a folder without any label (its splits are missing for that reason, not a typo)."""
+    check_labelled(root, inv)
     if inv is None or not split or split in inv.splits:
         return
     have = ", ".join(sorted(inv.splits)) or "none: the plan has no split column values"
     raise TrainSetupError(f"split {split!r} ({option}) is not in {root} (splits: {have}); fix the name")
+
+
+def check_labelled(root: Path, inv: Inventory | None) -> None:
+    """Refuse fine-tuning on a folder whose plan has no label at all (e.g. an unlabelled VoxCeleb extraction),
+    naming a command that makes a labelled folder."""
+    if inv is None or inv.task != "finetune" or inv.labelled:
+        return
+    raise TrainSetupError(f"{root} has no labels (its plan comes from an unlabelled source): fine-tuning needs a "
+                          "labelled dataset, e.g. `kebr-data extract --src demo/mmsa --out FOLDER --config "
+                          "pipelines/demo_mmsa.toml` (or `kebr-train import-mmsa`)")
 
 
 def check_trainable(root: Path, inv: Inventory | None, task: str, split: str) -> int | None:

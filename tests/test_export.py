@@ -83,6 +83,19 @@ def test_mmsa_frame_counts_must_be_positive(shards, option):
     assert not (shards / "export").exists()
 
 
+def test_an_mmsa_export_with_no_clip_is_refused_naming_label_mask(tmp_path):
+    """Issue #27 point 8: an unlabelled folder's MMSA export wrote "0 clip(s)" and exited 0."""
+    unlabelled = make_shards(tmp_path / "u", n=6, shard_size=3)
+    proc = run_cli("export", "--out", str(unlabelled), "--format", "mmsa")
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert "no clip written" in lines[0] and "6 no plan label" in lines[0] and "--label mask" in lines[0]
+    assert not (unlabelled / "export").exists()
+    done = run_cli("export", "--out", str(unlabelled), "--format", "mmsa", "--label", "mask", check=True)
+    assert "6 clip(s) written" in done.stdout + done.stderr
+    assert len(pickle.loads((unlabelled / "export/mmsa/mmsa.pkl").read_bytes())["train"]["id"]) == 6
+
+
 def test_mmsa_frame_counts_are_checked_for_library_callers(shards):
     from kebr_data.errors import ConfigError
     from kebr_data.export import export

@@ -47,6 +47,15 @@ def test_limit_runs_the_first_clips_in_a_folder_of_their_own(tmp_path):
         kebr_data.open(out / "_limit", columns=flac).column("audio.flac").to_pylist()
 
 
+def test_status_of_a_folder_with_only_a_limit_run_points_at_limit(tmp_path):
+    """Issue #27 point 13: after `extract --limit 2`, `status --out OUT` showed an empty table and nothing else."""
+    out = tmp_path / "features"
+    extract(out, "--limit", "2")
+    shown = run_cli("status", "--out", str(out), check=True).stdout
+    assert f"results are in {out}/_limit/" in shown and f"`kebr-data status --out {out}/_limit`" in shown
+    assert "smoke-test" not in run_cli("status", "--out", str(out / "_limit"), check=True).stdout
+
+
 def test_limit_must_be_positive(tmp_path):
     proc = run_cli("extract", "--src", str(ROOT / "demo/mmsa"), "--out", str(tmp_path / "f"), "--limit", "0")
     assert proc.returncode == 2 and "--limit" in proc.stderr and not (tmp_path / "f").exists()

@@ -90,14 +90,9 @@ def test_mistakes_exit_2_with_the_fix(tmp_path, tiny_args):
     shutil.copytree(pre / "mask", unmasked / "mask", dirs_exist_ok=True)
     (unmasked / "_done/mask/shard-00001.json").unlink()
     one_line_error(cli("pretrain", "--shards", unmasked, "--out", out), "only 1 of 2 shards")
-    one_line_error(cli("finetune", "--shards", pre, "--out", out, *tiny_args), "split 'train'", "splits: none")
-    unlabelled = tmp_path / "unlabelled"
-    shutil.copytree(mosi, unlabelled)
-    for table in (unlabelled / "plan").glob("shard-*.parquet"):
-        plan = pq.read_table(table)
-        pq.write_table(plan.set_column(plan.schema.get_field_index("label"), "label",
-                                       pa.nulls(len(plan), pa.float32())), table)
-    one_line_error(cli("finetune", "--shards", unlabelled, "--out", out, *tiny_args), "no clip", "has a label")
+    unlabelled_train = _without_labels(mosi, tmp_path / "unlabelled_train", "train")
+    one_line_error(cli("finetune", "--shards", unlabelled_train, "--out", out, *tiny_args), "no clip in split 'train'",
+                   "has a label")
     one_line_error(cli("finetune", "--shards", mosi, "--out", out, "--set", "test_split='tset'", *tiny_args),
                    "split 'tset'", "splits: test, train, valid")
     typo = cli("pretrain", "--shards", pre, "--out", out, "--set", "bach_size=4")
@@ -108,6 +103,31 @@ def test_mistakes_exit_2_with_the_fix(tmp_path, tiny_args):
     one_line_error(cli("finetune", "--shards", mosi, "--out", out, "--init", tmp_path / "mosi/_done/plan.json",
                        *tiny_args), "--init", "checkpoint")
     assert not out.exists()  # nothing was started
+
+
+def _without_labels(folder: Path, copy: Path, split: str | None = None) -> Path:
+    """A copy of `folder` whose plan has no label (in `split` only, when given)."""
+    shutil.copytree(folder, copy)
+    for table in (copy / "plan").glob("shard-*.parquet"):
+        plan = pq.read_table(table)
+        labels = [None if split is None or s == split else y
+                  for s, y in zip(plan.column("split").to_pylist(), plan.column("label").to_pylist())]
+        pq.write_table(plan.set_column(plan.schema.get_field_index("label"), "label",
+                                       pa.array(labels, pa.float32())), table)
+    return copy
+
+
+def test_finetune_on_an_unlabelled_folder_says_it_has_no_labels(tmp_path, tiny_args):
+    """Issue #27 point 7: an unlabelled folder (no split, no label, as the demo's VoxCeleb extraction) is not a
+    split-name typo: the message says the folder has no labels and names a command that makes a labelled one."""
+    pre = make_shards(tmp_path / "pre", n=8, shard_size=4)
+    out = tmp_path / "run"
+    for folder in (pre, _without_labels(make_shards(tmp_path / "mosi", n=10, shard_size=5, labelled=True),
+                                        tmp_path / "nulled")):
+        line = one_line_error(cli("finetune", "--shards", folder, "--out", out, *tiny_args),
+                              f"{folder} has no labels", "kebr-data extract --src demo/mmsa")
+        assert "fix the name" not in line
+    assert not out.exists()
 
 
 def test_resume_refuses_changed_settings_and_never_refuses_an_existing_run(tmp_path, tiny_args):

@@ -36,15 +36,17 @@ def export(root: str | os.PathLike[str], fmt: str, dest: str | os.PathLike[str] 
         stages = exported_stages(store)
         store.require_current([PLAN, *stages], verify=True)  # sha256: a table edited in place is refused
         writer.check(store, stages)
+        shards = range(store.plan.num_shards)
+        content, tables = None, []
+        if isinstance(writer, FolderFormat):  # built, or refused, before a folder is made
+            tables = [load_shard(store, shard, stages) for shard in shards]
+            content, note = writer.build(tables)
         if dest is None:  # inside the output folder: `export/` and `export/FORMAT` must be real folders there
             dest = real_dir(root, root / "export" / fmt)
         real_dir(dest, dest / "_done")
-        shards = range(store.plan.num_shards)
         if isinstance(writer, FolderFormat):
-            tables = [load_shard(store, shard, stages) for shard in shards]
-            sources = {f"{t.shard:05d}": t.hashes for t in tables}
-            note = writer.write_all(dest, tables)
-            mark_done(dest, fmt, sources, fmt, **options)
+            writer.write(dest, content)
+            mark_done(dest, fmt, {f"{t.shard:05d}": t.hashes for t in tables}, fmt, **options)
             return dest, note
         written = 0
         for shard in shards:

@@ -117,8 +117,13 @@ class FolderFormat(ExportFormat):
     """A format written as one file for the whole folder."""
 
     @abstractmethod
-    def write_all(self, dest: Path, shards: list[ShardTables]) -> str:
-        """Write the whole export; return a one-line note for the user."""
+    def build(self, shards: list[ShardTables]) -> tuple[Any, str]:
+        """The whole export's content and a one-line note for the user; refuse (raise a KebrError) an
+        export that would be useless, before any folder or file is made."""
+
+    @abstractmethod
+    def write(self, dest: Path, content: Any) -> None:
+        """Write what `build` returned (atomically, in a folder already checked)."""
 
 
 def shard_file(dest: Path, shard: int, suffix: str) -> Path:

@@ -7,7 +7,8 @@ Only clips that are `ok` in every exported stage and have a transcript and a lab
 (the others are counted and reported). The regression label comes from `label`: `plan` (the
 dataset's annotation) or `mask` (the mask stage's sentiment-word label, for unlabelled data). A
 modality whose stage has no outputs is refused unless `allow_missing` (then it is zero-filled, said
-so in the note).
+so in the note). An export that would hold no clip is refused (exit 2), naming `--label mask` when
+the plan has no label.
 """
 
 from __future__ import annotations
@@ -83,7 +84,9 @@ class MmsaFormat(FolderFormat):
             rows.append(row)
         return rows
 
-    def write_all(self, dest: Path, shards: list[ShardTables]) -> str:
+    def build(self, shards: list[ShardTables]) -> tuple[dict[str, dict[str, Any]], str]:
+        """MMSA's split dicts and the note (clips per split, why others were left out); refuses an export
+        that would write no clip, naming `--label mask` for unlabelled data."""
         skipped: collections.Counter = collections.Counter()
         by_split: dict[str, list[dict[str, Any]]] = {s: [] for s in SPLITS}
         for tables in shards:
@@ -103,10 +106,22 @@ class MmsaFormat(FolderFormat):
                 length = int(self.options.get(f"{key}_len", 400 if key == "audio" else 55))
                 data[split][key] = np.stack([r[key] for r in rows]) if rows else np.zeros((0, length, dim), np.float32)
                 data[split][f"{key}_lengths"] = [r[f"{key}_lengths"] for r in rows]
-        atomic_write(dest / "mmsa.pkl", lambda fh: pickle.dump(data, fh, protocol=4), dest)
         counts = ", ".join(f"{split} {len(data[split]['id'])}" for split in SPLITS)
         left = ", ".join(f"{n} {why}" for why, n in skipped.most_common()) or "none"
         present = {stage for tables in shards for stage in tables.stages}
         zeros = [key for key, stage in MODALITIES.items() if stage not in present]
         note = f"; {', '.join(zeros)} zero-filled (no outputs)" if zeros else ""
-        return f"{sum(len(v['id']) for v in data.values())} clip(s) written ({counts}); left out: {left}{note}"
+        written = sum(len(v["id"]) for v in data.values())
+        if not written:
+            raise ConfigError(f"no clip written: every clip was left out ({left}); {self._no_clip_hint()}")
+        return data, f"{written} clip(s) written ({counts}); left out: {left}{note}"
+
+    def _no_clip_hint(self) -> str:
+        if self.options.get("label", "plan") == "plan":
+            return ("unlabelled data needs --label mask (the mask stage's sentiment-word labels, after "
+                    "`kebr-data mask`)")
+        return "check `kebr-data status` for the stages' failed clips and the mask stage's labels"
+
+    def write(self, dest: Path, content: dict[str, dict[str, Any]]) -> None:
+        """Write `mmsa.pkl` (pickle protocol 4, renamed into place)."""
+        atomic_write(dest / "mmsa.pkl", lambda fh: pickle.dump(content, fh, protocol=4), dest)
