@@ -18,7 +18,6 @@ epoch reads them (re-hashed only if they changed), so a table edited in place is
 from __future__ import annotations
 
 import functools
-import json
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -31,7 +30,6 @@ import torch
 from kebr_data.errors import PlanError, StaleOutputError
 from kebr_data.features import ssl_encoder as enc
 from kebr_data.schema import clip_text
-from kebr_data.storage.atomic import read_control_file
 from kebr_data.storage.store import PLAN, Store, fix_command
 from kebr_data.storage.verified import Digests
 
@@ -178,16 +176,13 @@ def check_folder(root: Path, task: str, allow_stale: bool = False,
 def check_hdf5_export(root: Path, digests: Digests) -> None:
     """Refuse (StaleOutputError) an HDF5 export file whose size and sha256 are not the ones its export marker
     (`_done/shard-NNNNN.json`) recorded: an export file edited, truncated or replaced after it was written."""
-    from kebr_data.export.base import done_path
+    from kebr_data.export.base import done_path, recorded_output
 
     again = "export it again from its output folder (`kebr-data export --out FOLDER --format hdf5`)"
     for h5 in sorted(root.glob("shard-*.h5")):
-        marker = done_path(root, h5.stem)
-        try:
-            done = json.loads(read_control_file(marker))
-            recorded = (int(done["bytes"]), str(done["sha256"]))
-        except (OSError, ValueError, KeyError, TypeError):
-            raise StaleOutputError(f"{h5} has no export marker recording its sha256 ({marker}): {again}") from None
+        recorded, marker = recorded_output(root, h5.stem), done_path(root, h5.stem)
+        if recorded is None:
+            raise StaleOutputError(f"{h5} has no export marker recording its sha256 ({marker}): {again}")
         if digests.digest(h5) != recorded:
             raise StaleOutputError(f"{h5} is not the file its export wrote (its size or sha256 differs from "
                                    f"{marker}): {again}")

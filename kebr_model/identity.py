@@ -6,7 +6,6 @@ marker: its shard files' sizes, sha256s and the table hashes its export recorded
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -19,15 +18,12 @@ from .data import hdf5_export
 def _hdf5_content(root: Path) -> str:
     """A hash of an HDF5 export: each shard file's size, and the sources and file sha256 its export marker
     lists (the trainer has checked each file against that sha256)."""
-    files = {p.name: p.stat().st_size for p in sorted(root.glob("shard-*.h5"))}
-    sources = {}
-    for marker in sorted((root / "_done").glob("shard-*.json")):
-        try:
-            done = json.loads(marker.read_text())
-            sources[marker.name] = {k: done.get(k) for k in ("sources", "sha256")}
-        except (OSError, ValueError, AttributeError):
-            sources[marker.name] = None
-    return content_hash({"files": files, "sources": sources})
+    from kebr_data.export.base import read_done
+
+    files = sorted(root.glob("shard-*.h5"))
+    done = {p.stem: read_done(root, p.stem) or {} for p in files}
+    return content_hash({"files": {p.name: p.stat().st_size for p in files},
+                         "sources": {k: {f: d.get(f) for f in ("sources", "sha256")} for k, d in done.items()}})
 
 
 def data_identity(root: Path, stages: list[str], widths: dict[str, int]) -> dict[str, Any]:

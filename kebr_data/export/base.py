@@ -70,13 +70,32 @@ def done_path(dest: Path, name: str) -> Path:
     return dest / "_done" / f"{name}.json"
 
 
+def read_done(dest: Path, name: str) -> dict[str, Any] | None:
+    """The done marker of export file `name` (read without following a symlink); None when it is absent,
+    planted or not a marker."""
+    try:
+        done = json.loads(read_control_file(done_path(dest, name)))
+    except (OSError, ValueError):  # NotRegularFile is a ValueError
+        return None
+    return done if isinstance(done, dict) else None
+
+
+def recorded_output(dest: Path, name: str) -> tuple[int, str] | None:
+    """The (size, sha256) that export file `name`'s marker recorded when it was written, or None."""
+    done = read_done(dest, name) or {}
+    try:
+        return int(done["bytes"]), str(done["sha256"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
 def up_to_date(dest: Path, name: str, sources: Any, target: Path) -> bool:
     """True when the done marker of `target` records exactly these sources and `target` is a regular file
     (no symlink followed) with the size and sha256 the marker records: the bytes this export wrote."""
+    done, recorded = read_done(dest, name), recorded_output(dest, name)
     try:
-        done = json.loads(read_control_file(done_path(dest, name)))
-        return done["sources"] == sources and file_digest(target) == (done["bytes"], done["sha256"])
-    except (FileNotFoundError, ValueError, KeyError, TypeError):  # NotRegularFile is a ValueError
+        return done is not None and done.get("sources") == sources and file_digest(target) == recorded
+    except (FileNotFoundError, ValueError):  # NotRegularFile is a ValueError
         return False
 
 
