@@ -144,13 +144,14 @@ def train_run(cfg: TrainConfig, shards: Path, out: Path, init: Path | None, resu
     candidates = check_trainable(shards, inv, cfg.task, cfg.train_split)
     if cfg.valid_split:
         check_trainable(shards, inv, cfg.task, cfg.valid_split)
-    new_folder = not out.exists()
-    with _run_lock(out, f"kebr-train {cfg.task} --out {out}", int(os.environ.get("RANK", 0))):
+    rank = int(os.environ.get("RANK", 0))  # DDP: rank 0 holds the lock and owns the folder
+    new_folder = rank == 0 and not out.exists()
+    with _run_lock(out, f"kebr-train {cfg.task} --out {out}", rank):
         try:
             trainer = Trainer(cfg, shards, out, _init_checkpoint(init), progress=progress)
         except BaseException:
             # refused before any step: leave no new folder behind (it holds only the lock and table verdicts)
-            if new_folder and int(os.environ.get("RANK", 0)) == 0:
+            if new_folder:
                 shutil.rmtree(out, ignore_errors=True)
             raise
         trainer.expected_steps = _expected_steps(cfg, candidates, trainer.world)
