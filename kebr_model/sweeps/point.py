@@ -35,7 +35,7 @@ def run_point(sweep: Sweep, point: Point, seed: int, shards: Path, run_dir: Path
 
         def count(trainer: Any) -> None:  # a failed count is logged; the run still trains
             try:
-                write_json(cost, trainer_cost(trainer), run_dir.parent)
+                write_json(cost, trainer_cost(trainer), cost.parent)
             except Exception:  # noqa: BLE001 - costs are a side table, never the run's failure
                 print("parameter and FLOP count failed (the run goes on):", file=log)
                 traceback.print_exc(file=log)
