@@ -161,3 +161,17 @@ def test_a_sweep_loads_each_points_config_once_and_its_table_says_when_mcc_canno
     assert len(loads) == len(sweep.points()) == 2  # not once per check, seed and cost (11 here before)
     assert "note: MCC cannot act:" in table and "(point(s): mcc_g=0.1, mcc_g=0.2)" in table
     assert table == (out / "sweep.md").read_text().rstrip("\n")
+
+
+def test_mcc_blocked_names_what_is_missing_escaped_and_nothing_when_mcc_can_act_or_is_off():
+    from kebr_model.evaluation.analyse import mcc_blocked
+
+    cfg = TrainConfig.load(use_mcc=True)
+    folder = Path("runs/a\u202eb")
+    assert mcc_blocked(cfg, {"audio", "visual"}, folder) is None
+    why = mcc_blocked(cfg, {"audio"}, folder)
+    assert why.startswith("MCC cannot act: runs/a\\u202eb holds no visual frames (no ok row in its visual/ table)")
+    assert "\u202e" not in why
+    assert mcc_blocked(TrainConfig.load(use_mcc=False), {"audio"}, folder) is None
+    assert "reads no visual frames (modalities.use = 'ta')" in mcc_blocked(
+        TrainConfig.load(use_mcc=True, modalities={"use": "ta"}), {"audio", "visual"}, folder)

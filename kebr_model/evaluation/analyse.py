@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from kebr_data.display import printable
+
 from .. import mcc as mcc_mod
 
 TEXT_KEYS = ("input_ids", "attention_mask", "mask_pos")
@@ -25,7 +27,7 @@ MCC_MODALITIES = ("audio", "visual")
 def mcc_blocked(cfg: Any, present: set[str], shards: Path) -> str | None:
     """Why MCC cannot act in a run with `cfg` (a TrainConfig) on `shards`, whose frames of the modalities in
     `present` exist, or None when it can (or is off): L_mcc needs audio and visual frames on the same
-    clips, so without either it stays 0 and the mcc_* settings change nothing."""
+    clips, so without either it stays 0 and the mcc_* settings change nothing. Escaped for the terminal."""
     if not cfg.use_mcc:
         return None
     unread = [m for m in MCC_MODALITIES if m not in cfg.used]
@@ -36,8 +38,8 @@ def mcc_blocked(cfg: Any, present: set[str], shards: Path) -> str | None:
         why = f"{shards} holds no {' or '.join(absent)} frames (no ok row in its {cfg.used[absent[0]]}/ table)"
     else:
         return None
-    return (f"MCC cannot act: {why}; L_mcc needs audio and visual frames, so it stays 0 and the mcc_* settings "
-            "change nothing")
+    return printable(f"MCC cannot act: {why}; L_mcc needs audio and visual frames, so it stays 0 and the mcc_* "
+                     "settings change nothing")
 
 
 def mcc_absent_reason(widths: dict[str, int], with_audio: int, with_visual: int) -> str:
