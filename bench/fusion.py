@@ -226,7 +226,7 @@ def make_encoder(folder: Path) -> Path:
 
 def sweep_rows(grid: str, shards: Path, out: Path) -> list[dict[str, str]]:
     """Run one grid (TOML text) with `kebr-train sweep`'s Python API; its sweep.csv rows."""
-    from kebr_model.sweep import load_sweep, run_sweep
+    from kebr_model.sweeps import load_sweep, run_sweep
 
     out.mkdir(parents=True, exist_ok=True)
     (out / "grid.toml").write_text(grid)

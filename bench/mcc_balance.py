@@ -31,7 +31,7 @@ from kebr_data.mmsa_import import with_width  # noqa: E402
 from kebr_data.schema import ACOUSTIC, PLAN, VISUAL  # noqa: E402
 from kebr_data.storage.commit import commit_plan_marker, commit_rows  # noqa: E402
 from kebr_data.storage.layout import OutputDir  # noqa: E402
-from kebr_model.analyse import analyse_split  # noqa: E402
+from kebr_model.evaluation.analyse import analyse_split  # noqa: E402
 from kebr_model.config import TrainConfig  # noqa: E402
 from kebr_model.train import Trainer  # noqa: E402
 

@@ -23,10 +23,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from common import write_section  # noqa: E402
 
-from kebr_data.storage.store import Store  # noqa: E402
 from kebr_data.storage.verified import Digests  # noqa: E402
 from kebr_model.config import TrainConfig  # noqa: E402
-from kebr_model.data import _recheck, check_folder  # noqa: E402
+from kebr_model.data import open_reader  # noqa: E402
 from kebr_model.train import VERIFIED_TABLES, Trainer  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,12 +57,12 @@ def main() -> None:
 
         def cold() -> None:
             (run / VERIFIED_TABLES).unlink(missing_ok=True)
-            check_folder(shards, "pretrain", digests=Digests(run / VERIFIED_TABLES, run))
+            open_reader(shards).check("pretrain", digests=Digests(run / VERIFIED_TABLES, run))
 
         cold_s = best_of(cold)
-        warm_s = best_of(lambda: check_folder(shards, "pretrain", digests=Digests(run / VERIFIED_TABLES, run)))
+        warm_s = best_of(lambda: open_reader(shards).check("pretrain", digests=Digests(run / VERIFIED_TABLES, run)))
         kept = Digests(run / VERIFIED_TABLES, run)
-        recheck_s = best_of(lambda: _recheck(Store(shards, kept), 0, used), 10)
+        recheck_s = best_of(lambda: open_reader(shards).recheck(0, used, kept), 10)
         assert kept.hashed == 0
 
         cfg = TrainConfig.load([ROOT / "pipelines/train_demo.toml"], task="pretrain")

@@ -22,7 +22,7 @@ from kebr_data.features.hf_folder import LOAD_OPTIONS
 
 from .config import RAW_AUDIO
 from .data import RawAudio
-from .preflight import TrainSetupError
+from .errors import TrainSetupError
 
 KINDS = ("hubert", "wav2vec2", "data2vec-audio")
 

@@ -37,7 +37,7 @@ from kebr_data.errors import KebrError
 from kebr_data.storage.atomic import NotRegularFile, atomic_write_bytes, file_digest, fsync_dir, real_dir
 
 from .jsonout import dumps
-from .preflight import TrainSetupError
+from .errors import TrainSetupError
 
 POINTERS = ("latest", "best")
 TMP_INFIX = ".tmp-"

@@ -13,11 +13,7 @@ torch is imported only when a command runs, so `--help` works without the `train
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import math
-import os
-import shutil
 import statistics
 import sys
 from collections.abc import Callable
@@ -33,7 +29,6 @@ from .config import TrainConfig
 from .jsonout import dumps, write_json
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
-RUN_LOCK = "_lock"  # in a run folder, as in a kebr-data output folder
 INSTALL = "pip install torch==2.13.0 && pip install 'kebr-toolkit[train]' (the `train` extra)"
 
 
@@ -74,129 +69,9 @@ def _load_config(config_files: tuple[Path, ...], overrides: tuple[str, ...], **v
         raise click.UsageError(str(exc)) from None
 
 
-def _expected_steps(cfg: TrainConfig, candidates: int | None, world: int) -> int | None:
-    if candidates is None:
-        return cfg.max_steps or None
-    per_epoch = math.ceil(candidates / max(1, world) / cfg.batch_size)
-    total = per_epoch * cfg.epochs
-    return min(total, cfg.max_steps) if cfg.max_steps else total
-
-
-def _start_or_resume(trainer: Any, out: Path, resume: str) -> None:
-    """Resume from OUT's newest complete checkpoint (refusing changed settings), or start clean."""
-    from . import checkpoint
-    from .identity import identity_changes
-    from .preflight import TrainSetupError
-
-    last, passed = checkpoint.resumable(out)
-    if last is not None and resume == "never":
-        raise TrainSetupError(f"{out} already holds a run (checkpoint {last.name}): use a new --out, or "
-                              "--resume auto to continue it")
-    if last is not None:
-        saved = checkpoint.read_state(last)
-        changes = trainer.cfg.resume_changes(saved["config"])
-        if changes:
-            raise TrainSetupError(f"{out} was trained with other settings ({'; '.join(changes)}): resume needs the "
-                                  "same values (drop those --set/--config changes) or use a new --out")
-        other = identity_changes(saved["data"], trainer.state["data"]) if "data" in saved else []
-        if other:  # runs from before the record have their widths checked as the weights load
-            raise TrainSetupError(f"{out} was trained on other data than {trainer.shards} ({'; '.join(other)}): "
-                                  "resume needs the --shards it was trained on, or use a new --out to start over")
-        for line in passed:
-            click.echo(f"{line}: falling back to {last.name}, the newest complete checkpoint", err=True)
-        if passed and trainer.rank == 0:  # the pointer names what was resumed, so a finished run is whole again
-            checkpoint.point(out / "checkpoints", "latest", last)
-        click.echo(trainer.resume(last), err=True)
-        return
-    swept = checkpoint.sweep(out)
-    metrics = out / "metrics.jsonl"
-    if metrics.exists() and trainer.rank == 0:  # an earlier start that died before its first checkpoint
-        metrics.unlink()
-        click.echo(f"no checkpoint in {out}: starting from step 0 (cleared the metrics of an earlier start"
-                   f"{f', swept {len(swept)} temp folder(s)' if swept else ''})", err=True)
-
-
-def _run_lock(out: Path, command: str, rank: int = 0) -> contextlib.AbstractContextManager:
-    """The run folder's lock, held by `command` (rank 0 takes it for all ranks): a second run, eval or
-    analyse on the same folder is refused before it touches a checkpoint or writes a file. The
-    pipeline's lock (`OutputLock`): an flock that a crash releases."""
-    if rank != 0:
-        return contextlib.nullcontext()
-    from kebr_data.storage.lock import OutputLock
-
-    return OutputLock(out / RUN_LOCK, command)
-
-
-def train_run(cfg: TrainConfig, shards: Path, out: Path, init: Path | None, resume: str,
-              before_fit: Callable[[Any], None] | None = None, progress: bool = True) -> dict:
-    """One run, as `kebr-train pretrain|finetune` does it: preflight, start or resume, fit, test on the
-    best checkpoint, plots; returns {step, best_valid, test}, and skipped_batches when batches
-    went non-finite under nan_policy = skip_batch. `before_fit(trainer)` sees the built
-    model before training (a sweep counts its parameters and FLOPs there)."""
-    from . import checkpoint
-    from .plots import frame_modalities, plot_run
-    from .preflight import check_split, check_trainable, inventory
-    from .train import Trainer
-
-    inv = inventory(shards, cfg.task, cfg.label)
-    for option in ("train_split", "valid_split") + (("test_split",) if cfg.task == "finetune" else ()):
-        check_split(shards, inv, getattr(cfg, option), option)
-    candidates = check_trainable(shards, inv, cfg.task, cfg.train_split)
-    if cfg.valid_split:
-        check_trainable(shards, inv, cfg.task, cfg.valid_split)
-    rank = int(os.environ.get("RANK", 0))  # DDP: rank 0 holds the lock and owns the folder
-    new_folder = rank == 0 and not out.exists()
-    with _run_lock(out, f"kebr-train {cfg.task} --out {out}", rank):
-        try:
-            trainer = Trainer(cfg, shards, out, _init_checkpoint(init), progress=progress)
-        except BaseException:
-            # refused before any step: leave no new folder behind (it holds only the lock and table verdicts)
-            if new_folder:
-                shutil.rmtree(out, ignore_errors=True)
-            raise
-        trainer.expected_steps = _expected_steps(cfg, candidates, trainer.world)
-        _start_or_resume(trainer, out, resume)
-        if before_fit is not None:
-            before_fit(trainer)
-        state = trainer.fit()
-        result = {"step": state["step"], "best_valid": state["best_valid"]}
-        if state["skipped_batches"]:  # nan_policy = skip_batch
-            result["skipped_batches"] = state["skipped_batches"]
-        if cfg.task == "finetune" and cfg.test_split:
-            best = checkpoint.best(out)
-            if best is not None:
-                checkpoint.load(best, trainer.model, restore_rng=False)
-            result["test"] = trainer.evaluate(cfg.test_split)
-            write_json(out / "test_metrics.json", result["test"], out)
-        if trainer.rank == 0 and (out / "metrics.jsonl").exists():
-            plot_run(out, frame_modalities(shards))
-    return result
-
-
-def split_defaults(cfg: TrainConfig) -> None:
-    """Fine-tuning trains on `train` and selects on `valid` unless told otherwise: never on every clip,
-    test included."""
-    if cfg.task == "finetune":
-        cfg.train_split, cfg.valid_split = cfg.train_split or "train", cfg.valid_split or "valid"
-
-
-def _init_checkpoint(init: Path | None) -> Path | None:
-    """A run folder's latest checkpoint, or a checkpoint folder itself."""
-    if init is None:
-        return None
-    from . import checkpoint
-    from .preflight import TrainSetupError
-
-    found = checkpoint.pointed(init, "latest") if init.is_dir() else None
-    if found is None and not (init / "model.pt").is_file():
-        raise TrainSetupError(f"--init {init} is neither a run folder with checkpoints nor a checkpoint folder "
-                              "(with model.pt): give e.g. runs/pretrain")
-    return found or init
-
-
 def _summary(results: dict[int, dict]) -> str:
     """Mean ± std over seeds, as papers report."""
-    from .metrics import REPORTED
+    from .evaluation.metrics import REPORTED
 
     lines = ["| metric | " + " | ".join(f"seed {s}" for s in results) + " | mean ± std |",
              "|---|" + "---:|" * (len(results) + 1)]
@@ -260,6 +135,8 @@ def _train(task: str | None, shards: Path, out: Path, init: Path | None, config_
     cfg = _load_config(config_files, overrides, task=task)
     if cfg.task not in ("pretrain", "finetune"):
         raise click.UsageError(f"task must be pretrain or finetune, got {cfg.task!r}")
+    from .run import split_defaults, train_run
+
     split_defaults(cfg)
     if not seeds:
         click.echo(dumps(train_run(cfg, shards, out, init, resume), indent=2))
@@ -322,7 +199,10 @@ def eval_cmd(shards: Path, run: Path, split: str, overrides: tuple[str, ...], pr
     refused while a run trains in RUN."""
     _needs_torch()
     from . import checkpoint
-    from .preflight import TrainSetupError, check_split, inventory
+    from .data import open_reader
+    from .data.preflight import check_split
+    from .errors import TrainSetupError
+    from .run import run_lock
     from .train import Trainer
 
     ckpt = checkpoint.pointed(run, "best", "latest")
@@ -330,18 +210,19 @@ def eval_cmd(shards: Path, run: Path, split: str, overrides: tuple[str, ...], pr
         seeds = sorted(p.name for p in run.glob("seed-*") if p.is_dir())
         hint = f": it holds {', '.join(seeds)}, pass --run {run / seeds[0]}" if seeds else ""
         raise TrainSetupError(f"{run} holds no checkpoint{hint or ' (give the --out folder of a training run)'}")
-    with _run_lock(run, f"kebr-train eval --run {run}"):  # never beside a training run of the folder
+    with run_lock(run, f"kebr-train eval --run {run}"):  # never beside a training run of the folder
         saved = checkpoint.read_state(ckpt)["config"]
         cfg = _load_config((), overrides, **saved)
-        check_split(shards, inventory(shards, cfg.task), split, "--split")
-        trainer = Trainer(cfg, shards, run)
+        data = open_reader(shards)  # the folder read once: preflight and trainer
+        check_split(shards, data.inventory(cfg.task), split, "--split")
+        trainer = Trainer(cfg, data, run)
         checkpoint.load(ckpt, trainer.model, restore_rng=False)
         rows: list[dict] = []
         result = trainer.evaluate(split, rows)
         write_predictions(predictions or run / f"predictions-{split}.parquet", rows, None if predictions else run)
         click.echo(dumps(result, indent=2))
         if tsne is not None:
-            from .tsne import plot_tsne, pooled_features
+            from .evaluation.tsne import plot_tsne, pooled_features
 
             found = pooled_features(trainer.model, trainer.batches(split, 0, shuffle=False),
                                     lambda batch: trainer.model(trainer._to_device(batch), cfg.task))
@@ -376,26 +257,34 @@ def analyse_cmd(shards: Path, run: Path, splits: tuple[str, ...], overrides: tup
     run trains in RUN."""
     _needs_torch()
     from . import checkpoint
-    from .analyse import analyse_split
-    from .preflight import TrainSetupError, check_split, inventory
+    from .data import open_reader
+    from .data.preflight import check_split
+    from .errors import TrainSetupError
+    from .evaluation.analyse import analyse_split
+    from .run import run_lock
     from .train import Trainer
 
     ckpt = checkpoint.pointed(run, "best", "latest")
     if ckpt is None:
         raise TrainSetupError(f"{run} holds no checkpoint (give the --out folder of a training run)")
-    with _run_lock(run, f"kebr-train analyse --run {run}"):  # never beside a training run of the folder
+    with run_lock(run, f"kebr-train analyse --run {run}"):  # never beside a training run of the folder
         cfg = _load_config((), overrides, **checkpoint.read_state(ckpt)["config"])
-        inv = inventory(shards, cfg.task)
+        data = open_reader(shards)  # the folder read once: preflight and trainer
+        inv = data.inventory(cfg.task)
         if not splits:
             splits = tuple(dict.fromkeys(s for s in (cfg.train_split, cfg.valid_split,
                                                      cfg.test_split if cfg.task == "finetune" else "")
                                          if inv is None or not s or s in inv.splits))
         for split in splits:
             check_split(shards, inv, split, "--split")
-        trainer = Trainer(cfg, shards, run)
+        trainer = Trainer(cfg, data, run)
         checkpoint.load(ckpt, trainer.model, restore_rng=False)
         result = {"checkpoint": ckpt.name, "splits": {s or "all": analyse_split(trainer, s) for s in splits}}
         write_json(run / "analysis.json", result, run)
+        for name, found in result["splits"].items():  # a null value is never left unexplained
+            for why in dict.fromkeys(found.get("reasons", {}).values()):
+                keys = ", ".join(k for k, v in found["reasons"].items() if v == why)
+                click.echo(f"note: split {name!r}: {keys} null: {click.unstyle(why)}", err=True)
         click.echo(dumps(result, indent=2))
 
 
@@ -442,7 +331,7 @@ def sweep_cmd(grid: Path, shards: Path, out: Path, dry_run: bool) -> None:
     """Run a grid of options x seeds (each a resumable run; finished ones are kept) and write a
     mean ± std table with parameter and FLOP counts, and a plot."""
     _needs_torch()
-    from .sweep import load_sweep, run_sweep
+    from .sweeps import load_sweep, run_sweep
 
     click.echo(run_sweep(load_sweep(grid), shards, out, echo=lambda line: click.echo(line, err=True), dry_run=dry_run))
 

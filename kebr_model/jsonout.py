@@ -8,7 +8,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from kebr_data.storage.atomic import atomic_write_bytes
+from kebr_data.storage.atomic import atomic_write_bytes, read_owned_text
 
 
 def finite(obj: Any) -> Any:
@@ -31,3 +31,11 @@ def write_json(path: Path, obj: Any, within: Path | None = None) -> None:
     """Commit `obj` as indented strict JSON to `path`, renamed into place (`atomic_write_bytes`): a symlink
     planted at `path` is replaced, never written through; `within` is the run folder holding it."""
     atomic_write_bytes(path, (dumps(obj, indent=2) + "\n").encode(), within)
+
+
+def read_owned_json(path: Path) -> Any | None:
+    """A JSON file the trainer wrote at a fixed path (a sweep's run result, a point's cost), never read
+    through a symlink planted there: None when it is absent or not a regular file (then rewritten,
+    replacing what was planted)."""
+    text = read_owned_text(path)
+    return None if text is None else json.loads(text)

@@ -26,15 +26,14 @@ from kebr_data.storage.verified import Digests
 from . import checkpoint, nonfinite, schemes
 from .audio_encoder import load_audio_encoder, setup_problem
 from .config import RAW_AUDIO, TrainConfig
-from .data import DataConfig, ShardBatches, check_folder, modality_widths
-from .metrics import RELEASED_VALID, dataset_metrics, metric_set, nonfinite_validation, selection_score
+from .data import DataConfig, ShardBatches, ShardReader, open_reader
+from .evaluation.metrics import RELEASED_VALID, dataset_metrics, metric_set, nonfinite_validation, selection_score
 from .optim import make_optimizer, make_scheduler
 from .jsonout import dumps
 from .model import KEBR, Output
 from .heads import weighted_loss
-from .identity import data_identity
 from .mcc import loss_weight, mcc_released_valid
-from .preflight import TrainSetupError
+from .errors import TrainSetupError
 from .progress import StepProgress
 
 
@@ -102,9 +101,11 @@ def check_run_folder(out: Path) -> None:
 class Trainer:
     """One run: builds the model, streams batches, steps, evaluates, checkpoints."""
 
-    def __init__(self, cfg: TrainConfig, shards: Path, out: Path, init: Path | None = None,
+    def __init__(self, cfg: TrainConfig, shards: Path | ShardReader, out: Path, init: Path | None = None,
                  progress: bool = False) -> None:
-        self.cfg, self.shards, self.out, self.progress = cfg, Path(shards), Path(out), progress
+        # the run's one reader of its --shards folder (a caller that opened one for its preflight passes it)
+        self.data = open_reader(shards)
+        self.cfg, self.shards, self.out, self.progress = cfg, self.data.root, Path(out), progress
         self.rank = int(os.environ.get("RANK", 0))
         self.world = int(os.environ.get("WORLD_SIZE", 1))
         self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if torch.cuda.is_available() \
@@ -124,8 +125,8 @@ class Trainer:
         self.digests: Digests | None = None  # allow_stale: the tables are read as they are
         if not cfg.allow_stale:  # rank 0 keeps the verdicts in the run folder: a resume only stats the tables
             self.digests = Digests(self.out / VERIFIED_TABLES, self.out) if self.rank == 0 else Digests()
-        stages = check_folder(self.shards, cfg.task, cfg.allow_stale, cfg.used, self.digests)
-        self.widths = modality_widths(self.shards, cfg.used)
+        stages = self.data.check(cfg.task, cfg.allow_stale, cfg.used, self.digests)
+        self.widths = self.data.widths(cfg.used)
         seed_everything(cfg.seed)
         self.tokenizer, encoder = load_encoder(cfg.encoder, cfg.encoder_dropout)
         audio_encoder, self.raw_audio = load_audio_encoder(cfg) if raw_audio else (None, None)
@@ -144,13 +145,13 @@ class Trainer:
             self.net = nn.parallel.DistributedDataParallel(self.model, find_unused_parameters=True)
         self.state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "best_valid": math.inf, "metrics_rows": 0,
                       "finished": False, "bad_validations": 0, "stopped_early": False, "skipped_batches": 0,
-                      "config": cfg.to_dict(), "data": data_identity(self.shards, stages, self.widths)}
+                      "config": cfg.to_dict(), "data": self.data.identity(stages, self.widths)}
         self.scheduler = make_scheduler(self.optimizer, cfg, lambda: self.state["epoch"])
         self.expected_steps: int | None = None  # for the progress bar's ETA (from the preflight counts)
         self.data_cfg = DataConfig(cfg.max_text_tokens, cfg.max_audio_frames, cfg.max_visual_frames, cfg.batch_size,
                                    modalities=cfg.used, label=cfg.label, text="t" in cfg.modalities.use,
                                    raw_audio=self.raw_audio, pad_to_max=cfg.pad_to_max)
-        self.metric_set = metric_set(cfg.metrics, self.shards) if cfg.task == "finetune" else None
+        self.metric_set = metric_set(cfg.metrics, self.data) if cfg.task == "finetune" else None
 
     def init_from(self, ckpt: Path) -> list[str]:
         """Start from another run's weights (e.g. pre-training), except the fine-tuning head, which is
@@ -293,7 +294,7 @@ class Trainer:
         return None
 
     def batches(self, split: str, epoch: int, shuffle: bool) -> torch.utils.data.DataLoader:
-        ds = ShardBatches(self.shards, self.cfg.task, self.tokenizer, self.data_cfg, seed=self.cfg.seed, epoch=epoch,
+        ds = ShardBatches(self.data, self.cfg.task, self.tokenizer, self.data_cfg, seed=self.cfg.seed, epoch=epoch,
                           split=split or None, shuffle=shuffle, rank=self.rank if shuffle else 0,
                           world=self.world if shuffle else 1, digests=self.digests)
         # its own generator: creating a loader must not draw from the global RNG that dropout uses,

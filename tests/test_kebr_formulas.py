@@ -8,7 +8,7 @@ import torch
 
 from kebr_model.mcc import (flatten_cosine, masked_mean, mcc_paper, mcc_released_finetune, mcc_released_pretrain,
                             per_sample)
-from kebr_model.metrics import regression_metrics, weighted_f1
+from kebr_model.evaluation.metrics import regression_metrics, weighted_f1
 
 
 def t(*v):

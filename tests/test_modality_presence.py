@@ -43,16 +43,16 @@ def test_an_absent_modality_stage_is_refused_before_any_step(no_acoustic, tmp_pa
 
 def test_an_hdf5_export_without_the_stage_is_refused(tmp_path):
     from kebr_data.export import export
-    from kebr_model.data import modality_widths
+    from kebr_model.data import open_reader
 
     dest, _ = export(make_shards(tmp_path / "f", n=4, shard_size=4, labelled=True), "hdf5", tmp_path / "h5")
-    assert modality_widths(dest, {"audio": "acoustic"}) == {"audio": 33}
+    assert open_reader(dest).widths({"audio": "acoustic"}) == {"audio": 33}
     with pytest.raises(PlanError, match="modalities.audio = 'melspec': the HDF5 export has no melspec table"):
-        modality_widths(dest, {"audio": "melspec"})
+        open_reader(dest).widths({"audio": "melspec"})
 
 
 def test_a_sweep_point_on_an_absent_stage_fails_as_a_run(no_acoustic, tmp_path, tiny_bert):
-    from kebr_model.sweep import RESULT, load_sweep, run_point
+    from kebr_model.sweeps import RESULT, load_sweep, run_point
 
     grid = tmp_path / "grid.toml"
     grid.write_text(f"[sweep]\nseeds = [1]\n[train]\nencoder = {json.dumps(tiny_bert)}\nmax_steps = 1\n"
@@ -72,18 +72,18 @@ def test_an_hdf5_export_file_changed_after_its_export_is_refused(tmp_path):
     from kebr_data.errors import StaleOutputError
     from kebr_data.export import export
     from kebr_data.storage.verified import Digests
-    from kebr_model.data import check_folder
+    from kebr_model.data import open_reader
 
     dest, _ = export(make_shards(tmp_path / "f", n=4, shard_size=4, labelled=True), "hdf5", tmp_path / "h5")
-    assert check_folder(dest, "finetune") == []
+    assert open_reader(dest).check("finetune") == []
     h5 = dest / "shard-00000.h5"
     size = h5.stat().st_size
     with h5py.File(h5, "r+") as f:
         f["label"][...] = -f["label"][...]
     assert h5.stat().st_size == size
     with pytest.raises(StaleOutputError, match="is not the file its export wrote"):
-        check_folder(dest, "finetune", digests=Digests())
-    assert check_folder(dest, "finetune", allow_stale=True) == []
+        open_reader(dest).check("finetune", digests=Digests())
+    assert open_reader(dest).check("finetune", allow_stale=True) == []
     (dest / "_done" / "shard-00000.json").unlink()
     with pytest.raises(StaleOutputError, match="has no export marker recording its sha256"):
-        check_folder(dest, "finetune")
+        open_reader(dest).check("finetune")

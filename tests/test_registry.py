@@ -90,7 +90,7 @@ def test_each_marker_is_read_once_per_run_for_decisions(toy_folder):
 
 
 def test_the_trainer_refuses_a_mask_made_from_an_older_asr(tmp_path):
-    from kebr_model.data import check_folder
+    from kebr_model.data import open_reader
     from kebr_data.errors import StaleOutputError
     from kebr_data.storage.commit import commit_table
 
@@ -100,8 +100,8 @@ def test_the_trainer_refuses_a_mask_made_from_an_older_asr(tmp_path):
     commit_table(store.out, "mask", 0, store.read("mask", 0), config_hash=m.config_hash, stage_version="1",
                  versions={}, upstream={**m.upstream, "asr": "an-older-asr-table"})
     with pytest.raises(StaleOutputError, match=r"mask: .*made from another asr table.*kebr-data mask --out"):
-        check_folder(root, "pretrain")
-    assert check_folder(root, "pretrain", allow_stale=True)
+        open_reader(root).check("pretrain")
+    assert open_reader(root).check("pretrain", allow_stale=True)
 
 
 def test_export_on_a_corrupt_marker_is_one_line_exit_2(tmp_path):

@@ -11,7 +11,8 @@ from helpers import run_cli
 from shard_factory import make_shards
 
 from kebr_data.report import hist_figure, integer_bins
-from kebr_model.plots import frame_modalities, plot_run, series_figure
+from kebr_model.data import open_reader
+from kebr_model.evaluation.plots import plot_run, series_figure
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -79,13 +80,13 @@ def test_single_step_losses_are_drawn():
 
 def test_no_visual_cosine_without_visual_frames(tmp_path):
     shards = make_shards(tmp_path / "shards", n=4, shard_size=4, visual=False)
-    assert frame_modalities(shards) == {"audio"}
-    assert frame_modalities(make_shards(tmp_path / "both", n=4, shard_size=4)) == {"audio", "visual"}
+    assert open_reader(shards).frame_modalities() == {"audio"}
+    assert open_reader(make_shards(tmp_path / "both", n=4, shard_size=4)).frame_modalities() == {"audio", "visual"}
     run = tmp_path / "run"
     run.mkdir()
     (run / "metrics.jsonl").write_text(json.dumps({"step": 1, "split": "train", "loss": 1.0, "l1": 0.9, "mcc": 0.1,
                                                    "c_a": 0.2, "c_v": 0.3}) + "\n")
-    paths = plot_run(run, frame_modalities(shards))
+    paths = plot_run(run, open_reader(shards).frame_modalities())
     cosines = run / "plots/cosines.png"
     assert cosines in paths and _pixels(cosines, C0) > 0 and _pixels(cosines, C1) == 0
     plot_run(run)  # both modalities: c_v is drawn in the second colour

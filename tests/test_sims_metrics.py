@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score
 
-from kebr_model.metrics import selection_score, sims_metrics
+from kebr_model.evaluation.metrics import selection_score, sims_metrics
 
 
 def mmsa_sims(y_pred: np.ndarray, y_true: np.ndarray) -> dict[str, float]:

@@ -20,7 +20,7 @@ from PIL import Image
 from shard_factory import make_shards
 
 from kebr_model.cli import main
-from kebr_model.sweep import (RESULT, Point, Sweep, SweepError, aggregate, load_sweep, metric_order, point_name,
+from kebr_model.sweeps import (RESULT, Point, Sweep, SweepError, aggregate, load_sweep, metric_order, point_name,
                               toml_value)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -116,7 +116,7 @@ def test_mean_and_std_hand_computed():
 
 
 def test_last_epoch_loss_hand_computed(tmp_path):
-    from kebr_model.sweep import last_epoch_loss
+    from kebr_model.sweeps import last_epoch_loss
 
     rows = [{"step": 1, "epoch": 0, "split": "train", "loss": 9.0},
             {"step": 2, "epoch": 1, "split": "train", "loss": 2.0},
@@ -224,7 +224,7 @@ def clusters(n_per: int = 20, dim: int = 20, seed: int = 0) -> tuple[np.ndarray,
 def test_tsne_separates_synthetic_clusters_and_equals_a_direct_call(tmp_path):
     from sklearn.manifold import TSNE
 
-    from kebr_model.tsne import FeatureError, embed, plot_tsne
+    from kebr_model.evaluation.tsne import FeatureError, embed, plot_tsne
 
     x, y = clusters()
     maps = plot_tsne({"fused": x, "text": x[:, :5], "audio": x[:, 5:]}, y, tmp_path / "t/tsne.png", seed=7,
@@ -248,7 +248,7 @@ def test_tsne_separates_synthetic_clusters_and_equals_a_direct_call(tmp_path):
 def test_tsne_leaves_constant_and_absent_modalities_out_and_says_so_in_the_title(tmp_path):
     """Visual features of shards without a visual stage are zeros for every clip: scikit-learn's t-SNE
     died on them with a segmentation fault (exit 139)."""
-    from kebr_model.tsne import FeatureError, caption, drawable, embed, plot_tsne
+    from kebr_model.evaluation.tsne import FeatureError, caption, drawable, embed, plot_tsne
 
     x, y = clusters()
     features = {"fused": x, "text": x[:, :5], "visual": np.zeros((len(x), 4), np.float32)}
@@ -274,7 +274,7 @@ def test_pooled_features_from_a_fusion_module_and_from_kebrs_tcmf():
 
     from kebr_model.fusions import make_fusion
     from kebr_model.tcmf import TCMF
-    from kebr_model.tsne import FeatureError, pooled_features
+    from kebr_model.evaluation.tsne import FeatureError, pooled_features
 
     torch.manual_seed(0)
     widths = {"text": 4, "audio": 3, "visual": 2}
@@ -351,7 +351,7 @@ def test_sweep_help_without_torch_and_a_failed_run_is_reported_not_hidden(tmp_pa
 
 def test_modality_subsets_sweep_and_their_costs_differ(tmp_path, encoder):
     """`"modalities.use"` as a grid key reaches the model: without visual, fewer parameters and FLOPs."""
-    from kebr_model.sweep import COST, _point_cost
+    from kebr_model.sweeps import COST, point_cost
 
     shards = make_shards(tmp_path / "mosi", n=10, shard_size=5, seed=3, labelled=True)
     train = f"[train]\nlayers = 1\nbatch_size = 4\nencoder = {json.dumps(str(encoder))}\n"
@@ -361,7 +361,7 @@ def test_modality_subsets_sweep_and_their_costs_differ(tmp_path, encoder):
     costs = []
     for point in points:
         (tmp_path / point.name).mkdir()
-        costs.append(_point_cost(sweep, point, shards, tmp_path / point.name))
+        costs.append(point_cost(sweep, point, shards, tmp_path / point.name))
         assert json.loads((tmp_path / point.name / COST).read_text()) == costs[-1]
     ta, tav = costs
     assert ta["params"] < tav["params"] and ta["flops_per_clip"] < tav["flops_per_clip"]
@@ -371,13 +371,13 @@ def test_modality_subsets_sweep_and_their_costs_differ(tmp_path, encoder):
 def test_any_exception_in_a_run_is_that_runs_failure_and_a_failed_count_is_not(tmp_path, monkeypatch):
     """A bug in a fusion or the trainer (KeyError, AssertionError, ...) fails its run, not the sweep; a cost
     count that fails is logged while the run trains."""
-    from kebr_model import cli, sweep
+    from kebr_model import run, sweeps
 
     def broken(*args, **kwargs):
         raise KeyError("fusion.width")
 
-    monkeypatch.setattr(cli, "train_run", broken)
-    result, what = sweep.run_point(Sweep(), Point("p", {}), 1, tmp_path / "shards", tmp_path / "run")
+    monkeypatch.setattr(run, "train_run", broken)
+    result, what = sweeps.run_point(Sweep(), Point("p", {}), 1, tmp_path / "shards", tmp_path / "run")
     assert result is None and what.startswith("failed (KeyError")
     assert "KeyError" in (tmp_path / "run/train.log").read_text()  # with its traceback
 
@@ -385,8 +385,8 @@ def test_any_exception_in_a_run_is_that_runs_failure_and_a_failed_count_is_not(t
         before_fit(object())  # a trainer trainer_cost cannot count
         return {"step": 3, "best_valid": 0.5}
 
-    monkeypatch.setattr(cli, "train_run", trains)
-    result, what = sweep.run_point(Sweep(), Point("q", {}), 1, tmp_path / "shards", tmp_path / "run2",
+    monkeypatch.setattr(run, "train_run", trains)
+    result, what = sweeps.run_point(Sweep(), Point("q", {}), 1, tmp_path / "shards", tmp_path / "run2",
                                    cost=tmp_path / "run2/cost.json")
     assert what == "done" and result["step"] == 3 and not (tmp_path / "run2/cost.json").exists()
     assert "FLOP count failed" in (tmp_path / "run2/train.log").read_text()

@@ -24,7 +24,7 @@ from kebr_model import checkpoint, fusions
 from kebr_model import mcc as mcc_mod
 from kebr_model.cli import main
 from kebr_model.config import TrainConfig
-from kebr_model.preflight import TrainSetupError
+from kebr_model.errors import TrainSetupError
 from kebr_model.train import Trainer
 
 pytest.importorskip("transformers")
@@ -172,7 +172,7 @@ def test_impossible_combinations_are_refused_up_front(overrides, match):
 def test_eval_reports_metrics_per_head(folder, encoder, tmp_path):
     import numpy as np
 
-    from kebr_model.metrics import dataset_metrics
+    from kebr_model.evaluation.metrics import dataset_metrics
 
     t = Trainer(config(Path("pipelines/systems/boosting_sf_joint.toml"), encoder), folder, tmp_path / "run")
     rows: list = []

@@ -22,7 +22,7 @@ from kebr_data.validate import validate
 from kebr_model import checkpoint, mcc
 from kebr_model.config import TrainConfig
 from kebr_model.optim import lr_factor
-from kebr_model.preflight import TrainSetupError
+from kebr_model.errors import TrainSetupError
 from kebr_model.train import Trainer
 
 pytest.importorskip("transformers")
@@ -324,7 +324,7 @@ def test_paper_presets_refuse_to_start_without_their_encoder(tmp_path):
 # --- analyse ----------------------------------------------------------------------------------------
 
 def test_shuffle_moves_every_sample_and_only_that_modality():
-    from kebr_model.analyse import shuffled
+    from kebr_model.evaluation.analyse import shuffled
 
     batch = {"audio": torch.arange(5.0)[:, None], "audio_mask": torch.ones(5, 1, dtype=torch.bool),
              "visual": torch.arange(5.0)[:, None], "label": torch.arange(5.0), "clip_id": list("abcde")}

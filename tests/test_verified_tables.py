@@ -68,15 +68,15 @@ def test_export_refuses_a_tampered_table(shards):
 
 def test_verdicts_are_kept_by_stat_in_the_run_folder_and_an_epoch_rechecks(shards, tmp_path):
     pytest.importorskip("transformers")
-    from kebr_model.data import DataConfig, ShardBatches, check_folder
+    from kebr_model.data import DataConfig, ShardBatches, open_reader
     from kebr_model.train import load_encoder
 
     run = tmp_path / "run"
     first = Digests(run / "verified_tables.json", run)
-    check_folder(shards, "pretrain", digests=first)
+    open_reader(shards).check("pretrain", digests=first)
     assert first.hashed == 8  # plan, mask, acoustic, visual x 2 shards: each hashed once
     again = Digests(run / "verified_tables.json", run)  # a resume or the next seed: stats only
-    check_folder(shards, "pretrain", digests=again)
+    open_reader(shards).check("pretrain", digests=again)
     assert again.hashed == 0
     tok = load_encoder("")[0]
     assert list(ShardBatches(shards, "pretrain", tok, DataConfig(batch_size=4), digests=again))
@@ -89,7 +89,7 @@ def test_verdicts_are_kept_by_stat_in_the_run_folder_and_an_epoch_rechecks(shard
         list(ShardBatches(shards, "pretrain", tok, DataConfig(batch_size=4), digests=again))
     assert again.hashed == 1
     with pytest.raises(StaleOutputError, match="table differs from its marker"):
-        check_folder(shards, "pretrain", digests=Digests(run / "verified_tables.json", run))
+        open_reader(shards).check("pretrain", digests=Digests(run / "verified_tables.json", run))
 
 
 def test_a_damaged_or_planted_verdict_file_only_costs_a_rehash(shards, tmp_path):

@@ -167,7 +167,7 @@ def test_a_sweep_refuses_a_symlinked_run_folder(tmp_path):
     from click.testing import CliRunner
 
     from kebr_model.cli import main
-    from kebr_model.sweep import point_name
+    from kebr_model.sweeps import point_name
 
     shards = make_shards(tmp_path / "mosi", n=4, shard_size=4, labelled=True)
     grid = tmp_path / "grid.toml"
@@ -242,7 +242,7 @@ def test_a_sweep_replaces_its_tables_and_logs_planted_as_symlinks(tmp_path):
     from click.testing import CliRunner
 
     from kebr_model.cli import main
-    from kebr_model.sweep import point_name
+    from kebr_model.sweeps import point_name
 
     shards = make_shards(tmp_path / "mosi", n=4, shard_size=4, labelled=True)
     grid = tmp_path / "grid.toml"

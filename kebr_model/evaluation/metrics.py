@@ -17,11 +17,13 @@ F1 scores are weighted by class support (scikit-learn's f1_score, average="weigh
 from __future__ import annotations
 
 import math
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sklearn.metrics import f1_score
+
+if TYPE_CHECKING:
+    from ..data.reader import ShardReader
 
 SIMS_BINS = {2: [-1.01, 0.0, 1.01], 3: [-1.01, -0.1, 0.1, 1.01], 5: [-1.01, -0.7, -0.1, 0.1, 0.7, 1.01]}
 REPORTED = {"mosi": ("Has0_acc_2", "Has0_F1_score", "Non0_acc_2", "Non0_F1_score", "Mult_acc_7", "Mult_acc_5",
@@ -90,20 +92,16 @@ def sims_metrics(pred: np.ndarray, truth: np.ndarray, weak: bool = False) -> dic
     return {k: round(v, 4) for k, v in out.items()}
 
 
-def metric_set(choice: str, root: Path) -> str:
+def metric_set(choice: str, reader: ShardReader) -> str:
     """The metric set of a run: `choice`, or for `auto` sims2 when the plan has per-modality labels
-    (CH-SIMS) and every label lies in [-1, 1], else mosi."""
+    (CH-SIMS) and every label lies in [-1, 1], else mosi (also for a folder without a plan)."""
     if choice != "auto":
         return choice
-    from kebr_data.storage.store import Store
-
-    store = Store(root)
-    marker = store.plan_or_none()
-    if marker is None:
+    plan = reader.plan_labels()
+    if plan is None:
         return "mosi"
     sims = False
-    for k in range(marker.num_shards):
-        table = store.read("plan", k)
+    for table in plan:
         if "label_t" not in table.column_names:
             return "mosi"
         labels = [v for v in table.column("label").to_pylist() if v is not None]

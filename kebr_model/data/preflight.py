@@ -6,13 +6,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from kebr_data.errors import KebrError
-from kebr_data.storage.store import Store
+from ..errors import TrainSetupError
 
+if TYPE_CHECKING:
+    import pyarrow as pa
 
-class TrainSetupError(KebrError):
-    """The run cannot start (or would train on nothing); the message says what to do."""
+    from kebr_data.storage.store import Store
+
+__all__ = ["Inventory", "TrainSetupError", "check_labelled", "check_split", "check_trainable", "inventory"]
 
 
 @dataclass
@@ -27,53 +30,33 @@ class Inventory:
     candidates: dict[str, int] = field(default_factory=dict)  # split ("" = all) -> clips usable by the task
 
 
-def _hdf5_export(root: Path) -> bool:
-    return not (root / "plan").is_dir() and any(root.glob("shard-*.h5"))
-
-
-def _committed(store: Store, stage: str) -> int:
-    return len(store.committed_shards(stage))
-
-
-def inventory(root: Path, task: str, label: str = "label") -> Inventory | None:
-    """Read the plan and the task's stage columns (a few columns, not the features); None for an
-    HDF5 export, which carries no markers to check."""
-    if not root.is_dir():
-        raise TrainSetupError(f"--shards {root} does not exist; give the --out folder of `kebr-data extract`")
-    if _hdf5_export(root):
-        return None
-    store = Store(root)
-    marker = store.plan_or_none()
-    if marker is None:
+def inventory(store: Store, plan: list[pa.Table] | None, task: str, label: str = "label") -> Inventory:
+    """What an output folder offers `task`, from its plan's split and label columns (`plan`, one table per
+    shard, as `ParquetReader.plan_labels` reads them once) and, for pre-training, the mask stage's status."""
+    root = store.root
+    if plan is None:
         raise TrainSetupError(f"{root} is not a kebr-data output folder (no committed plan): give the --out folder "
                               "of `kebr-data extract` (or of `kebr-train import-mmsa`)")
-    shards = marker.num_shards
-    needed = ["mask"] if task == "pretrain" else []
-    for stage in needed:
-        done = _committed(store, stage)
+    shards = len(plan)
+    if task == "pretrain":
+        done = len(store.committed_shards("mask"))
         if done < shards:
             what = "no committed" if done == 0 else f"only {done} of {shards} shards of the"
-            raise TrainSetupError(f"{root} has {what} {stage}/ table, which {task} needs: run "
-                                  f"`kebr-data {stage} --out {root}` first")
+            raise TrainSetupError(f"{root} has {what} mask/ table, which {task} needs: run "
+                                  f"`kebr-data mask --out {root}` first")
     inv = Inventory(shards, task)
-    for k in range(shards):
-        table = store.read("plan", k)
+    for k, table in enumerate(plan):
         if label not in table.column_names:
             raise TrainSetupError(f"the plan of {root} has no {label} column (made before per-modality labels): "
                                   f"re-index with --replan, or fine-tune on `label`")
-        plan = [{"split": s, "label": y} for s, y in zip(table.column("split").to_pylist(),
-                                                          table.column(label).to_pylist())]
         if "label" in table.column_names:
             inv.labelled += len(table) - table.column("label").null_count
-        status = None
-        if task == "pretrain":
-            status = store.read("mask", k, ["status"]).column("status").to_pylist()
-        for i, row in enumerate(plan):
-            split = row["split"] or ""
+        status = store.read("mask", k, ["status"]).column("status").to_pylist() if task == "pretrain" else None
+        for i, (split, y) in enumerate(zip(table.column("split").to_pylist(), table.column(label).to_pylist())):
+            split = split or ""
             if split:
                 inv.splits.add(split)
-            usable = status[i] == "ok" if status is not None else row["label"] is not None
-            if usable:
+            if (status[i] == "ok") if status is not None else y is not None:
                 inv.candidates[split] = inv.candidates.get(split, 0) + 1
     inv.candidates = {**inv.candidates, "": sum(inv.candidates.values())}
     return inv

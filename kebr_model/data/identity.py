@@ -2,41 +2,12 @@
 is refused: the plan's content (every plan shard's sha256: clips, splits, labels), the configuration
 hashes and the committed sha256s of the stage tables it reads (tables are deterministic, so a rerun
 of a stage with the same settings keeps them), and its modalities' frame widths. An HDF5 export has no plan
-marker: its shard files' sizes, sha256s and the table hashes its export recorded (`_done/`) stand in."""
+marker: its shard files' sizes, sha256s and the table hashes its export recorded (`_done/`) stand in.
+Each reader makes the record (`ShardReader.identity`); this module compares two."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
-
-from kebr_data.config import content_hash
-from kebr_data.storage.store import Store
-
-from .data import hdf5_export
-
-
-def _hdf5_content(root: Path) -> str:
-    """A hash of an HDF5 export: each shard file's size, and the sources and file sha256 its export marker
-    lists (the trainer has checked each file against that sha256)."""
-    from kebr_data.export.base import read_done
-
-    files = sorted(root.glob("shard-*.h5"))
-    done = {p.stem: read_done(root, p.stem) or {} for p in files}
-    return content_hash({"files": {p.name: p.stat().st_size for p in files},
-                         "sources": {k: {f: d.get(f) for f in ("sources", "sha256")} for k, d in done.items()}})
-
-
-def data_identity(root: Path, stages: list[str], widths: dict[str, int]) -> dict[str, Any]:
-    """The identity of the data in `root` that a run reads: `stages` (the stage tables it reads) and
-    `widths` (frame width per modality)."""
-    if hdf5_export(root):
-        return {"plan": _hdf5_content(root), "stages": {}, "widths": dict(widths)}
-    store = Store(root)
-    plan = content_hash({shard: entry["sha256"] for shard, entry in store.plan.shards.items()})
-    shards = range(store.plan.num_shards)
-    found = {s: {"settings": sorted(store.config_hashes(s)),
-                 "tables": content_hash([store.committed_hash(s, k) for k in shards])} for s in stages}
-    return {"plan": plan, "stages": found, "widths": dict(widths)}
 
 
 def _stage_change(stage: str, before: dict[str, Any] | None, after: dict[str, Any] | None) -> str | None:

@@ -7,20 +7,9 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from kebr_data.storage.atomic import atomic_write, read_owned_text, real_dir
-from kebr_data.storage.store import Store
 
 MARKERS_UP_TO = 50  # points per series drawn with markers
 COSINES = (("audio", "c_a", "c_a (text, audio)"), ("visual", "c_v", "c_v (text, visual)"))
-
-
-def frame_modalities(shards: Path) -> set[str]:
-    """The frame modalities a `kebr-data` output folder holds (its stage has `ok` rows in committed shards);
-    both for anything else (e.g. an HDF5 export)."""
-    store = Store(shards)
-    if store.plan_or_none() is None:
-        return {"audio", "visual"}
-    return {m for m, stage in (("audio", "acoustic"), ("visual", "visual"))
-            if any(store.marker(stage, shard).ok for shard in store.committed_shards(stage))}
 
 
 def series_figure(plt, series: list[tuple[str, list, list]], title: str, ylabel: str):

@@ -104,8 +104,8 @@ def pooled_features(model: Any, batches: Iterable[dict[str, Any]], forward: Any)
     `tcmf.TCMF` gives its inputs X_t, X_a, X_v and the text-masked mean of X_K."""
     import torch
 
-    from .fusions import Fusion, masked_mean
-    from .tcmf import TCMF
+    from ..fusions import Fusion, masked_mean
+    from ..tcmf import TCMF
 
     fusion = next((m for m in model.modules() if isinstance(m, Fusion)), None)
     legacy = None if fusion is not None else next((m for m in model.modules() if isinstance(m, TCMF)), None)
