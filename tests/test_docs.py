@@ -1,0 +1,110 @@
+"""The README and the docs site: a short README whose test command is CI's, links that resolve, a strict
+MkDocs build, the settings reference generated from the settings dataclasses, and a dependencies page
+that names every package pyproject.toml installs."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import tomllib
+from dataclasses import dataclass
+from typing import Literal
+
+from helpers import ROOT, readme_commands
+
+from kebr_data.config import setting
+from kebr_model import settings_doc
+
+README = ROOT / "README.md"
+LINK = re.compile(r"\]\(([^)\s#]+)(?:#[^)\s]*)?\)")
+
+
+def test_the_readme_is_short_and_its_test_command_is_what_ci_runs():
+    assert len(README.read_text().splitlines()) <= 300
+    commands = readme_commands("# 2.")
+    assert commands[-1] == "python -m pytest -q"
+    assert any("--index-url https://download.pytorch.org/whl/cpu" in c for c in commands)
+    assert all(len(c) < 120 for c in commands)  # one readable line each
+    assert readme_commands("# 2.", ROOT / ".ci" / "run") == commands
+
+
+def test_every_relative_link_of_the_readme_names_a_file():
+    targets = [t for t in LINK.findall(README.read_text()) if "://" not in t]
+    assert targets and [t for t in targets if not (ROOT / t).exists()] == []
+
+
+def _build(config, site):
+    return subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-f", str(config),
+                           "-d", str(site)], capture_output=True, text=True, timeout=120, cwd=ROOT)
+
+
+def test_the_docs_site_builds_strictly(tmp_path):
+    done = _build(ROOT / "mkdocs.yml", tmp_path / "site")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (tmp_path / "site" / "settings" / "index.html").is_file()
+    # a link to a repository file outside docs/ is shown as its path, not left dangling
+    page = (tmp_path / "site" / "benchmarks" / "index.html").read_text()
+    assert "bench/RESULTS.md" in page and 'href="../../bench/RESULTS.md"' not in page
+
+
+def test_a_broken_link_fails_the_strict_build(tmp_path):
+    docs = tmp_path / "docs"
+    (docs / "_hooks").mkdir(parents=True)
+    (docs / "_hooks" / "repo_links.py").write_text((ROOT / "docs" / "_hooks" / "repo_links.py").read_text())
+    (docs / "index.md").write_text("# Home\n\n[results](../bench/RESULTS.md)\n")
+    config = tmp_path / "mkdocs.yml"
+    config.write_text("site_name: t\nhooks:\n  - docs/_hooks/repo_links.py\nexclude_docs: _hooks/\n")
+    assert _build(config, tmp_path / "site").returncode == 1  # no bench/ beside this mkdocs.yml
+    (tmp_path / "bench").mkdir()
+    (tmp_path / "bench" / "RESULTS.md").write_text("numbers\n")
+    assert _build(config, tmp_path / "site").returncode == 0
+
+
+def test_the_settings_page_is_the_generated_one():
+    assert (ROOT / "docs" / "settings.md").read_text() == settings_doc.render(), \
+        "run python -m kebr_model.settings_doc"
+
+
+@dataclass
+class ToySettings:
+    """A toy section."""
+
+    mode: Literal["fast", "exact"] = setting("fast", "how | to run")
+    size: int = setting(4, "items per batch", min=1, max=8)
+    timeout_s: float = setting(1.5, "per item", min=0.0, runtime=True)
+    names: list[str] = setting(["a"], "which ones")
+
+
+class ToyEngine:
+    Settings = ToySettings
+
+
+TOY_REGISTRY = {"toy": ToyEngine(), "plain": object()}
+
+
+def test_a_settings_table_gives_type_default_range_and_help():
+    rows = settings_doc.table(ToySettings)
+    assert rows[2] == '| `mode` | "fast" \\| "exact" | `"fast"` | how \\| to run |'
+    assert rows[3] == "| `size` | int | `4` | items per batch; in [1, 8] |"
+    assert rows[4] == "| `timeout_s` | float | `1.5` | per item; ≥ 0.0; runtime: not part of the config hash |"
+    assert rows[5] == '| `names` | list[str] | `["a"]` | which ones |'
+
+
+def test_a_registered_plugin_with_settings_gets_its_table():
+    found = dict(settings_doc.plugin_settings([("toy.engine", f"{__name__}:TOY_REGISTRY")]))
+    assert found == {'toy.engine = "toy"': ToySettings}
+
+
+def _name(requirement: str) -> str:
+    return re.match(r"[A-Za-z0-9_.-]+", requirement).group(0)
+
+
+def test_the_dependencies_page_names_every_dependency_and_extra():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    page = (ROOT / "docs" / "dependencies.md").read_text()
+    names = {_name(r) for r in project["dependencies"]} | {
+        _name(r) for reqs in project["optional-dependencies"].values() for r in reqs if not r.startswith("kebr-toolkit")}
+    assert sorted(n for n in names if f"`{n}`" not in page) == []
+    assert sorted(e for e in project["optional-dependencies"] if f"| `{e}` |" not in page) == []
+    assert "joblib" in page and "ffmpeg-python" in page
