@@ -108,3 +108,19 @@ def test_the_dependencies_page_names_every_dependency_and_extra():
     assert sorted(n for n in names if f"`{n}`" not in page) == []
     assert sorted(e for e in project["optional-dependencies"] if f"| `{e}` |" not in page) == []
     assert "joblib" in page and "ffmpeg-python" in page
+
+
+def test_the_readme_reading_outputs_code_runs(tmp_path, monkeypatch):
+    """The README's "Reading outputs" blocks, as written, on a small output folder named features/."""
+    from shard_factory import make_shards
+
+    section = README.read_text().split("## Reading outputs", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    assert len(blocks) == 2
+    make_shards(tmp_path / "features", n=8, shard_size=8)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf-cache"))
+    scope: dict = {}
+    for block in blocks:
+        exec(compile(block, "README.md", "exec"), scope)
+    assert scope["table"].num_rows == len(scope["df"]) == len(scope["ds"]) == 8
