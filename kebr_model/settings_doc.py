@@ -14,6 +14,7 @@ import argparse
 import dataclasses
 import importlib
 import json
+import sys
 import typing
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -123,7 +124,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m kebr_model.settings_doc", description=__doc__.split("\n\n")[0])
     parser.add_argument("--check", action="store_true", help="exit 1 when docs/settings.md is not the generated page")
     args = parser.parse_args(argv)
-    text = render()
+    try:
+        text = render()
+    except ImportError as exc:  # the fusions' registry needs torch
+        print(f"the settings page needs every registry importable ({exc.name} is missing): "
+              "pip install -e '.[train]'", file=sys.stderr)
+        return 2
     if args.check:
         current = PAGE.is_file() and PAGE.read_text(encoding="utf-8") == text
         print("docs/settings.md is current" if current

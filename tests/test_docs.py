@@ -124,3 +124,12 @@ def test_the_readme_reading_outputs_code_runs(tmp_path, monkeypatch):
     for block in blocks:
         exec(compile(block, "README.md", "exec"), scope)
     assert scope["table"].num_rows == len(scope["df"]) == len(scope["ds"]) == 8
+
+
+def test_the_generator_without_torch_says_what_to_install():
+    code = ("import sys; sys.modules['torch'] = None\n"
+            "from kebr_model import settings_doc; raise SystemExit(settings_doc.main(['--check']))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines() == [
+        "the settings page needs every registry importable (torch is missing): pip install -e '.[train]'"]
