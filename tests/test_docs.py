@@ -9,6 +9,7 @@ import subprocess
 import sys
 import tomllib
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Literal
 
 from helpers import ROOT, readme_commands
@@ -80,7 +81,16 @@ class ToyEngine:
     Settings = ToySettings
 
 
-TOY_REGISTRY = {"toy": ToyEngine(), "plain": object()}
+@dataclass
+class NoOptions:
+    """A plugin without options."""
+
+
+class PlainEngine:
+    Settings = NoOptions
+
+
+TOY_REGISTRY = {"toy": ToyEngine(), "plain": PlainEngine(), "bare": object()}
 
 
 def test_a_settings_table_gives_type_default_range_and_help():
@@ -93,7 +103,14 @@ def test_a_settings_table_gives_type_default_range_and_help():
 
 def test_a_registered_plugin_with_settings_gets_its_table():
     found = dict(settings_doc.plugin_settings([("toy.engine", f"{__name__}:TOY_REGISTRY")]))
-    assert found == {'toy.engine = "toy"': ToySettings}
+    assert found == {'toy.engine = "toy"': ToySettings}  # no table for a plugin without options
+
+
+def test_trainer_sections_come_from_the_config_module_whether_fixed_or_composed():
+    fixed = SimpleNamespace(SECTIONS={"train": ToySettings})
+    composed = SimpleNamespace(SECTIONS={}, sections=lambda: {"train": ToySettings, "modalities": NoOptions})
+    assert settings_doc.trainer_sections(fixed) == {"train": ToySettings}
+    assert list(settings_doc.trainer_sections(composed)) == ["train", "modalities"]
 
 
 def _name(requirement: str) -> str:
