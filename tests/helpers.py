@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -14,6 +15,20 @@ import soundfile as sf
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "demo" / "voxceleb"
 OPENFACE_FIXTURES = ROOT / "tests" / "fixtures" / "openface"  # real OpenFace 2.2 output; provenance in its README
+
+
+def readme_commands(marker: str, path: Path = ROOT / "README.md") -> list[str]:
+    """The command lines of a README (or script) block after the comment line starting with `marker`, up to
+    the next blank line or code fence, each without its trailing comment."""
+    lines = path.read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(marker)) + 1
+    commands = []
+    for line in lines[start:]:
+        if not line.strip() or line.startswith("```"):
+            break
+        if words := shlex.split(line, comments=True):
+            commands.append(shlex.join(words))
+    return commands
 
 
 def demo_clip(i: int = 0) -> Path:

@@ -1,5 +1,5 @@
 """The visual stage against a real OpenFace 2.2 build (marker `openface`): set KEBR_OPENFACE_BIN to its
-FeatureExtraction (README, "Building OpenFace for the real-binary tests"); skipped otherwise.
+FeatureExtraction (docs/openface.md, "Building OpenFace for the real-binary tests"); skipped otherwise.
 
 Every value is compared with a bare FeatureExtraction run on the same clip, the one way OpenFace's
 users call it.
@@ -28,7 +28,7 @@ from kebr_data.stages.visual import VisualStage
 BIN = os.environ.get("KEBR_OPENFACE_BIN", "")
 pytestmark = [pytest.mark.openface,
               pytest.mark.skipif(not BIN, reason="KEBR_OPENFACE_BIN is not set: no real OpenFace build to test "
-                                                 "(see the README, 'Building OpenFace for the real-binary tests')")]
+                                                 "(see docs/openface.md, 'Building OpenFace for the real-binary tests')")]
 
 
 def stage_for(**overrides) -> VisualStage:

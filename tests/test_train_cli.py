@@ -16,6 +16,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
+from helpers import readme_commands
 from shard_factory import make_shards
 
 from kebr_model import checkpoint
@@ -159,9 +160,8 @@ def test_no_numpy_not_writable_warning(tmp_path, tiny_args):
 
 
 def readme_command(marker: str) -> str:
-    """The README opening block's command line that follows the comment starting with `marker`."""
-    lines = (ROOT / "README.md").read_text().splitlines()
-    return next(lines[i + 1] for i, line in enumerate(lines) if line.startswith(marker))
+    """The README opening block's commands that follow the comment starting with `marker`, joined by ` && `."""
+    return " && ".join(readme_commands(marker))
 
 
 def run_readme_line(line: str, tmp: Path, extra_train: list[str]) -> list[subprocess.CompletedProcess]:
