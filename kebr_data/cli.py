@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import errno
 import json
-import os
 import shlex
 import sys
 from collections.abc import Callable, Iterator
@@ -19,11 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
 from rich.markup import escape
 
 from . import __version__, config as config_mod
 from .config import Config
+from .display import command_console
 from .errors import KebrError, PlanError
 from .executors import EXECUTORS
 from .export import FORMATS
@@ -42,14 +41,7 @@ from .storage.store import PLAN, Store
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
-def _console(stderr: bool) -> Console:
-    console = Console(stderr=stderr)
-    if not console.is_terminal and "COLUMNS" not in os.environ:  # piped: 120 columns unless COLUMNS says
-        console.width = 120
-    return console
-
-
-console = _console(stderr=True)
+console = command_console(stderr=True)
 
 
 def _fail(exc: KebrError) -> None:
@@ -348,13 +340,13 @@ def status(out: Path, as_json: bool) -> None:
                                            "stats": s.stats} for s in summaries],
                                "label_quality": [dataclasses.asdict(r) for r in quality_rows(store)]}, indent=2))
         return
-    _console(stderr=False).print(summary_view(summaries, line))
+    command_console(stderr=False).print(summary_view(summaries, line))
     hint = limit_hint(store, summaries)
     if hint is not None:
-        _console(stderr=False).print(escape(hint), highlight=False)
+        command_console(stderr=False).print(escape(hint), highlight=False)
     quality = label_quality_table(store)
     if quality is not None:
-        _console(stderr=False).print(quality)
+        command_console(stderr=False).print(quality)
 
 
 @main.command(context_settings=CONTEXT, short_help="Print every config key with its default and meaning.")
