@@ -331,8 +331,8 @@ def export(out: Path, fmt: str, dest: Path | None, audio_len: int, vision_len: i
 @main.command(context_settings=CONTEXT, short_help="Write an HTML report with plots per stage.")
 @existing_out("Output folder of a previous run.")
 def report(out: Path) -> None:
-    """Write OUT/report/index.html: label, duration, words, face-ratio and ASR-confidence histograms,
-    failure reasons and throughput per stage."""
+    """Write OUT/report/index.html: dataset-label (SIMS: T/A/V too), mask-label, duration, words, face-ratio
+    and ASR-confidence histograms, failure reasons and throughput per stage (log axis)."""
     from .report import build_report
 
     with user_errors(), OutputLock(OutputDir(out).lock_file, _command_line()):
