@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import errno
 import json
-import os
 import shlex
 import sys
 from collections.abc import Callable, Iterator
@@ -19,11 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
 from rich.markup import escape
 
 from . import __version__, config as config_mod
 from .config import Config
+from .display import command_console, printable
 from .errors import KebrError, PlanError
 from .executors import EXECUTORS
 from .export import FORMATS
@@ -42,14 +41,7 @@ from .storage.store import PLAN, Store
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
-def _console(stderr: bool) -> Console:
-    console = Console(stderr=stderr)
-    if not console.is_terminal and "COLUMNS" not in os.environ:  # piped: 120 columns unless COLUMNS says
-        console.width = 120
-    return console
-
-
-console = _console(stderr=True)
+console = command_console(stderr=True)
 
 
 def _fail(exc: KebrError) -> None:
@@ -212,6 +204,33 @@ def extract(src: Path | None, out: Path, stages: str | None, layout: str | None,
                     replan=replan, command=_command_line(), changed=changed, saved_config=cfg, limit=limit))
 
 
+def _setting_text(value: Any) -> str:
+    """A setting as the folder-settings line shows it: booleans on/off, text quoted and escaped."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return printable(json.dumps(value, ensure_ascii=False))
+
+
+def _folder_settings_line(out: Path, section: str, cfg: Config, fresh: Config) -> str | None:
+    """The `section` settings this run takes from OUT/run.json (saved by an earlier command) rather than
+    from its own options, files and the defaults (`fresh`), each with the option that changes it; None
+    when there is none. A remembered `--negation` keeps a plain rerun's negation on: this line says so."""
+    params = {p.name: p for p in click.get_current_context().command.params if isinstance(p, click.Option)}
+    kept = []
+    for key, value in cfg[section].items():
+        if value == fresh[section][key]:
+            continue
+        option = params.get(key)
+        if option is not None and option.secondary_opts and value is True:
+            how = f"pass {option.secondary_opts[0]} to turn it off"
+        elif option is not None:
+            how = f"pass {option.opts[-1]} to change it"
+        else:
+            how = f"--set {section}.{key}=... changes it"
+        kept.append(f"{key}={_setting_text(value)} ({how})")
+    return f"settings from {printable(str(out / 'run.json'))}: {', '.join(kept)}" if kept else None
+
+
 @main.command(context_settings=CONTEXT, short_help="Mask the most salient sentiment word of each transcript.")
 @existing_out("Output folder of `kebr-data extract` (its plan, and its asr stage if any).")
 @click.option("--lexicon", help="'vader' (default: vaderSentiment's 7,506-entry lexicon) or a word<TAB>score TSV.")
@@ -220,7 +239,8 @@ def extract(src: Path | None, out: Path, stages: str | None, layout: str | None,
 @click.option("--text-source", type=click.Choice(["auto", "asr", "given"]),
               help="Transcripts from the asr stage or the dataset's given text (default auto: asr if it ran).")
 @click.option("--negation/--no-negation", default=None, help="Flip (x -0.74, as VADER) the score of a word "
-              "preceded within 3 words by a negator (default off, as the papers).")
+              "preceded within 3 words by a negator (default off, as the papers; once given, OUT keeps it for "
+              "later runs until --no-negation).")
 @click.option("--max-neutral-fraction", type=float, help="Keep at most this share of no-sentiment sentences "
               "among each shard's masked clips; the rest are skipped (default 1.0 = keep all).")
 @run_options
@@ -230,7 +250,8 @@ def mask(out: Path, lexicon: str | None, scale_from: str | None, text_source: st
     """Mask the most salient sentiment word of every transcript: OUT/mask/.
 
     Reads the plan (and the asr stage) of OUT and writes only mask/. Cheap (text only), and made
-    to be re-run: with other options it replaces mask/ and says so.
+    to be re-run: with other options it replaces mask/ and says so. Options not given keep the values
+    an earlier run saved in OUT/run.json (not the defaults); the run names each such setting.
     """
     with user_errors():
         scale = None
@@ -239,11 +260,15 @@ def mask(out: Path, lexicon: str | None, scale_from: str | None, text_source: st
                 scale = [float(x) for x in scale_from.split(",")]
             except ValueError:
                 raise config_mod.ConfigError(f"--scale-from expects LOW,HIGH, got {scale_from!r}") from None
-        cfg, changed = _config(out, config_files, overrides, {
-            "mask.lexicon": lexicon, "mask.scale_from": scale, "mask.text_source": text_source,
-            "mask.negation": negation, "mask.max_neutral_fraction": max_neutral_fraction,
-            "run.workers": workers, "run.executor": executor, "run.ray_address": address,
-            "run.max_failed": max_failed})
+        values = {"mask.lexicon": lexicon, "mask.scale_from": scale, "mask.text_source": text_source,
+                  "mask.negation": negation, "mask.max_neutral_fraction": max_neutral_fraction,
+                  "run.workers": workers, "run.executor": executor, "run.ray_address": address,
+                  "run.max_failed": max_failed}
+        cfg, changed = _config(out, config_files, overrides, values)
+        fresh = config_mod.apply(config_mod.load(config_files, overrides), values)  # the same command on a new folder
+        kept = _folder_settings_line(out, "mask", cfg, fresh)
+        if kept:
+            console.print(kept, markup=False, highlight=False)
         resolved = _resolve_mask(cfg, out, ["mask"])
         lock = OutputDir(out).lock_file
         if lock.exists():  # a run in progress comes first (it may be the ASR); a folder never run has no lock
@@ -306,8 +331,8 @@ def export(out: Path, fmt: str, dest: Path | None, audio_len: int, vision_len: i
 @main.command(context_settings=CONTEXT, short_help="Write an HTML report with plots per stage.")
 @existing_out("Output folder of a previous run.")
 def report(out: Path) -> None:
-    """Write OUT/report/index.html: label, duration, words, face-ratio and ASR-confidence histograms,
-    failure reasons and throughput per stage."""
+    """Write OUT/report/index.html: dataset-label (SIMS: T/A/V too), mask-label, duration, words, face-ratio
+    and ASR-confidence histograms, failure reasons and throughput per stage (log axis)."""
     from .report import build_report
 
     with user_errors(), OutputLock(OutputDir(out).lock_file, _command_line()):
@@ -348,13 +373,13 @@ def status(out: Path, as_json: bool) -> None:
                                            "stats": s.stats} for s in summaries],
                                "label_quality": [dataclasses.asdict(r) for r in quality_rows(store)]}, indent=2))
         return
-    _console(stderr=False).print(summary_view(summaries, line))
+    command_console(stderr=False).print(summary_view(summaries, line))
     hint = limit_hint(store, summaries)
     if hint is not None:
-        _console(stderr=False).print(escape(hint), highlight=False)
+        command_console(stderr=False).print(escape(hint), highlight=False)
     quality = label_quality_table(store)
     if quality is not None:
-        _console(stderr=False).print(quality)
+        command_console(stderr=False).print(quality)
 
 
 @main.command(context_settings=CONTEXT, short_help="Print every config key with its default and meaning.")

@@ -2,14 +2,20 @@
 
 File names, manifest cells and exception texts come from outside: printed raw, a U+202E reorders the
 rest of the line and a newline forges another one; an exception can be 20 KB on one line. A value
-compared with a threshold must not print equal to it ("p=0.99 < 0.99").
+compared with a threshold must not print equal to it ("p=0.99 < 0.99"). Output piped into a log keeps
+each line whole (`command_console`): a summary line wrapped at 80 columns is two lines to grep.
 """
 
 from __future__ import annotations
 
+import os
 import unicodedata
+from typing import TYPE_CHECKING
 
 from .clip_ids import REFUSED_CATEGORIES
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 #: the longest exception text quoted in a one-line message (the full text is in the shard's log)
 MAX_QUOTED = 200
@@ -41,3 +47,17 @@ def beside(value: float, threshold: float) -> str:
         if round(value, digits) != round(threshold, digits):
             return f"{value:.{digits}f}"
     return repr(value)
+
+
+def command_console(stderr: bool = True) -> Console:
+    """The rich console of a command (both CLIs, the engine, the training bar): on a terminal it wraps at
+    the terminal's width; piped or redirected to a log, text lines are never wrapped (soft wrap) and tables
+    are drawn 120 columns wide unless COLUMNS says otherwise."""
+    from rich.console import Console
+
+    console = Console(stderr=stderr)
+    if not console.is_terminal:
+        console.soft_wrap = True
+        if "COLUMNS" not in os.environ:
+            console.width = 120
+    return console

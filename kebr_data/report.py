@@ -1,9 +1,11 @@
 """`kebr-data report`: an HTML page with PNG plots describing an output folder.
 
-Plots: mask label histogram, clip durations, words per transcript, OpenFace face ratio, ASR
-confidence, failure reasons per stage, and throughput per stage (clips per second of worker time);
-a label-quality table per shard and in total, with masked-word and language probability histograms.
-Each plot appears only when its stage has outputs. The summary table and the stage-specific lines
+Plots: the dataset's labels (the plan's `label`, and CH-SIMS' per-modality T/A/V labels beside it),
+mask label histogram, clip durations, words per transcript, OpenFace face ratio, ASR confidence,
+failure reasons per stage, and throughput per stage (clips per second of worker time, on a log axis:
+mask's 40 clips/s and visual's 0.3 share it); a label-quality table per shard and in total, with
+masked-word and language probability histograms. Each plot appears only when its stage has outputs
+(the labels when the plan has any). The summary table and the stage-specific lines
 above the plots are `kebr-data status`'s.
 """
 
@@ -14,10 +16,10 @@ import io
 import math
 from pathlib import Path
 
-from .pipeline.summaries import folder_summaries, plan_line
+from .pipeline.summaries import StageSummary, folder_summaries, plan_line
 from .stages import registry
 from .storage.atomic import atomic_write_bytes, real_dir
-from .storage.store import Store
+from .storage.store import PLAN, Store
 
 
 def _column(store: Store, stage: str, column: str) -> list:
@@ -75,6 +77,48 @@ def bars_figure(plt, labels: list[str], values: list[float], title: str, xlabel:
     return fig
 
 
+#: the plan's label columns and their panel titles (per-modality labels: CH-SIMS, CH-SIMS v2)
+LABEL_COLUMNS = {"label": "multimodal (M)", "label_t": "text (T)", "label_a": "audio (A)", "label_v": "visual (V)"}
+
+
+def plan_labels(store: Store) -> dict[str, list[float]]:
+    """The plan's labelled values per label column (`LABEL_COLUMNS`), columns with no value left out."""
+    values: dict[str, list[float]] = {c: [] for c in LABEL_COLUMNS}
+    for shard in range(store.plan.num_shards):
+        t = store.read(PLAN, shard, list(LABEL_COLUMNS))
+        for column in LABEL_COLUMNS:
+            values[column] += [v for v in t.column(column).to_pylist() if v is not None]
+    return {c: v for c, v in values.items() if v}
+
+
+def labels_figure(plt, labels: dict[str, list[float]]):  # noqa: ANN001 (pyplot)
+    """Histograms of the dataset's labels, one panel per label column on shared bins (SIMS: M, T, A, V)."""
+    import numpy as np
+    from matplotlib.ticker import MaxNLocator
+
+    edges = np.histogram_bin_edges(np.concatenate([np.asarray(v, dtype=float) for v in labels.values()]), bins=30)
+    fig, axes = plt.subplots(len(labels), 1, figsize=(6, 1.2 + 1.9 * len(labels)), sharex=True, squeeze=False)
+    for ax, (column, values) in zip(axes[:, 0], labels.items(), strict=True):
+        ax.hist(values, bins=edges, color="#8172b3")
+        ax.set(ylabel="clips", title=f"{LABEL_COLUMNS[column]}: {len(values)} clips" if len(labels) > 1 else None)
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    axes[-1, 0].set_xlabel("label")
+    fig.suptitle("Dataset labels")
+    return fig
+
+
+def throughput_figure(plt, summaries: list[StageSummary]):  # noqa: ANN001 (pyplot)
+    """Clips per second of worker time per stage, on a log axis (stages differ by 100× and more); None when
+    no stage has a time."""
+    speed = [(s.stage, s.rows / s.wall_s) for s in summaries if s.wall_s > 0 and s.rows > 0]
+    if not speed:
+        return None
+    fig = bars_figure(plt, [k for k, _ in speed], [v for _, v in speed], "Throughput per stage",
+                      "clips per second of worker time (log scale)")
+    fig.axes[0].set_xscale("log")
+    return fig
+
+
 def build_report(root: Path) -> Path:
     """Write ROOT/report/index.html and its PNGs; return the page's path."""
     import matplotlib
@@ -87,6 +131,9 @@ def build_report(root: Path) -> Path:
     dest = real_dir(root, root / "report")
     figures: list[tuple[str, Path]] = []
     present = set(store.stages())
+    labels = plan_labels(store)
+    if labels:
+        figures.append(("Dataset labels", _save(plt, labels_figure(plt, labels), dest / "labels.png")))
     plots = [(name, *plot) for name, cls in registry().items() if name in present for plot in cls.report_plots]
     for stage, column, title, xlabel, bins in plots:
         values = _column(store, stage, column)
@@ -104,10 +151,8 @@ def build_report(root: Path) -> Path:
         fig = bars_figure(plt, [r for r, _ in reasons], [v for _, v in reasons], "Failure and skip reasons", "clips",
                           counts=True)
         figures.append(("Failure and skip reasons", _save(plt, fig, dest / "reasons.png")))
-    speed = [(s.stage, s.rows / s.wall_s) for s in summaries if s.wall_s > 0]
-    if speed:
-        fig = bars_figure(plt, [k for k, _ in speed], [v for _, v in speed], "Throughput per stage",
-                          "clips per second of worker time")
+    fig = throughput_figure(plt, summaries)
+    if fig is not None:
         figures.append(("Throughput per stage", _save(plt, fig, dest / "throughput.png")))
     quality_table, quality_figures = label_quality_section(plt, store, dest)
     figures += quality_figures

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from kebr_data.features import ssl_encoder as enc
-from kebr_data.features.hf_folder import LOAD_OPTIONS
+from kebr_data.features.hf_folder import LOAD_OPTIONS, quiet_loading
 
 from .config import RAW_AUDIO
 from .data import RawAudio
@@ -115,7 +115,8 @@ def load_audio_encoder(cfg: Any) -> tuple[AudioEncoder, RawAudio]:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from transformers import AutoModel
 
-    net = AutoModel.from_pretrained(cfg.audio_encoder, **LOAD_OPTIONS)
+    with quiet_loading():
+        net = AutoModel.from_pretrained(cfg.audio_encoder, **LOAD_OPTIONS)
     extractor = enc.load_extractor(cfg.audio_encoder)
     module = AudioEncoder(net, layer, enc.padding_is_exact(info.kind, net.config, extractor),
                           cfg.audio_encoder_freeze_cnn, float(getattr(extractor, "padding_value", 0.0)))

@@ -5,8 +5,9 @@ from __future__ import annotations
 import time
 from types import TracebackType
 
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from kebr_data.display import command_console
 
 
 class StepProgress:
@@ -19,7 +20,7 @@ class StepProgress:
             self._progress = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(),
                                       TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[rate]} steps/s"),
                                       TextColumn("ETA"), TimeRemainingColumn(),
-                                      console=Console(stderr=True), transient=False)
+                                      console=command_console(), transient=False)
             self._task = self._progress.add_task("train", total=total, completed=start, loss="-", rate="-")
 
     def __enter__(self) -> "StepProgress":

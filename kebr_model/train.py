@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from kebr_data.features.hf_folder import LOAD_OPTIONS, TEXT_LOAD_OPTIONS, folder_problem
+from kebr_data.features.hf_folder import LOAD_OPTIONS, TEXT_LOAD_OPTIONS, folder_problem, quiet_loading
 from kebr_data.storage.atomic import atomic_write_bytes, open_append_text, read_owned_text, real_dir
 from kebr_data.storage.verified import Digests
 
@@ -69,7 +69,8 @@ def load_encoder(path: str, dropout: float = -1.0) -> tuple[Any, nn.Module]:
     overrides = {"hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout} if dropout >= 0 else {}
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder, **TEXT_LOAD_OPTIONS)
-        encoder = AutoModel.from_pretrained(folder, **LOAD_OPTIONS, **overrides)
+        with quiet_loading():
+            encoder = AutoModel.from_pretrained(folder, **LOAD_OPTIONS, **overrides)
     except (OSError, ValueError, KeyError, SafetensorError) as exc:  # transformers' errors for a folder it cannot read
         raise TrainSetupError(f"encoder {folder} cannot be loaded ({type(exc).__name__}: "
                               f"{str(exc).splitlines()[0] if str(exc) else ''}): give a Hugging Face text encoder "

@@ -6,7 +6,7 @@ import grpc
 import numpy as np
 import pyarrow as pa
 import pytest
-from fake_google_speech import FakeSpeech, serve
+from fake_google_speech import FakeSpeech, serve, stop
 
 from kebr_data import config
 from kebr_data.errors import EnvironmentFailure
@@ -22,7 +22,7 @@ def fake():
     server, address = serve(service)
     service.address = address
     yield service
-    server.stop(grace=None)
+    stop(server, address)
 
 
 def tone(seconds, sr=22050):

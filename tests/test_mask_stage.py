@@ -6,8 +6,10 @@ import json
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from click.testing import CliRunner
 from helpers import run_cli
 
+from kebr_data.cli import main
 from kebr_data.label_quality import hist_text, prob_hist
 from kebr_data.schema import ASR, with_metadata
 from kebr_data.storage.layout import OutputDir
@@ -73,6 +75,19 @@ def test_rerun_with_other_options_replaces_only_mask(planned):
     assert "options changed, replacing 2 shard(s) of mask/" in proc.stderr
     assert rows(planned)["6"]["label"] == pytest.approx(-1.4985)
     assert (planned / "plan/shard-00000.parquet").read_bytes() == first
+
+
+def test_remembered_settings_are_named_and_negation_turns_off(planned):
+    """Issue #27 point 12: `--negation` is remembered in run.json, so a plain rerun kept it on while --help
+    said "default off". The run names the settings it takes from the folder, and --no-negation ends it."""
+    run_cli("mask", "--out", str(planned), "--negation", "--max-neutral-fraction", "0.5", check=True)
+    plain = run_cli("mask", "--out", str(planned), check=True)
+    line = (f"settings from {planned}/run.json: negation=on (pass --no-negation to turn it off), "
+            "max_neutral_fraction=0.5 (pass --max-neutral-fraction to change it)")
+    assert line in plain.stderr.splitlines() and rows(planned)["6"]["label"] == pytest.approx(-1.4985)
+    off = run_cli("mask", "--out", str(planned), "--no-negation", "--max-neutral-fraction", "1", check=True)
+    assert "settings from" not in off.stderr and rows(planned)["6"]["label"] == pytest.approx(2.025)
+    assert "until --no-negation" in " ".join(CliRunner().invoke(main, ["mask", "--help"]).output.split())
 
 
 def test_max_neutral_fraction(planned):

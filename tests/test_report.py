@@ -10,7 +10,10 @@ import pytest
 from helpers import run_cli
 from shard_factory import make_shards
 
-from kebr_data.report import hist_figure, integer_bins
+from kebr_data.pipeline.summaries import StageSummary
+from kebr_data.report import (build_report, hist_figure, integer_bins, labels_figure, plan_labels,
+                              throughput_figure)
+from kebr_data.storage.store import Store
 from kebr_model.data import open_reader
 from kebr_model.evaluation.plots import plot_run, series_figure
 
@@ -69,6 +72,44 @@ def test_report_summary_matches_status(masked):
     assert "<figcaption>" not in page  # each PNG carries its own title
     assert "alt='Throughput per stage'" in page and "per worker" not in page
     assert (masked / "report/words.png").exists()
+    assert "alt='Dataset labels'" in page and (masked / "report/labels.png").exists()  # MOSI's labels, one panel
+
+
+def test_throughput_is_on_a_log_axis():
+    """Issue #27 point 10: on a linear axis mask's 43 clips/s hid every stage under 1 clip/s."""
+    fig = throughput_figure(plt, [StageSummary("mask", 1, rows=430, wall_s=10.0),
+                                  StageSummary("visual", 1, rows=3, wall_s=10.0), StageSummary("asr", 1)])
+    ax = fig.axes[0]
+    assert ax.get_xscale() == "log" and [t.get_text() for t in ax.get_yticklabels()] == ["mask", "visual"]
+    assert ax.get_xlim()[0] < 0.3  # the slowest bar is visible
+    plt.close(fig)
+    assert throughput_figure(plt, [StageSummary("asr", 1)]) is None
+
+
+def test_a_labelled_sims_folder_gets_its_label_histograms(tmp_path):
+    """Issue #27 point 10: the dataset's labels are plotted, and CH-SIMS' T/A/V labels beside M."""
+    src = tmp_path / "SIMS"
+    (src / "Raw/vid").mkdir(parents=True)
+    labels = [(-0.8, -1.0, -0.6, -0.8), (0.2, 0.2, 0.0, 0.4), (1.0, 1.0, 0.8, 1.0), (0.0, -0.2, 0.2, 0.0)]
+    with open(src / "label.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["video_id", "clip_id", "text", "label", "label_T", "label_A", "label_V", "annotation", "mode"])
+        for k, row in enumerate(labels):
+            (src / f"Raw/vid/{k}.mp4").write_bytes(b"")
+            w.writerow(["vid", k, "你好", *row, "Neutral", "train"])
+    out = tmp_path / "features"
+    run_cli("extract", "--src", str(src), "--out", str(out), "--stages", "index", check=True)
+    found = plan_labels(Store(out))
+    assert list(found) == ["label", "label_t", "label_a", "label_v"]
+    for i, column in enumerate(found):
+        assert sorted(found[column]) == pytest.approx(sorted(r[i] for r in labels))
+    fig = labels_figure(plt, found)
+    assert [ax.get_title() for ax in fig.axes] == [f"{m}: 4 clips" for m in ("multimodal (M)", "text (T)", "audio (A)",
+                                                                             "visual (V)")]
+    assert [sum(p.get_height() for p in ax.patches) for ax in fig.axes] == [4] * 4
+    plt.close(fig)
+    page = build_report(out).read_text()
+    assert "alt='Dataset labels'" in page and (out / "report/labels.png").exists()
 
 
 def test_single_step_losses_are_drawn():

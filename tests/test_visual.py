@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -19,7 +20,9 @@ from kebr_data.errors import PrerequisiteError
 from kebr_data.features.openface import BLOCKS, DIM, FEATURES, META, OpenFaceCsvError, parse_openface_csv
 from kebr_data.media.openface import (CECLM_FILES, CLNF_MODEL, DEFAULT_MODEL, ModelChoice, OpenFaceUnavailable,
                                        choose_model)
-from kebr_data.schema import PLAN
+from kebr_data.export import FORMATS
+from kebr_data.export.base import ShardTables
+from kebr_data.schema import PLAN, VISUAL
 from kebr_data.stages.base import ShardContext
 from kebr_data.stages.visual import DOCKER_HINT, IMAGE, VisualStage, find_openface
 
@@ -215,6 +218,47 @@ def test_max_fps_reencodes_first(tmp_path, fake_env):
     assert row["status"] == "ok"
     video, fps, _ = fake_env.read_text().strip().split("\t")
     assert float(fps) == pytest.approx(10.0) and video.endswith("/in/00000.mp4")
+
+
+def mmsa_vision(rows, vision_len=55):
+    """The `vision` array the MMSA export writes for these visual rows (given text and a label each)."""
+    plan = pa.Table.from_pylist([{"clip_id": r["clip_id"], "status": "ok", "source": "folder", "split": "train",
+                                  "label": 0.5, "given_text": "a clip"} for r in rows], schema=PLAN)
+    tables = ShardTables(0, plan, {"visual": pa.Table.from_pylist(rows, schema=VISUAL)}, {})
+    data, _ = FORMATS["mmsa"](vision_len=vision_len, allow_missing=True).build([tables])
+    return data["train"]["vision"], data["train"]["vision_lengths"]
+
+
+def test_a_frame_budget_tracks_today_s_first_frames_only(tmp_path, fake_env, monkeypatch):
+    """Issue #28 point 4: visual.max_frames = 55 cuts each clip to its first 55 frames before OpenFace, losslessly:
+    OpenFace sees today's pixels for them (the fake writes a CRC of each decoded frame), so the rows are today's
+    first 55 frames and the MMSA export (--vision-len 55) is byte for byte today's."""
+    monkeypatch.setenv("KEBR_FAKE_OPENFACE_PER_FRAME", "1")
+    clips = [demo_clip(0), demo_clip(4)]  # 94 and 81 frames
+    whole, today = run_stage(tmp_path / "all", clips, openface_bin=str(FAKE))
+    budget, cut = run_stage(tmp_path / "cut", clips, openface_bin=str(FAKE), max_frames=55)
+    assert [r["num_frames"] for r in today] == [94, 81] and [r["num_frames"] for r in cut] == [55, 55]
+    for a, b in zip(today, cut, strict=True):
+        assert b["status"] == "ok" and b["features"] == a["features"][:55] and b["success"] == a["success"][:55]
+    assert len({r["features"][0][FEATURES.index("pose_Tx")] for r in cut}) == 2  # the CRCs differ per clip
+    inputs = [line.split("\t")[0] for line in fake_env.read_text().splitlines()]
+    assert [Path(p).suffix for p in inputs] == [".mp4", ".mp4", ".mkv", ".mkv"]  # links, then the cuts
+    vision, lengths = mmsa_vision(cut)
+    want, want_lengths = mmsa_vision(today)
+    assert vision.tobytes() == want.tobytes() and lengths == want_lengths == [55, 55]
+    assert budget.config_hash() != whole.config_hash()
+
+
+def test_a_frame_budget_with_a_lower_frame_rate_and_a_bad_video(tmp_path, fake_env, monkeypatch):
+    monkeypatch.setenv("KEBR_FAKE_OPENFACE_PER_FRAME", "1")
+    _, (row,) = run_stage(tmp_path, [demo_clip(2)], openface_bin=str(FAKE), max_fps=10.0, max_frames=20)
+    video, fps, _ = fake_env.read_text().strip().split("\t")
+    assert row["num_frames"] == 20 and float(fps) == pytest.approx(10.0) and video.endswith("/in/00000.mp4")
+    garbage = tmp_path / "garbage.mp4"
+    garbage.write_bytes(b"\x00" * 5000)
+    _, (bad,) = run_stage(tmp_path, [garbage], openface_bin=str(FAKE), precheck=False, max_frames=55)
+    assert (bad["status"], bad["error"]) == ("failed", "decode_error")
+    assert bad["message"].startswith("cutting the first 55 frames failed")
 
 
 def test_csv_backend_beside_the_video_and_in_a_folder(tmp_path):

@@ -9,6 +9,8 @@ download, never run a folder's code and never read pickled weights.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 #: keyword arguments for every `from_pretrained` of a model folder (for tokenizers and feature extractors,
@@ -40,3 +42,18 @@ def folder_problem(model: str | Path, option: str) -> str | None:
         return (f"{option} {model} has no .safetensors weights{held}: convert them once with "
                 "save_pretrained(safe_serialization=True)")
     return None
+
+
+@contextmanager
+def quiet_loading() -> Iterator[None]:
+    """transformers' own progress bars ("Loading weights: 100%") off while a model folder loads, restored
+    after: the command's own progress is the only one on screen, and no global switch is left flipped."""
+    from transformers.utils import logging as hf_logging
+
+    was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_on:
+            hf_logging.enable_progress_bar()

@@ -67,6 +67,13 @@ class OpenFaceFrames:
     def face_ratio(self) -> float:
         return float(self.success.mean()) if self.success.size else 0.0
 
+    def first(self, n: int) -> "OpenFaceFrames":
+        """The first `n` frames (all when `n` is 0 or covers them): `visual.max_frames`."""
+        if n <= 0 or self.success.size <= n:
+            return self
+        return OpenFaceFrames(self.features[:n], self.success[:n], self.confidence[:n], self.timestamps[:n],
+                              self.other_faces)
+
     @property
     def fps(self) -> float:
         """Frame rate from the timestamps (0.0 when there are fewer than two frames)."""

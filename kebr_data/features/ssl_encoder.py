@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..media.flac import decode_flac
-from .hf_folder import LOAD_OPTIONS, TEXT_LOAD_OPTIONS, folder_problem
+from .hf_folder import LOAD_OPTIONS, TEXT_LOAD_OPTIONS, folder_problem, quiet_loading
 from .resample import at_rate
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
@@ -156,7 +156,8 @@ class Encoder:
         self.device = device
         self.dtype = torch.float16 if device == "cuda" else torch.float32
         self.extractor = load_extractor(model)
-        net = AutoModel.from_pretrained(model, **LOAD_OPTIONS)
+        with quiet_loading():
+            net = AutoModel.from_pretrained(model, **LOAD_OPTIONS)
         if self.info.kind == "whisper":
             net = net.get_encoder()
         self.model = net.to(device=device, dtype=self.dtype).eval()

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from .hf_folder import LOAD_OPTIONS, folder_problem
+from .hf_folder import LOAD_OPTIONS, folder_problem, quiet_loading
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -103,10 +103,8 @@ class VideoModel:
             self.net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
         else:
             from transformers import VideoMAEModel
-            from transformers.utils import logging as hf_logging
-
-            hf_logging.disable_progress_bar()
-            self.net = VideoMAEModel.from_pretrained(str(path), **LOAD_OPTIONS)
+            with quiet_loading():
+                self.net = VideoMAEModel.from_pretrained(str(path), **LOAD_OPTIONS)
         self.net.eval().to(device)
 
     def pixels(self, frames: np.ndarray) -> Any:

@@ -6,7 +6,9 @@ inputs, which it opens in order, printing `Attempting to read from file: ...` be
 batch therefore costs one model load, and that line tells which clip a crash, a hang or an
 unopenable file belongs to: the clips before it are complete, the clips after it are run again
 in a new invocation. Every child gets the parent-death signal, so a killed run leaves no
-OpenFace behind writing into the shard's temp folder.
+OpenFace behind writing into the shard's temp folder. OpenFace's cost grows with the frames it
+tracks: `budget_input` cuts a clip to its first `visual.max_frames` frames (losslessly) and
+re-encodes one above `visual.max_fps` before it starts.
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from ..errors import ClipError
+from .ffmpeg import find_ffmpeg, stderr_tail
 
 #: the flags that make FeatureExtraction write the 709 feature columns
 FLAGS = ("-2Dfp", "-3Dfp", "-pdmparams", "-pose", "-aus", "-gaze")
@@ -223,6 +228,39 @@ def _invoke(binary: str, inputs: list[Path], out_dir: Path, extra: Sequence[str]
         if o.error is None and o.csv is None:
             o.error, o.message = "no_csv", f"FeatureExtraction wrote no CSV: {clean_message(o.lines) or 'no message'}"
     return outcomes
+
+
+def budget_input(video: Path, dest: Path, fps: float, max_fps: float, max_frames: int,
+                 timeout_s: float = 600.0) -> Path | None:
+    """The clip cut to the visual frame budget, written at `dest` with the suffix its codec needs, or None when
+    OpenFace reads the video as it is (no budget, or a rate already at most `max_fps`).
+
+    Above `max_fps` (> 0) the video is re-encoded to that rate (libx264, CRF 18). With `max_frames` > 0
+    only its first `max_frames` frames are written; when the rate is kept they are written losslessly
+    (FFV1), so OpenCV decodes them to the source's very pixels and OpenFace tracks them as it would in
+    the whole clip (its tracking runs forward, frame by frame)."""
+    subsample = max_fps > 0 and fps > max_fps
+    if not subsample and max_frames <= 0:
+        return None
+    args = [find_ffmpeg(), "-nostdin", "-loglevel", "error", "-i", "file:" + str(video.resolve()), "-an"]
+    if subsample:
+        args += ["-vf", f"fps={max_fps:g}", "-c:v", "libx264", "-preset", "veryfast", "-crf", "18"]
+        out, what = dest.with_suffix(".mp4"), f"re-encoding to {max_fps:g} fps"
+    else:
+        args += ["-c:v", "ffv1"]
+        out, what = dest.with_suffix(".mkv"), f"cutting the first {max_frames} frames"
+    if max_frames > 0:
+        args += ["-frames:v", str(max_frames)]
+    proc = popen([*args, str(out)])
+    try:
+        _, err = proc.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise ClipError("decode_error", f"{what} took over {timeout_s:g} s") from None
+    if proc.returncode != 0:
+        raise ClipError("decode_error", f"{what} failed: {stderr_tail(err)}")
+    return out
 
 
 def write_probe_clip(path: Path) -> Path:

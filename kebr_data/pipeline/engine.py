@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from ..config import Config
-from ..display import one_line, printable
+from ..display import command_console, one_line, printable
 from ..errors import PlanError, PrerequisiteError, RunAborted, StaleOutputError, redact
 from ..executors import TaskFailed, executor_class, make_executor
 from ..progress import StageBar, make_progress
@@ -104,7 +104,7 @@ class Engine:
         self.cfg = opts.config
         self.out = OutputDir(opts.out)
         self.store = Store(opts.out)
-        self.console = console or Console(stderr=True)
+        self.console = console or command_console()
 
     def run(self) -> RunReport:
         self._check_source()

@@ -6,14 +6,16 @@ a per-clip timeout), output in the shard's temp folder, removed at once; `openfa
 CSVs OpenFace wrote earlier. Before any work the binary is probed once on a tiny clip, and the
 landmark model it can load (CE-CLM, else CLNF) is part of the config hash. A clip is
 `skipped/no_face` when OpenFace tracks a face in fewer than `visual.min_face_ratio` of its
-frames. The toolkit never ships OpenFace (academic, non-commercial licence).
+frames. A frame budget makes OpenFace cheaper: `visual.max_frames` keeps each clip's first N frames
+(cut losslessly before OpenFace, so they are today's frames; the MMSA export keeps 55) and
+`visual.max_fps` subsamples faster videos (docs/stages-visual.md). The toolkit never ships OpenFace
+(academic, non-commercial licence).
 """
 
 from __future__ import annotations
 
 import logging
 import shutil
-import subprocess
 import tempfile
 import time
 import uuid
@@ -30,7 +32,7 @@ from ..errors import (ClipError, ClipSkipped, EnvironmentFailure, PrerequisiteEr
 from ..features.openface import OpenFaceCsvError, OpenFaceFrames, parse_openface_csv
 from ..media import openface as runner
 from ..media.binaries import Tool, found_by, locate
-from ..media.ffmpeg import find_ffmpeg, stderr_tail
+from ..media.ffmpeg import find_ffmpeg
 from ..media.files import plan_media, read_side_file
 from ..schema import VISUAL, rows_to_batch, with_metadata
 from .base import ClipInput, ClipStage, ShardContext, iter_clips, row
@@ -76,6 +78,8 @@ class VisualSettings:
                                runtime=True)
     max_fps: float = setting(0.0, "> 0: re-encode videos above this frame rate before OpenFace (0 = off, as the "
                                   "papers)", min=0.0)
+    max_frames: int = setting(0, "> 0: OpenFace tracks only each clip's first N frames, cut losslessly before it "
+                                 "starts (the MMSA export keeps 55: --vision-len 55); 0 = every frame", min=0)
 
 
 class VisualStage(ClipStage):
@@ -257,14 +261,15 @@ class VisualStage(ClipStage):
             raise EnvironmentFailure(f"{self.name} stopped at clip {clip_id}: {problem}") from exc
 
     def _input(self, video: Path, fps: float, folder: Path, k: int) -> Path:
-        """The clip under a batch-unique name (a link; a re-encode when above visual.max_fps): OpenFace
+        """The clip under a batch-unique name (a link; a cut or re-encode under the frame budget): OpenFace
         names each CSV after its input's stem, and clips of a shard may share one."""
         folder.mkdir(exist_ok=True)
         suffix = video.suffix if video.suffix[1:].isalnum() else ".mp4"
         dest = folder / f"{k:05d}{suffix}"
-        max_fps = float(self.cfg["max_fps"])
-        if max_fps > 0 and fps > max_fps:
-            return self._reencode(video, folder / f"{k:05d}.mp4", max_fps)
+        cut = runner.budget_input(video, dest.with_suffix(""), fps, float(self.cfg["max_fps"]),
+                                  int(self.cfg["max_frames"]))
+        if cut is not None:
+            return cut
         dest.symlink_to(video.resolve())
         return dest
 
@@ -280,6 +285,7 @@ class VisualStage(ClipStage):
     def _result(self, frames: OpenFaceFrames, probe_fps: float, read: str | None = None) -> dict[str, Any]:
         """The row's columns (`read`: what side file they came from), or skipped/no_face when OpenFace
         tracked too few frames."""
+        frames = frames.first(int(self.cfg["max_frames"]))  # the CSV backend's budget (OpenFace's clip is cut)
         minimum = float(self.cfg["min_face_ratio"])
         if frames.face_ratio < minimum:
             raise ClipSkipped("no_face", f"OpenFace tracked a face in {int(frames.success.sum())} of "
@@ -314,19 +320,3 @@ class VisualStage(ClipStage):
         except OpenFaceCsvError as exc:
             said = f" (OpenFace: {openface_said})" if openface_said else ""
             raise ClipError(exc.error, f"{exc}{said}") from None
-
-    @staticmethod
-    def _reencode(video: Path, dest: Path, fps: float) -> Path:
-        """The video at a lower frame rate (visual.max_fps), for a cheaper OpenFace run."""
-        args = [find_ffmpeg(), "-nostdin", "-loglevel", "error", "-i", "file:" + str(video.resolve()), "-an",
-                "-vf", f"fps={fps:g}", "-c:v", "libx264", "-preset", "veryfast", "-crf", "18", str(dest)]
-        proc = runner.popen(args)
-        try:
-            _, err = proc.communicate(timeout=600)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate()
-            raise ClipError("decode_error", f"re-encoding to {fps:g} fps took over 600 s") from None
-        if proc.returncode != 0:
-            raise ClipError("decode_error", f"re-encoding to {fps:g} fps failed: {stderr_tail(err)}")
-        return dest
