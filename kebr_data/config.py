@@ -78,8 +78,6 @@ class RunSettings:
     workers: int = setting(0, "worker processes of the local executor; 0 = one per CPU core", min=0)
     executor: str = setting("local", "where shards run: local (process pool) | ray (one Ray task per stage and "
                                      "shard)", check=one_of(_executor_names))
-    ray_address: str = setting("", "ray: an existing cluster's address ('auto', 'ray://host:10001'); '' = start "
-                                    "a local one")
     max_failed: float = setting(0.05, "exit 1 when a stage's failed fraction exceeds this", min=0.0, max=1.0)
     stages: list[str] = setting([], "what extract runs without --stages; [] = the default extract stages",
                                 check=one_of(_stage_names))
@@ -94,10 +92,13 @@ class IndexSettings:
 
 
 def sections() -> dict[str, type]:
-    """Every config section's dataclass, engine sections first, then the stages in pipeline order."""
+    """Every config section's dataclass: engine sections first, then each executor's options (those that have
+    some), then the stages in pipeline order."""
+    from .executors import EXECUTORS
     from .stages import registry
 
     return {"run": RunSettings, "index": IndexSettings,
+            **{name: cls.Options for name, cls in EXECUTORS.items() if dataclasses.fields(cls.Options)},
             **{name: cls.Settings for name, cls in registry().items()}}
 
 
