@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import extract_demo, shard_files
+from helpers import DEMO, ROOT, extract_demo, shard_files
 
 pytestmark = pytest.mark.slow
 ray = pytest.importorskip("ray", reason="the Ray executor's extra (pip install 'kebr[ray]') is not installed")
@@ -30,6 +30,11 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def listening(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 def ray_start(args: list[str], env: dict[str, str]) -> subprocess.Popen:
@@ -44,15 +49,23 @@ def ray_start(args: list[str], env: dict[str, str]) -> subprocess.Popen:
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
 
 
-def stop(proc: subprocess.Popen) -> None:
-    """End a `ray start --block` and everything it started (its process group)."""
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
+def stop(nodes: list[subprocess.Popen]) -> None:
+    """End each `ray start --block` and everything it started (its process group): SIGTERM to all, then
+    SIGKILL to what is left after a few seconds, so nothing of the cluster outlives the test."""
+    for node in nodes:
+        if node.poll() is None:
+            os.killpg(node.pid, signal.SIGTERM)
+    deadline = time.monotonic() + 3
+    for node in nodes:
         try:
-            proc.wait(timeout=20)
+            node.wait(timeout=max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+            pass
+        try:
+            os.killpg(node.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        node.wait()
 
 
 @pytest.fixture(scope="module")
@@ -69,24 +82,24 @@ def cluster() -> Iterator[tuple[str, dict[str, str]]]:
                         f"--ray-client-server-port={free_port()}", f"--temp-dir={temp / 'ray'}"], env)]
     try:
         deadline = time.monotonic() + 60
-        while socket.socket().connect_ex(("127.0.0.1", port)) != 0:
+        while not listening(port):
             assert nodes[0].poll() is None and time.monotonic() < deadline, "the Ray head did not start"
             time.sleep(0.2)
         nodes.append(ray_start([f"--address={address}", "--num-cpus=2"], env))
         yield address, env
     finally:
-        for node in reversed(nodes):
-            stop(node)
+        stop(nodes[::-1])
         shutil.rmtree(temp, ignore_errors=True)
 
 
 def test_a_driver_without_token_auth_is_refused_naming_the_address_and_the_setting(cluster, tmp_path):
     address, env = cluster
     plain = {k: v for k, v in env.items() if not k.startswith("RAY_AUTH")}
-    proc = subprocess.run([sys.executable, "-m", "kebr_data", "extract", "--src", str(Path("demo/voxceleb")),
+    proc = subprocess.run([sys.executable, "-m", "kebr_data", "extract", "--src", str(DEMO),
                            "--out", str(tmp_path / "f"), "--stages", "index,audio", "--executor", "ray",
                            "--address", address, "--ray-auth-mode", "disabled"], capture_output=True, text=True,
-                          timeout=180, env={**plain, "COLUMNS": "250"}, cwd=Path(__file__).parents[1])
+                          timeout=180, cwd=ROOT,
+                          env={**plain, "COLUMNS": "250", "RAY_gcs_server_port_wait_time_s": "2"})
     last = proc.stderr.strip().splitlines()[-1]
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     assert f"cannot join the Ray cluster at {address}" in last and "RAY_AUTH_MODE=disabled" in last, last

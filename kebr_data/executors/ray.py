@@ -12,6 +12,7 @@ the cluster's token (docs/cluster.md).
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -71,11 +72,18 @@ class RayExecutor(Executor):
         return [problem] if problem else []
 
     def _auth_env(self) -> None:
-        """Token authentication as the options say, set before Ray is imported (it reads them then)."""
+        """Token authentication as the options say: RAY_AUTH_MODE and RAY_AUTH_TOKEN_PATH in this process, and
+        Ray's cached view of them refreshed when Ray was imported already (the prerequisite check imports it),
+        as Ray itself does when it turns token authentication on."""
         if self.options.auth_mode != "env":
             os.environ["RAY_AUTH_MODE"] = self.options.auth_mode
         if self.options.token_path:
             os.environ["RAY_AUTH_TOKEN_PATH"] = os.path.abspath(os.path.expanduser(self.options.token_path))
+        if (self.options.auth_mode != "env" or self.options.token_path) and "ray._raylet" in sys.modules:
+            from ray._raylet import AuthenticationTokenLoader, Config
+
+            Config.initialize("")
+            AuthenticationTokenLoader.instance().reset_cache()
 
     def _init(self) -> Any:
         self._auth_env()
