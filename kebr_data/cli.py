@@ -140,7 +140,9 @@ def _config(out: Path, config_files: tuple[Path, ...], overrides: tuple[str, ...
     and options applied; and the keys they changed, which are printed."""
     saved = run_record.saved_config(OutputDir(out))
     cfg = config_mod.apply(config_mod.load(config_files, overrides, base=saved), values)
-    changed = tuple(config_mod.changed_keys(saved, cfg)) if saved is not None else ()
+    # against the saved configuration as loaded: keys added since it was saved (a new executor's options)
+    # hold their defaults and are not changes
+    changed = tuple(config_mod.changed_keys(config_mod.load(base=saved), cfg)) if saved is not None else ()
     if changed:
         console.print(f"settings changed for {escape(str(out))}: {escape(', '.join(changed))}", highlight=False)
     return cfg, changed

@@ -103,3 +103,14 @@ def test_a_toy_executor_gets_its_option_as_a_flag_and_runs_an_extract(folder):
     done = cli("extract", "--out", str(folder), "--stages", "mask", "--force", "--set", "inline.tag=from-config")
     assert done.exit_code == 0, done.output  # the folder remembers --executor inline
     assert InlineExecutor.ran == [("from-config", "mask")] * 2
+
+
+def test_a_folder_saved_before_an_executor_s_options_existed_reports_no_change(folder):
+    import json
+
+    assert cli("extract", "--out", str(folder), "--stages", "mask", "--force").exit_code == 0
+    record = json.loads((folder / "run.json").read_text())
+    del record["config"]["ray"]  # as a folder written before `[ray]` existed
+    (folder / "run.json").write_text(json.dumps(record))
+    done = cli("extract", "--out", str(folder), "--stages", "mask")
+    assert done.exit_code == 0 and "settings changed" not in done.output, done.output
