@@ -90,8 +90,8 @@ def flags(plugins: Mapping[str, type]) -> list[click.Option]:
 
 
 def given(ctx: click.Context, cls: type, owner: str, kind: str) -> dict[str, Any]:
-    """The options of `cls` (a plugin's `Options`) given as flags on this command line, by field name; a
-    flag given that belongs to another plugin is refused, naming whose it is (`kind`: what the plugin is)."""
+    """The options of `cls` (the `Options` of plugin `owner`, a `kind` such as "export format") given as flags
+    on this command line, by field name; a flag of another plugin is refused, listing `owner`'s own."""
     by_flag = {flag_of(f).replace("-", "_"): f.name for f in dataclasses.fields(cls)}
     values = {}
     for param, value in ctx.meta.get(_GIVEN, {}).items():
