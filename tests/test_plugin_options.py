@@ -114,3 +114,15 @@ def test_a_folder_saved_before_an_executor_s_options_existed_reports_no_change(f
     (folder / "run.json").write_text(json.dumps(record))
     done = cli("extract", "--out", str(folder), "--stages", "mask")
     assert done.exit_code == 0 and "settings changed" not in done.output, done.output
+
+
+def test_a_folder_saved_with_run_ray_address_keeps_its_address_as_ray_address(folder):
+    import json
+
+    assert cli("extract", "--out", str(folder), "--stages", "mask", "--force").exit_code == 0
+    record = json.loads((folder / "run.json").read_text())
+    del record["config"]["ray"]
+    record["config"]["run"]["ray_address"] = "10.0.0.5:6379"  # as saved before the Ray options were `[ray]`
+    (folder / "run.json").write_text(json.dumps(record))
+    assert cli("extract", "--out", str(folder), "--stages", "mask").exit_code == 0
+    assert json.loads((folder / "run.json").read_text())["config"]["ray"]["address"] == "10.0.0.5:6379"
