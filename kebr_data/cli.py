@@ -20,7 +20,7 @@ from typing import Any
 import click
 from rich.markup import escape
 
-from . import __version__, config as config_mod
+from . import __version__, config as config_mod, plugin_options
 from .config import Config
 from .display import command_console, printable
 from .errors import KebrError, PlanError
@@ -30,6 +30,7 @@ from .label_quality import quality_rows
 from .pipeline import run_record
 from .pipeline.engine import Engine, RunOptions
 from .pipeline.summaries import folder_summaries, plan_line
+from .plugin_options import PluginCommand, RegistryChoice
 from .sources import LAYOUTS
 from .stages import extract_default, parse_stages, registry
 from .stages.mask import resolve_text_source
@@ -94,7 +95,8 @@ def existing_out(help_text: str) -> Callable:
 
 
 def run_options(fn: Callable) -> Callable:
-    """Options shared by every command that runs stages."""
+    """Options shared by every command that runs stages (such a command is a `RunCommand`, which adds the
+    executors' own options)."""
     for decorator in reversed([
         click.option("--config", "config_files", multiple=True,
                      type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -102,14 +104,26 @@ def run_options(fn: Callable) -> Callable:
         click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
                      help="Override one config key, e.g. --set audio.sample_rate=16000; repeatable."),
         click.option("--workers", type=int, help="Worker processes (default: one per CPU core)."),
-        click.option("--executor", type=click.Choice(list(EXECUTORS)),
-                     help="Where shards run: local process pool (default) or Ray."),
-        click.option("--address", help="Ray cluster address for --executor ray (default: start a local Ray)."),
+        click.option("--executor", type=RegistryChoice(lambda: EXECUTORS),
+                     help="Where shards run: local process pool (default) or Ray. The executors' own options "
+                          "(--address, ...) follow."),
         click.option("--max-failed", type=float,
                      help="Exit with status 1 when a stage's failed fraction exceeds this (default 0.05)."),
     ]):
         fn = decorator(fn)
     return fn
+
+
+class RunCommand(PluginCommand):
+    """A command that runs stages: its last flags are the registered executors' options (`--address`, ...)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, plugin_flags=lambda: plugin_options.flags(EXECUTORS), **kwargs)
+
+
+def executor_flags() -> dict[str, Any]:
+    """The executor options given as flags on this command line, as config keys (`--address` -> ray.address)."""
+    return plugin_options.given_keys(click.get_current_context(), EXECUTORS)
 
 
 def _config(out: Path, config_files: tuple[Path, ...], overrides: tuple[str, ...],
@@ -118,7 +132,9 @@ def _config(out: Path, config_files: tuple[Path, ...], overrides: tuple[str, ...
     and options applied; and the keys they changed, which are printed."""
     saved = run_record.saved_config(OutputDir(out))
     cfg = config_mod.apply(config_mod.load(config_files, overrides, base=saved), values)
-    changed = tuple(config_mod.changed_keys(saved, cfg)) if saved is not None else ()
+    # against the saved configuration as loaded: keys added since it was saved (a new executor's options)
+    # hold their defaults and are not changes
+    changed = tuple(config_mod.changed_keys(config_mod.load(base=saved), cfg)) if saved is not None else ()
     if changed:
         console.print(f"settings changed for {escape(str(out))}: {escape(', '.join(changed))}", highlight=False)
     return cfg, changed
@@ -174,7 +190,7 @@ def main() -> None:
     """
 
 
-@main.command(context_settings=CONTEXT, short_help="Index clips and extract their features.")
+@main.command(cls=RunCommand, context_settings=CONTEXT, short_help="Index clips and extract their features.")
 @click.option("--src", type=click.Path(path_type=Path), help="Dataset folder or manifest (.csv/.parquet). "
               "Needed for a new output folder; later runs reuse the frozen plan.")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Output folder (created if absent).")
@@ -188,8 +204,8 @@ def main() -> None:
 @click.option("--limit", type=click.IntRange(min=1), metavar="N", help="Smoke test: run the stages on the plan's "
               "first N clips only, in OUT/_limit/; the plan and the stage tables of OUT are not changed.")
 def extract(src: Path | None, out: Path, stages: str | None, layout: str | None, config_files: tuple[Path, ...],
-            overrides: tuple[str, ...], workers: int | None, executor: str | None, address: str | None,
-            max_failed: float | None, force: bool, replan: bool, limit: int | None) -> None:
+            overrides: tuple[str, ...], workers: int | None, executor: str | None, max_failed: float | None,
+            force: bool, replan: bool, limit: int | None) -> None:
     """Index clips and extract features: index, audio, asr, acoustic, visual.
 
     Each stage writes OUT/<stage>/shard-NNNNN.parquet plus a done marker; a bad clip becomes a
@@ -197,7 +213,7 @@ def extract(src: Path | None, out: Path, stages: str | None, layout: str | None,
     """
     with user_errors():
         cfg, changed = _config(out, config_files, overrides, {
-            "run.workers": workers, "run.executor": executor, "run.ray_address": address,
+            "run.workers": workers, "run.executor": executor, **executor_flags(),
             "run.max_failed": max_failed, "index.layout": layout})
         selected = parse_stages(stages or ",".join(cfg["run"]["stages"]))
     _run(RunOptions(out=out, src=src, stages=selected, config=_resolve_mask(cfg, out, selected), force=force,
@@ -231,7 +247,8 @@ def _folder_settings_line(out: Path, section: str, cfg: Config, fresh: Config) -
     return f"settings from {printable(str(out / 'run.json'))}: {', '.join(kept)}" if kept else None
 
 
-@main.command(context_settings=CONTEXT, short_help="Mask the most salient sentiment word of each transcript.")
+@main.command(cls=RunCommand, context_settings=CONTEXT,
+              short_help="Mask the most salient sentiment word of each transcript.")
 @existing_out("Output folder of `kebr-data extract` (its plan, and its asr stage if any).")
 @click.option("--lexicon", help="'vader' (default: vaderSentiment's 7,506-entry lexicon) or a word<TAB>score TSV.")
 @click.option("--scale-from", metavar="LOW,HIGH", help="Score range of the lexicon, mapped linearly onto [-3,3] "
@@ -246,7 +263,7 @@ def _folder_settings_line(out: Path, section: str, cfg: Config, fresh: Config) -
 @run_options
 def mask(out: Path, lexicon: str | None, scale_from: str | None, text_source: str | None, negation: bool | None,
          max_neutral_fraction: float | None, config_files: tuple[Path, ...], overrides: tuple[str, ...],
-         workers: int | None, executor: str | None, address: str | None, max_failed: float | None) -> None:
+         workers: int | None, executor: str | None, max_failed: float | None) -> None:
     """Mask the most salient sentiment word of every transcript: OUT/mask/.
 
     Reads the plan (and the asr stage) of OUT and writes only mask/. Cheap (text only), and made
@@ -262,7 +279,7 @@ def mask(out: Path, lexicon: str | None, scale_from: str | None, text_source: st
                 raise config_mod.ConfigError(f"--scale-from expects LOW,HIGH, got {scale_from!r}") from None
         values = {"mask.lexicon": lexicon, "mask.scale_from": scale, "mask.text_source": text_source,
                   "mask.negation": negation, "mask.max_neutral_fraction": max_neutral_fraction,
-                  "run.workers": workers, "run.executor": executor, "run.ray_address": address,
+                  "run.workers": workers, "run.executor": executor, **executor_flags(),
                   "run.max_failed": max_failed}
         cfg, changed = _config(out, config_files, overrides, values)
         fresh = config_mod.apply(config_mod.load(config_files, overrides), values)  # the same command on a new folder
@@ -279,12 +296,13 @@ def mask(out: Path, lexicon: str | None, scale_from: str | None, text_source: st
                     command=_command_line(), changed=changed, saved_config=cfg))
 
 
-@main.command("retry-failed", context_settings=CONTEXT, short_help="Redo only the failed rows of done shards.")
+@main.command("retry-failed", cls=RunCommand, context_settings=CONTEXT,
+              short_help="Redo only the failed rows of done shards.")
 @existing_out("Output folder of a previous run.")
 @click.option("--stages", help="Stages whose failed rows are redone (default: every stage in OUT).")
 @run_options
 def retry_failed(out: Path, stages: str | None, config_files: tuple[Path, ...], overrides: tuple[str, ...],
-                 workers: int | None, executor: str | None, address: str | None, max_failed: float | None) -> None:
+                 workers: int | None, executor: str | None, max_failed: float | None) -> None:
     """Redo only the failed rows of done shards (after a transient outage, a raised timeout or quota).
 
     The other rows are kept as they are. Later stages present in OUT are then brought up to date:
@@ -292,7 +310,7 @@ def retry_failed(out: Path, stages: str | None, config_files: tuple[Path, ...], 
     """
     with user_errors():
         cfg, changed = _config(out, config_files, overrides, {
-            "run.workers": workers, "run.executor": executor, "run.ray_address": address,
+            "run.workers": workers, "run.executor": executor, **executor_flags(),
             "run.max_failed": max_failed})
         present = [s for s in registry() if OutputDir(out).marker_shards(s)]
         chosen = parse_stages(stages, default=tuple(present))
@@ -301,29 +319,21 @@ def retry_failed(out: Path, stages: str | None, config_files: tuple[Path, ...], 
                     retry_stages=tuple(chosen), command=_command_line(), changed=changed, saved_config=cfg))
 
 
-@main.command(context_settings=CONTEXT, short_help="Export the stage tables as HDF5, Parquet or an MMSA pickle.")
+@main.command(cls=PluginCommand, plugin_flags=lambda: plugin_options.flags(FORMATS), context_settings=CONTEXT,
+              short_help="Export the stage tables as HDF5, Parquet or an MMSA pickle.")
 @existing_out("Output folder of `kebr-data extract`.")
-@click.option("--format", "fmt", required=True, type=click.Choice(list(FORMATS)),
+@click.option("--format", "fmt", required=True, type=RegistryChoice(lambda: FORMATS),
               help="; ".join(f"{name}: {cls().describe()}" for name, cls in FORMATS.items()) + ".")
 @click.option("--to", "dest", type=click.Path(file_okay=False, path_type=Path),
               help="Destination folder (default OUT/export/FORMAT).")
-@click.option("--audio-len", default=400, show_default=True, type=click.IntRange(min=1),
-              help="mmsa: audio frames kept (padded/truncated).")
-@click.option("--vision-len", default=55, show_default=True, type=click.IntRange(min=1),
-              help="mmsa: visual frames kept (padded/truncated).")
-@click.option("--label", "label", type=click.Choice(["plan", "mask"]), default="plan", show_default=True,
-              help="mmsa: regression label from the plan (the dataset's annotation) or from the mask stage.")
-@click.option("--allow-missing-modality", is_flag=True,
-              help="mmsa: write zeros for a modality whose stage has no outputs instead of refusing.")
-def export(out: Path, fmt: str, dest: Path | None, audio_len: int, vision_len: int, label: str,
-           allow_missing_modality: bool) -> None:
+def export(out: Path, fmt: str, dest: Path | None) -> None:
     """Export the committed stage tables as HDF5, merged Parquet or an MMSA pickle; reruns redo only what
-    changed. Refuses tables that are not committed and current (naming the command that fixes them)."""
+    changed. Refuses tables that are not committed and current (naming the command that fixes them).
+    A format's own options follow (`mmsa: ...`): they apply to that format only."""
     from .export import export as run_export
 
-    options = {"audio_len": audio_len, "vision_len": vision_len, "label": label,
-               "allow_missing": allow_missing_modality} if fmt == "mmsa" else {}
     with user_errors():  # export takes the folder's lock itself
+        options = plugin_options.given(click.get_current_context(), FORMATS[fmt].Options, fmt, "export format")
         where, note = run_export(out, fmt, dest, **options)
     console.print(f"exported to {escape(str(where))}: {escape(note)}", highlight=False)
 

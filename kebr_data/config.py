@@ -78,8 +78,6 @@ class RunSettings:
     workers: int = setting(0, "worker processes of the local executor; 0 = one per CPU core", min=0)
     executor: str = setting("local", "where shards run: local (process pool) | ray (one Ray task per stage and "
                                      "shard)", check=one_of(_executor_names))
-    ray_address: str = setting("", "ray: an existing cluster's address ('auto', 'ray://host:10001'); '' = start "
-                                    "a local one")
     max_failed: float = setting(0.05, "exit 1 when a stage's failed fraction exceeds this", min=0.0, max=1.0)
     stages: list[str] = setting([], "what extract runs without --stages; [] = the default extract stages",
                                 check=one_of(_stage_names))
@@ -94,10 +92,13 @@ class IndexSettings:
 
 
 def sections() -> dict[str, type]:
-    """Every config section's dataclass, engine sections first, then the stages in pipeline order."""
+    """Every config section's dataclass: engine sections first, then each executor's options (those that have
+    some), then the stages in pipeline order."""
+    from .executors import EXECUTORS
     from .stages import registry
 
     return {"run": RunSettings, "index": IndexSettings,
+            **{name: cls.Options for name, cls in EXECUTORS.items() if dataclasses.fields(cls.Options)},
             **{name: cls.Settings for name, cls in registry().items()}}
 
 
@@ -248,12 +249,22 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
+#: keys renamed since an output folder's run.json may have saved them: old `section.key` -> new
+RENAMED = {"run.ray_address": "ray.address"}
+
+
+def _saved(base: Config, key: str) -> bool:
+    section, _, name = key.partition(".")
+    return isinstance(base.get(section), dict) and name in base[section]
+
+
 def load(files: list[Path] | tuple[Path, ...] = (), overrides: list[str] | tuple[str, ...] = (),
          base: Config | None = None, schema_sections: dict[str, type] | None = None,
          tool: str = "kebr-data") -> Config:
     """Resolve the configuration: `base` (default: the defaults), then each file, then each override.
 
-    A `base` saved by an older version gets keys added since filled in with their defaults.
+    A `base` saved by an older version gets keys added since filled in with their defaults, and keys
+    renamed since (`RENAMED`) moved to their new names.
     `schema_sections` replaces kebr-data's sections (the trainer's `train` and `modalities`, with
     `tool="kebr-train"`, so an unknown key points at `kebr-train defaults`)."""
     schema = _Schema(schema_sections, tool)
@@ -264,6 +275,8 @@ def load(files: list[Path] | tuple[Path, ...] = (), overrides: list[str] | tuple
                 for name, value in values.items():
                     if name in schema.fields[section]:
                         schema.set(cfg, f"{section}.{name}", value)
+                    elif f"{section}.{name}" in RENAMED and not _saved(base, RENAMED[f"{section}.{name}"]):
+                        schema.set(cfg, RENAMED[f"{section}.{name}"], value)
     for f in files:
         _merge(schema, cfg, read_toml(f), str(f))
     for text in overrides:

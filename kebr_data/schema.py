@@ -7,6 +7,8 @@ Frame widths come from the code that defines the features (`features.recipe`, `f
 
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -24,23 +26,45 @@ COMMON = [
     pa.field("message", pa.string()),
 ]
 
-PLAN = pa.schema(COMMON + [
-    pa.field("speaker_id", pa.string()),
-    pa.field("video_path", pa.string()),
-    pa.field("audio_path", pa.string()),
-    pa.field("split", pa.string()),
-    pa.field("label", pa.float32()),
-    pa.field("given_text", pa.string()),
-    pa.field("source", pa.string()),
-    pa.field("label_t", pa.float32()),  # per-modality labels (CH-SIMS label_T/A/V); null elsewhere
-    pa.field("label_a", pa.float32()),
-    pa.field("label_v", pa.float32()),
-    # size and mtime of the media files when indexed: `--replan` recomputes clips whose media changed
-    pa.field("video_size", pa.int64()),
-    pa.field("video_mtime_ns", pa.int64()),
-    pa.field("audio_size", pa.int64()),
-    pa.field("audio_mtime_ns", pa.int64()),
-])
+
+@dataclass(kw_only=True)
+class Clip:
+    """One plan row before sharding: the `plan` table's columns (after COMMON's status, error, message), in
+    its column order, declared once here (`PLAN` is built from these fields)."""
+
+    clip_id: str
+    speaker_id: str | None = None
+    video_path: str | None = None
+    audio_path: str | None = None
+    split: str | None = None
+    label: float | None = None
+    given_text: str | None = None
+    source: str
+    label_t: float | None = None   # per-modality labels (CH-SIMS label_T/A/V); None elsewhere
+    label_a: float | None = None
+    label_v: float | None = None
+    #: size and mtime of each media file at index time: `--replan` recomputes clips whose media changed
+    video_size: int | None = None
+    video_mtime_ns: int | None = None
+    audio_size: int | None = None
+    audio_mtime_ns: int | None = None
+
+    def fingerprint(self) -> None:
+        """Record the size and mtime of the clip's media files (left empty for a missing file)."""
+        for kind in ("video", "audio"):
+            path = getattr(self, f"{kind}_path")
+            try:
+                st = os.stat(path) if path else None
+            except OSError:
+                st = None
+            setattr(self, f"{kind}_size", st.st_size if st else None)
+            setattr(self, f"{kind}_mtime_ns", st.st_mtime_ns if st else None)
+
+
+#: the Arrow type of each annotation a `Clip` field may have
+_PLAN_TYPES = {"str": pa.string(), "str | None": pa.string(), "float | None": pa.float32(), "int | None": pa.int64()}
+
+PLAN = pa.schema(COMMON + [pa.field(f.name, _PLAN_TYPES[f.type]) for f in fields(Clip) if f.name != "clip_id"])
 
 AUDIO = pa.schema(COMMON + [
     pa.field("sample_rate", pa.int32()),

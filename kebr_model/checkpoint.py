@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from kebr_data.errors import KebrError
-from kebr_data.storage.atomic import NotRegularFile, atomic_write_bytes, file_digest, fsync_dir, real_dir
+from kebr_data.storage.atomic import NotRegularFile, atomic_write, atomic_write_bytes, file_digest, fsync_dir, real_dir
 
 from .jsonout import dumps
 from .errors import TrainSetupError
@@ -50,19 +50,8 @@ class DamagedCheckpoint(KebrError):
 
 
 def _fsynced_save(obj: Any, path: Path) -> str:
-    """torch.save `obj` to `path`, fsynced; return the file's sha256."""
-    with open(path, "wb") as fh:
-        torch.save(obj, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    return file_digest(path)[1]
-
-
-def _fsynced_text(text: str, path: Path) -> None:
-    with open(path, "w") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
+    """torch.save `obj` to `path`, committed by `atomic_write` (fsynced); return the file's sha256."""
+    return atomic_write(path, lambda fh: torch.save(obj, fh))[1]
 
 
 def write_tmp(run_dir: Path, name: str, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None,
@@ -80,7 +69,7 @@ def write_tmp(run_dir: Path, name: str, model: torch.nn.Module, optimizer: torch
                                      "numpy_keys": torch.from_numpy(np_state[1].astype(np.int64))}, tmp / "rng.pt")
     meta = {**state, "files": files, "rng_python": [py_state[0], list(py_state[1]), py_state[2]],
             "rng_numpy": [np_state[0], int(np_state[2]), int(np_state[3]), float(np_state[4])]}
-    _fsynced_text(dumps(meta, indent=2), tmp / "state.json")
+    atomic_write_bytes(tmp / "state.json", dumps(meta, indent=2).encode())
     fsync_dir(tmp)
     return tmp
 

@@ -1,9 +1,12 @@
 """Executors run (stage, shard) tasks; they know nothing of what a stage does.
 
-Adding one is a file with an `Executor` subclass plus one line in `EXECUTORS`.
+Adding one is a file with an `Executor` subclass (its options, if any, an `Options` dataclass) plus one
+line in `EXECUTORS` (docs/extending/executor.md).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from ..errors import ConfigError
 from .base import Executor, TaskFailed
@@ -20,9 +23,10 @@ def executor_class(name: str) -> type[Executor]:
         raise ConfigError(f"unknown executor {name!r}; available: {', '.join(EXECUTORS)}") from None
 
 
-def make_executor(name: str, workers: int, address: str = "") -> Executor:
-    """The executor called `name` (`--executor`); `address` is a cluster's (Ray)."""
-    return executor_class(name)(workers, address)
+def make_executor(name: str, workers: int, options: dict[str, Any] | None = None) -> Executor:
+    """The executor called `name` (`--executor`) with its options (its config section's values, checked)."""
+    cls = executor_class(name)
+    return cls(workers, cls.Options(**(options or {})))
 
 
 __all__ = ["Executor", "TaskFailed", "EXECUTORS", "executor_class", "make_executor"]

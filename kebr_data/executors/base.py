@@ -5,7 +5,9 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
+
+from ..plugin_options import NoOptions
 
 #: a task function receives its task and a `progress(n)` callable for clip-level progress; tasks call it at
 #: clip boundaries (n = 0: a boundary without progress), where it raises KeyboardInterrupt once the run is
@@ -22,11 +24,15 @@ class TaskFailed:
 
 
 class Executor(ABC):
-    """Runs tasks somewhere; reports clip-level progress back to the caller's thread."""
+    """Runs tasks somewhere; reports clip-level progress back to the caller's thread. Its options are the
+    fields of its `Options` dataclass (`kebr_data.plugin_options.option`): the config section named after
+    the executor (`[ray] address = ...`) and a flag of the commands that run stages (`--address`)."""
 
-    def __init__(self, workers: int, address: str = "") -> None:
+    Options: ClassVar[type] = NoOptions
+
+    def __init__(self, workers: int, options: Any = None) -> None:
         self.workers = workers
-        self.address = address
+        self.options = options if options is not None else self.Options()
 
     @classmethod
     def check(cls) -> list[str]:

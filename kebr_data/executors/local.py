@@ -85,7 +85,7 @@ def single_threaded_env() -> Iterator[None]:
 
 
 class LocalExecutor(Executor):
-    """`--executor local --workers N` (`address` is not used)."""
+    """`--executor local --workers N` (no options of its own)."""
 
     def run(self, fn: TaskFn, tasks: list[Any], on_progress: Callable[[Any, int], None],
             cpus: float = 1.0, gpus: float = 0.0) -> Iterator[tuple[Any, Any]]:

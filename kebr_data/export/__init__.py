@@ -1,6 +1,7 @@
 """`kebr-data export`: the committed stage tables in other tools' formats.
 
-Adding a format is one module with an `ExportFormat` subclass plus one line in `FORMATS`.
+Adding a format is one module with an `ExportFormat` subclass (its options, if any, an `Options` dataclass)
+plus one line in `FORMATS` (docs/extending/export-format.md).
 Only committed, current, plan-aligned tables whose sha256 matches their markers are exported (the store
 refuses the others, naming the command that fixes them).
 """
@@ -8,10 +9,12 @@ refuses the others, naming the command that fixes them).
 from __future__ import annotations
 
 import os
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from ..plugin_options import build
 from ..storage.atomic import real_dir
 from ..storage.lock import OutputLock
 from ..storage.store import PLAN, Store
@@ -25,13 +28,13 @@ FORMATS: dict[str, type[ExportFormat]] = {"hdf5": Hdf5Format, "parquet": Parquet
 
 def export(root: str | os.PathLike[str], fmt: str, dest: str | os.PathLike[str] | None = None,
            **options: Any) -> tuple[Path, str]:
-    """Export every shard of `root` to `dest` (default ROOT/export/FORMAT; either a str or a path); return it
-    and a note."""
+    """Export every shard of `root` to `dest` (default ROOT/export/FORMAT; either a str or a path) with the
+    format's `options` (checked against its `Options`: name, type, range); return the folder and a note."""
     root, dest = Path(root), None if dest is None else Path(dest)
     if fmt not in FORMATS:
         raise ConfigError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
     store = Store(root)
-    writer = FORMATS[fmt](**options)
+    writer = FORMATS[fmt](build(FORMATS[fmt].Options, options, fmt, "export format"))
     with OutputLock(store.out.lock_file, f"kebr-data export --format {fmt}"):
         stages = exported_stages(store)
         store.require_current([PLAN, *stages], verify=True)  # sha256: a table edited in place is refused
@@ -46,7 +49,7 @@ def export(root: str | os.PathLike[str], fmt: str, dest: str | os.PathLike[str] 
         real_dir(dest, dest / "_done")
         if isinstance(writer, FolderFormat):
             writer.write(dest, content)
-            mark_done(dest, fmt, {f"{t.shard:05d}": t.hashes for t in tables}, fmt, **options)
+            mark_done(dest, fmt, {f"{t.shard:05d}": t.hashes for t in tables}, fmt, **asdict(writer.options))
             return dest, note
         written = 0
         for shard in shards:

@@ -13,12 +13,13 @@ import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pyarrow as pa
 
 from .. import __version__
+from ..plugin_options import NoOptions
 from ..schema import clip_text
 from ..stages import registry
 from ..storage.atomic import atomic_write_json, file_digest, read_control_file
@@ -109,10 +110,14 @@ def mark_done(dest: Path, name: str, sources: Any, fmt: str, output: tuple[int, 
 
 
 class ExportFormat(ABC):
-    """One export format; subclass `ShardFormat` (a file per shard) or `FolderFormat` (one file)."""
+    """One export format; subclass `ShardFormat` (a file per shard) or `FolderFormat` (one file). Its options
+    are the fields of its `Options` dataclass (`kebr_data.plugin_options.option`), which `kebr-data export`
+    offers as flags; the format receives them checked, as `self.options`."""
 
-    def __init__(self, **options: Any) -> None:
-        self.options = options
+    Options: ClassVar[type] = NoOptions
+
+    def __init__(self, options: Any = None) -> None:
+        self.options = options if options is not None else self.Options()
 
     def check(self, store: Store, stages: list[str]) -> None:
         """Refuse before writing anything (raise a KebrError)."""

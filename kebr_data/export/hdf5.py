@@ -3,8 +3,8 @@
 Datasets `clip_id`, `split`, `label` (and `label_t/a/v` when the plan has them), `text`, `masked_text`, `mask_label`, `status/<stage>`; for
 every stage with frame features, a group `<stage>` holding `values` (frames × D) and `offsets`
 (clip i's frames are `values[offsets[i]:offsets[i+1]]`), the stage's other per-frame columns
-flattened alongside (`visual/success`, `visual/confidence`), and its one-valued string columns
-as attributes (`acoustic.attrs["recipe"]`). File attributes: `schema_version`, `sources`.
+flattened alongside (`visual/success`, `visual/confidence`), and the columns the stage declares in
+`hdf5_attributes` as attributes, their distinct values joined by commas (`acoustic.attrs["recipe"]`). File attributes: `schema_version`, `sources`.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from .. import __version__
 from ..errors import PlanError
 from ..schema import SCHEMA_VERSION
 from ..stages import registry
-from ..storage.atomic import file_digest, fsync_dir, tmp_path_for
+from ..storage.atomic import atomic_commit
 from ..storage.store import frames_of
 from .base import ShardFormat, ShardTables, done_path
 
@@ -55,15 +55,14 @@ def _write_stage(f: Any, stage: str, table: pa.Table) -> None:
         target = group if column == "features" else group.create_group(column)
         target["values"], target["offsets"] = frames.values, frames.offsets
         target.attrs["dim"] = dim
+    attributes = registry()[stage].hdf5_attributes
     for field in table.schema:
         if field.name in frame_columns or field.name in META_COLUMNS:
             continue
         if pa.types.is_list(field.type) and not pa.types.is_nested(field.type.value_type):
             group[field.name] = _flat(table.column(field.name))
-        elif pa.types.is_string(field.type):
-            distinct = sorted({v for v in table.column(field.name).to_pylist() if v})
-            if len(distinct) <= 4:
-                group.attrs[field.name] = ",".join(distinct)
+        elif field.name in attributes:  # a per-shard setting (recipe, backend, model): its values, joined
+            group.attrs[field.name] = ",".join(sorted({v for v in table.column(field.name).to_pylist() if v}))
 
 
 class Hdf5Format(ShardFormat):
@@ -73,13 +72,13 @@ class Hdf5Format(ShardFormat):
         return "a file per shard (ragged values + offsets)"
 
     def write_shard(self, path: Path, tables: ShardTables) -> tuple[int, str]:
-        """One shard as an HDF5 file (written to a temp name, fsynced, renamed)."""
+        """One shard as an HDF5 file (committed by `atomic_commit`: a temp name, fsynced, renamed)."""
         import h5py
 
-        tmp = tmp_path_for(path)
         text, masked, mask_label = tables.texts()
         plan = tables.plan
-        try:
+
+        def fill(tmp: Path) -> None:
             with h5py.File(tmp, "w") as f:
                 f.attrs.update({"schema_version": SCHEMA_VERSION, "toolkit_version": __version__,
                                 "sources": json.dumps(tables.hashes, sort_keys=True)})
@@ -96,15 +95,8 @@ class Hdf5Format(ShardFormat):
                 for stage, table in tables.stages.items():
                     f[f"status/{stage}"] = _strings(table.column("status").to_pylist())
                     _write_stage(f, stage, table)
-            with open(tmp, "rb+") as fh:
-                os.fsync(fh.fileno())
-            digest = file_digest(tmp)
-            os.replace(tmp, path)
-            fsync_dir(path.parent)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        return digest
+
+        return atomic_commit(path, fill)
 
 
 def read_hdf5(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -16,11 +16,13 @@ from __future__ import annotations
 import collections
 import pickle
 from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
 
 from ..errors import ConfigError
+from ..plugin_options import option
 from ..stages import registry
 from ..storage.atomic import atomic_write
 from ..storage.store import Store, frames_of
@@ -29,25 +31,34 @@ from .base import FolderFormat, ShardTables
 SPLITS = ("train", "valid", "test")
 #: MMSA's modality keys and the stages that feed them
 MODALITIES = {"audio": "acoustic", "vision": "visual"}
-LABELS = ("plan", "mask")
+
+
+@dataclass
+class MmsaOptions:
+    """The options of `--format mmsa`."""
+
+    audio_len: int = option(400, "audio frames kept (padded/truncated)", min=1)
+    vision_len: int = option(55, "visual frames kept (padded/truncated)", min=1)
+    label: Literal["plan", "mask"] = option("plan", "regression label from the plan (the dataset's annotation) "
+                                                    "or from the mask stage")
+    allow_missing: bool = option(False, "write zeros for a modality whose stage has no outputs instead of "
+                                        "refusing", flag="allow-missing-modality")
 
 
 class MmsaFormat(FolderFormat):
-    """Options: audio_len, vision_len, label (plan | mask), allow_missing."""
+    """MMSA's pickle layout; options: `MmsaOptions`."""
+
+    Options = MmsaOptions
+    options: MmsaOptions
 
     def describe(self) -> str:
         return "MMSA's pickle layout (train/valid/test)"
 
     def check(self, store: Store, stages: list[str]) -> None:
-        for key in ("audio_len", "vision_len"):
-            if int(self.options.get(key, 1)) < 1:
-                raise ConfigError(f"--{key.replace('_', '-')} must be at least 1 frame, got {self.options[key]}")
-        if self.options.get("label", "plan") not in LABELS:
-            raise ConfigError(f"--label must be plan or mask, got {self.options.get('label')!r}")
-        if self.options.get("label") == "mask" and "mask" not in stages:
+        if self.options.label == "mask" and "mask" not in stages:
             raise ConfigError(f"--label mask needs the mask stage: run `kebr-data mask --out {store.root}` first")
         absent = [f"{key} ({stage})" for key, stage in MODALITIES.items() if stage not in stages]
-        if absent and not self.options.get("allow_missing"):
+        if absent and not self.options.allow_missing:
             raise ConfigError(f"{store.root} has no outputs for {', '.join(absent)}: MMSA models expect every "
                               "modality. Run that stage, or pass --allow-missing-modality to write zeros for it")
 
@@ -57,11 +68,11 @@ class MmsaFormat(FolderFormat):
         statuses = {s: t.column("status").to_pylist() for s, t in tables.stages.items()}
         frames = {key: frames_of(tables.stages[stage].column("features")) if stage in tables.stages else None
                   for key, stage in MODALITIES.items()}
-        lengths = {"audio": int(self.options.get("audio_len", 400)), "vision": int(self.options.get("vision_len", 55))}
+        lengths = {"audio": self.options.audio_len, "vision": self.options.vision_len}
         rows = []
         for i, p in enumerate(plan):
             bad = next((s for s, st in statuses.items() if st[i] != "ok"), None)
-            label = p["label"] if self.options.get("label", "plan") == "plan" else mask_label[i]
+            label = p["label"] if self.options.label == "plan" else mask_label[i]
             if bad is not None:
                 skipped[f"not ok in {bad}"] += 1
                 continue
@@ -69,7 +80,7 @@ class MmsaFormat(FolderFormat):
                 skipped["no transcript"] += 1
                 continue
             if label is None or np.isnan(label):
-                skipped[f"no {self.options.get('label', 'plan')} label"] += 1
+                skipped[f"no {self.options.label} label"] += 1
                 continue
             row = {"split": p["split"] if p["split"] in SPLITS else "train", "id": p["clip_id"], "raw_text": text[i],
                    "regression_labels": float(label),
@@ -103,7 +114,7 @@ class MmsaFormat(FolderFormat):
                     data[split][key] = np.array([r[key] for r in rows], np.float32)
             for key, stage in MODALITIES.items():
                 dim = registry()[stage].frame_columns()["features"]
-                length = int(self.options.get(f"{key}_len", 400 if key == "audio" else 55))
+                length = self.options.audio_len if key == "audio" else self.options.vision_len
                 data[split][key] = np.stack([r[key] for r in rows]) if rows else np.zeros((0, length, dim), np.float32)
                 data[split][f"{key}_lengths"] = [r[f"{key}_lengths"] for r in rows]
         counts = ", ".join(f"{split} {len(data[split]['id'])}" for split in SPLITS)
@@ -117,7 +128,7 @@ class MmsaFormat(FolderFormat):
         return data, f"{written} clip(s) written ({counts}); left out: {left}{note}"
 
     def _no_clip_hint(self) -> str:
-        if self.options.get("label", "plan") == "plan":
+        if self.options.label == "plan":
             return ("unlabelled data needs --label mask (the mask stage's sentiment-word labels, after "
                     "`kebr-data mask`)")
         return "check `kebr-data status` for the stages' failed clips and the mask stage's labels"

@@ -9,11 +9,13 @@ of each librosa-using stage in every worker (another node of a cluster, another 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+
+from ..errors import KebrError
+from ..storage.lock import OutputLock
 
 
 def numba_cache_dir() -> Path:
@@ -50,27 +52,19 @@ _first_done: set[str] = set()
 
 @contextlib.contextmanager
 def exclusive(path: Path, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
-    """Hold an exclusive flock on `path` (created if missing, never followed through a symlink); `on_wait` is
-    called once if another process holds it. Where the folder cannot hold a lock (a planted symlink, a file
-    system without flock: ENOLCK, ENOSYS, ...), go on unlocked."""
+    """Hold the toolkit's lock (`OutputLock`) on `path`, waiting for it (`on_wait` is called once if another
+    process holds it). Where the folder cannot hold a lock (a planted symlink, a file system without flock:
+    ENOLCK, ENOSYS, ...), go on unlocked."""
+    lock = OutputLock(path, "numba kernel compilation", on_wait or (lambda: None))
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
-    except OSError:
+        lock.acquire()
+    except (KebrError, OSError):
         yield
         return
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        if on_wait is not None:
-            on_wait()
-        with contextlib.suppress(OSError):
-            fcntl.flock(fd, fcntl.LOCK_EX)
-    except OSError:
-        pass
-    try:
         yield
     finally:
-        os.close(fd)
+        lock.release()
 
 
 @contextlib.contextmanager

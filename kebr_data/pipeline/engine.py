@@ -285,7 +285,7 @@ class Engine:
         broken, died = [], []
         t0 = time.monotonic()
         workers = self.cfg["run"]["workers"] or _cpu_count()
-        executor = make_executor(self.cfg["run"]["executor"], workers, self.cfg["run"]["ray_address"])
+        executor = make_executor(self.cfg["run"]["executor"], workers, self.cfg.get(self.cfg["run"]["executor"]))
 
         def on_progress(task: ShardTask, n: int) -> None:
             seen[task.shard] += n

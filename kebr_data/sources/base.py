@@ -1,4 +1,5 @@
-"""What every source produces: plan rows (`Clip`) plus the entries it had to reject, with reasons."""
+"""What every source produces: plan rows (`Clip`, declared with the plan's schema in `kebr_data.schema`) plus
+the entries it had to reject, with reasons."""
 
 from __future__ import annotations
 
@@ -10,42 +11,10 @@ from typing import Iterator
 
 from ..clip_ids import clip_id_problem, normalize_clip_id
 from ..display import undecodable
+from ..schema import Clip
 
 VIDEO_EXTS = frozenset({".mp4", ".mkv", ".avi", ".mov", ".webm", ".flv", ".wmv", ".m4v", ".mpg", ".mpeg"})
 AUDIO_EXTS = frozenset({".wav", ".m4a", ".aac", ".flac", ".mp3", ".ogg", ".opus"})
-
-
-@dataclass
-class Clip:
-    """One plan row before sharding (the `plan` table)."""
-
-    clip_id: str
-    source: str
-    video_path: str | None = None
-    audio_path: str | None = None
-    speaker_id: str | None = None
-    split: str | None = None
-    label: float | None = None
-    given_text: str | None = None
-    label_t: float | None = None   # per-modality labels (CH-SIMS); None elsewhere
-    label_a: float | None = None
-    label_v: float | None = None
-    #: size and mtime of each media file at index time: `--replan` recomputes clips whose media changed
-    video_size: int | None = None
-    video_mtime_ns: int | None = None
-    audio_size: int | None = None
-    audio_mtime_ns: int | None = None
-
-    def fingerprint(self) -> None:
-        """Record the size and mtime of the clip's media files (left empty for a missing file)."""
-        for kind in ("video", "audio"):
-            path = getattr(self, f"{kind}_path")
-            try:
-                st = os.stat(path) if path else None
-            except OSError:
-                st = None
-            setattr(self, f"{kind}_size", st.st_size if st else None)
-            setattr(self, f"{kind}_mtime_ns", st.st_mtime_ns if st else None)
 
 
 @dataclass

@@ -62,6 +62,7 @@ class AcousticStage(AudioClipStage):
     name = "acoustic"
     version = "1"
     schema = ACOUSTIC
+    hdf5_attributes = ("recipe",)
     Settings = AcousticSettings
     compiles_kernels = True
 

@@ -85,6 +85,8 @@ class Stage(ABC):
     extract_default: ClassVar[bool] = True
     #: columns `kebr-data export` leaves out (payloads other tools cannot use, e.g. FLAC bytes)
     export_drop: ClassVar[tuple[str, ...]] = ()
+    #: string columns holding a per-shard setting (a recipe, a model): attributes of the stage's HDF5 export group
+    hdf5_attributes: ClassVar[tuple[str, ...]] = ()
     #: names of the external programs `tools()` returns (`kebr-data validate` reads their hashes in the markers)
     tool_names: ClassVar[tuple[str, ...]] = ()
     #: histograms in `kebr-data report`: (column, title, x label, bins)

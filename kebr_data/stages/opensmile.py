@@ -100,6 +100,7 @@ class OpensmileStage(AudioClipStage):
     name = "opensmile"
     version = "1"
     schema = opensmile_schema(ANY_WIDTH)
+    hdf5_attributes = ("feature_set",)
     Settings = OpensmileSettings
     extract_default = False
 

@@ -79,6 +79,7 @@ class SslAudioStage(Stage):
     name = "ssl_audio"
     version = "1"
     schema = ssl_schema(ANY_WIDTH)
+    hdf5_attributes = ("model", "layer")
     upstream = ("plan", "audio")
     Settings = SslAudioSettings
     extract_default = False

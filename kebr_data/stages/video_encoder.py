@@ -87,6 +87,7 @@ class VideoEncoderStage(ClipStage):
     name = "video_encoder"
     version = "1"
     schema = video_schema(ANY_WIDTH)
+    hdf5_attributes = ("model_type", "pooling")
     upstream = ("plan", "faces")
     Settings = VideoEncoderSettings
     extract_default = False

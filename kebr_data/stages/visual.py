@@ -88,6 +88,7 @@ class VisualStage(ClipStage):
     name = "visual"
     version = "2"
     schema = VISUAL
+    hdf5_attributes = ("backend",)
     upstream = ("plan",)
     Settings = VisualSettings
     tool_names = ("openface",)

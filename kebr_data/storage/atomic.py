@@ -92,16 +92,21 @@ def make_parent(path: Path, within: Path | None) -> None:
         real_dir(within, path.parent)
 
 
-def atomic_write(path: Path, write: Callable[[BinaryIO], None], within: Path | None = None) -> tuple[int, str]:
-    """Commit the bytes produced by `write(fileobj)` to `path` (its folders checked by `real_dir` when
-    `within` names the output folder holding it); return (size, sha256)."""
+def fsync_file(path: Path) -> None:
+    """Make the bytes written to `path` durable."""
+    with open(path, "rb+") as fh:
+        os.fsync(fh.fileno())
+
+
+def atomic_commit(path: Path, fill: Callable[[Path], None], within: Path | None = None) -> tuple[int, str]:
+    """Commit the file that `fill(tmp)` writes at a temporary sibling path (for writers that want a path, such
+    as h5py): fsync it, rename it onto `path`, fsync the folder; `within` as in `make_parent`. Nothing is left
+    behind when `fill` raises. Returns (size, sha256). The one place the toolkit commits a file."""
     make_parent(path, within)
     tmp = tmp_path_for(path)
     try:
-        with open(tmp, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
+        fill(tmp)
+        fsync_file(tmp)
         size, digest = file_digest(tmp)
         os.replace(tmp, path)
     except BaseException:
@@ -109,6 +114,16 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], None], within: Path | N
         raise
     fsync_dir(path.parent)
     return size, digest
+
+
+def atomic_write(path: Path, write: Callable[[BinaryIO], None], within: Path | None = None) -> tuple[int, str]:
+    """Commit the bytes produced by `write(fileobj)` to `path` (its folders checked by `real_dir` when
+    `within` names the output folder holding it); return (size, sha256)."""
+    def fill(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:
+            write(fh)
+
+    return atomic_commit(path, fill, within)
 
 
 def atomic_write_bytes(path: Path, data: bytes, within: Path | None = None) -> tuple[int, str]:

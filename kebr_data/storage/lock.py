@@ -1,7 +1,8 @@
-"""The output folder's lock: two runs on one folder would race on the same shards.
+"""The toolkit's one lock: an output folder's `_lock` (two runs on one folder would race on the same
+shards) and the numba kernel cache's compile lock.
 
-An advisory `flock` on `_lock`: the kernel drops it when the holder dies, even by SIGKILL, so
-a crash never leaves a folder locked. The file records who holds it, for the error message.
+An advisory `flock`: the kernel drops it when the holder dies, even by SIGKILL, so a crash never
+leaves anything locked. The file records who holds it, for the error message.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import json
 import os
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
@@ -19,14 +21,17 @@ from ..errors import KebrError, LockedError
 
 
 class OutputLock:
-    """Context manager holding an exclusive, non-blocking lock on `path`."""
+    """Context manager holding an exclusive lock on `path`: refused at once (LockedError naming the holder)
+    when another process holds it, or, with `on_wait`, waited for (`on_wait` called once first)."""
 
-    def __init__(self, path: Path, command: str = "") -> None:
+    def __init__(self, path: Path, command: str = "", on_wait: Callable[[], None] | None = None) -> None:
         self.path = path
         self.command = command
+        self.on_wait = on_wait
         self._fd: int | None = None
 
     def acquire(self) -> None:
+        """Take the lock (see the class); a `path` planted as a symlink is refused (KebrError), never followed."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:  # no-follow: a `_lock` planted as a symlink must not get its target truncated
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
@@ -36,19 +41,27 @@ class OutputLock:
             raise KebrError(f"{self.path} is a symlink, not the lock file this toolkit writes; remove it "
                             "(rm, which does not touch its target) and rerun") from None
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = _read_holder(fd)
+            self._flock(fd)
+        except BaseException:
             os.close(fd)
-            raise LockedError(
-                f"{self.path.parent} is in use by another run ({holder}). Wait for it to finish, "
-                "or use another --out folder. A crashed run releases the lock by itself."
-            ) from None
+            raise
         info = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%dT%H:%M:%S"),
                 "command": self.command}
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(info).encode(), 0)
         self._fd = fd
+
+    def _flock(self, fd: int) -> None:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if self.on_wait is None:
+                raise LockedError(
+                    f"{self.path.parent} is in use by another run ({_read_holder(fd)}). Wait for it to finish, "
+                    "or use another --out folder. A crashed run releases the lock by itself."
+                ) from None
+            self.on_wait()
+            fcntl.flock(fd, fcntl.LOCK_EX)
 
     def release(self) -> None:
         if self._fd is not None:
