@@ -2,7 +2,9 @@
 is refused: the plan's content (every plan shard's sha256: clips, splits, labels), the configuration
 hashes and the committed sha256s of the stage tables it reads (tables are deterministic, so a rerun
 of a stage with the same settings keeps them), and its modalities' frame widths. An HDF5 export has no plan
-marker: its shard files' sizes, sha256s and the table hashes its export recorded (`_done/`) stand in."""
+marker: its shard files' sizes, sha256s and the table hashes its export recorded (`_done/`) stand in.
+Its `source` (`shards_record`: the folder, its run.json settings and each stage's config hashes) is not
+compared on resume: `kebr-train predict` makes new clips' features with those settings."""
 
 from __future__ import annotations
 
@@ -26,17 +28,34 @@ def _hdf5_content(root: Path) -> str:
                          "sources": {k: {f: d.get(f) for f in ("sources", "sha256")} for k, d in done.items()}})
 
 
+def shards_record(root: Path) -> dict[str, Any]:
+    """How the shards in `root` were made, for `kebr-train predict`: the folder, the plan hash, the metric
+    set its labels call for, the configuration and pinned tools its run.json saved, and the config hashes
+    of every stage's committed shards (an HDF5 export: the folder alone)."""
+    from kebr_data.pipeline import run_record
+    from kebr_data.storage.layout import OutputDir
+
+    from .metrics import metric_set
+
+    if hdf5_export(root):
+        return {"path": str(root.resolve())}
+    store, saved = Store(root), run_record.read(OutputDir(root))
+    return {"path": str(root.resolve()), "plan_hash": store.plan.plan_hash, "metric_set": metric_set("auto", root),
+            "config": saved.get("config"), "tools": saved.get("tools", {}),
+            "config_hashes": {s: sorted(store.config_hashes(s)) for s in store.stages()}}
+
+
 def data_identity(root: Path, stages: list[str], widths: dict[str, int]) -> dict[str, Any]:
     """The identity of the data in `root` that a run reads: `stages` (the stage tables it reads) and
-    `widths` (frame width per modality)."""
+    `widths` (frame width per modality), with the `source` it was made from (not compared on resume)."""
     if hdf5_export(root):
-        return {"plan": _hdf5_content(root), "stages": {}, "widths": dict(widths)}
+        return {"plan": _hdf5_content(root), "stages": {}, "widths": dict(widths), "source": shards_record(root)}
     store = Store(root)
     plan = content_hash({shard: entry["sha256"] for shard, entry in store.plan.shards.items()})
     shards = range(store.plan.num_shards)
     found = {s: {"settings": sorted(store.config_hashes(s)),
                  "tables": content_hash([store.committed_hash(s, k) for k in shards])} for s in stages}
-    return {"plan": plan, "stages": found, "widths": dict(widths)}
+    return {"plan": plan, "stages": found, "widths": dict(widths), "source": shards_record(root)}
 
 
 def _stage_change(stage: str, before: dict[str, Any] | None, after: dict[str, Any] | None) -> str | None:
