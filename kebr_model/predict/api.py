@@ -31,6 +31,11 @@ class Run:
         self.loaded = loaded
 
     @property
+    def widths(self) -> dict[str, int]:
+        """The frame width per modality the model reads (`make_batch`'s arrays)."""
+        return self.loaded.widths
+
+    @property
     def metric_set(self) -> str:
         """mosi, sims or sims2: the classes each row carries."""
         return scoring.run_metric_set(self.loaded)
@@ -42,20 +47,21 @@ class Run:
         temporary folder, removed afterwards, when None) with the training shards' settings (`overrides`:
         kebr-data `section.key=value` that do not change a stage's output, e.g. a binary's path)."""
         src = [Path(p) for p in ([paths] if isinstance(paths, (str, Path)) else paths)]
+        prepared = pipeline.prepare(self.loaded.record, src, tuple(overrides))
         if out is None:
             with tempfile.TemporaryDirectory(prefix="kebr-predict-") as tmp:
-                return self.predict(src, tmp, overrides, console)
-        cache, stages, _ = pipeline.run_stages(self.loaded, src, Path(out), tuple(overrides), console)
-        return self._score(cache, stages) + _rejected(cache)
+                return self._predict(prepared, Path(tmp), console)
+        return self._predict(prepared, Path(out), console)
+
+    def _predict(self, prepared: pipeline.Prepared, out: Path, console: Console | None) -> list[dict[str, Any]]:
+        cache, _ = pipeline.run_stages(prepared, out, console)
+        return self._score(cache, prepared.stages) + _rejected(cache)
 
     def predict_shards(self, shards: str | Path) -> list[dict[str, Any]]:
         """Rows for the clips of an existing output folder whose stages were made with the training shards'
         settings (refused otherwise, SettingsMismatch)."""
         root = Path(shards)
-        model_io.require_output_folder(root)
-        source = settings_check.source_record(self.loaded.data, self.loaded.run)
-        stages = settings_check.modality_stages(self.loaded.cfg.used)
-        settings_check.check_folder(source, root, stages)
+        stages = check_shards(self.loaded.record, root)
         present = set(Store(root).stages())
         return self._score(root, [s for s in ("audio", "asr", *stages) if s in present])
 
@@ -86,6 +92,16 @@ class Run:
         return scoring.output_rows(self.loaded, outputs, self.metric_set)
 
 
+def check_shards(record: model_io.RunRecord, root: Path) -> list[str]:
+    """`root` is an output folder whose stages were made as the run's training shards were (refused
+    otherwise); returns the stages of the model's modalities."""
+    model_io.require_output_folder(root)
+    source = settings_check.source_record(record.data, record.run)
+    stages = settings_check.modality_stages(record.cfg.used)
+    settings_check.check_folder(source, root, stages)
+    return stages
+
+
 def load_run(path: str | Path) -> Run:
     """Load a fine-tuned run (its `--out` folder) once, for `.predict`, `.predict_shards` and `.predict_batch`."""
-    return Run(model_io.load_model(Path(path)))
+    return Run(model_io.load_model(model_io.read_run(Path(path))))

@@ -8,8 +8,8 @@ import click
 from rich.console import Console
 
 from ..jsonout import dumps
-from . import output
-from .api import load_run
+from . import model_io, output, pipeline
+from .api import Run, check_shards
 
 
 def predict_command(run: Path, src: tuple[Path, ...], shards: Path | None, out: Path, overrides: tuple[str, ...],
@@ -20,12 +20,13 @@ def predict_command(run: Path, src: tuple[Path, ...], shards: Path | None, out: 
         raise click.UsageError("give --src (videos, a folder or a manifest) or --shards (an output folder), not both")
     if overrides and shards:
         raise click.UsageError("--set applies to the stages --src runs; --shards folders are scored as they are")
-    model = load_run(run)
-    console = Console(stderr=True)
-    if src:
-        rows = model.predict(list(src), out, overrides, console)
+    record = model_io.read_run(run)
+    if src:  # every refusal before the model is built
+        pipeline.prepare(record, list(src), overrides)
     else:
-        rows = model.predict_shards(shards)
+        check_shards(record, shards)
+    model = Run(model_io.load_model(record))
+    rows = model.predict(list(src), out, overrides, Console(stderr=True)) if src else model.predict_shards(shards)
     files = output.write(out, rows)
     if as_json:
         click.echo(dumps(output.as_json(rows, files), indent=2))

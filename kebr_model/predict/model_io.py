@@ -31,19 +31,43 @@ WHY = ["status", "error", "message"]
 
 
 @dataclass
-class LoadedModel:
-    """A run's checkpoint, built and loaded once: its settings, tokenizer, model and how batches are made."""
+class RunRecord:
+    """A fine-tuned run's checkpoint and what its state.json records, read before any model is built."""
 
     run: Path
     checkpoint: Path
-    sha256: str                  # model.pt's sha256, as the checkpoint's state.json records it
+    state: dict[str, Any]
     cfg: TrainConfig
-    data: dict[str, Any]         # the run's data identity (state.json `data`), its `source` included
+
+    @property
+    def data(self) -> dict[str, Any]:
+        """The run's data identity (state.json `data`), its `source` included."""
+        return self.state.get("data", {})
+
+    @property
+    def sha256(self) -> str:
+        """model.pt's sha256, as the checkpoint's state.json records it."""
+        return self.state.get("files", {}).get("model.pt", "")
+
+    @property
+    def reads_text(self) -> bool:
+        return "t" in self.cfg.modalities.use
+
+
+@dataclass
+class LoadedModel:
+    """A run's checkpoint, built and loaded once: its record, tokenizer, model and how batches are made."""
+
+    record: RunRecord
     tokenizer: Any
     model: KEBR
     data_cfg: DataConfig
     device: torch.device
     autocast: torch.dtype | None
+
+    @property
+    def cfg(self) -> TrainConfig:
+        return self.record.cfg
 
     @property
     def widths(self) -> dict[str, int]:
@@ -61,7 +85,7 @@ def find_checkpoint(run: Path) -> Path:
     return ckpt
 
 
-def read_run(run: Path) -> tuple[Path, dict[str, Any], TrainConfig]:
+def read_run(run: Path) -> RunRecord:
     """A fine-tuned run's checkpoint, its state.json and settings; a pre-training run is refused."""
     ckpt = find_checkpoint(run)
     state = checkpoint.read_state(ckpt)
@@ -69,7 +93,7 @@ def read_run(run: Path) -> tuple[Path, dict[str, Any], TrainConfig]:
     if cfg.task != "finetune":
         raise TrainSetupError(f"{run} is a {cfg.task} run: predict scores clips with a fine-tuned run (give the "
                               "--out of `kebr-train finetune`)")
-    return ckpt, state, cfg
+    return RunRecord(run, ckpt, state, cfg)
 
 
 def _precision(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
@@ -79,29 +103,27 @@ def _precision(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.precision]
 
 
-def load_model(run: Path) -> LoadedModel:
-    """Build the run's model as `eval` does and load its best (else latest) checkpoint into it."""
+def load_model(record: RunRecord) -> LoadedModel:
+    """Build the run's model as `eval` does and load its checkpoint into it."""
     from ..audio_encoder import load_audio_encoder
     from ..train import load_encoder, seed_everything
 
-    ckpt, state, cfg = read_run(run)
-    data = state.get("data", {})
-    widths = dict(data.get("widths", {}))
+    cfg = record.cfg
+    widths = dict(record.data.get("widths", {}))
     if set(widths) != set(cfg.used):
-        raise TrainSetupError(f"{ckpt} records no frame widths for {', '.join(sorted(cfg.used))} (a run made "
-                              "before the data record): fine-tune it again to predict with it")
+        raise TrainSetupError(f"{record.checkpoint} records no frame widths for {', '.join(sorted(cfg.used))} (a "
+                              "run made before the data record): fine-tune it again to predict with it")
     seed_everything(cfg.seed)
     tokenizer, encoder = load_encoder(cfg.encoder, cfg.encoder_dropout)
     audio_encoder, raw = load_audio_encoder(cfg) if cfg.used.get("audio") == RAW_AUDIO else (None, None)
     device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
     model = KEBR(encoder, widths, cfg, audio_encoder).to(device)
-    checkpoint.load(ckpt, model, restore_rng=False)
+    checkpoint.load(record.checkpoint, model, restore_rng=False)
     model.eval()
     data_cfg = DataConfig(cfg.max_text_tokens, cfg.max_audio_frames, cfg.max_visual_frames, cfg.batch_size,
-                          modalities=cfg.used, label=cfg.label, text="t" in cfg.modalities.use, raw_audio=raw,
+                          modalities=cfg.used, label=cfg.label, text=record.reads_text, raw_audio=raw,
                           pad_to_max=cfg.pad_to_max)
-    sha = state.get("files", {}).get("model.pt", "")
-    return LoadedModel(run, ckpt, sha, cfg, data, tokenizer, model, data_cfg, device, _precision(cfg, device))
+    return LoadedModel(record, tokenizer, model, data_cfg, device, _precision(cfg, device))
 
 
 def require_output_folder(root: Path) -> None:

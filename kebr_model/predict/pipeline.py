@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from kebr_data.sources.base import AUDIO_EXTS, VIDEO_EXTS
 from kebr_data.storage.atomic import atomic_write_bytes
 
 from . import settings_check
-from .model_io import LoadedModel
+from .model_io import RunRecord
 
 CACHE = "cache"          # OUT/cache: the output folder the stages write
 INPUTS = "inputs.csv"    # OUT/inputs.csv: the manifest made for media files given one by one
@@ -67,30 +68,45 @@ def media_files(src: list[Path]) -> list[Path] | None:
     return src
 
 
-def needed_stages(loaded: LoadedModel, src: Path | None, cfg: Config) -> list[str]:
+def needed_stages(record: RunRecord, src: Path | None, cfg: Config) -> list[str]:
     """The stages to run: those of the model's modalities, ASR when the model reads text and a clip of `src`
     (None: media files, which have none) has no given transcript, and every stage they read, in pipeline
     order."""
-    stages = settings_check.modality_stages(loaded.cfg.used)
-    if loaded.data_cfg.text and (src is None or
-                                 any(not c.given_text for c in scan(src, cfg["index"]["layout"])[1].clips)):
+    stages = settings_check.modality_stages(record.cfg.used)
+    if record.reads_text and (src is None or
+                              any(not c.given_text for c in scan(src, cfg["index"]["layout"])[1].clips)):
         stages.append("asr")
     return settings_check.with_upstream(stages, cfg)
 
 
-def run_stages(loaded: LoadedModel, src: list[Path], out: Path, overrides: tuple[str, ...] = (),
-               console: Console | None = None,
-               command: str = "kebr-train predict") -> tuple[Path, list[str], RunReport]:
-    """Make the features of `src` in OUT/cache (resuming what an earlier run of the same command did); return
-    the folder, the stages run and the engine's report. Refused before anything is written when a setting,
-    tool or prerequisite differs from the training shards' (SettingsMismatch)."""
-    source = settings_check.source_record(loaded.data, loaded.run)
+@dataclass
+class Prepared:
+    """What `--src` will run, checked against the run: the configuration, the stages, the media files given
+    one by one (None: a folder or manifest, read as given)."""
+
+    cfg: Config
+    stages: list[str]
+    src: list[Path]
+    files: list[Path] | None
+
+
+def prepare(record: RunRecord, src: list[Path], overrides: tuple[str, ...] = ()) -> Prepared:
+    """Decide and check what `--src` runs; refused (SettingsMismatch, PlanError) before anything is written
+    when a setting, tool or prerequisite differs from the training shards' or a source is missing."""
+    source = settings_check.source_record(record.data, record.run)
     cfg = cache_config(source, overrides)
     files = media_files(src)
-    stages = needed_stages(loaded, None if files else src[0], cfg)
+    stages = needed_stages(record, None if files else src[0], cfg)
     settings_check.check_settings(source, cfg, stages)
-    where = media_manifest(files, out) if files else src[0]
+    return Prepared(cfg, stages, src, files)
+
+
+def run_stages(prepared: Prepared, out: Path, console: Console | None = None,
+               command: str = "kebr-train predict") -> tuple[Path, RunReport]:
+    """Make the features in OUT/cache (resuming what an earlier run of the same command did); return the
+    folder and the engine's report."""
+    where = media_manifest(prepared.files, out) if prepared.files else prepared.src[0]
     cache = out / CACHE
-    opts = RunOptions(out=cache, stages=["index", *stages], config=cfg, src=where, command=command, saved_config=cfg)
-    report = Engine(opts, console or Console(stderr=True)).run()
-    return cache, stages, report
+    opts = RunOptions(out=cache, stages=["index", *prepared.stages], config=prepared.cfg, src=where,
+                      command=command, saved_config=prepared.cfg)
+    return cache, Engine(opts, console or Console(stderr=True)).run()

@@ -29,7 +29,7 @@ def run_metric_set(loaded: LoadedModel) -> str:
     """The run's metric set: its `metrics` setting, `auto` resolved as it was on the training shards."""
     if loaded.cfg.metrics != "auto":
         return loaded.cfg.metrics
-    return loaded.data.get("source", {}).get("metric_set") or "mosi"
+    return loaded.record.data.get("source", {}).get("metric_set") or "mosi"
 
 
 def classes(metric_set: str, prediction: float) -> dict[str, int]:
@@ -63,7 +63,8 @@ def clip_status(clip: Clip) -> tuple[str, str | None]:
 
 def identity(loaded: LoadedModel) -> dict[str, str]:
     """The model a row comes from: the run folder, the checkpoint and its weights' sha256."""
-    return {"run": str(loaded.run.resolve()), "checkpoint": loaded.checkpoint.name, "checkpoint_sha256": loaded.sha256}
+    record = loaded.record
+    return {"run": str(record.run.resolve()), "checkpoint": record.checkpoint.name, "checkpoint_sha256": record.sha256}
 
 
 def output_rows(loaded: LoadedModel, outputs: dict[str, np.ndarray], metric_set: str) -> list[dict[str, Any]]:
