@@ -6,6 +6,7 @@ work; the documented example runs."""
 from __future__ import annotations
 
 import csv
+import json
 import os
 import re
 import shutil
@@ -166,8 +167,6 @@ def test_rows_columns_identity_and_the_summary(folder, tcmf_run, tmp_path):
     assert first["checkpoint_sha256"] in state and first["run"] == str(tcmf_run.resolve())
     assert first["transcript"] and first["class_7"] == round(max(-3.0, min(3.0, first["prediction"])))
     as_json = cli("predict", "--run", tcmf_run, "--shards", folder, "--out", out, "--json")
-    import json
-
     parsed = json.loads(as_json.stdout)
     assert parsed["counts"] == {"ok": 10} and len(parsed["rows"]) == 10
 
@@ -250,8 +249,6 @@ def test_bad_inputs_are_rows(mmsa_run, tmp_path):
     result = cli("predict", "--run", mmsa_run[1], "--src", manifest, "--out", tmp_path / "p", "--json",
                  "--set", "run.workers=1")
     assert result.exit_code == 0, result.output
-    import json
-
     rows = {r["clip_id"]: r for r in json.loads(result.stdout)["rows"]}
     assert rows["good"]["status"] == "ok" and rows["good"]["reason"] is None
     assert rows["silent"]["status"] == "ok" and rows["silent"]["reason"].startswith("audio: no_audio_track")
@@ -275,3 +272,16 @@ def test_the_documented_example_runs(mmsa_run, src_predictions, tmp_path, monkey
     monkeypatch.chdir(tmp_path)
     exec(compile(example, "docs/predict.md", "exec"), {})
     assert "dEmOmOvIe01$_$1 ok" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_a_single_video_is_transcribed_and_scored(mmsa_run, tmp_path):
+    """`--src clip.mp4`: no given text, so the ASR stage runs (with the run's asr settings) before scoring."""
+    clip = DEMO / "mp4" / "id00001" / "kEbRdEmOa01" / "00001.mp4"
+    result = cli("predict", "--run", mmsa_run[1], "--src", clip, "--out", tmp_path / "p", "--json",
+                 "--set", "run.workers=1")
+    assert result.exit_code == 0, result.output
+    (row,) = json.loads(result.stdout)["rows"]
+    assert row["clip_id"] == "00001" and row["status"] == "ok" and row["source_path"] == str(clip)
+    assert row["transcript"] and row["prediction"] is not None
+    assert (tmp_path / "p" / "cache" / "asr").is_dir() and (tmp_path / "p" / "inputs.csv").is_file()
