@@ -152,6 +152,13 @@ def test_shards_made_with_other_settings_are_refused_naming_the_setting(folder, 
     assert not (tmp_path / "p").exists()
 
 
+def test_frames_of_another_width_are_refused(tcmf_run, tmp_path):
+    narrow = make_shards(tmp_path / "narrow", n=5, shard_size=5, labelled=True, widths=(7, 5))
+    result = cli("predict", "--run", tcmf_run, "--shards", narrow, "--out", tmp_path / "p")
+    one_line_refusal(result, "audio frames of width 7", "trained on width 6")
+    assert not (tmp_path / "p").exists()
+
+
 def test_rows_columns_identity_and_the_summary(folder, tcmf_run, tmp_path):
     out = tmp_path / "p"
     result = cli("predict", "--run", tcmf_run, "--shards", folder, "--out", out)

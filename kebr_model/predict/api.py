@@ -55,6 +55,7 @@ class Run:
 
     def _predict(self, prepared: pipeline.Prepared, out: Path, console: Console | None) -> list[dict[str, Any]]:
         cache, _ = pipeline.run_stages(prepared, out, console)
+        settings_check.check_widths(*model_io.frame_widths(cache, self.loaded.record), cache)
         return self._score(cache, prepared.stages) + _rejected(cache)
 
     def predict_shards(self, shards: str | Path) -> list[dict[str, Any]]:
@@ -66,7 +67,6 @@ class Run:
         return self._score(root, [s for s in ("audio", "asr", *stages) if s in present])
 
     def _score(self, root: Path, stages: list[str]) -> list[dict[str, Any]]:
-        settings_check.check_widths(self.loaded.widths, model_io.folder_widths(root, self.loaded), root)
         return list(scoring.score_clips(self.loaded, scoring.folder_clips(self.loaded, root, stages)))
 
     def make_batch(self, texts: Sequence[str], **frames: Sequence[np.ndarray]) -> dict[str, Any]:
@@ -99,6 +99,7 @@ def check_shards(record: model_io.RunRecord, root: Path) -> list[str]:
     source = settings_check.source_record(record.data, record.run)
     stages = settings_check.modality_stages(record.cfg.used)
     settings_check.check_folder(source, root, stages)
+    settings_check.check_widths(*model_io.frame_widths(root, record), root)
     return stages
 
 

@@ -134,12 +134,12 @@ def require_output_folder(root: Path) -> None:
     shard_ids(root)
 
 
-def folder_widths(root: Path, loaded: LoadedModel) -> dict[str, int]:
-    """The frame widths the shards in `root` give the model (the raw waveform: the encoder's width)."""
-    widths = modality_widths(root, loaded.data_cfg.modalities)
-    if loaded.data_cfg.raw_audio is not None:
-        widths["audio"] = loaded.widths["audio"]
-    return widths
+def frame_widths(root: Path, record: RunRecord) -> tuple[dict[str, int], dict[str, int]]:
+    """(the widths the run's model was built with, those of the stage tables in `root`), for the modalities
+    read from a table (an in-graph audio encoder's waveform has no width to compare)."""
+    tables = {m: s for m, s in record.cfg.used.items() if s != RAW_AUDIO}
+    built = record.data.get("widths", {})
+    return {m: built.get(m) for m in tables}, modality_widths(root, tables)
 
 
 @dataclass
@@ -175,7 +175,7 @@ def shard_clips(root: Path, shard: int, loaded: LoadedModel, stages: list[str]) 
     why = {s: store.read_aligned(s, shard, WHY, ids).to_pylist() for s in stages if store.marker(s, shard)}
     mask, asr = (_stage_rows(store, s, shard, ids, False) for s in ("mask", "asr"))
     frame_rows = {s: _stage_rows(store, s, shard, ids, s != RAW_AUDIO) for s in cfg.modalities.values()}
-    widths = folder_widths(root, loaded) if frame_rows else {}
+    widths = loaded.widths  # the folder's, checked before (`frame_widths`)
     for i, p in enumerate(plan):
         text = clip_text(p["given_text"], mask[i] if mask else None, asr[i] if asr else None)
         frames = {}
