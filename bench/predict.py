@@ -88,6 +88,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
+    load = [os.getloadavg()[0]]
     with tempfile.TemporaryDirectory(prefix="bench-predict-") as tmp:
         base = Path(tmp)
         model = fine_tuned_run(base, args.workers)
@@ -99,6 +100,7 @@ def main() -> None:
                 results[name].append(arm(src, base / f"{name.split()[0]}-{r}", model, args.workers))
                 print(f"repeat {r + 1}, {name}: wall {results[name][-1][0]:.1f} s, CPU {results[name][-1][1]:.1f} s",
                       file=sys.stderr)
+    load.append(os.getloadavg()[0])
     lines = ["| arm | wall s (median) | wall s (runs) | CPU s (median) | CPU s (runs) |", "|---|---:|---|---:|---|"]
     for name, runs in results.items():
         walls, cpus = [w for w, _ in runs], [c for _, c in runs]
@@ -109,7 +111,8 @@ def main() -> None:
     body = (f"{args.clips} clips (the 8 demo/mmsa videos repeated, text given), stages index, audio, acoustic, "
             f"{args.workers} workers; a run fine-tuned with pipelines/train_demo.toml (bundled MiniLM, frozen). "
             f"Arms alternate, {args.repeats} repeats, each in fresh processes and folders; CPU = user + system "
-            f"of the processes and their workers.\n\n" + "\n".join(lines) +
+            f"of the processes and their workers. Load average {load[0]:.1f} at the start, {load[1]:.1f} at the end, "
+            f"on {os.cpu_count()} cores (wall times stretch with it; CPU times do not).\n\n" + "\n".join(lines) +
             f"\n\npredict / (extract + eval), CPU: {ratio:.2f}. predict loads the model once and batches the "
             "clips as eval does; it saves eval's second process start and its re-reading of the tables.")
     write_section("predict", "predict vs extract + eval", body)
