@@ -159,6 +159,21 @@ def test_frames_of_another_width_are_refused(tcmf_run, tmp_path):
     assert not (tmp_path / "p").exists()
 
 
+def test_a_run_trained_before_the_record_predicts_on_shards_only(folder, tcmf_run, tmp_path):
+    """Its checkpoints hold the config hashes of the stages it read, not how to make features anew."""
+    old = shutil.copytree(tcmf_run, tmp_path / "old")
+    for state in old.glob("checkpoints/*/state.json"):
+        meta = json.loads(state.read_text())
+        del meta["data"]["source"]
+        state.write_text(json.dumps(meta))
+    result = cli("predict", "--run", old, "--shards", folder, "--out", tmp_path / "p", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["counts"] == {"ok": 10}
+    one_line_refusal(cli("predict", "--run", old, "--src", MMSA, "--out", tmp_path / "q"),
+                     "does not record how its training shards were made", "fine-tune it again")
+    assert not (tmp_path / "q").exists()
+
+
 def test_rows_columns_identity_and_the_summary(folder, tcmf_run, tmp_path):
     out = tmp_path / "p"
     result = cli("predict", "--run", tcmf_run, "--shards", folder, "--out", out)

@@ -96,7 +96,7 @@ def check_shards(record: model_io.RunRecord, root: Path) -> list[str]:
     """`root` is an output folder whose stages were made as the run's training shards were (refused
     otherwise); returns the stages of the model's modalities."""
     model_io.require_output_folder(root)
-    source = settings_check.source_record(record.data, record.run)
+    source = settings_check.source_record(record.data, record.run, settings=False)
     stages = settings_check.modality_stages(record.cfg.used)
     settings_check.check_folder(source, root, stages)
     settings_check.check_widths(*model_io.frame_widths(root, record), root)

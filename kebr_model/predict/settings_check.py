@@ -31,13 +31,17 @@ class SettingsMismatch(TrainSetupError):
     """The features to score were (or would be) made with other settings than the run's training shards."""
 
 
-def source_record(data: dict[str, Any], run: Path) -> dict[str, Any]:
-    """The run's record of its training shards; refused for runs made before the record existed."""
+def source_record(data: dict[str, Any], run: Path, settings: bool = True) -> dict[str, Any]:
+    """The run's record of its training shards. A run trained before the record existed still has the config
+    hashes of the stages it read (enough for `--shards`, not `settings`: what `--src` runs the stages with)."""
     source = data.get("source")
-    if not isinstance(source, dict):
-        raise SettingsMismatch(f"{run} does not record how its training shards were made (trained before "
-                               "`kebr-train predict` existed): fine-tune it again to predict with it")
-    return source
+    if isinstance(source, dict):
+        return source
+    if not settings and isinstance(data.get("stages"), dict):
+        return {"path": None, "config": None,
+                "config_hashes": {s: list(v.get("settings", [])) for s, v in data["stages"].items()}}
+    raise SettingsMismatch(f"{run} does not record how its training shards were made (trained before "
+                           "`kebr-train predict` existed): fine-tune it again to predict with --src")
 
 
 def modality_stages(used: dict[str, str]) -> list[str]:
@@ -93,8 +97,8 @@ def check_folder(source: dict[str, Any], root: Path, stages: list[str]) -> None:
         if stage in recorded and now and now != recorded[stage]:
             lines.append(_stage_line(stage, source, now_cfg, now, f"{root} with"))
     if lines:
-        raise SettingsMismatch("; ".join(lines) + f": score features made as the run's were (--src runs the "
-                               f"stages with the run's settings, from {source.get('path')}/run.json)")
+        raise SettingsMismatch("; ".join(lines) + ": score features made as the run's were (--src runs the "
+                               "stages with the settings the run recorded)")
 
 
 def check_settings(source: dict[str, Any], cfg: dict[str, Any], stages: list[str]) -> None:
