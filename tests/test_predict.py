@@ -307,3 +307,18 @@ def test_a_single_video_is_transcribed_and_scored(mmsa_run, tmp_path):
     assert row["clip_id"] == "00001" and row["status"] == "ok" and row["source_path"] == str(clip)
     assert row["transcript"] and row["prediction"] is not None
     assert (tmp_path / "p" / "cache" / "asr").is_dir() and (tmp_path / "p" / "inputs.csv").is_file()
+
+
+def test_the_summary_table_escapes_clip_ids_and_reasons():
+    """A clip id or a stage message is user text: markup and bidi or newline characters print escaped."""
+    import io
+
+    from rich.console import Console
+
+    from kebr_model.predict import output
+
+    rows = [{"clip_id": "[bold]evil\u202e\nclip", "status": "failed", "reason": "audio: [red]bad\u202e (x)"}]
+    buf = io.StringIO()
+    Console(file=buf, width=200).print(output.summary(rows, {"parquet": Path("p"), "csv": Path("c")}))
+    text = buf.getvalue()
+    assert "[bold]evil\\u202e\\nclip" in text and "audio: [red]bad\\u202e" in text and "\u202e" not in text

@@ -51,20 +51,29 @@ def counts(rows: list[dict[str, Any]]) -> dict[str, int]:
     return dict(collections.Counter(r["status"] for r in rows))
 
 
+def _short(reason: str) -> str:
+    """A reason without its stage's message (the files hold it): `audio: decode_error`."""
+    head, _, rest = reason.partition(" (")
+    return head + ("; scored without it" if rest.endswith("; scored without it") else "")
+
+
 def summary(rows: list[dict[str, Any]], files: dict[str, Path]) -> Table:
-    """The terminal table: the first SHOWN clips (id, status, prediction, classes, reason), escaped and on
-    one line each; its caption counts the statuses and names the files."""
-    class_columns = [c for c in dict.fromkeys(k for r in rows for k in r) if c.startswith("class_")]
+    """The terminal table: the first SHOWN clips (id, status, prediction, its finest class, reason), escaped
+    and on one line each; its title counts the statuses, its caption names the files (which hold it all)."""
+    class_columns = [c for c in dict.fromkeys(k for r in rows for k in r) if c.startswith("class_")][-1:]  # finest
     counted = ", ".join(f"{n} {s}" for s, n in sorted(counts(rows).items()))
     more = f"; {len(rows) - SHOWN} more" if len(rows) > SHOWN else ""
     view = Table(title=f"{len(rows)} clip(s): {counted}{more}", caption=escape(f"{files['parquet']}, {files['csv']}"))
-    for name in ("clip", "status", "prediction", *class_columns, "reason"):
-        view.add_column(name, justify="right" if name == "prediction" or name.startswith("class_") else "left")
+    view.add_column("clip", overflow="ellipsis")
+    view.add_column("status", no_wrap=True, min_width=7)
+    for name in ("prediction", *class_columns):
+        view.add_column(name, justify="right", no_wrap=True, min_width=len(name))
+    view.add_column("reason", overflow="ellipsis")
     for row in rows[:SHOWN]:
         prediction = "" if row.get("prediction") is None else f"{row['prediction']:.3f}"
-        view.add_row(escape(printable(str(row["clip_id"]))), row["status"], prediction,
+        view.add_row(escape(one_line(printable(str(row["clip_id"])), 40)), row["status"], prediction,
                      *("" if row.get(c) is None else str(row[c]) for c in class_columns),
-                     escape(one_line(row.get("reason") or "", 80)))
+                     escape(one_line(_short(row.get("reason") or ""), 80)))
     return view
 
 
