@@ -3,6 +3,7 @@
     kebr-train pretrain --shards features/ --out runs/pretrain
     kebr-train finetune --shards mosi-features/ --init runs/pretrain --out runs/mosi --seeds 1,2,3
     kebr-train eval --shards mosi-features/ --run runs/mosi/seed-1 --split test
+    kebr-train predict --run runs/mosi/seed-1 --src my-videos/ --out predictions/
     kebr-train analyse --shards mosi-features/ --run runs/mosi/seed-1
     kebr-train import-mmsa --pickle MOSI/unaligned.pkl --out mosi-features/ --trust-pickle
     kebr-train defaults
@@ -241,6 +242,31 @@ def write_predictions(path: Path, rows: list[dict], within: Path | None = None) 
                         ("prediction", pa.float32()), ("c_a", pa.float32()), ("c_v", pa.float32())])
     table = pa.Table.from_pylist(rows, schema=schema)
     atomic_write(path, lambda fh: pq.write_table(table, fh), within)
+
+
+@main.command("predict", context_settings=CONTEXT, short_help="Score new videos (or a features folder) with a run.")
+@click.option("--run", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="The fine-tuned run folder whose best (else latest) checkpoint scores the clips.")
+@click.option("--src", multiple=True, type=click.Path(path_type=Path),
+              help="Video/audio files (repeatable), a folder in any layout, or a manifest: the stages the model needs "
+                   "run into OUT/cache with the settings its training shards were made with (resumable).")
+@click.option("--shards", type=click.Path(path_type=Path),
+              help="Instead of --src: an output folder whose stages were made with the training shards' settings.")
+@click.option("--out", required=True, type=click.Path(path_type=Path),
+              help="Writes OUT/predictions.parquet and OUT/predictions.csv (and OUT/cache/ for --src).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="With --src: a kebr-data key that leaves the features as they were, e.g. a binary's path.")
+@click.option("--json", "as_json", is_flag=True, help="Print the files, status counts and rows as JSON.")
+@_careful
+def predict_cmd(run: Path, src: tuple[Path, ...], shards: Path | None, out: Path, overrides: tuple[str, ...],
+                as_json: bool) -> None:
+    """Score clips with a fine-tuned run: one row per clip (status and reason, prediction, its classes,
+    unimodal heads, c_a, c_v, transcript, run and checkpoint sha256). Features made with other settings
+    than the training shards' are refused before any work."""
+    _needs_torch()
+    from .predict.command import predict_command
+
+    predict_command(run, src, shards, out, overrides, as_json)
 
 
 @main.command("analyse", context_settings=CONTEXT, short_help="Measure MCC's c_a, c_v and each modality's reliance.")

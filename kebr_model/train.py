@@ -146,13 +146,19 @@ class Trainer:
             self.net = nn.parallel.DistributedDataParallel(self.model, find_unused_parameters=True)
         self.state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "best_valid": math.inf, "metrics_rows": 0,
                       "finished": False, "bad_validations": 0, "stopped_early": False, "skipped_batches": 0,
-                      "config": cfg.to_dict(), "data": self.data.identity(stages, self.widths)}
+                      "config": cfg.to_dict(), "data": {**self.data.identity(stages, self.widths),
+                                                            "source": self._source()}}
         self.scheduler = make_scheduler(self.optimizer, cfg, lambda: self.state["epoch"])
         self.expected_steps: int | None = None  # for the progress bar's ETA (from the preflight counts)
         self.data_cfg = DataConfig(cfg.max_text_tokens, cfg.max_audio_frames, cfg.max_visual_frames, cfg.batch_size,
                                    modalities=cfg.used, label=cfg.label, text="t" in cfg.modalities.use,
                                    raw_audio=self.raw_audio, pad_to_max=cfg.pad_to_max)
         self.metric_set = metric_set(cfg.metrics, self.data) if cfg.task == "finetune" else None
+
+    def _source(self) -> dict[str, Any]:
+        """How the training shards were made and the metric set their labels call for (not compared on resume):
+        what `kebr-train predict` makes new clips' features with and checks given features against."""
+        return {**self.data.source(), "metric_set": metric_set("auto", self.data)}
 
     def init_from(self, ckpt: Path) -> list[str]:
         """Start from another run's weights (e.g. pre-training), except the fine-tuning head, which is

@@ -166,7 +166,7 @@ def readme_command(marker: str) -> str:
 
 def run_readme_line(line: str, tmp: Path, extra_train: list[str]) -> list[subprocess.CompletedProcess]:
     """Run each `&&` part of a README line (pip installs left out), outputs moved under `tmp`."""
-    moved = {"demo-features": tmp / "demo-features", "demo-mmsa-features": tmp / "demo-mmsa-features"}
+    moved = {name: tmp / name for name in ("demo-features", "demo-mmsa-features", "demo-predictions")}
     exe = {"kebr-data": [sys.executable, "-m", "kebr_data"], "kebr-train": [sys.executable, "-m", "kebr_model.cli"]}
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     done = []
@@ -189,14 +189,18 @@ def test_the_readme_train_on_demo_command_runs(tmp_path):
     assert (ROOT / "demo/mmsa/label.csv").is_file(), "labelled demo missing: python demo/make_mmsa_demo.py"
     run_readme_line(readme_command("# 1."), tmp_path, [])
     line = readme_command("# 3.")
-    assert all(f"kebr-train {c}" in line for c in ("pretrain", "finetune", "eval"))
+    assert all(f"kebr-train {c}" in line for c in ("pretrain", "finetune", "eval", "predict"))
     procs = run_readme_line(line, tmp_path, ["--set", "epochs=1"])
+    eval_line = next(part for part in line.split(" && ") if part.startswith("kebr-train eval"))
     pretrain = strict_json(procs[1].stdout)
     assert pretrain["step"] == 3  # 6 masked demo clips, batches of 2
     assert "resumed" not in procs[2].stderr
     metrics = strict_json((tmp_path / "demo-runs/finetune/test_metrics.json").read_text())
-    evaluated = strict_json(procs[-1].stdout)
+    evaluated = strict_json(procs[3].stdout)
     assert evaluated == metrics and evaluated["samples"] == 2 and "Non0_acc_2" in evaluated
+    # predict on the VoxCeleb demo videos: every clip a row, the good ones scored (the README's last line)
+    predicted = pq.read_table(tmp_path / "demo-predictions/predictions.parquet").to_pylist()
+    assert len(predicted) == 8 and sum(r["status"] == "ok" and r["prediction"] is not None for r in predicted) == 6
     # the demo has no visual features (no OpenFace): t-SNE crashed on their all-zero block (exit 139)
-    run_readme_line(f"{line.split(' && ')[-1]} --split train --tsne demo-runs/tsne.png", tmp_path, [])
+    run_readme_line(f"{eval_line} --split train --tsne demo-runs/tsne.png", tmp_path, [])
     assert Image.open(tmp_path / "demo-runs/tsne.png").format == "PNG"

@@ -98,6 +98,10 @@ class Hdf5Reader:
                              "sources": {k: {f: d.get(f) for f in ("sources", "sha256")} for k, d in done.items()}})
         return {"plan": plan, "stages": {}, "widths": dict(widths)}
 
+    def source(self) -> dict[str, Any]:
+        """An export records no stage settings: the folder alone."""
+        return {"path": str(self.root.resolve())}
+
     def shard_rows(self, shard: int, stages: list[str], digests: Digests | None = None) -> ShardRows:
         """The plan, mask, asr and frame-stage rows of one export file, shaped like the stage tables."""
         from kebr_data.export import read_hdf5

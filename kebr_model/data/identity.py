@@ -3,7 +3,9 @@ is refused: the plan's content (every plan shard's sha256: clips, splits, labels
 hashes and the committed sha256s of the stage tables it reads (tables are deterministic, so a rerun
 of a stage with the same settings keeps them), and its modalities' frame widths. An HDF5 export has no plan
 marker: its shard files' sizes, sha256s and the table hashes its export recorded (`_done/`) stand in.
-Each reader makes the record (`ShardReader.identity`); this module compares two."""
+Each reader makes the record (`ShardReader.identity`); this module compares two. The record's `source`
+(`ShardReader.source`: the folder, its run.json settings and each stage's config hashes) is not compared on
+resume: `kebr-train predict` makes new clips' features with those settings."""
 
 from __future__ import annotations
 

@@ -133,6 +133,15 @@ class ParquetReader:
                      "tables": content_hash([store.committed_hash(s, k) for k in shards])} for s in stages}
         return {"plan": plan, "stages": found, "widths": dict(widths)}
 
+    def source(self) -> dict[str, Any]:
+        from kebr_data.pipeline import run_record
+        from kebr_data.storage.layout import OutputDir
+
+        store, saved = self.store, run_record.read(OutputDir(self.root))
+        return {"path": str(self.root.resolve()), "plan_hash": store.plan.plan_hash, "config": saved.get("config"),
+                "tools": saved.get("tools", {}),
+                "config_hashes": {s: sorted(store.config_hashes(s)) for s in store.stages()}}
+
     def shard_rows(self, shard: int, stages: list[str], digests: Digests | None = None) -> ShardRows:
         if digests is not None:
             self.recheck(shard, ["mask", "asr", *stages], digests)

@@ -65,6 +65,10 @@ class ShardReader(Protocol):
     def identity(self, stages: list[str], widths: dict[str, int]) -> dict[str, Any]:
         """What a run reads, recorded in its checkpoints so that a resume on other data is refused."""
 
+    def source(self) -> dict[str, Any]:
+        """How the folder was made, for `kebr-train predict`: its path and, where the backend knows them, the
+        plan hash, the configuration and pinned tools its run.json saved, and each stage's config hashes."""
+
     def shard_rows(self, shard: int, stages: list[str], digests: Digests | None = None) -> ShardRows:
         """One shard's rows (`stages`: the frame stages); with `digests`, its tables are checked again
         against their markers first (a table edited during training is refused)."""
