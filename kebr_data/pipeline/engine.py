@@ -19,11 +19,12 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 
-from ..config import Config
+from ..config import Config, IndexSettings, RunSettings
 from ..display import one_line, printable
 from ..errors import PlanError, PrerequisiteError, RunAborted, StaleOutputError, redact
 from ..executors import TaskFailed, executor_class, make_executor
 from ..progress import StageBar, make_progress
+from ..settings import typed
 from ..stages import conflicts as stage_conflicts, make_stage, stage_class
 from ..stages.base import Stage
 from ..storage.atomic import real_dir
@@ -71,7 +72,7 @@ class RunReport:
 def check_prerequisites(stages: list[str], cfg: Config) -> None:
     """Stop before any work with one message listing every missing prerequisite."""
     problems = [f"plugins: {c}" for c in stage_conflicts]
-    problems += [f"executor: {p}" for p in executor_class(cfg["run"]["executor"]).check()]
+    problems += [f"executor: {p}" for p in executor_class(typed(RunSettings, cfg["run"]).executor).check()]
     for name in stages:
         if name != "index":
             problems += [f"{name}: {p}" for p in make_stage(name, cfg).check()]
@@ -102,6 +103,9 @@ class Engine:
     def __init__(self, opts: RunOptions, console: Console | None = None) -> None:
         self.opts = opts
         self.cfg = opts.config
+        #: the engine's own sections, typed once (each stage types its own section itself)
+        self.run_settings: RunSettings = typed(RunSettings, opts.config["run"])
+        self.index_settings: IndexSettings = typed(IndexSettings, opts.config["index"])
         self.out = OutputDir(opts.out)
         self.store = Store(opts.out)
         self.console = console or Console(stderr=True)
@@ -163,7 +167,7 @@ class Engine:
         marker = self.store.plan_or_none()
         self.store.forget_plan()  # the run reads its snapshot under the lock
         if marker is not None and not self.opts.replan:
-            plan.check_plan(marker, self.opts.src, self.cfg["index"])
+            plan.check_plan(marker, self.opts.src, self.index_settings)
             return
         src = self.opts.src or (Path(marker.src) if marker else None)
         if src is None:
@@ -190,7 +194,6 @@ class Engine:
 
     def _plan(self) -> PlanMarker:
         marker = self.store.plan_or_none()
-        index_cfg = self.cfg["index"]
         if marker is None or self.opts.replan:
             src = self.opts.src or (Path(marker.src) if marker else None)
             if src is None:
@@ -198,7 +201,7 @@ class Engine:
             if "index" not in self.opts.stages and marker is None:
                 raise PlanError(f"{self.out.root} has no plan yet: include the index stage (--stages index,...)")
             with self.console.status(f"indexing {escape(str(src))} ..."):
-                marker = plan.build_plan(self.out, src, index_cfg)
+                marker = plan.build_plan(self.out, src, self.index_settings)
             self.store.forget_plan()
             self.console.print(f"plan: {marker.clips} clips in {marker.num_shards} shard(s) of up to "
                                f"{marker.shard_size} ({marker.layout} layout, {marker.rejected} rejected)")
@@ -206,7 +209,7 @@ class Engine:
                 self.console.print(f"  rejected {printable(ex['entry'])}: {printable(ex['reason'])}", markup=False,
                                    highlight=False)
         else:
-            plan.check_plan(marker, self.opts.src, index_cfg)
+            plan.check_plan(marker, self.opts.src, self.index_settings)
         return marker
 
     def _refuse_stale(self, stages: list[str], num_shards: int) -> None:
@@ -270,12 +273,12 @@ class Engine:
             upstream = self._upstream_hashes(stage, shard)
             reason = self._needs_run(name, shard, config_hash, upstream, tools)
             if reason is not None:
-                tasks.append(ShardTask(str(self.out.root), cls, shard, self.cfg, upstream))
+                tasks.append(ShardTask(str(self.out.root), cls, shard, self.cfg[name], upstream))
                 todo[shard] = marker.shard_rows(shard)
             elif name in self.opts.retry_stages:
                 m = self.store.marker(name, shard)
                 if m is not None and m.failed:
-                    tasks.append(ShardTask(str(self.out.root), cls, shard, self.cfg, upstream, retry_failed=True))
+                    tasks.append(ShardTask(str(self.out.root), cls, shard, self.cfg[name], upstream, retry_failed=True))
                     todo[shard] = m.failed
         clips = sum(todo.values())
         if tasks:
@@ -284,8 +287,8 @@ class Engine:
         seen: collections.Counter = collections.Counter()
         broken, died = [], []
         t0 = time.monotonic()
-        workers = self.cfg["run"]["workers"] or _cpu_count()
-        executor = make_executor(self.cfg["run"]["executor"], workers, self.cfg["run"]["ray_address"])
+        run = self.run_settings
+        executor = make_executor(run.executor, run.workers or _cpu_count(), run.ray_address)
 
         def on_progress(task: ShardTask, n: int) -> None:
             seen[task.shard] += n

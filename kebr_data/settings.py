@@ -1,0 +1,71 @@
+"""What a config key is: `setting` (default, help, range, runtime flag, check), `one_of` and `did_you_mean`
+for names in a registry, a section's runtime keys and the stable content hash.
+
+The bottom layer of every settings dataclass (stages, ASR engines, the run, the trainer): it imports
+nothing of the toolkit, so stages and engines declare their settings without importing `kebr_data.config`,
+which loads files and overrides above them.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import hashlib
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+Check = Callable[[Any], str | None]
+
+
+def setting(default: Any, help: str, *, min: float | None = None, max: float | None = None,
+            runtime: bool = False, check: Check | None = None) -> Any:
+    """A config key: its default, one line of help, an optional range, whether it is runtime-only
+    (how a stage runs, not what it writes: left out of the stage's config hash), and an optional check
+    of what a type cannot say (a name in a registry: `one_of`; a pair in order) returning the problem
+    or None. All run when the key is set, so a bad value is refused before run.json saves it, whether
+    or not its stage runs now."""
+    meta = {"help": help, "min": min, "max": max, "runtime": runtime, "check": check}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: copy.deepcopy(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def did_you_mean(word: str, choices: list[str]) -> str:
+    """` (did you mean X?)` for the closest of `choices`, or "" when none is close."""
+    close = difflib.get_close_matches(word, choices, n=1)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def one_of(names: Callable[[], Iterable[str]]) -> Check:
+    """A check that a value (or each item of a list) is one of `names()`, read when the key is set (so
+    stages, executors or engines registered by then count), with "did you mean"."""
+    def check(value: Any) -> str | None:
+        allowed = list(names())
+        bad = next((v for v in (value if isinstance(value, list) else [value]) if v not in allowed), None)
+        return None if bad is None else f"must be one of {', '.join(allowed)}, got {bad!r}{did_you_mean(bad, allowed)}"
+    return check
+
+
+@dataclass
+class NoSettings:
+    """A stage or engine without options."""
+
+
+def typed(cls: type, values: Any) -> Any:
+    """`values` as an instance of the settings dataclass `cls`: an instance is kept, a resolved config section
+    (a dict, already checked by `kebr_data.config`) is typed once here."""
+    return values if dataclasses.is_dataclass(values) else cls(**values)
+
+
+def runtime_keys(settings: type) -> tuple[str, ...]:
+    """The keys of a section that do not change what a stage writes."""
+    return tuple(f.name for f in dataclasses.fields(settings) if f.metadata.get("runtime"))
+
+
+def content_hash(obj: Any) -> str:
+    """Short, stable hash of JSON-serialisable content."""
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
