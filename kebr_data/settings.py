@@ -1,8 +1,8 @@
 """What a config key is: `setting` (default, help, range, runtime flag, check), `one_of` and `did_you_mean`
 for names in a registry, a section's runtime keys and the stable content hash.
 
-The bottom layer of every settings dataclass (stages, ASR engines, the run, the trainer): it imports
-nothing of the toolkit, so stages and engines declare their settings without importing `kebr_data.config`,
+The bottom layer of every settings dataclass (stages, ASR engines, the run, the trainer): it imports only
+`kebr_data.errors`, so stages and engines declare their settings without importing `kebr_data.config`,
 which loads files and overrides above them.
 """
 
@@ -11,11 +11,15 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import functools
 import hashlib
 import json
+import typing
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
+
+from .errors import ConfigError
 
 Check = Callable[[Any], str | None]
 
@@ -58,6 +62,34 @@ def typed(cls: type, values: Any) -> Any:
     """`values` as an instance of the settings dataclass `cls`: an instance is kept, a resolved config section
     (a dict, already checked by `kebr_data.config`) is typed once here."""
     return values if dataclasses.is_dataclass(values) else cls(**values)
+
+
+def _copy(f: dataclasses.Field) -> dataclasses.Field:
+    """A fresh copy of a settings field (a Field belongs to the one dataclass that processed it)."""
+    if f.default_factory is not dataclasses.MISSING:
+        return dataclasses.field(default_factory=f.default_factory, metadata=f.metadata)
+    return dataclasses.field(default=f.default, metadata=f.metadata)
+
+
+@functools.lru_cache(maxsize=16)
+def composed(section: str, base: type, parts: tuple[tuple[str, type], ...]) -> type:
+    """A subclass of the settings dataclass `base` with the fields of each part ((owner, dataclass) pairs, e.g.
+    the asr stage's engines) added in order, so one config section holds the options of things registered
+    into it. A key two owners declare must be one field (shared through a common base class); declared
+    differently, it is refused naming both."""
+    fields: dict[str, tuple[Any, dataclasses.Field, str]] = {
+        f.name: (hint, f, f"the {section} section") for f in dataclasses.fields(base)
+        for hint in [typing.get_type_hints(base)[f.name]]}
+    for owner, part in parts:
+        hints = typing.get_type_hints(part)
+        for f in dataclasses.fields(part):
+            seen = fields.setdefault(f.name, (hints[f.name], f, owner))
+            if (seen[0], seen[1].default) != (hints[f.name], f.default):
+                raise ConfigError(f"{section}.{f.name} is declared differently by {seen[2]} and {owner}: rename "
+                                  "the plugin's option")
+    extra = [(name, hint, _copy(f)) for name, (hint, f, _) in fields.items() if name not in base.__dataclass_fields__]
+    return dataclasses.make_dataclass(base.__name__, extra, bases=(base,),
+                                      namespace={"__doc__": base.__doc__, "__module__": base.__module__})
 
 
 def runtime_keys(settings: type) -> tuple[str, ...]:

@@ -82,7 +82,7 @@ def test_an_engine_option_declared_differently_by_two_engines_is_refused(toy, mo
         Settings = Clash
 
     monkeypatch.setitem(ENGINES, "other", Other())
-    with pytest.raises(ConfigError, match="asr.toy_word is declared differently by engine toy and engine other: rename"):
+    with pytest.raises(ConfigError, match="asr.toy_word is declared differently by engine toy and engine other: rename the plugin"):
         config.load()
 
 

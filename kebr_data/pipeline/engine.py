@@ -264,7 +264,7 @@ class Engine:
     def _run_stage(self, name: str, marker: PlanMarker, progress: object) -> StageSummary:
         num_shards = marker.num_shards
         stage = make_stage(name, self.cfg)
-        cls = stage_class(name)
+        cls, section = stage_class(name), self.cfg[name]
         config_hash, tools = stage.config_hash(), stage.tool_hashes()
         tasks: list[ShardTask] = []
         #: clips each task computes: the shard's, or its failed rows only (retry-failed)
@@ -273,12 +273,12 @@ class Engine:
             upstream = self._upstream_hashes(stage, shard)
             reason = self._needs_run(name, shard, config_hash, upstream, tools)
             if reason is not None:
-                tasks.append(ShardTask(str(self.out.root), cls, shard, self.cfg[name], upstream))
+                tasks.append(ShardTask(str(self.out.root), cls, shard, section, upstream))
                 todo[shard] = marker.shard_rows(shard)
             elif name in self.opts.retry_stages:
                 m = self.store.marker(name, shard)
                 if m is not None and m.failed:
-                    tasks.append(ShardTask(str(self.out.root), cls, shard, self.cfg[name], upstream, retry_failed=True))
+                    tasks.append(ShardTask(str(self.out.root), cls, shard, section, upstream, retry_failed=True))
                     todo[shard] = m.failed
         clips = sum(todo.values())
         if tasks:

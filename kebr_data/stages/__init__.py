@@ -98,9 +98,10 @@ def stage_class(name: str) -> type[Stage]:
         raise ConfigError(f"unknown stage {name!r}; available: {', '.join(registry())}") from None
 
 
-def make_stage(name: str, cfg: dict[str, dict[str, Any]]) -> Stage:
-    """Instantiate stage `name` with its config section (typed by the stage into its settings object)."""
-    return stage_class(name)(cfg[name])
+def make_stage(name: str, config: dict[str, dict[str, Any]]) -> Stage:
+    """Instantiate stage `name` with its section of the resolved `config` (typed by the stage into its settings
+    object)."""
+    return stage_class(name)(config[name])
 
 
 def pipeline_order() -> tuple[str, ...]:

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import functools
-import typing
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,11 +19,11 @@ import pyarrow as pa
 
 from ..asr_engines import BUILTIN, AsrEngine, ClipAudio, engines
 from ..display import beside
-from ..errors import ClipSkipped, ConfigError
+from ..errors import ClipSkipped
 from ..label_quality import prob_hist
 from ..media.flac import decode_flac
 from ..schema import ASR
-from ..settings import content_hash, did_you_mean, one_of, setting
+from ..settings import composed, content_hash, did_you_mean, one_of, setting
 from .base import ClipInput, ClipStage, ShardContext
 
 
@@ -51,33 +49,9 @@ class AsrSettings:
                                                    "confidence the clip is taken as not English (language 'und')")
 
 
-def _field(f: dataclasses.Field) -> dataclasses.Field:
-    """A fresh copy of a settings field (a Field belongs to the one dataclass that processed it)."""
-    if f.default_factory is not dataclasses.MISSING:
-        return dataclasses.field(default_factory=f.default_factory, metadata=f.metadata)
-    return dataclasses.field(default=f.default, metadata=f.metadata)
-
-
-@functools.lru_cache(maxsize=8)
-def _compose(parts: tuple[tuple[str, type], ...]) -> type:
-    """One dataclass with the fields of `parts` ((owner, settings class) pairs) in order; a key declared by two
-    owners must be the same field (shared through a common base class), else their keys would clash."""
-    fields: dict[str, tuple[type, dataclasses.Field, str]] = {}
-    for owner, part in parts:
-        hints = typing.get_type_hints(part)
-        for f in dataclasses.fields(part):
-            if f.name in fields and (fields[f.name][0], fields[f.name][1].default) != (hints[f.name], f.default):
-                raise ConfigError(f"asr.{f.name} is declared differently by {fields[f.name][2]} and {owner}: "
-                                  "rename the plugin engine's option")
-            fields.setdefault(f.name, (hints[f.name], f, owner))
-    return dataclasses.make_dataclass("AsrSettings", [(name, hint, _field(f)) for name, (hint, f, _) in fields.items()],
-                                      namespace={"__doc__": AsrSettings.__doc__, "__module__": __name__})
-
-
 def asr_settings_class() -> type:
-    """The `[asr]` section: the stage's own keys, then every registered engine's options."""
-    return _compose((("the asr stage", AsrSettings),
-                     *((f"engine {name}", type(e).Settings) for name, e in engines().items())))
+    """The `[asr]` section: the stage's own keys (`AsrSettings`), then every registered engine's options."""
+    return composed("asr", AsrSettings, tuple((f"engine {name}", type(e).Settings) for name, e in engines().items()))
 
 
 class AsrStage(ClipStage):

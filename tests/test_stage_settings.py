@@ -1,8 +1,11 @@
-"""Typed settings changed no stage's config hash: the hashes of every stage under the shipped pipelines/*.toml
-data configs (and the ASR engines and mask sources they do not select) are the ones recorded from the code
-before stages received settings objects instead of dicts, so no existing output folder turns stale."""
+"""Stages and ASR engines receive typed settings objects, never dicts, and that changed no config hash: the
+hashes of every stage under the shipped pipelines/*.toml data configs (and the ASR engines and mask sources
+they do not select) are the ones recorded from the code before, so no existing output folder turns stale."""
 
 from __future__ import annotations
+
+import ast
+import dataclasses
 
 import pytest
 from helpers import ROOT
@@ -74,3 +77,26 @@ def test_runtime_keys_stay_out_of_the_hash():
     base = hashes([], [], ["asr", "visual", "audio"])
     assert hashes([], ["asr.device='cuda'", "asr.batch_size=2", "asr.google_endpoint='localhost:1'",
                        "visual.batch_clips=3", "audio.timeout_s=5"], base) == base
+
+
+def test_each_stage_receives_its_settings_object():
+    cfg = config.load(overrides=["mask.text_source='given'"])
+    for name, cls in stages.registry().items():
+        stage = stages.make_stage(name, cfg)
+        assert isinstance(stage.settings, cls.settings_class()), name
+        assert dataclasses.asdict(stage.settings) == cfg[name], name
+    asr = stages.make_stage("asr", cfg)
+    assert type(asr.engine_settings).__name__ == "FasterWhisperSettings" and asr.engine_settings.beam_size == 5
+
+
+@pytest.mark.parametrize("package", ["stages", "asr_engines"])
+def test_no_stage_or_engine_reads_a_config_dict(package):
+    """No `cfg[...]`, `.cfg` or `cfg: dict` left: the settings object is the only way in."""
+    def reads_a_dict(node: ast.AST) -> bool:
+        return (isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name) and node.value.id == "cfg"
+                or isinstance(node, ast.Attribute) and node.attr == "cfg"
+                or isinstance(node, ast.arg) and node.arg == "cfg")
+
+    found = [f"{path.name}:{node.lineno}" for path in sorted((ROOT / "kebr_data" / package).glob("*.py"))
+             for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))) if reads_a_dict(node)]
+    assert not found
