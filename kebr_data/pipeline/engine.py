@@ -19,7 +19,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 
-from ..config import Config, IndexSettings, RunSettings
+from ..config import Config, IndexSettings
 from ..display import one_line, printable
 from ..errors import PlanError, PrerequisiteError, RunAborted, StaleOutputError, redact
 from ..executors import TaskFailed, executor_class, make_executor
@@ -72,7 +72,7 @@ class RunReport:
 def check_prerequisites(stages: list[str], cfg: Config) -> None:
     """Stop before any work with one message listing every missing prerequisite."""
     problems = [f"plugins: {c}" for c in stage_conflicts]
-    problems += [f"executor: {p}" for p in executor_class(typed(RunSettings, cfg["run"]).executor).check()]
+    problems += [f"executor: {p}" for p in executor_class(cfg["run"]["executor"]).check()]
     for name in stages:
         if name != "index":
             problems += [f"{name}: {p}" for p in make_stage(name, cfg).check()]
@@ -103,8 +103,7 @@ class Engine:
     def __init__(self, opts: RunOptions, console: Console | None = None) -> None:
         self.opts = opts
         self.cfg = opts.config
-        #: the engine's own sections, typed once (each stage types its own section itself)
-        self.run_settings: RunSettings = typed(RunSettings, opts.config["run"])
+        #: the index section, typed once (each stage types its own section; the run section is the executors')
         self.index_settings: IndexSettings = typed(IndexSettings, opts.config["index"])
         self.out = OutputDir(opts.out)
         self.store = Store(opts.out)
@@ -287,8 +286,8 @@ class Engine:
         seen: collections.Counter = collections.Counter()
         broken, died = [], []
         t0 = time.monotonic()
-        run = self.run_settings
-        executor = make_executor(run.executor, run.workers or _cpu_count(), run.ray_address)
+        workers = self.cfg["run"]["workers"] or _cpu_count()
+        executor = make_executor(self.cfg["run"]["executor"], workers, self.cfg["run"]["ray_address"])
 
         def on_progress(task: ShardTask, n: int) -> None:
             seen[task.shard] += n
