@@ -74,7 +74,7 @@ def sections() -> dict[str, type]:
     from .stages import registry
 
     return {"run": RunSettings, "index": IndexSettings,
-            **{name: cls.settings_class() for name, cls in registry().items()}}
+            **{name: cls.Settings for name, cls in registry().items()}}
 
 
 def defaults(schema: dict[str, type] | None = None) -> Config:

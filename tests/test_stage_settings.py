@@ -83,7 +83,7 @@ def test_each_stage_receives_its_settings_object():
     cfg = config.load(overrides=["mask.text_source='given'"])
     for name, cls in stages.registry().items():
         stage = stages.make_stage(name, cfg)
-        assert isinstance(stage.settings, cls.settings_class()), name
+        assert isinstance(stage.settings, cls.Settings), name
         assert dataclasses.asdict(stage.settings) == cfg[name], name
     asr = stages.make_stage("asr", cfg)
     assert type(asr.engine_settings).__name__ == "FasterWhisperSettings" and asr.engine_settings.beam_size == 5

@@ -49,9 +49,13 @@ class AsrSettings:
                                                    "confidence the clip is taken as not English (language 'und')")
 
 
-def asr_settings_class() -> type:
-    """The `[asr]` section: the stage's own keys (`AsrSettings`), then every registered engine's options."""
-    return composed("asr", AsrSettings, tuple((f"engine {name}", type(e).Settings) for name, e in engines().items()))
+class _WithEngines:
+    """`AsrStage.Settings`: the `[asr]` section, read when it is needed (engines registered by then count): the
+    stage's own keys (`AsrSettings`), then every registered engine's options."""
+
+    def __get__(self, stage: object, owner: type) -> type:
+        return composed("asr", AsrSettings, tuple((f"engine {name}", type(e).Settings)
+                                                  for name, e in engines().items()))
 
 
 class AsrStage(ClipStage):
@@ -60,7 +64,7 @@ class AsrStage(ClipStage):
     name = "asr"
     version = "1"
     schema = ASR
-    Settings = AsrSettings
+    Settings = _WithEngines()  # type: ignore[assignment]
     settings: AsrSettings
     report_plots = (("avg_logprob", "ASR decoding confidence", "average log-probability", 30),)
 
@@ -72,10 +76,6 @@ class AsrStage(ClipStage):
             self.engine_settings = engine.Settings(**{f.name: getattr(self.settings, f.name)
                                                       for f in dataclasses.fields(engine.Settings)})
             self.resources = engine.resources(self.engine_settings)
-
-    @classmethod
-    def settings_class(cls) -> type:
-        return asr_settings_class()
 
     @property
     def engine(self) -> AsrEngine:

@@ -81,15 +81,9 @@ class Stage(ABC):
     report_plots: ClassVar[tuple[tuple[str, str, str, Any], ...]] = ()
 
     def __init__(self, settings: Any) -> None:
-        """`settings`: an instance of `settings_class()`, or the resolved values of the stage's `[section]`
-        (a dict from `kebr_data.config.load`, already checked there), typed here once."""
-        self.settings = typed(self.settings_class(), settings)
-
-    @classmethod
-    def settings_class(cls) -> type:
-        """The dataclass of the stage's config section (`Settings`; a stage whose keys depend on a registry,
-        like asr's on its engines, composes it here)."""
-        return cls.Settings
+        """`settings`: an instance of `Settings`, or the resolved values of the stage's `[section]` (a dict
+        from `kebr_data.config.load`, already checked there), typed here once."""
+        self.settings = typed(self.Settings, settings)
 
     @classmethod
     def frame_columns(cls) -> dict[str, int]:
@@ -99,7 +93,7 @@ class Stage(ABC):
     @classmethod
     def runtime_keys(cls) -> tuple[str, ...]:
         """Config keys that change how the stage runs but not what it writes (left out of the hash)."""
-        return runtime_keys(cls.settings_class())
+        return runtime_keys(cls.Settings)
 
     def hashed_settings(self) -> dict[str, Any]:
         """The settings that decide what the stage writes: every key but the runtime ones."""
