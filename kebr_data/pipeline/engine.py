@@ -19,12 +19,11 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 
-from ..config import Config, IndexSettings
+from ..config import Config
 from ..display import one_line, printable
 from ..errors import PlanError, PrerequisiteError, RunAborted, StaleOutputError, redact
 from ..executors import TaskFailed, executor_class, make_executor
 from ..progress import StageBar, make_progress
-from ..settings import typed
 from ..stages import conflicts as stage_conflicts, make_stage, stage_class
 from ..stages.base import Stage
 from ..storage.atomic import real_dir
@@ -103,8 +102,6 @@ class Engine:
     def __init__(self, opts: RunOptions, console: Console | None = None) -> None:
         self.opts = opts
         self.cfg = opts.config
-        #: the index section, typed once (each stage types its own section; the run section is the executors')
-        self.index_settings: IndexSettings = typed(IndexSettings, opts.config["index"])
         self.out = OutputDir(opts.out)
         self.store = Store(opts.out)
         self.console = console or Console(stderr=True)
@@ -166,7 +163,7 @@ class Engine:
         marker = self.store.plan_or_none()
         self.store.forget_plan()  # the run reads its snapshot under the lock
         if marker is not None and not self.opts.replan:
-            plan.check_plan(marker, self.opts.src, self.index_settings)
+            plan.check_plan(marker, self.opts.src, self.cfg["index"])
             return
         src = self.opts.src or (Path(marker.src) if marker else None)
         if src is None:
@@ -200,7 +197,7 @@ class Engine:
             if "index" not in self.opts.stages and marker is None:
                 raise PlanError(f"{self.out.root} has no plan yet: include the index stage (--stages index,...)")
             with self.console.status(f"indexing {escape(str(src))} ..."):
-                marker = plan.build_plan(self.out, src, self.index_settings)
+                marker = plan.build_plan(self.out, src, self.cfg["index"])
             self.store.forget_plan()
             self.console.print(f"plan: {marker.clips} clips in {marker.num_shards} shard(s) of up to "
                                f"{marker.shard_size} ({marker.layout} layout, {marker.rejected} rejected)")
@@ -208,7 +205,7 @@ class Engine:
                 self.console.print(f"  rejected {printable(ex['entry'])}: {printable(ex['reason'])}", markup=False,
                                    highlight=False)
         else:
-            plan.check_plan(marker, self.opts.src, self.index_settings)
+            plan.check_plan(marker, self.opts.src, self.cfg["index"])
         return marker
 
     def _refuse_stale(self, stages: list[str], num_shards: int) -> None:

@@ -37,7 +37,8 @@ def _table(clips: list[sources.Clip]) -> pa.Table:
 
 
 def build_plan(out: OutputDir, src: Path, index: IndexSettings | dict[str, Any]) -> PlanMarker:
-    """Scan `src`, write `plan/shard-*.parquet` and commit `plan/_plan.json`; return the marker."""
+    """Scan `src` with the `[index]` settings (typed here), write `plan/shard-*.parquet` and commit
+    `plan/_plan.json`; return the marker."""
     index = typed(IndexSettings, index)
     shard_size = index.shard_size
     t0 = time.monotonic()
@@ -89,9 +90,10 @@ def build_subplan(out: OutputDir, parent: PlanMarker, shards: list[pa.Table], li
     return marker
 
 
-def check_plan(marker: PlanMarker, src: Path | None, index: IndexSettings) -> None:
-    """Refuse a run whose source or index settings differ from the frozen plan, or whose plan was
-    made by an older toolkit (its paths may be relative to another working directory)."""
+def check_plan(marker: PlanMarker, src: Path | None, index: IndexSettings | dict[str, Any]) -> None:
+    """Refuse a run whose source or index settings (`[index]`, typed here) differ from the frozen plan, or
+    whose plan was made by an older toolkit (its paths may be relative to another working directory)."""
+    index = typed(IndexSettings, index)
     if marker.plan_format != PLAN_FORMAT:
         raise PlanError(
             f"this output folder's plan was made by an older kebr-data (its media paths may be relative to the "
