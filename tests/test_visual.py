@@ -296,7 +296,7 @@ def test_model_is_in_the_config_hash_and_versions(tmp_path, fake_env, caplog):
     versions = clnf.versions()
     assert versions["openface_model"] == f"clnf -mloc {CLNF_MODEL}"
     assert versions["openface_sha256"] != ceclm.versions()["openface_sha256"]  # the model files differ
-    _, (row,) = run_stage(tmp_path, [demo_clip(0)], openface_bin=clnf.cfg["openface_bin"])
+    _, (row,) = run_stage(tmp_path, [demo_clip(0)], openface_bin=clnf.settings.openface_bin)
     assert row["status"] == "ok" and f"-mloc {CLNF_MODEL}" in fake_env.read_text()
 
 
