@@ -124,8 +124,8 @@ def test_the_circle_finder_finds_a_planted_circle():
 
 
 @pytest.mark.parametrize("package", [
-    pytest.param("kebr_model", marks=pytest.mark.xfail(strict=False, reason="kebr_model's sweep <-> cli circle "
-                                                                            "(issue #26 step 5): fixed on its own branch")),
+    pytest.param("kebr_model", marks=pytest.mark.xfail(strict=False, reason="kebr_model's sweep <-> cli "
+                                                       "circle (issue #26 step 5): fixed on its own branch")),
     "kebr_data",
 ])
 def test_no_import_circle(package):
