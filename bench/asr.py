@@ -81,7 +81,7 @@ def main() -> None:
     from whisper.normalizers import EnglishTextNormalizer
 
     from ct2_to_whisper import convert
-    from kebr_data.asr_engines import ENGINES, ClipAudio
+    from kebr_data.asr_engines import ClipAudio
     from kebr_data.asr_engines.models import ctranslate2_model
     from kebr_data.config import load
     from kebr_data.masking import load_lexicon
@@ -103,8 +103,8 @@ def main() -> None:
                            (f"{model}, openai-whisper float32",
                             load(overrides=["asr.engine='openai-whisper'", f"asr.model={str(pt)!r}"])["asr"])]
         stages = [AsrStage(cfg) for _, cfg in contenders]
-        for (_, cfg), stage in zip(contenders, stages, strict=True):
-            ENGINES[cfg["engine"]].transcribe(ClipAudio({}, clips[0][0], 16000), cfg)  # load, warm up
+        for stage in stages:
+            stage.engine.transcribe(ClipAudio({}, clips[0][0], 16000), stage.engine_settings)  # load, warm up
         cpu = [[float("inf")] * len(clips) for _ in contenders]
         wall = [[float("inf")] * len(clips) for _ in contenders]
         rows: list[list[dict]] = [[{} for _ in clips] for _ in contenders]

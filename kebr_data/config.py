@@ -5,25 +5,27 @@ itself (`Stage.Settings`), so a new stage brings its own keys. Every key must ex
 type (choices as `Literal`, ranges in the field's metadata): a typo fails at once with "did you
 mean", and a value out of range names the allowed one. `kebr-data defaults` prints every key with
 its default and meaning (`kebr-train defaults` the trainer's, whose sections come as `schema_sections`
-with `tool="kebr-train"`). The resolved sections travel as plain dicts (picklable, hashable).
+with `tool="kebr-train"`). The resolved sections are plain dicts (picklable, hashable, saved in run.json);
+each stage turns its own into its typed settings object once (`Stage.__init__`). What a key is (`setting`,
+`one_of`, the hash) lives in `kebr_data.settings`, below the stages; this module loads files above them.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
-import difflib
-import hashlib
 import json
 import math
 import sys
 import typing
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from .errors import ConfigError
+# re-exported: the trainer's settings and identity import them from here
+from .settings import Check, content_hash, did_you_mean, one_of, runtime_keys, setting  # noqa: F401
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -31,32 +33,6 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 Config = dict[str, dict[str, Any]]
-
-
-Check = Callable[[Any], str | None]
-
-
-def setting(default: Any, help: str, *, min: float | None = None, max: float | None = None,
-            runtime: bool = False, check: Check | None = None) -> Any:
-    """A config key: its default, one line of help, an optional range, whether it is runtime-only
-    (how a stage runs, not what it writes: left out of the stage's config hash), and an optional check
-    of what a type cannot say (a name in a registry: `one_of`; a pair in order) returning the problem
-    or None. All run when the key is set, so a bad value is refused before run.json saves it, whether
-    or not its stage runs now."""
-    meta = {"help": help, "min": min, "max": max, "runtime": runtime, "check": check}
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda: copy.deepcopy(default), metadata=meta)
-    return field(default=default, metadata=meta)
-
-
-def one_of(names: Callable[[], Iterable[str]]) -> Check:
-    """A check that a value (or each item of a list) is one of `names()`, read when the key is set (so
-    stages, executors or engines registered by then count), with "did you mean"."""
-    def check(value: Any) -> str | None:
-        allowed = list(names())
-        bad = next((v for v in (value if isinstance(value, list) else [value]) if v not in allowed), None)
-        return None if bad is None else f"must be one of {', '.join(allowed)}, got {bad!r}{did_you_mean(bad, allowed)}"
-    return check
 
 
 def _stage_names() -> tuple[str, ...]:
@@ -102,11 +78,6 @@ def sections() -> dict[str, type]:
             **{name: cls.Settings for name, cls in registry().items()}}
 
 
-def runtime_keys(settings: type) -> tuple[str, ...]:
-    """The keys of a section that do not change what a stage writes."""
-    return tuple(f.name for f in dataclasses.fields(settings) if f.metadata.get("runtime"))
-
-
 def defaults(schema: dict[str, type] | None = None) -> Config:
     """The default configuration (of `schema`'s sections when given, else kebr-data's)."""
     return {name: dataclasses.asdict(cls()) for name, cls in (schema or sections()).items()}
@@ -114,12 +85,6 @@ def defaults(schema: dict[str, type] | None = None) -> Config:
 
 def _flat_keys(cfg: Config) -> list[str]:
     return [f"{s}.{k}" for s, sec in cfg.items() for k in sec]
-
-
-def did_you_mean(word: str, choices: list[str]) -> str:
-    """` (did you mean X?)` for the closest of `choices`, or "" when none is close."""
-    close = difflib.get_close_matches(word, choices, n=1)
-    return f" (did you mean {close[0]}?)" if close else ""
 
 
 def _bad(key: str, expected: str, value: Any) -> ConfigError:
@@ -315,9 +280,3 @@ def describe_defaults(schema: dict[str, type] | None = None, tool: str = "kebr-d
             rendered = json.dumps(value) if not isinstance(value, bool) else str(value).lower()
             lines.append(f"{f.name} = {rendered}  # {f.metadata.get('help', '')}")
     return "\n".join(lines) + "\n"
-
-
-def content_hash(obj: Any) -> str:
-    """Short, stable hash of JSON-serialisable content."""
-    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]

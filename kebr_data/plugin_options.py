@@ -9,7 +9,6 @@ values as a config key is checked (type, choices, range) and returns the plugin'
 from __future__ import annotations
 
 import dataclasses
-import types
 import typing
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal, TypeVar
@@ -18,32 +17,15 @@ import click
 from click.core import ParameterSource
 
 from . import config
+from .settings import NoOptions, flag_of, option
 from .errors import ConfigError
+
+__all__ = ["NoOptions", "PluginCommand", "RegistryChoice", "build", "flag_of", "option"]
 
 T = TypeVar("T")
 
 #: where the plugin flags given on a command line are kept (`ctx.meta`): flag name -> value
 _GIVEN = "kebr_data.plugin_options"
-
-
-@dataclasses.dataclass
-class NoOptions:
-    """The options of a plugin that has none."""
-
-
-def option(default: Any, help: str, *, flag: str | None = None, min: float | None = None,
-           max: float | None = None) -> Any:
-    """A plugin option: `config.setting` (default, one line of help, range) whose command-line flag is
-    `--<flag>` (default: the field's name with dashes)."""
-    f = config.setting(default, help, min=min, max=max)
-    if flag:
-        f.metadata = types.MappingProxyType({**f.metadata, "flag": flag})
-    return f
-
-
-def flag_of(f: dataclasses.Field) -> str:
-    """The flag of an option field, without its dashes."""
-    return f.metadata.get("flag") or f.name.replace("_", "-")
 
 
 def _click_type(hint: Any, f: dataclasses.Field) -> Any:

@@ -225,7 +225,8 @@ def mmsa_vision(rows, vision_len=55):
     plan = pa.Table.from_pylist([{"clip_id": r["clip_id"], "status": "ok", "source": "folder", "split": "train",
                                   "label": 0.5, "given_text": "a clip"} for r in rows], schema=PLAN)
     tables = ShardTables(0, plan, {"visual": pa.Table.from_pylist(rows, schema=VISUAL)}, {})
-    data, _ = FORMATS["mmsa"](vision_len=vision_len, allow_missing=True).build([tables])
+    mmsa = FORMATS["mmsa"]
+    data, _ = mmsa(mmsa.Options(vision_len=vision_len, allow_missing=True)).build([tables])
     return data["train"]["vision"], data["train"]["vision_lengths"]
 
 
@@ -340,7 +341,7 @@ def test_model_is_in_the_config_hash_and_versions(tmp_path, fake_env, caplog):
     versions = clnf.versions()
     assert versions["openface_model"] == f"clnf -mloc {CLNF_MODEL}"
     assert versions["openface_sha256"] != ceclm.versions()["openface_sha256"]  # the model files differ
-    _, (row,) = run_stage(tmp_path, [demo_clip(0)], openface_bin=clnf.cfg["openface_bin"])
+    _, (row,) = run_stage(tmp_path, [demo_clip(0)], openface_bin=clnf.settings.openface_bin)
     assert row["status"] == "ok" and f"-mloc {CLNF_MODEL}" in fake_env.read_text()
 
 

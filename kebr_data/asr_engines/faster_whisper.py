@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import functools
 import os
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from ..deps import require
 from ..errors import PrerequisiteError
-from .base import AsrEngine, ClipAudio, Transcript, Word
+from ..settings import setting
+from .base import ClipAudio, LocalModelEngine, Transcript, Word
 from .models import ctranslate2_model, weights_identity
+from .whisper import WhisperSettings
 
 
 def threads() -> int:
@@ -26,18 +29,28 @@ def load(path: str, device: str, compute_type: str) -> Any:
                            local_files_only=True)
 
 
-class FasterWhisper(AsrEngine):
+@dataclass
+class FasterWhisperSettings(WhisperSettings):
+    """faster-whisper's own options."""
+
+    compute_type: Literal["int8", "int8_float16", "float16", "float32"] = setting(
+        "int8", "faster-whisper: int8 | int8_float16 | float16 | float32")
+    vad_filter: bool = setting(False, "faster-whisper's Silero VAD before decoding")
+    batch_size: int = setting(8, "faster-whisper batched inference on a GPU", min=1, runtime=True)
+
+
+class FasterWhisper(LocalModelEngine):
     """CTranslate2 Whisper; batched inference on a GPU."""
 
     name = "faster-whisper"
+    Settings = FasterWhisperSettings
     sample_rate = 16000
-    local_model = True
     identifies_language = True  # on multilingual models
     distributions = ("faster-whisper", "ctranslate2")
 
-    def check(self, cfg: dict[str, Any]) -> list[str]:
+    def check(self, settings: FasterWhisperSettings) -> list[str]:
         try:
-            ctranslate2_model(cfg["model"])
+            ctranslate2_model(settings.model)
         except PrerequisiteError as exc:
             return [str(exc)]
         try:
@@ -46,24 +59,24 @@ class FasterWhisper(AsrEngine):
             return ["the faster-whisper engine needs the package 'faster_whisper': pip install 'kebr-toolkit[asr]'"]
         return []
 
-    def model_identity(self, cfg: dict[str, Any]) -> str:
-        return weights_identity(ctranslate2_model(cfg["model"]))
+    def model_identity(self, settings: FasterWhisperSettings) -> str:
+        return weights_identity(ctranslate2_model(settings.model))
 
-    def transcribe(self, clip: ClipAudio, cfg: dict[str, Any]) -> Transcript:
-        path = ctranslate2_model(cfg["model"])
-        model = load(str(path), cfg["device"], cfg["compute_type"])
-        kwargs = dict(beam_size=int(cfg["beam_size"]), vad_filter=bool(cfg["vad_filter"]),
-                      word_timestamps=bool(cfg["word_timestamps"]), condition_on_previous_text=False,
+    def transcribe(self, clip: ClipAudio, settings: FasterWhisperSettings) -> Transcript:
+        path = ctranslate2_model(settings.model)
+        model = load(str(path), settings.device, settings.compute_type)
+        kwargs = dict(beam_size=settings.beam_size, vad_filter=settings.vad_filter,
+                      word_timestamps=settings.word_timestamps, condition_on_previous_text=False,
                       temperature=0.0)  # no sampling fallback: a rerun gives the same transcript
         if not model.model.is_multilingual:
             kwargs["language"] = "en"
-        if cfg["device"] == "cuda" and int(cfg["batch_size"]) > 1:
+        if settings.device == "cuda" and settings.batch_size > 1:
             fw = require("faster_whisper", "asr", "the faster-whisper ASR engine")
             segments, info = fw.BatchedInferencePipeline(model=model).transcribe(
-                clip.samples, batch_size=int(cfg["batch_size"]), **kwargs)
+                clip.samples, batch_size=settings.batch_size, **kwargs)
         else:
             segments, info = model.transcribe(clip.samples, **kwargs)
-        kept = [s for s in segments if s.no_speech_prob <= float(cfg["no_speech_threshold"]) and s.text.strip()]
+        kept = [s for s in segments if s.no_speech_prob <= settings.no_speech_threshold and s.text.strip()]
         tokens = sum(len(s.tokens) for s in kept)
         words = [Word(w.word.strip(), float(w.start), float(w.end), float(w.probability))
                  for s in kept for w in (s.words or [])]

@@ -35,7 +35,7 @@ class Given(AsrEngine):
     listens = False
     empty_message = "the given transcript is empty"
 
-    def transcribe(self, clip: ClipAudio, cfg: dict[str, Any]) -> Transcript:
+    def transcribe(self, clip: ClipAudio, settings: Any) -> Transcript:
         text = clip.plan.get("given_text")
         source, what = "plan", None
         if text is None:

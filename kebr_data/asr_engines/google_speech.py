@@ -12,13 +12,29 @@ from __future__ import annotations
 
 import functools
 import os
+from dataclasses import dataclass
 from typing import Any
 
 from ..deps import require
 from ..errors import ClipError, PrerequisiteError
+from ..settings import setting
 from .base import AsrEngine, ClipAudio, Transcript, Word
 
 SYNC_LIMIT_S = 60.0  # the service rejects longer audio in synchronous Recognize
+
+
+@dataclass
+class GoogleSettings:
+    """The google engine's options (credentials come from GOOGLE_APPLICATION_CREDENTIALS, never from here)."""
+
+    google_language_code: str = setting("en-US", "google engine: the language asked for (the papers' setting)")
+    google_model: str = setting("", "google engine: e.g. 'video' or 'latest_long'; '' = the service default")
+    google_endpoint: str = setting("", "google engine: '' = Google's service; host:port of an emulator (insecure)",
+                                   runtime=True)
+    google_retry_initial_s: float = setting(0.5, "google engine: first backoff on UNAVAILABLE/DEADLINE_EXCEEDED/"
+                                                 "INTERNAL", min=0.0, runtime=True)
+    google_retry_deadline_s: float = setting(120.0, "google engine: give up retrying after this long", min=0.0,
+                                             runtime=True)
 
 
 @functools.lru_cache(maxsize=2)
@@ -34,11 +50,11 @@ def _client(endpoint: str) -> Any:
     return speech.SpeechClient(transport=transport)
 
 
-def _retry(cfg: dict[str, Any]) -> Any:
+def _retry(settings: GoogleSettings) -> Any:
     from google.api_core import exceptions, retry
 
-    return retry.Retry(initial=float(cfg["google_retry_initial_s"]), maximum=30.0, multiplier=2.0,
-                       timeout=float(cfg["google_retry_deadline_s"]),
+    return retry.Retry(initial=settings.google_retry_initial_s, maximum=30.0, multiplier=2.0,
+                       timeout=settings.google_retry_deadline_s,
                        predicate=retry.if_exception_type(exceptions.ServiceUnavailable, exceptions.DeadlineExceeded,
                                                          exceptions.InternalServerError))
 
@@ -47,23 +63,24 @@ def _seconds(duration: Any) -> float:
     return duration.total_seconds() if hasattr(duration, "total_seconds") else float(duration)
 
 
-def transcribe_google(flac: bytes, sample_rate: int, duration_s: float, cfg: dict[str, Any]) -> Transcript:
+def transcribe_google(flac: bytes, sample_rate: int, duration_s: float, settings: GoogleSettings) -> Transcript:
     """One clip's FLAC bytes through Google Cloud Speech."""
     from google.api_core import exceptions
 
     speech = require("google.cloud.speech_v1", "google", "the Google Cloud Speech engine")
-    client = _client(cfg["google_endpoint"])
+    client = _client(settings.google_endpoint)
     config = speech.RecognitionConfig(encoding=speech.RecognitionConfig.AudioEncoding.FLAC,
                                       sample_rate_hertz=sample_rate, audio_channel_count=1,
-                                      language_code=cfg["google_language_code"], enable_word_time_offsets=True,
-                                      enable_word_confidence=True, model=cfg["google_model"] or None)
+                                      language_code=settings.google_language_code, enable_word_time_offsets=True,
+                                      enable_word_confidence=True, model=settings.google_model or None)
     audio = speech.RecognitionAudio(content=flac)
-    timeout = float(cfg["google_retry_deadline_s"])
+    timeout = settings.google_retry_deadline_s
     try:
         if duration_s <= SYNC_LIMIT_S:
-            response = client.recognize(config=config, audio=audio, retry=_retry(cfg), timeout=timeout)
+            response = client.recognize(config=config, audio=audio, retry=_retry(settings), timeout=timeout)
         else:
-            operation = client.long_running_recognize(config=config, audio=audio, retry=_retry(cfg), timeout=timeout)
+            operation = client.long_running_recognize(config=config, audio=audio, retry=_retry(settings),
+                                                      timeout=timeout)
             response = operation.result(timeout=max(timeout, 10 * duration_s))
     except exceptions.Unauthenticated as exc:
         raise ClipError("auth", f"Google Cloud Speech rejected the credentials ({exc.message}); check "
@@ -88,27 +105,28 @@ def transcribe_google(flac: bytes, sample_rate: int, duration_s: float, cfg: dic
         language = language or (result.language_code or "").split("-")[0].lower() or None
         words += [Word(w.word, _seconds(w.start_time), _seconds(w.end_time), float(w.confidence))
                   for w in best.words]
-    language = language or cfg["google_language_code"].split("-")[0].lower()
+    language = language or settings.google_language_code.split("-")[0].lower()
     return Transcript(text=" ".join(t for t in texts if t), language=language,
                       language_prob=float(sum(confidences) / len(confidences)) if confidences else None,
-                      avg_logprob=None, words=words, multilingual=True, model=cfg["google_model"] or "default")
+                      avg_logprob=None, words=words, multilingual=True, model=settings.google_model or "default")
 
 
 class GoogleSpeech(AsrEngine):
     """The service transcribes the audio stage's FLAC bytes at their own rate."""
 
     name = "google"
+    Settings = GoogleSettings
     distributions = ("google-cloud-speech",)
 
-    def check(self, cfg: dict[str, Any]) -> list[str]:
+    def check(self, settings: GoogleSettings) -> list[str]:
         try:
             require("google.cloud.speech_v1", "google", "the Google Cloud Speech engine")
         except PrerequisiteError as exc:
             return [str(exc)]
-        if not cfg["google_endpoint"] and not os.environ.get("GOOGLE_APPLICATION_CREDENTIALS"):
+        if not settings.google_endpoint and not os.environ.get("GOOGLE_APPLICATION_CREDENTIALS"):
             return ["the Google engine needs credentials: set GOOGLE_APPLICATION_CREDENTIALS to a service-account "
                     "key file (https://cloud.google.com/docs/authentication/application-default-credentials)"]
         return []
 
-    def transcribe(self, clip: ClipAudio, cfg: dict[str, Any]) -> Transcript:
-        return transcribe_google(clip.flac, clip.sample_rate, clip.duration_s, cfg)
+    def transcribe(self, clip: ClipAudio, settings: GoogleSettings) -> Transcript:
+        return transcribe_google(clip.flac, clip.sample_rate, clip.duration_s, settings)

@@ -9,8 +9,9 @@ import numpy as np
 
 from ..deps import require
 from ..errors import PrerequisiteError
-from .base import AsrEngine, ClipAudio, Transcript, Word
+from .base import ClipAudio, LocalModelEngine, Transcript, Word
 from .models import torch_checkpoint, weights_identity
+from .whisper import WhisperSettings
 
 
 @functools.lru_cache(maxsize=2)
@@ -20,18 +21,18 @@ def load(path: str, device: str) -> Any:
     return whisper.load_model(path, device=device)
 
 
-class OpenAIWhisper(AsrEngine):
+class OpenAIWhisper(LocalModelEngine):
     """openai-whisper's own decoder (language detection on multilingual checkpoints)."""
 
     name = "openai-whisper"
+    Settings = WhisperSettings
     sample_rate = 16000
-    local_model = True
     identifies_language = True  # on multilingual models
     distributions = ("openai-whisper",)
 
-    def check(self, cfg: dict[str, Any]) -> list[str]:
+    def check(self, settings: WhisperSettings) -> list[str]:
         try:
-            torch_checkpoint(cfg["model"])
+            torch_checkpoint(settings.model)
         except PrerequisiteError as exc:
             return [str(exc)]
         try:
@@ -41,14 +42,14 @@ class OpenAIWhisper(AsrEngine):
                     "and pip install --no-deps openai-whisper"]
         return []
 
-    def model_identity(self, cfg: dict[str, Any]) -> str:
-        return weights_identity(torch_checkpoint(cfg["model"]))
+    def model_identity(self, settings: WhisperSettings) -> str:
+        return weights_identity(torch_checkpoint(settings.model))
 
-    def transcribe(self, clip: ClipAudio, cfg: dict[str, Any]) -> Transcript:
-        path = torch_checkpoint(cfg["model"])
-        model = load(str(path), cfg["device"])
-        options = dict(beam_size=int(cfg["beam_size"]), word_timestamps=bool(cfg["word_timestamps"]),
-                       condition_on_previous_text=False, fp16=cfg["device"] == "cuda", verbose=None,
+    def transcribe(self, clip: ClipAudio, settings: WhisperSettings) -> Transcript:
+        path = torch_checkpoint(settings.model)
+        model = load(str(path), settings.device)
+        options = dict(beam_size=settings.beam_size, word_timestamps=settings.word_timestamps,
+                       condition_on_previous_text=False, fp16=settings.device == "cuda", verbose=None,
                        temperature=0.0)  # no sampling fallback: a rerun gives the same transcript
         audio = clip.samples.astype(np.float32)
         language_prob = None
@@ -61,7 +62,7 @@ class OpenAIWhisper(AsrEngine):
         else:
             options["language"] = "en"
         result = model.transcribe(audio, **options)
-        kept = [s for s in result["segments"] if s["no_speech_prob"] <= float(cfg["no_speech_threshold"])
+        kept = [s for s in result["segments"] if s["no_speech_prob"] <= settings.no_speech_threshold
                 and s["text"].strip()]
         tokens = sum(len(s["tokens"]) for s in kept)
         words = [Word(w["word"].strip(), float(w["start"]), float(w["end"]), float(w["probability"]))

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from ..plugin_options import NoOptions
+from ..settings import NoOptions
 
 #: a task function receives its task and a `progress(n)` callable for clip-level progress; tasks call it at
 #: clip boundaries (n = 0: a boundary without progress), where it raises KeyboardInterrupt once the run is

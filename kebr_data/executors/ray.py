@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from ..deps import missing, require
 from ..errors import PrerequisiteError
-from ..plugin_options import option
+from ..settings import option
 from .base import Executor, TaskFailed, TaskFn
 from .local import THREAD_VARS
 

@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 
 from .. import __version__
-from ..plugin_options import NoOptions
+from ..settings import NoOptions
 from ..schema import clip_text
 from ..stages import registry
 from ..storage.atomic import atomic_write_json, file_digest, read_control_file

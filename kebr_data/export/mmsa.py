@@ -22,7 +22,7 @@ from typing import Any, Literal
 import numpy as np
 
 from ..errors import ConfigError
-from ..plugin_options import option
+from ..settings import option
 from ..stages import registry
 from ..storage.atomic import atomic_write
 from ..storage.store import Store, frames_of

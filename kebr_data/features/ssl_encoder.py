@@ -74,14 +74,15 @@ def model_problem(model: str, option: str = "ssl_audio.model") -> str | None:
 def model_info(model: str) -> ModelInfo:
     """Width, depth, stride and rate read from config.json and preprocessor_config.json (no torch needed)."""
     path = Path(model)
-    cfg = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    hf_config = json.loads((path / "config.json").read_text(encoding="utf-8"))
     pre = json.loads((path / "preprocessor_config.json").read_text(encoding="utf-8"))
     rate = int(pre.get("sampling_rate", 16000))
-    if cfg["model_type"] == "whisper":
-        return ModelInfo("whisper", int(cfg["d_model"]), int(cfg["encoder_layers"]) + 1,
+    if hf_config["model_type"] == "whisper":
+        return ModelInfo("whisper", int(hf_config["d_model"]), int(hf_config["encoder_layers"]) + 1,
                          2 * int(pre.get("hop_length", 160)), rate)
-    return ModelInfo(cfg["model_type"], int(cfg["hidden_size"]), int(cfg["num_hidden_layers"]) + 1,
-                     math.prod(int(s) for s in cfg["conv_stride"]), rate)
+    return ModelInfo(hf_config["model_type"], int(hf_config["hidden_size"]),
+                     int(hf_config["num_hidden_layers"]) + 1, math.prod(int(s) for s in hf_config["conv_stride"]),
+                     rate)
 
 
 @functools.lru_cache(maxsize=8)

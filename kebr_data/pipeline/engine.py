@@ -190,7 +190,6 @@ class Engine:
 
     def _plan(self) -> PlanMarker:
         marker = self.store.plan_or_none()
-        index_cfg = self.cfg["index"]
         if marker is None or self.opts.replan:
             src = self.opts.src or (Path(marker.src) if marker else None)
             if src is None:
@@ -198,7 +197,7 @@ class Engine:
             if "index" not in self.opts.stages and marker is None:
                 raise PlanError(f"{self.out.root} has no plan yet: include the index stage (--stages index,...)")
             with self.console.status(f"indexing {escape(str(src))} ..."):
-                marker = plan.build_plan(self.out, src, index_cfg)
+                marker = plan.build_plan(self.out, src, self.cfg["index"])
             self.store.forget_plan()
             self.console.print(f"plan: {marker.clips} clips in {marker.num_shards} shard(s) of up to "
                                f"{marker.shard_size} ({marker.layout} layout, {marker.rejected} rejected)")
@@ -206,7 +205,7 @@ class Engine:
                 self.console.print(f"  rejected {printable(ex['entry'])}: {printable(ex['reason'])}", markup=False,
                                    highlight=False)
         else:
-            plan.check_plan(marker, self.opts.src, index_cfg)
+            plan.check_plan(marker, self.opts.src, self.cfg["index"])
         return marker
 
     def _refuse_stale(self, stages: list[str], num_shards: int) -> None:
@@ -261,7 +260,7 @@ class Engine:
     def _run_stage(self, name: str, marker: PlanMarker, progress: object) -> StageSummary:
         num_shards = marker.num_shards
         stage = make_stage(name, self.cfg)
-        cls = stage_class(name)
+        cls, section = stage_class(name), self.cfg[name]
         config_hash, tools = stage.config_hash(), stage.tool_hashes()
         tasks: list[ShardTask] = []
         #: clips each task computes: the shard's, or its failed rows only (retry-failed)
@@ -270,12 +269,12 @@ class Engine:
             upstream = self._upstream_hashes(stage, shard)
             reason = self._needs_run(name, shard, config_hash, upstream, tools)
             if reason is not None:
-                tasks.append(ShardTask(str(self.out.root), cls, shard, self.cfg, upstream))
+                tasks.append(ShardTask(str(self.out.root), cls, shard, section, upstream))
                 todo[shard] = marker.shard_rows(shard)
             elif name in self.opts.retry_stages:
                 m = self.store.marker(name, shard)
                 if m is not None and m.failed:
-                    tasks.append(ShardTask(str(self.out.root), cls, shard, self.cfg, upstream, retry_failed=True))
+                    tasks.append(ShardTask(str(self.out.root), cls, shard, section, upstream, retry_failed=True))
                     todo[shard] = m.failed
         clips = sum(todo.values())
         if tasks:

@@ -14,9 +14,10 @@ from typing import Any
 import pyarrow as pa
 
 from .. import __version__, sources
-from ..config import content_hash
+from ..config import IndexSettings
 from ..errors import PlanError
 from ..schema import PLAN, with_metadata
+from ..settings import content_hash, typed
 from ..storage.layout import PLAN_FORMAT, OutputDir
 from ..storage.markers import PlanMarker
 from ..storage.parquet import write_table
@@ -25,9 +26,9 @@ PLAN_STAGE = "plan"
 MAX_REJECTED_LISTED = 1000
 
 
-def plan_identity(src: Path, index_cfg: dict[str, Any]) -> dict[str, Any]:
+def plan_identity(src: Path, layout: str, shard_size: int) -> dict[str, Any]:
     """What determines the plan: the resolved source path and the index settings."""
-    return {"src": str(src.resolve()), "layout": index_cfg["layout"], "shard_size": index_cfg["shard_size"]}
+    return {"src": str(src.resolve()), "layout": layout, "shard_size": shard_size}
 
 
 def _table(clips: list[sources.Clip]) -> pa.Table:
@@ -35,13 +36,13 @@ def _table(clips: list[sources.Clip]) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=with_metadata(PLAN, PLAN_STAGE))
 
 
-def build_plan(out: OutputDir, src: Path, index_cfg: dict[str, Any]) -> PlanMarker:
-    """Scan `src`, write `plan/shard-*.parquet` and commit `plan/_plan.json`; return the marker."""
-    shard_size = int(index_cfg["shard_size"])
-    if shard_size < 1:
-        raise PlanError(f"index.shard_size must be at least 1, got {shard_size}")
+def build_plan(out: OutputDir, src: Path, index: IndexSettings | dict[str, Any]) -> PlanMarker:
+    """Scan `src` with the `[index]` settings (typed here), write `plan/shard-*.parquet` and commit
+    `plan/_plan.json`; return the marker."""
+    index = typed(IndexSettings, index)
+    shard_size = index.shard_size
     t0 = time.monotonic()
-    layout, result = sources.scan(src, index_cfg["layout"])
+    layout, result = sources.scan(src, index.layout)
     if not result.clips:
         detail = f"; {len(result.rejected)} entries rejected, e.g. {result.rejected[0]}" if result.rejected else ""
         raise PlanError(f"no clips found in {src} (layout {layout}){detail}")
@@ -52,11 +53,10 @@ def build_plan(out: OutputDir, src: Path, index_cfg: dict[str, Any]) -> PlanMark
                                    out.root)
         shards[f"{n:05d}"] = {"rows": min(shard_size, len(result.clips) - i), "bytes": size, "sha256": digest}
     out.drop_shards_from(len(shards))  # a previous, larger plan's tail must not look like part of this one
-    identity = plan_identity(src, {**index_cfg, "layout": layout})
     marker = PlanMarker(
-        **identity,
-        requested_layout=index_cfg["layout"],
-        identity_hash=content_hash(plan_identity(src, index_cfg)),
+        **plan_identity(src, layout, shard_size),
+        requested_layout=index.layout,
+        identity_hash=content_hash(plan_identity(src, index.layout, shard_size)),
         clips=len(result.clips),
         num_shards=len(shards),
         shards=shards,
@@ -90,17 +90,18 @@ def build_subplan(out: OutputDir, parent: PlanMarker, shards: list[pa.Table], li
     return marker
 
 
-def check_plan(marker: PlanMarker, src: Path | None, index_cfg: dict[str, Any]) -> None:
-    """Refuse a run whose source or index settings differ from the frozen plan, or whose plan was
-    made by an older toolkit (its paths may be relative to another working directory)."""
+def check_plan(marker: PlanMarker, src: Path | None, index: IndexSettings | dict[str, Any]) -> None:
+    """Refuse a run whose source or index settings (`[index]`, typed here) differ from the frozen plan, or
+    whose plan was made by an older toolkit (its paths may be relative to another working directory)."""
+    index = typed(IndexSettings, index)
     if marker.plan_format != PLAN_FORMAT:
         raise PlanError(
             f"this output folder's plan was made by an older kebr-data (its media paths may be relative to the "
             f"directory it ran in, and it lacks media sizes): rerun with --replan (and --src {marker.src}) "
             "to re-index; shards whose clips change are recomputed")
-    if src is not None and content_hash(plan_identity(src, index_cfg)) != marker.identity_hash:
+    if src is not None and content_hash(plan_identity(src, index.layout, index.shard_size)) != marker.identity_hash:
         raise PlanError(
             f"this output folder's plan was made from {marker.src} (layout {marker.requested_layout}, "
             f"shard_size {marker.shard_size}), but this run asks for {src.resolve()} (layout "
-            f"{index_cfg['layout']}, shard_size {index_cfg['shard_size']}). Use --replan to re-plan "
+            f"{index.layout}, shard_size {index.shard_size}). Use --replan to re-plan "
             "(shards whose clips change are recomputed), or another --out folder.")

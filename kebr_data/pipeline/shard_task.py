@@ -29,12 +29,14 @@ from ..storage.store import PLAN, Store, TableSource, force_command
 @dataclass(frozen=True)
 class ShardTask:
     """A picklable description of one unit of work (the stage class travels by reference, so stages
-    registered at run time work in spawned workers too)."""
+    registered at run time work in spawned workers too). The stage's settings travel as its resolved
+    `[section]` values, plain JSON-like data (a section composed from registered engines has no class a
+    worker could import), and are typed again by the stage in the worker."""
 
     out_root: str
     stage_cls: type[Stage]
     shard: int
-    config: dict[str, dict[str, Any]]
+    settings: dict[str, Any]
     upstream_hashes: dict[str, str]
     #: redo only the rows whose status is `failed` in the committed table, keep the others
     retry_failed: bool = False
@@ -107,7 +109,7 @@ def _retry_failed(stage: Stage, store: Store, task: ShardTask, inputs: dict[str,
 def run_shard_task(task: ShardTask, progress: Callable[[int], None] = lambda n: None) -> Marker:
     """Run and commit one (stage, shard); return its marker. Bad clips become rows; a toolkit bug raises."""
     store = Store(task.out_root)
-    stage = task.stage_cls(task.config[task.stage])
+    stage = task.stage_cls(task.settings)
     log, handler = _shard_logger(store.out.log(task.stage, task.shard), f"{task.stage}.{task.shard}",
                                  store.out.root)
     tmp_dir = store.out.tmp_dir(task.stage, task.shard)

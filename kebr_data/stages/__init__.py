@@ -12,11 +12,12 @@ from what the registered classes declare.
 from __future__ import annotations
 
 import sys
-from importlib.metadata import EntryPoint, entry_points
+from importlib.metadata import EntryPoint
 from typing import Any
 
-from ..display import one_line, printable
+from ..display import printable
 from ..errors import ConfigError
+from ..plugins import describe, load_group
 from .acoustic import AcousticStage
 from .asr import AsrStage
 from .audio import AudioStage
@@ -72,22 +73,13 @@ def register(cls: type[Stage], origin: str = "") -> type[Stage]:
     return cls
 
 
-def _describe(ep: EntryPoint) -> str:
-    dist = f" (from {ep.dist.name} {ep.dist.version})" if ep.dist is not None else ""
-    return f"entry point {ep.name} = {ep.value}{dist}"
-
-
 def _register_plugin(ep: EntryPoint) -> None:
-    """Register one entry point's stage; a broken or duplicate one is reported once on stderr and left out."""
-    where = _describe(ep)
+    """Register one entry point's stage; a duplicate is reported once on stderr and left out."""
     try:
-        register(ep.load(), where)
+        register(ep.load(), describe(ep))
     except DuplicateStage as exc:
         conflicts.append(str(exc))
         sys.stderr.write(f"warning: {printable(str(exc))}; kebr-data refuses to run stages until then\n")
-    except Exception as exc:  # noqa: BLE001 (a plugin's import can raise anything; it must not stop status)
-        sys.stderr.write(f"warning: the kebr_data.stages plugin {printable(where)} cannot be loaded "
-                         f"({type(exc).__name__}: {one_line(str(exc))}); going on without it: fix or uninstall it\n")
 
 
 def registry() -> dict[str, type[Stage]]:
@@ -95,8 +87,7 @@ def registry() -> dict[str, type[Stage]]:
     if not _registry:
         for cls in BUILTIN:
             register(cls, f"built-in {_origin(cls)}")
-        for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
-            _register_plugin(ep)
+        load_group(ENTRY_POINT_GROUP, _register_plugin)
     return _registry
 
 
@@ -107,9 +98,10 @@ def stage_class(name: str) -> type[Stage]:
         raise ConfigError(f"unknown stage {name!r}; available: {', '.join(registry())}") from None
 
 
-def make_stage(name: str, cfg: dict[str, dict[str, Any]]) -> Stage:
-    """Instantiate stage `name` with its config section."""
-    return stage_class(name)(cfg[name])
+def make_stage(name: str, config: dict[str, dict[str, Any]]) -> Stage:
+    """Instantiate stage `name` with its section of the resolved `config` (typed by the stage into its settings
+    object)."""
+    return stage_class(name)(config[name])
 
 
 def pipeline_order() -> tuple[str, ...]:

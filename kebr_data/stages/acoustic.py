@@ -19,12 +19,12 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ..config import setting
 from ..errors import ClipError, ClipSkipped
 from ..features.numba_cache import cached_kernels, first_use, use_numba_cache
 from ..features.recipe import HOP, N_FFT, SR
 from ..media.flac import decode_flac
 from ..schema import ACOUSTIC
+from ..settings import setting
 from .base import AudioClipStage, ClipInput, ShardContext
 
 
@@ -64,10 +64,11 @@ class AcousticStage(AudioClipStage):
     schema = ACOUSTIC
     hdf5_attributes = ("recipe",)
     Settings = AcousticSettings
+    settings: AcousticSettings
     compiles_kernels = True
 
     def kernel_key(self) -> str:
-        return f"{self.name}-{self.cfg['recipe']}"  # the paper recipe's pYIN compiles kernels of its own
+        return f"{self.name}-{self.settings.recipe}"  # the paper recipe's pYIN compiles kernels of its own
 
     def warm_up(self, say: Callable[[str], None]) -> None:
         """Compile librosa's kernels into the shared numba cache once, here, instead of in every worker;
@@ -83,7 +84,7 @@ class AcousticStage(AudioClipStage):
             y = np.sin(np.arange(SR, dtype=np.float32) * np.float32(2 * np.pi * 220 / SR))
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)
-                extractor().compute(y, self.cfg["recipe"])
+                extractor().compute(y, self.settings.recipe)
             compiled = cached_kernels(cache) != before
         if compiled:
             say(f"librosa kernels compiled in {time.monotonic() - t0:.1f} s and cached for every worker and "
@@ -102,8 +103,8 @@ class AcousticStage(AudioClipStage):
                                            f"frame ({N_FFT / SR:.3f} s)")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # librosa's notes on short low-octave CQT frames
-            features = extractor().compute(y, self.cfg["recipe"])
+            features = extractor().compute(y, self.settings.recipe)
         if not np.isfinite(features).all():
             raise ClipError("non_finite", "the features contain NaN or infinity (corrupt audio?)")
-        return {"recipe": self.cfg["recipe"], "frame_rate": SR / HOP, "num_frames": features.shape[0],
+        return {"recipe": self.settings.recipe, "frame_rate": SR / HOP, "num_frames": features.shape[0],
                 "features": features}

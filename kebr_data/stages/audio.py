@@ -10,13 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..config import setting
 from ..errors import ClipSkipped, PrerequisiteError
 from ..media.binaries import Tool
 from ..media.ffmpeg import decode_audio, ffmpeg_tool, ffmpeg_version, find_ffmpeg
 from ..media.files import plan_media
 from ..media.flac import encode_flac
 from ..schema import AUDIO
+from ..settings import setting
 from .base import ClipInput, ClipStage, ShardContext
 
 
@@ -41,23 +41,24 @@ class AudioStage(ClipStage):
     schema = AUDIO
     upstream = ("plan",)
     Settings = AudioSettings
+    settings: AudioSettings
     tool_names = ("ffmpeg",)
     export_drop = ("flac",)
     report_plots = (("duration_s", "Clip durations", "seconds", 30),)
 
-    def __init__(self, cfg: dict[str, Any]) -> None:
-        super().__init__(cfg)
+    def __init__(self, settings: Any) -> None:
+        super().__init__(settings)
         self._ffmpeg: str | None = None
 
     @property
     def ffmpeg(self) -> str:
         if self._ffmpeg is None:
-            self._ffmpeg = find_ffmpeg(self.cfg["ffmpeg"])
+            self._ffmpeg = find_ffmpeg(self.settings.ffmpeg)
         return self._ffmpeg
 
     def check(self) -> list[str]:
         try:
-            find_ffmpeg(self.cfg["ffmpeg"])
+            find_ffmpeg(self.settings.ffmpeg)
         except PrerequisiteError as exc:
             return [str(exc)]
         return []
@@ -66,15 +67,15 @@ class AudioStage(ClipStage):
         return {"ffmpeg": ffmpeg_version(self.ffmpeg)}
 
     def tools(self) -> dict[str, Tool]:
-        return {"ffmpeg": ffmpeg_tool(self.cfg["ffmpeg"])}
+        return {"ffmpeg": ffmpeg_tool(self.settings.ffmpeg)}
 
     def process(self, clip: ClipInput, ctx: ShardContext) -> dict[str, Any]:
         if not (clip.plan["audio_path"] or clip.plan["video_path"]):
             raise ClipSkipped("no_media", "the plan has neither an audio nor a video path")
         path = plan_media(clip.plan, "audio" if clip.plan["audio_path"] else "video")
-        sr = int(self.cfg["sample_rate"])
-        samples, warnings = decode_audio(self.ffmpeg, path, sr, float(self.cfg["timeout_s"]),
-                                         float(self.cfg["max_duration_s"]))
+        sr = self.settings.sample_rate
+        samples, warnings = decode_audio(self.ffmpeg, path, sr, self.settings.timeout_s,
+                                         self.settings.max_duration_s)
         if samples.size == 0:
             raise ClipSkipped("empty_audio", f"the audio track decodes to no samples{': ' + warnings if warnings else ''}")
         return {

@@ -1,5 +1,6 @@
 """What a stage is: a plain object with a name, a version, upstream stages, resources, a typed
-config section, an output schema and `run_shard(ctx) -> table`. Stages know nothing about executors
+config section (its `Settings` dataclass; the stage reads `self.settings`, an instance of it), an output
+schema and `run_shard(ctx) -> table`. Stages know nothing about executors
 or about where tables are stored; the registry (`kebr_data.stages`) derives everything else
 (pipeline order, validation, export, report, CLI choices, the trainer's widths) from these
 declarations.
@@ -8,6 +9,7 @@ declarations.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import logging
 import time
@@ -19,20 +21,13 @@ from typing import Any, ClassVar
 
 import pyarrow as pa
 
-from ..config import content_hash, runtime_keys
 from ..errors import ClipError, EnvironmentFailure, environment_problem, redact
 from ..features.numba_cache import first_use
 from ..media.binaries import Tool
+from ..resources import Resources
 from ..schema import frame_columns, rows_to_batch, with_metadata
+from ..settings import NoSettings, content_hash, runtime_keys, typed
 from ..storage.store import TableSource
-
-
-@dataclass(frozen=True)
-class Resources:
-    """What one shard task of the stage needs (used by executors that schedule resources)."""
-
-    cpus: float = 1.0
-    gpus: float = 0.0
 
 
 @dataclass
@@ -65,11 +60,6 @@ class ClipInput:
     upstream: dict[str, dict[str, Any]]
 
 
-@dataclass
-class NoSettings:
-    """A stage without options."""
-
-
 class Stage(ABC):
     """Base of every stage. Subclasses set the class attributes and implement `run_shard`."""
 
@@ -92,8 +82,10 @@ class Stage(ABC):
     #: histograms in `kebr-data report`: (column, title, x label, bins)
     report_plots: ClassVar[tuple[tuple[str, str, str, Any], ...]] = ()
 
-    def __init__(self, cfg: dict[str, Any]) -> None:
-        self.cfg = cfg
+    def __init__(self, settings: Any) -> None:
+        """`settings`: an instance of `Settings`, or the resolved values of the stage's `[section]` (a dict
+        from `kebr_data.config.load`, already checked there), typed here once."""
+        self.settings = typed(self.Settings, settings)
 
     @classmethod
     def frame_columns(cls) -> dict[str, int]:
@@ -105,9 +97,17 @@ class Stage(ABC):
         """Config keys that change how the stage runs but not what it writes (left out of the hash)."""
         return runtime_keys(cls.Settings)
 
+    def hashed_settings(self) -> dict[str, Any]:
+        """The settings that decide what the stage writes: every key but the runtime ones (and those declared
+        `hash_default=False` while at their default: added later, they leave older folders current)."""
+        runtime, values = self.runtime_keys(), dataclasses.asdict(self.settings)
+        unhashed = {f.name for f in dataclasses.fields(self.settings)
+                    if not f.metadata.get("hash_default", True) and values[f.name] == f.default}
+        return {k: v for k, v in values.items() if k not in runtime and k not in unhashed}
+
     def config_hash(self) -> str:
         """Hash of everything that determines this stage's output."""
-        semantic = {k: v for k, v in self.cfg.items() if k not in self.runtime_keys()}
+        semantic = self.hashed_settings()
         return content_hash({"stage": self.name, "version": self.version, "config": semantic})
 
     def check(self) -> list[str]:

@@ -20,12 +20,12 @@ from typing import Any, Literal
 import numpy as np
 import pyarrow as pa
 
-from ..config import setting
 from ..deps import CV2, missing
 from ..errors import ClipError, ClipSkipped
 from ..features import face_tracks as ft
 from ..media.files import plan_media
 from ..schema import COMMON
+from ..settings import setting
 from .base import ClipInput, ClipStage, ShardContext, row
 
 CASCADE = "haarcascade_frontalface_default.xml"
@@ -110,6 +110,7 @@ class FacesStage(ClipStage):
     schema = FACES
     upstream = ("plan", "audio")
     Settings = FacesSettings
+    settings: FacesSettings
     extract_default = False
     #: JPEG bytes are for the video encoder, not for HDF5/Parquet readers
     export_drop = ("crops",)
@@ -131,7 +132,7 @@ class FacesStage(ClipStage):
         return []
 
     def input_columns(self) -> dict[str, list[str] | None]:
-        audio = ["clip_id", "status", "error"] + (["flac"] if self.cfg["selection"] == "speaker" else [])
+        audio = ["clip_id", "status", "error"] + (["flac"] if self.settings.selection == "speaker" else [])
         return {"audio": audio}
 
     def _clip_row(self, clip: ClipInput, ctx: ShardContext) -> dict[str, Any]:
@@ -152,8 +153,7 @@ class FacesStage(ClipStage):
         if not video:
             raise ClipSkipped("no_video", "the clip has no video file")
         path = plan_media(clip.plan, "video")
-        cfg = self.cfg
-        fps = float(cfg["fps"])
+        fps = self.settings.fps
         src = SampledVideo(path, fps)
         if not src.ok:
             from ..media.ffmpeg import find_ffmpeg
@@ -164,28 +164,28 @@ class FacesStage(ClipStage):
             raise ClipError("no_frames", f"OpenCV cannot read a frame of {path} (corrupt or unsupported)")
         if src.src_fps <= 0:
             raise ClipError("no_frames", f"OpenCV reads no frame rate from {path}")
-        if cfg["max_duration_s"] and src.duration_s > cfg["max_duration_s"]:
+        if self.settings.max_duration_s and src.duration_s > self.settings.max_duration_s:
             raise ClipSkipped("too_long", f"{src.duration_s:.1f} s of video, above faces.max_duration_s = "
-                                          f"{cfg['max_duration_s']:g}")
+                                          f"{self.settings.max_duration_s:g}")
         audio = clip.upstream.get("audio")
-        speaker = cfg["selection"] == "speaker" and audio is not None and audio["status"] == "ok"
+        speaker = self.settings.selection == "speaker" and audio is not None and audio["status"] == "ok"
         linker, motion, n = self._track(src, speaker)
         if not linker.tracks:
             raise ClipSkipped("no_face", f"no face detected in {n} sampled frame(s)")
         chosen, corr, message = self._choose(linker.tracks, motion, audio if speaker else None, fps, n)
-        if cfg["selection"] == "speaker" and not speaker:
+        if self.settings.selection == "speaker" and not speaker:
             message = "no audio: the largest face was chosen"
         track = linker.tracks[chosen]
         ratio = len(track.frames) / n
-        if ratio < cfg["min_face_ratio"]:
+        if ratio < self.settings.min_face_ratio:
             raise ClipSkipped("no_face", f"the chosen face is detected in {len(track.frames)} of {n} sampled "
                                          f"frames ({ratio:.0%}), below faces.min_face_ratio = "
-                                         f"{cfg['min_face_ratio']:g}")
-        first, geo, detected = ft.crop_boxes(track, int(cfg["smooth"]), float(cfg["scale"]))
+                                         f"{self.settings.min_face_ratio:g}")
+        first, geo, detected = ft.crop_boxes(track, self.settings.smooth, self.settings.scale)
         crops = self._crops(src, first, geo)
         boxes = np.stack([np.round(geo[:, 0] - geo[:, 2] / 2), np.round(geo[:, 1] - geo[:, 2] / 2),
                           np.round(geo[:, 2])], axis=1).astype(np.int32)
-        return {"message": message, "detector": f"opencv-haar:{CASCADE}", "selection": cfg["selection"],
+        return {"message": message, "detector": f"opencv-haar:{CASCADE}", "selection": self.settings.selection,
                 "fps": fps, "width": src.width, "height": src.height, "num_sampled": n,
                 "num_tracks": len(linker.tracks), "start_s": first / fps, "num_frames": len(crops),
                 "crops": crops, "boxes": boxes, "detected": detected, "face_ratio": ratio, "speaker_corr": corr}
@@ -194,16 +194,15 @@ class FacesStage(ClipStage):
         """Detect and link faces over the sampled frames; with `speaker`, each track's mouth motion."""
         import cv2
 
-        cfg = self.cfg
-        min_size = max(1, int(round(cfg["min_face"] * min(src.width, src.height))))
-        linker = ft.TrackLinker(float(cfg["iou_min"]), int(cfg["max_gap"]))
+        min_size = max(1, int(round(self.settings.min_face * min(src.width, src.height))))
+        linker = ft.TrackLinker(self.settings.iou_min, self.settings.max_gap)
         mouths: dict[int, tuple[int, np.ndarray]] = {}
         motion: dict[int, dict[int, float]] = {}
         n = 0
         for k, frame in src.frames():
             n = k + 1
             gray = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
-            boxes = detect(gray, float(cfg["scale_factor"]), int(cfg["min_neighbors"]), min_size)
+            boxes = detect(gray, self.settings.scale_factor, self.settings.min_neighbors, min_size)
             owners = linker.add(k, boxes)
             if not speaker:
                 continue
@@ -237,7 +236,7 @@ class FacesStage(ClipStage):
         import cv2
 
         last = first + len(geo) - 1
-        params = [cv2.IMWRITE_JPEG_QUALITY, int(self.cfg["jpeg_quality"])]
+        params = [cv2.IMWRITE_JPEG_QUALITY, self.settings.jpeg_quality]
         out: list[bytes] = []
         for k, frame in src.frames(lambda j: first <= j <= last):
             cx, cy, side = geo[k - first]

@@ -14,25 +14,24 @@ from typing import Any, Literal
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..config import content_hash, setting
 from ..display import beside
 from ..errors import ClipSkipped, ConfigError
 from ..label_quality import prob_hist
 from ..masking import Lexicon, load_lexicon
 from ..masking import NoWords, mask_transcript, stable_index, word_prob
 from ..schema import MASK
+from ..settings import content_hash, setting
 from .base import ClipInput, ClipStage, ShardContext
 
 TEXT_SOURCES = ("asr", "given")
 
 
-def resolve_text_source(cfg: dict[str, Any], asr_available: bool) -> dict[str, Any]:
-    """The mask config with `text_source = auto` resolved (asr when its outputs exist or are being made)."""
-    if cfg["text_source"] == "auto":
-        return {**cfg, "text_source": "asr" if asr_available else "given"}
-    if cfg["text_source"] not in TEXT_SOURCES:
-        raise ConfigError(f"mask.text_source must be auto, asr or given, not {cfg['text_source']!r}")
-    return cfg
+def resolve_text_source(section: dict[str, Any], asr_available: bool) -> dict[str, Any]:
+    """The resolved `[mask]` section (before the stage is built) with `text_source = auto` made asr (when its
+    outputs exist or are being made) or given."""
+    if section["text_source"] != "auto":
+        return section
+    return {**section, "text_source": "asr" if asr_available else "given"}
 
 
 @dataclass
@@ -63,33 +62,29 @@ class MaskStage(ClipStage):
     version = "1"
     schema = MASK
     Settings = MaskSettings
+    settings: MaskSettings
     extract_default = False
     report_plots = (("label", "Masked word intensity (scaled to [-3, 3])", "label", [x / 4 for x in range(-13, 14)]),)
 
-    def __init__(self, cfg: dict[str, Any]) -> None:
-        super().__init__(cfg)
-        if cfg["text_source"] not in TEXT_SOURCES:
+    def __init__(self, settings: Any) -> None:
+        super().__init__(settings)
+        if self.settings.text_source not in TEXT_SOURCES:
             raise ConfigError("mask.text_source must be resolved to asr or given before the stage runs")
-        self.upstream = ("plan", "asr") if cfg["text_source"] == "asr" else ("plan",)
+        self.upstream = ("plan", "asr") if self.settings.text_source == "asr" else ("plan",)
 
     @property
     def lexicon(self) -> Lexicon:
-        low, high = self.cfg["scale_from"]
-        return load_lexicon(self.cfg["lexicon"], float(low), float(high))
+        low, high = self.settings.scale_from
+        return load_lexicon(self.settings.lexicon, low, high)
 
     def config_hash(self) -> str:
         """Includes the lexicon's content, so an edited TSV makes old masks stale."""
         return content_hash({"base": super().config_hash(), "lexicon": self.lexicon.digest})
 
     def check(self) -> list[str]:
-        scale = self.cfg["scale_from"]
-        if len(scale) != 2:
-            return [f"mask.scale_from must be [low, high], got {scale!r}"]
-        if not 0.0 <= self.cfg["max_neutral_fraction"] <= 1.0:
-            return [f"mask.max_neutral_fraction must lie in [0, 1], got {self.cfg['max_neutral_fraction']}"]
-        low, high = scale
+        low, high = self.settings.scale_from
         try:
-            load_lexicon(self.cfg["lexicon"], float(low), float(high))
+            load_lexicon(self.settings.lexicon, low, high)
         except Exception as exc:  # ConfigError or the missing vaderSentiment extra
             return [str(exc)]
         return []
@@ -105,7 +100,7 @@ class MaskStage(ClipStage):
         text = asr["text"] if asr is not None else clip.plan["given_text"]
         if text is None or not text.strip():
             raise ClipSkipped("empty_text", "the transcript is empty")
-        negation, seed = bool(self.cfg["negation"]), int(self.cfg["seed"])
+        negation, seed = self.settings.negation, self.settings.seed
         try:
             m = mask_transcript(text, self.lexicon, clip.clip_id, negation, seed)
         except NoWords as exc:
@@ -116,11 +111,11 @@ class MaskStage(ClipStage):
                "mask_word": m.mask_word, "vader_score": m.vader_score, "label": m.label,
                "has_sentiment_word": m.has_sentiment_word, "lexicon": self.lexicon.name, "mask_word_prob": prob,
                "ref_label": self._ref_label(clip) if heard else None}
-        min_prob = float(self.cfg["min_word_prob"])
+        min_prob = self.settings.min_word_prob
         if m.has_sentiment_word and prob is not None and prob < min_prob:
             why = (f"the sentiment word {m.mask_word!r} was heard with p={beside(prob, min_prob)} < "
                    f"mask.min_word_prob {min_prob:g}")
-            if self.cfg["low_word_prob"] == "skip":
+            if self.settings.low_word_prob == "skip":
                 return {**row, "status": "skipped", "error": "low_word_prob", "message": why}
             row["message"] = f"low_word_prob: {why}"
         return row
@@ -131,8 +126,8 @@ class MaskStage(ClipStage):
         if not ref or not ref.strip():
             return None
         try:
-            return mask_transcript(ref, self.lexicon, clip.clip_id, bool(self.cfg["negation"]),
-                                   int(self.cfg["seed"])).label
+            return mask_transcript(ref, self.lexicon, clip.clip_id, self.settings.negation,
+                                   self.settings.seed).label
         except NoWords:
             return None
 
@@ -144,7 +139,7 @@ class MaskStage(ClipStage):
 
         Which neutral rows stay is decided by a hash of the clip id, so it is deterministic.
         """
-        frac = float(self.cfg["max_neutral_fraction"])
+        frac = self.settings.max_neutral_fraction
         if frac >= 1.0:
             return table
         rows = table.to_pylist()
@@ -152,7 +147,7 @@ class MaskStage(ClipStage):
         neutral = [r for r in ok if not r["has_sentiment_word"]]
         sentiment = len(ok) - len(neutral)
         keep = int(frac * sentiment / (1.0 - frac) + 1e-9)  # neutral / (sentiment + neutral) <= frac
-        ranked = sorted(neutral, key=lambda r: stable_index(r["clip_id"], 2**62, int(self.cfg["seed"])))
+        ranked = sorted(neutral, key=lambda r: stable_index(r["clip_id"], 2**62, self.settings.seed))
         for r in ranked[keep:]:
             r.update(status="skipped", error="neutral_capped",
                      message=f"no sentiment word; dropped by max_neutral_fraction={frac:g}")

@@ -13,11 +13,11 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from ..config import setting
 from ..errors import ClipError
 from ..features.resample import at_rate
 from ..media.flac import decode_flac
 from ..schema import ANY_WIDTH, COMMON, frame_field
+from ..settings import setting
 from .base import AudioClipStage, ClipInput, ShardContext
 
 
@@ -52,12 +52,13 @@ class MelspecStage(AudioClipStage):
     version = "1"
     schema = melspec_schema(ANY_WIDTH)
     Settings = MelspecSettings
+    settings: MelspecSettings
     compiles_kernels = True
     extract_default = False
 
-    def __init__(self, cfg: dict[str, Any]) -> None:
-        super().__init__(cfg)
-        self.schema = melspec_schema(cfg["n_mels"])
+    def __init__(self, settings: Any) -> None:
+        super().__init__(settings)
+        self.schema = melspec_schema(self.settings.n_mels)
 
     def versions(self) -> dict[str, str]:
         import librosa
@@ -68,14 +69,14 @@ class MelspecStage(AudioClipStage):
         import librosa
 
         samples, sr = decode_flac(clip.upstream["audio"]["flac"])
-        rate = self.cfg["sample_rate"] or sr
+        rate = self.settings.sample_rate or sr
         y = at_rate(samples, sr, rate)
-        win, hop = window_samples(self.cfg["window_s"], rate), window_samples(self.cfg["hop_s"], rate)
+        win, hop = window_samples(self.settings.window_s, rate), window_samples(self.settings.hop_s, rate)
         with warnings.catch_warnings():  # a clip shorter than the window is zero-padded by design (centred frames)
             warnings.filterwarnings("ignore", message="n_fft=.* is too large", category=UserWarning)
             power = librosa.feature.melspectrogram(y=y, sr=rate, n_fft=win, hop_length=hop,
-                                                   n_mels=self.cfg["n_mels"])
-        db = librosa.power_to_db(power, top_db=self.cfg["top_db"] or None)
+                                                   n_mels=self.settings.n_mels)
+        db = librosa.power_to_db(power, top_db=self.settings.top_db or None)
         features = np.ascontiguousarray(db.T, dtype=np.float32)
         if not np.isfinite(features).all():
             raise ClipError("non_finite", "the spectrogram contains NaN or infinity (corrupt audio?)")

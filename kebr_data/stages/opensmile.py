@@ -21,11 +21,11 @@ from typing import Any, Literal
 import numpy as np
 import pyarrow as pa
 
-from ..config import setting
 from ..deps import missing
 from ..errors import ClipError, ClipSkipped, EnvironmentFailure, full_disk
 from ..media.flac import decode_flac
 from ..schema import ANY_WIDTH, COMMON, frame_field
+from ..settings import setting
 from .base import AudioClipStage, ClipInput, ShardContext
 
 #: (feature set, level) -> width, as `len(opensmile.Smile(...).feature_names)` (checked by the tests)
@@ -102,20 +102,21 @@ class OpensmileStage(AudioClipStage):
     schema = opensmile_schema(ANY_WIDTH)
     hdf5_attributes = ("feature_set",)
     Settings = OpensmileSettings
+    settings: OpensmileSettings
     extract_default = False
 
-    def __init__(self, cfg: dict[str, Any]) -> None:
-        super().__init__(cfg)
-        self.schema = opensmile_schema(WIDTHS[cfg["feature_set"], cfg["level"]])
+    def __init__(self, settings: Any) -> None:
+        super().__init__(settings)
+        self.schema = opensmile_schema(WIDTHS[self.settings.feature_set, self.settings.level])
         self._smile: Any = None
 
     def run_shard(self, ctx: ShardContext) -> pa.Table:
         """The clips with one Smile per shard; a derived config folder lives in the shard's temp folder and is
         removed when the shard ends, however it ends (once, a 392 KB copy per worker stayed in TMPDIR)."""
-        cfg = self.cfg
         config_dir = ctx.temp() / "opensmile-config"
         try:
-            self._smile = smile(cfg["feature_set"], cfg["level"], cfg["frame_s"], cfg["step_s"], config_dir)
+            s = self.settings
+            self._smile = smile(s.feature_set, s.level, s.frame_s, s.step_s, config_dir)
             return super().run_shard(ctx)
         finally:
             self._smile = None
@@ -132,14 +133,13 @@ class OpensmileStage(AudioClipStage):
 
     def process(self, clip: ClipInput, ctx: ShardContext) -> dict[str, Any]:
         y, sr = decode_flac(clip.upstream["audio"]["flac"])
-        cfg = self.cfg
-        window = cfg["frame_s"] or 0.06
+        window = self.settings.frame_s or 0.06
         if len(y) < window * sr:
             raise ClipSkipped("too_short", f"{len(y) / sr:.3f} s, shorter than one {window:g} s frame")
         frames = self._smile.process_signal(y, sr)
         features = np.ascontiguousarray(frames.to_numpy(np.float32))
         if not np.isfinite(features).all():
             raise ClipError("non_finite", "openSMILE returned NaN or infinity")
-        rate = 0.0 if cfg["level"] == "functionals" else 1.0 / (cfg["step_s"] or 0.01)
-        return {"feature_set": cfg["feature_set"], "frame_rate": rate, "num_frames": len(features),
+        rate = 0.0 if self.settings.level == "functionals" else 1.0 / (self.settings.step_s or 0.01)
+        return {"feature_set": self.settings.feature_set, "frame_rate": rate, "num_frames": len(features),
                 "features": features}

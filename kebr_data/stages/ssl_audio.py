@@ -17,13 +17,14 @@ from typing import Any, Literal
 import numpy as np
 import pyarrow as pa
 
-from ..config import content_hash, setting
 from ..deps import missing
 from ..features import ssl_encoder as enc
 from ..features.model_size import size_problem
 from ..features.numba_cache import first_use
+from ..resources import Resources
 from ..schema import ANY_WIDTH, COMMON, frame_field, rows_to_batch, with_metadata
-from .base import ClipInput, Resources, ShardContext, Stage, iter_clips, row
+from ..settings import content_hash, setting
+from .base import ClipInput, ShardContext, Stage, iter_clips, row
 
 
 def ssl_schema(width: int) -> pa.Schema:
@@ -82,18 +83,19 @@ class SslAudioStage(Stage):
     hdf5_attributes = ("model", "layer")
     upstream = ("plan", "audio")
     Settings = SslAudioSettings
+    settings: SslAudioSettings
     extract_default = False
     #: clips decoded and encoded together (their chunks are batched by length)
     batch_rows = 32
 
-    def __init__(self, cfg: dict[str, Any]) -> None:
-        super().__init__(cfg)
-        self.problem = enc.model_problem(cfg["model"])
-        self.info = None if self.problem else enc.model_info(cfg["model"])
+    def __init__(self, settings: Any) -> None:
+        super().__init__(settings)
+        self.problem = enc.model_problem(self.settings.model)
+        self.info = None if self.problem else enc.model_info(self.settings.model)
         if self.info is not None:
-            layers = self.info.hidden_states if cfg["layer"] == "all" else 1
+            layers = self.info.hidden_states if self.settings.layer == "all" else 1
             self.schema = ssl_schema(layers * self.info.dim)
-        if cfg["device"] == "cuda":
+        if self.settings.device == "cuda":
             self.resources = Resources(cpus=1.0, gpus=1.0)
 
     def check(self) -> list[str]:
@@ -101,23 +103,22 @@ class SslAudioStage(Stage):
             return [self.problem]
         problems = []
         try:
-            enc.parse_layer(self.cfg["layer"], self.info.hidden_states)
+            enc.parse_layer(self.settings.layer, self.info.hidden_states)
         except ValueError as exc:
-            problems.append(f"ssl_audio.layer {self.cfg['layer']!r}: {exc}")
-        problems += SslAudioSettings.problems(self.cfg)
+            problems.append(f"ssl_audio.layer {self.settings.layer!r}: {exc}")
         absent = [p for p in (missing(m, "encoders", "the ssl_audio stage") for m in ("torch", "transformers")) if p]
         if absent:
             return problems + absent
         import torch
 
-        if self.cfg["device"] == "cuda" and not torch.cuda.is_available():
+        if self.settings.device == "cuda" and not torch.cuda.is_available():
             problems.append("ssl_audio.device = cuda, but torch sees no CUDA device")
-        too_big = size_problem(self.cfg["model"], self.cfg["max_params"], "ssl_audio.max_params")
+        too_big = size_problem(self.settings.model, self.settings.max_params, "ssl_audio.max_params")
         return problems + ([too_big] if too_big else [])
 
     def config_hash(self) -> str:
-        semantic = {k: v for k, v in self.cfg.items() if k not in self.runtime_keys() and k != "model"}
-        identity = f"missing:{self.cfg['model']}" if self.problem else enc.model_identity(self.cfg["model"])
+        semantic = {k: v for k, v in self.hashed_settings().items() if k != "model"}
+        identity = f"missing:{self.settings.model}" if self.problem else enc.model_identity(self.settings.model)
         return content_hash({"stage": self.name, "version": self.version, "config": semantic, "model": identity})
 
     def versions(self) -> dict[str, str]:
@@ -125,7 +126,7 @@ class SslAudioStage(Stage):
         import transformers
 
         return {"torch": torch.__version__, "transformers": transformers.__version__,
-                "model_sha256": enc.model_identity(self.cfg["model"])}
+                "model_sha256": enc.model_identity(self.settings.model)}
 
     def input_columns(self) -> dict[str, list[str] | None]:
         return {"audio": ["clip_id", "status", "error", "flac"]}
@@ -133,7 +134,7 @@ class SslAudioStage(Stage):
     def run_shard(self, ctx: ShardContext) -> pa.Table:
         """The shard in groups of `batch_rows` clips: decode a group, encode all its chunks in length-sorted
         batches, build its rows (so memory holds one group's frames, not the shard's)."""
-        model = encoder(self.cfg["model"], self.cfg["device"])
+        model = encoder(self.settings.model, self.settings.device)
         schema = with_metadata(self.schema, self.name)
         batches, group = [], []
         for clip in iter_clips(ctx, self.upstream):
@@ -146,13 +147,13 @@ class SslAudioStage(Stage):
         return pa.Table.from_batches(batches, schema=schema)
 
     def _group_rows(self, group: list[ClipInput], model: enc.Encoder, ctx: ShardContext) -> list[dict[str, Any]]:
-        layer = enc.parse_layer(self.cfg["layer"], model.info.hidden_states)
+        layer = enc.parse_layer(self.settings.layer, model.info.hidden_states)
         stride, rate = model.info.stride, model.info.sample_rate
-        limit = self.cfg["max_chunk_s"]
+        limit = self.settings.max_chunk_s
         if model.info.kind == "whisper":
             limit = min(limit, enc.WHISPER_MAX_S)
         chunk = int(limit * rate) // stride * stride
-        overlap = max(stride, int(self.cfg["chunk_overlap_s"] * rate) // stride * stride)
+        overlap = max(stride, int(self.settings.chunk_overlap_s * rate) // stride * stride)
         rows: dict[str, dict[str, Any]] = {}
         spans: dict[str, tuple[int, list[int]]] = {}
         chunks: list[np.ndarray] = []
@@ -171,16 +172,16 @@ class SslAudioStage(Stage):
             starts = enc.chunk_starts(len(y), chunk, overlap)
             spans[clip.clip_id] = (len(chunks), starts)
             chunks += [y[s:s + chunk] for s in starts]
-        outputs = model.encode(chunks, layer, self.cfg["batch_size"]) if chunks else []
+        outputs = model.encode(chunks, layer, self.settings.batch_size) if chunks else []
         for clip_id, (first, starts) in spans.items():
             frames = enc.merge(outputs[first:first + len(starts)], starts, overlap, stride)
             frames = frames.reshape(len(frames), -1)
-            if self.cfg["pooling"] == "mean":
+            if self.settings.pooling == "mean":
                 frames = frames.mean(axis=0, dtype=np.float64, keepdims=True).astype(np.float32)
             if not np.isfinite(frames).all():
                 rows[clip_id] = row(clip_id, "failed", "non_finite", "the encoder output contains NaN or infinity")
                 continue
-            rows[clip_id] = row(clip_id, model=Path(self.cfg["model"]).name, layer=self.cfg["layer"],
+            rows[clip_id] = row(clip_id, model=Path(self.settings.model).name, layer=self.settings.layer,
                                 frame_rate=rate / stride, num_frames=len(frames),
                                 num_layers=model.info.hidden_states if layer == "all" else 1, features=frames)
         for clip in group:

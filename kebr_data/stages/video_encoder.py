@@ -19,14 +19,13 @@ from typing import Any, Literal
 import numpy as np
 import pyarrow as pa
 
-from ..config import content_hash, setting
 from ..deps import missing
 from ..errors import ClipError, PrerequisiteError
 from ..features.model_size import size_problem
 from ..schema import ANY_WIDTH, COMMON, frame_field
+from ..settings import content_hash, setting
 from .base import ClipInput, ClipStage, ShardContext
 
-MODEL_TYPES = ("videomae", "swin3d_t")
 
 
 def video_schema(width: int) -> pa.Schema:
@@ -90,39 +89,39 @@ class VideoEncoderStage(ClipStage):
     hdf5_attributes = ("model_type", "pooling")
     upstream = ("plan", "faces")
     Settings = VideoEncoderSettings
+    settings: VideoEncoderSettings
     extract_default = False
 
-    def __init__(self, cfg: dict[str, Any]) -> None:
+    def __init__(self, settings: Any) -> None:
         from ..features import video_models as vm
 
-        super().__init__(cfg)
-        if cfg["model"] and cfg["model_type"] in MODEL_TYPES and not vm.problem(self._path(), cfg["model_type"]):
-            self.schema = video_schema(vm.geometry(self._path(), cfg["model_type"]).dim)
+        super().__init__(settings)
+        kind = self.settings.model_type
+        if self.settings.model and not vm.problem(self._path(), kind):
+            self.schema = video_schema(vm.geometry(self._path(), kind).dim)
 
     def _path(self) -> Path:
-        return Path(self.cfg["model"]).expanduser()
+        return Path(self.settings.model).expanduser()
 
     def check(self) -> list[str]:
         from ..features import video_models as vm
 
-        if self.cfg["model_type"] not in MODEL_TYPES:
-            return [f"video_encoder.model_type must be one of {', '.join(MODEL_TYPES)}, got {self.cfg['model_type']!r}"]
-        if not self.cfg["model"]:
+        if not self.settings.model:
             return ["video_encoder.model is not set: point it at a local VideoMAE directory (e.g. "
                     "MCG-NJU/videomae-base downloaded once), --set video_encoder.model=/path/to/videomae-base"]
         for module in ("torch", "transformers"):
             problem = missing(module, "encoders", "the video_encoder stage")
             if problem:
                 return [problem]
-        problem = vm.problem(self._path(), self.cfg["model_type"])
-        if problem is None and self.cfg["model_type"] == "videomae":
-            problem = size_problem(self._path(), self.cfg["max_params"], "video_encoder.max_params")
+        problem = vm.problem(self._path(), self.settings.model_type)
+        if problem is None and self.settings.model_type == "videomae":
+            problem = size_problem(self._path(), self.settings.max_params, "video_encoder.max_params")
         return [problem] if problem else []
 
     def config_hash(self) -> str:
         base = super().config_hash()
         try:
-            model = model_sha256(self._path(), self.cfg["model_type"]) if self.cfg["model"] else ""
+            model = model_sha256(self._path(), self.settings.model_type) if self.settings.model else ""
         except OSError:
             model = "unresolved"
         return content_hash({"config": base, "model_sha256": model})
@@ -137,10 +136,9 @@ class VideoEncoderStage(ClipStage):
         return {"faces": ["clip_id", "status", "error", "fps", "start_s", "crops"]}
 
     def model(self) -> Any:
-        cfg = self.cfg
         try:
-            return load(str(self._path()), cfg["model_type"], cfg["device"], int(cfg["batch_windows"]),
-                        int(cfg["threads"]))
+            return load(str(self._path()), self.settings.model_type, self.settings.device,
+                        self.settings.batch_windows, self.settings.threads)
         except (OSError, ValueError) as exc:
             raise PrerequisiteError(f"video_encoder cannot load {self._path()}: {exc}") from exc
 
@@ -160,8 +158,8 @@ class VideoEncoderStage(ClipStage):
         features = model.encode(np.stack(frames))
         if not np.isfinite(features).all():
             raise ClipError("non_finite", "the model gave NaN or infinity")
-        if self.cfg["pooling"] == "mean":
+        if self.settings.pooling == "mean":
             features = features.mean(axis=0, keepdims=True)
-        return {"model_type": self.cfg["model_type"], "pooling": self.cfg["pooling"],
+        return {"model_type": self.settings.model_type, "pooling": self.settings.pooling,
                 "frame_rate": float(faces["fps"]) / model.geo.tubelet, "start_s": faces["start_s"],
                 "num_frames": int(features.shape[0]), "features": features}

@@ -25,7 +25,6 @@ from typing import Any, Literal
 
 import pyarrow as pa
 
-from ..config import content_hash, setting
 from ..deps import CV2, missing
 from ..errors import (ClipError, ClipSkipped, EnvironmentFailure, PrerequisiteError, environment_problem,
                       full_disk)
@@ -35,9 +34,9 @@ from ..media.binaries import Tool, found_by, locate
 from ..media.ffmpeg import find_ffmpeg
 from ..media.files import plan_media, read_side_file
 from ..schema import VISUAL, rows_to_batch, with_metadata
+from ..settings import content_hash, setting
 from .base import ClipInput, ClipStage, ShardContext, iter_clips, row
 
-BACKENDS = ("openface", "openface-csv")
 OPENFACE_FLAGS = runner.FLAGS
 IMAGE = "kebr"
 DOCKER_HINT = (
@@ -79,7 +78,8 @@ class VisualSettings:
     max_fps: float = setting(0.0, "> 0: re-encode videos above this frame rate before OpenFace (0 = off, as the "
                                   "papers)", min=0.0)
     max_frames: int = setting(0, "> 0: OpenFace tracks only each clip's first N frames, cut losslessly before it "
-                                 "starts (the MMSA export keeps 55: --vision-len 55); 0 = every frame", min=0)
+                                 "starts (the MMSA export keeps 55: --vision-len 55); 0 = every frame", min=0,
+                               hash_default=False)
 
 
 class VisualStage(ClipStage):
@@ -91,11 +91,12 @@ class VisualStage(ClipStage):
     hdf5_attributes = ("backend",)
     upstream = ("plan",)
     Settings = VisualSettings
+    settings: VisualSettings
     tool_names = ("openface",)
     report_plots = (("face_ratio", "Share of frames OpenFace tracked", "face ratio", 20),)
 
-    def __init__(self, cfg: dict[str, Any]) -> None:
-        super().__init__(cfg)
+    def __init__(self, settings: Any) -> None:
+        super().__init__(settings)
         self._model: runner.ModelChoice | None = None
 
     # --- set-up --------------------------------------------------------------------------------
@@ -103,15 +104,15 @@ class VisualStage(ClipStage):
     def model(self) -> runner.ModelChoice:
         """The landmark model FeatureExtraction runs with (CE-CLM when its files are there, else CLNF)."""
         if self._model is None:
-            self._model = runner.choose_model(find_openface(self.cfg["openface_bin"]), self.cfg["openface_args"])
+            self._model = runner.choose_model(find_openface(self.settings.openface_bin), self.settings.openface_args)
         return self._model
 
     def openface_args(self) -> list[str]:
-        return [*self.model().args, *self.cfg["openface_args"]]
+        return [*self.model().args, *self.settings.openface_args]
 
     def config_hash(self) -> str:
         base = super().config_hash()
-        if self.cfg["backend"] != "openface":
+        if self.settings.backend != "openface":
             return base
         try:
             model = self.model().name
@@ -120,19 +121,12 @@ class VisualStage(ClipStage):
         return content_hash({"config": base, "openface_model": model})
 
     def check(self) -> list[str]:
-        backend = self.cfg["backend"]
-        if backend not in BACKENDS:
-            return [f"visual.backend must be one of {', '.join(BACKENDS)}, got {backend!r}"]
-        if not 0.0 <= float(self.cfg["min_face_ratio"]) <= 1.0:
-            return [f"visual.min_face_ratio must be within [0, 1], got {self.cfg['min_face_ratio']!r}"]
-        if int(self.cfg["batch_clips"]) < 1:
-            return [f"visual.batch_clips must be at least 1, got {self.cfg['batch_clips']!r}"]
-        if backend == "openface-csv":
-            if self.cfg["csv_dir"] and not Path(self.cfg["csv_dir"]).is_dir():
-                return [f"visual.csv_dir {self.cfg['csv_dir']!r} is not a folder"]
+        if self.settings.backend == "openface-csv":
+            if self.settings.csv_dir and not Path(self.settings.csv_dir).is_dir():
+                return [f"visual.csv_dir {self.settings.csv_dir!r} is not a folder"]
             return []
         try:
-            binary = find_openface(self.cfg["openface_bin"])
+            binary = find_openface(self.settings.openface_bin)
         except PrerequisiteError as exc:
             return [str(exc)]
         problem = missing("cv2", None, "the visual stage", CV2)
@@ -142,7 +136,7 @@ class VisualStage(ClipStage):
         """Run FeatureExtraction once on a tiny clip with the chosen model: one message if it fails."""
         choice = self.model()
         with tempfile.TemporaryDirectory(prefix="kebr-openface-probe-") as tmp:
-            problem = runner.probe(binary, self.openface_args(), Path(tmp), float(self.cfg["timeout_s"]))
+            problem = runner.probe(binary, self.openface_args(), Path(tmp), self.settings.timeout_s)
         if problem:
             return [f"{binary} fails on a probe clip ({problem}). Rebuild it with docker/build_openface.sh "
                     "(its self-check says what is missing), or pass a working model with "
@@ -152,30 +146,30 @@ class VisualStage(ClipStage):
         return []
 
     def versions(self) -> dict[str, str]:
-        if self.cfg["backend"] != "openface":
+        if self.settings.backend != "openface":
             return {}
-        binary = find_openface(self.cfg["openface_bin"])
+        binary = find_openface(self.settings.openface_bin)
         model = self.model()
         return {"openface": binary, "openface_sha256": runner.fingerprint(binary),
                 "openface_model": " ".join([model.name, *self.openface_args()])}
 
     def tools(self) -> dict[str, Tool]:
-        if self.cfg["backend"] != "openface":
+        if self.settings.backend != "openface":
             return {}
-        binary = find_openface(self.cfg["openface_bin"])
-        kind = found_by(self.cfg["openface_bin"], "visual.openface_bin", "KEBR_OPENFACE_BIN")
+        binary = find_openface(self.settings.openface_bin)
+        kind = found_by(self.settings.openface_bin, "visual.openface_bin", "KEBR_OPENFACE_BIN")
         return {"openface": Tool(binary, kind, "", runner.fingerprint(binary), "visual.openface_bin")}
 
     # --- one shard -----------------------------------------------------------------------------
 
     def run_shard(self, ctx: ShardContext) -> pa.Table:
-        if self.cfg["backend"] == "openface-csv":
+        if self.settings.backend == "openface-csv":
             return super().run_shard(ctx)
         schema = with_metadata(self.schema, self.name)
         batches: list[pa.RecordBatch] = []
         rows: list[dict[str, Any] | None] = []
         pending: list[tuple[int, ClipInput, Path, float]] = []
-        size = int(self.cfg["batch_clips"])
+        size = self.settings.batch_clips
         for clip in iter_clips(ctx, self.upstream):
             try:
                 video, fps = self._prepare(clip)
@@ -210,7 +204,7 @@ class VisualStage(ClipStage):
         if not video:
             raise ClipSkipped("no_video", "the clip has no video file")
         path = plan_media(clip.plan, "video")
-        if not (self.cfg["precheck"] or self.cfg["max_fps"] > 0):
+        if not (self.settings.precheck or self.settings.max_fps > 0):
             return path, 0.0
         from ..media.video import has_video_stream, probe_video
 
@@ -237,8 +231,8 @@ class VisualStage(ClipStage):
                     rows[pending[k][0]] = row(clip.clip_id, exc.status, exc.error, exc.message)
                     inputs.append(None)
             ready = [(k, p) for k, p in enumerate(inputs) if p is not None]
-            outcomes = runner.run_batch(find_openface(self.cfg["openface_bin"]), [p for _, p in ready], work / "out",
-                                        self.openface_args(), float(self.cfg["timeout_s"]))
+            outcomes = runner.run_batch(find_openface(self.settings.openface_bin), [p for _, p in ready], work / "out",
+                                        self.openface_args(), self.settings.timeout_s)
             for (k, _), outcome in zip(ready, outcomes, strict=True):
                 index, clip, _, fps = pending[k]
                 rows[index] = self._outcome_row(clip.clip_id, outcome, fps)
@@ -267,8 +261,7 @@ class VisualStage(ClipStage):
         folder.mkdir(exist_ok=True)
         suffix = video.suffix if video.suffix[1:].isalnum() else ".mp4"
         dest = folder / f"{k:05d}{suffix}"
-        cut = runner.budget_input(video, dest.with_suffix(""), fps, float(self.cfg["max_fps"]),
-                                  int(self.cfg["max_frames"]))
+        cut = runner.budget_input(video, dest.with_suffix(""), fps, self.settings.max_fps, self.settings.max_frames)
         if cut is not None:
             return cut
         dest.symlink_to(video.resolve())
@@ -286,22 +279,22 @@ class VisualStage(ClipStage):
     def _result(self, frames: OpenFaceFrames, probe_fps: float, read: str | None = None) -> dict[str, Any]:
         """The row's columns (`read`: what side file they came from), or skipped/no_face when OpenFace
         tracked too few frames."""
-        frames = frames.first(int(self.cfg["max_frames"]))  # the CSV backend's budget (OpenFace's clip is cut)
-        minimum = float(self.cfg["min_face_ratio"])
+        frames = frames.first(self.settings.max_frames)  # the CSV backend's budget (OpenFace's clip is cut)
+        minimum = self.settings.min_face_ratio
         if frames.face_ratio < minimum:
             raise ClipSkipped("no_face", f"OpenFace tracked a face in {int(frames.success.sum())} of "
                                          f"{frames.success.size} frames ({frames.face_ratio:.0%}), below "
                                          f"visual.min_face_ratio = {minimum:g}")
         others = f"{frames.other_faces} frame(s) of other faces ignored" if frames.other_faces else None
         message = "; ".join(m for m in (read, others) if m) or None
-        return {"message": message, "backend": self.cfg["backend"], "fps": frames.fps or probe_fps,
+        return {"message": message, "backend": self.settings.backend, "fps": frames.fps or probe_fps,
                 "num_frames": int(frames.features.shape[0]), "features": frames.features,
                 "success": frames.success, "confidence": frames.confidence, "face_ratio": frames.face_ratio}
 
     def _from_csv(self, clip_id: str, video: str | None) -> tuple[OpenFaceFrames, str]:
         """The frames of the clip's OpenFace CSV (read by `read_side_file`) and what was read."""
-        if self.cfg["csv_dir"]:
-            root = Path(self.cfg["csv_dir"]).resolve()
+        if self.settings.csv_dir:
+            root = Path(self.settings.csv_dir).resolve()
             csv = root / f"{clip_id}.csv"
         elif video:
             csv = Path(f"{video}.csv")
