@@ -169,7 +169,7 @@ class Trainer:
         absent = [k for k in missing if not k.startswith(("finetune_head.", "audio_encoder."))]
         if absent or unexpected:
             hint = (" SKESL's per-modality queries need a SKESL pre-training (pipelines/train_pretrain_skesl.toml)"
-                    if self.cfg.per_modality_query else "")
+                    if self.cfg.options["fusion:tcmf"].per_modality_query else "")
             raise TrainSetupError(f"--init {ckpt} does not fit this model (missing {absent[:3]}, unexpected "
                                   f"{unexpected[:3]}): was it made with other modalities or layers?{hint}")
         return sorted(set(own) - set(kept))
