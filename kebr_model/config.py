@@ -18,7 +18,7 @@ from kebr_data import config as data_config
 from kebr_data.config import one_of, setting
 from kebr_data.errors import ConfigError
 
-from . import fusions
+from . import fusions, heads, schemes
 
 MODALITY_SETS = ("t", "a", "ta", "tv", "av", "tav")
 #: `modalities.audio` value for the audio stage's raw waveform (an in-graph `audio_encoder` reads it)
@@ -58,27 +58,21 @@ class TrainSettings:
     max_audio_s: float = setting(10.0, "audio_encoder: the first seconds of each clip's waveform kept", min=0.1)
     encoder_dropout: float = setting(-1.0, "the encoder's hidden and attention dropout; -1 = as its config says")
     dropout: float = setting(0.1, "the fusion's dropout (tcmf, mult, mmml, audio_transformer)", min=0.0, max=1.0)
-    head_dropout: float = setting(0.0, "dropout in the regression heads (the release: 0.5, models.py:232)",
-                                  min=0.0, max=1.0)
-    head_dropout_at: Literal["input", "hidden"] = setting(
-        "input", "where head_dropout sits: input (on the head's input) | hidden (between the ReLU and the last "
-                 "Linear, the release, models.py:150, 241)")
+    head: str = setting("mlp", "the heads' kind: mlp (KEBR's d->256->1, head_layers deep) | a registered head kind "
+                               "(kebr_model.heads)", check=one_of(lambda: heads.names()))
     fusion: str = setting(
         "tcmf", "how text, audio and visual are fused: tcmf (KEBR) | sf | tfn | mult (boosting-msa) | mmml | "
                 "audio_transformer, audio_cnn (MMML A.2's audio-only baselines: modalities.use = 'a') | a "
                 "registered fusion (kebr_model.fusions)", check=one_of(lambda: fusions.names()))
-    head_layers: int = setting(2, "fine-tuning head layers (2: KEBR's d->256->1; 3: MMML's three FC layers)", min=1)
-    modal_head_layers: int = setting(2, "unimodal head layers (2: d->256->1; 1: MMML's 'additional "
-                                        "fully-connected layer')", min=1)
-    scheme: Literal["single", "joint", "two-step"] = setting(
+    scheme: str = setting(
         "single", "single (main head) | joint (main + unimodal heads, sum of alpha_k L_k) | two-step (the first "
                   "step_one_epochs train the encoders in the graph (text, and an in-graph audio_encoder) and the "
-                  "unimodal heads, then those are frozen and the fusion and main head train)")
+                  "unimodal heads, then those are frozen and the fusion and main head train) | a registered "
+                  "scheme (kebr_model.schemes)", check=one_of(lambda: schemes.names()))
     alpha_main: float = setting(1.0, "weight of the main task's loss (joint)", min=0.0)
     alpha_text: float = setting(0.0, "weight of the text head's loss; > 0 adds the head (joint, two-step)", min=0.0)
     alpha_audio: float = setting(0.0, "weight of the audio head's loss; > 0 adds the head", min=0.0)
     alpha_visual: float = setting(0.0, "weight of the visual head's loss; > 0 adds the head", min=0.0)
-    step_one_epochs: int = setting(1, "two-step: epochs of step one (unimodal heads)", min=1)
     use_mcc: bool = setting(True, "ablation C4 when false")
     mcc_space: Literal["pooled", "flatten", "released"] = setting(
         "pooled", "pooled (this project's: masked means after the last value maps) | flatten (Eq. 9: X_K "
@@ -158,14 +152,22 @@ def _copy(f: dataclasses.Field) -> dataclasses.Field:
 
 def components() -> dict[str, type]:
     """Every registered component's settings dataclass, by `kind:name` (its fields are `[train]` keys)."""
-    return {f"fusion:{name}": cls.Settings for name, cls in fusions.FUSIONS.items()}
+    return {**{f"fusion:{name}": cls.Settings for name, cls in fusions.FUSIONS.items()},
+            **{f"scheme:{name}": cls.Settings for name, cls in schemes.SCHEMES.items()},
+            **{f"head:{name}": cls.Settings for name, cls in heads.HEADS.items()}}
 
 
 def train_section() -> type:
     """The `[train]` table's dataclass: the run's own keys (`TrainSettings`), then each registered
     component's settings (their keys stay flat `[train]` keys, as configs have always written them)."""
-    parts = [TrainSettings, *components().values()]
-    fields = [(f.name, typing.get_type_hints(part)[f.name], _copy(f)) for part in parts for f in dataclasses.fields(part)]
+    parts = {"train": TrainSettings, **components()}
+    fields, owner = [], {}
+    for name, part in parts.items():
+        for f in dataclasses.fields(part):
+            if f.name in owner:
+                raise ConfigError(f"{name}'s setting {f.name} is already {owner[f.name]}'s: rename it")
+            owner[f.name] = name
+            fields.append((f.name, typing.get_type_hints(part)[f.name], _copy(f)))
     return dataclasses.make_dataclass("TrainSection", fields, namespace={"__doc__": TrainSettings.__doc__})
 
 
@@ -218,6 +220,24 @@ class TrainConfig(TrainSettings):
         """The chosen fusion's settings object."""
         return self.options[f"fusion:{self.fusion}"]
 
+    @property
+    def head_settings(self) -> Any:
+        """The chosen head kind's settings object."""
+        return self.options[f"head:{self.head}"]
+
+    @property
+    def scheme_settings(self) -> Any:
+        """The chosen training scheme's settings object."""
+        return self.options[f"scheme:{self.scheme}"]
+
+    def make_heads(self) -> heads.HeadKind:
+        """The chosen head kind, given its settings object."""
+        return heads.get(self.head)(self.head_settings)
+
+    def make_scheme(self) -> schemes.Scheme:
+        """The chosen training scheme, given its settings object."""
+        return schemes.get(self.scheme)(self.scheme_settings)
+
     def check(self) -> None:
         if self.modalities.use not in MODALITY_SETS:
             raise ConfigError(f"modalities.use must be one of {', '.join(MODALITY_SETS)}")
@@ -233,7 +253,8 @@ class TrainConfig(TrainSettings):
             raise ConfigError(f"fusion {self.fusion!r} with modalities.use = {self.modalities.use!r}: the audio-only "
                               f"baselines ({audio_only}) and modalities.use = 'a' go together")
         if self.use_mcc and not kind.sequence_for(self.fusion_settings):
-            raise ConfigError(f"fusion {self.fusion!r} has no fused sequence for the MCC to compare: set use_mcc = false")
+            raise ConfigError(f"fusion {self.fusion!r} has no fused sequence for the MCC to compare: set "
+                              "use_mcc = false")
         if self.use_mcc and not kind.value_space and self.mcc_space == "pooled":
             raise ConfigError("mcc_space = 'pooled' compares with TCMF's value maps; with fusion "
                               f"{self.fusion!r} use mcc_space = 'flatten' (the raw inputs) or use_mcc = false")
@@ -250,11 +271,8 @@ class TrainConfig(TrainSettings):
         if self.mcc_loss == "separate" and self.mcc_form != "paper":
             raise ConfigError(f"mcc_loss = 'separate' splits the paper's Eq. 11 per modality; with mcc_form "
                               f"{self.mcc_form!r} use mcc_loss = 'joint'")
-        if self.scheme != "single" and not any(self.alphas[m] > 0 for m in ("text", "audio", "visual")):
-            raise ConfigError(f"scheme {self.scheme!r} trains unimodal heads: set alpha_text, alpha_audio or "
-                              "alpha_visual > 0")
-        if self.scheme == "two-step" and self.epochs <= self.step_one_epochs:
-            raise ConfigError(f"scheme 'two-step' needs epochs > step_one_epochs ({self.step_one_epochs}) for step two")
+        if problems := self.make_scheme().problems(self):
+            raise ConfigError(problems[0])
 
     @property
     def alphas(self) -> dict[str, float]:

@@ -16,7 +16,6 @@ from . import fusions
 from . import mcc as mcc_mod
 from .config import TrainConfig
 from .fusions.base import masked_mean
-from .heads import mlp
 
 
 @dataclass
@@ -28,23 +27,6 @@ class Output:
     mcc_valid: torch.Tensor   # (B,) samples that have both audio and visual frames (the term is defined)
     modal: dict[str, torch.Tensor] = field(default_factory=dict)  # m -> (B,) unimodal heads' predictions
     mcc_parts: dict[str, torch.Tensor] = field(default_factory=dict)  # separate MCC: m -> (B,) unweighted L^m
-
-
-HEAD_DROPOUT_AT = ("input", "hidden")
-
-
-def head(d: int, hidden: int = 256, dropout: float = 0.0, layers: int = 2, dropout_at: str = "input") -> nn.Module:
-    """MLP d -> 256 -> 1 with ReLU (Eq. 15; `layers` = 3: MMML's three fully connected layers) with
-    dropout on its input (`dropout_at = input`) or between the last ReLU and the last Linear (`hidden`:
-    the release, fc2(dropout(relu(fc1(x)))) at models.py:150, 241, with 0.5). The parameters keep their
-    names either way (dropout and ReLU hold none), so checkpoints load across the two."""
-    if dropout_at not in HEAD_DROPOUT_AT:
-        raise ValueError(f"unknown head dropout position {dropout_at!r}; choose one of {', '.join(HEAD_DROPOUT_AT)}")
-    mods = list(mlp(d, hidden, layers))
-    if dropout_at == "input" or layers < 2:
-        return nn.Sequential(nn.Dropout(dropout), *mods)
-    mods[-2] = nn.Sequential(mods[-2], nn.Dropout(dropout))
-    return nn.Sequential(nn.Identity(), *mods)
 
 
 class KEBR(nn.Module):
@@ -60,11 +42,11 @@ class KEBR(nn.Module):
         d_t = encoder.config.hidden_size
         self.widths = dict(widths)
         self.fusion = fusions.build(cfg.fusion, {"text": d_t, **self.widths}, cfg.fusion_settings, cfg.dropout)
-        at = cfg.head_dropout_at
-        self.pretrain_head = head(d_t, dropout=cfg.head_dropout, dropout_at=at)
-        self.finetune_head = head(self.fusion.out_dim, dropout=cfg.head_dropout, layers=cfg.head_layers, dropout_at=at)
+        heads = cfg.make_heads()
+        self.pretrain_head = heads.build("pretrain", d_t)
+        self.finetune_head = heads.build("finetune", self.fusion.out_dim)
         modal_widths = {"text": d_t, **self.widths}
-        self.modal_heads = nn.ModuleDict({m: head(modal_widths[m], layers=cfg.modal_head_layers)
+        self.modal_heads = nn.ModuleDict({m: heads.build("modal", modal_widths[m])
                                           for m in ("text", "audio", "visual")
                                           if cfg.alphas.get(m, 0.0) > 0 and m in modal_widths})
         self.mcc_space, self.mcc_form = cfg.mcc_space, cfg.mcc_form

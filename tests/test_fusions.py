@@ -11,7 +11,7 @@ import torch
 from kebr_model.fusions import FUSIONS, count_flops, count_params, make_fusion
 from kebr_model.fusions.attention import MaskedAttention
 from kebr_model.fusions.base import masked_mean
-from kebr_model.heads import Heads, weighted_loss
+from kebr_model.heads import mlp, weighted_loss
 
 
 W3 = {"text": 8, "audio": 6, "visual": 5}
@@ -289,12 +289,12 @@ def test_overfits_32_samples(name, opts):
     torch.manual_seed(0)
     h, mask, y = synthetic()
     f = make_fusion(name, W3, **opts)
-    heads = Heads(f.out_dim, W3, hidden=64)
-    params = list(f.parameters()) + list(heads.parameters())
+    head = mlp(f.out_dim, hidden=64)
+    params = list(f.parameters()) + list(head.parameters())
     opt = torch.optim.Adam(params, lr=3e-3)
     losses = []
     for _ in range(300):  # stops once below the threshold
-        loss, _ = weighted_loss(heads(f(h, mask)), y, {"main": 1.0}, loss="mse")
+        loss, _ = weighted_loss({"main": head(f(h, mask).pooled).squeeze(-1)}, y, {"main": 1.0}, loss="mse")
         losses.append(loss.item())
         if losses[-1] < 0.01:
             break

@@ -96,7 +96,8 @@ def test_a_checkpoint_written_before_the_redesign_loads_and_predicts_the_same(na
     saved = checkpoint.read_state(ckpt)["config"]
     torch.manual_seed(123)  # other initial weights: every number must come from the checkpoint
     net, _ = model(name)
-    assert TrainConfig.load((), [], **saved).to_dict() == saved
+    now = TrainConfig.load((), [], **saved).to_dict()
+    assert {k: now[k] for k in saved} == saved and set(now) - set(saved) == {"head"}  # one key added since: `head`
     assert set(checkpoint.load_weights(ckpt)) == set(net.state_dict())  # what --init loads: today's keys
     checkpoint.load(ckpt, net, restore_rng=False)
     assert outputs(net.eval()) == expected

@@ -4,7 +4,7 @@ Each modality is projected to width `d` and a learned CLS token is prepended. Ea
 fusion layers (5, the paper's best) runs, per stream, a cross-attention block (text stream:
 text queries, audio keys/values; audio stream: the mirror), a self-attention block and a
 pointwise ReLU feed-forward network (pre-LN, residual). The CLS outputs, concatenated, are the
-pooled vector; the paper's three fully connected layers are the main head (`heads.Heads` with
+pooled vector; the paper's three fully connected layers are the main head (the `mlp` head kind with
 `main_layers=3`). Keys/values always come from the other modality's projected input, as in TCMF.
 
 Variants (`variant`):
