@@ -12,13 +12,16 @@ import dataclasses
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from kebr_data import config as data_config
 from kebr_data.config import one_of, setting
 from kebr_data.errors import ConfigError
 
-from . import fusions, heads, schemes
+if TYPE_CHECKING:
+    from .fusions import Fusion
+    from .heads import HeadKind
+    from .schemes import Scheme
 
 MODALITY_SETS = ("t", "a", "ta", "tv", "av", "tav")
 #: `modalities.audio` value for the audio stage's raw waveform (an in-graph `audio_encoder` reads it)
@@ -59,16 +62,16 @@ class TrainSettings:
     encoder_dropout: float = setting(-1.0, "the encoder's hidden and attention dropout; -1 = as its config says")
     dropout: float = setting(0.1, "the fusion's dropout (tcmf, mult, mmml, audio_transformer)", min=0.0, max=1.0)
     head: str = setting("mlp", "the heads' kind: mlp (KEBR's d->256->1, head_layers deep) | a registered head kind "
-                               "(kebr_model.heads)", check=one_of(lambda: heads.names()))
+                               "(kebr_model.heads)", check=one_of(lambda: registries()[2].names()))
     fusion: str = setting(
         "tcmf", "how text, audio and visual are fused: tcmf (KEBR) | sf | tfn | mult (boosting-msa) | mmml | "
                 "audio_transformer, audio_cnn (MMML A.2's audio-only baselines: modalities.use = 'a') | a "
-                "registered fusion (kebr_model.fusions)", check=one_of(lambda: fusions.names()))
+                "registered fusion (kebr_model.fusions)", check=one_of(lambda: registries()[0].names()))
     scheme: str = setting(
         "single", "single (main head) | joint (main + unimodal heads, sum of alpha_k L_k) | two-step (the first "
                   "step_one_epochs train the encoders in the graph (text, and an in-graph audio_encoder) and the "
                   "unimodal heads, then those are frozen and the fusion and main head train) | a registered "
-                  "scheme (kebr_model.schemes)", check=one_of(lambda: schemes.names()))
+                  "scheme (kebr_model.schemes)", check=one_of(lambda: registries()[1].names()))
     alpha_main: float = setting(1.0, "weight of the main task's loss (joint)", min=0.0)
     alpha_text: float = setting(0.0, "weight of the text head's loss; > 0 adds the head (joint, two-step)", min=0.0)
     alpha_audio: float = setting(0.0, "weight of the audio head's loss; > 0 adds the head", min=0.0)
@@ -150,11 +153,18 @@ def _copy(f: dataclasses.Field) -> dataclasses.Field:
     return field(default=f.default, metadata=f.metadata)
 
 
+def registries() -> tuple[Any, Any, Any]:
+    """The fusion, scheme and head-kind registries, imported when first needed: they need torch, which
+    `kebr-train --help` and `defaults` do not."""
+    from . import fusions, heads, schemes
+
+    return fusions.REGISTRY, schemes.REGISTRY, heads.REGISTRY
+
+
 def components() -> dict[str, type]:
     """Every registered component's settings dataclass, by `kind:name` (its fields are `[train]` keys)."""
-    return {**{f"fusion:{name}": cls.Settings for name, cls in fusions.FUSIONS.items()},
-            **{f"scheme:{name}": cls.Settings for name, cls in schemes.SCHEMES.items()},
-            **{f"head:{name}": cls.Settings for name, cls in heads.HEADS.items()}}
+    return {f"{registry.kind}:{name}": cls.Settings for registry in registries()
+            for name, cls in registry.all().items()}
 
 
 def train_section() -> type:
@@ -172,8 +182,13 @@ def train_section() -> type:
 
 
 def sections() -> dict[str, type]:
-    """The trainer's config sections with every registered component's keys (`kebr-train defaults`)."""
-    return {"train": train_section(), "modalities": ModalitySettings}
+    """The trainer's config sections with every registered component's keys (`kebr-train defaults`; without
+    torch, where no fusion, scheme or head kind can be imported, the run's own keys alone)."""
+    try:
+        train = train_section()
+    except ImportError:
+        train = TrainSettings
+    return {"train": train, "modalities": ModalitySettings}
 
 
 @dataclass
@@ -212,8 +227,8 @@ class TrainConfig(TrainSettings):
         return out
 
     @property
-    def fusion_class(self) -> type[fusions.Fusion]:
-        return fusions.get(self.fusion)
+    def fusion_class(self) -> type[Fusion]:
+        return registries()[0].get(self.fusion)
 
     @property
     def fusion_settings(self) -> Any:
@@ -230,13 +245,13 @@ class TrainConfig(TrainSettings):
         """The chosen training scheme's settings object."""
         return self.options[f"scheme:{self.scheme}"]
 
-    def make_heads(self) -> heads.HeadKind:
+    def make_heads(self) -> HeadKind:
         """The chosen head kind, given its settings object."""
-        return heads.get(self.head)(self.head_settings)
+        return registries()[2].get(self.head)(self.head_settings)
 
-    def make_scheme(self) -> schemes.Scheme:
+    def make_scheme(self) -> Scheme:
         """The chosen training scheme, given its settings object."""
-        return schemes.get(self.scheme)(self.scheme_settings)
+        return registries()[1].get(self.scheme)(self.scheme_settings)
 
     def check(self) -> None:
         if self.modalities.use not in MODALITY_SETS:
@@ -249,7 +264,7 @@ class TrainConfig(TrainSettings):
             raise ConfigError(f"pre-training predicts the [MASK] token from TCMF's fused text sequence; fusion "
                               f"{self.fusion!r} has none aligned with the tokens: pre-train with fusion = 'tcmf'")
         if kind.audio_only != (self.modalities.use == "a"):
-            audio_only = ", ".join(n for n, c in fusions.FUSIONS.items() if c.audio_only)
+            audio_only = ", ".join(n for n, c in registries()[0].all().items() if c.audio_only)
             raise ConfigError(f"fusion {self.fusion!r} with modalities.use = {self.modalities.use!r}: the audio-only "
                               f"baselines ({audio_only}) and modalities.use = 'a' go together")
         if self.use_mcc and not kind.sequence_for(self.fusion_settings):

@@ -1,7 +1,8 @@
 """Adding a fusion, a training scheme or a head kind is one class (its own settings dataclass, whose keys
 become `[train]` keys with their ranges checked where declared) plus one `register` line: each toy one
 below, registered from this test module, trains through `kebr-train finetune` (click's CliRunner, in
-process) on a small synthetic folder with a tiny BERT. docs/extending/{fusion,scheme,head}.md point here."""
+process) on a small synthetic folder with a tiny BERT; an installed package's entry point registers one
+too (a `kebr-train` subprocess). docs/extending/{fusion,scheme,head}.md point here."""
 
 from __future__ import annotations
 
@@ -89,9 +90,8 @@ class LinearHead(heads.HeadKind):
 @pytest.fixture
 def registered(monkeypatch):
     """The three toys registered for one test (the registries are restored afterwards)."""
-    monkeypatch.setattr(fusions, "FUSIONS", dict(fusions.FUSIONS))
-    monkeypatch.setattr(schemes, "SCHEMES", dict(schemes.SCHEMES))
-    monkeypatch.setattr(heads, "HEADS", dict(heads.HEADS))
+    for registry in (fusions.REGISTRY, schemes.REGISTRY, heads.REGISTRY):
+        monkeypatch.setattr(registry, "classes", dict(registry.all()))
     fusions.register(ToyMean)
     schemes.register(MainHalf)
     heads.register(LinearHead)
@@ -152,3 +152,31 @@ def test_names_and_keys_are_not_taken_twice(registered):
     fusions.register(Clash)
     with pytest.raises(ConfigError, match="linear_bias is already"):
         sections()
+
+
+def test_an_installed_fusion_plugin_is_registered_and_a_broken_one_reported(tmp_path):
+    """Real `kebr_model.fusions` entry points (a dist-info folder on PYTHONPATH, read by importlib.metadata in a
+    `kebr-train defaults` subprocess): the toy fusion's key is listed; a plugin that cannot load is named once."""
+    import os
+    import subprocess
+    import sys
+
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "kebr_toy_fusion.py").write_text(
+        "from dataclasses import dataclass\n\nfrom kebr_data.config import setting\nfrom kebr_model.fusions.sf import SF"
+        "\n\n\n@dataclass\nclass Settings:\n    toy_gain: float = setting(1.0, 'toy_mean: scale', min=0.0)\n\n\n"
+        "class ToyMean(SF):\n    name = 'toy_mean'\n    Settings = Settings\n")
+    (site / "kebr_broken_fusion.py").write_text("raise ImportError('needs libfoo')\n")
+    info = site / "kebr_toy-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: kebr-toy\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[kebr_model.fusions]\ntoy_mean = kebr_toy_fusion:ToyMean\n"
+                                           "broken = kebr_broken_fusion:Nothing\n")
+    env = os.environ | {"PYTHONPATH": os.pathsep.join([str(site), str(Path(__file__).parents[1])])}
+    done = subprocess.run([sys.executable, "-m", "kebr_model.cli", "defaults"], capture_output=True, text=True,
+                          env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "toy_gain = 1.0  # toy_mean: scale" in done.stdout
+    assert done.stderr.count("cannot be loaded") == 1 and "needs libfoo" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr

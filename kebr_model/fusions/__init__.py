@@ -9,17 +9,16 @@ fused text sequence; sf and tfn fuse clip-level vectors and have none; audio_tra
 
 A fusion declares its name, its settings dataclass (its `[train]` keys) and its constructor
 (`Fusion.from_settings`); the trainer's config and model are derived from what is registered here.
-`register` adds one at run time (a plugin, a test): docs/extending/fusion.md.
+Installed packages add fusions through the `kebr_model.fusions` entry point group; `register` adds
+one at run time (a notebook, a test): docs/extending/fusion.md.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 from typing import Any
 
-from kebr_data.errors import ConfigError
-
+from ..registry import Registry
 from .audio_baselines import AudioCNN, AudioTransformer
 from .base import MODALITIES, Fusion, FusionOutput, NoSettings, masked_mean
 from .flops import count_flops, count_params
@@ -32,38 +31,10 @@ from .tfn import TFN
 #: the toolkit's own fusions (the first is the default)
 BUILTIN: tuple[type[Fusion], ...] = (TCMF, SF, TFN, MulT, MMML, AudioTransformer, AudioCNN)
 
-FUSIONS: dict[str, type[Fusion]] = {cls.name: cls for cls in BUILTIN}
-
-
-def register(cls: type[Fusion]) -> type[Fusion]:
-    """Add a fusion class (usable as a decorator). Its name must be new and an identifier, and its
-    settings' keys must not be another fusion's (every fusion's keys are `[train]` keys)."""
-    if not (isinstance(cls, type) and issubclass(cls, Fusion)):
-        raise ConfigError(f"{cls!r} is not a kebr_model.fusions.Fusion subclass")
-    if not cls.name.isidentifier():
-        raise ConfigError(f"fusion name {cls.name!r} is not an identifier")
-    if FUSIONS.get(cls.name, cls) is not cls:
-        raise ConfigError(f"fusion {cls.name} is defined twice, by {FUSIONS[cls.name].__module__} and "
-                          f"{cls.__module__}: rename one (its `name`)")
-    taken = {f.name: other.name for other in FUSIONS.values() if other is not cls
-             for f in dataclasses.fields(other.Settings)}
-    clash = next((f.name for f in dataclasses.fields(cls.Settings) if f.name in taken), None)
-    if clash:
-        raise ConfigError(f"fusion {cls.name}'s setting {clash} is already fusion {taken[clash]}'s: rename it")
-    FUSIONS[cls.name] = cls
-    return cls
-
-
-def names() -> tuple[str, ...]:
-    """The registered fusions' names, built-ins first."""
-    return tuple(FUSIONS)
-
-
-def get(name: str) -> type[Fusion]:
-    """The fusion class registered as `name`."""
-    if name not in FUSIONS:
-        raise ValueError(f"unknown fusion {name!r}; choose one of {', '.join(FUSIONS)}")
-    return FUSIONS[name]
+REGISTRY: Registry[type[Fusion]] = Registry("fusion", Fusion, BUILTIN)
+#: name -> class of the fusions registered so far (REGISTRY.all() also reads installed plugins)
+FUSIONS = REGISTRY.classes
+register, names, get = REGISTRY.register, REGISTRY.names, REGISTRY.get
 
 
 def build(name: str, widths: dict[str, int], settings: Any, dropout: float) -> Fusion:
@@ -81,5 +52,5 @@ def make_fusion(name: str, widths: dict[str, int], **options) -> Fusion:
     return cls(widths, **options)
 
 
-__all__ = ["BUILTIN", "FUSIONS", "MODALITIES", "Fusion", "FusionOutput", "NoSettings", "build", "count_flops",
-           "count_params", "get", "make_fusion", "masked_mean", "names", "register"]
+__all__ = ["BUILTIN", "FUSIONS", "MODALITIES", "REGISTRY", "Fusion", "FusionOutput", "NoSettings", "build",
+           "count_flops", "count_params", "get", "make_fusion", "masked_mean", "names", "register"]
