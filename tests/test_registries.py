@@ -163,10 +163,10 @@ def test_an_installed_fusion_plugin_is_registered_and_a_broken_one_reported(tmp_
 
     site = tmp_path / "site"
     site.mkdir()
-    (site / "kebr_toy_fusion.py").write_text(
-        "from dataclasses import dataclass\n\nfrom kebr_data.config import setting\nfrom kebr_model.fusions.sf import SF"
-        "\n\n\n@dataclass\nclass Settings:\n    toy_gain: float = setting(1.0, 'toy_mean: scale', min=0.0)\n\n\n"
-        "class ToyMean(SF):\n    name = 'toy_mean'\n    Settings = Settings\n")
+    (site / "kebr_toy_fusion.py").write_text("\n".join([
+        "from dataclasses import dataclass", "from kebr_data.config import setting", "from kebr_model.fusions.sf import SF",
+        "@dataclass", "class Settings:", "    toy_gain: float = setting(1.0, 'toy_mean: scale', min=0.0)",
+        "class ToyMean(SF):", "    name = 'toy_mean'", "    Settings = Settings", ""]))
     (site / "kebr_broken_fusion.py").write_text("raise ImportError('needs libfoo')\n")
     info = site / "kebr_toy-0.1.dist-info"
     info.mkdir()
