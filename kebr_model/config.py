@@ -12,7 +12,7 @@ import dataclasses
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from kebr_data import config as data_config
 from kebr_data.config import one_of, setting
@@ -62,16 +62,16 @@ class TrainSettings:
     encoder_dropout: float = setting(-1.0, "the encoder's hidden and attention dropout; -1 = as its config says")
     dropout: float = setting(0.1, "the fusion's dropout (tcmf, mult, mmml, audio_transformer)", min=0.0, max=1.0)
     head: str = setting("mlp", "the heads' kind: mlp (KEBR's d->256->1, head_layers deep) | a registered head kind "
-                               "(kebr_model.heads)", check=one_of(lambda: registries()[2].names()))
+                               "(kebr_model.heads)", check=one_of(lambda: registries().head.names()))
     fusion: str = setting(
         "tcmf", "how text, audio and visual are fused: tcmf (KEBR) | sf | tfn | mult (boosting-msa) | mmml | "
                 "audio_transformer, audio_cnn (MMML A.2's audio-only baselines: modalities.use = 'a') | a "
-                "registered fusion (kebr_model.fusions)", check=one_of(lambda: registries()[0].names()))
+                "registered fusion (kebr_model.fusions)", check=one_of(lambda: registries().fusion.names()))
     scheme: str = setting(
         "single", "single (main head) | joint (main + unimodal heads, sum of alpha_k L_k) | two-step (the first "
                   "step_one_epochs train the encoders in the graph (text, and an in-graph audio_encoder) and the "
                   "unimodal heads, then those are frozen and the fusion and main head train) | a registered "
-                  "scheme (kebr_model.schemes)", check=one_of(lambda: registries()[1].names()))
+                  "scheme (kebr_model.schemes)", check=one_of(lambda: registries().scheme.names()))
     alpha_main: float = setting(1.0, "weight of the main task's loss (joint)", min=0.0)
     alpha_text: float = setting(0.0, "weight of the text head's loss; > 0 adds the head (joint, two-step)", min=0.0)
     alpha_audio: float = setting(0.0, "weight of the audio head's loss; > 0 adds the head", min=0.0)
@@ -153,12 +153,18 @@ def _copy(f: dataclasses.Field) -> dataclasses.Field:
     return field(default=f.default, metadata=f.metadata)
 
 
-def registries() -> tuple[Any, Any, Any]:
-    """The fusion, scheme and head-kind registries, imported when first needed: they need torch, which
-    `kebr-train --help` and `defaults` do not."""
+class Registries(NamedTuple):
+    fusion: Any
+    scheme: Any
+    head: Any
+
+
+def registries() -> Registries:
+    """The fusion, scheme and head-kind registries (`kebr_model.registry.Registry`), imported when first
+    needed: they need torch, which `kebr-train --help` and `defaults` do not."""
     from . import fusions, heads, schemes
 
-    return fusions.REGISTRY, schemes.REGISTRY, heads.REGISTRY
+    return Registries(fusions.REGISTRY, schemes.REGISTRY, heads.REGISTRY)
 
 
 def components() -> dict[str, type]:
@@ -228,7 +234,7 @@ class TrainConfig(TrainSettings):
 
     @property
     def fusion_class(self) -> type[Fusion]:
-        return registries()[0].get(self.fusion)
+        return registries().fusion.get(self.fusion)
 
     @property
     def fusion_settings(self) -> Any:
@@ -247,11 +253,11 @@ class TrainConfig(TrainSettings):
 
     def make_heads(self) -> HeadKind:
         """The chosen head kind, given its settings object."""
-        return registries()[2].get(self.head)(self.head_settings)
+        return registries().head.get(self.head)(self.head_settings)
 
     def make_scheme(self) -> Scheme:
         """The chosen training scheme, given its settings object."""
-        return registries()[1].get(self.scheme)(self.scheme_settings)
+        return registries().scheme.get(self.scheme)(self.scheme_settings)
 
     def check(self) -> None:
         if self.modalities.use not in MODALITY_SETS:
@@ -264,7 +270,7 @@ class TrainConfig(TrainSettings):
             raise ConfigError(f"pre-training predicts the [MASK] token from TCMF's fused text sequence; fusion "
                               f"{self.fusion!r} has none aligned with the tokens: pre-train with fusion = 'tcmf'")
         if kind.audio_only != (self.modalities.use == "a"):
-            audio_only = ", ".join(n for n, c in registries()[0].all().items() if c.audio_only)
+            audio_only = ", ".join(n for n, c in registries().fusion.all().items() if c.audio_only)
             raise ConfigError(f"fusion {self.fusion!r} with modalities.use = {self.modalities.use!r}: the audio-only "
                               f"baselines ({audio_only}) and modalities.use = 'a' go together")
         if self.use_mcc and not kind.sequence_for(self.fusion_settings):
