@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import write_section  # noqa: E402
 
 from kebr_model.fusions import count_flops, count_params, make_fusion  # noqa: E402
-from kebr_model.heads import Heads, weighted_loss  # noqa: E402
+from kebr_model.heads import mlp, weighted_loss  # noqa: E402
 
 SHAPES = {"text": (39, 768), "audio": (400, 33), "visual": (55, 709)}
 CONTENDERS = [
@@ -71,14 +71,17 @@ class Contender:
         self.label = name + "".join(f" {k}={v}" for k, v in opts.items())
         self.note = note
         self.fusion = make_fusion(name, widths, **opts)
-        self.heads = Heads(self.fusion.out_dim, widths)
-        self.params = list(self.fusion.parameters()) + list(self.heads.parameters())
+        self.head = mlp(self.fusion.out_dim)  # the main head (Eq. 15)
+        self.params = list(self.fusion.parameters()) + list(self.head.parameters())
         self.opt = torch.optim.Adam(self.params, lr=1e-4)
         self.wall: list[float] = []
         self.cpu: list[float] = []
 
+    def predict(self, h: dict, mask: dict) -> torch.Tensor:
+        return self.head(self.fusion(h, mask).pooled).squeeze(-1)
+
     def step(self, h: dict, mask: dict, y: torch.Tensor) -> None:
-        loss, _ = weighted_loss(self.heads(self.fusion(h, mask)), y, {"main": 1.0})
+        loss, _ = weighted_loss({"main": self.predict(h, mask)}, y, {"main": 1.0})
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
@@ -100,13 +103,13 @@ class Contender:
             return t
 
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            self.heads(self.fusion(h, mask)).get("main").sum()
+            self.predict(h, mask).sum()
         kept = list(h.values()) + list(mask.values()) + self.params
         existing = {x.untyped_storage().data_ptr() for x in kept}
         return sum(v for k, v in seen.items() if k not in existing)
 
     def n_params(self) -> int:
-        return count_params(self.fusion) + count_params(self.heads)
+        return count_params(self.fusion) + count_params(self.head)
 
 
 def step_costs(args: argparse.Namespace) -> None:

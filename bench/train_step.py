@@ -56,7 +56,7 @@ def mcc_cost(space: str, n: int, lt: int, la: int, lv: int, d: int = 384, repeat
     """Seconds for the MCC's own work at these shapes: cosines, the Eq. 11 term and their backward.
     (Flatten needs the projected frames, which the TCMF layer has already made: they come in here.)"""
     from kebr_model import mcc as m
-    from kebr_model.tcmf import CrossModal
+    from kebr_model.fusions.tcmf import CrossModal
 
     g = torch.Generator().manual_seed(1)
     x = torch.randn(n, lt, d, generator=g, requires_grad=True)

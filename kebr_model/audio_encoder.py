@@ -20,7 +20,7 @@ from torch import nn
 from kebr_data.features import ssl_encoder as enc
 from kebr_data.features.hf_folder import LOAD_OPTIONS, quiet_loading
 
-from .config import RAW_AUDIO
+from .config import RAW_AUDIO, TrainConfig
 from .data import RawAudio
 from .errors import TrainSetupError
 
@@ -57,9 +57,9 @@ class AudioEncoder(nn.Module):
     def _encode(self, values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """The chosen hidden states of one group (rows padded to the group's longest clip)."""
         kwargs: dict[str, Any] = {"attention_mask": mask.long()} if self.exact_padding else {}
-        cfg = self.net.config
+        spec = self.net.config  # the Hugging Face model's own config: SpecAugment's keys exist in some models only
         frames = int(self.frames_of(torch.tensor(values.shape[1])))
-        if self.training and getattr(cfg, "mask_time_prob", 0) > 0 and frames < getattr(cfg, "mask_time_length", 1):
+        if self.training and getattr(spec, "mask_time_prob", 0) > 0 and frames < getattr(spec, "mask_time_length", 1):
             # the model's SpecAugment cannot place a span in so few frames (Hugging Face raises): no time mask
             kwargs["mask_time_indices"] = torch.zeros(values.shape[0], frames, dtype=torch.bool, device=values.device)
         out = self.net(values.masked_fill(~mask, self.padding_value), output_hidden_states=self.layer != "last",
@@ -101,7 +101,7 @@ def setup_problem(folder: str) -> str | None:
     return None
 
 
-def load_audio_encoder(cfg: Any) -> tuple[AudioEncoder, RawAudio]:
+def load_audio_encoder(cfg: TrainConfig) -> tuple[AudioEncoder, RawAudio]:
     """The in-graph encoder of `cfg.audio_encoder` and how the loader prepares its input; TrainSetupError
     (one line, exit 2) for a missing, incomplete or unsupported folder or a layer the model lacks."""
     problem = setup_problem(cfg.audio_encoder)

@@ -272,10 +272,24 @@ def _torch_load(path: Path, name: str) -> Any:
                                 "the folder from a copy, or train again into a new --out") from None
 
 
+#: state_dict key prefixes renamed since checkpoints were first written (old -> new): before issue #26 SKESL's
+#: per-modality TCMF sat in a wrapper (`fusion.tcmf.layers.*`); TCMF is now one fusion (`fusion.layers.*`)
+RENAMED = {"fusion.tcmf.": "fusion."}
+
+
+def upgrade_keys(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """`weights` with the keys of older checkpoints renamed (`RENAMED`), values untouched."""
+    def new(key: str) -> str:
+        old = next((o for o in RENAMED if key.startswith(o)), None)
+        return RENAMED[old] + key[len(old):] if old else key
+    return {new(k): v for k, v in weights.items()}
+
+
 def load_weights(path: Path) -> dict[str, torch.Tensor]:
-    """The model weights of checkpoint folder `path`, checked against their recorded sha256."""
+    """The model weights of checkpoint folder `path`, checked against their recorded sha256, with the keys of
+    older checkpoints renamed to today's (`upgrade_keys`)."""
     verify(path)
-    return _torch_load(path, "model.pt")
+    return upgrade_keys(_torch_load(path, "model.pt"))
 
 
 def _fit(path: Path, model: torch.nn.Module, weights: dict[str, torch.Tensor]) -> None:

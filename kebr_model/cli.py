@@ -369,9 +369,9 @@ def defaults_cmd() -> None:
     --config; a bare --set key=value means train.key)."""
     from kebr_data.config import describe_defaults
 
-    from .config import SECTIONS, TOOL
+    from .config import TOOL, sections
 
-    click.echo(describe_defaults(SECTIONS, TOOL), nl=False)
+    click.echo(describe_defaults(sections(), TOOL), nl=False)
 
 
 if __name__ == "__main__":  # pragma: no cover

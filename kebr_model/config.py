@@ -7,18 +7,23 @@ typo fails at once with "did you mean". A bare `--set key=value` means `train.ke
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from kebr_data import config as data_config
-from kebr_data.config import setting
+from kebr_data.config import one_of, setting
 from kebr_data.errors import ConfigError
 
+if TYPE_CHECKING:
+    from .fusions import Fusion
+    from .heads import HeadKind
+    from .schemes import Scheme
+
 MODALITY_SETS = ("t", "a", "ta", "tv", "av", "tav")
-#: fusions that read the audio alone (MMML A.2's audio-only baselines): modalities.use = "a"
-AUDIO_ONLY = ("audio_transformer", "audio_cnn")
 #: `modalities.audio` value for the audio stage's raw waveform (an in-graph `audio_encoder` reads it)
 RAW_AUDIO = "audio"
 
@@ -55,58 +60,22 @@ class TrainSettings:
                                                "concatenated) | a hidden-state index ('0' = transformer input)")
     max_audio_s: float = setting(10.0, "audio_encoder: the first seconds of each clip's waveform kept", min=0.1)
     encoder_dropout: float = setting(-1.0, "the encoder's hidden and attention dropout; -1 = as its config says")
-    layers: int = setting(4, "TCMF layers K (paper: 4)", min=1)
-    shared_layers: bool = setting(False, "one set of TCMF weights for all K passes (the release, models.py:116-121)")
-    ffn: Literal["gelu4", "linear", "linear-dropout"] = setting(
-        "gelu4", "TCMF feed-forward: gelu4 (Linear d->4d, GELU, dropout, Linear) | linear (one Linear d->d) | "
-                 "linear-dropout (one Linear, then dropout: the release, models.py:107-108, dropout 0.5)")
-    tcmf_attention: Literal["paper", "released"] = setting(
-        "paper", "paper (one query map d_t->d_t, sqrt(d_t) scaling, padding masked) | released (models.py:66-91: "
-                 "per modality its own LN(text) and query map to tcmf_embed_dim, e^-0.5 scaling, no padding "
-                 "mask, an output map back to d_t)")
-    tcmf_embed_dim: int = setting(256, "tcmf_attention = released: the attention width e (the release: 256)", min=1)
-    tcmf_residual: Literal["ln", "raw"] = setting(
-        "ln", "ln (M = LN(X) + sum M_m, Eq. 7) | raw (M = X + sum M_m, the release, models.py:105)")
-    dropout: float = setting(0.1, "TCMF dropout", min=0.0, max=1.0)
-    head_dropout: float = setting(0.0, "dropout in the regression heads (the release: 0.5, models.py:232)",
-                                  min=0.0, max=1.0)
-    head_dropout_at: Literal["input", "hidden"] = setting(
-        "input", "where head_dropout sits: input (on the head's input) | hidden (between the ReLU and the last "
-                 "Linear, the release, models.py:150, 241)")
-    finetune_pool: Literal["masked", "all"] = setting(
-        "masked", "fine-tuning head's input: masked (mean over the text tokens) | all (mean over every position, "
-                  "padding included, the release, models.py:248; fixed with pad_to_max)")
-    fusion: Literal["tcmf", "sf", "tfn", "mult", "mmml", "audio_transformer", "audio_cnn"] = setting(
+    dropout: float = setting(0.1, "the fusion's dropout (tcmf, mult, mmml, audio_transformer)", min=0.0, max=1.0)
+    head: str = setting("mlp", "the heads' kind: mlp (KEBR's d->256->1, head_layers deep) | a registered head kind "
+                               "(kebr_model.heads)", check=one_of(lambda: registries().head.names()))
+    fusion: str = setting(
         "tcmf", "how text, audio and visual are fused: tcmf (KEBR) | sf | tfn | mult (boosting-msa) | mmml | "
-                "audio_transformer, audio_cnn (MMML A.2's audio-only baselines: modalities.use = 'a')")
-    per_modality_query: bool = setting(False, "tcmf: one query map per non-verbal modality (SKESL Eq. 2)")
-    mmml_variant: Literal["fused", "direct_concat", "concat_variation", "transformer_variation"] = setting(
-        "fused", "mmml: the fusion network or one of the paper's variants")
-    mmml_d: int = setting(64, "mmml: fusion width (the paper gives none; 64 is this project's)", min=1)
-    mmml_heads: int = setting(4, "mmml: attention heads (the paper gives none; mmml_d must be a multiple)", min=1)
-    mmml_layers: int = setting(5, "mmml: fusion layers (MMML A.1: 'using 5 layers of fusion network')", min=1)
-    mult_d: int = setting(32, "mult: crossmodal width d (the paper gives none; 32 is this project's)", min=1)
-    mult_layers: int = setting(2, "mult: blocks per crossmodal and self-attention stack (the paper gives none)", min=1)
-    audio_transformer_d: int = setting(64, "audio_transformer: width (MMML A.2 gives none; 4 heads)", min=4)
-    audio_transformer_layers: int = setting(2, "audio_transformer: encoder layers (MMML A.2: 'between 2 and 4')",
-                                            min=1)
-    audio_cnn_channels: int = setting(8, "audio_cnn: channels of the first of its 8 convolutions (doubling every "
-                                         "second; MMML A.2 gives none)", min=1)
-    tfn_project: int = setting(16, "tfn: project each clip vector to this width before the outer product; 0 = the "
-                                   "paper's parameter-free form on the raw widths (boosting-msa §3.3)", min=0)
-    head_layers: int = setting(2, "fine-tuning head layers (2: KEBR's d->256->1; 3: MMML's three FC layers)", min=1)
-    modal_head_layers: int = setting(2, "unimodal head layers (2: d->256->1; 1: MMML's 'additional "
-                                        "fully-connected layer')", min=1)
-    scheme: Literal["single", "joint", "two-step"] = setting(
+                "audio_transformer, audio_cnn (MMML A.2's audio-only baselines: modalities.use = 'a') | a "
+                "registered fusion (kebr_model.fusions)", check=one_of(lambda: registries().fusion.names()))
+    scheme: str = setting(
         "single", "single (main head) | joint (main + unimodal heads, sum of alpha_k L_k) | two-step (the first "
                   "step_one_epochs train the encoders in the graph (text, and an in-graph audio_encoder) and the "
-                  "unimodal heads, then those are frozen and the fusion and main head train)")
+                  "unimodal heads, then those are frozen and the fusion and main head train) | a registered "
+                  "scheme (kebr_model.schemes)", check=one_of(lambda: registries().scheme.names()))
     alpha_main: float = setting(1.0, "weight of the main task's loss (joint)", min=0.0)
     alpha_text: float = setting(0.0, "weight of the text head's loss; > 0 adds the head (joint, two-step)", min=0.0)
     alpha_audio: float = setting(0.0, "weight of the audio head's loss; > 0 adds the head", min=0.0)
     alpha_visual: float = setting(0.0, "weight of the visual head's loss; > 0 adds the head", min=0.0)
-    step_one_epochs: int = setting(1, "two-step: epochs of step one (unimodal heads)", min=1)
-    use_tcmf: bool = setting(True, "ablation C3 when false: same layers, attention not driven by the text")
     use_mcc: bool = setting(True, "ablation C4 when false")
     mcc_space: Literal["pooled", "flatten", "released"] = setting(
         "pooled", "pooled (this project's: masked means after the last value maps) | flatten (Eq. 9: X_K "
@@ -174,37 +143,121 @@ class TrainSettings:
     allow_stale: bool = setting(False, "read stage tables that are not committed and current (experts only)")
 
 
-SECTIONS = {"train": TrainSettings, "modalities": ModalitySettings}
 TOOL = "kebr-train"  # the command line whose `defaults` lists these sections' keys
+
+
+def _copy(f: dataclasses.Field) -> dataclasses.Field:
+    """A fresh field with `f`'s default and metadata (a Field belongs to one class)."""
+    if f.default_factory is not dataclasses.MISSING:
+        return field(default_factory=f.default_factory, metadata=f.metadata)
+    return field(default=f.default, metadata=f.metadata)
+
+
+class Registries(NamedTuple):
+    fusion: Any
+    scheme: Any
+    head: Any
+
+
+def registries() -> Registries:
+    """The fusion, scheme and head-kind registries (`kebr_model.registry.Registry`), imported when first
+    needed: they need torch, which `kebr-train --help` and `defaults` do not."""
+    from . import fusions, heads, schemes
+
+    return Registries(fusions.REGISTRY, schemes.REGISTRY, heads.REGISTRY)
+
+
+def components() -> dict[str, type]:
+    """Every registered component's settings dataclass, by `kind:name` (its fields are `[train]` keys)."""
+    return {f"{registry.kind}:{name}": cls.Settings for registry in registries()
+            for name, cls in registry.all().items()}
+
+
+def train_section() -> type:
+    """The `[train]` table's dataclass: the run's own keys (`TrainSettings`), then each registered
+    component's settings (their keys stay flat `[train]` keys, as configs have always written them)."""
+    parts = {"train": TrainSettings, **components()}
+    fields, owner = [], {}
+    for name, part in parts.items():
+        for f in dataclasses.fields(part):
+            if f.name in owner:
+                raise ConfigError(f"{name}'s setting {f.name} is already {owner[f.name]}'s: rename it")
+            owner[f.name] = name
+            fields.append((f.name, typing.get_type_hints(part)[f.name], _copy(f)))
+    return dataclasses.make_dataclass("TrainSection", fields, namespace={"__doc__": TrainSettings.__doc__})
+
+
+def sections() -> dict[str, type]:
+    """The trainer's config sections with every registered component's keys (`kebr-train defaults`; without
+    torch, where no fusion, scheme or head kind can be imported, the run's own keys alone)."""
+    try:
+        train = train_section()
+    except ImportError:
+        train = TrainSettings
+    return {"train": train, "modalities": ModalitySettings}
 
 
 @dataclass
 class TrainConfig(TrainSettings):
-    """The `[train]` options as attributes, plus `modalities`."""
+    """The `[train]` options as attributes, plus `modalities` and each registered component's settings
+    object (`options`, by `kind:name`: the chosen fusion's is `fusion_settings`)."""
 
     modalities: ModalitySettings = field(default_factory=ModalitySettings)
+    options: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def load(cls, files: list[Path] | tuple[Path, ...] = (), overrides: list[str] | tuple[str, ...] = (),
              **values: Any) -> "TrainConfig":
         """Defaults, then TOML files, then key=value overrides (bare keys are `train.` keys), then
         explicit values (a `modalities` value may be a dict, as checkpoints save it)."""
-        sections = {s: [f.name for f in dataclasses.fields(c)] for s, c in SECTIONS.items()}
-        dotted = [t if t.partition("=")[0].strip().partition(".")[0] in SECTIONS else f"train.{t.strip()}"
+        schema = sections()
+        dotted = [t if t.partition("=")[0].strip().partition(".")[0] in schema else f"train.{t.strip()}"
                   for t in overrides]
+        modality_keys = [f.name for f in dataclasses.fields(ModalitySettings)]
         flat: dict[str, Any] = {}
         for key, value in values.items():
             if key == "modalities" and isinstance(value, dict):
-                flat |= {f"modalities.{k}": v for k, v in value.items() if k in sections["modalities"]}
+                flat |= {f"modalities.{k}": v for k, v in value.items() if k in modality_keys}
             elif key in ("modalities", "train") or value is None:
                 continue
             else:
                 flat[f"train.{key}"] = value
-        cfg = data_config.load(files, dotted, schema_sections=SECTIONS, tool=TOOL)
-        cfg = data_config.apply(cfg, flat, schema_sections=SECTIONS, tool=TOOL)
-        out = cls(**cfg["train"], modalities=ModalitySettings(**cfg["modalities"]))
+        cfg = data_config.load(files, dotted, schema_sections=schema, tool=TOOL)
+        cfg = data_config.apply(cfg, flat, schema_sections=schema, tool=TOOL)
+        train = cfg["train"]
+        options = {key: settings(**{f.name: train[f.name] for f in dataclasses.fields(settings)})
+                   for key, settings in components().items()}
+        own = {f.name: train[f.name] for f in dataclasses.fields(TrainSettings)}
+        out = cls(**own, modalities=ModalitySettings(**cfg["modalities"]), options=options)
         out.check()
         return out
+
+    @property
+    def fusion_class(self) -> type[Fusion]:
+        return registries().fusion.get(self.fusion)
+
+    @property
+    def fusion_settings(self) -> Any:
+        """The chosen fusion's settings object."""
+        return self.options[f"fusion:{self.fusion}"]
+
+    @property
+    def head_settings(self) -> Any:
+        """The chosen head kind's settings object."""
+        return self.options[f"head:{self.head}"]
+
+    @property
+    def scheme_settings(self) -> Any:
+        """The chosen training scheme's settings object."""
+        return self.options[f"scheme:{self.scheme}"]
+
+    def make_heads(self) -> HeadKind:
+        """The chosen head kind, given its settings object."""
+        return registries().head.get(self.head)(self.head_settings)
+
+    def make_scheme(self) -> Scheme:
+        """The chosen training scheme, given its settings object."""
+        return registries().scheme.get(self.scheme)(self.scheme_settings)
 
     def check(self) -> None:
         if self.modalities.use not in MODALITY_SETS:
@@ -212,36 +265,35 @@ class TrainConfig(TrainSettings):
         if self.audio_encoder and self.modalities.audio != RAW_AUDIO:
             raise ConfigError(f"audio_encoder runs on the audio stage's raw waveform: set modalities.audio = "
                               f"'{RAW_AUDIO}' (now {self.modalities.audio!r}), or drop audio_encoder")
-        if self.fusion != "tcmf" and self.task == "pretrain":
+        kind = self.fusion_class
+        if not kind.pretrains and self.task == "pretrain":
             raise ConfigError(f"pre-training predicts the [MASK] token from TCMF's fused text sequence; fusion "
                               f"{self.fusion!r} has none aligned with the tokens: pre-train with fusion = 'tcmf'")
-        if (self.fusion in AUDIO_ONLY) != (self.modalities.use == "a"):
+        if kind.audio_only != (self.modalities.use == "a"):
+            audio_only = ", ".join(n for n, c in registries().fusion.all().items() if c.audio_only)
             raise ConfigError(f"fusion {self.fusion!r} with modalities.use = {self.modalities.use!r}: the audio-only "
-                              f"baselines ({', '.join(AUDIO_ONLY)}) and modalities.use = 'a' go together")
-        no_sequence = self.fusion in ("sf", "tfn", *AUDIO_ONLY) or (self.fusion == "mmml"
-                                                                    and self.mmml_variant == "direct_concat")
-        if self.use_mcc and no_sequence:
-            raise ConfigError(f"fusion {self.fusion!r} has no fused sequence for the MCC to compare: set use_mcc = false")
-        if self.use_mcc and self.fusion != "tcmf" and self.mcc_space == "pooled":
+                              f"baselines ({audio_only}) and modalities.use = 'a' go together")
+        if self.use_mcc and not kind.sequence_for(self.fusion_settings):
+            raise ConfigError(f"fusion {self.fusion!r} has no fused sequence for the MCC to compare: set "
+                              "use_mcc = false")
+        if self.use_mcc and not kind.value_space and self.mcc_space == "pooled":
             raise ConfigError("mcc_space = 'pooled' compares with TCMF's value maps; with fusion "
                               f"{self.fusion!r} use mcc_space = 'flatten' (the raw inputs) or use_mcc = false")
-        released_parts = [k for k, v in (("tcmf_attention", self.tcmf_attention == "released"),
-                                         ("tcmf_residual", self.tcmf_residual == "raw"),
-                                         ("finetune_pool", self.finetune_pool == "all")) if v]
-        if released_parts and (self.fusion != "tcmf" or self.per_modality_query):
-            raise ConfigError(f"{released_parts[0]} = {getattr(self, released_parts[0])!r} is an option of the plain "
+        tcmf = self.options["fusion:tcmf"]
+        released_parts = tcmf.released_parts()
+        if released_parts and self.fusion != "tcmf":
+            raise ConfigError(f"{released_parts[0]} = {getattr(tcmf, released_parts[0])!r} is an option of the plain "
                               "TCMF: set fusion = 'tcmf' and per_modality_query = false")
+        if problems := tcmf.problems():
+            raise ConfigError(problems[0])
         if self.pad_to_max and self.used.get("audio") == RAW_AUDIO:
             raise ConfigError("pad_to_max pads frames to max_audio_frames, but the raw waveform has samples, not "
                               "frames: set pad_to_max = false with modalities.audio = 'audio'")
         if self.mcc_loss == "separate" and self.mcc_form != "paper":
             raise ConfigError(f"mcc_loss = 'separate' splits the paper's Eq. 11 per modality; with mcc_form "
                               f"{self.mcc_form!r} use mcc_loss = 'joint'")
-        if self.scheme != "single" and not any(self.alphas[m] > 0 for m in ("text", "audio", "visual")):
-            raise ConfigError(f"scheme {self.scheme!r} trains unimodal heads: set alpha_text, alpha_audio or "
-                              "alpha_visual > 0")
-        if self.scheme == "two-step" and self.epochs <= self.step_one_epochs:
-            raise ConfigError(f"scheme 'two-step' needs epochs > step_one_epochs ({self.step_one_epochs}) for step two")
+        if problems := self.make_scheme().problems(self):
+            raise ConfigError(problems[0])
 
     @property
     def alphas(self) -> dict[str, float]:
@@ -256,7 +308,11 @@ class TrainConfig(TrainSettings):
         return {m: getattr(self.modalities, m) for m in ("audio", "visual") if m[0] in self.modalities.use}
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Every key as configs write it (flat `[train]` keys, `modalities` a dict): what checkpoints save."""
+        own = {f.name: getattr(self, f.name) for f in dataclasses.fields(TrainSettings)}
+        for settings in self.options.values():
+            own |= dataclasses.asdict(settings)
+        return copy.deepcopy(own) | {"modalities": dataclasses.asdict(self.modalities)}
 
     def resume_changes(self, saved: dict[str, Any]) -> list[str]:
         """`key: saved -> now` for each option that a resume may not change (shapes, optimisation,

@@ -94,12 +94,6 @@ def loss_weight(form: str) -> float:
     return 0.5 if form == "released-pretrain" else 1.0
 
 
-def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean over dim 1 of the positions where `mask` is true (zero for an all-false row)."""
-    m = mask.to(x.dtype).unsqueeze(-1)
-    return (x * m).sum(1) / m.sum(1).clamp(min=1.0)
-
-
 def flatten_cosine(a: torch.Tensor, a_mask: torch.Tensor, b: torch.Tensor, b_mask: torch.Tensor) -> torch.Tensor:
     """Per-sample cosine of two sequences, pairwise over valid positions: each sample's valid positions
     flattened and L2-normalised, the shorter tiled by an integer factor, zero-padded to the longer.

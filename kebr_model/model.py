@@ -1,6 +1,6 @@
 """The model: a Hugging Face text encoder, a fusion of the text with the non-verbal modalities
-(KEBR's TCMF by default, or any fusion of `kebr_model.fusions`, built by `make_fusion` from the
-modalities' widths), a pre-training head on the [MASK] position, a fine-tuning head on the fused
+(KEBR's TCMF by default, or any fusion registered in `kebr_model.fusions`, built from its settings
+object and the modalities' widths), a pre-training head on the [MASK] position, a fine-tuning head on the fused
 vector, and optional unimodal heads (boosting-msa, MMML) on each modality's clip vector. With an
 `audio_encoder` (kebr_model.audio_encoder), the batch's audio is a raw waveform that it turns into frames
 inside the graph."""
@@ -8,16 +8,14 @@ inside the graph."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 from torch import nn
 
 from . import fusions
 from . import mcc as mcc_mod
+from .config import TrainConfig
 from .fusions.base import masked_mean
-from .heads import mlp
-from .tcmf import TCMF
 
 
 @dataclass
@@ -31,81 +29,31 @@ class Output:
     mcc_parts: dict[str, torch.Tensor] = field(default_factory=dict)  # separate MCC: m -> (B,) unweighted L^m
 
 
-HEAD_DROPOUT_AT = ("input", "hidden")
-POOLS = ("masked", "all")
-
-
-def head(d: int, hidden: int = 256, dropout: float = 0.0, layers: int = 2, dropout_at: str = "input") -> nn.Module:
-    """MLP d -> 256 -> 1 with ReLU (Eq. 15; `layers` = 3: MMML's three fully connected layers) with
-    dropout on its input (`dropout_at = input`) or between the last ReLU and the last Linear (`hidden`:
-    the release, fc2(dropout(relu(fc1(x)))) at models.py:150, 241, with 0.5). The parameters keep their
-    names either way (dropout and ReLU hold none), so checkpoints load across the two."""
-    if dropout_at not in HEAD_DROPOUT_AT:
-        raise ValueError(f"unknown head dropout position {dropout_at!r}; choose one of {', '.join(HEAD_DROPOUT_AT)}")
-    mods = list(mlp(d, hidden, layers))
-    if dropout_at == "input" or layers < 2:
-        return nn.Sequential(nn.Dropout(dropout), *mods)
-    mods[-2] = nn.Sequential(mods[-2], nn.Dropout(dropout))
-    return nn.Sequential(nn.Identity(), *mods)
-
-
-def make_fusion(cfg: Any, d_t: int, widths: dict[str, int]) -> nn.Module:
-    """The fusion module for `widths` (modality -> frame width). KEBR's TCMF is called as
-    fusion(x_t, frames, masks) and returns (fused text, per-modality value sequences); any other
-    choice is a `kebr_model.fusions` module over {"text": x_t, **frames}, returning a FusionOutput."""
-    get = (lambda k, d: getattr(cfg, k, d)) if cfg is not None else (lambda k, d: d)
-    name = get("fusion", "tcmf")
-    if name == "tcmf" and not get("per_modality_query", False):
-        return TCMF(d_t, widths, get("layers", 4), get("shared_layers", False), get("dropout", 0.1),
-                    uniform=not get("use_tcmf", True), ffn=get("ffn", "gelu4"),
-                    attention=get("tcmf_attention", "paper"), residual=get("tcmf_residual", "ln"),
-                    embed=get("tcmf_embed_dim", 256))
-    options: dict[str, Any] = {
-        "tcmf": {"layers": get("layers", 4), "shared": get("shared_layers", False), "dropout": get("dropout", 0.1),
-                 "uniform": not get("use_tcmf", True), "per_modality_query": get("per_modality_query", False),
-                 "ffn": get("ffn", "gelu4")},
-        "mult": {"dropout": get("dropout", 0.1), "d": get("mult_d", 32), "layers": get("mult_layers", 2)},
-        "mmml": {"dropout": get("dropout", 0.1), "variant": get("mmml_variant", "fused"), "d": get("mmml_d", 64),
-                 "heads": get("mmml_heads", 4), "layers": get("mmml_layers", 5)},
-        "tfn": {"project": get("tfn_project", 16) or None},
-        "audio_transformer": {"dropout": get("dropout", 0.1), "d": get("audio_transformer_d", 64),
-                              "layers": get("audio_transformer_layers", 2)},
-        "audio_cnn": {"channels": get("audio_cnn_channels", 8)},
-    }.get(name, {})
-    return fusions.make_fusion(name, {"text": d_t, **widths}, **options)
-
-
 class KEBR(nn.Module):
-    def __init__(self, encoder: nn.Module, widths: dict[str, int], cfg: Any = None,
+    """Text encoder -> the configured fusion (`cfg.fusion`, built from its settings object) -> the pre-training
+    head on the [MASK] position or the fine-tuning head on the fused vector, plus the unimodal heads
+    (alpha_m > 0) and the MCC's per-sample term."""
+
+    def __init__(self, encoder: nn.Module, widths: dict[str, int], cfg: TrainConfig,
                  audio_encoder: nn.Module | None = None) -> None:
         super().__init__()
         self.audio_encoder = audio_encoder
-        get = (lambda k, d: getattr(cfg, k, d)) if cfg is not None else (lambda k, d: d)
-        if get("mcc_space", "pooled") not in mcc_mod.SPACES:
-            raise ValueError(f"mcc.space must be one of {mcc_mod.SPACES}")
         self.encoder = encoder
         d_t = encoder.config.hidden_size
         self.widths = dict(widths)
-        self.fusion = make_fusion(cfg, d_t, self.widths)
-        self.zoo = isinstance(self.fusion, fusions.Fusion)
-        fused_dim = self.fusion.out_dim if self.zoo else d_t
-        at = get("head_dropout_at", "input")
-        self.pretrain_head = head(d_t, dropout=get("head_dropout", 0.0), dropout_at=at)
-        self.finetune_head = head(fused_dim, dropout=get("head_dropout", 0.0), layers=get("head_layers", 2),
-                                  dropout_at=at)
-        self.pool = get("finetune_pool", "masked")
-        if self.pool not in POOLS:
-            raise ValueError(f"finetune_pool must be one of {POOLS}")
-        alphas = cfg.alphas if cfg is not None and hasattr(cfg, "alphas") else {}
+        self.fusion = fusions.build(cfg.fusion, {"text": d_t, **self.widths}, cfg.fusion_settings, cfg.dropout)
+        heads = cfg.make_heads()
+        self.pretrain_head = heads.build("pretrain", d_t)
+        self.finetune_head = heads.build("finetune", self.fusion.out_dim)
         modal_widths = {"text": d_t, **self.widths}
-        self.modal_heads = nn.ModuleDict({m: head(modal_widths[m], layers=get("modal_head_layers", 2))
+        self.modal_heads = nn.ModuleDict({m: heads.build("modal", modal_widths[m])
                                           for m in ("text", "audio", "visual")
-                                          if alphas.get(m, 0.0) > 0 and m in modal_widths})
-        self.mcc_space, self.mcc_form = get("mcc_space", "pooled"), get("mcc_form", "paper")
-        self.mcc_s, self.mcc_g, self.mcc_negative = get("mcc_s", 1.0), get("mcc_g", 0.2), get("mcc_negative", "constant")
-        self.mcc_audio_for_visual = get("mcc_audio_for_visual", False)
-        self.mcc_separate = get("mcc_loss", "joint") == "separate"
-        self.mcc_weights = get("mcc_weight_audio", 1.0), get("mcc_weight_visual", 1.0)
+                                          if cfg.alphas.get(m, 0.0) > 0 and m in modal_widths})
+        self.mcc_space, self.mcc_form = cfg.mcc_space, cfg.mcc_form
+        self.mcc_s, self.mcc_g, self.mcc_negative = cfg.mcc_s, cfg.mcc_g, cfg.mcc_negative
+        self.mcc_audio_for_visual = cfg.mcc_audio_for_visual
+        self.mcc_separate = cfg.mcc_loss == "separate"
+        self.mcc_weights = cfg.mcc_weight_audio, cfg.mcc_weight_visual
 
     def forward(self, batch: dict[str, torch.Tensor], task: str) -> Output:
         text_mask = batch["attention_mask"].bool()
@@ -114,27 +62,22 @@ class KEBR(nn.Module):
         masks = {m: batch[f"{m}_mask"] for m in self.widths}
         if self.audio_encoder is not None and "audio" in frames:
             frames["audio"], masks["audio"] = self.audio_encoder(frames["audio"], masks["audio"])
-        if self.zoo:
-            fused = self.fusion({"text": x_t, **frames}, {"text": text_mask, **masks})
-            x_k, pooled = fused.sequence, fused.pooled
-        else:
-            x_k, _ = self.fusion(x_t, frames, masks)
-            # `all`: the release's torch.mean over every position, padding included (models.py:248)
-            pooled = x_k.mean(1) if self.pool == "all" else mcc_mod.masked_mean(x_k, text_mask)
+        fused = self.fusion({"text": x_t, **frames}, {"text": text_mask, **masks})
+        x_k = fused.sequence
         if task == "pretrain":
             x = x_k[torch.arange(x_k.shape[0], device=x_k.device), batch["mask_pos"]]
             prediction = self.pretrain_head(x).squeeze(-1)
         else:
-            prediction = self.finetune_head(pooled).squeeze(-1)
+            prediction = self.finetune_head(fused.pooled).squeeze(-1)
         zero = x_t.new_zeros(x_t.shape[0])
-        seq_mask = fused.sequence_mask if self.zoo else text_mask
-        # c_m needs a fused sequence, and in the pooled space TCMF's value maps (zeros where undefined)
-        defined = x_k is not None and (self.mcc_space != "pooled" or not self.zoo or hasattr(self.fusion, "tcmf"))
+        # c_m needs a fused sequence, and in the pooled space the fusion's value maps (zeros where undefined)
+        defined = x_k is not None and (self.mcc_space != "pooled" or self.fusion.value_space)
         if defined and self.mcc_space == "released":
             cos = mcc_mod.released_cosines(x_k, frames, {m: masks[m].any(1) for m in self.widths},
                                            self.mcc_audio_for_visual)
         else:
-            cos = {m: self.cosine(m, x_k, seq_mask, frames[m], masks[m]) if defined else zero for m in self.widths}
+            cos = {m: self.cosine(m, x_k, fused.sequence_mask, frames[m], masks[m]) if defined else zero
+                   for m in self.widths}
         inputs = {"text": (x_t, text_mask), **{m: (frames[m], masks[m]) for m in self.widths}}
         modal = {m: h(masked_mean(*inputs[m])).squeeze(-1) for m, h in self.modal_heads.items()}
         c_a, c_v = cos.get("audio", zero), cos.get("visual", zero)
@@ -160,6 +103,5 @@ class KEBR(nn.Module):
         (not the release's computation: that is `mcc_space = released`, `mcc.released_cosines`)."""
         if self.mcc_space == "flatten":
             return mcc_mod.flatten_cosine(x_k, text_mask, frames, mask)
-        p = mcc_mod.masked_mean(x_k, text_mask)
-        tcmf = self.fusion.tcmf if self.zoo else self.fusion
-        return nn.functional.cosine_similarity(p, tcmf.last.modal[m].pooled_value(frames, mask), dim=-1)
+        return nn.functional.cosine_similarity(masked_mean(x_k, text_mask), self.fusion.pooled_value(m, frames, mask),
+                                               dim=-1)

@@ -12,13 +12,15 @@ from typing import Any
 import torch
 from torch import nn
 
+from .config import TrainConfig
 
-def param_groups(model: nn.Module, cfg: Any) -> list[dict[str, Any]]:
+
+def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict[str, Any]]:
     """Trainable parameters by learning rate: `encoder.*` (the text encoder) and `audio_encoder.*` (an in-graph
     audio encoder) at lr_encoder, a modality's input maps (`fusion.*.modal.<m>.*`) at lr_audio / lr_visual
     (-1 = the fusion's rate), the rest of the fusion (`fusion.*`) at lr_fusion (-1 = lr_other, and no group
     of its own), everything else at lr_other."""
-    lr_fusion = getattr(cfg, "lr_fusion", -1.0)
+    lr_fusion = cfg.lr_fusion
     fusion = lr_fusion if lr_fusion >= 0 else cfg.lr_other
     lrs = {"encoder": cfg.lr_encoder, "audio": cfg.lr_audio if cfg.lr_audio >= 0 else fusion,
            "visual": cfg.lr_visual if cfg.lr_visual >= 0 else fusion, "fusion": fusion, "other": cfg.lr_other}
@@ -36,7 +38,8 @@ def param_groups(model: nn.Module, cfg: Any) -> list[dict[str, Any]]:
     return [{"params": ps, "lr": lrs[k], "name": k} for k, ps in groups.items() if ps]
 
 
-def make_optimizer(model: nn.Module, cfg: Any) -> torch.optim.Optimizer:
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """Adam (the paper), AdamW or plain SGD over `param_groups`."""
     groups = param_groups(model, cfg)
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
@@ -54,7 +57,7 @@ def lr_factor(step: int, epoch: int, warmup_steps: int, kind: str, t_max: int) -
     return warm * cos
 
 
-def make_scheduler(optimizer: torch.optim.Optimizer, cfg: Any,
+def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig,
                    epoch: Callable[[], int]) -> torch.optim.lr_scheduler.LambdaLR | None:
     """A LambdaLR stepped after every optimiser step (its state, saved in checkpoints, counts steps);
     None when there is neither warm-up nor annealing."""

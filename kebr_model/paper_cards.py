@@ -93,10 +93,11 @@ def load_statements(path: Path = STATEMENTS) -> dict[str, Card]:
 def config_value(cfg: TrainConfig, key: str) -> Any:
     """A dotted config key's resolved value (`modalities.audio`, or a bare/`train.` key)."""
     section, _, name = key.rpartition(".")
-    holder = cfg.modalities if section == "modalities" else cfg
-    if not hasattr(holder, name):
+    values = cfg.to_dict()  # flat, as configs write it: a fusion's settings are [train] keys too
+    holder = values["modalities"] if section == "modalities" else values
+    if name not in holder or name == "modalities":
         raise KeyError(f"no config key {key!r}")
-    return getattr(holder, name)
+    return holder[name]
 
 
 def drift(card: Card) -> list[str]:

@@ -23,7 +23,7 @@ from kebr_data.features.hf_folder import LOAD_OPTIONS, TEXT_LOAD_OPTIONS, folder
 from kebr_data.storage.atomic import atomic_write_bytes, open_append_text, read_owned_text, real_dir
 from kebr_data.storage.verified import Digests
 
-from . import checkpoint, nonfinite, schemes
+from . import checkpoint, nonfinite
 from .audio_encoder import load_audio_encoder, setup_problem
 from .config import RAW_AUDIO, TrainConfig
 from .data import DataConfig, ShardBatches, ShardReader, open_reader
@@ -134,6 +134,7 @@ class Trainer:
         if audio_encoder is not None:
             self.widths["audio"] = audio_encoder.dim
         self.model = KEBR(encoder, self.widths, cfg, audio_encoder).to(self.device)
+        self.scheme = cfg.make_scheme()
         if init is not None:
             self.init_from(checkpoint.latest(init) or init)
         if cfg.freeze_encoder:
@@ -177,7 +178,7 @@ class Trainer:
         absent = [k for k in missing if not k.startswith(("finetune_head.", "audio_encoder."))]
         if absent or unexpected:
             hint = (" SKESL's per-modality queries need a SKESL pre-training (pipelines/train_pretrain_skesl.toml)"
-                    if self.cfg.per_modality_query else "")
+                    if self.cfg.options["fusion:tcmf"].per_modality_query else "")
             raise TrainSetupError(f"--init {ckpt} does not fit this model (missing {absent[:3]}, unexpected "
                                   f"{unexpected[:3]}): was it made with other modalities or layers?{hint}")
         return sorted(set(own) - set(kept))
@@ -189,12 +190,12 @@ class Trainer:
         return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[p]
 
     def phase(self) -> str:
-        """The training scheme at this epoch: single, joint, or two-step's step `one` then `two`."""
-        return schemes.phase(self.cfg.scheme, self.state["epoch"], self.cfg.step_one_epochs)
+        """The training scheme's phase at this epoch (single, joint, or two-step's step `one` then `two`)."""
+        return self.scheme.phase(self.state["epoch"])
 
     def train_mode(self) -> None:
         self.model.train()
-        if self.phase() == "two":  # two-step, step two: the encoders and unimodal heads stay as step one left them
+        if self.scheme.freezes(self.phase()):  # e.g. two-step's step two: as step one left them
             for frozen in (self.model.encoder, self.model.audio_encoder, self.model.modal_heads):
                 if frozen is None:
                     continue
@@ -221,12 +222,12 @@ class Trainer:
         joint and two-step schemes, sum_k alpha_k L_k over the unimodal heads, each on its own label where the
         plan has one (CH-SIMS) else the main label (identical in training and validation)."""
         label, phase = batch["label"], self.phase()
-        weights = schemes.phase_weights(phase, self.cfg.alphas)  # the scheme's rule, shared with run_scheme
+        weights = self.scheme.weights(phase, self.cfg.alphas)
         task, l1 = self._task_loss(out.prediction, label)
         valid = out.mcc_valid.float()
         mcc = (out.mcc.float() * valid).sum() / valid.sum().clamp(min=1.0)
         total = weights["main"] * task
-        if self.cfg.use_mcc and phase != "one":
+        if self.cfg.use_mcc and self.scheme.trains_mcc(phase):
             total = total + loss_weight(self.cfg.mcc_form) * mcc
         terms = {"task": task, "l1": l1, "mcc": mcc}
         terms |= {f"mcc_{m}": (f.float() * valid).sum() / valid.sum().clamp(min=1.0)
@@ -431,8 +432,8 @@ class Trainer:
                     valid = self.evaluate(cfg.valid_split)
                     self.log({"step": self.state["step"], "epoch": self.state["epoch"], "split": "valid", **valid})
                     self._warn_nonfinite(valid)
-                    # two-step: model selection starts with step two (step one trains other heads)
-                    score = None if self.phase() == "one" else selection_score(cfg.select_on, valid)
+                    # e.g. two-step: model selection starts with step two (step one trains other heads)
+                    score = selection_score(cfg.select_on, valid) if self.scheme.selects(self.phase()) else None
                     if score is not None and score < self.state["best_valid"]:
                         self.state["best_valid"] = score
                         self.state["bad_validations"] = 0

@@ -11,8 +11,7 @@ import torch
 from kebr_model.fusions import FUSIONS, count_flops, count_params, make_fusion
 from kebr_model.fusions.attention import MaskedAttention
 from kebr_model.fusions.base import masked_mean
-from kebr_model.heads import Heads, weighted_loss
-from kebr_model.tcmf import TCMF as KEBRTCMF
+from kebr_model.heads import mlp, weighted_loss
 
 
 W3 = {"text": 8, "audio": 6, "visual": 5}
@@ -57,7 +56,7 @@ def test_registry_names_and_errors():
         make_fusion("nope", W3)
     with pytest.raises(ValueError, match=r"unknown option\(s\) \['layers'\]; it takes none"):
         make_fusion("sf", W3, layers=3)
-    with pytest.raises(ValueError, match="it takes layers, shared, dropout, uniform, per_modality_query"):
+    with pytest.raises(ValueError, match="it takes layers, shared, dropout, uniform, .*per_modality_query"):
         make_fusion("tcmf", W3, per_modality_queries=True)
     with pytest.raises(ValueError, match="unknown mmml variant"):
         make_fusion("mmml", W3, variant="x")
@@ -179,15 +178,14 @@ def test_masked_attention_by_hand():
     assert torch.equal(att(x, kv, torch.zeros(1, 3, dtype=torch.bool)), torch.zeros(1, 1, 2, dtype=torch.float64))
 
 
-# --- TCMF: reuse of kebr_model.tcmf, SKESL's per-modality queries ---------------------------------
+# --- TCMF: one construction path, SKESL's per-modality queries -----------------------------------
 
-def test_tcmf_wraps_the_kebr_tcmf():
+def test_tcmf_fusion_output_is_its_fused_sequence():
     f = built("tcmf", {"layers": 2})
     h, mask = inputs()
-    x_k, values = f.tcmf(h["text"], {m: h[m] for m in ("audio", "visual")},
+    x_k, values = f.fuse(h["text"], {m: h[m] for m in ("audio", "visual")},
                          {m: mask[m] for m in ("audio", "visual")})
     out = f(h, mask)
-    assert isinstance(f.tcmf, KEBRTCMF)
     assert torch.equal(out.sequence, x_k) and torch.equal(out.extras["visual_values"], values["visual"])
     assert torch.equal(out.pooled, masked_mean(x_k, mask["text"]))
 
@@ -198,13 +196,13 @@ def test_per_modality_query_equals_single_query_when_the_maps_agree():
     state = per.state_dict()
     state.update(single.state_dict())
     for i in range(2):  # W_Q^v := W_Q^a = W_Q
-        state[f"tcmf.layers.{i}.extra_queries.visual.weight"] = single.state_dict()[f"tcmf.layers.{i}.query.weight"]
-        state[f"tcmf.layers.{i}.extra_queries.visual.bias"] = single.state_dict()[f"tcmf.layers.{i}.query.bias"]
+        state[f"layers.{i}.extra_queries.visual.weight"] = single.state_dict()[f"layers.{i}.query.weight"]
+        state[f"layers.{i}.extra_queries.visual.bias"] = single.state_dict()[f"layers.{i}.query.bias"]
     per.load_state_dict(state)
     h, mask = inputs()
     assert torch.allclose(per(h, mask).pooled, single(h, mask).pooled, atol=1e-6)
     with torch.no_grad():
-        per.tcmf.layers[0].extra_queries["visual"].weight.mul_(3.0)
+        per.layers[0].extra_queries["visual"].weight.mul_(3.0)
     assert not torch.allclose(per(h, mask).pooled, single(h, mask).pooled, atol=1e-4)
     assert count_params(per) - count_params(single) == 2 * (8 * 8 + 8)
 
@@ -291,12 +289,12 @@ def test_overfits_32_samples(name, opts):
     torch.manual_seed(0)
     h, mask, y = synthetic()
     f = make_fusion(name, W3, **opts)
-    heads = Heads(f.out_dim, W3, hidden=64)
-    params = list(f.parameters()) + list(heads.parameters())
+    head = mlp(f.out_dim, hidden=64)
+    params = list(f.parameters()) + list(head.parameters())
     opt = torch.optim.Adam(params, lr=3e-3)
     losses = []
     for _ in range(300):  # stops once below the threshold
-        loss, _ = weighted_loss(heads(f(h, mask)), y, {"main": 1.0}, loss="mse")
+        loss, _ = weighted_loss({"main": head(f(h, mask).pooled).squeeze(-1)}, y, {"main": 1.0}, loss="mse")
         losses.append(loss.item())
         if losses[-1] < 0.01:
             break

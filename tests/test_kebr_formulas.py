@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from kebr_model.mcc import (flatten_cosine, masked_mean, mcc_paper, mcc_released_finetune, mcc_released_pretrain,
+from kebr_model.fusions import masked_mean
+from kebr_model.mcc import (flatten_cosine, mcc_paper, mcc_released_finetune, mcc_released_pretrain,
                             per_sample)
 from kebr_model.evaluation.metrics import regression_metrics, weighted_f1
 

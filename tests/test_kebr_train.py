@@ -20,7 +20,7 @@ from shard_factory import make_shards
 from kebr_model import checkpoint
 from kebr_model.config import TrainConfig
 from kebr_model.data import DataConfig, ShardBatches, encode_text
-from kebr_model.tcmf import TCMF
+from kebr_model.fusions.tcmf import TCMF
 from kebr_model.train import Trainer, load_encoder
 
 pytest.importorskip("transformers")
@@ -36,14 +36,14 @@ def tokenizer():
 
 def test_padding_never_changes_valid_outputs():
     torch.manual_seed(0)
-    tcmf = TCMF(16, {"audio": 33, "visual": 709}, layers=2).eval()
+    tcmf = TCMF({"text": 16, "audio": 33, "visual": 709}, layers=2).eval()
     x_t = torch.randn(2, 5, 16)
     a, v = torch.randn(2, 7, 33), torch.randn(2, 4, 709)
     am = torch.tensor([[True] * 7, [True] * 3 + [False] * 4])
     vm = torch.tensor([[True] * 4, [True, True, False, False]])
 
     def run(a, am):
-        return tcmf(x_t, {"audio": a, "visual": v}, {"audio": am, "visual": vm})[0]
+        return tcmf.fuse(x_t, {"audio": a, "visual": v}, {"audio": am, "visual": vm})[0]
 
     out = run(a, am)
     a_pad = torch.cat([a, 1e3 * torch.randn(2, 5, 33)], 1)  # garbage in padded frames
@@ -56,34 +56,34 @@ def test_padding_never_changes_valid_outputs():
 
 def test_a_missing_modality_contributes_zero():
     torch.manual_seed(0)
-    tcmf = TCMF(8, {"audio": 33, "visual": 709}, layers=1).eval()
+    tcmf = TCMF({"text": 8, "audio": 33, "visual": 709}, layers=1).eval()
     x_t, a = torch.randn(1, 3, 8), torch.randn(1, 4, 33)
     masks = {"audio": torch.ones(1, 4, dtype=torch.bool), "visual": torch.zeros(1, 1, dtype=torch.bool)}
-    out, _ = tcmf(x_t, {"audio": a, "visual": torch.randn(1, 1, 709)}, masks)
-    out2, _ = tcmf(x_t, {"audio": a, "visual": torch.randn(1, 1, 709) * 100}, masks)
+    out, _ = tcmf.fuse(x_t, {"audio": a, "visual": torch.randn(1, 1, 709)}, masks)
+    out2, _ = tcmf.fuse(x_t, {"audio": a, "visual": torch.randn(1, 1, 709) * 100}, masks)
     assert torch.isfinite(out).all() and torch.allclose(out, out2)
     # the same layer without the visual modality at all gives the same output (its weights copied)
-    audio_only = TCMF(8, {"audio": 33}, layers=1).eval()
+    audio_only = TCMF({"text": 8, "audio": 33}, layers=1).eval()
     audio_only.load_state_dict({k: v for k, v in tcmf.state_dict().items() if ".visual." not in k})
-    assert torch.allclose(audio_only(x_t, {"audio": a}, {"audio": masks["audio"]})[0], out, atol=1e-6)
+    assert torch.allclose(audio_only.fuse(x_t, {"audio": a}, {"audio": masks["audio"]})[0], out, atol=1e-6)
 
 
 def test_shared_layers_compute_keys_and_values_once():
     calls = {"n": 0}
     for shared, want in ((True, 1), (False, 4)):
-        tcmf = TCMF(8, {"audio": 33, "visual": 709}, layers=4, shared=shared)
+        tcmf = TCMF({"text": 8, "audio": 33, "visual": 709}, layers=4, shared=shared)
         calls["n"] = 0
         for layer in tcmf.layers:
             layer.modal["audio"].key.register_forward_hook(lambda *a: calls.__setitem__("n", calls["n"] + 1))
-        tcmf(torch.randn(1, 3, 8), {"audio": torch.randn(1, 4, 33), "visual": torch.randn(1, 2, 709)},
+        tcmf.fuse(torch.randn(1, 3, 8), {"audio": torch.randn(1, 4, 33), "visual": torch.randn(1, 2, 709)},
              {"audio": torch.ones(1, 4, dtype=torch.bool), "visual": torch.ones(1, 2, dtype=torch.bool)})
         assert calls["n"] == want
-    assert len(TCMF(8, {"audio": 33, "visual": 709}, layers=4, shared=True).layers) == 1
+    assert len(TCMF({"text": 8, "audio": 33, "visual": 709}, layers=4, shared=True).layers) == 1
 
 
 def test_pooled_value_equals_the_mean_of_the_projected_frames():
-    from kebr_model.mcc import masked_mean
-    from kebr_model.tcmf import CrossModal
+    from kebr_model.fusions import masked_mean
+    from kebr_model.fusions.tcmf import CrossModal
 
     torch.manual_seed(0)
     cm = CrossModal(33, 16)

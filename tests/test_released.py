@@ -16,8 +16,9 @@ import torch.nn.functional as F
 from kebr_model.config import TrainConfig
 from kebr_model.data import DataConfig, ShardBatches, collate
 from kebr_model.mcc import mcc_released_finetune, mcc_released_valid, released_cosines
-from kebr_model.model import KEBR, head
-from kebr_model.tcmf import TCMF
+from kebr_model.heads import head
+from kebr_model.model import KEBR
+from kebr_model.fusions.tcmf import TCMF
 
 REPO = Path(__file__).resolve().parents[1]
 PRESETS = ("train_mosi_released.toml", "train_mosei_released.toml")
@@ -200,7 +201,7 @@ def test_preset_model_equals_the_release(tiny_bert, preset, training):
     the layer and between the head's ReLU and last Linear, drawn in the same order)."""
     widths = {"audio": 3, "visual": 5}
     model, cfg = preset_model(tiny_bert, widths, preset)
-    assert cfg.dropout == cfg.head_dropout == 0.5
+    assert cfg.dropout == cfg.head_settings.head_dropout == 0.5
     batch = random_batch(4, 7, {"audio": 6, "visual": 2}, widths, seed=3)
     model.train(training)
     torch.manual_seed(7)
@@ -221,14 +222,16 @@ def test_preset_model_equals_the_release(tiny_bert, preset, training):
 def test_released_options_are_off_by_default(tiny_bert):
     """Outside the released presets nothing changes: masked pooling, LN residual, paper attention."""
     cfg = TrainConfig.load([REPO / "pipelines/train_mosi_paper.toml"], [f"encoder={tiny_bert}"])
-    assert (cfg.tcmf_attention, cfg.tcmf_residual, cfg.finetune_pool, cfg.head_dropout_at, cfg.mcc_space,
-            cfg.mcc_audio_for_visual, cfg.pad_to_max, cfg.select_on) == (
+    tcmf = cfg.fusion_settings  # the tcmf fusion's own settings object
+    assert (tcmf.tcmf_attention, tcmf.tcmf_residual, tcmf.finetune_pool, cfg.head_settings.head_dropout_at,
+            cfg.mcc_space, cfg.mcc_audio_for_visual, cfg.pad_to_max, cfg.select_on) == (
         "paper", "ln", "masked", "input", "flatten", False, False, "loss")  # flatten: the paper preset's Eq. 9
     for preset in PRESETS:
         rel = TrainConfig.load([REPO / "pipelines" / preset])
-        assert (rel.tcmf_attention, rel.tcmf_residual, rel.ffn, rel.finetune_pool, rel.head_dropout_at,
-                rel.mcc_space, rel.mcc_audio_for_visual, rel.pad_to_max, rel.select_on, rel.max_text_tokens,
-                rel.max_audio_frames, rel.max_visual_frames) == (
+        tcmf = rel.fusion_settings
+        assert (tcmf.tcmf_attention, tcmf.tcmf_residual, tcmf.ffn, tcmf.finetune_pool,
+                rel.head_settings.head_dropout_at, rel.mcc_space, rel.mcc_audio_for_visual, rel.pad_to_max,
+                rel.select_on, rel.max_text_tokens, rel.max_audio_frames, rel.max_visual_frames) == (
             "released", "raw", "linear-dropout", "all", "hidden", "released", True, True, "released_valid_loss",
             39, 400, 55)
 
@@ -251,15 +254,17 @@ def test_head_dropout_positions_keep_parameter_names():
 def test_paper_tcmf_default_is_unchanged_by_the_options():
     """The default layer still masks padding: padded frames' values never reach the output."""
     torch.manual_seed(0)
-    tcmf = TCMF(8, {"audio": 3}, layers=2).eval()
+    tcmf = TCMF({"text": 8, "audio": 3}, layers=2).eval()
     x, a = torch.randn(2, 4, 8), torch.randn(2, 5, 3)
     mask = torch.tensor([[True] * 3 + [False] * 2] * 2)
     a2 = a.clone()
     a2[:, 3:] = 100.0
-    assert torch.allclose(tcmf(x, {"audio": a}, {"audio": mask})[0], tcmf(x, {"audio": a2}, {"audio": mask})[0])
-    released = TCMF(8, {"audio": 3}, layers=2, attention="released", residual="raw", ffn="linear-dropout").eval()
-    assert not torch.allclose(released(x, {"audio": a}, {"audio": mask})[0],
-                              released(x, {"audio": a2}, {"audio": mask})[0])
+    assert torch.allclose(tcmf.fuse(x, {"audio": a}, {"audio": mask})[0],
+                          tcmf.fuse(x, {"audio": a2}, {"audio": mask})[0])
+    released = TCMF({"text": 8, "audio": 3}, layers=2, attention="released", residual="raw",
+                    ffn="linear-dropout").eval()
+    assert not torch.allclose(released.fuse(x, {"audio": a}, {"audio": mask})[0],
+                              released.fuse(x, {"audio": a2}, {"audio": mask})[0])
 
 
 def test_released_valid_loss_equals_the_release():

@@ -1,5 +1,10 @@
-"""Heads, the weighted multi-task loss at hand-computed values, and the three training schemes with
-small GRU encoders standing in for the pre-trained ones (two-step: step 2 leaves them untouched)."""
+"""The weighted multi-task loss at hand-computed values, the heads' depth, and the three training schemes
+as the trainer runs them (kebr_model.schemes through kebr_model.train.Trainer, tiny BERT, synthetic
+shards): each phase's loss weights, joint trains every head and single only the main one, a clip without
+a modality does not train its head. Two-step's step two freezing the encoder and the unimodal heads is
+tests/test_systems.py::test_two_step_freezes_the_encoder_and_unimodal_heads_in_step_two; the refusals
+(joint or two-step without unimodal heads, two-step without a step two) are its
+test_impossible_combinations_are_refused_up_front."""
 
 from __future__ import annotations
 
@@ -7,16 +12,9 @@ import pytest
 import torch
 from torch import nn
 
-from kebr_model.fusions import make_fusion
-from kebr_model.fusions.base import FusionOutput
-from kebr_model.heads import Heads, mlp, task_labels, weighted_loss
-from kebr_model.schemes import (MultimodalModel, phase, phase_weights, run_scheme, scheme_alphas, train_step_one,
-                                train_step_two)
-
-IN = {"text": 5, "audio": 4, "visual": 3}
-
-
-D = {"text": 8, "audio": 6, "visual": 6}
+from kebr_model import schemes
+from kebr_model.config import TrainConfig
+from kebr_model.heads import mlp, task_labels, weighted_loss
 
 
 def t(*v):
@@ -61,66 +59,48 @@ def test_task_labels_duplicate_the_main_label():
     assert out["main"] is y and out["text"] is yt and out["audio"] is y
 
 
-def test_heads_shapes_and_mlp_depth():
+def test_mlp_depth():
     assert sum(isinstance(m, nn.Linear) for m in mlp(4, 8, 3)) == 3  # MMML's three FC layers
     assert sum(isinstance(m, nn.Linear) for m in mlp(4, 8, 1)) == 1
-    heads = Heads(10, {"text": 8, "audio": 6}, ["text", "audio"], hidden=16)
-    out = FusionOutput(torch.randn(3, 10), None, {"text": torch.randn(3, 8)})
-    preds = heads(out)
-    assert set(preds) == {"main", "text"} and all(p.shape == (3,) for p in preds.values())
-    with pytest.raises(ValueError, match="no width"):
-        Heads(10, {"text": 8}, ["visual"])
+    with pytest.raises(ValueError, match="at least one layer"):
+        mlp(4, 8, 0)
 
 
-def test_scheme_alphas():
-    a = {"main": 1.0, "text": 0.3}
-    assert scheme_alphas("single", a) == {"main": 1.0}
-    assert scheme_alphas("joint", a) == a
-    assert scheme_alphas("two-step", a) == {"main": 1.0}
-    with pytest.raises(ValueError, match="unknown scheme"):
-        scheme_alphas("twostep", a)
+def scheme(name: str, *overrides: str) -> schemes.Scheme:
+    return TrainConfig.load([], ["task=finetune", "use_mcc=false", "alpha_text=0.3", "alpha_audio=0.5", "epochs=4",
+                                 f"scheme={name}", *overrides]).make_scheme()
 
 
-def test_phases_and_their_weights_the_trainer_shares():
-    assert [phase("two-step", epoch, 2) for epoch in range(4)] == ["one", "one", "two", "two"]
-    assert phase("joint", 7, 1) == "joint" and phase("single", 0, 1) == "single"
+def test_phases_and_their_weights():
     a = {"main": 0.7, "text": 0.3, "audio": 0.5}
-    assert phase_weights("single", a) == phase_weights("two", a) == {"main": 1.0}  # α_main weighs joint only
-    assert phase_weights("joint", a) == a
-    assert phase_weights("one", a) == {"main": 0.0, "text": 0.3, "audio": 0.5}
-    with pytest.raises(ValueError, match="unknown phase"):
-        phase_weights("three", a)
+    two = scheme("two-step", "step_one_epochs=2")
+    assert [two.phase(epoch) for epoch in range(4)] == ["one", "one", "two", "two"]
+    assert two.weights("one", a) == {"main": 0.0, "text": 0.3, "audio": 0.5}
+    assert two.weights("two", a) == {"main": 1.0}  # α_main weighs joint only
+    assert (two.trains_mcc("one"), two.freezes("one"), two.selects("one")) == (False, False, False)
+    assert (two.trains_mcc("two"), two.freezes("two"), two.selects("two")) == (True, True, True)
+    joint, single = scheme("joint"), scheme("single")
+    assert joint.phase(7) == "joint" and single.phase(0) == "single"
+    assert joint.weights("joint", a) == a and single.weights("single", a) == {"main": 1.0}
+    assert not any(s.freezes(s.phase(0)) for s in (joint, single))
+    with pytest.raises(ValueError, match="unknown scheme"):
+        schemes.get("twostep")
 
 
-# --- schemes with GRU stand-in encoders ----------------------------------------------------------
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    from shard_factory import make_shards
 
-class GRUEncoder(nn.Module):
-    """Stand-in for a pre-trained encoder: a 2-layer GRU with dropout (so eval mode matters)."""
-
-    def __init__(self, d_in: int, d: int) -> None:
-        super().__init__()
-        self.gru = nn.GRU(d_in, d, num_layers=2, dropout=0.5, batch_first=True)
-
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return self.gru(x)[0]
+    return make_shards(tmp_path_factory.mktemp("schemes") / "f", n=10, shard_size=10, labelled=True, widths=(6, 10))
 
 
-def model(fusion: str = "sf", **opts) -> MultimodalModel:
-    torch.manual_seed(0)
-    f = make_fusion(fusion, D, **opts)
-    return MultimodalModel({m: GRUEncoder(IN[m], D[m]) for m in IN}, f, Heads(f.out_dim, D, list(D), hidden=16))
+def trainer(shards, tiny_bert, tmp_path, name: str, *overrides: str):
+    from kebr_model.train import Trainer
 
-
-def batches(n: int = 2, b: int = 8):
-    g = torch.Generator().manual_seed(1)
-    out = []
-    for _ in range(n):
-        x = {m: torch.randn(b, 5, w, generator=g) for m, w in IN.items()}
-        mask = {m: torch.ones(b, 5, dtype=torch.bool) for m in IN}
-        mask["audio"][:, 3:] = False
-        y = torch.tanh(x["text"][:, :, 0].mean(1) + x["audio"][:, :3, 0].mean(1))
-        out.append({"inputs": x, "mask": mask, "label": y, "labels": {"text": torch.tanh(x["text"][:, :, 0].mean(1))}})
-    return out
+    cfg = TrainConfig.load([], ["task=finetune", f"encoder={tiny_bert}", "use_mcc=false", "layers=1", "batch_size=4",
+                                "train_split=train", "lr_other=1e-2", "lr_encoder=1e-3", "checkpoint_every=0",
+                                "alpha_text=0.5", "alpha_audio=0.5", "alpha_visual=0.5", f"scheme={name}", *overrides])
+    return Trainer(cfg, shards, tmp_path / name)
 
 
 def snapshot(module: nn.Module) -> dict[str, torch.Tensor]:
@@ -131,81 +111,28 @@ def same(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-@pytest.mark.parametrize("fusion,opts", [("sf", {}), ("mult", {"d": 8, "heads": 2, "layers": 1})])
-def test_two_step_freezes_encoders_in_step_two(fusion, opts):
-    m = model(fusion, **opts)
-    data = batches()
-    enc0 = snapshot(m.encoders)
-    step1 = train_step_one(m, data, 20, lr_encoder=1e-2, lr_rest=1e-2)
-    assert set(step1) == {"text", "audio", "visual"} and step1["text"][-1] < step1["text"][0]
-    assert not same(enc0, snapshot(m.encoders))  # step 1 fine-tunes each encoder
-    enc1, heads1, fusion1 = snapshot(m.encoders), snapshot(m.heads.modality), snapshot(m.fusion)
-    main1 = snapshot(m.heads.main)
-    losses = train_step_two(m, data, 10, {"main": 1.0}, lr_rest=1e-2)
-    assert len(losses) == 10
-    assert same(enc1, snapshot(m.encoders))          # bit-identical encoders
-    assert same(heads1, snapshot(m.heads.modality))  # unimodal heads do not train in step 2
-    assert all(p.grad is None for p in m.encoders.parameters())  # no gradient reaches them (none left from step 1)
-    assert all(not p.requires_grad for p in m.encoders.parameters())
-    assert not same(main1, snapshot(m.heads.main))
-    if fusion == "mult":
-        assert not same(fusion1, snapshot(m.fusion)) and all(p.grad is not None for p in m.fusion.parameters())
-    # frozen encoders stay in eval mode (dropout off) when the model is put back in training mode
-    m.train()
-    assert m.training and m.fusion.training and not any(e.training for e in m.encoders.values())
-    b = data[0]
-    assert torch.equal(m.encoders["text"](b["inputs"]["text"], b["mask"]["text"]),
-                       m.encoders["text"](b["inputs"]["text"], b["mask"]["text"]))
+def test_joint_trains_every_head_and_single_only_the_main_one(shards, tiny_bert, tmp_path):
+    joint = trainer(shards, tiny_bert, tmp_path, "joint")
+    batch = next(iter(joint.batches("train", 0, shuffle=False)))
+    enc0, heads0, main0 = snapshot(joint.model.encoder), snapshot(joint.model.modal_heads), \
+        snapshot(joint.model.finetune_head)
+    record = joint.step(batch)
+    assert {"task_text", "task_audio", "task_visual"} <= set(record)
+    assert not same(enc0, snapshot(joint.model.encoder)) and not same(main0, snapshot(joint.model.finetune_head))
+    trained = snapshot(joint.model.modal_heads)
+    assert not any(torch.equal(heads0[k], v) for k, v in trained.items() if k.endswith("weight"))
+    single = trainer(shards, tiny_bert, tmp_path, "single")
+    heads0, enc0 = snapshot(single.model.modal_heads), snapshot(single.model.encoder)
+    record = single.step(batch)
+    assert not any(k.startswith("task_") for k in record)
+    assert same(heads0, snapshot(single.model.modal_heads)) and not same(enc0, snapshot(single.model.encoder))
+    assert all(p.grad is None for p in single.model.modal_heads.parameters())
 
 
-def test_run_scheme_two_step_reports_both_steps():
-    m = model()
-    out = run_scheme(m, "two-step", batches(), 5, {"main": 1.0, "text": 1.0}, step_one_steps=3)
-    assert set(out) == {"step1-text", "step1-audio", "step1-visual", "main"}
-    assert [len(out[k]) for k in sorted(out)] == [5, 3, 3, 3]
-
-
-def test_joint_trains_every_head_and_single_only_the_main_one():
-    m = model()
-    enc0, heads0 = snapshot(m.encoders), snapshot(m.heads.modality)
-    run_scheme(m, "joint", batches(), 3, {"main": 1.0, "text": 0.5, "audio": 0.5, "visual": 0.5}, lr_encoder=1e-3)
-    assert not same(enc0, snapshot(m.encoders)) and not any(
-        torch.equal(heads0[k], v) for k, v in snapshot(m.heads.modality).items() if k.endswith("weight"))
-    m = model()
-    heads0 = snapshot(m.heads.modality)
-    enc0 = snapshot(m.encoders)
-    run_scheme(m, "single", batches(), 3, {"main": 1.0, "text": 0.5}, lr_encoder=1e-3)
-    assert same(heads0, snapshot(m.heads.modality)) and not same(enc0, snapshot(m.encoders))
-    assert all(p.grad is None for p in m.heads.modality.parameters())
-
-
-def test_two_step_needs_modality_heads():
-    torch.manual_seed(0)
-    f = make_fusion("sf", D)
-    m = MultimodalModel({k: GRUEncoder(IN[k], D[k]) for k in IN}, f, Heads(f.out_dim, D))
-    with pytest.raises(ValueError, match="needs a head per modality"):
-        run_scheme(m, "two-step", batches(), 2)
-
-
-def eval_loss(m: MultimodalModel, data: list, alphas: dict) -> float:
-    m.eval()
-    with torch.no_grad():
-        return sum(weighted_loss(m(b["inputs"], b["mask"]), b["label"], alphas, b.get("labels"))[0].item()
-                   for b in data) / len(data)
-
-
-def test_joint_loss_falls():
-    m = model("tfn", project=3)
-    alphas = {"main": 1.0, "text": 0.5, "audio": 0.5, "visual": 0.5}
-    before = eval_loss(m, batches(), alphas)
-    run_scheme(m, "joint", batches(), 150, alphas, lr_encoder=3e-3, lr_rest=3e-3)
-    assert eval_loss(m, batches(), alphas) < 0.5 * before
-
-
-def test_a_clip_without_a_modality_does_not_train_its_head():
-    m = model()
-    data = batches(1)
-    data[0]["mask"]["visual"][:] = False  # no clip has visual frames
-    heads0 = snapshot(m.heads.modality["visual"])
-    run_scheme(m, "joint", data, 2, {"main": 1.0, "visual": 1.0}, lr_encoder=1e-3)
-    assert same(heads0, snapshot(m.heads.modality["visual"]))
+def test_a_clip_without_a_modality_does_not_train_its_head(shards, tiny_bert, tmp_path):
+    t = trainer(shards, tiny_bert, tmp_path, "joint", "alpha_text=0", "alpha_audio=0", "alpha_visual=1")
+    batch = next(iter(t.batches("train", 0, shuffle=False)))
+    batch["visual_mask"] = torch.zeros_like(batch["visual_mask"])  # no clip has visual frames
+    heads0 = snapshot(t.model.modal_heads["visual"])
+    t.step(batch)
+    assert same(heads0, snapshot(t.model.modal_heads["visual"]))

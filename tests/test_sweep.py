@@ -273,7 +273,7 @@ def test_pooled_features_from_a_fusion_module_and_from_kebrs_tcmf():
     import torch
 
     from kebr_model.fusions import make_fusion
-    from kebr_model.tcmf import TCMF
+    from kebr_model.fusions.tcmf import TCMF
     from kebr_model.evaluation.tsne import FeatureError, pooled_features
 
     torch.manual_seed(0)
@@ -297,10 +297,10 @@ def test_pooled_features_from_a_fusion_module_and_from_kebrs_tcmf():
         np.testing.assert_allclose(found[m], want, rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(found["fused"], np.concatenate([found[m] for m in widths], axis=1), atol=1e-6)
 
-    tcmf = TCMF(4, {"audio": 3, "visual": 2}, layers=1).eval()
+    tcmf = TCMF(widths, layers=1).eval()
     fused = []
     found, _ = pooled_features(tcmf, batches, lambda b: fused.append(
-        tcmf(b["text"], {m: b[m] for m in ("audio", "visual")}, {m: b[f"{m}_mask"] for m in ("audio", "visual")})[0]))
+        tcmf({m: b[m] for m in widths}, {m: b[f"{m}_mask"] for m in widths}).sequence))
     for m in widths:
         want = np.concatenate([hand_mean(b[m].numpy(), b[f"{m}_mask"].numpy()) for b in batches])
         np.testing.assert_allclose(found[m], want, rtol=1e-6, atol=1e-6)

@@ -198,7 +198,7 @@ def test_every_system_config_states_its_papers_schedule(name):
     assert (cfg.epochs, cfg.patience, cfg.batch_size) == SCHEDULES[name]
     assert cfg.patience < cfg.epochs  # early stopping can act
     if cfg.scheme == "two-step":
-        assert cfg.step_one_epochs < cfg.epochs
+        assert cfg.scheme_settings.step_one_epochs < cfg.epochs
 
 
 @pytest.mark.parametrize("name", ["train_pretrain.toml", "train_pretrain_skesl.toml"])
@@ -237,7 +237,7 @@ def test_kebr_config_cosines_are_eq9_on_x_k_and_x_0(folder, encoder, tmp_path):
         out = t.model(batch, "finetune")
         x_t = t.model.encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
         frames = {m: batch[m] for m in ("audio", "visual")}
-        x_k, _ = t.model.fusion(x_t, frames, {m: batch[f"{m}_mask"] for m in frames})
+        x_k, _ = t.model.fusion.fuse(x_t, frames, {m: batch[f"{m}_mask"].bool() for m in frames})
     text = batch["attention_mask"].bool()
     for m, c in (("audio", out.c_a), ("visual", out.c_v)):
         assert frames[m].shape[-1] != x_k.shape[-1]  # X_0^m at its own width: the raw input, no projection

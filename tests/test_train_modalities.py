@@ -54,7 +54,7 @@ def test_config_goes_through_the_pipeline_loader(tmp_path):
     toml = tmp_path / "t.toml"
     toml.write_text('[train]\nlayers = 2\n[modalities]\naudio = "ssl_audio"\nuse = "ta"\n')
     cfg = TrainConfig.load([toml], ["batch_size=3", "modalities.visual=video_encoder"])
-    assert (cfg.layers, cfg.batch_size, cfg.modalities.audio, cfg.modalities.visual) == (2, 3, "ssl_audio",
+    assert (cfg.fusion_settings.layers, cfg.batch_size, cfg.modalities.audio, cfg.modalities.visual) == (2, 3, "ssl_audio",
                                                                                           "video_encoder")
     assert cfg.used == {"audio": "ssl_audio"}
     with pytest.raises(ConfigError, match="did you mean train.layers"):
@@ -317,7 +317,8 @@ def test_paper_presets_refuse_to_start_without_their_encoder(tmp_path):
         with pytest.raises(TrainSetupError, match="not a local folder|names its encoder"):
             Trainer(cfg, root, tmp_path / "run")
     released = TrainConfig.load([REPO / "pipelines/train_mosi_released.toml"])
-    assert (released.mcc_space, released.shared_layers, released.ffn, released.scheduler) == (
+    assert (released.mcc_space, released.fusion_settings.shared_layers, released.fusion_settings.ffn,
+            released.scheduler) == (
         "released", True, "linear-dropout", "cosine")
 
 

@@ -85,6 +85,9 @@ class MemoryReader:
     def identity(self, stages, widths):
         return {"plan": "memory", "stages": {}, "widths": dict(widths)}
 
+    def source(self):
+        return {"path": str(self.root)}
+
     def shard_rows(self, shard, stages, digests=None):
         return self._rows[shard]
 

@@ -99,20 +99,16 @@ def plot_tsne(features: dict[str, np.ndarray], labels: np.ndarray, path: Path, s
 def pooled_features(model: Any, batches: Iterable[dict[str, Any]], forward: Any) -> tuple[dict[str, np.ndarray],
                                                                                            np.ndarray]:
     """Run `forward(batch)` over `batches` with a hook on the model's fusion module and gather clip
-    vectors: text/audio/visual (the fusion's inputs, masked means) and fused (its pooled output),
-    plus the labels. A `kebr_model.fusions` module gives `per_modality` and `pooled`; KEBR's own
-    `tcmf.TCMF` gives its inputs X_t, X_a, X_v and the text-masked mean of X_K."""
+    vectors: text/audio/visual (the fusion's inputs, masked means: its `per_modality`) and fused (its pooled
+    output), plus the labels."""
     import torch
 
-    from ..fusions import Fusion, masked_mean
-    from ..tcmf import TCMF
+    from ..fusions import Fusion
 
     fusion = next((m for m in model.modules() if isinstance(m, Fusion)), None)
-    legacy = None if fusion is not None else next((m for m in model.modules() if isinstance(m, TCMF)), None)
-    if fusion is None and legacy is None:
-        raise FeatureError("the model has no fusion module (kebr_model.fusions or TCMF): no pooled features to collect")
+    if fusion is None:
+        raise FeatureError("the model has no fusion module (kebr_model.fusions): no pooled features to collect")
     seen: dict[str, list[np.ndarray]] = {}
-    step: dict[str, Any] = {}
 
     def keep(name: str, value: torch.Tensor) -> None:
         seen.setdefault(name, []).append(value.detach().float().cpu().numpy())
@@ -121,20 +117,11 @@ def pooled_features(model: Any, batches: Iterable[dict[str, Any]], forward: Any)
         for name, value in {**output.per_modality, "fused": output.pooled}.items():
             keep(name, value)
 
-    def on_tcmf(_module: Any, inputs: Any, output: Any) -> None:
-        x_t, frames, masks = inputs
-        t_mask = step["batch"]["attention_mask"].to(x_t.device).bool()
-        keep("text", masked_mean(x_t, t_mask))
-        for m in frames:
-            keep(m, masked_mean(frames[m], masks[m].bool()))
-        keep("fused", masked_mean(output[0], t_mask))
-
-    handle = fusion.register_forward_hook(on_fusion) if fusion is not None else legacy.register_forward_hook(on_tcmf)
+    handle = fusion.register_forward_hook(on_fusion)
     labels = []
     try:
         with torch.no_grad():
             for batch in batches:
-                step["batch"] = batch
                 forward(batch)
                 labels.append(np.asarray(batch["label"].float().cpu()))
     finally:

@@ -15,9 +15,14 @@ the audio modality alone (`modalities.use = "a"`); text and visual inputs are ig
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from kebr_data.config import setting
 
 from .attention import Block
 from .base import Fusion, FusionOutput
@@ -28,6 +33,7 @@ class AudioOnly(Fusion):
     """A fusion built on the audio width alone (the other widths it is given are ignored)."""
 
     has_sequence = False
+    audio_only = True
 
     def __init__(self, widths: dict[str, int]) -> None:
         if "audio" not in widths:
@@ -35,8 +41,22 @@ class AudioOnly(Fusion):
         super().__init__({"audio": widths["audio"]})
 
 
+@dataclass
+class AudioTransformerSettings:
+    """The `audio_transformer` fusion's options (`[train]` keys)."""
+
+    audio_transformer_d: int = setting(64, "audio_transformer: width (MMML A.2 gives none; 4 heads)", min=4)
+    audio_transformer_layers: int = setting(2, "audio_transformer: encoder layers (MMML A.2: 'between 2 and 4')",
+                                            min=1)
+
+
 class AudioTransformer(AudioOnly):
     name = "audio_transformer"
+    Settings = AudioTransformerSettings
+
+    @classmethod
+    def from_settings(cls, widths: dict[str, int], settings: Any, dropout: float) -> "AudioTransformer":
+        return cls(widths, d=settings.audio_transformer_d, layers=settings.audio_transformer_layers, dropout=dropout)
 
     def __init__(self, widths: dict[str, int], d: int = 64, heads: int = 4, layers: int = 2,
                  dropout: float = 0.1) -> None:
@@ -61,8 +81,21 @@ class AudioTransformer(AudioOnly):
         return FusionOutput(pooled, None, self.per_modality(h, mask))
 
 
+@dataclass
+class AudioCNNSettings:
+    """The `audio_cnn` fusion's options (`[train]` keys)."""
+
+    audio_cnn_channels: int = setting(8, "audio_cnn: channels of the first of its 8 convolutions (doubling every "
+                                         "second; MMML A.2 gives none)", min=1)
+
+
 class AudioCNN(AudioOnly):
     name = "audio_cnn"
+    Settings = AudioCNNSettings
+
+    @classmethod
+    def from_settings(cls, widths: dict[str, int], settings: Any, dropout: float) -> "AudioCNN":
+        return cls(widths, channels=settings.audio_cnn_channels)
 
     def __init__(self, widths: dict[str, int], channels: int = 8, conv_layers: int = 8) -> None:
         super().__init__(widths)

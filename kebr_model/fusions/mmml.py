@@ -4,7 +4,7 @@ Each modality is projected to width `d` and a learned CLS token is prepended. Ea
 fusion layers (5, the paper's best) runs, per stream, a cross-attention block (text stream:
 text queries, audio keys/values; audio stream: the mirror), a self-attention block and a
 pointwise ReLU feed-forward network (pre-LN, residual). The CLS outputs, concatenated, are the
-pooled vector; the paper's three fully connected layers are the main head (`heads.Heads` with
+pooled vector; the paper's three fully connected layers are the main head (the `mlp` head kind with
 `main_layers=3`). Keys/values always come from the other modality's projected input, as in TCMF.
 
 Variants (`variant`):
@@ -22,8 +22,13 @@ stream without its CLS (none for `direct_concat`).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any, Literal
+
 import torch
 from torch import nn
+
+from kebr_data.config import setting
 
 from .attention import Block
 from .base import Fusion, FusionOutput, masked_mean
@@ -43,8 +48,30 @@ class FusionLayer(nn.Module):
         return self.self_attn(self.cross(x, x_mask, kv, kv_mask), x_mask)
 
 
+@dataclass
+class MMMLSettings:
+    """The `mmml` fusion's options (`[train]` keys)."""
+
+    mmml_variant: Literal["fused", "direct_concat", "concat_variation", "transformer_variation"] = setting(
+        "fused", "mmml: the fusion network or one of the paper's variants")
+    mmml_d: int = setting(64, "mmml: fusion width (the paper gives none; 64 is this project's)", min=1)
+    mmml_heads: int = setting(4, "mmml: attention heads (the paper gives none; mmml_d must be a multiple)", min=1)
+    mmml_layers: int = setting(5, "mmml: fusion layers (MMML A.1: 'using 5 layers of fusion network')", min=1)
+
+
 class MMML(Fusion):
     name = "mmml"
+    has_sequence = True
+    Settings = MMMLSettings
+
+    @classmethod
+    def from_settings(cls, widths: dict[str, int], settings: Any, dropout: float) -> "MMML":
+        return cls(widths, d=settings.mmml_d, heads=settings.mmml_heads, layers=settings.mmml_layers, dropout=dropout,
+                   variant=settings.mmml_variant)
+
+    @classmethod
+    def sequence_for(cls, settings: Any) -> bool:
+        return settings.mmml_variant != "direct_concat"
 
     def __init__(self, widths: dict[str, int], d: int = 64, heads: int = 4, layers: int = 5, dropout: float = 0.1,
                  variant: str = "fused", pair: tuple[str, str] = ("text", "audio")) -> None:

@@ -17,9 +17,13 @@ output is zero for that sample (dropped from the attention), a missing target's 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
+
+from kebr_data.config import setting
 
 from .attention import Block
 from .base import Fusion, FusionOutput, masked_mean
@@ -39,9 +43,22 @@ def stack(d: int, heads: int, layers: int, dropout: float, cross: bool = False) 
     return nn.ModuleList([Block(d, heads, dropout=dropout, cross=cross) for _ in range(layers)])
 
 
+@dataclass
+class MulTSettings:
+    """The `mult` fusion's options (`[train]` keys)."""
+
+    mult_d: int = setting(32, "mult: crossmodal width d (the paper gives none; 32 is this project's)", min=1)
+    mult_layers: int = setting(2, "mult: blocks per crossmodal and self-attention stack (the paper gives none)", min=1)
+
+
 class MulT(Fusion):
     name = "mult"
     has_sequence = True
+    Settings = MulTSettings
+
+    @classmethod
+    def from_settings(cls, widths: dict[str, int], settings: Any, dropout: float) -> "MulT":
+        return cls(widths, d=settings.mult_d, layers=settings.mult_layers, dropout=dropout)
 
     def __init__(self, widths: dict[str, int], d: int = 32, heads: int = 4, layers: int = 2,
                  dropout: float = 0.1) -> None:

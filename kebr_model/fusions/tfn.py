@@ -16,16 +16,33 @@ the other modalities' terms. No fused sequence.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
+from kebr_data.config import setting
+
 from .base import Fusion, FusionOutput, masked_mean
+
+
+@dataclass
+class TFNSettings:
+    """The `tfn` fusion's options (`[train]` keys)."""
+
+    tfn_project: int = setting(16, "tfn: project each clip vector to this width before the outer product; 0 = the "
+                                   "paper's parameter-free form on the raw widths (boosting-msa §3.3)", min=0)
 
 
 class TFN(Fusion):
     name = "tfn"
     has_sequence = False
+    Settings = TFNSettings
+
+    @classmethod
+    def from_settings(cls, widths: dict[str, int], settings: Any, dropout: float) -> "TFN":
+        return cls(widths, project=settings.tfn_project or None)
 
     def __init__(self, widths: dict[str, int], project: int | dict[str, int] | None = 16) -> None:
         super().__init__(widths)
