@@ -26,7 +26,8 @@ torch = pytest.importorskip("torch")
 pq = pytest.importorskip("pyarrow.parquet")
 
 import kebr_model  # noqa: E402
-from kebr_model.cli import main, split_defaults  # noqa: E402
+from kebr_model.cli import main  # noqa: E402
+from kebr_model.run import split_defaults  # noqa: E402
 from kebr_model.config import TrainConfig  # noqa: E402
 from kebr_model.train import Trainer  # noqa: E402
 

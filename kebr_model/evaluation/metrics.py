@@ -20,7 +20,6 @@ import math
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from sklearn.metrics import f1_score
 
 if TYPE_CHECKING:
     from ..data.reader import ShardReader
@@ -36,7 +35,10 @@ LOWER_IS_BETTER = {"loss", "task", "l1", "mcc", "MAE", RELEASED_VALID}
 
 
 def weighted_f1(truth: np.ndarray, pred: np.ndarray) -> float:
-    """F1 per class weighted by the class's support in `truth` (scikit-learn, average='weighted')."""
+    """F1 per class weighted by the class's support in `truth` (scikit-learn, average='weighted'; imported
+    here: scikit-learn costs a second of start-up to every kebr-train command, most of which never score)."""
+    from sklearn.metrics import f1_score
+
     truth, pred = np.asarray(truth), np.asarray(pred)
     if not truth.size:
         return 0.0
