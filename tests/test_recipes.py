@@ -40,6 +40,7 @@ DEMO_MMSA = ROOT / "demo" / "mmsa"
 SIMS_TEXT = ["我真的很喜欢这部电影，看完特别开心。", "这部电影太糟糕了，我很难过。", "音乐很棒，演技也非常出色。",
              "我讨厌冗长的场景，太烦人了。", "故事不错，就是有点慢。", "演技很差，结局也很无聊。",
              "多么美好又惊喜的礼物，谢谢你。", "情节平淡，人物也很单薄。"]
+SIMS_LABELS = [0.8, -0.6, 0.6, -0.8, 0.2, -0.4, 0.4, -0.2]
 
 
 def recipes() -> dict[str, str]:
@@ -110,12 +111,13 @@ def renamed(videos: list[str], clip_ids: list[str] | None = None) -> list[dict]:
 
 
 def sims_rows(videos: list[str], clip_ids: list[str]) -> list[dict]:
-    """CH-SIMS-style rows: Mandarin text, labels in [-1, 1] in MMSA's 0.2 steps, per-modality labels."""
+    """CH-SIMS-style rows: Mandarin text, labels in [-1, 1] in MMSA's 0.2 steps (the test split's two in
+    [-0.4, 0.4], so v2's Acc2_weak has clips), per-modality labels."""
     rows = []
-    for r, text in zip(renamed(videos, clip_ids), SIMS_TEXT, strict=True):
-        y = round(float(r["label"]) / 3, 1)
+    for r, text, y in zip(renamed(videos, clip_ids), SIMS_TEXT, SIMS_LABELS, strict=True):
         rows.append({**r, "text": text, "label": f"{y:.1f}", "label_T": f"{y:.1f}",
-                     "label_A": f"{max(-1.0, min(1.0, round(y + 0.2, 1))):.1f}", "label_V": f"{round(y / 2, 1):.1f}"})
+                     "label_A": f"{min(1.0, y + 0.2):.1f}", "label_V": f"{y / 2:.1f}",
+                     "annotation": "Positive" if y > 0 else "Negative"})
     return rows
 
 
@@ -150,7 +152,7 @@ def finetuned(run: Path, evaluated: dict, metrics: set[str], test_clips: int) ->
     """A fine-tuned run evaluated on its test split: the dataset's metrics, finite, over every test clip."""
     test = json.loads((run / "test_metrics.json").read_text())
     assert metrics <= set(test) and test["samples"] == test_clips
-    assert metrics <= set(evaluated) and all(np.isfinite(evaluated[m]) for m in metrics)
+    assert metrics <= set(evaluated) and all(isinstance(evaluated[m], float | int) and np.isfinite(evaluated[m]) for m in metrics)
     assert evaluated["samples"] == test_clips
     preds = pq.read_table(run / "predictions-test.parquet").to_pylist()
     assert len(preds) == test_clips and {p["split"] for p in preds} == {"test"}
