@@ -88,7 +88,8 @@ TRAIN_COMMANDS = ("analyse", "eval", "finetune", "import-mmsa", "pretrain", "swe
 
 
 class _Commands(click.Group):
-    """The command group: Ctrl-C ends any command with exit 130 and one line, never a traceback."""
+    """The command group: Ctrl-C ends any command with exit 130 and one line, never a traceback; a kebr-train
+    command typed after kebr-data (`kebr-data import-mmsa`) is named as kebr-train's, exit 2."""
 
     def resolve_command(self, ctx: click.Context, args: list[str]) -> Any:
         if args and args[0] in TRAIN_COMMANDS and args[0] not in self.commands:
