@@ -76,8 +76,18 @@ def user_errors() -> Iterator[None]:
         _fail(os_error(exc))
 
 
+#: kebr-train's commands: typed after kebr-data, they are named as kebr-train's (tests/test_recipes.py checks the list)
+TRAIN_COMMANDS = ("analyse", "eval", "finetune", "import-mmsa", "predict", "pretrain", "sweep", "train")
+
+
 class _Commands(click.Group):
-    """The command group: Ctrl-C ends any command with exit 130 and one line, never a traceback."""
+    """The command group: Ctrl-C ends any command with exit 130 and one line, never a traceback; a kebr-train
+    command typed after kebr-data (`kebr-data import-mmsa`) is named as kebr-train's, exit 2."""
+
+    def resolve_command(self, ctx: click.Context, args: list[str]) -> Any:
+        if args and args[0] in TRAIN_COMMANDS and args[0] not in self.commands:
+            ctx.fail(f"{args[0]!r} is a kebr-train command: kebr-train {args[0]} --help")
+        return super().resolve_command(ctx, args)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
