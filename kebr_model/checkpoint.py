@@ -186,6 +186,17 @@ def best(run_dir: Path) -> Path | None:
     return resolve_in(run_dir / "checkpoints", "best")
 
 
+def evaluated(run: Path) -> Path:
+    """The checkpoint `eval`, `analyse` and `predict` score with: best, else latest (verified); TrainSetupError
+    naming the fix when the folder holds none (a sweep's or seeds' parent folder: which seed folder to give)."""
+    ckpt = pointed(run, "best", "latest")
+    if ckpt is None:
+        seeds = sorted(p.name for p in run.glob("seed-*") if p.is_dir())
+        hint = f": it holds {', '.join(seeds)}, pass --run {run / seeds[0]}" if seeds else ""
+        raise TrainSetupError(f"{run} holds no checkpoint{hint or ' (give the --out folder of a training run)'}")
+    return ckpt
+
+
 def pointed(run_dir: Path, *pointers: str) -> Path | None:
     """The checkpoint the first existing pointer of `pointers` names (`eval` and `analyse`: best, else
     latest; `--init`: latest), None when none exists. Verified: a damaged one is DamagedCheckpoint,

@@ -202,15 +202,10 @@ def eval_cmd(shards: Path, run: Path, split: str, overrides: tuple[str, ...], pr
     from . import checkpoint
     from .data import open_reader
     from .data.preflight import check_split
-    from .errors import TrainSetupError
     from .run import run_lock
     from .train import Trainer
 
-    ckpt = checkpoint.pointed(run, "best", "latest")
-    if ckpt is None:
-        seeds = sorted(p.name for p in run.glob("seed-*") if p.is_dir())
-        hint = f": it holds {', '.join(seeds)}, pass --run {run / seeds[0]}" if seeds else ""
-        raise TrainSetupError(f"{run} holds no checkpoint{hint or ' (give the --out folder of a training run)'}")
+    ckpt = checkpoint.evaluated(run)
     with run_lock(run, f"kebr-train eval --run {run}"):  # never beside a training run of the folder
         saved = checkpoint.read_state(ckpt)["config"]
         cfg = _load_config((), overrides, **saved)
@@ -285,14 +280,11 @@ def analyse_cmd(shards: Path, run: Path, splits: tuple[str, ...], overrides: tup
     from . import checkpoint
     from .data import open_reader
     from .data.preflight import check_split
-    from .errors import TrainSetupError
     from .evaluation.analyse import analyse_split
     from .run import run_lock
     from .train import Trainer
 
-    ckpt = checkpoint.pointed(run, "best", "latest")
-    if ckpt is None:
-        raise TrainSetupError(f"{run} holds no checkpoint (give the --out folder of a training run)")
+    ckpt = checkpoint.evaluated(run)
     with run_lock(run, f"kebr-train analyse --run {run}"):  # never beside a training run of the folder
         cfg = _load_config((), overrides, **checkpoint.read_state(ckpt)["config"])
         data = open_reader(shards)  # the folder read once: preflight and trainer

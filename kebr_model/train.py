@@ -99,6 +99,14 @@ def check_run_folder(out: Path) -> None:
         real_dir(out, out / name, create=False)
 
 
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of `precision` on `device` (auto: bf16 on a GPU, none on CPU), for training, eval
+    and predict alike."""
+    if precision == "auto":
+        return torch.bfloat16 if device.type == "cuda" else None
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
 class Trainer:
     """One run: builds the model, streams batches, steps, evaluates, checkpoints."""
 
@@ -140,7 +148,7 @@ class Trainer:
         if cfg.freeze_encoder:
             self.model.encoder.requires_grad_(False)
         self.optimizer = make_optimizer(self.model, cfg)
-        self.autocast_dtype = self._precision()
+        self.autocast_dtype = autocast_dtype(cfg.precision, self.device)
         self.scaler = torch.amp.GradScaler("cuda") if self.autocast_dtype == torch.float16 else None
         self.net: nn.Module = self.model
         if self.world > 1:
@@ -182,12 +190,6 @@ class Trainer:
             raise TrainSetupError(f"--init {ckpt} does not fit this model (missing {absent[:3]}, unexpected "
                                   f"{unexpected[:3]}): was it made with other modalities or layers?{hint}")
         return sorted(set(own) - set(kept))
-
-    def _precision(self) -> torch.dtype | None:
-        p = self.cfg.precision
-        if p == "auto":
-            return torch.bfloat16 if self.device.type == "cuda" else None
-        return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[p]
 
     def phase(self) -> str:
         """The training scheme's phase at this epoch (single, joint, or two-step's step `one` then `two`)."""

@@ -75,19 +75,9 @@ class LoadedModel:
         return dict(self.model.widths)
 
 
-def find_checkpoint(run: Path) -> Path:
-    """The checkpoint `eval` evaluates: best, else latest (verified); TrainSetupError naming the fix."""
-    ckpt = checkpoint.pointed(run, "best", "latest")
-    if ckpt is None:
-        seeds = sorted(p.name for p in run.glob("seed-*") if p.is_dir())
-        hint = f": it holds {', '.join(seeds)}, pass --run {run / seeds[0]}" if seeds else ""
-        raise TrainSetupError(f"{run} holds no checkpoint{hint or ' (give the --out folder of a training run)'}")
-    return ckpt
-
-
 def read_run(run: Path) -> RunRecord:
     """A fine-tuned run's checkpoint, its state.json and settings; a pre-training run is refused."""
-    ckpt = find_checkpoint(run)
+    ckpt = checkpoint.evaluated(run)
     state = checkpoint.read_state(ckpt)
     cfg = TrainConfig.load((), (), **state["config"])
     if cfg.task != "finetune":
@@ -96,17 +86,10 @@ def read_run(run: Path) -> RunRecord:
     return RunRecord(run, ckpt, state, cfg)
 
 
-def _precision(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype the trainer evaluates with (`Trainer._precision`)."""
-    if cfg.precision == "auto":
-        return torch.bfloat16 if device.type == "cuda" else None
-    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.precision]
-
-
 def load_model(record: RunRecord) -> LoadedModel:
     """Build the run's model as `eval` does and load its checkpoint into it."""
     from ..audio_encoder import load_audio_encoder
-    from ..train import load_encoder, seed_everything
+    from ..train import autocast_dtype, load_encoder, seed_everything
 
     cfg = record.cfg
     widths = dict(record.data.get("widths", {}))
@@ -123,7 +106,7 @@ def load_model(record: RunRecord) -> LoadedModel:
     data_cfg = DataConfig(cfg.max_text_tokens, cfg.max_audio_frames, cfg.max_visual_frames, cfg.batch_size,
                           modalities=cfg.used, label=cfg.label, text=record.reads_text, raw_audio=raw,
                           pad_to_max=cfg.pad_to_max)
-    return LoadedModel(record, tokenizer, model, data_cfg, device, _precision(cfg, device))
+    return LoadedModel(record, tokenizer, model, data_cfg, device, autocast_dtype(cfg.precision, device))
 
 
 def require_output_folder(root: Path) -> None:
