@@ -142,7 +142,7 @@ def train_outcome(out: Path) -> tuple[list[tuple[int, float]], dict]:
     """The (step, loss) rows of metrics.jsonl and the final weights."""
     import torch
 
-    from kebr_model import checkpoint
+    from kebr_model.training import checkpoint
 
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     weights = torch.load(checkpoint.latest(out) / "model.pt", weights_only=True)
@@ -233,7 +233,7 @@ def nan_trials(trials: int, rng: random.Random, tmp: Path) -> str:
     from shard_factory import make_shards
 
     from kebr_model.config import TrainConfig
-    from kebr_model.train import Trainer
+    from kebr_model.training.train import Trainer
 
     clean = make_shards(tmp / "nan-clean", n=48, shard_size=8)
     reference = tmp / "nan-reference"
@@ -285,7 +285,7 @@ def same_weights(a: Path, b: Path) -> bool:
 
 
 def checkpoint_name(out: Path) -> str:
-    from kebr_model import checkpoint
+    from kebr_model.training import checkpoint
 
     latest = checkpoint.latest(out)
     return latest.name if latest else "none"
@@ -306,7 +306,7 @@ def damaged_trials(trials: int, rng: random.Random, tmp: Path) -> str:
     to the newest complete checkpoint, say so, and end with the uninterrupted run's losses and weights."""
     from shard_factory import make_shards
 
-    from kebr_model import checkpoint
+    from kebr_model.training import checkpoint
 
     load = os.getloadavg()[0]
     shards = make_shards(tmp / "damaged-shards", n=48, shard_size=8)

@@ -33,7 +33,7 @@ from kebr_data.storage.commit import commit_plan_marker, commit_rows  # noqa: E4
 from kebr_data.storage.layout import OutputDir  # noqa: E402
 from kebr_model.evaluation.analyse import analyse_split  # noqa: E402
 from kebr_model.config import TrainConfig  # noqa: E402
-from kebr_model.train import Trainer  # noqa: E402
+from kebr_model.training.train import Trainer  # noqa: E402
 
 WORDS = {"wonderful": 1.0, "good": 0.5, "okay": 0.0, "bad": -0.5, "terrible": -1.0}
 A_DIM, V_DIM = 8, 16

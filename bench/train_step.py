@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from common import write_section  # noqa: E402
 
 from kebr_model.config import TrainConfig  # noqa: E402
-from kebr_model.train import Trainer  # noqa: E402
+from kebr_model.training.train import Trainer  # noqa: E402
 
 SHAPES = {"released (text 39, audio 400×33, visual 55×709)": (39, 400, 55),
           "longer (text 39, audio 1000×33, visual 250×709)": (39, 1000, 250)}

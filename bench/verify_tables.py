@@ -26,7 +26,7 @@ from common import write_section  # noqa: E402
 from kebr_data.storage.verified import Digests  # noqa: E402
 from kebr_model.config import TrainConfig  # noqa: E402
 from kebr_model.data import open_reader  # noqa: E402
-from kebr_model.train import VERIFIED_TABLES, Trainer  # noqa: E402
+from kebr_model.training.train import VERIFIED_TABLES, Trainer  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CLIPS = 1000

@@ -136,7 +136,7 @@ def _train(task: str | None, shards: Path, out: Path, init: Path | None, config_
     cfg = _load_config(config_files, overrides, task=task)
     if cfg.task not in ("pretrain", "finetune"):
         raise click.UsageError(f"task must be pretrain or finetune, got {cfg.task!r}")
-    from .run import split_defaults, train_run
+    from .training.run import split_defaults, train_run
 
     split_defaults(cfg)
     if not seeds:
@@ -199,11 +199,11 @@ def eval_cmd(shards: Path, run: Path, split: str, overrides: tuple[str, ...], pr
     and one row per clip (clip_id, split, label, prediction, c_a, c_v) in a Parquet file. Holds RUN/_lock:
     refused while a run trains in RUN."""
     _needs_torch()
-    from . import checkpoint
+    from .training import checkpoint
     from .data import open_reader
     from .data.preflight import check_split
-    from .run import run_lock
-    from .train import Trainer
+    from .training.run import run_lock
+    from .training.train import Trainer
 
     ckpt = checkpoint.evaluated(run)
     with run_lock(run, f"kebr-train eval --run {run}"):  # never beside a training run of the folder
@@ -277,12 +277,12 @@ def analyse_cmd(shards: Path, run: Path, splits: tuple[str, ...], overrides: tup
     shuffled across the batch) per split, as JSON (also RUN/analysis.json). Holds RUN/_lock: refused while a
     run trains in RUN."""
     _needs_torch()
-    from . import checkpoint
+    from .training import checkpoint
     from .data import open_reader
     from .data.preflight import check_split
     from .evaluation.analyse import analyse_split
-    from .run import run_lock
-    from .train import Trainer
+    from .training.run import run_lock
+    from .training.train import Trainer
 
     ckpt = checkpoint.evaluated(run)
     with run_lock(run, f"kebr-train analyse --run {run}"):  # never beside a training run of the folder

@@ -7,7 +7,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_kebr_train import TINY_ENCODER, ddp_config  # noqa: E402
 
-from kebr_model.train import Trainer  # noqa: E402
+from kebr_model.training.train import Trainer  # noqa: E402
 
 if __name__ == "__main__":
     TINY_ENCODER["encoder"] = sys.argv[3]

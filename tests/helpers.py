@@ -140,7 +140,7 @@ def tiny_text_encoder(folder: Path) -> Path:
     import torch
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    from kebr_model.train import default_encoder
+    from kebr_model.training.train import default_encoder
 
     if (folder / "config.json").is_file():
         return folder

@@ -24,7 +24,7 @@ transformers = pytest.importorskip("transformers")
 librosa = pytest.importorskip("librosa")
 
 from kebr_model.cli import main  # noqa: E402
-from kebr_model.train import Trainer  # noqa: E402
+from kebr_model.training.train import Trainer  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 E2E = ROOT / "pipelines" / "systems" / "e2e" / "mmml.toml"
@@ -91,7 +91,7 @@ def test_frames_equal_a_direct_call_on_the_decoded_resampled_audio(folder, model
 
 @pytest.mark.parametrize("freeze", [True, False])
 def test_the_cnn_front_end_stays_frozen_and_checkpoints_hold_the_trainable_weights(folder, models, tmp_path, freeze):
-    from kebr_model import checkpoint
+    from kebr_model.training import checkpoint
 
     trainer = Trainer(e2e(models["hubert"], audio_encoder_freeze_cnn=freeze), folder, tmp_path / "run")
     net = trainer.model.audio_encoder.net
@@ -191,7 +191,7 @@ def test_finetuning_with_init_starts_from_the_pretrained_audio_encoder(folder, m
     pre = tmp_path / "pre"
     trained = cli("pretrain", "--shards", folder, "--out", pre, *[a for s in sets for a in ("--set", s)])
     assert trained.exit_code == 0, trained.output
-    from kebr_model import checkpoint
+    from kebr_model.training import checkpoint
 
     saved = torch.load(checkpoint.latest(pre) / "model.pt", weights_only=True)
     encoder = {k.removeprefix("audio_encoder."): v for k, v in saved.items() if k.startswith("audio_encoder.")}
@@ -209,7 +209,7 @@ def test_two_ranks_train_the_in_graph_encoder_with_its_cnn_frozen(models, tiny_b
     import subprocess
     import sys
 
-    from kebr_model import checkpoint
+    from kebr_model.training import checkpoint
 
     root = make_shards(tmp_path / "f", n=16, shard_size=4, labelled=True, audio=True)
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",

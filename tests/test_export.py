@@ -123,7 +123,7 @@ def test_half_written_export_is_never_taken_for_finished(shards):
 def test_the_trainer_reads_the_hdf5_export_like_the_stage_tables(shards):
     pytest.importorskip("transformers")
     from kebr_model.data import DataConfig, ShardBatches
-    from kebr_model.train import load_encoder
+    from kebr_model.training.train import load_encoder
 
     run_cli("export", "--out", str(shards), "--format", "hdf5", check=True)
     tok = load_encoder("")[0]
@@ -163,7 +163,7 @@ def test_the_trainer_refuses_an_infinite_label_of_an_hdf5_export(shards, tiny_be
     """A NaN label of an export is "no label"; an infinite one is refused naming the clip, as validate does."""
     from kebr_data.errors import PlanError
     from kebr_model.data import DataConfig, ShardBatches
-    from kebr_model.train import load_encoder
+    from kebr_model.training.train import load_encoder
 
     run_cli("export", "--out", str(shards), "--format", "hdf5", check=True)
     dest = shards / "export/hdf5"

@@ -20,10 +20,10 @@ LAYERS = [
     ("kebr_data.asr_engines", ("kebr_data.stages", "kebr_data.config", "kebr_data.pipeline", "kebr_data.cli")),
     ("kebr_data.stages", ("kebr_data.config", "kebr_data.pipeline", "kebr_data.cli")),
     ("kebr_data.pipeline", ("kebr_data.cli",)),
-    ("kebr_model.data", ("kebr_model.evaluation", "kebr_model.train", "kebr_model.run", "kebr_model.sweeps",
+    ("kebr_model.data", ("kebr_model.evaluation", "kebr_model.training.train", "kebr_model.training.run", "kebr_model.sweeps",
                          "kebr_model.cli")),
-    ("kebr_model.evaluation", ("kebr_model.train", "kebr_model.run", "kebr_model.sweeps", "kebr_model.cli")),
-    ("kebr_model.run", ("kebr_model.sweeps", "kebr_model.cli")),
+    ("kebr_model.evaluation", ("kebr_model.training.train", "kebr_model.training.run", "kebr_model.sweeps", "kebr_model.cli")),
+    ("kebr_model.training.run", ("kebr_model.sweeps", "kebr_model.cli")),
     ("kebr_model.sweeps", ("kebr_model.cli",)),
 ]
 

@@ -17,11 +17,11 @@ import torch
 
 from shard_factory import make_shards
 
-from kebr_model import checkpoint
+from kebr_model.training import checkpoint
 from kebr_model.config import TrainConfig
 from kebr_model.data import DataConfig, ShardBatches, encode_text
 from kebr_model.fusions.tcmf import TCMF
-from kebr_model.train import Trainer, load_encoder
+from kebr_model.training.train import Trainer, load_encoder
 
 pytest.importorskip("transformers")
 ROOT_TESTS = Path(__file__).resolve().parent

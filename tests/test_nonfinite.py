@@ -14,11 +14,11 @@ from click.testing import CliRunner
 
 from shard_factory import make_shards
 
-from kebr_model import checkpoint
+from kebr_model.training import checkpoint
 from kebr_model.cli import main
 from kebr_model.config import TrainConfig
-from kebr_model.nonfinite import NonFiniteError, describe_terms
-from kebr_model.train import Trainer
+from kebr_model.training.nonfinite import NonFiniteError, describe_terms
+from kebr_model.training.train import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 #: in make_shards(n=16, shard_size=8), clip0013 is in the third batch of 4 (epoch 0, one process) and in

@@ -20,7 +20,7 @@ import torch
 
 pytest.importorskip("transformers")
 
-from kebr_model import checkpoint  # noqa: E402
+from kebr_model.training import checkpoint  # noqa: E402
 from kebr_model.config import TrainConfig  # noqa: E402
 from kebr_model.model import KEBR  # noqa: E402
 

@@ -27,9 +27,9 @@ pq = pytest.importorskip("pyarrow.parquet")
 
 import kebr_model  # noqa: E402
 from kebr_model.cli import main  # noqa: E402
-from kebr_model.run import split_defaults  # noqa: E402
+from kebr_model.training.run import split_defaults  # noqa: E402
 from kebr_model.config import TrainConfig  # noqa: E402
-from kebr_model.train import Trainer  # noqa: E402
+from kebr_model.training.train import Trainer  # noqa: E402
 
 MMSA = ROOT / "demo" / "mmsa"
 #: predict scores every clip in batches of batch_size, eval one split's: other paddings, float32 round-off
@@ -117,7 +117,7 @@ def test_predictions_equal_eval_for_every_fusion_and_scheme(case, folder, tiny_b
     assert [r["clip_id"] for r in rows] == [f"clip{i:04d}" for i in range(10)]  # plan order, every clip
     assert_same(evaluated, rows)
     if case in ("joint", "two-step", "audio-encoder"):  # eval's file drops the heads: its rows, as eval made them
-        from kebr_model import checkpoint
+        from kebr_model.training import checkpoint
 
         ckpt = checkpoint.pointed(run, "best", "latest")
         trainer = Trainer(TrainConfig.load((), (), **checkpoint.read_state(ckpt)["config"]), folder, run)

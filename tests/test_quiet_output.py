@@ -31,7 +31,7 @@ for _ in range(5):
 def test_loading_the_text_encoder_prints_no_transformers_bar(tiny_bert, capfd):
     from transformers.utils import logging as hf_logging
 
-    from kebr_model.train import load_encoder
+    from kebr_model.training.train import load_encoder
 
     assert hf_logging.is_progress_bar_enabled()
     load_encoder(tiny_bert)

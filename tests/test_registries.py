@@ -19,7 +19,8 @@ from shard_factory import make_shards
 
 from kebr_data.config import setting
 from kebr_data.errors import ConfigError
-from kebr_model import checkpoint, fusions, heads, schemes
+from kebr_model import fusions, heads, schemes
+from kebr_model.training import checkpoint
 from kebr_model.cli import main
 from kebr_model.config import sections
 from kebr_model.fusions import Fusion, FusionOutput, masked_mean

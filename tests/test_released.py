@@ -125,7 +125,7 @@ def rel_valid_batch(output: torch.Tensor, label: torch.Tensor, a: torch.Tensor, 
 # --- helpers ----------------------------------------------------------------------------------------
 
 def preset_model(tiny_bert: str, widths: dict[str, int], preset: str = PRESETS[0]) -> tuple[KEBR, TrainConfig]:
-    from kebr_model.train import load_encoder
+    from kebr_model.training.train import load_encoder
 
     cfg = TrainConfig.load([REPO / "pipelines" / preset], [f"encoder={tiny_bert}"])
     torch.manual_seed(0)
@@ -269,7 +269,7 @@ def test_paper_tcmf_default_is_unchanged_by_the_options():
 
 def test_released_valid_loss_equals_the_release():
     from kebr_model.model import Output
-    from kebr_model.train import Trainer
+    from kebr_model.training.train import Trainer
 
     g = torch.Generator().manual_seed(5)
     c_a, c_v = (torch.rand(32, generator=g, dtype=torch.float64) * 2 - 1 for _ in range(2))
@@ -288,7 +288,7 @@ def test_released_valid_loss_equals_the_release():
 def test_evaluate_reports_the_release_criterion_summed_over_batches(tmp_path, tiny_bert):
     from shard_factory import make_shards
 
-    from kebr_model.train import Trainer
+    from kebr_model.training.train import Trainer
 
     root = make_shards(tmp_path / "f", n=20, shard_size=10, labelled=True, widths=(3, 5))
     cfg = TrainConfig.load([REPO / "pipelines" / PRESETS[0]],
@@ -318,7 +318,7 @@ def test_pad_to_max_gives_fixed_shapes():
 
 def test_preset_learning_rates_are_the_release_groups(tiny_bert):
     """main.py:85-89: BERT and the cross-modal encoder (its input maps included) at 5e-6, the head at 1e-4."""
-    from kebr_model.optim import param_groups
+    from kebr_model.training.optim import param_groups
 
     model, cfg = preset_model(tiny_bert, {"audio": 3, "visual": 5})
     groups = {g["name"]: g for g in param_groups(model, cfg)}
@@ -356,7 +356,7 @@ def test_pad_to_max_and_pool_all_refuse_what_they_cannot_serve():
 
 def test_released_space_works_with_other_fusions(tiny_bert):
     """Any fusion with a fused sequence gets the release's cosines (not zeros, as the pooled space would)."""
-    from kebr_model.train import load_encoder
+    from kebr_model.training.train import load_encoder
 
     cfg = TrainConfig.load([], [f"encoder={tiny_bert}", "task=finetune", "fusion=mult", "mcc_space=released"])
     _, encoder = load_encoder(cfg.encoder)
@@ -367,7 +367,7 @@ def test_released_space_works_with_other_fusions(tiny_bert):
 
 def test_released_attention_in_the_pooled_space(tiny_bert):
     """The pooled MCC space reads the released attention's value maps through its output map (d_t wide)."""
-    from kebr_model.train import load_encoder
+    from kebr_model.training.train import load_encoder
 
     cfg = TrainConfig.load([], [f"encoder={tiny_bert}", "task=finetune", "tcmf_attention=released", "layers=1"])
     _, encoder = load_encoder(cfg.encoder)

@@ -1,5 +1,5 @@
 """The weighted multi-task loss at hand-computed values, the heads' depth, and the three training schemes
-as the trainer runs them (kebr_model.schemes through kebr_model.train.Trainer, tiny BERT, synthetic
+as the trainer runs them (kebr_model.schemes through kebr_model.training.train.Trainer, tiny BERT, synthetic
 shards): each phase's loss weights, joint trains every head and single only the main one, a clip without
 a modality does not train its head. Two-step's step two freezing the encoder and the unimodal heads is
 tests/test_systems.py::test_two_step_freezes_the_encoder_and_unimodal_heads_in_step_two; the refusals
@@ -95,7 +95,7 @@ def shards(tmp_path_factory):
 
 
 def trainer(shards, tiny_bert, tmp_path, name: str, *overrides: str):
-    from kebr_model.train import Trainer
+    from kebr_model.training.train import Trainer
 
     cfg = TrainConfig.load([], ["task=finetune", f"encoder={tiny_bert}", "use_mcc=false", "layers=1", "batch_size=4",
                                 "train_split=train", "lr_other=1e-2", "lr_encoder=1e-3", "checkpoint_every=0",

@@ -371,7 +371,8 @@ def test_modality_subsets_sweep_and_their_costs_differ(tmp_path, encoder):
 def test_any_exception_in_a_run_is_that_runs_failure_and_a_failed_count_is_not(tmp_path, monkeypatch):
     """A bug in a fusion or the trainer (KeyError, AssertionError, ...) fails its run, not the sweep; a cost
     count that fails is logged while the run trains."""
-    from kebr_model import run, sweeps
+    from kebr_model import sweeps
+    from kebr_model.training import run
 
     def broken(*args, **kwargs):
         raise KeyError("fusion.width")

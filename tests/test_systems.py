@@ -20,12 +20,13 @@ from PIL import Image
 from shard_factory import make_shards
 
 from kebr_data.errors import ConfigError
-from kebr_model import checkpoint, fusions
+from kebr_model import fusions
+from kebr_model.training import checkpoint
 from kebr_model import mcc as mcc_mod
 from kebr_model.cli import main
 from kebr_model.config import TrainConfig
 from kebr_model.errors import TrainSetupError
-from kebr_model.train import Trainer
+from kebr_model.training.train import Trainer
 
 pytest.importorskip("transformers")
 ROOT = Path(__file__).resolve().parents[1]

@@ -19,7 +19,7 @@ from PIL import Image
 from helpers import readme_commands
 from shard_factory import make_shards
 
-from kebr_model import checkpoint
+from kebr_model.training import checkpoint
 from kebr_model.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]

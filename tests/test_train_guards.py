@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from shard_factory import make_shards
 
 from kebr_data.storage.lock import OutputLock
-from kebr_model import checkpoint
+from kebr_model.training import checkpoint
 from kebr_model.cli import main
 
 

@@ -19,11 +19,12 @@ from shard_factory import make_shards
 
 from kebr_data.errors import ConfigError
 from kebr_data.validate import validate
-from kebr_model import checkpoint, mcc
+from kebr_model import mcc
+from kebr_model.training import checkpoint
 from kebr_model.config import TrainConfig
-from kebr_model.optim import lr_factor
+from kebr_model.training.optim import lr_factor
 from kebr_model.errors import TrainSetupError
-from kebr_model.train import Trainer
+from kebr_model.training.train import Trainer
 
 pytest.importorskip("transformers")
 REPO = Path(__file__).resolve().parents[1]

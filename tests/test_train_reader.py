@@ -28,7 +28,7 @@ def tiny(encoder: str, **kw) -> TrainConfig:
 def test_a_run_builds_one_store_reads_each_marker_once_and_walks_the_plan_once(tmp_path, tiny_bert, monkeypatch):
     """Two epochs of fine-tuning with validation and a test: one `Store`, every marker read once, and each plan
     shard read once for the preflight (inventory and metric set together) plus once per pass over the data."""
-    from kebr_model.run import train_run
+    from kebr_model.training.run import train_run
 
     shards = make_shards(tmp_path / "f", n=12, shard_size=6, labelled=True)
     built: list[store_mod.Store] = []
@@ -98,7 +98,7 @@ def test_any_shard_reader_trains_and_a_copy_in_memory_trains_as_the_folder(tmp_p
     from kebr_model.data import ShardReader, open_reader
     from kebr_model.data.hdf5 import Hdf5Reader
     from kebr_model.data.parquet import ParquetReader
-    from kebr_model.train import Trainer
+    from kebr_model.training.train import Trainer
 
     shards = make_shards(tmp_path / "f", n=8, shard_size=4)
     folder = open_reader(shards)
@@ -141,7 +141,7 @@ def test_mcc_without_visual_frames_is_said_once_at_training_start_and_analyse_sa
 
 
 def test_a_sweep_loads_each_points_config_once_and_its_table_says_when_mcc_cannot_act(tmp_path, monkeypatch):
-    from kebr_model import run
+    from kebr_model.training import run
     from kebr_model.sweeps import COST, load_sweep, run_sweep
 
     shards = make_shards(tmp_path / "f", n=4, shard_size=4, labelled=True, visual=False)

@@ -69,7 +69,7 @@ def test_export_refuses_a_tampered_table(shards):
 def test_verdicts_are_kept_by_stat_in_the_run_folder_and_an_epoch_rechecks(shards, tmp_path):
     pytest.importorskip("transformers")
     from kebr_model.data import DataConfig, ShardBatches, open_reader
-    from kebr_model.train import load_encoder
+    from kebr_model.training.train import load_encoder
 
     run = tmp_path / "run"
     first = Digests(run / "verified_tables.json", run)

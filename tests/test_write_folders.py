@@ -183,7 +183,7 @@ def test_a_sweep_refuses_a_symlinked_run_folder(tmp_path):
 def test_a_checkpoint_commit_refuses_checkpoints_planted_after_the_run_started(tmp_path):
     """checkpoints/ replaced by a symlink mid-run: the commit refuses it and writes nothing through it."""
     torch = pytest.importorskip("torch")
-    from kebr_model import checkpoint
+    from kebr_model.training import checkpoint
 
     run, victim = tmp_path / "run", victim_folder(tmp_path)
     run.mkdir()

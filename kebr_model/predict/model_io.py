@@ -19,7 +19,7 @@ import torch
 
 from kebr_data.schema import clip_text
 
-from .. import checkpoint
+from ..training import checkpoint
 from ..config import RAW_AUDIO, TrainConfig
 from ..data import DataConfig, collate, encode_text, is_hdf5_export, open_reader
 from ..data.batches import _frames
@@ -89,7 +89,7 @@ def read_run(run: Path) -> RunRecord:
 def load_model(record: RunRecord) -> LoadedModel:
     """Build the run's model as `eval` does and load its checkpoint into it."""
     from ..audio_encoder import load_audio_encoder
-    from ..train import autocast_dtype, load_encoder, seed_everything
+    from ..training.train import autocast_dtype, load_encoder, seed_everything
 
     cfg = record.cfg
     widths = dict(record.data.get("widths", {}))

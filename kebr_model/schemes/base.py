@@ -4,7 +4,7 @@ A scheme (boosting-msa paper §3.4) says which phase an epoch trains in, the los
 (main and unimodal) in that phase, whether the MCC term trains, whether the encoders and unimodal heads
 are frozen, and whether the epoch's validation may select the model. It declares its name, its settings
 dataclass (its `[train]` keys, declared with `kebr_data.config.setting`) and any combination of the
-run's settings it cannot train with (`problems`). The trainer (`kebr_model.train.Trainer`) is its only
+run's settings it cannot train with (`problems`). The trainer (`kebr_model.training.train.Trainer`) is its only
 user: one scheme implementation for the trainer, the tests and bench/.
 """
 

@@ -1,6 +1,6 @@
 """`kebr-train sweep`, one module per concern: the grid file and its points (`grid`), one point-seed's run
 (`point`), a point's parameter and FLOP counts (`cost`), the mean ± std table (`table`), the plot
-(`plot`), and the loop over them (`runner`). Runs go through `kebr_model.run.train_run`, as the CLI's."""
+(`plot`), and the loop over them (`runner`). Runs go through `kebr_model.training.run.train_run`, as the CLI's."""
 
 from .cost import COST, model_cost, point_cost, trainer_cost
 from .grid import CONFIG, Point, Sweep, SweepError, load_sweep, point_name, run_args, toml_value

@@ -37,8 +37,8 @@ def model_cost(cfg: TrainConfig, shards: Path) -> dict[str, Any]:
     """trainer_cost of the model a run with `cfg` builds (for points whose runs all finished before)."""
     import tempfile
 
-    from ..run import split_defaults
-    from ..train import Trainer
+    from ..training.run import split_defaults
+    from ..training.train import Trainer
 
     split_defaults(cfg)
     with tempfile.TemporaryDirectory() as tmp:

@@ -13,7 +13,7 @@ from typing import Any
 from kebr_data.errors import KebrError
 from kebr_data.storage.atomic import open_append_text, read_owned_text
 
-from .. import run
+from ..training import run
 from ..jsonout import dumps, read_owned_json, write_json
 from .cost import trainer_cost
 from .grid import Point, Sweep

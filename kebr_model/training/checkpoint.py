@@ -36,8 +36,8 @@ import torch
 from kebr_data.errors import KebrError
 from kebr_data.storage.atomic import NotRegularFile, atomic_write, atomic_write_bytes, file_digest, fsync_dir, real_dir
 
-from .jsonout import dumps
-from .errors import TrainSetupError
+from ..jsonout import dumps
+from ..errors import TrainSetupError
 
 POINTERS = ("latest", "best")
 TMP_INFIX = ".tmp-"

@@ -16,14 +16,14 @@ from typing import Any
 from kebr_data.storage.lock import OutputLock
 
 from . import checkpoint
-from .config import TrainConfig
-from .data import ShardReader, open_reader
-from .data.identity import identity_changes
-from .data.preflight import check_split, check_trainable
-from .errors import TrainSetupError
-from .evaluation.analyse import mcc_blocked
-from .evaluation.plots import plot_run
-from .jsonout import write_json
+from ..config import TrainConfig
+from ..data import ShardReader, open_reader
+from ..data.identity import identity_changes
+from ..data.preflight import check_split, check_trainable
+from ..errors import TrainSetupError
+from ..evaluation.analyse import mcc_blocked
+from ..evaluation.plots import plot_run
+from ..jsonout import write_json
 from .train import Trainer
 
 RUN_LOCK = "_lock"  # in a run folder, as in a kebr-data output folder

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .config import TrainConfig
+from ..config import TrainConfig
 
 
 def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict[str, Any]]:

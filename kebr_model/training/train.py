@@ -24,16 +24,16 @@ from kebr_data.storage.atomic import atomic_write_bytes, open_append_text, read_
 from kebr_data.storage.verified import Digests
 
 from . import checkpoint, nonfinite
-from .audio_encoder import load_audio_encoder, setup_problem
-from .config import RAW_AUDIO, TrainConfig
-from .data import DataConfig, ShardBatches, ShardReader, open_reader
-from .evaluation.metrics import RELEASED_VALID, dataset_metrics, metric_set, nonfinite_validation, selection_score
+from ..audio_encoder import load_audio_encoder, setup_problem
+from ..config import RAW_AUDIO, TrainConfig
+from ..data import DataConfig, ShardBatches, ShardReader, open_reader
+from ..evaluation.metrics import RELEASED_VALID, dataset_metrics, metric_set, nonfinite_validation, selection_score
 from .optim import make_optimizer, make_scheduler
-from .jsonout import dumps
-from .model import KEBR, Output
-from .heads import weighted_loss
-from .mcc import loss_weight, mcc_released_valid
-from .errors import TrainSetupError
+from ..jsonout import dumps
+from ..model import KEBR, Output
+from ..heads import weighted_loss
+from ..mcc import loss_weight, mcc_released_valid
+from ..errors import TrainSetupError
 from .progress import StepProgress
 
 
