@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 from helpers import DEMO, run_cli, shard_files
 
-from kebr_data.executors import LocalExecutor, TaskFeed
+from kebr_data.executors import EXECUTORS, Executor, LocalExecutor, TaskFeed
 
 #: the demo in 4 shards of 2 clips, audio then melspec (the cheapest stage reading the audio): one worker, so
 #: only the order in which shards are started can overlap the two stages
@@ -97,3 +97,27 @@ def test_local_executor_takes_tasks_added_while_it_runs_by_priority():
             feed.add(3, priority=-1)  # goes before 10 and before the already queued 2 (priority 0)
     assert out == [(1, 1), (3, 9), (2, 4), (10, 100)]
     assert sorted(seen) == [1, 2, 3, 10]
+
+
+class _ListExecutor(Executor):
+    """An executor written before overlapped stages: it iterates a list of tasks."""
+
+    def run(self, fn, tasks, on_progress, cpus=1.0, gpus=0.0):
+        for task in list(tasks):
+            yield task, fn(task, lambda n, task=task: on_progress(task, n))
+
+
+def test_an_executor_without_a_feed_runs_stage_by_stage_and_says_so(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+    from shard_factory import make_shards
+
+    from kebr_data.cli import main
+
+    monkeypatch.setitem(EXECUTORS, "listonly", _ListExecutor)
+    folder = make_shards(tmp_path / "f", n=5, shard_size=3, labelled=True)
+    before = shard_files(folder)
+    done = CliRunner().invoke(main, ["extract", "--out", str(folder), "--stages", "mask", "--force", "--executor",
+                                     "listonly", "--set", "run.overlap=true"], catch_exceptions=False)
+    assert done.exit_code == 0, done.output
+    assert "run.overlap: the listonly executor runs stage by stage" in done.output
+    assert shard_files(folder) == before

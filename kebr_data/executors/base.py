@@ -65,6 +65,8 @@ class Executor(ABC):
     the executor (`[ray] address = ...`) and a flag of the commands that run stages (`--address`)."""
 
     Options: ClassVar[type] = NoOptions
+    #: whether `run` takes a growing TaskFeed (overlapped stages, `run.overlap`); others run stage by stage
+    takes_feed: ClassVar[bool] = False
 
     def __init__(self, workers: int, options: Any = None) -> None:
         self.workers = workers

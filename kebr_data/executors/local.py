@@ -87,6 +87,7 @@ def single_threaded_env() -> Iterator[None]:
 
 class LocalExecutor(Executor):
     """`--executor local --workers N` (no options of its own)."""
+    takes_feed = True
 
     def run(self, fn: TaskFn, tasks: list[Any] | TaskFeed, on_progress: Callable[[Any, int], None],
             cpus: float = 1.0, gpus: float = 0.0) -> Iterator[tuple[Any, Any]]:

@@ -64,6 +64,7 @@ class RayExecutor(Executor):
     """`--executor ray [--address ADDR] [--ray-auth-mode token] [--ray-token-path FILE]`."""
 
     Options = RayOptions
+    takes_feed = True
     options: RayOptions
 
     @classmethod

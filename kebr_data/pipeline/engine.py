@@ -135,7 +135,7 @@ class Engine:
             run_record.record(self.out, self.opts.saved_config or self.cfg, self.opts.command, self.opts.stages, self.opts.src,
                               self.opts.changed, tools)
             with make_progress(self.console) as progress:
-                if self.cfg["run"]["overlap"]:
+                if self._overlapped():
                     overlapped = Overlapped(self, work, marker, progress)
                     summaries = overlapped.run()
                     if overlapped.broken or overlapped.died:
@@ -143,6 +143,15 @@ class Engine:
                 else:
                     summaries = [self._run_stage(name, marker, progress) for name in work]
             return RunReport(marker, summaries, self.out.root)
+
+    def _overlapped(self) -> bool:
+        """Whether this run overlaps its stages: run.overlap, when the executor takes a growing TaskFeed (one
+        that does not runs stage by stage, and says so)."""
+        name = self.cfg["run"]["executor"]
+        if self.cfg["run"]["overlap"] and not executor_class(name).takes_feed:
+            self.console.print(f"run.overlap: the {escape(name)} executor runs stage by stage", highlight=False)
+            return False
+        return bool(self.cfg["run"]["overlap"])
 
     def _run_limited(self, marker: PlanMarker) -> RunReport:
         """`--limit N`: the selected stages on the plan's first N clips, in OUT/_limit/, an output folder of
