@@ -274,7 +274,7 @@ class Engine:
             return "upstream changed"
         return self.store.problem(stage, shard)
 
-    def _unit(self, stage: Stage, shard: int, marker: PlanMarker) -> tuple[ShardTask, int] | None:
+    def decide(self, stage: Stage, shard: int, marker: PlanMarker) -> tuple[ShardTask, int] | None:
         """The task (stage, shard) needs and the clips it computes (the shard's, or its failed rows only for
         retry-failed), or None when its committed output is current. Decided from the store's markers, so the
         upstream stages of this shard must be committed first."""
@@ -299,7 +299,7 @@ class Engine:
         #: clips each task computes: the shard's, or its failed rows only (retry-failed)
         todo: dict[int, int] = {}
         for shard in range(marker.num_shards):
-            unit = self._unit(stage, shard, marker)
+            unit = self.decide(stage, shard, marker)
             if unit is not None:
                 tasks.append(unit[0])
                 todo[shard] = unit[1]

@@ -2,7 +2,7 @@
 stage released as soon as its upstream shards of this run are committed, so a GPU stage works beside the CPU
 stages instead of after them (the node's wall tends to max(CPU work, GPU work) rather than their sum).
 
-Each unit is decided exactly as the stage-by-stage run decides it (`Engine._unit`: the same markers, the same
+Each unit is decided exactly as the stage-by-stage run decides it (`Engine.decide`: the same markers, the same
 stale and upstream-hash rules), only later: once its shard's upstream units have committed. Each task asks for
 its own stage's cpus/gpus (Ray schedules them; the local pool gives every task one worker), and later stages
 go first, so shards flow through the pipeline and an interrupted run leaves whole shards done.
@@ -82,7 +82,7 @@ class Overlapped:
     def _decide(self, name: str, shard: int) -> None:
         """Release (name, shard) to the executor if its output is not current, else settle it at once."""
         st = self.stages[name]
-        unit = self.engine._unit(st, shard, self.marker)
+        unit = self.engine.decide(st, shard, self.marker)
         if unit is None:
             self._settle(name, shard)
             return
