@@ -134,7 +134,8 @@ def recorded_overlap() -> str:
     """What bench/overlap.py measured, as one phrase ("" before it ran)."""
     text = section("overlap")
     got, ideal = re.search(r"\*\*([\d.]+)× shorter\*\*", text), re.search(r"\(sum / max\) ([\d.]+)×", text)
-    return f"{got.group(1)}× shorter wall of an ideal {ideal.group(1)}× on CPU" if got and ideal else ""
+    return (f"{got.group(1)}× shorter wall of an ideal {ideal.group(1)}× on two loaded shared cores, where the two "
+            "slots slow each other" if got and ideal else "")
 
 
 def levers_projection(per_core_hour: dict[str, float], mean_s: float) -> list[str]:
@@ -175,7 +176,8 @@ def levers_projection(per_core_hour: dict[str, float], mean_s: float) -> list[st
              f"| GPU batching (asr.batch_size = 8) | ÷{GPU_BATCH_SPEEDUP:.1f} GPU ASR | **A** faster-whisper README "
              "1.1.0, large-v2, RTX 3070 Ti (63 s → 17 s) |",
              f"| overlapped stages (run.overlap = true) | wall = max(cores, GPU) | **M** mechanism: bench/overlap.py "
-             f"({overlap or 'not run yet'}); **A** its fill and drain negligible over 1,129 shards |", ""]
+             f"({overlap or 'not run yet'}); **A** a GPU beside the cores reaches the max, fill and drain negligible over "
+             "1,129 shards |", ""]
     lines += ["ASR on the cores (everything on 64 cores; GPU batching and overlap do not apply: one resource, already "
               "kept busy):", "", "| ASR | frame budget | packing | core-h | hours on the node | nodes for 24 h | "
               "figures |", "|---|---|---|---:|---:|---:|---|"]
@@ -294,8 +296,8 @@ def main() -> None:
     lines += ["", f"Notes: {visual_note}; GPU ASR is not measured here (no GPU on this machine): its rows charge one 30-s "
               "Whisper window per clip at the speed faster-whisper reports for an RTX 2080 Ti (SYSTRAN/faster-whisper "
               "issue #1030; a newer GPU and `asr.batch_size` batching are faster, so these are upper bounds); stages "
-              "run one after the other, as `extract` runs them (a second `extract --stages asr` on the GPU can overlap "
-              "the CPU stages once `audio` is done); the shared file system keeps up (audio FLAC is ~0.15 MB per "
+              "run one after the other, as `extract` runs them by default (`run.overlap = true` runs the GPU's ASR "
+              "beside the CPU stages: the projection section); the shared file system keeps up (audio FLAC is ~0.15 MB per "
               "clip, features ~0.06 MB acoustic, ~0.7 MB visual)."]
     text = "\n".join(lines)
     print(text)
