@@ -54,6 +54,8 @@ class RunSettings:
     workers: int = setting(0, "worker processes of the local executor; 0 = one per CPU core", min=0)
     executor: str = setting("local", "where shards run: local (process pool) | ray (one Ray task per stage and "
                                      "shard)", check=one_of(_executor_names))
+    overlap: bool = setting(False, "true: a shard's next stage starts as soon as its inputs are committed (a GPU "
+                                   "stage beside the CPU stages); false: stage after stage")
     max_failed: float = setting(0.05, "exit 1 when a stage's failed fraction exceeds this", min=0.0, max=1.0)
     stages: list[str] = setting([], "what extract runs without --stages; [] = the default extract stages",
                                 check=one_of(_stage_names))

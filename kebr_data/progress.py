@@ -13,10 +13,17 @@ class StageBar:
         self._progress = progress
         self._shards_total = shards
         self._shards_done = 0
+        self._clips_total = clips
         self._task = progress.add_task(name, total=clips, shards=self._shard_text())
 
     def _shard_text(self) -> str:
         return f"shards {self._shards_done}/{self._shards_total}"
+
+    def extend(self, clips: int, shards: int) -> None:
+        """More work for this bar: an overlapped run learns a stage's shards as their inputs commit."""
+        self._shards_total += shards
+        self._clips_total += clips
+        self._progress.update(self._task, total=self._clips_total, shards=self._shard_text())
 
     def clips(self, n: int) -> None:
         self._progress.advance(self._task, n)

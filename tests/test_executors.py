@@ -40,7 +40,8 @@ def local_run(tmp_path_factory):
 def test_ray_outputs_are_byte_identical_and_resume_across_executors(tmp_path, local_run):
     pytest.importorskip("ray")
     out = tmp_path / "ray"
-    extract_demo(out, "index,audio,acoustic", "--executor", "ray", "--workers", "2", check=True, timeout=600)
+    extract_demo(out, "index,audio,acoustic", "--executor", "ray", "--workers", "2", "--set", "run.overlap=true",
+                 check=True, timeout=600)  # overlapped on Ray; stage by stage below
     assert shard_files(out) == shard_files(local_run)
     mixed = tmp_path / "mixed"  # started locally, finished on Ray
     extract_demo(mixed, "index,audio", check=True)

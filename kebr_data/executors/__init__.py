@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import ConfigError
-from .base import Executor, TaskFailed
+from .base import Executor, TaskFailed, TaskFeed
 from .local import LocalExecutor
 from .ray import RayExecutor
 
@@ -29,4 +29,4 @@ def make_executor(name: str, workers: int, options: dict[str, Any] | None = None
     return cls(workers, cls.Options(**(options or {})))
 
 
-__all__ = ["Executor", "TaskFailed", "EXECUTORS", "executor_class", "make_executor"]
+__all__ = ["Executor", "TaskFailed", "TaskFeed", "EXECUTORS", "executor_class", "make_executor"]

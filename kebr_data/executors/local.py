@@ -6,6 +6,7 @@ each starting N BLAS threads (a silent slowdown users of multi-process extractio
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing as mp
 import os
 import signal
@@ -16,7 +17,7 @@ from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from typing import Any
 
-from .base import Executor, TaskFailed, TaskFn
+from .base import Executor, TaskFailed, TaskFeed, TaskFn, as_feed
 
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS",
                "VECLIB_MAXIMUM_THREADS", "BLIS_NUM_THREADS")
@@ -86,37 +87,53 @@ def single_threaded_env() -> Iterator[None]:
 
 class LocalExecutor(Executor):
     """`--executor local --workers N` (no options of its own)."""
+    takes_feed = True
 
-    def run(self, fn: TaskFn, tasks: list[Any], on_progress: Callable[[Any, int], None],
+    def run(self, fn: TaskFn, tasks: list[Any] | TaskFeed, on_progress: Callable[[Any, int], None],
             cpus: float = 1.0, gpus: float = 0.0) -> Iterator[tuple[Any, Any]]:
-        if not tasks:
+        """See Executor.run. Tasks go to the pool as workers free up (never more queued than workers), so a
+        feed's priorities hold; their cpus/gpus are not scheduled: every task takes one worker."""
+        feed = as_feed(tasks, cpus, gpus)
+        if not len(feed):
             return
         ctx = mp.get_context("spawn")
         # SimpleQueue writes synchronously (no feeder thread), so a task's progress is in the pipe
         # before its result reaches us, and the final drain sees all of it
         progress_queue = ctx.SimpleQueue()
         stop = ctx.RawValue("b", 0)
-        workers = max(1, min(self.workers, len(tasks)))
-        # processes are spawned on demand at submit time: the one-thread environment must still be in
-        # place then (numpy reads it when a worker imports it, before any initializer could act)
-        with single_threaded_env():
-            pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
-                                       initargs=(progress_queue, stop, os.getpid()))
-            futures: dict[Future, tuple[int, Any]] = {pool.submit(_call, fn, i, t): (i, t) for i, t in enumerate(tasks)}
+        workers = max(1, min(self.workers, feed.planned))
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
+                                   initargs=(progress_queue, stop, os.getpid()))
+        futures: dict[Future, tuple[int, Any]] = {}
+        keys = itertools.count()
+        running: dict[int, Any] = {}
         try:
-            pending = set(futures)
-            while pending:
-                done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
-                self._drain(progress_queue, tasks, on_progress)
+            while True:
+                # processes are spawned on demand at submit time: the one-thread environment must be in place
+                # then (numpy reads it when a worker imports it, before any initializer could act)
+                broken = []
+                with single_threaded_env():
+                    for task, _, _ in feed.take(workers - len(futures)):
+                        key = next(keys)
+                        running[key] = task
+                        try:
+                            futures[pool.submit(_call, fn, key, task)] = (key, task)
+                        except BrokenProcessPool as exc:  # a worker died earlier: the pool takes no more tasks
+                            broken.append((task, TaskFailed(exc, worker_died=True)))
+                yield from broken
+                if not futures and not len(feed):
+                    break
+                done, _ = wait(set(futures), timeout=0.2, return_when=FIRST_COMPLETED)
+                self._drain(progress_queue, running, on_progress)
                 for fut in done:
-                    _, task = futures[fut]
+                    _, task = futures.pop(fut)
                     try:
                         yield task, fut.result()
                     except BrokenProcessPool as exc:
                         yield task, TaskFailed(exc, worker_died=True)
                     except Exception as exc:  # the task's own error, re-raised from the worker
                         yield task, TaskFailed(exc)
-            self._drain(progress_queue, tasks, on_progress)
+            self._drain(progress_queue, running, on_progress)
         except BaseException:  # Ctrl-C (here or re-raised from a worker), or the caller stopped reading early
             stop.value = 1  # running shards stop at their next clip boundary, queued ones never start
             raise
@@ -125,7 +142,7 @@ class LocalExecutor(Executor):
             progress_queue.close()
 
     @staticmethod
-    def _drain(q: Any, tasks: list[Any], on_progress: Callable[[Any, int], None]) -> None:
+    def _drain(q: Any, tasks: dict[int, Any], on_progress: Callable[[Any, int], None]) -> None:
         while not q.empty():
             key, n = q.get()
             on_progress(tasks[key], n)

@@ -20,7 +20,7 @@ from typing import Any, Literal
 from ..deps import missing, require
 from ..errors import PrerequisiteError
 from ..settings import option
-from .base import Executor, TaskFailed, TaskFn
+from .base import Executor, TaskFailed, TaskFeed, TaskFn, as_feed
 from .local import THREAD_VARS
 
 #: where Ray looks for a cluster's token, in order, when token authentication is on
@@ -64,6 +64,7 @@ class RayExecutor(Executor):
     """`--executor ray [--address ADDR] [--ray-auth-mode token] [--ray-token-path FILE]`."""
 
     Options = RayOptions
+    takes_feed = True
     options: RayOptions
 
     @classmethod
@@ -100,19 +101,25 @@ class RayExecutor(Executor):
                          log_to_driver=False)
         return ray
 
-    def run(self, fn: TaskFn, tasks: list[Any], on_progress: Callable[[Any, int], None],
+    def run(self, fn: TaskFn, tasks: list[Any] | TaskFeed, on_progress: Callable[[Any, int], None],
             cpus: float = 1.0, gpus: float = 0.0) -> Iterator[tuple[Any, Any]]:
-        if not tasks:
+        """See Executor.run. Every ready task is submitted at once with its own cpus/gpus: Ray starts each where
+        those are free, so a GPU stage's shards run beside CPU stages' shards."""
+        feed = as_feed(tasks, cpus, gpus)
+        if not len(feed):
             return
         ray = self._init()
-        remote = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=0)(_call)
-        refs = {remote.remote(fn, task): task for task in tasks}
-        pending = list(refs)
+        remote = ray.remote(max_retries=0)(_call)
+        refs: dict[Any, Any] = {}
         try:
-            while pending:
-                done, pending = ray.wait(pending, num_returns=1, timeout=0.5)
+            while True:
+                for task, task_cpus, task_gpus in feed.take():
+                    refs[remote.options(num_cpus=task_cpus, num_gpus=task_gpus).remote(fn, task)] = task
+                if not refs:
+                    break
+                done, _ = ray.wait(list(refs), num_returns=1, timeout=0.5)
                 for ref in done:
-                    task = refs[ref]
+                    task = refs.pop(ref)
                     try:
                         yield task, ray.get(ref)
                     except ray.exceptions.RayTaskError as exc:  # the task raised: a toolkit error
@@ -121,6 +128,6 @@ class RayExecutor(Executor):
                             ray.exceptions.RaySystemError) as exc:  # the process or node vanished
                         yield task, TaskFailed(exc, worker_died=True)
         except BaseException:  # Ctrl-C, or the caller stopped reading early: queued shards never start, and
-            for ref in pending:  # running ones get KeyboardInterrupt, so they commit nothing
+            for ref in refs:  # running ones get KeyboardInterrupt, so they commit nothing
                 ray.cancel(ref)
             raise

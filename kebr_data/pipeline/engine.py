@@ -22,7 +22,7 @@ from rich.markup import escape
 from ..config import Config
 from ..display import command_console, one_line, printable
 from ..errors import PlanError, PrerequisiteError, RunAborted, StaleOutputError, redact
-from ..executors import TaskFailed, executor_class, make_executor
+from ..executors import Executor, TaskFailed, executor_class, make_executor
 from ..progress import StageBar, make_progress
 from ..stages import conflicts as stage_conflicts, make_stage, stage_class
 from ..stages.base import Stage
@@ -32,6 +32,7 @@ from ..storage.lock import OutputLock
 from ..storage.markers import Marker, PlanMarker
 from ..storage.store import PLAN, Store, no_plan_error
 from . import pins, plan, run_record
+from .overlap import Overlapped
 from .shard_task import ShardTask, run_shard_task
 from .summaries import StageSummary, summarise
 
@@ -133,11 +134,24 @@ class Engine:
             tools = pins.check_tools(self.out, [make_stage(name, self.cfg) for name in work], self.opts.force)
             run_record.record(self.out, self.opts.saved_config or self.cfg, self.opts.command, self.opts.stages, self.opts.src,
                               self.opts.changed, tools)
-            summaries = []
             with make_progress(self.console) as progress:
-                for name in work:
-                    summaries.append(self._run_stage(name, marker, progress))
+                if self._overlapped():
+                    overlapped = Overlapped(self, work, marker, progress)
+                    summaries = overlapped.run()
+                    if overlapped.broken or overlapped.died:
+                        raise aborted(self.out, overlapped.broken, overlapped.died, overlapped.blocked)
+                else:
+                    summaries = [self._run_stage(name, marker, progress) for name in work]
             return RunReport(marker, summaries, self.out.root)
+
+    def _overlapped(self) -> bool:
+        """Whether this run overlaps its stages: run.overlap, when the executor takes a growing TaskFeed (one
+        that does not runs stage by stage, and says so)."""
+        name = self.cfg["run"]["executor"]
+        if self.cfg["run"]["overlap"] and not executor_class(name).takes_feed:
+            self.console.print(f"run.overlap: the {escape(name)} executor runs stage by stage", highlight=False)
+            return False
+        return bool(self.cfg["run"]["overlap"])
 
     def _run_limited(self, marker: PlanMarker) -> RunReport:
         """`--limit N`: the selected stages on the plan's first N clips, in OUT/_limit/, an output folder of
@@ -228,9 +242,11 @@ class Engine:
             raise StaleOutputError(
                 f"{self.out.root} holds outputs made with other settings:\n  " + "\n  ".join(lines) + "\n" + fix)
 
-    def _upstream_hashes(self, stage: Stage, shard: int) -> dict[str, str]:
+    def _upstream_hashes(self, stage: Stage, shard: int, only: list[str] | None = None) -> dict[str, str]:
+        """The committed hashes of the stage's upstream tables for `shard` (`only` these when given); a missing
+        one is refused with the fix."""
         hashes = {}
-        for up in stage.upstream:
+        for up in stage.upstream if only is None else only:
             current = self.store.committed_hash(up, shard)
             if current is None:
                 raise PlanError(f"{stage.name} needs {up} for shard {shard:05d}, which is not done: "
@@ -257,25 +273,35 @@ class Engine:
             return "upstream changed"
         return self.store.problem(stage, shard)
 
+    def decide(self, stage: Stage, shard: int, marker: PlanMarker) -> tuple[ShardTask, int] | None:
+        """The task (stage, shard) needs and the clips it computes (the shard's, or its failed rows only for
+        retry-failed), or None when its committed output is current. Decided from the store's markers, so the
+        upstream stages of this shard must be committed first."""
+        cls = stage_class(stage.name)
+        upstream = self._upstream_hashes(stage, shard)
+        if self._needs_run(stage.name, shard, stage.config_hash(), upstream, stage.tool_hashes()) is not None:
+            return ShardTask(str(self.out.root), cls, shard, self.cfg[stage.name], upstream), marker.shard_rows(shard)
+        if stage.name in self.opts.retry_stages:
+            m = self.store.marker(stage.name, shard)
+            if m is not None and m.failed:
+                return ShardTask(str(self.out.root), cls, shard, self.cfg[stage.name], upstream, retry_failed=True), m.failed
+        return None
+
+    def executor(self) -> Executor:
+        """The run's executor, as run.executor and its options say."""
+        workers = self.cfg["run"]["workers"] or _cpu_count()
+        return make_executor(self.cfg["run"]["executor"], workers, self.cfg.get(self.cfg["run"]["executor"]))
+
     def _run_stage(self, name: str, marker: PlanMarker, progress: object) -> StageSummary:
-        num_shards = marker.num_shards
         stage = make_stage(name, self.cfg)
-        cls, section = stage_class(name), self.cfg[name]
-        config_hash, tools = stage.config_hash(), stage.tool_hashes()
         tasks: list[ShardTask] = []
         #: clips each task computes: the shard's, or its failed rows only (retry-failed)
         todo: dict[int, int] = {}
-        for shard in range(num_shards):
-            upstream = self._upstream_hashes(stage, shard)
-            reason = self._needs_run(name, shard, config_hash, upstream, tools)
-            if reason is not None:
-                tasks.append(ShardTask(str(self.out.root), cls, shard, section, upstream))
-                todo[shard] = marker.shard_rows(shard)
-            elif name in self.opts.retry_stages:
-                m = self.store.marker(name, shard)
-                if m is not None and m.failed:
-                    tasks.append(ShardTask(str(self.out.root), cls, shard, section, upstream, retry_failed=True))
-                    todo[shard] = m.failed
+        for shard in range(marker.num_shards):
+            unit = self.decide(stage, shard, marker)
+            if unit is not None:
+                tasks.append(unit[0])
+                todo[shard] = unit[1]
         clips = sum(todo.values())
         if tasks:
             stage.warm_up(lambda line: progress.console.print(f"{name}: {line}", highlight=False))
@@ -283,16 +309,14 @@ class Engine:
         seen: collections.Counter = collections.Counter()
         broken, died = [], []
         t0 = time.monotonic()
-        workers = self.cfg["run"]["workers"] or _cpu_count()
-        executor = make_executor(self.cfg["run"]["executor"], workers, self.cfg.get(self.cfg["run"]["executor"]))
 
         def on_progress(task: ShardTask, n: int) -> None:
             seen[task.shard] += n
             bar.clips(n)
 
         # closed at once if this loop raises (Ctrl-C): the executor then stops its workers at a clip boundary
-        with contextlib.closing(executor.run(run_shard_task, tasks, on_progress, stage.resources.cpus,
-                                             stage.resources.gpus)) as outcomes:
+        with contextlib.closing(self.executor().run(run_shard_task, tasks, on_progress, stage.resources.cpus,
+                                                    stage.resources.gpus)) as outcomes:
             for task, result in outcomes:
                 self.store.forget(name, task.shard)
                 if isinstance(result, TaskFailed):
@@ -304,13 +328,22 @@ class Engine:
         summary.clips_run = clips
         summary.elapsed_s = time.monotonic() - t0
         if broken or died:
-            lines = [failure_line(name, t.shard, e, self.out.log(name, t.shard)) for t, e in broken]
-            if died:
-                lines.append(f"{name} shard(s) {', '.join(f'{t.shard:05d}' for t, _ in died)}: a worker process "
-                             "died (killed, or out of memory)")
-            raise RunAborted(f"{len(broken) + len(died)} shard(s) did not finish; committed shards are kept, "
-                             "rerun the same command to resume:\n  " + "\n  ".join(lines))
+            raise aborted(self.out, broken, died)
         return summary
+
+
+def aborted(out: OutputDir, broken: list[tuple[ShardTask, BaseException]], died: list[tuple[ShardTask, BaseException]],
+            blocked: int = 0) -> RunAborted:
+    """The run's end when shards did not finish: one line per failed shard (and its log), the shards whose
+    worker died, and how many were not started because an upstream shard of theirs failed."""
+    lines = [failure_line(t.stage, t.shard, e, out.log(t.stage, t.shard)) for t, e in broken]
+    for stage in dict.fromkeys(t.stage for t, _ in died):
+        lines.append(f"{stage} shard(s) {', '.join(f'{t.shard:05d}' for t, _ in died if t.stage == stage)}: a worker "
+                     "process died (killed, or out of memory)")
+    if blocked:
+        lines.append(f"{blocked} (stage, shard) pair(s) not started: their upstream shard did not finish")
+    return RunAborted(f"{len(broken) + len(died)} shard(s) did not finish; committed shards are kept, rerun the "
+                      "same command to resume:\n  " + "\n  ".join(lines))
 
 
 def failure_line(stage: str, shard: int, exc: BaseException, log: Path) -> str:
@@ -323,4 +356,4 @@ def _cpu_count() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-__all__ = ["Engine", "RunOptions", "RunReport", "check_prerequisites", "PLAN"]
+__all__ = ["Engine", "aborted", "RunOptions", "RunReport", "check_prerequisites", "PLAN"]
