@@ -183,3 +183,13 @@ def test_packed_asr_on_the_demo_gives_the_same_mask_labels(demo_run, tmp_path):
         if r["text"]:
             assert mask_transcript(r["text"], lexicon, r["clip_id"]).label == \
                 mask_transcript(a["text"], lexicon, r["clip_id"]).label
+
+
+def test_openai_whisper_packs_clips_with_the_words_of_each(tmp_path, tiny_checkpoint):
+    y, sr = sf.read(FIXTURES / "speech_en.flac", dtype="float32")
+    clips = [(y, sr, {}), (np.zeros(16000, np.float32), sr, {}), (y, sr, {})]
+    sets = dict(engine="openai-whisper", model=str(tiny_checkpoint))
+    packed, alone = stage_rows(tmp_path, clips, pack_s=30.0, **sets), stage_rows(tmp_path, clips, **sets)
+    assert [(r["status"], r["error"]) for r in packed] == [("ok", None), ("skipped", "silence"), ("ok", None)]
+    assert words(packed[0]["text"]) == words(packed[2]["text"]) == words(alone[0]["text"])  # commas may differ
+    assert all(0 <= w["start"] <= w["end"] <= len(y) / sr for w in packed[2]["words"])

@@ -94,3 +94,17 @@ def test_packing_enters_the_config_hash_only_when_on():
     assert off.config_hash() == stage("asr.pack_gap_s=2.0").config_hash()
     assert len({off.config_hash(), stage("asr.pack_s=30.0").config_hash(),
                 stage("asr.pack_s=30.0", "asr.pack_gap_s=2.0").config_hash()}) == 3
+
+
+def test_the_gpu_benchmark_refuses_on_a_cpu_in_one_line():
+    import subprocess
+    import sys
+
+    import ctranslate2
+    from helpers import ROOT
+
+    if ctranslate2.get_cuda_device_count():
+        pytest.skip("a CUDA GPU is visible: the benchmark would run")
+    proc = subprocess.run([sys.executable, str(ROOT / "bench/gpu.py")], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.strip().splitlines() == ["bench/gpu.py needs a CUDA GPU (none visible): run it on a GPU machine"]
