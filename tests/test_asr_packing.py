@@ -108,3 +108,23 @@ def test_the_gpu_benchmark_refuses_on_a_cpu_in_one_line():
     proc = subprocess.run([sys.executable, str(ROOT / "bench/gpu.py")], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.strip().splitlines() == ["bench/gpu.py needs a CUDA GPU (none visible): run it on a GPU machine"]
+
+
+def test_batched_windows_decode_the_same_words_as_one_by_one(speech):
+    """The GPU path (faster-whisper's BatchedInferencePipeline over packed windows, `asr.batch_size`) runs on a
+    CPU too: each window's words come back to it, times in the window."""
+    from kebr_data.asr_engines.faster_whisper import decode_windows, load
+    from kebr_data.asr_engines.models import ctranslate2_model
+
+    settings = AsrStage(config.load(overrides=[])["asr"]).engine_settings
+    model = load(str(ctranslate2_model("")), "cpu", settings.compute_type)
+    later = np.concatenate([np.zeros(32000, np.float32), speech["en"]])  # the words 2 s into their window
+    windows = [speech["en"], later]
+    one, batched = (decode_windows(model, windows, "en", settings, n) for n in (1, 2))
+
+    def words(window):
+        return [w.text.strip(" ,.").lower() for seg in window for w in seg.words]
+
+    assert [words(w) for w in batched] == [words(w) for w in one]
+    assert words(batched[1]) == words(batched[0]) and len(words(batched[0])) > 10
+    assert all(1.0 <= w.start <= w.end <= later.size / 16000 for seg in batched[1] for w in seg.words)

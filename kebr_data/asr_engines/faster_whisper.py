@@ -136,7 +136,9 @@ def decode_windows(model: Any, windows: list[np.ndarray], language: str, setting
                    batch_size: int) -> list[list[Said]]:
     """The segments of each packed window (times in the window), decoded in `language`: one window per call, or,
     with `batch_size` > 1, all windows laid end to end and decoded `batch_size` at a time by faster-whisper's
-    BatchedInferencePipeline (each window one chunk)."""
+    BatchedInferencePipeline (each window one chunk). The pipeline decodes without timestamp tokens (with them,
+    faster-whisper 1.2.1 garbles a packed window: "It will complete disaster and I hate a memory"), so a
+    window is one segment: its words are handed to `packing` one segment each, placed by their own times."""
     kwargs = dict(beam_size=settings.beam_size, word_timestamps=True, condition_on_previous_text=False,
                   temperature=0.0, language=language)
     if batch_size == 1:
@@ -151,7 +153,7 @@ def decode_windows(model: Any, windows: list[np.ndarray], language: str, setting
     for s in segments:
         if keep(s, settings):
             n = int(np.searchsorted(starts, (s.start + s.end) / 2, side="right")) - 1
-            out[n].append(said(s, float(starts[n])))
+            out[n] += [Said([w]) for w in said(s, float(starts[n])).words]  # see the docstring
     return out
 
 
