@@ -148,7 +148,8 @@ def main() -> None:
         f"{CLIP_S:g}-s clips, packed {PER_WINDOW} a window with {GAP_S:g}-s gaps; {args.seconds:g} s timed per row "
         "after one warm-up batch. The large-v3-turbo-shaped model has random weights, its decoding capped at "
         f"{TOKENS_PER_S:g} tokens per second of audio.", "",
-        "| model | windows | batch | windows/s | clips/s | GPU memory in use (GiB) |", "|---|---|---:|---:|---:|---:|", *asr, "",
+        "| model | windows | batch | windows/s | clips/s | GPU memory in use (GiB) |",
+        "|---|---|---:|---:|---:|---:|", *asr, "",
         "| encoder stage | batch | clips/s | peak GPU memory (GiB) |", "|---|---:|---:|---:|", *enc])
     print(text)
     write_section("gpu", "GPU: batched, packed ASR and the encoder stages", text)

@@ -53,5 +53,5 @@ def engines() -> dict[str, AsrEngine]:
     return ENGINES
 
 
-__all__ = ["BUILTIN", "ENGINES", "AsrEngine", "ClipAudio", "LocalModelEngine", "LocalModelSettings", "Packing", "Transcript",
-           "Word", "engines", "register"]
+__all__ = ["BUILTIN", "ENGINES", "AsrEngine", "ClipAudio", "LocalModelEngine", "LocalModelSettings", "Packing",
+           "Transcript", "Word", "engines", "register"]

@@ -9,7 +9,8 @@ words: Whisper reports one average per decoded window, not per segment) and its 
 identify per clip before packing (clips are packed only with clips of their own language). Whisper decodes
 a window as one sequence, so a doubtful clip (foreign speech to an English-only model, noise) can run on into
 the next clip as a hallucination loop: a window in which one segment holds words of two clips, or a clip's
-confidence is below `asr.pack_min_logprob`, is redone clip by clip, so each of its rows is the unpacked one.
+confidence is below `asr.pack_min_logprob`, keeps the clips before that clip (text runs forward only),
+redoes that clip alone and packs the ones after it again.
 """
 
 from __future__ import annotations
@@ -82,34 +83,41 @@ def owner(word: Heard, spans: Sequence[tuple[float, float]]) -> int:
     return min(range(len(spans)), key=lambda k: max(spans[k][0] - mid, mid - spans[k][1], 0.0))
 
 
+def within(t: float, duration: float) -> float:
+    """A time in a clip, to the millisecond, clamped into [0, duration]."""
+    return min(max(round(t, 3), 0.0), duration)
+
+
 def split(segments: Sequence[Said], spans: Sequence[tuple[float, float]], language: str | None,
           language_probs: Sequence[float | None], multilingual: bool, model: str, trust: float,
-          keep_words: bool = True) -> list[Transcript] | None:
+          keep_words: bool = True) -> tuple[list[Transcript], int | None]:
     """One Transcript per clip from a window's segments: text, words relative to the clip (kept when
-    `keep_words`), confidence (the mean log-probability of its words). None when the window is not trusted: a
-    segment holds words of two clips, or a clip's confidence is below `trust` (Whisper may carry a doubtful
-    clip's text, e.g. a hallucination loop, on into its neighbour)."""
+    `keep_words`), confidence (the mean log-probability of its words); and the first clip not trusted (None when
+    all are): one whose confidence is below `trust`, or the first of two clips a segment's words belong to.
+    Whisper may carry a doubtful clip's text (a hallucination loop) on into the clips after it, never into the
+    ones before, so only the transcripts before that clip stand."""
     mine: list[list[Heard]] = [[] for _ in spans]
+    bad: int | None = None
     for seg in segments:
-        owners = {owner(w, spans) for w in seg.words}
+        owners = sorted({owner(w, spans) for w in seg.words})
         if len(owners) > 1:
-            return None
-        if owners:
-            mine[owners.pop()] += seg.words
+            bad = owners[0] if bad is None else min(bad, owners[0])
+        for w in seg.words:
+            mine[owner(w, spans)].append(w)
     out = []
-    for (start, end), heard, prob in zip(spans, mine, language_probs, strict=True):
+    for k, ((start, end), heard, prob) in enumerate(zip(spans, mine, language_probs, strict=True)):
         dur = end - start
         logps = [math.log(max(w.prob, 1e-12)) for w in heard]
         confidence = sum(logps) / len(logps) if logps else None
-        if confidence is not None and confidence < trust:
-            return None
+        if confidence is not None and confidence < trust and bad is None:
+            bad = k
         out.append(Transcript(
             text="".join(w.text for w in heard).strip(), language=language, language_prob=prob,
             avg_logprob=confidence,
-            words=[Word(w.text.strip(), round(min(max(w.start - start, 0.0), dur), 3),
-                        round(min(max(w.end - start, 0.0), dur), 3), w.prob) for w in heard] if keep_words else [],
+            words=[Word(w.text.strip(), within(w.start - start, dur), within(w.end - start, dur), w.prob)
+                   for w in heard] if keep_words else [],
             multilingual=multilingual, model=model))
-    return out
+    return out, bad
 
 
 def by_language(languages: Sequence[str | None]) -> dict[str | None, list[int]]:
@@ -128,8 +136,10 @@ def transcribe_packed(clips: Sequence[ClipAudio], packing: Packing,
     """The clips' transcripts, decoding packed windows: `detect` gives each clip's language (and probability),
     `decode` the segments of windows in one language (times in each window; all of a language's windows in
     one call, so a GPU engine batches them), `alone` transcribes a clip unpacked. Clips are packed with clips
-    of their own language only; a clip longer than `pack_s` is transcribed alone; a window whose decoding
-    fails, or that `split` does not trust, is redone clip by clip (so only a bad clip fails)."""
+    of their own language only; a clip longer than `pack_s` is transcribed alone. In a window `split` does
+    not trust, the clips before the first doubtful one stand, that clip is redone alone and the ones after
+    it are packed once more (then, if doubted again, done one by one); when decoding fails, the windows' clips
+    are done one by one, so only a bad clip fails."""
     out: list[Transcript | ClipError | None] = [None] * len(clips)
     detected: list[tuple[str | None, float | None]] = []
     for i, clip in enumerate(clips):
@@ -143,24 +153,33 @@ def transcribe_packed(clips: Sequence[ClipAudio], packing: Packing,
         if lang is None:
             continue
         durations = [clips[i].samples.size / clips[i].sample_rate for i in members]
-        packed: list[tuple[list[int], np.ndarray, list[tuple[float, float]]]] = []
+        pending: list[tuple[list[int], bool]] = []  # (clips of a window, whether it is a retried remainder)
         for window in plan_windows(durations, packing.pack_s, packing.gap_s):
             idx = [members[k] for k in window]
             if len(idx) == 1 and durations[window[0]] > packing.pack_s:
                 out[idx[0]] = one_by_one([clips[idx[0]]], alone)[0]
             else:
-                packed.append((idx, *join([clips[i] for i in idx], packing.gap_s)))
-        if not packed:
-            continue
-        try:
-            heard = decode([samples for _, samples, _ in packed], lang)
-        except ClipError:
-            heard = None
-        for n, (idx, _, spans) in enumerate(packed):
-            results = None if heard is None else split(heard[n], spans, lang, [detected[i][1] for i in idx],
-                                                       multilingual, model, packing.min_logprob, keep_words)
-            for i, r in zip(idx, one_by_one([clips[i] for i in idx], alone) if results is None else results,
-                            strict=True):
-                out[i] = r
+                pending.append((idx, False))
+        while pending:
+            windows = [(idx, retried, *join([clips[i] for i in idx], packing.gap_s)) for idx, retried in pending]
+            pending = []
+            try:
+                heard = decode([samples for _, _, samples, _ in windows], lang)
+            except ClipError:
+                heard = None
+            for n, (idx, retried, _, spans) in enumerate(windows):
+                results, bad = ([], 0) if heard is None else split(
+                    heard[n], spans, lang, [detected[i][1] for i in idx], multilingual, model, packing.min_logprob,
+                    keep_words)
+                for i, r in zip(idx[:bad], results[:bad]):
+                    out[i] = r
+                if bad is None:
+                    continue
+                rest = idx[bad + 1:]
+                alone_now = idx[bad:] if heard is None or retried else idx[bad:bad + 1]
+                for i, r in zip(alone_now, one_by_one([clips[i] for i in alone_now], alone), strict=True):
+                    out[i] = r
+                if rest and not (heard is None or retried):
+                    pending.append((rest, True))
     assert all(r is not None for r in out)
     return out  # type: ignore[return-value]

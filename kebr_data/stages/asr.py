@@ -12,7 +12,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pyarrow as pa
@@ -51,9 +51,9 @@ class AsrSettings:
                                  "engine call each, words handed back by their times (0 = off; Whisper engines)",
                             min=0.0, max=30.0)
     pack_gap_s: float = setting(1.0, "silence between packed clips (s)", min=0.1, max=5.0)
-    pack_min_logprob: float = setting(-0.7, "a packed window with a clip whose mean word log-probability is below "
-                                            "this is redone clip by clip (a doubtful clip's text can run on into "
-                                            "its neighbour)")
+    pack_min_logprob: float = setting(-0.5, "a packed clip whose mean word log-probability is below this is redone "
+                                            "alone and the clips after it packed again (a doubtful clip's text can "
+                                            "run on into the next)")
 
 
 class _WithEngines:
@@ -101,7 +101,8 @@ class AsrStage(ClipStage):
         plugin = {f.name for e in engines().values() if type(e) not in BUILTIN and e.name != self.settings.engine
                   for f in dataclasses.fields(e.Settings)}
         builtin = {f.name for cls in BUILTIN for f in dataclasses.fields(cls.Settings)}
-        off = {"pack_s", "pack_gap_s", "pack_min_logprob"} if not self.settings.pack_s else set()  # unpacked outputs stay current
+        # with packing off its keys stay out, so outputs written before they existed stay current
+        off = {"pack_s", "pack_gap_s", "pack_min_logprob"} if not self.settings.pack_s else set()
         return {k: v for k, v in super().hashed_settings().items() if k not in (plugin - builtin) | off}
 
     def config_hash(self) -> str:
@@ -132,11 +133,16 @@ class AsrStage(ClipStage):
     def input_columns(self) -> dict[str, list[str] | None]:
         return {"audio": ["clip_id", "status", "error", "flac", "sample_rate", "duration_s"]}
 
+    #: packed clips are sent to the engine this many windows at a time (bounds the audio a shard holds: ~60 MB)
+    pack_windows: ClassVar[int] = 32
+
     def run_shard(self, ctx: ShardContext) -> pa.Table:
-        """Clip by clip, or with `asr.pack_s` > 0 the shard's decodable clips in packed windows (silent, bad and
-        upstream-failed clips are handled alone, exactly as unpacked)."""
+        """Clip by clip, or with `asr.pack_s` > 0 the shard's decodable clips in packed windows, `pack_windows`
+        windows' worth of clips per engine call (silent, bad and upstream-failed clips are handled alone,
+        exactly as unpacked)."""
         if not self.settings.pack_s or not self.engine.listens:
             return super().run_shard(ctx)
+        packing = Packing(self.settings.pack_s, self.settings.pack_gap_s, self.settings.pack_min_logprob)
         rows: list[dict[str, Any]] = []
         ready: list[tuple[int, ClipInput, ClipAudio]] = []
 
@@ -144,13 +150,21 @@ class AsrStage(ClipStage):
             ready.append((len(rows), clip, self._audio(clip)))
             return {}
 
+        def flush() -> None:
+            results = self.engine.transcribe_pack([a for _, _, a in ready], self.engine_settings, packing)
+            for (n, clip, _), t in zip(ready, results, strict=True):
+                rows[n] = self._clip_row(clip, ctx, lambda _, t=t: self._row(t))
+            ctx.progress(len(ready))
+            ready.clear()
+
         for clip in iter_clips(ctx, self.upstream):
             rows.append(self._clip_row(clip, ctx, hold))
-        packing = Packing(self.settings.pack_s, self.settings.pack_gap_s, self.settings.pack_min_logprob)
-        results = self.engine.transcribe_pack([a for _, _, a in ready], self.engine_settings, packing)
-        for (n, clip, _), t in zip(ready, results, strict=True):
-            rows[n] = self._clip_row(clip, ctx, lambda _, t=t: self._row(t))
-        ctx.progress(len(rows))
+            if not ready or ready[-1][0] != len(rows) - 1:
+                ctx.progress(1)  # a clip handled alone
+            elif sum(a.duration_s for _, _, a in ready) >= self.pack_windows * packing.pack_s:
+                flush()
+        if ready:
+            flush()
         schema = with_metadata(self.schema, self.name)
         return pa.Table.from_batches([rows_to_batch(rows[i:i + self.batch_rows], schema)
                                       for i in range(0, max(len(rows), 1), self.batch_rows)], schema=schema)
