@@ -7,10 +7,10 @@ two English sentences each). Per model and length: CPU-s and wall-s per clip (in
 `--repeat` repeats, best kept), their ratio, WER on the English clips (Whisper's English normaliser, jiwer),
 mask-label agreement with the reference sentence, language exact (the row's language equals the spoken one;
 tiny.en says `en` or `und`), and the encoder's share of the packed CPU time (one 30-s encoder pass timed
-alone, times the windows). Needs Debian's espeak-ng. `--clips N` takes the first N of each length (a quick
+alone, times the windows). Needs Debian's espeak-ng. `--clips N` takes N of each length, spread evenly, (a quick
 look while developing); the section is written only for the full corpus.
 
-    python bench/asr_packing.py [--repeat 2] [--clips N]
+    python bench/asr_packing.py [--repeat 2] [--clips N] [--models tiny.en,base]
 """
 
 from __future__ import annotations
@@ -33,6 +33,11 @@ VOICES = ["en-us", "en-gb", "en-us+f3", "en-gb-x-rp", "en-us+m3", "en-gb+f4", "e
 ENGLISH = [c for c in CLIPS if c[2] == "en"]
 SHORT = CLIPS + [(VOICES[(i + 3) % len(VOICES)], 160, "en", text) for i, (_, _, _, text) in enumerate(ENGLISH)]
 LONG = [(VOICES[i % len(VOICES)], 120, "en", f"{ENGLISH[i % 14][3]} {ENGLISH[(i + 5) % 14][3]}") for i in range(26)]
+
+
+def pick(clips: list, n: int) -> list:
+    """n clips spread evenly over the list (all when n is 0), so a subset keeps some of each language."""
+    return clips[::max(1, len(clips) // n)][:n] if n else clips
 
 
 def shard(clips):
@@ -84,6 +89,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--clips", type=int, default=0, help="first N clips of each length (0 = all)")
+    ap.add_argument("--models", default="tiny.en,base", help="comma-separated models")
     args = ap.parse_args()
     warnings.simplefilter("ignore")
     import jiwer
@@ -102,11 +108,11 @@ def main() -> None:
     normalise = EnglishTextNormalizer()
     lexicon = load_lexicon("vader", -4.0, 4.0)
     load_before = os.getloadavg()[0]
-    n = args.clips or None
+    n = args.clips
     lines = []
     with tempfile.TemporaryDirectory() as tmp:
-        sets = {"short": synthesise(Path(tmp), SHORT[:n]), "long": synthesise(Path(tmp), LONG[:n])}
-        for model in ("tiny.en", "base"):
+        sets = {"short": synthesise(Path(tmp), pick(SHORT, n)), "long": synthesise(Path(tmp), pick(LONG, n))}
+        for model in args.models.split(","):
             whisper = load(str(ctranslate2_model(model)), "cpu", "int8")
             enc = encoder_s(whisper)
             stages = {p: AsrStage(load_config(overrides=[f"asr.model={model!r}", f"asr.pack_s={p}"])["asr"])

@@ -189,7 +189,9 @@ def test_openai_whisper_packs_clips_with_the_words_of_each(tmp_path, tiny_checkp
     y, sr = sf.read(FIXTURES / "speech_en.flac", dtype="float32")
     clips = [(y, sr, {}), (np.zeros(16000, np.float32), sr, {}), (y, sr, {})]
     sets = dict(engine="openai-whisper", model=str(tiny_checkpoint))
-    packed, alone = stage_rows(tmp_path, clips, pack_s=30.0, **sets), stage_rows(tmp_path, clips, **sets)
+    packed = stage_rows(tmp_path, clips, pack_s=30.0, **sets)
     assert [(r["status"], r["error"]) for r in packed] == [("ok", None), ("skipped", "silence"), ("ok", None)]
-    assert words(packed[0]["text"]) == words(packed[2]["text"]) == words(alone[0]["text"])  # commas may differ
-    assert all(0 <= w["start"] <= w["end"] <= len(y) / sr for w in packed[2]["words"])
+    assert words(packed[0]["text"]) == words(packed[2]["text"])  # the same clip twice (a comma may differ)
+    assert wer("It was a complete disaster and I hated every minute of it.", packed[2]["text"]) <= 0.1
+    assert packed[2]["avg_logprob"] > -0.5  # trusted: the packed path, not a clip-by-clip redo
+    assert all(0 <= w["start"] <= w["end"] <= len(y) / sr + 1e-6 for w in packed[2]["words"])
