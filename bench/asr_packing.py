@@ -76,8 +76,9 @@ def report(lines: list[str], sets: dict, args: argparse.Namespace, load_before: 
         f"int8, beam 5, word timestamps, one CPU thread; best of {args.repeat} interleaved repeats (packed and "
         f"unpacked alternating). Machine load (1-min average) {load_before:.1f} at the start, "
         f"{os.getloadavg()[0]:.1f} at this table, on 2 cores shared with other work: wall-s are noisy, CPU-s are "
-        "the measure. Packed: `asr.pack_s = 30`, `pack_gap_s = 1`, `pack_min_logprob = -0.7` (windows with a "
-        "doubtful clip redone one by one). Encoder share: windows (or clips) × one 30-s encoder pass / CPU-s.", "",
+        "the measure. Packed: `asr.pack_s = 30`, `pack_gap_s = 1`, `pack_min_logprob = -0.5` (a doubtful clip "
+        "redone alone, the clips after it packed again). Encoder share: planned windows (or clips) × one 30-s "
+        "encoder pass / CPU-s; the rest is the decoder (beam 5), word alignment and redone clips.", "",
         "| model | clips | mode | CPU-s/clip | wall-s/clip | CPU vs one by one | WER (en) | label agreement | "
         "language exact | encoder share |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|", *lines])
     print(text, flush=True)
