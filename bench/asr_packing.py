@@ -10,7 +10,7 @@ tiny.en says `en` or `und`), and the encoder's share of the packed CPU time (one
 alone, times the windows). Needs Debian's espeak-ng. `--clips N` takes N of each length, spread evenly, (a quick
 look while developing); the section is written only for the full corpus.
 
-    python bench/asr_packing.py [--repeat 2] [--clips N] [--models tiny.en,base]
+    python bench/asr_packing.py [--repeat 2] [--clips N] [--models tiny.en,base] [--english]
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ def report(lines: list[str], sets: dict, args: argparse.Namespace, load_before: 
         "| model | clips | mode | CPU-s/clip | wall-s/clip | CPU vs one by one | WER (en) | label agreement | "
         "language exact | encoder share |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|", *lines])
     print(text, flush=True)
-    if not args.clips:
+    if not args.clips and not args.english:
         write_section("asr-packing", "ASR: packed windows vs one clip per window", text)
 
 
@@ -91,6 +91,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--clips", type=int, default=0, help="first N clips of each length (0 = all)")
     ap.add_argument("--models", default="tiny.en,base", help="comma-separated models")
+    ap.add_argument("--english", action="store_true", help="the English clips only (no doubtful clips to redo)")
     args = ap.parse_args()
     warnings.simplefilter("ignore")
     import jiwer
@@ -112,7 +113,10 @@ def main() -> None:
     n = args.clips
     lines = []
     with tempfile.TemporaryDirectory() as tmp:
-        sets = {"short": synthesise(Path(tmp), pick(SHORT, n)), "long": synthesise(Path(tmp), pick(LONG, n))}
+        chosen = {"short": SHORT, "long": LONG}
+        if args.english:
+            chosen = {k: [c for c in v if c[2] == "en"] for k, v in chosen.items()}
+        sets = {k: synthesise(Path(tmp), pick(v, n)) for k, v in chosen.items()}
         for model in args.models.split(","):
             whisper = load(str(ctranslate2_model(model)), "cpu", "int8")
             enc = encoder_s(whisper)
