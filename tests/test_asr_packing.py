@@ -137,3 +137,33 @@ def test_batched_windows_decode_the_same_words_as_one_by_one(speech):
     assert [words(w) for w in batched] == [words(w) for w in one]
     assert words(batched[1]) == words(batched[0]) and len(words(batched[0])) > 10
     assert all(1.0 <= w.start <= w.end <= later.size / 16000 for seg in batched[1] for w in seg.words)
+
+
+def test_a_packing_stage_sends_clips_in_bounded_batches_and_a_bad_clip_fails_alone(monkeypatch, tmp_path):
+    """Through an engine without its own packing (the interface's default: one by one), with the engine called
+    after every decodable clip (`pack_windows` = 0 bounds what a shard holds): the rows are the unpacked ones,
+    in plan order, and a clip the engine fails on is the only failed row."""
+    from test_asr_engines import Toy
+
+    class Picky(Toy):
+        name = "picky"
+        calls: list[int] = []
+
+        def transcribe_pack(self, clips, settings, packing):
+            self.calls.append(len(clips))
+            return super().transcribe_pack(clips, settings, packing)
+
+        def transcribe(self, clip, settings):
+            if len(clip.samples) == 4 * 8000:
+                raise ClipError("decode_failed", "the 4-s clip")
+            return super().transcribe(clip, settings)
+
+    monkeypatch.setitem(engines(), "picky", Picky())
+    tone = np.sin(np.arange(16000) / 16000 * 2 * np.pi * 220).astype(np.float32) * 0.3
+    clips = [(np.tile(tone, n), 16000, {}) for n in (3, 4, 2)] + [(np.zeros(16000, np.float32), 16000, {})]
+    alone = stage_rows(tmp_path, clips, engine="picky")
+    monkeypatch.setattr(AsrStage, "pack_windows", 0)
+    packed = stage_rows(tmp_path, clips, engine="picky", pack_s=30.0)
+    assert packed == alone and Picky.calls == [1, 1, 1]
+    assert [(r["status"], r["error"]) for r in packed] == [("ok", None), ("failed", "decode_failed"), ("ok", None),
+                                                           ("skipped", "silence")]
