@@ -193,5 +193,6 @@ def test_openai_whisper_packs_clips_with_the_words_of_each(tmp_path, tiny_checkp
     assert [(r["status"], r["error"]) for r in packed] == [("ok", None), ("skipped", "silence"), ("ok", None)]
     assert words(packed[0]["text"]) == words(packed[2]["text"])  # the same clip twice (a comma may differ)
     assert wer("It was a complete disaster and I hated every minute of it.", packed[2]["text"]) <= 0.1
-    assert packed[2]["avg_logprob"] > -0.5  # trusted: the packed path, not a clip-by-clip redo
+    logps = [np.log(w["prob"]) for w in packed[2]["words"]]
+    assert packed[2]["avg_logprob"] == pytest.approx(sum(logps) / len(logps))  # packed, not redone clip by clip
     assert all(0 <= w["start"] <= w["end"] <= len(y) / sr + 1e-6 for w in packed[2]["words"])
