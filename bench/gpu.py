@@ -39,13 +39,14 @@ def turbo_shaped(folder: Path, tokenizer: Path) -> Path:
     """A CTranslate2 Whisper with large-v3-turbo's shape (32 encoder layers, 4 decoder layers, d_model 1280,
     128 mel bins) and random weights, converted locally."""
     import ctranslate2
-    from transformers import WhisperConfig, WhisperForConditionalGeneration
+    from transformers import WhisperConfig, WhisperForConditionalGeneration, WhisperTokenizerFast
 
     cfg = WhisperConfig(vocab_size=51865, num_mel_bins=128, encoder_layers=32, decoder_layers=4, d_model=1280,
                         encoder_attention_heads=20, decoder_attention_heads=20, encoder_ffn_dim=5120,
                         decoder_ffn_dim=5120, max_source_positions=1500, max_target_positions=448)
     hf = folder / "hf"
     WhisperForConditionalGeneration(cfg).save_pretrained(hf)
+    WhisperTokenizerFast(tokenizer_file=str(tokenizer / "tokenizer.json")).save_pretrained(hf)  # base's vocabulary
     out = folder / "turbo-shaped"
     ctranslate2.converters.TransformersConverter(str(hf)).convert(str(out), quantization="float16")
     (out / "tokenizer.json").write_bytes((tokenizer / "tokenizer.json").read_bytes())
