@@ -56,15 +56,15 @@ CLIPS = [
 ]
 
 
-def synthesise(tmp: Path):
-    """The clips as 16 kHz float32 arrays."""
+def synthesise(tmp: Path, clips=CLIPS):
+    """The clips ((voice, wpm, language, text)) as (16 kHz float32 array, language, text)."""
     import numpy as np
     import soundfile as sf
     import soxr
 
     out = []
-    for i, (voice, wpm, lang, text) in enumerate(CLIPS):
-        wav = tmp / f"{i}.wav"
+    for i, (voice, wpm, lang, text) in enumerate(clips):
+        wav = tmp / f"{i}-{len(clips)}.wav"
         subprocess.run(["espeak-ng", "-v", voice, "-s", str(wpm), "-w", str(wav), text], check=True)
         y, sr = sf.read(wav, dtype="float32")
         out.append((soxr.resample(y, sr, 16000).astype(np.float32), lang, text))

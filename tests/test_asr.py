@@ -166,3 +166,33 @@ def test_openai_whisper_loads_and_decodes_a_local_checkpoint(tmp_path, tiny_chec
                                                                              "en")
     assert wer("I love this wonderful movie, it made me so happy.", row["text"]) <= 0.1
     assert -1.0 < row["avg_logprob"] < 0.0 and [w["word"] for w in row["words"]][:2] == ["I", "love"]
+
+
+def test_packed_asr_on_the_demo_gives_the_same_mask_labels(demo_run, tmp_path):
+    from kebr_data.masking import load_lexicon, mask_transcript
+
+    inputs = {name: pq.read_table(demo_run / name) for name in ("plan", "audio")}
+    packed = AsrStage(config.load(overrides=["asr.pack_s=30.0"])["asr"]).run_shard(
+        ShardContext(0, inputs, tmp_path)).to_pylist()
+    alone = {r["clip_id"]: r for r in pq.read_table(demo_run / "asr").to_pylist()}
+    lexicon = load_lexicon("vader")
+    assert len(packed) == len(alone) and sum(r["status"] == "ok" for r in packed) >= 5
+    for r in packed:
+        a = alone[r["clip_id"]]
+        assert (r["status"], r["error"], r["language"]) == (a["status"], a["error"], a["language"])
+        if r["text"]:
+            assert mask_transcript(r["text"], lexicon, r["clip_id"]).label == \
+                mask_transcript(a["text"], lexicon, r["clip_id"]).label
+
+
+def test_openai_whisper_packs_clips_with_the_words_of_each(tmp_path, tiny_checkpoint):
+    y, sr = sf.read(FIXTURES / "speech_en.flac", dtype="float32")
+    clips = [(y, sr, {}), (np.zeros(16000, np.float32), sr, {}), (y, sr, {})]
+    sets = dict(engine="openai-whisper", model=str(tiny_checkpoint))
+    packed = stage_rows(tmp_path, clips, pack_s=30.0, **sets)
+    assert [(r["status"], r["error"]) for r in packed] == [("ok", None), ("skipped", "silence"), ("ok", None)]
+    assert words(packed[0]["text"]) == words(packed[2]["text"])  # the same clip twice (a comma may differ)
+    assert wer("It was a complete disaster and I hated every minute of it.", packed[2]["text"]) <= 0.1
+    logps = [np.log(w["prob"]) for w in packed[2]["words"]]
+    assert packed[2]["avg_logprob"] == pytest.approx(sum(logps) / len(logps))  # packed, not redone clip by clip
+    assert all(0 <= w["start"] <= w["end"] <= len(y) / sr + 1e-6 for w in packed[2]["words"])

@@ -108,3 +108,14 @@ def test_min_language_prob_skips_an_uncertain_english_detection(tmp_path):
     (row,) = stage_rows(tmp_path, [(y, sr, {})], model="base", min_language_prob=0.95)
     assert (row["status"], row["error"], row["language"]) == ("skipped", "language", "en")
     assert "< asr.min_language_prob 0.95: language uncertain" in row["message"]
+
+
+def test_packed_base_identifies_each_clips_language_as_unpacked(multilingual_rows, tmp_path):
+    """Packing detects each clip's language on its own frames (not a padded 30 s) and packs clips only with
+    their own language: the languages and the gate's decisions are those of clip by clip."""
+    clips = [(*sf.read(FIXTURES / f"speech_{lang}.flac", dtype="float32"), {}) for lang in ("de", "fr", "es", "en")]
+    packed = stage_rows(tmp_path, clips, model="base", pack_s=30.0)
+    assert [(r["status"], r["error"], r["language"]) for r in packed] == \
+        [(r["status"], r["error"], r["language"]) for r in multilingual_rows]
+    # the probabilities differ (unpadded frames: Spanish 0.7 padded, 0.9 unpadded), the decisions do not
+    assert all(abs(p["language_prob"] - a["language_prob"]) < 0.3 for p, a in zip(packed, multilingual_rows))

@@ -13,7 +13,7 @@ from importlib.metadata import EntryPoint
 
 from ..errors import ConfigError
 from ..plugins import describe, load_group
-from .base import AsrEngine, ClipAudio, LocalModelEngine, LocalModelSettings, Transcript, Word
+from .base import AsrEngine, ClipAudio, LocalModelEngine, LocalModelSettings, Packing, Transcript, Word
 from .faster_whisper import FasterWhisper
 from .given import Given
 from .google_speech import GoogleSpeech
@@ -53,5 +53,5 @@ def engines() -> dict[str, AsrEngine]:
     return ENGINES
 
 
-__all__ = ["BUILTIN", "ENGINES", "AsrEngine", "ClipAudio", "LocalModelEngine", "LocalModelSettings", "Transcript",
-           "Word", "engines", "register"]
+__all__ = ["BUILTIN", "ENGINES", "AsrEngine", "ClipAudio", "LocalModelEngine", "LocalModelSettings", "Packing",
+           "Transcript", "Word", "engines", "register"]

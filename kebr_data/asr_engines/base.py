@@ -3,19 +3,22 @@
 An engine is a small stateless object with its options in its own `Settings` dataclass (their keys are
 keys of the `[asr]` section): `check` (missing prerequisites), `versions` (recorded in markers),
 `model_identity` (part of the stage's config hash, so another model makes old transcripts stale),
-`resources` (what a shard task needs) and `transcribe` (one clip in, a Transcript out); each receives
-the engine's settings object.
+`resources` (what a shard task needs), `transcribe` (one clip in, a Transcript out) and
+`transcribe_pack` (a shard's clips in, packed into windows by the engines that can: `asr.pack_s`); each
+receives the engine's settings object.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, ClassVar, Literal
 
 import numpy as np
 
+from ..errors import ClipError
 from ..resources import Resources
 from ..settings import NoSettings, setting
 
@@ -57,6 +60,16 @@ class ClipAudio:
     sample_rate: int = 0
     flac: bytes | None = None
     duration_s: float = 0.0
+
+
+@dataclass
+class Packing:
+    """How the asr stage packs clips (`asr.pack_*`): windows of at most `pack_s` seconds, `gap_s` of silence
+    between clips, windows with a clip less confident than `min_logprob` redone clip by clip."""
+
+    pack_s: float
+    gap_s: float
+    min_logprob: float
 
 
 class AsrEngine(ABC):
@@ -102,6 +115,23 @@ class AsrEngine(ABC):
     @abstractmethod
     def transcribe(self, clip: ClipAudio, settings: Any) -> Transcript:
         """One clip's transcript; raise ClipError for a clip-level failure."""
+
+    def transcribe_pack(self, clips: list[ClipAudio], settings: Any, packing: Packing) -> list[ClipError | Transcript]:
+        """Several clips' transcripts, one result per clip in order (a clip-level failure as its ClipError).
+        Engines that can, decode them in packed windows (`packing`); this default transcribes them one by one."""
+        return one_by_one(clips, lambda clip: self.transcribe(clip, settings))
+
+
+def one_by_one(clips: list[ClipAudio], transcribe: Callable[[ClipAudio], Transcript]
+               ) -> list[ClipError | Transcript]:
+    """Each clip on its own, a clip-level failure as its result (so a bad clip fails alone)."""
+    out: list[ClipError | Transcript] = []
+    for clip in clips:
+        try:
+            out.append(transcribe(clip))
+        except ClipError as exc:
+            out.append(exc)
+    return out
 
 
 @dataclass

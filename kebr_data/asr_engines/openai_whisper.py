@@ -8,9 +8,10 @@ from typing import Any
 import numpy as np
 
 from ..deps import require
-from ..errors import PrerequisiteError
-from .base import ClipAudio, LocalModelEngine, Transcript, Word
+from ..errors import ClipError, PrerequisiteError
+from .base import ClipAudio, LocalModelEngine, Packing, Transcript, Word
 from .models import torch_checkpoint, weights_identity
+from .packing import Heard, Said, transcribe_packed
 from .whisper import WhisperSettings
 
 
@@ -45,22 +46,50 @@ class OpenAIWhisper(LocalModelEngine):
     def model_identity(self, settings: WhisperSettings) -> str:
         return weights_identity(torch_checkpoint(settings.model))
 
+    @staticmethod
+    def _language(model: Any, audio: np.ndarray) -> tuple[str, float | None]:
+        """A clip's language and probability as transcribe() would detect it (padded 30 s); "en" for English-only
+        models."""
+        if not model.is_multilingual:
+            return "en", None
+        whisper = require("whisper", "whisper", "the openai-whisper ASR engine (install it with --no-deps)")
+        mel = whisper.log_mel_spectrogram(whisper.pad_or_trim(audio), model.dims.n_mels).to(model.device)
+        _, probs = model.detect_language(mel)
+        language = max(probs, key=probs.get)
+        return language, float(probs[language])
+
+    @staticmethod
+    def _options(settings: WhisperSettings) -> dict[str, Any]:
+        return dict(beam_size=settings.beam_size, word_timestamps=settings.word_timestamps,
+                    condition_on_previous_text=False, fp16=settings.device == "cuda", verbose=None,
+                    temperature=0.0)  # no sampling fallback: a rerun gives the same transcript
+
+    def transcribe_pack(self, clips: list[ClipAudio], settings: WhisperSettings,
+                        packing: Packing) -> list[ClipError | Transcript]:
+        """Packed windows (`packing`), one window per decode; a multilingual model's language is detected per
+        clip as unpacked (openai-whisper's encoder takes only 30-s input, so that costs one encoder pass a
+        clip)."""
+        path = torch_checkpoint(settings.model)
+        model = load(str(path), settings.device)
+        options = {**self._options(settings), "word_timestamps": True}
+
+        def decode(windows: list[np.ndarray], language: str) -> list[list[Said]]:
+            return [[Said([Heard(w["word"], float(w["start"]), float(w["end"]), float(w["probability"]))
+                           for w in s.get("words", [])])
+                     for s in model.transcribe(y, language=language, **options)["segments"]
+                     if s["no_speech_prob"] <= settings.no_speech_threshold and s["text"].strip()] for y in windows]
+
+        return transcribe_packed(clips, packing, detect=lambda clip: self._language(model, clip.samples),
+                                 decode=decode, alone=lambda clip: self.transcribe(clip, settings),
+                                 multilingual=bool(model.is_multilingual), model=path.name,
+                                 keep_words=settings.word_timestamps)
+
     def transcribe(self, clip: ClipAudio, settings: WhisperSettings) -> Transcript:
         path = torch_checkpoint(settings.model)
         model = load(str(path), settings.device)
-        options = dict(beam_size=settings.beam_size, word_timestamps=settings.word_timestamps,
-                       condition_on_previous_text=False, fp16=settings.device == "cuda", verbose=None,
-                       temperature=0.0)  # no sampling fallback: a rerun gives the same transcript
+        options = self._options(settings)
         audio = clip.samples.astype(np.float32)
-        language_prob = None
-        if model.is_multilingual:  # detect here, as transcribe() would, to keep the probability
-            whisper = require("whisper", "whisper", "the openai-whisper ASR engine (install it with --no-deps)")
-            mel = whisper.log_mel_spectrogram(whisper.pad_or_trim(audio), model.dims.n_mels).to(model.device)
-            _, probs = model.detect_language(mel)
-            options["language"] = max(probs, key=probs.get)
-            language_prob = float(probs[options["language"]])
-        else:
-            options["language"] = "en"
+        options["language"], language_prob = self._language(model, audio)
         result = model.transcribe(audio, **options)
         kept = [s for s in result["segments"] if s["no_speech_prob"] <= settings.no_speech_threshold
                 and s["text"].strip()]

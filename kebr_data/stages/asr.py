@@ -12,19 +12,19 @@ from __future__ import annotations
 import collections
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pyarrow as pa
 
-from ..asr_engines import BUILTIN, AsrEngine, ClipAudio, engines
+from ..asr_engines import BUILTIN, AsrEngine, ClipAudio, Packing, Transcript, engines
 from ..display import beside
-from ..errors import ClipSkipped
+from ..errors import ClipError, ClipSkipped
 from ..label_quality import prob_hist
 from ..media.flac import decode_flac
-from ..schema import ASR
+from ..schema import ASR, rows_to_batch, with_metadata
 from ..settings import composed, content_hash, did_you_mean, one_of, setting
-from .base import ClipInput, ClipStage, ShardContext
+from .base import ClipInput, ClipStage, ShardContext, iter_clips
 
 
 def rms_dbfs(y: np.ndarray) -> float:
@@ -47,6 +47,13 @@ class AsrSettings:
     silence_dbfs: float = setting(-60.0, "clips whose RMS is below this are skipped as silence without decoding")
     en_only_min_avg_logprob: float = setting(-0.7, "English-only models cannot identify a language: below this "
                                                    "confidence the clip is taken as not English (language 'und')")
+    pack_s: float = setting(0.0, "pack consecutive clips of a shard into windows of at most this many seconds, one "
+                                 "engine call each, words handed back by their times (0 = off; Whisper engines)",
+                            min=0.0, max=30.0)
+    pack_gap_s: float = setting(1.0, "silence between packed clips (s)", min=0.1, max=5.0)
+    pack_min_logprob: float = setting(-0.5, "a packed clip whose mean word log-probability is below this is redone "
+                                            "alone and the clips after it packed again (a doubtful clip's text can "
+                                            "run on into the next)")
 
 
 class _WithEngines:
@@ -94,7 +101,9 @@ class AsrStage(ClipStage):
         plugin = {f.name for e in engines().values() if type(e) not in BUILTIN and e.name != self.settings.engine
                   for f in dataclasses.fields(e.Settings)}
         builtin = {f.name for cls in BUILTIN for f in dataclasses.fields(cls.Settings)}
-        return {k: v for k, v in super().hashed_settings().items() if k not in plugin - builtin}
+        # with packing off its keys stay out, so outputs written before they existed stay current
+        off = {"pack_s", "pack_gap_s", "pack_min_logprob"} if not self.settings.pack_s else set()
+        return {k: v for k, v in super().hashed_settings().items() if k not in (plugin - builtin) | off}
 
     def config_hash(self) -> str:
         """Includes the model file's identity, so another model makes old transcripts stale."""
@@ -124,21 +133,66 @@ class AsrStage(ClipStage):
     def input_columns(self) -> dict[str, list[str] | None]:
         return {"audio": ["clip_id", "status", "error", "flac", "sample_rate", "duration_s"]}
 
-    def process(self, clip: ClipInput, ctx: ShardContext) -> dict[str, Any]:
-        engine = self.engine
-        audio = ClipAudio(plan=clip.plan)
-        if engine.listens:
-            row = clip.upstream["audio"]
-            y, sr = decode_flac(row["flac"])
-            if rms_dbfs(y) < self.settings.silence_dbfs:
-                raise ClipSkipped("silence", f"the audio level is below {self.settings.silence_dbfs:g} dBFS")
-            if engine.sample_rate and sr != engine.sample_rate:
-                import soxr
+    #: packed clips are sent to the engine this many windows at a time (bounds the audio a shard holds: ~60 MB)
+    pack_windows: ClassVar[int] = 32
 
-                y, sr = soxr.resample(y, sr, engine.sample_rate, quality="HQ").astype(np.float32), engine.sample_rate
-            audio = ClipAudio(plan=clip.plan, samples=y, sample_rate=sr, flac=row["flac"],
-                              duration_s=float(row["duration_s"]))
-        t = engine.transcribe(audio, self.engine_settings)
+    def run_shard(self, ctx: ShardContext) -> pa.Table:
+        """Clip by clip, or with `asr.pack_s` > 0 the shard's decodable clips in packed windows, `pack_windows`
+        windows' worth of clips per engine call (silent, bad and upstream-failed clips are handled alone,
+        exactly as unpacked)."""
+        if not self.settings.pack_s or not self.engine.listens:
+            return super().run_shard(ctx)
+        packing = Packing(self.settings.pack_s, self.settings.pack_gap_s, self.settings.pack_min_logprob)
+        rows: list[dict[str, Any]] = []
+        ready: list[tuple[int, ClipInput, ClipAudio]] = []
+
+        def hold(clip: ClipInput) -> dict[str, Any]:
+            ready.append((len(rows), clip, self._audio(clip)))
+            return {}
+
+        def flush() -> None:
+            results = self.engine.transcribe_pack([a for _, _, a in ready], self.engine_settings, packing)
+            for (n, clip, _), t in zip(ready, results, strict=True):
+                rows[n] = self._clip_row(clip, ctx, lambda _, t=t: self._row(t))
+            ctx.progress(len(ready))
+            ready.clear()
+
+        for clip in iter_clips(ctx, self.upstream):
+            rows.append(self._clip_row(clip, ctx, hold))
+            if not ready or ready[-1][0] != len(rows) - 1:
+                ctx.progress(1)  # a clip handled alone
+            elif sum(a.duration_s for _, _, a in ready) >= self.pack_windows * packing.pack_s:
+                flush()
+        if ready:
+            flush()
+        schema = with_metadata(self.schema, self.name)
+        return pa.Table.from_batches([rows_to_batch(rows[i:i + self.batch_rows], schema)
+                                      for i in range(0, max(len(rows), 1), self.batch_rows)], schema=schema)
+
+    def _audio(self, clip: ClipInput) -> ClipAudio:
+        """The clip as the engine receives it: decoded, resampled; silence is skipped here, before decoding."""
+        engine = self.engine
+        if not engine.listens:
+            return ClipAudio(plan=clip.plan)
+        row = clip.upstream["audio"]
+        y, sr = decode_flac(row["flac"])
+        if rms_dbfs(y) < self.settings.silence_dbfs:
+            raise ClipSkipped("silence", f"the audio level is below {self.settings.silence_dbfs:g} dBFS")
+        if engine.sample_rate and sr != engine.sample_rate:
+            import soxr
+
+            y, sr = soxr.resample(y, sr, engine.sample_rate, quality="HQ").astype(np.float32), engine.sample_rate
+        return ClipAudio(plan=clip.plan, samples=y, sample_rate=sr, flac=row["flac"],
+                         duration_s=float(row["duration_s"]))
+
+    def process(self, clip: ClipInput, ctx: ShardContext) -> dict[str, Any]:
+        return self._row(self.engine.transcribe(self._audio(clip), self.engine_settings))
+
+    def _row(self, t: Transcript | ClipError) -> dict[str, Any]:
+        """The columns of a clip's row from its transcript, through the stage's gates (language, confidence)."""
+        if isinstance(t, ClipError):
+            raise t
+        engine = self.engine
         row = {"text": t.text, "language": t.language, "language_prob": t.language_prob, "avg_logprob": t.avg_logprob,
                "engine": engine.name, "model": t.model, "message": t.note,
                "words": [{"word": w.word, "start": w.start, "end": w.end, "prob": w.prob} for w in t.words]}

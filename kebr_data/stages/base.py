@@ -204,8 +204,10 @@ class ClipStage(Stage):
             batches.append(rows_to_batch(rows, schema))
         return pa.Table.from_batches(batches, schema=schema)
 
-    def _clip_row(self, clip: ClipInput, ctx: ShardContext) -> dict[str, Any]:
-        """One output row: skipped when an upstream row is not ok, else `process`, with clip errors as rows."""
+    def _clip_row(self, clip: ClipInput, ctx: ShardContext,
+                  work: Callable[[ClipInput], dict[str, Any]] | None = None) -> dict[str, Any]:
+        """One output row: skipped when an upstream row is not ok, else `process` (or `work`, a stage's own step
+        of it), with clip errors as rows."""
         bad = next(((u, r) for u, r in clip.upstream.items() if r["status"] != "ok"), None)
         if bad is not None:
             u, r = bad
@@ -213,7 +215,7 @@ class ClipStage(Stage):
         t0 = time.monotonic()
         try:
             with first_use(self.kernel_key()) if self.compiles_kernels else contextlib.nullcontext():
-                result = row(clip.clip_id, **self.process(clip, ctx))
+                result = row(clip.clip_id, **(self.process(clip, ctx) if work is None else work(clip)))
         except ClipError as exc:
             if (problem := environment_problem(exc)) is not None:  # the machine's fault: abort, never a row
                 raise EnvironmentFailure(f"{self.name} stopped at clip {clip.clip_id}: {redact(problem)}") from exc
