@@ -19,6 +19,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 MAIN_PY = str(Path(__file__).resolve().parents[1] / "kebr_data" / "__main__.py")
@@ -101,6 +102,7 @@ class _Zygote:
             for t in readers:
                 t.start()
             pid = json.loads(self.sock.recv(1 << 16))["pid"]
+            deadline = time.monotonic() + timeout
             self.sock.settimeout(timeout)
             try:
                 returncode = json.loads(self.sock.recv(1 << 16))["returncode"]
@@ -111,8 +113,10 @@ class _Zygote:
                 raise subprocess.TimeoutExpired(["kebr-data", *args], timeout) from None
             finally:
                 self.sock.settimeout(None)
-            for t in readers:
-                t.join()
+            for t in readers:  # as subprocess.run: until the run and whatever it started close their ends
+                t.join(max(0.0, deadline - time.monotonic()))
+                if t.is_alive():
+                    raise subprocess.TimeoutExpired(["kebr-data", *args], timeout)
             return subprocess.CompletedProcess([sys.executable, "-m", "kebr_data", *args], returncode,
                                                texts[out_r], texts[err_r])
 
