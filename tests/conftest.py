@@ -58,13 +58,14 @@ def tiny_bert(tmp_path_factory) -> str:
     return str(tiny_text_encoder(tmp_path_factory.mktemp("tiny-bert")))
 
 
-# The files that take longest (CPU-s on one core, measured one file at a time), run first: with --dist loadfile
-# each of the two workers takes the next file when it runs low, so long files started last would leave one
-# worker busy while the other idles. xdist's own order (most tests first, --no-loadscope-reorder turns it off
-# in pyproject.toml) put the few-test Ray and training files last.
-LONGEST_FIRST = ("test_untrusted.py", "test_kebr_train.py", "test_executors.py", "test_train_modalities.py",
-                 "test_systems.py", "test_ray_cluster.py", "test_train_cli.py", "test_crash.py", "test_engine.py",
-                 "test_bad_inputs.py", "test_ssl_audio.py", "test_video_encoder.py", "test_audio_e2e.py")
+# The files that take longest (CPU-s of each file run alone on one core, or mostly waiting: the Ray files), run
+# first: with --dist loadfile each of the two workers takes the next file when it runs low, so a long file started
+# last leaves one worker busy while the other idles. xdist's own order (most tests first; --no-loadscope-reorder
+# in pyproject.toml turns it off) ran the few-test Ray, README and training files last.
+LONGEST_FIRST = ("test_video_encoder.py", "test_ssl_audio.py", "test_ray_cluster.py", "test_train_cli.py",
+                 "test_engine.py", "test_executors.py", "test_audio_baselines.py", "test_kebr_train.py",
+                 "test_untrusted.py", "test_operations.py", "test_audio_e2e.py", "test_bad_inputs.py",
+                 "test_mask_stage.py", "test_train_modalities.py", "test_crash.py", "test_systems.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
