@@ -55,9 +55,11 @@ def make_video(ffmpeg: str, path: Path, seconds: float = 1.0, audio: bool = True
 
 def run_cli(*args: str, check: bool = False, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run `kebr-data ARGS` in a real subprocess (what users do), its console 250 columns wide so that
-    messages naming long temporary paths are not wrapped mid-phrase."""
-    proc = subprocess.run([sys.executable, "-m", "kebr_data", *args], capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, "COLUMNS": "250", **(env or {})})
+    messages naming long temporary paths are not wrapped mid-phrase; forked from an interpreter that has
+    imported the CLI already (cli_zygote.py), so a run costs its own work, not Python's start."""
+    import cli_zygote
+
+    proc = cli_zygote.run(list(args), {**os.environ, "COLUMNS": "250", **(env or {})}, timeout, start=env is None)
     if check and proc.returncode != 0:
         raise AssertionError(f"kebr-data {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
     return proc

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import shutil
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -27,9 +28,10 @@ TEXTS = {
 }
 
 
-@pytest.fixture()
-def planned(tmp_path):
-    src = tmp_path / "MOSI"
+@pytest.fixture(scope="module")
+def indexed(tmp_path_factory):
+    """The index stage's output of a 7-clip MOSI-layout folder with given text, run once for the module."""
+    src = tmp_path_factory.mktemp("mask") / "MOSI"
     (src / "Raw/vid").mkdir(parents=True)
     with open(src / "label.csv", "w", newline="") as fh:
         w = csv.writer(fh)
@@ -37,10 +39,16 @@ def planned(tmp_path):
         for k, text in TEXTS.items():
             (src / f"Raw/vid/{k}.mp4").write_bytes(b"")
             w.writerow(["vid", k, text, "0.5", "Neutral", "train"])
-    out = tmp_path / "features"
+    out = src.parent / "features"
     run_cli("extract", "--src", str(src), "--out", str(out), "--stages", "index", "--set", "index.shard_size=4",
             check=True)
     return out
+
+
+@pytest.fixture()
+def planned(indexed, tmp_path):
+    """A test's own copy of `indexed`: the mask runs below write into it."""
+    return shutil.copytree(indexed, tmp_path / "features")
 
 
 def rows(out):
