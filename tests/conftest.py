@@ -15,6 +15,8 @@ from kebr_data.media.ffmpeg import find_ffmpeg
 # per subprocess it starts, so that two workers never oversubscribe two cores (tiny models also step
 # faster on one thread). Set before torch loads its thread pool (numpy, imported above, keeps its own).
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# gRPC's core logs INFO lines ("Got goaway" when the fake Google service stops) to stderr, outside pytest's capture
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 # numba's kernel cache is not safe against two processes writing the same kernel at once (a torn index
 # crashes the next load): each xdist worker, and the subprocesses it starts, gets a cache of its own.
 _numba, _worker = numba_cache_dir(), os.environ.get("PYTEST_XDIST_WORKER", "main")  # numba not imported yet
@@ -62,11 +64,12 @@ def tiny_bert(tmp_path_factory) -> str:
 # first: with --dist loadfile each of the two workers takes the next file when it runs low, so a long file started
 # last leaves one worker busy while the other idles. xdist's own order (most tests first; --no-loadscope-reorder
 # in pyproject.toml turns it off) ran the few-test Ray, README and training files last.
-LONGEST_FIRST = ("test_video_encoder.py", "test_ssl_audio.py", "test_ray_cluster.py", "test_train_cli.py",
-                 "test_engine.py", "test_executors.py", "test_first_run.py", "test_audio_baselines.py",
-                 "test_nonfinite.py", "test_kebr_train.py", "test_untrusted.py", "test_operations.py",
-                 "test_audio_e2e.py", "test_mask_stage.py", "test_crash.py", "test_train_modalities.py",
-                 "test_acoustic.py", "test_bad_inputs.py", "test_asr.py", "test_systems.py")
+LONGEST_FIRST = ("test_recipes.py", "test_video_encoder.py", "test_ssl_audio.py", "test_ray_cluster.py",
+                 "test_train_cli.py", "test_engine.py", "test_executors.py", "test_first_run.py",
+                 "test_audio_baselines.py", "test_nonfinite.py", "test_kebr_train.py", "test_untrusted.py",
+                 "test_operations.py", "test_audio_e2e.py", "test_mask_stage.py", "test_crash.py",
+                 "test_train_modalities.py", "test_acoustic.py", "test_bad_inputs.py", "test_asr.py",
+                 "test_systems.py", "test_predict.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

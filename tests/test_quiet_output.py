@@ -15,14 +15,14 @@ import sys
 import numpy as np
 sys.path.insert(0, sys.argv[1])
 from fake_google_speech import FakeSpeech, serve, stop
-from kebr_data.asr_engines.google_speech import transcribe_google
+from kebr_data.asr_engines.google_speech import GoogleSettings, transcribe_google
 from kebr_data.media.flac import encode_flac
 t = np.arange(22050) / 22050
 flac = encode_flac((0.3 * np.sin(2 * np.pi * 220 * t) * 32767).astype(np.int16), 22050)
 for _ in range(5):
     server, address = serve(FakeSpeech())
-    cfg = {"google_endpoint": address, "google_language_code": "en-US", "google_model": "",
-           "google_retry_initial_s": 0.05, "google_retry_deadline_s": 10}
+    cfg = GoogleSettings(google_endpoint=address, google_language_code="en-US", google_model="",
+                         google_retry_initial_s=0.05, google_retry_deadline_s=10)
     assert transcribe_google(flac, 22050, 1.0, cfg).text == "hello from the fake service"
     stop(server, address)
 """
@@ -41,7 +41,8 @@ def test_loading_the_text_encoder_prints_no_transformers_bar(tiny_bert, capfd):
 
 def test_the_google_fake_stops_without_a_goaway_line(tmp_path):
     """Stopped under the engine's open channel, the server's GOAWAY made gRPC log "Got goaway" in about
-    half of the stops (5 stops: 3 such lines)."""
+    half of the stops (5 stops: 3 such lines). The fake closes the engine's channel first (`stop`), and the
+    suite runs gRPC at verbosity ERROR (conftest), as a process started from it does here."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.run([sys.executable, "-c", GOOGLE_CYCLES, str(ROOT / "tests")], capture_output=True,
                           text=True, env=env, timeout=120)

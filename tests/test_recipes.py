@@ -19,12 +19,15 @@ import pickle
 import re
 import shutil
 import subprocess
+import shlex
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+import cli_server
 from helpers import DEMO, ROOT, run_cli, tiny_audio_model
 
 import kebr_data
@@ -62,15 +65,21 @@ def with_values(script: str, values: dict[str, str]) -> str:
 
 
 @pytest.fixture(scope="module")
-def shell_env(tmp_path_factory) -> dict[str, str]:
-    """The environment the recipes run in: kebr-data, kebr-train and docker on PATH as this checkout's."""
+def shell_env(tmp_path_factory) -> Iterator[dict[str, str]]:
+    """The environment the recipes run in: kebr-data, kebr-train and docker on PATH as this checkout's. The two
+    CLIs are forked from one pre-imported interpreter (tests/cli_server.py): each command is still a process of
+    its own, without ~5 CPU-s of interpreter start and torch import each."""
     bin_dir = tmp_path_factory.mktemp("bin")
-    for name, target in (("kebr-data", "-m kebr_data"), ("kebr-train", "-m kebr_model.cli"),
-                         ("docker", str(ROOT / "tests" / "fake_docker.py"))):
-        (bin_dir / name).write_text(f'#!/bin/sh\nexec "{sys.executable}" {target} "$@"\n')
+    sock = bin_dir / "cli.sock"
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "COLUMNS": "250",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    for name, target in (("kebr-data", cli_server.command(sock, "kebr_data")),
+                         ("kebr-train", cli_server.command(sock, "kebr_model.cli")),
+                         ("docker", [sys.executable, str(ROOT / "tests" / "fake_docker.py")])):
+        (bin_dir / name).write_text(f'#!/bin/sh\nexec {shlex.join(target)} "$@"\n')
         (bin_dir / name).chmod(0o755)
-    return {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "COLUMNS": "250",
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    with cli_server.running(sock, env, ROOT):
+        yield env
 
 
 def run_recipe(name: str, values: dict[str, str], env: dict[str, str], tmp: Path) -> subprocess.CompletedProcess:

@@ -16,6 +16,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
+import cli_server
 from helpers import readme_commands
 from shard_factory import make_shards
 
@@ -165,10 +166,19 @@ def readme_command(marker: str) -> str:
 
 
 def run_readme_line(line: str, tmp: Path, extra_train: list[str]) -> list[subprocess.CompletedProcess]:
-    """Run each `&&` part of a README line (pip installs left out), outputs moved under `tmp`."""
+    """Run each `&&` part of a README line (pip installs left out), outputs moved under `tmp`; each command a
+    process of its own, forked from one pre-imported interpreter (tests/cli_server.py)."""
     moved = {name: tmp / name for name in ("demo-features", "demo-mmsa-features", "demo-predictions")}
-    exe = {"kebr-data": [sys.executable, "-m", "kebr_data"], "kebr-train": [sys.executable, "-m", "kebr_model.cli"]}
+    sock = tmp / "cli.sock"
+    exe = {"kebr-data": cli_server.command(sock, "kebr_data"), "kebr-train": cli_server.command(sock, "kebr_model.cli")}
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    with cli_server.running(sock, env, ROOT):
+        return _run_parts(line, tmp, extra_train, moved, exe, env)
+
+
+def _run_parts(line: str, tmp: Path, extra_train: list[str], moved: dict[str, Path], exe: dict[str, list[str]],
+               env: dict[str, str]) -> list[subprocess.CompletedProcess]:
+    """Each `&&` part of `line` with `exe`'s commands; an assertion names the part that failed."""
     done = []
     for part in line.split(" && "):
         words = shlex.split(part)
