@@ -55,8 +55,14 @@ def losses(run: Path) -> list[dict[str, float]]:
 
 @pytest.fixture(scope="module")
 def measured(tmp_path_factory, tiny_bert) -> dict[str, list[dict[str, float]]]:
+    import torch
+
     from kebr_model.cli import main
 
+    # recorded with one thread (OMP_NUM_THREADS=1); an earlier test in this worker may have changed torch's count
+    # (a stage's model loaded in-process), and a float sum over other threads differs in its last bits
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("fixed-seed")
     shards = make_shards(root / "shards", n=10, shard_size=5, labelled=True, widths=(6, 10))
     out = {}
@@ -68,6 +74,7 @@ def measured(tmp_path_factory, tiny_bert) -> dict[str, list[dict[str, float]]]:
         ran = CliRunner().invoke(main, args)
         assert ran.exit_code == 0, (name, ran.output[-2000:])
         out[name] = losses(root / name)
+    torch.set_num_threads(threads)
     if os.environ.get("KEBR_RECORD_LOSSES"):
         FIXTURE.write_text(json.dumps(out, indent=1) + "\n")
     return out
