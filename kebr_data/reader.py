@@ -10,13 +10,14 @@ the command that fixes it); `partial=True` keeps just the shards that are.
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Iterable
 from typing import Any, Literal
 
 import pyarrow as pa
 
-from .errors import ConfigError
+from .errors import ConfigError, PrerequisiteError
 from .schema import PLAN as PLAN_SCHEMA
 from .stages import registry
 from .storage.store import PLAN, Store
@@ -96,9 +97,17 @@ def open_folder(root: str | os.PathLike[str], stages: Iterable[str] | None = Non
         raise ConfigError(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
     table = read_folder(root, stages, columns, partial)
     if format == "pandas":
+        _importable("pandas", format)
         return table.to_pandas()
     if format == "datasets":
-        import datasets
-
-        return datasets.Dataset(table)
+        return _importable("datasets", format).Dataset(table)
     return table
+
+
+def _importable(module: str, format: str) -> Any:
+    """`module`, or a PrerequisiteError naming the pip command: no extra of the toolkit installs the readers'
+    libraries (a user picks theirs)."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise PrerequisiteError(f"format={format!r} needs the Python package {module!r}: pip install {module}") from None

@@ -26,7 +26,7 @@ def test_the_readme_is_short_and_its_test_command_is_what_ci_runs():
     commands = readme_commands("# 2.")
     assert commands[-1] == "python -m pytest -q"
     assert any("--index-url https://download.pytorch.org/whl/cpu" in c for c in commands)
-    assert all(len(c) < 120 for c in commands)  # one readable line each
+    assert all(len(c) < 130 for c in commands)  # one readable line each (the CPU torch line names two indexes)
     assert readme_commands("# 2.", ROOT / ".ci" / "run") == commands
 
 

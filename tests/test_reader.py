@@ -2,6 +2,7 @@
 joined per-clip view of `kebr_data.open` (plan.label and mask.label side by side)."""
 
 import shutil
+import sys
 
 import duckdb
 import polars as pl
@@ -104,3 +105,12 @@ def test_open_refuses_unknown_names(features, tmp_path):
         kebr_data.open(features, format="csv")
     with pytest.raises(kebr_data.errors.PlanError, match="is not a kebr-data output folder"):
         kebr_data.open(tmp_path)
+
+
+def test_open_as_pandas_without_pandas_names_the_install(features, monkeypatch):
+    """After `pip install -e ".[asr]"` alone, pandas is absent: pyarrow's bare ModuleNotFoundError became one line
+    naming the package to install (the README's reading example is what a new user tries first)."""
+    monkeypatch.setitem(sys.modules, "pandas", None)  # `import pandas` raises ImportError
+    with pytest.raises(kebr_data.errors.PrerequisiteError, match="format='pandas' needs the Python package 'pandas': "
+                                                                 "pip install pandas"):
+        kebr_data.open(features, format="pandas")
