@@ -55,6 +55,9 @@ def test_sigkill_mid_overlapped_run_then_status_and_rerun(reference, tmp_path):
     status = run_cli("status", "--out", str(out), check=True).stdout
     audio, melspec = (int(re.search(rf"{stage}\s*│\s*(\d)/4", status).group(1)) for stage in ("audio", "melspec"))
     assert 1 <= melspec <= audio < 4, status
+    # status reports what the markers say, not a count of its own: both stages partly done, as committed
+    committed = (len(list(out.glob(f"_done/{stage}/shard-*.json"))) for stage in ("audio", "melspec"))
+    assert (audio, melspec) == tuple(committed), status
     proc = extract(out, *OVERLAP)
     assert shard_files(out) == shard_files(reference)
     for stage in ("audio", "melspec"):

@@ -16,6 +16,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from kebr_data.settings import NoSettings
+
 MODALITIES = ("text", "audio", "visual")
 
 
@@ -34,17 +36,12 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (x * m).sum(1) / m.sum(1).clamp(min=1.0)
 
 
-@dataclass
-class NoSettings:
-    """A fusion without options of its own."""
-
-
 class Fusion(nn.Module):
     """Base class: `widths` (modality -> feature width d_m), `out_dim`, `has_sequence`.
 
     What a fusion declares for the registry (`kebr_model.fusions`): its `name` (the `fusion` key's
     value), its `Settings` dataclass (its options: each field a `[train]` key, declared with
-    `kebr_data.config.setting`, so its range is checked where it is declared), and `from_settings`,
+    `kebr_data.settings.setting`, so its range is checked where it is declared), and `from_settings`,
     the constructor the trainer calls; `pretrains` (a fused sequence aligned with the text tokens, so
     the [MASK] position can be read: pre-training), `audio_only` (reads the audio alone:
     modalities.use = "a") and `value_space` (per-modality value maps for the pooled MCC, `pooled_value`).
@@ -66,10 +63,6 @@ class Fusion(nn.Module):
     def sequence_for(cls, settings: Any) -> bool:
         """Whether the fusion built from `settings` has a fused sequence (what the MCC compares)."""
         return cls.has_sequence
-
-    def pooled_value(self, m: str, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """The pooled value projection of modality m (fusions with `value_space` only)."""
-        raise NotImplementedError(f"fusion {self.name!r} has no value maps")
 
     def __init__(self, widths: dict[str, int]) -> None:
         super().__init__()

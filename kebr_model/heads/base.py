@@ -9,20 +9,17 @@ name (the `head` key's value), its settings dataclass (its `[train]` keys, decla
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from abc import ABC, abstractmethod
 from typing import Any
 
 from torch import nn
 
+from kebr_data.settings import NoSettings
+
 ROLES = ("pretrain", "finetune", "modal")
 
 
-@dataclass
-class NoSettings:
-    """A head kind without options of its own."""
-
-
-class HeadKind:
+class HeadKind(ABC):
     """Base class of a head kind, given its settings object."""
 
     name: str = ""
@@ -31,6 +28,6 @@ class HeadKind:
     def __init__(self, settings: Any) -> None:
         self.settings = settings
 
+    @abstractmethod
     def build(self, role: str, d_in: int) -> nn.Module:
         """The head of `role` (one of ROLES) on inputs of width `d_in`: (B, d_in) -> (B, 1)."""
-        raise NotImplementedError

@@ -10,16 +10,12 @@ user: one scheme implementation for the trainer, the tests and bench/.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from kebr_data.settings import NoSettings
 
 if TYPE_CHECKING:
     from ..config import TrainConfig
-
-
-@dataclass
-class NoSettings:
-    """A scheme without options of its own."""
 
 
 class Scheme:
