@@ -104,9 +104,10 @@ def audio_shard(tmp_path: Path, arrays: list):  # -> kebr_data.stages.base.Shard
 
 
 def kill_mid_shard(src: Path, out: Path, args: list[str], stage: str = "audio", target: str = "worker",
-                   timeout: float = 120) -> tuple[int, int]:
+                   timeout: float = 120, clips_done: int = 2) -> tuple[int, int]:
     """Start `kebr-data extract`, SIGKILL its worker (`target="main"`: the whole run) once a shard of `stage`
-    other than the first has 2 clips done, before its commit. Returns (interrupted shard, worker pid)."""
+    other than the first has `clips_done` clips logged ok (0: as soon as it started), before its commit.
+    Returns (interrupted shard, worker pid)."""
     import re
     import signal
     import time
@@ -121,7 +122,7 @@ def kill_mid_shard(src: Path, out: Path, args: list[str], stage: str = "audio", 
                 text = log.read_text()
                 shard = int(log.stem.split("-")[1])
                 m = re.search(r"pid (\d+)", text)
-                if m and text.count(" ok ") >= 2 and "done:" not in text and shard > 0:
+                if m and text.count(" ok ") >= clips_done and "done:" not in text and shard > 0:
                     worker = int(m.group(1))
                     os.kill(worker if target == "worker" else proc.pid, signal.SIGKILL)
                     proc.wait(timeout=60)
