@@ -1,0 +1,48 @@
+"""bench/gpu.py before a GPU exists: `--cpu-check` runs its code paths on the CPU at tiny sizes."""
+
+from __future__ import annotations
+
+import math
+import re
+import subprocess
+import sys
+
+import pytest
+from helpers import ROOT
+
+ASR_ROWS = {(model, windows, batch) for model in ("tiny.en", "large-v3-turbo shape, random (shrunk)")
+            for windows in ("one clip a window", "packed 30 s") for batch in ("1", "2")}
+ENCODER_ROWS = {(stage, batch) for stage in ("ssl_audio (HuBERT-base)", "video_encoder (VideoMAE-base)")
+                for batch in ("1", "2")}
+
+
+@pytest.mark.slow
+def test_the_cpu_check_writes_every_row_with_finite_positive_numbers(tmp_path):
+    """~13 CPU-s (~20 s wall on two loaded cores): tiny.en, the shrunk turbo shape converted as on the GPU,
+    and tiny HuBERT and VideoMAE, each row once; the table goes to --out, RESULTS.md is left alone."""
+    results = (ROOT / "bench/RESULTS.md").read_bytes()
+    out = tmp_path / "gpu-check.md"
+    proc = subprocess.run([sys.executable, str(ROOT / "bench/gpu.py"), "--cpu-check", "--out", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (ROOT / "bench/RESULTS.md").read_bytes() == results
+    text = out.read_text()
+    assert text.startswith("CPU (--cpu-check: a check, not a measurement)")
+    asr, encoders = {}, {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) == 6 and re.fullmatch(r"[\d.]+", cells[3]):
+            asr[tuple(cells[:3])] = [float(c) for c in cells[3:]]
+        elif len(cells) == 4 and re.fullmatch(r"[\d.]+", cells[2]):
+            encoders[tuple(cells[:2])] = [float(c) for c in cells[2:]]
+    assert set(asr) == ASR_ROWS and set(encoders) == ENCODER_ROWS
+    for numbers in [*asr.values(), *encoders.values()]:
+        assert all(math.isfinite(x) and x > 0 for x in numbers), numbers
+
+
+def test_the_cpu_check_without_out_refuses_in_one_line():
+    proc = subprocess.run([sys.executable, str(ROOT / "bench/gpu.py"), "--cpu-check"], capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.strip().splitlines() == [
+        "bench/gpu.py --cpu-check writes its table to a file, never RESULTS.md: add --out PATH"]
