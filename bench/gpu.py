@@ -7,7 +7,8 @@ of each. Writes the `gpu` section of bench/RESULTS.md (or `--out PATH`). On a ma
 refuses in one line (exit 2) before loading anything.
 
 The random-weights model decodes noise: its windows are capped at the tokens a real window of that much
-speech holds (~3 tokens/s), so its rows measure the encoder and a realistic decoder length, not text.
+speech holds (3 tokens per second of speech), so its rows measure the encoder and a realistic decoder length, not
+text; the table's tokens-per-clip column shows the cap held.
 
 `--cpu-check` is a check of this script, not a measurement: the same code paths on device `cpu` (int8) with
 tiny sizes (tiny.en; the turbo shape shrunk to 2 encoder layers, 1 decoder layer, d_model 256, converted the
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import shutil
 import sys
 import tempfile
 import time
@@ -34,6 +36,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 CLIP_S, PER_WINDOW, GAP_S = 4.0, 6, 1.0  # packed: six 4-s clips with 1-s gaps fill a 30-s window
 TOKENS_PER_S = 3.0
+PROMPT_TOKENS = 4  # <|startoftranscript|><|en|><|transcribe|><|notimestamps|>
 #: large-v3-turbo's shape (transformers WhisperConfig fields); TINY_TURBO: the same conversion, shrunk for --cpu-check
 TURBO = dict(encoder_layers=32, decoder_layers=4, d_model=1280, encoder_attention_heads=20, decoder_attention_heads=20,
              encoder_ffn_dim=5120, decoder_ffn_dim=5120)
@@ -103,6 +106,12 @@ CPU_CHECK = Device("cpu", "int8", (1, 2), 1,
                    16000, (1, 2), False)
 
 
+def max_new_tokens(target: int) -> int:
+    """faster-whisper's `max_new_tokens` that decodes `target` tokens: CTranslate2's Whisper decodes at most half
+    of `max_length`, which faster-whisper sets to prompt + max_new_tokens (max_new_tokens = 20 decodes 12)."""
+    return 2 * target - PROMPT_TOKENS
+
+
 def refuse_without_gpu() -> None:
     """One line and exit 2 when no CUDA GPU is visible (ctranslate2 asks the driver; nothing else is loaded)."""
     import ctranslate2
@@ -127,6 +136,7 @@ def turbo_shaped(folder: Path, tokenizer: Path, shape: dict[str, int] = TURBO, q
     WhisperTokenizerFast(tokenizer_file=str(tokenizer / "tokenizer.json")).save_pretrained(hf)  # base's vocabulary
     out = folder / "turbo-shaped"
     ctranslate2.converters.TransformersConverter(str(hf)).convert(str(out), quantization=quantization, force=True)
+    shutil.rmtree(hf)
     (out / "tokenizer.json").write_bytes((tokenizer / "tokenizer.json").read_bytes())
     (out / "preprocessor_config.json").write_text(json.dumps({"feature_size": 128}))
     return out
@@ -146,7 +156,7 @@ def asr_rows(name: str, path: Path, speech: Any, seconds: float, random_weights:
     for packed in (False, True):
         unit = window if packed else clip
         per_window = PER_WINDOW if packed else 1
-        cap = int(TOKENS_PER_S * unit.size / 16000) + 8 if random_weights else None
+        cap = max_new_tokens(round(TOKENS_PER_S * CLIP_S * per_window)) if random_weights else None
         for batch in device.asr_batches:
             n = batch * device.windows_per_batch
             audio = np.concatenate([unit] * n)
@@ -157,13 +167,14 @@ def asr_rows(name: str, path: Path, speech: Any, seconds: float, random_weights:
             if device.warm_up:
                 list(pipe.transcribe(audio[: unit.size * batch], **{**kwargs, "clip_timestamps": stamps[:batch]})[0])
             device.sync()
-            done, t0 = 0, time.perf_counter()
+            done, decoded, t0 = 0, 0, time.perf_counter()
             while not done or time.perf_counter() - t0 < seconds:
-                list(pipe.transcribe(audio, **kwargs)[0])
+                decoded += sum(len(s.tokens) for s in pipe.transcribe(audio, **kwargs)[0])
                 done += n
             dt = time.perf_counter() - t0
             rows.append(f"| {name} | {'packed 30 s' if packed else 'one clip a window'} | {batch} | "
-                        f"{done / dt:.1f} | {done * per_window / dt:.1f} | {device.in_use_gib():.2f} |")
+                        f"{done / dt:.1f} | {done * per_window / dt:.1f} | {decoded / (done * per_window):.1f} | "
+                        f"{device.in_use_gib():.2f} |")
             print(rows[-1], flush=True)
     del pipe, model
     return rows
@@ -242,9 +253,9 @@ def main() -> None:
         f"{device.name()}, faster-whisper {device.compute_type}, beam 5, word timestamps, English forced; "
         f"{CLIP_S:g}-s clips, packed {PER_WINDOW} a window with {GAP_S:g}-s gaps; {seconds:g} s timed per row"
         f"{' after one warm-up batch' if device.warm_up else ''}. The large-v3-turbo-shaped model has random weights, its decoding capped at "
-        f"{TOKENS_PER_S:g} tokens per second of audio.", "",
-        "| model | windows | batch | windows/s | clips/s | memory in use (GiB) |",
-        "|---|---|---:|---:|---:|---:|", *asr, "",
+        f"{TOKENS_PER_S:g} tokens per second of speech.", "",
+        "| model | windows | batch | windows/s | clips/s | tokens per clip | memory in use (GiB) |",
+        "|---|---|---:|---:|---:|---:|---:|", *asr, "",
         "| encoder stage | batch | clips/s | peak memory (GiB) |", "|---|---:|---:|---:|", *enc])
     print(text)
     if args.out:
