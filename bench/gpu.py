@@ -62,7 +62,9 @@ class Device:
         """The device's name for the table's header."""
         import torch
 
-        return torch.cuda.get_device_name(0) if self.kind == "cuda" else "CPU (--cpu-check: a check, not a measurement)"
+        if self.kind == "cpu":
+            return "CPU (--cpu-check: a check, not a measurement)"
+        return torch.cuda.get_device_name(0)
 
     def sync(self) -> None:
         """Wait for the device's queued work (nothing to wait for on the CPU)."""
