@@ -115,11 +115,18 @@ def max_new_tokens(target: int) -> int:
 
 
 def refuse_without_gpu() -> None:
-    """One line and exit 2 when no CUDA GPU is visible (ctranslate2 asks the driver; nothing else is loaded)."""
+    """One line and exit 2 when no CUDA GPU is visible to CTranslate2 (it asks the driver; nothing else is loaded
+    first) or torch cannot use it (a CPU-only build: the memory figures and encoder rows need CUDA torch)."""
     import ctranslate2
 
     if ctranslate2.get_cuda_device_count() == 0:
         print("bench/gpu.py needs a CUDA GPU (none visible): run it on a GPU machine", file=sys.stderr)
+        sys.exit(2)
+    import torch
+
+    if not torch.cuda.is_available():
+        print(f"bench/gpu.py needs a CUDA build of torch (torch {torch.__version__} cannot use the GPU): install one "
+              "from https://pytorch.org", file=sys.stderr)
         sys.exit(2)
 
 

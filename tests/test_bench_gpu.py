@@ -49,3 +49,23 @@ def test_the_cpu_check_without_out_refuses_in_one_line():
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.strip().splitlines() == [
         "bench/gpu.py --cpu-check writes its table to a file, never RESULTS.md: add --out PATH"]
+
+
+def test_a_gpu_that_torch_cannot_use_is_refused_before_any_row(monkeypatch, capsys):
+    """CTranslate2 sees a GPU (simulated: there is none here) but torch is a CPU-only build: one line, exit 2,
+    before the first ASR row would fail on torch.cuda."""
+    import ctranslate2
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("torch can use a GPU here")
+    sys.path.insert(0, str(ROOT / "bench"))
+    import gpu
+
+    monkeypatch.setattr(ctranslate2, "get_cuda_device_count", lambda: 1)
+    with pytest.raises(SystemExit) as exc:
+        gpu.refuse_without_gpu()
+    assert exc.value.code == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"bench/gpu.py needs a CUDA build of torch (torch {torch.__version__} cannot use the GPU): install one from "
+        "https://pytorch.org"]
