@@ -13,7 +13,7 @@ text; the table's tokens-per-clip column shows the cap held.
 `--cpu-check` is a check of this script, not a measurement: the same code paths on device `cpu` (int8) with
 tiny sizes (tiny.en; the turbo shape shrunk to 2 encoder layers, 1 decoder layer, d_model 256, converted the
 same way; one or two windows a row at batch 1 and 2; HuBERT and VideoMAE configs of one small layer), each
-row run once, its table written to `--out PATH`, never to RESULTS.md. It runs in ~15 s and is tested, so a
+row run once, its table written to `--out PATH`, never to RESULTS.md. It takes ~13 CPU-s and is tested, so a
 GPU machine's scarce time is not spent on the script's first crash.
 
     python bench/gpu.py [--seconds 4] [--out PATH]     # on a CUDA GPU: ~40 rows, under 8 min

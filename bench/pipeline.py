@@ -203,7 +203,9 @@ def levers_projection(per_core_hour: dict[str, float], mean_s: float) -> list[st
         window = gpu.window_s * (GPU_BATCH_SPEEDUP if gpu.batched else 1.0) / (GPU_BATCH_SPEEDUP if batched else 1.0)
         return VOXCELEB2_CLIPS * window * m["turbo packed/window" if packed else "turbo one/window"] / 3600
 
-    lines = ["Every input marked **M** (measured on this project's machines, the section named) or **A** (assumed: "
+    lines = [f"Issue #28's target: VoxCeleb2 ({VOXCELEB2_CLIPS:,} clips, {VOXCELEB2_MEAN_S} s mean) end to end on one "
+             f"node of {NODE_CORES} cores and one GPU in ≤ {TARGET_H:g} h, ASR by large-v3-turbo. "
+             "Every input marked **M** (measured on this project's machines, the section named) or **A** (assumed: "
              "others' published figures, or a measured ratio carried over to where it was not measured). Rerun "
              "`python bench/pipeline.py --projection` after any of the named sections changes.", "",
              "| input | value | source |", "|---|---:|---|",
@@ -222,7 +224,7 @@ def levers_projection(per_core_hour: dict[str, float], mean_s: float) -> list[st
              f"÷{m['structural base']:.2f}: the method the turbo row uses) |",
              f"| large-v3-turbo: a 7.8-s clip's share of a 30-s window of speech | one clip a window "
              f"{m['turbo one/window']:.3f}, packed (3 a window) {m['turbo packed/window']:.3f}: packing "
-             f"÷{m['packing turbo']:.2f} | **M on CPU** asr-turbo-shape section (bench/asr_turbo_shape.py: turbo's "
+             f"÷{m['packing turbo']:.2f} (a clip's GPU-s = the window's GPU-s below × this share) | **M on CPU** asr-turbo-shape section (bench/asr_turbo_shape.py: turbo's "
              "shape, random weights, int8); **A** the same ratios on a GPU |"]
     for gpu in GPU_CLASSES:
         lines.append(f"| large-v3-turbo fp16 on an {gpu.name}: s per 30-s window of speech | {gpu.window_s:.3f} s "
@@ -245,7 +247,10 @@ def levers_projection(per_core_hour: dict[str, float], mean_s: float) -> list[st
     combos = [()] + [(n,) for n in names] + [tuple(n for n in names if n != off) for off in names] + [names]
     lines += ["", "large-v3-turbo on the node's one GPU, the other stages on its 64 cores; per GPU class the GPU's hours, "
               "the node's wall hours and the nodes for 24 h (Ray spreads the shards over N such nodes, each doing "
-              "1/N). Figures: cores **M** (frame budget: **A** OpenFace ∝ frames), GPU **A**:", "",
+              f"1/N). GPU h = clips × the class's s per window (÷{GPU_BATCH_SPEEDUP:.2f} with GPU batching, "
+              f"×{GPU_BATCH_SPEEDUP:.2f} without it for the "
+              "figures measured batched) × a clip's share of a window (packed or not). Figures: cores **M** (frame "
+              "budget: **A** OpenFace ∝ frames), GPU **A**:", "",
               "| levers on | cores h | " + " | ".join(f"{g.short} GPU h | {g.short} node h | {g.short} nodes" for g in GPU_CLASSES) + " |",
               "|---|---:|" + "---:|" * 3 * len(GPU_CLASSES)]
     walls = {}
@@ -276,7 +281,8 @@ def levers_projection(per_core_hour: dict[str, float], mean_s: float) -> list[st
               "replacing the CPU ratio carried over (a GPU runs the encoder's big matrix products relatively faster "
               "than the decoder's small steps, so the gain there is likely smaller than on the CPU); (3) batch 1 vs "
               "batch 8/32: the batching lever, replacing the RTX 3090 figure. Its random weights decode the "
-              "3 tokens per second of speech used here (tokens per clip column), so its rows are comparable. "
+              "3 tokens per second of speech used here (its table's tokens-per-clip column), so its rows are "
+              "comparable. "
               "Overlap on a GPU node (bench/overlap.py there) and OpenFace under the frame budget (bench/"
               "visual_budget.py with the binary) are the two CPU-side inputs still **A**."]
     return lines
