@@ -29,17 +29,10 @@ from typing import Any
 os.environ["OMP_NUM_THREADS"] = "1"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import write_section  # noqa: E402
-from gpu import GAP_S, TOKENS_PER_S, turbo_shaped  # noqa: E402
+from gpu import CLIP_LENGTHS, GAP_S, TOKENS_PER_S, WINDOW_S, clips_a_window, turbo_shaped  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-WINDOW_S = 30.0
-CLIP_LENGTHS = (4.0, 7.8)
 TURBO = "large-v3-turbo shape"
-
-
-def clips_a_window(clip_s: float) -> int:
-    """Clips of `clip_s` that a 30-s window holds with the packing gap between them."""
-    return int((WINDOW_S + GAP_S) // (clip_s + GAP_S))
 
 
 def tokens(speech_s: float) -> int:

@@ -1,7 +1,8 @@
 """GPU throughput, ready to run on one CUDA GPU in under 8 minutes: ASR windows/s and clips/s for Whisper
 tiny.en and base (the offline models) and a large-v3-turbo-shaped model with random weights (built from its
 transformers `WhisperConfig`, converted here with CTranslate2's converter: nothing is downloaded), at batch
-1/8/32, packed (`asr.pack_s = 30`: 4-s clips, 6 a window) and not (one clip a window); `ssl_audio`
+1/8/32, packed (`asr.pack_s = 30`: 4-s clips 6 a window; for the turbo shape also 7.8-s clips, VoxCeleb2's mean,
+3 a window) and not (one clip a window); `ssl_audio`
 (HuBERT-base shape) and `video_encoder` (VideoMAE-base shape) clips/s at their batch sizes; peak GPU memory
 of each. Writes the `gpu` section of bench/RESULTS.md (or `--out PATH`). On a machine without a CUDA GPU it
 refuses in one line (exit 2) before loading anything.
@@ -16,13 +17,14 @@ same way; one or two windows a row at batch 1 and 2; HuBERT and VideoMAE configs
 row run once, its table written to `--out PATH`, never to RESULTS.md. It takes ~13 CPU-s and is tested, so a
 GPU machine's scarce time is not spent on the script's first crash.
 
-    python bench/gpu.py [--seconds 4] [--out PATH]     # on a CUDA GPU: ~40 rows, under 8 min
+    python bench/gpu.py [--seconds 4] [--out PATH]     # on a CUDA GPU: 30 rows, under 8 min
     python bench/gpu.py --cpu-check --out /tmp/gpu-check.md
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import resource
 import shutil
@@ -34,7 +36,8 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-CLIP_S, PER_WINDOW, GAP_S = 4.0, 6, 1.0  # packed: six 4-s clips with 1-s gaps fill a 30-s window
+WINDOW_S, GAP_S = 30.0, 1.0  # packed: clips with 1-s gaps fill a 30-s window (six of 4 s, three of 7.8 s)
+CLIP_LENGTHS = (4.0, 7.8)  # a short clip and VoxCeleb2's mean
 TOKENS_PER_S = 3.0
 PROMPT_TOKENS = 4  # <|startoftranscript|><|en|><|transcribe|><|notimestamps|>
 #: large-v3-turbo's shape (transformers WhisperConfig fields); TINY_TURBO: the same conversion, shrunk for --cpu-check
@@ -108,6 +111,11 @@ CPU_CHECK = Device("cpu", "int8", (1, 2), 1,
                    16000, (1, 2), False)
 
 
+def clips_a_window(clip_s: float) -> int:
+    """Clips of `clip_s` that a 30-s window holds with the packing gap between them."""
+    return int((WINDOW_S + GAP_S) // (clip_s + GAP_S))
+
+
 def max_new_tokens(target: int) -> int:
     """faster-whisper's `max_new_tokens` that decodes `target` tokens: CTranslate2's Whisper decodes at most half
     of `max_length`, which faster-whisper sets to prompt + max_new_tokens (max_new_tokens = 20 decodes 12)."""
@@ -151,21 +159,22 @@ def turbo_shaped(folder: Path, tokenizer: Path, shape: dict[str, int] = TURBO, q
     return out
 
 
-def asr_rows(name: str, path: Path, speech: Any, seconds: float, random_weights: bool, device: Device) -> list[str]:
-    """windows/s and clips/s of one model at each batch size, packed and one clip a window."""
+def asr_rows(name: str, path: Path, speech: Any, seconds: float, random_weights: bool, device: Device,
+             lengths: tuple[float, ...]) -> list[str]:
+    """windows/s, clips/s and tokens per clip of one model at each clip length and batch size, packed and one clip
+    a window."""
     import numpy as np
     from faster_whisper import BatchedInferencePipeline, WhisperModel
 
     model = WhisperModel(str(path), device=device.kind, compute_type=device.compute_type)
     pipe = BatchedInferencePipeline(model=model)
-    clip = np.resize(speech, int(CLIP_S * 16000)).astype(np.float32)
     gap = np.zeros(int(GAP_S * 16000), np.float32)
-    window = np.concatenate([x for _ in range(PER_WINDOW) for x in (clip, gap)][:-1])
     rows = []
-    for packed in (False, True):
-        unit = window if packed else clip
-        per_window = PER_WINDOW if packed else 1
-        cap = max_new_tokens(round(TOKENS_PER_S * CLIP_S * per_window)) if random_weights else None
+    for clip_s, packed in itertools.product(lengths, (False, True)):
+        clip = np.resize(speech, int(clip_s * 16000)).astype(np.float32)
+        per_window = clips_a_window(clip_s) if packed else 1
+        unit = np.concatenate([x for _ in range(per_window) for x in (clip, gap)][:-1])
+        cap = max_new_tokens(round(TOKENS_PER_S * clip_s * per_window)) if random_weights else None
         for batch in device.asr_batches:
             n = batch * device.windows_per_batch
             audio = np.concatenate([unit] * n)
@@ -181,7 +190,7 @@ def asr_rows(name: str, path: Path, speech: Any, seconds: float, random_weights:
                 decoded += sum(len(s.tokens) for s in pipe.transcribe(audio, **kwargs)[0])
                 done += n
             dt = time.perf_counter() - t0
-            rows.append(f"| {name} | {'packed 30 s' if packed else 'one clip a window'} | {batch} | "
+            rows.append(f"| {name} | {clip_s:g} s | {'packed 30 s' if packed else 'one clip a window'} | {batch} | "
                         f"{done / dt:.1f} | {done * per_window / dt:.1f} | {decoded / (done * per_window):.1f} | "
                         f"{device.in_use_gib():.2f} |")
             print(rows[-1], flush=True)
@@ -227,7 +236,7 @@ def encoder_rows(seconds: float, device: Device) -> list[str]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=None, help="timed seconds per row (default 4 on a GPU, the "
-                    "whole run ~40 rows; with --cpu-check 0: each row once)")
+                    "whole run 30 rows; with --cpu-check 0: each row once)")
     ap.add_argument("--cpu-check", action="store_true", help="check the script on the CPU at tiny sizes (not a "
                     "measurement); needs --out")
     ap.add_argument("--out", type=Path, help="write the table to this file instead of bench/RESULTS.md")
@@ -251,20 +260,21 @@ def main() -> None:
     asr = []
     with tempfile.TemporaryDirectory() as tmp:
         turbo = turbo_shaped(Path(tmp), ctranslate2_model("base"), TINY_TURBO if args.cpu_check else TURBO)
-        models = [("tiny.en", ctranslate2_model("tiny.en"), False)]
+        models = [("tiny.en", ctranslate2_model("tiny.en"), False, CLIP_LENGTHS[:1])]
         if not args.cpu_check:
-            models.append(("base", ctranslate2_model("base"), False))
-        models.append(("large-v3-turbo shape, random" + (" (shrunk)" if args.cpu_check else ""), turbo, True))
-        for name, path, random_weights in models:
-            asr += asr_rows(name, path, speech, seconds, random_weights, device)
+            models.append(("base", ctranslate2_model("base"), False, CLIP_LENGTHS[:1]))
+        models.append(("large-v3-turbo shape, random" + (" (shrunk)" if args.cpu_check else ""), turbo, True,
+                       CLIP_LENGTHS))
+        for name, path, random_weights, lengths in models:
+            asr += asr_rows(name, path, speech, seconds, random_weights, device, lengths)
     enc = encoder_rows(seconds, device)
     text = "\n".join([
         f"{device.name()}, faster-whisper {device.compute_type}, beam 5, word timestamps, English forced; "
-        f"{CLIP_S:g}-s clips, packed {PER_WINDOW} a window with {GAP_S:g}-s gaps; {seconds:g} s timed per row"
-        f"{' after one warm-up batch' if device.warm_up else ''}. The large-v3-turbo-shaped model has random weights, its decoding capped at "
-        f"{TOKENS_PER_S:g} tokens per second of speech.", "",
-        "| model | windows | batch | windows/s | clips/s | tokens per clip | memory in use (GiB) |",
-        "|---|---|---:|---:|---:|---:|---:|", *asr, "",
+        f"packed: as many clips as fit a {WINDOW_S:g}-s window with {GAP_S:g}-s gaps; {seconds:g} s timed per row"
+        f"{' after one warm-up batch' if device.warm_up else ''}. The large-v3-turbo-shaped model has random "
+        f"weights, its decoding capped at {TOKENS_PER_S:g} tokens per second of speech.", "",
+        "| model | clip | windows | batch | windows/s | clips/s | tokens per clip | memory in use (GiB) |",
+        "|---|---|---|---:|---:|---:|---:|---:|", *asr, "",
         "| encoder stage | batch | clips/s | peak memory (GiB) |", "|---|---:|---:|---:|", *enc])
     print(text)
     if args.out:

@@ -27,7 +27,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -58,13 +58,15 @@ ENCODER_GPU_GFLOPS_PER_CLIP = {"ssl_audio (HuBERT-base)": 108.0, "video_encoder 
 #: runs on that class): seconds per window, whether the figure is already batched, and its source
 @dataclass(frozen=True)
 class GpuClass:
-    """A GPU class's published Whisper speed, as seconds per 30-s window of speech."""
+    """A GPU class's Whisper speed: published, as seconds per 30-s window of speech, or measured by bench/gpu.py,
+    as GPU-s per 7.8-s clip of its turbo-shaped model for (packed, batched)."""
 
     name: str
     short: str  # its name in the table's columns
     window_s: float
     batched: bool
     source: str
+    measured: dict[tuple[bool, bool], float] = field(default_factory=dict)
 
 
 GPU_CLASSES = (
@@ -184,10 +186,27 @@ def recorded_inputs() -> dict[str, float]:
     return got
 
 
+def recorded_gpu() -> tuple[GpuClass, ...]:
+    """The GPU bench/gpu.py measured (its gpu section), as a class with GPU-s per 7.8-s clip of its turbo-shaped
+    model, packed or not at its largest batch and at batch 1; none before it ran on a GPU."""
+    text = section("gpu")
+    rows = re.findall(r"^\| large-v3-turbo shape, random \| 7\.8 s \| (one clip a window|packed 30 s) \| (\d+) \| "
+                      r"[\d.]+ \| ([\d.]+) \|", text, re.M)
+    if not rows:
+        return ()
+    clips_s = {(windows == "packed 30 s", int(batch)): float(rate) for windows, batch, rate in rows}
+    top = max(batch for _, batch in clips_s)
+    name = re.search(r"_\n\n([^,\n]+),", text).group(1)
+    return (GpuClass(name, "measured", 0.0, True, f"**M** gpu section (bench/gpu.py), batch {top} and 1",
+                     {(packed, batched): 1 / clips_s[(packed, top if batched else 1)]
+                      for packed in (False, True) for batched in (False, True)}),)
+
+
 def levers_projection(per_core_hour: dict[str, float], mean_s: float) -> list[str]:
     """VoxCeleb2 on one node (64 cores, 1 GPU) with the four levers of issue #28 on and off: hours on the node
     and nodes for 24 h with Ray, for tiny.en and base on the cores and large-v3-turbo on three GPU classes."""
     m = recorded_inputs()
+    gpus = GPU_CLASSES + recorded_gpu()
     scale = VOXCELEB2_MEAN_S / mean_s
     core_h = {k: VOXCELEB2_CLIPS / per_core_hour[k] * scale for k in ("audio", "acoustic", "mask")}
     core_h["visual"] = VOXCELEB2_CLIPS * VISUAL_CPU_S_PER_CLIP / 3600
@@ -199,7 +218,10 @@ def levers_projection(per_core_hour: dict[str, float], mean_s: float) -> list[st
         return sum(core_h.values()) - (core_h["visual"] * (1 - m["frame budget"]) if budget else 0.0)
 
     def gpu_h(gpu: GpuClass, packed: bool, batched: bool) -> float:
-        """GPU hours of VoxCeleb2's ASR: a clip costs its share of a 30-s window of speech (turbo shape, CPU)."""
+        """GPU hours of VoxCeleb2's ASR: bench/gpu.py's GPU-s per clip where it ran, else a clip's share of a 30-s
+        window of speech (turbo shape, CPU) times the class's published window."""
+        if gpu.measured:
+            return VOXCELEB2_CLIPS * gpu.measured[(packed, batched)] / 3600
         window = gpu.window_s * (GPU_BATCH_SPEEDUP if gpu.batched else 1.0) / (GPU_BATCH_SPEEDUP if batched else 1.0)
         return VOXCELEB2_CLIPS * window * m["turbo packed/window" if packed else "turbo one/window"] / 3600
 
@@ -226,7 +248,12 @@ def levers_projection(per_core_hour: dict[str, float], mean_s: float) -> list[st
              f"{m['turbo one/window']:.3f}, packed (3 a window) {m['turbo packed/window']:.3f}: packing "
              f"÷{m['packing turbo']:.2f} (a clip's GPU-s = the window's GPU-s below × this share) | **M on CPU** asr-turbo-shape section (bench/asr_turbo_shape.py: turbo's "
              "shape, random weights, int8); **A** the same ratios on a GPU |"]
-    for gpu in GPU_CLASSES:
+    for gpu in gpus:
+        if gpu.measured:
+            lines.append(f"| large-v3-turbo shape fp16 on an {gpu.name}: GPU-s per 7.8-s clip | packed, batched "
+                         f"{gpu.measured[(True, True)]:.4f}; one a window, batch 1 {gpu.measured[(False, False)]:.4f} "
+                         f"| {gpu.source} |")
+            continue
         lines.append(f"| large-v3-turbo fp16 on an {gpu.name}: s per 30-s window of speech | {gpu.window_s:.3f} s "
                      f"({'batched' if gpu.batched else 'one at a time'}) | **A** {gpu.source} |")
     lines += [f"| GPU batching (asr.batch_size = 16) | ÷{GPU_BATCH_SPEEDUP:.2f} GPU ASR | **A** {GPU_BATCH_SOURCE}; "
@@ -250,14 +277,14 @@ def levers_projection(per_core_hour: dict[str, float], mean_s: float) -> list[st
               f"1/N). GPU h = clips × the class's s per window (÷{GPU_BATCH_SPEEDUP:.2f} with GPU batching, "
               f"×{GPU_BATCH_SPEEDUP:.2f} without it for the "
               "figures measured batched) × a clip's share of a window (packed or not). Figures: cores **M** (frame "
-              "budget: **A** OpenFace ∝ frames), GPU **A**:", "",
-              "| levers on | cores h | " + " | ".join(f"{g.short} GPU h | {g.short} node h | {g.short} nodes" for g in GPU_CLASSES) + " |",
-              "|---|---:|" + "---:|" * 3 * len(GPU_CLASSES)]
+              "budget: **A** OpenFace ∝ frames), GPU **A** (a class measured by bench/gpu.py: **M**, random weights):", "",
+              "| levers on | cores h | " + " | ".join(f"{g.short} GPU h | {g.short} node h | {g.short} nodes" for g in gpus) + " |",
+              "|---|---:|" + "---:|" * 3 * len(gpus)]
     walls = {}
     for on in combos:
         cores = cpu_side("frame budget" in on) / NODE_CORES
         cells = []
-        for gpu in GPU_CLASSES:
+        for gpu in gpus:
             g = gpu_h(gpu, "packing" in on, "GPU batching" in on)
             wall = walls[(gpu.name, on)] = max(cores, g) if "overlap" in on else cores + g
             bold = "**" if len(on) == 4 else ""
@@ -267,7 +294,7 @@ def levers_projection(per_core_hour: dict[str, float], mean_s: float) -> list[st
         lines.append(f"| {label} | {cores:,.1f} | " + " | ".join(cells) + " |")
     cores_on = cpu_side(True) / NODE_CORES
     summary = ", ".join(f"{walls[(g.name, names)]:,.1f} h with an {g.name} ({math.ceil(walls[(g.name, names)] / TARGET_H)}"
-                        f" node{'s' if walls[(g.name, names)] > TARGET_H else ''} for 24 h)" for g in GPU_CLASSES)
+                        f" node{'s' if walls[(g.name, names)] > TARGET_H else ''} for 24 h)" for g in gpus)
     on_cores = {k: (cpu_side(True) + asr_core_h[k] / m[f"packing {k}"]) / NODE_CORES for k in asr_core_h}
     lines += ["", f"Reading it: with all four levers one node takes {summary}. The cores finish in "
               f"{cores_on:.1f} h with the frame budget, so the GPU sets the wall wherever it takes longer; ASR on the "
@@ -275,14 +302,15 @@ def levers_projection(per_core_hour: dict[str, float], mean_s: float) -> list[st
               f"{on_cores['base']:.1f} h (base), all of it **M** but OpenFace's share under the budget. The A100 row is "
               "large-v3's speed (8× the decoder layers), so turbo's is at most that. N nodes are assumed to divide the "
               "wall by N (Ray spreads the 1,129 shards; the shared file system keeps up).", "",
-              "What bench/gpu.py must measure (on the target GPU class) to turn the GPU side from **A** to **M**: "
-              "(1) the packed large-v3-turbo-shape windows/s at batch 8 and 32: the seconds per window, replacing the "
-              "published figure of its class; (2) its one-clip-a-window vs packed clips/s: the packing gain on a GPU, "
-              "replacing the CPU ratio carried over (a GPU runs the encoder's big matrix products relatively faster "
-              "than the decoder's small steps, so the gain there is likely smaller than on the CPU); (3) batch 1 vs "
-              "batch 8/32: the batching lever, replacing the RTX 3090 figure. Its random weights decode the "
-              "3 tokens per second of speech used here (its table's tokens-per-clip column), so its rows are "
-              "comparable. "
+              "What bench/gpu.py must measure (on the target GPU class) to turn the GPU side from **A** to **M**, "
+              "from its large-v3-turbo-shape rows at 7.8-s clips: (1) packed clips/s at batch 32: the GPU-s per "
+              "clip, replacing the published window of its class; (2) one clip a window vs packed: the packing gain "
+              "on a GPU, replacing the CPU ratio carried over (a GPU runs the encoder's big matrix products "
+              "relatively faster than the decoder's small steps, so the gain there is likely smaller than on the "
+              "CPU); (3) batch 1 vs 32: the batching lever, replacing the RTX 3090 figure. Its random weights decode "
+              "the 3 tokens per second of speech used here (its table's tokens-per-clip column), so its rows are "
+              "comparable to real speech in cost. Once its gpu section is in RESULTS.md, `--projection` adds that "
+              "GPU as a measured class (columns `measured`) from those rows. "
               "Overlap on a GPU node (bench/overlap.py there) and OpenFace under the frame budget (bench/"
               "visual_budget.py with the binary) are the two CPU-side inputs still **A**."]
     return lines

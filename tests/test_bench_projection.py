@@ -39,3 +39,39 @@ def test_a_missing_section_is_one_line_naming_the_script_to_run(tmp_path, monkey
     assert exc.value.code == 2
     assert capsys.readouterr().err.splitlines() == [
         "bench/RESULTS.md has no asr-turbo-shape figures for the projection: run python bench/asr_turbo_shape.py first"]
+
+
+GPU_SECTION = """<!-- gpu -->
+## GPU: batched, packed ASR and the encoder stages
+
+_`bench/gpu.py`, 2026-12-07_
+
+NVIDIA H100 80GB HBM3, faster-whisper float16, beam 5, word timestamps, English forced.
+
+| model | clip | windows | batch | windows/s | clips/s | tokens per clip | memory in use (GiB) |
+|---|---|---|---:|---:|---:|---:|---:|
+| large-v3-turbo shape, random | 4 s | packed 30 s | 32 | 30.0 | 180.0 | 12.0 | 3.00 |
+| large-v3-turbo shape, random | 7.8 s | one clip a window | 1 | 10.0 | 10.0 | 23.0 | 3.00 |
+| large-v3-turbo shape, random | 7.8 s | one clip a window | 32 | 40.0 | 40.0 | 23.0 | 3.00 |
+| large-v3-turbo shape, random | 7.8 s | packed 30 s | 1 | 8.0 | 24.0 | 23.3 | 3.00 |
+| large-v3-turbo shape, random | 7.8 s | packed 30 s | 32 | 30.0 | 90.0 | 23.3 | 3.00 |
+<!-- /gpu -->
+"""
+
+
+def test_a_gpu_that_bench_gpu_measured_is_a_measured_class_from_its_7_8_s_rows(tmp_path, monkeypatch):
+    results = tmp_path / "RESULTS.md"
+    results.write_text(pipeline.RESULTS.read_text() + "\n" + GPU_SECTION)
+    monkeypatch.setattr(pipeline, "RESULTS", results)
+    lines = pipeline.levers_projection(*pipeline.recorded_per_core_hour())
+    assert any(row.startswith("| large-v3-turbo shape fp16 on an NVIDIA H100 80GB HBM3: GPU-s per 7.8-s clip |")
+               and "**M** gpu section (bench/gpu.py), batch 32 and 1" in row for row in lines)
+    header = next(row for row in lines if row.startswith("| levers on |"))
+    assert header.endswith("| measured GPU h | measured node h | measured nodes |")
+    rows = {row.split("|")[1].strip(): [c.strip("* ") for c in row.strip("|").split("|")] for row in lines
+            if row.startswith(("| none (today) |", "| packing |", "| GPU batching |", "| all four |"))}
+    clips_h = pipeline.VOXCELEB2_CLIPS / 3600  # GPU h = clips × GPU-s per clip: 1 / clips/s of the matching row
+    assert float(rows["none (today)"][-3]) == pytest.approx(clips_h / 10.0, abs=0.05)
+    assert float(rows["packing"][-3]) == pytest.approx(clips_h / 24.0, abs=0.05)
+    assert float(rows["GPU batching"][-3]) == pytest.approx(clips_h / 40.0, abs=0.05)
+    assert float(rows["all four"][-3]) == pytest.approx(clips_h / 90.0, abs=0.05)
