@@ -63,6 +63,7 @@ class GpuClass:
 
     name: str
     short: str  # its name in the table's columns
+    model: str  # the Whisper model the figure is for
     window_s: float
     batched: bool
     source: str
@@ -70,12 +71,12 @@ class GpuClass:
 
 
 GPU_CLASSES = (
-    GpuClass("RTX 2080 Ti", "2080 Ti", 19.2 / 26, False, "large-v3-turbo, faster-whisper fp16, beam 5, one window at a time: 13 min "
+    GpuClass("RTX 2080 Ti", "2080 Ti", "large-v3-turbo", 19.2 / 26, False, "large-v3-turbo, faster-whisper fp16, beam 5, one window at a time: 13 min "
              "of audio (26 windows) in 19.2 s, https://github.com/SYSTRAN/faster-whisper/issues/1030"),
-    GpuClass("A100 80GB", "A100", 98 / 600, True, "large-v3 (32 decoder layers to turbo's 4: an upper bound for turbo), "
+    GpuClass("A100 80GB", "A100", "large-v3", 98 / 600, True, "large-v3 (32 decoder layers to turbo's 4: an upper bound for turbo), "
              "transformers fp16, batch 96, flash attention: 300 min (600 windows) in 98 s, "
              "https://github.com/Vaibhavs10/insanely-fast-whisper/issues/44"),
-    GpuClass("H100 SXM", "H100", 30 / 404, True, "large-v3-turbo, transformers, batch 32: 404× real time, "
+    GpuClass("H100 SXM", "H100", "large-v3-turbo", 30 / 404, True, "large-v3-turbo, transformers, batch 32: 404× real time, "
              "https://inferencebench.io/blog/whisper-large-v3-turbo-597x-realtime-asr-benchmark/"),
 )
 #: faster-whisper's BatchedInferencePipeline on large-v3-turbo, RTX 3090, 1 h of audio: 82.75 s one window at a time,
@@ -197,7 +198,7 @@ def recorded_gpu() -> tuple[GpuClass, ...]:
     clips_s = {(windows == "packed 30 s", int(batch)): float(rate) for windows, batch, rate in rows}
     top = max(batch for _, batch in clips_s)
     name = re.search(r"_\n\n([^,\n]+),", text).group(1)
-    return (GpuClass(name, "measured", 0.0, True, f"**M** gpu section (bench/gpu.py), batch {top} and 1",
+    return (GpuClass(name, "measured", "large-v3-turbo shape", 0.0, True, f"**M** gpu section (bench/gpu.py), batch {top} and 1",
                      {(packed, batched): 1 / clips_s[(packed, top if batched else 1)]
                       for packed in (False, True) for batched in (False, True)}),)
 
@@ -250,11 +251,11 @@ def levers_projection(per_core_hour: dict[str, float], mean_s: float) -> list[st
              "shape, random weights, int8); **A** the same ratios on a GPU |"]
     for gpu in gpus:
         if gpu.measured:
-            lines.append(f"| large-v3-turbo shape fp16 on an {gpu.name}: GPU-s per 7.8-s clip | packed, batched "
+            lines.append(f"| {gpu.model} fp16 on an {gpu.name}: GPU-s per 7.8-s clip | packed, batched "
                          f"{gpu.measured[(True, True)]:.4f}; one a window, batch 1 {gpu.measured[(False, False)]:.4f} "
                          f"| {gpu.source} |")
             continue
-        lines.append(f"| large-v3-turbo fp16 on an {gpu.name}: s per 30-s window of speech | {gpu.window_s:.3f} s "
+        lines.append(f"| {gpu.model} fp16 on an {gpu.name}: s per 30-s window of speech | {gpu.window_s:.3f} s "
                      f"({'batched' if gpu.batched else 'one at a time'}) | **A** {gpu.source} |")
     lines += [f"| GPU batching (asr.batch_size = 16) | ÷{GPU_BATCH_SPEEDUP:.2f} GPU ASR | **A** {GPU_BATCH_SOURCE}; "
               "also turns the batched figures above into one-window-at-a-time ones |",
@@ -264,9 +265,10 @@ def levers_projection(per_core_hour: dict[str, float], mean_s: float) -> list[st
     lines += ["ASR on the cores (everything on 64 cores; GPU batching and overlap do not apply: one resource, already "
               "kept busy):", "", "| ASR | frame budget | packing | core-h | hours on the node | nodes for 24 h | "
               "figures |", "|---|---|---|---:|---:|---:|---|"]
+    core_hours = {}
     for model, budget, packed in itertools.product(asr_core_h, (False, True), (False, True)):
         total = cpu_side(budget) + asr_core_h[model] / (m[f"packing {model}"] if packed else 1.0)
-        hours = total / NODE_CORES
+        hours = core_hours[(model, budget, packed)] = total / NODE_CORES
         lines.append(f"| {model} | {'on' if budget else 'off'} | {'on' if packed else 'off'} | {total:,.0f} | "
                      f"{hours:,.1f} | {math.ceil(hours / TARGET_H)} | "
                      f"{'M, A: OpenFace ∝ frames' if budget else 'M'} |")
@@ -295,12 +297,13 @@ def levers_projection(per_core_hour: dict[str, float], mean_s: float) -> list[st
     cores_on = cpu_side(True) / NODE_CORES
     summary = ", ".join(f"{walls[(g.name, names)]:,.1f} h with an {g.name} ({math.ceil(walls[(g.name, names)] / TARGET_H)}"
                         f" node{'s' if walls[(g.name, names)] > TARGET_H else ''} for 24 h)" for g in gpus)
-    on_cores = {k: (cpu_side(True) + asr_core_h[k] / m[f"packing {k}"]) / NODE_CORES for k in asr_core_h}
     lines += ["", f"Reading it: with all four levers one node takes {summary}. The cores finish in "
-              f"{cores_on:.1f} h with the frame budget, so the GPU sets the wall wherever it takes longer; ASR on the "
-              f"cores instead, with the frame budget and packing, takes {on_cores['tiny.en']:.1f} h (tiny.en) and "
-              f"{on_cores['base']:.1f} h (base), all of it **M** but OpenFace's share under the budget. The A100 row is "
-              "large-v3's speed (8× the decoder layers), so turbo's is at most that. N nodes are assumed to divide the "
+              f"{cores_on:.1f} h with the frame budget, so the GPU sets the wall wherever it takes longer. ASR on the "
+              f"cores instead, on one node: tiny.en with no lever {core_hours[('tiny.en', False, False)]:.1f} h (all "
+              f"**M**), base with packing {core_hours[('base', False, True)]:.1f} h (**M**); with the frame budget and "
+              "packing "
+              f"{core_hours[('tiny.en', True, True)]:.1f} h and {core_hours[('base', True, True)]:.1f} h. The A100 "
+              "figure is large-v3's speed (8× turbo's decoder layers), so turbo's is at most that. N nodes are assumed to divide the "
               "wall by N (Ray spreads the 1,129 shards; the shared file system keeps up).", "",
               "What bench/gpu.py must measure (on the target GPU class) to turn the GPU side from **A** to **M**, "
               "from its large-v3-turbo-shape rows at 7.8-s clips: (1) packed clips/s at batch 32: the GPU-s per "
