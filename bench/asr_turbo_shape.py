@@ -89,7 +89,8 @@ def rows(name: str, best: dict[str, float]) -> list[str]:
         k, n = clips_a_window(clip_s), tokens(clip_s)
         one, packed = window(n), window(k * n) / k
         out.append(f"| {name} | {clip_s:g} s ({n} tokens) | {k} | {best['encode']:.2f} | "
-                   f"{1000 * best[f'decode {k * n}'] / (k * n):.1f} | {one:.3f} | {packed:.3f} | **{one / packed:.2f}×** "
+                   f"{1000 * best[f'decode {k * n}'] / (k * n):.1f} | {one:.3f} | {packed:.3f} | "
+                   f"**{one / packed:.2f}×** "
                    f"| {best['encode'] / one:.0%} | {one / full:.3f} | {packed / full:.3f} |")
     return out
 

@@ -71,12 +71,15 @@ class GpuClass:
 
 
 GPU_CLASSES = (
-    GpuClass("RTX 2080 Ti", "2080 Ti", "large-v3-turbo", 19.2 / 26, False, "large-v3-turbo, faster-whisper fp16, beam 5, one window at a time: 13 min "
+    GpuClass("RTX 2080 Ti", "2080 Ti", "large-v3-turbo", 19.2 / 26, False,
+             "large-v3-turbo, faster-whisper fp16, beam 5, one window at a time: 13 min "
              "of audio (26 windows) in 19.2 s, https://github.com/SYSTRAN/faster-whisper/issues/1030"),
-    GpuClass("A100 80GB", "A100", "large-v3", 98 / 600, True, "large-v3 (32 decoder layers to turbo's 4: an upper bound for turbo), "
+    GpuClass("A100 80GB", "A100", "large-v3", 98 / 600, True,
+             "large-v3 (32 decoder layers to turbo's 4: an upper bound for turbo), "
              "transformers fp16, batch 96, flash attention: 300 min (600 windows) in 98 s, "
              "https://github.com/Vaibhavs10/insanely-fast-whisper/issues/44"),
-    GpuClass("H100 SXM", "H100", "large-v3-turbo", 30 / 404, True, "large-v3-turbo, transformers, batch 32: 404× real time, "
+    GpuClass("H100 SXM", "H100", "large-v3-turbo", 30 / 404, True,
+             "large-v3-turbo, transformers, batch 32: 404× real time, "
              "https://inferencebench.io/blog/whisper-large-v3-turbo-597x-realtime-asr-benchmark/"),
 )
 #: faster-whisper's BatchedInferencePipeline on large-v3-turbo, RTX 3090, 1 h of audio: 82.75 s one window at a time,
@@ -198,7 +201,8 @@ def recorded_gpu() -> tuple[GpuClass, ...]:
     clips_s = {(windows == "packed 30 s", int(batch)): float(rate) for windows, batch, rate in rows}
     top = max(batch for _, batch in clips_s)
     name = re.search(r"_\n\n([^,\n]+),", text).group(1)
-    return (GpuClass(name, "measured", "large-v3-turbo shape", 0.0, True, f"**M** gpu section (bench/gpu.py), batch {top} and 1",
+    return (GpuClass(name, "measured", "large-v3-turbo shape", 0.0, True,
+                     f"**M** gpu section (bench/gpu.py), batch {top} and 1",
                      {(packed, batched): 1 / clips_s[(packed, top if batched else 1)]
                       for packed in (False, True) for batched in (False, True)}),)
 
@@ -247,7 +251,8 @@ def levers_projection(per_core_hour: dict[str, float], mean_s: float) -> list[st
              f"÷{m['structural base']:.2f}: the method the turbo row uses) |",
              f"| large-v3-turbo: a 7.8-s clip's share of a 30-s window of speech | one clip a window "
              f"{m['turbo one/window']:.3f}, packed (3 a window) {m['turbo packed/window']:.3f}: packing "
-             f"÷{m['packing turbo']:.2f} (a clip's GPU-s = the window's GPU-s below × this share) | **M on CPU** asr-turbo-shape section (bench/asr_turbo_shape.py: turbo's "
+             f"÷{m['packing turbo']:.2f} (a clip's GPU-s = the window's GPU-s below × this share) | **M on CPU** "
+             "asr-turbo-shape section (bench/asr_turbo_shape.py: turbo's "
              "shape, random weights, int8); **A** the same ratios on a GPU |"]
     for gpu in gpus:
         if gpu.measured:
@@ -280,7 +285,8 @@ def levers_projection(per_core_hour: dict[str, float], mean_s: float) -> list[st
               f"×{GPU_BATCH_SPEEDUP:.2f} without it for the "
               "figures measured batched) × a clip's share of a window (packed or not). Figures: cores **M** (frame "
               "budget: **A** OpenFace ∝ frames), GPU **A** (a class measured by bench/gpu.py: **M**, random weights):", "",
-              "| levers on | cores h | " + " | ".join(f"{g.short} GPU h | {g.short} node h | {g.short} nodes" for g in gpus) + " |",
+              "| levers on | cores h | "
+              + " | ".join(f"{g.short} GPU h | {g.short} node h | {g.short} nodes" for g in gpus) + " |",
               "|---|---:|" + "---:|" * 3 * len(gpus)]
     walls = {}
     for on in combos:
@@ -295,8 +301,9 @@ def levers_projection(per_core_hour: dict[str, float], mean_s: float) -> list[st
                  ", ".join(on) if len(on) == 1 else f"all but {next(n for n in names if n not in on)}")
         lines.append(f"| {label} | {cores:,.1f} | " + " | ".join(cells) + " |")
     cores_on = cpu_side(True) / NODE_CORES
-    summary = ", ".join(f"{walls[(g.name, names)]:,.1f} h with an {g.name} ({math.ceil(walls[(g.name, names)] / TARGET_H)}"
-                        f" node{'s' if walls[(g.name, names)] > TARGET_H else ''} for 24 h)" for g in gpus)
+    summary = ", ".join(f"{walls[(g.name, names)]:,.1f} h with an {g.name} "
+                        f"({math.ceil(walls[(g.name, names)] / TARGET_H)} node"
+                        f"{'s' if walls[(g.name, names)] > TARGET_H else ''} for 24 h)" for g in gpus)
     lines += ["", f"Reading it: with all four levers one node takes {summary}. The cores finish in "
               f"{cores_on:.1f} h with the frame budget, so the GPU sets the wall wherever it takes longer. ASR on the "
               f"cores instead, on one node: tiny.en with no lever {core_hours[('tiny.en', False, False)]:.1f} h (all "
