@@ -27,6 +27,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -53,19 +54,40 @@ ENCODER_CPU_S_PER_MEDIA_S = {"ssl_audio (HuBERT-base)": 0.1871, "opensmile (eGeM
 #: (torch.utils.flop_counter), run at its assumed achieved fp16 throughput (ASSUMED_TFLOPS: projection)
 ENCODER_GPU_GFLOPS_PER_CLIP = {"ssl_audio (HuBERT-base)": 108.0, "video_encoder (VideoMAE-base)": 1350.0}
 
-#: issue #28's levers: the inputs this machine cannot measure, each with its source. The packing ratio is the
-#: issue's quick CPU measurement (Whisper base, four 8-s clips in two windows: 1.27-1.50x fewer CPU-s per clip),
-#: the low end used, until bench/asr_packing.py (wip-28asr) commits its 8-s ratio; on the GPU it is assumed
-#: to hold (the decoder's work does not shrink with packing there either).
-PACKING_8S = (1.27, 1.50)
-#: faster-whisper's README (v1.1.0): large-v2 fp16 beam 5 on 13 min of audio, RTX 3070 Ti: 63 s one window at a
-#: time, 17 s with batch_size=8; assumed for large-v3-turbo on packed windows (bench/gpu.py measures it)
-GPU_BATCH_SPEEDUP = 63 / 17
-#: visual.max_frames = 55 (the released recipe's vision length) vs every frame: 262 / 842 core-h, bench/
-#: visual_budget.py (wip-27friction): the ffmpeg cut measured, OpenFace taken proportional to the frames tracked
-FRAME_BUDGET_VISUAL = 262 / 842
-#: Whisper base vs tiny.en, faster-whisper int8, CPU-s per clip (bench/RESULTS.md, asr: measured)
-ASR_BASE_VS_TINY = 2.97
+#: one 30-s window of continuous speech on a GPU, per GPU class (**A**: others' published figures, until bench/gpu.py
+#: runs on that class): seconds per window, whether the figure is already batched, and its source
+@dataclass(frozen=True)
+class GpuClass:
+    """A GPU class's Whisper speed: published, as seconds per 30-s window of speech, or measured by bench/gpu.py,
+    as GPU-s per 7.8-s clip of its turbo-shaped model for (packed, batched)."""
+
+    name: str
+    short: str  # its name in the table's columns
+    model: str  # the Whisper model the figure is for
+    window_s: float
+    batched: bool
+    source: str
+    measured: dict[tuple[bool, bool], float] = field(default_factory=dict)
+
+
+GPU_CLASSES = (
+    GpuClass("RTX 2080 Ti", "2080 Ti", "large-v3-turbo", 19.2 / 26, False,
+             "large-v3-turbo, faster-whisper fp16, beam 5, one window at a time: 13 min "
+             "of audio (26 windows) in 19.2 s, https://github.com/SYSTRAN/faster-whisper/issues/1030"),
+    GpuClass("A100 80GB", "A100", "large-v3", 98 / 600, True,
+             "large-v3 (32 decoder layers to turbo's 4: an upper bound for turbo), "
+             "transformers fp16, batch 96, flash attention: 300 min (600 windows) in 98 s, "
+             "https://github.com/Vaibhavs10/insanely-fast-whisper/issues/44"),
+    GpuClass("H100 SXM", "H100", "large-v3-turbo", 30 / 404, True,
+             "large-v3-turbo, transformers, batch 32: 404× real time, "
+             "https://inferencebench.io/blog/whisper-large-v3-turbo-597x-realtime-asr-benchmark/"),
+)
+#: faster-whisper's BatchedInferencePipeline on large-v3-turbo, RTX 3090, 1 h of audio: 82.75 s one window at a time,
+#: 33.37 s at batch 16 (https://github.com/speaches-ai/speaches/issues/169): the batching lever, and what turns the
+#: batched figures above back into one-window-at-a-time ones
+GPU_BATCH_SPEEDUP = 82.75 / 33.37
+GPU_BATCH_SOURCE = ("large-v3-turbo, faster-whisper batch 16 vs one window at a time, RTX 3090, 1 h of audio "
+                    "(82.75 s → 33.37 s), https://github.com/speaches-ai/speaches/issues/169")
 NODE_CORES = 64
 TARGET_H = 24.0
 
@@ -138,79 +160,169 @@ def recorded_overlap() -> str:
             "slots slow each other" if got and ideal else "")
 
 
+def recorded(key: str, pattern: str, script: str) -> list[tuple[str, ...]]:
+    """Every match of `pattern` in RESULTS.md's section `key`; none is a one-line refusal naming `script`."""
+    found = re.findall(pattern, section(key), re.M)
+    if not found:
+        print(f"bench/RESULTS.md has no {key} figures for the projection: run python {script} first", file=sys.stderr)
+        sys.exit(2)
+    return found
+
+
+def recorded_inputs() -> dict[str, float]:
+    """The levers' measured inputs, read from the sections that measured them: packing at ~8-s clips on the cores
+    (asr-packing) and for the turbo shape (asr-turbo-shape), the frame budget (visual-budget), base vs tiny.en (asr)."""
+    got = {}
+    for model, ratio in recorded("asr-packing", r"^\| (tiny\.en|base) \| long \([^|]+\| packed 30 s \|"
+                                 r"(?: [^|]+ \|){2} ([\d.]+)× \|", "bench/asr_packing.py"):
+        got[f"packing {model}"] = float(ratio)
+    shape = {model: tuple(map(float, figures)) for model, *figures in recorded(
+        "asr-turbo-shape", r"^\| (tiny\.en|base|large-v3-turbo shape, random) \| 7\.8 s [^|]+\|(?: [^|]+ \|){5} "
+        r"\*\*([\d.]+)×\*\* \| [^|]+ \| ([\d.]+) \| ([\d.]+) \|$", "bench/asr_turbo_shape.py")}
+    gain, one, packed = shape["large-v3-turbo shape, random"]
+    got.update({"packing turbo": gain, "turbo one/window": one, "turbo packed/window": packed,
+                "structural tiny.en": shape["tiny.en"][0], "structural base": shape["base"][0]})
+    ((today, budget),) = recorded("visual-budget", r"the visual stage ([\d,]+) core-h .*?today, ([\d,]+) core-h",
+                                  "bench/visual_budget.py")
+    got["frame budget"] = float(budget.replace(",", "")) / float(today.replace(",", ""))
+    (base,) = recorded("asr", r"^\| base, faster-whisper int8 \|(?: [^|]+ \|){2} ([\d.]+)× \|", "bench/asr.py")
+    got["base vs tiny.en"] = float(base)
+    return got
+
+
+def recorded_gpu() -> tuple[GpuClass, ...]:
+    """The GPU bench/gpu.py measured (its gpu section), as a class with GPU-s per 7.8-s clip of its turbo-shaped
+    model, packed or not at its largest batch and at batch 1; none before it ran on a GPU."""
+    text = section("gpu")
+    rows = re.findall(r"^\| large-v3-turbo shape, random \| 7\.8 s \| (one clip a window|packed 30 s) \| (\d+) \| "
+                      r"[\d.]+ \| ([\d.]+) \|", text, re.M)
+    if not rows:
+        return ()
+    clips_s = {(windows == "packed 30 s", int(batch)): float(rate) for windows, batch, rate in rows}
+    top = max(batch for _, batch in clips_s)
+    name = re.search(r"_\n\n([^,\n]+),", text).group(1)
+    return (GpuClass(name, "measured", "large-v3-turbo shape", 0.0, True,
+                     f"**M** gpu section (bench/gpu.py), batch {top} and 1",
+                     {(packed, batched): 1 / clips_s[(packed, top if batched else 1)]
+                      for packed in (False, True) for batched in (False, True)}),)
+
+
 def levers_projection(per_core_hour: dict[str, float], mean_s: float) -> list[str]:
     """VoxCeleb2 on one node (64 cores, 1 GPU) with the four levers of issue #28 on and off: hours on the node
-    and nodes for 24 h with Ray, for tiny.en and base on the cores and large-v3-turbo on the GPU."""
+    and nodes for 24 h with Ray, for tiny.en and base on the cores and large-v3-turbo on three GPU classes."""
+    m = recorded_inputs()
+    gpus = GPU_CLASSES + recorded_gpu()
     scale = VOXCELEB2_MEAN_S / mean_s
     core_h = {k: VOXCELEB2_CLIPS / per_core_hour[k] * scale for k in ("audio", "acoustic", "mask")}
     core_h["visual"] = VOXCELEB2_CLIPS * VISUAL_CPU_S_PER_CLIP / 3600
     tiny_h = VOXCELEB2_CLIPS / per_core_hour["asr"] * scale
-    asr_core_h = {"tiny.en": tiny_h, "base": tiny_h * ASR_BASE_VS_TINY}
-    turbo_gpu_h = VOXCELEB2_CLIPS * GPU_ASR_S_PER_CLIP["large-v3-turbo"] / 3600
-    pack = PACKING_8S[0]
+    asr_core_h = {"tiny.en": tiny_h, "base": tiny_h * m["base vs tiny.en"]}
     overlap = recorded_overlap()
 
-    def assumed(budget: bool, packed: bool) -> str:
-        parts = ["frame budget's OpenFace"] * budget + ["packing"] * packed
-        return f"A ({', '.join(parts)})" if parts else "M"
-
     def cpu_side(budget: bool) -> float:
-        return sum(core_h.values()) - (core_h["visual"] * (1 - FRAME_BUDGET_VISUAL) if budget else 0.0)
+        return sum(core_h.values()) - (core_h["visual"] * (1 - m["frame budget"]) if budget else 0.0)
 
-    lines = ["Inputs (**M** measured on this project's machines, **A** assumed: from others' published numbers, "
-             "until bench/gpu.py runs on a GPU):", "",
+    def gpu_h(gpu: GpuClass, packed: bool, batched: bool) -> float:
+        """GPU hours of VoxCeleb2's ASR: bench/gpu.py's GPU-s per clip where it ran, else a clip's share of a 30-s
+        window of speech (turbo shape, CPU) times the class's published window."""
+        if gpu.measured:
+            return VOXCELEB2_CLIPS * gpu.measured[(packed, batched)] / 3600
+        window = gpu.window_s * (GPU_BATCH_SPEEDUP if gpu.batched else 1.0) / (GPU_BATCH_SPEEDUP if batched else 1.0)
+        return VOXCELEB2_CLIPS * window * m["turbo packed/window" if packed else "turbo one/window"] / 3600
+
+    lines = [f"Issue #28's target: VoxCeleb2 ({VOXCELEB2_CLIPS:,} clips, {VOXCELEB2_MEAN_S} s mean) end to end on one "
+             f"node of {NODE_CORES} cores and one GPU in ≤ {TARGET_H:g} h, ASR by large-v3-turbo. "
+             "Every input marked **M** (measured on this project's machines, the section named) or **A** (assumed: "
+             "others' published figures, or a measured ratio carried over to where it was not measured). Rerun "
+             "`python bench/pipeline.py --projection` after any of the named sections changes.", "",
              "| input | value | source |", "|---|---:|---|",
              f"| audio + acoustic + mask | {sum(core_h[k] for k in ('audio', 'acoustic', 'mask')):,.0f} core-h | **M** "
-             "this script's table (pipeline section), scaled to 7.8 s |",
-             f"| visual (OpenFace 2.2, every frame) | {core_h['visual']:,.0f} core-h | **M** bench/visual.py, "
-             f"{VISUAL_CPU_S_PER_CLIP} CPU-s per 7.8-s clip |",
-             f"| frame budget: visual.max_frames = 55 | ×{FRAME_BUDGET_VISUAL:.2f} visual | **M** the ffmpeg cut, **A** "
-             "OpenFace proportional to the frames it tracks (bench/visual_budget.py, wip-27friction) |",
-             f"| asr tiny.en int8 on the cores | {asr_core_h['tiny.en']:,.0f} core-h | **M** this script's table |",
-             f"| asr base int8 on the cores | {asr_core_h['base']:,.0f} core-h | **M** tiny.en × {ASR_BASE_VS_TINY} "
-             "(bench/asr.py) |",
-             f"| asr large-v3-turbo fp16, one 30-s window per clip | {turbo_gpu_h:,.0f} GPU-h | **A** RTX 2080 Ti, "
-             "faster-whisper issue #1030 (19.2 s per 26 windows) |",
-             f"| packed windows (asr.pack_s = 30), 8-s clips | ÷{pack:.2f} ASR (to ÷{PACKING_8S[1]:.2f}) | **A** issue "
-             "#28's quick CPU figure (base), assumed on the GPU too |",
-             f"| GPU batching (asr.batch_size = 8) | ÷{GPU_BATCH_SPEEDUP:.1f} GPU ASR | **A** faster-whisper README "
-             "1.1.0, large-v2, RTX 3070 Ti (63 s → 17 s) |",
-             f"| overlapped stages (run.overlap = true) | wall = max(cores, GPU) | **M** mechanism: bench/overlap.py "
-             f"({overlap or 'not run yet'}); **A** a GPU beside the cores reaches the max, fill and drain negligible over "
-             "1,129 shards |", ""]
+             "pipeline section (this script), CPU-s per clip scaled to 7.8 s |",
+             f"| visual (OpenFace 2.2, every frame) | {core_h['visual']:,.0f} core-h | **M** visual section "
+             f"(bench/visual.py), {VISUAL_CPU_S_PER_CLIP} CPU-s per 7.8-s clip |",
+             f"| frame budget: visual.max_frames = 55 | ×{m['frame budget']:.2f} visual | **M** the ffmpeg cut, **A** "
+             "OpenFace's time proportional to the frames it tracks (visual-budget section, bench/visual_budget.py) |",
+             f"| asr tiny.en int8 on the cores | {asr_core_h['tiny.en']:,.0f} core-h | **M** pipeline section |",
+             f"| asr base int8 on the cores | {asr_core_h['base']:,.0f} core-h | **M** tiny.en × {m['base vs tiny.en']} "
+             "(asr section, bench/asr.py) |",
+             f"| packing on the cores (asr.pack_s = 30), 7.9-s clips | tiny.en ÷{m['packing tiny.en']:.2f}, base "
+             f"÷{m['packing base']:.2f} | **M** asr-packing section (bench/asr_packing.py), the stage's run_shard, "
+             f"CPU-s per clip (asr-turbo-shape's passes alone give tiny.en ÷{m['structural tiny.en']:.2f}, base "
+             f"÷{m['structural base']:.2f}: the method the turbo row uses) |",
+             f"| large-v3-turbo: a 7.8-s clip's share of a 30-s window of speech | one clip a window "
+             f"{m['turbo one/window']:.3f}, packed (3 a window) {m['turbo packed/window']:.3f}: packing "
+             f"÷{m['packing turbo']:.2f} (a clip's GPU-s = the window's GPU-s below × this share) | **M on CPU** "
+             "asr-turbo-shape section (bench/asr_turbo_shape.py: turbo's "
+             "shape, random weights, int8); **A** the same ratios on a GPU |"]
+    for gpu in gpus:
+        if gpu.measured:
+            lines.append(f"| {gpu.model} fp16 on an {gpu.name}: GPU-s per 7.8-s clip | packed, batched "
+                         f"{gpu.measured[(True, True)]:.4f}; one a window, batch 1 {gpu.measured[(False, False)]:.4f} "
+                         f"| {gpu.source} |")
+            continue
+        lines.append(f"| {gpu.model} fp16 on an {gpu.name}: s per 30-s window of speech | {gpu.window_s:.3f} s "
+                     f"({'batched' if gpu.batched else 'one at a time'}) | **A** {gpu.source} |")
+    lines += [f"| GPU batching (asr.batch_size = 16) | ÷{GPU_BATCH_SPEEDUP:.2f} GPU ASR | **A** {GPU_BATCH_SOURCE}; "
+              "also turns the batched figures above into one-window-at-a-time ones |",
+              f"| overlapped stages (run.overlap = true) | wall = max(cores, GPU) | **M** mechanism: overlap section "
+              f"(bench/overlap.py: {overlap or 'not run yet'}); **A** a GPU beside the cores reaches the max, fill and "
+              "drain negligible over 1,129 shards |", ""]
     lines += ["ASR on the cores (everything on 64 cores; GPU batching and overlap do not apply: one resource, already "
               "kept busy):", "", "| ASR | frame budget | packing | core-h | hours on the node | nodes for 24 h | "
               "figures |", "|---|---|---|---:|---:|---:|---|"]
+    core_hours = {}
     for model, budget, packed in itertools.product(asr_core_h, (False, True), (False, True)):
-        total = cpu_side(budget) + asr_core_h[model] / (pack if packed else 1.0)
-        hours = total / NODE_CORES
+        total = cpu_side(budget) + asr_core_h[model] / (m[f"packing {model}"] if packed else 1.0)
+        hours = core_hours[(model, budget, packed)] = total / NODE_CORES
         lines.append(f"| {model} | {'on' if budget else 'off'} | {'on' if packed else 'off'} | {total:,.0f} | "
-                     f"{hours:,.1f} | {math.ceil(hours / TARGET_H)} | {assumed(budget, packed)} |")
-    lines += ["", "large-v3-turbo on the node's GPU, the other stages on its 64 cores (nodes for 24 h: Ray spreads the "
-              "shards over N such nodes, each doing 1/N):", "",
-              "| levers on | cores h | GPU h | node wall h | nodes for 24 h |", "|---|---:|---:|---:|---:|"]
+                     f"{hours:,.1f} | {math.ceil(hours / TARGET_H)} | "
+                     f"{'M, A: OpenFace ∝ frames' if budget else 'M'} |")
     names = ("frame budget", "packing", "GPU batching", "overlap")
     combos = [()] + [(n,) for n in names] + [tuple(n for n in names if n != off) for off in names] + [names]
+    lines += ["", "large-v3-turbo on the node's one GPU, the other stages on its 64 cores; per GPU class the GPU's hours, "
+              "the node's wall hours and the nodes for 24 h (Ray spreads the shards over N such nodes, each doing "
+              f"1/N). GPU h = clips × the class's s per window (÷{GPU_BATCH_SPEEDUP:.2f} with GPU batching, "
+              f"×{GPU_BATCH_SPEEDUP:.2f} without it for the "
+              "figures measured batched) × a clip's share of a window (packed or not). Figures: cores **M** (frame "
+              "budget: **A** OpenFace ∝ frames), GPU **A** (a class measured by bench/gpu.py: **M**, random weights):", "",
+              "| levers on | cores h | "
+              + " | ".join(f"{g.short} GPU h | {g.short} node h | {g.short} nodes" for g in gpus) + " |",
+              "|---|---:|" + "---:|" * 3 * len(gpus)]
+    walls = {}
     for on in combos:
         cores = cpu_side("frame budget" in on) / NODE_CORES
-        gpu = turbo_gpu_h / (pack if "packing" in on else 1.0) / (GPU_BATCH_SPEEDUP if "GPU batching" in on else 1.0)
-        wall = max(cores, gpu) if "overlap" in on else cores + gpu
+        cells = []
+        for gpu in gpus:
+            g = gpu_h(gpu, "packing" in on, "GPU batching" in on)
+            wall = walls[(gpu.name, on)] = max(cores, g) if "overlap" in on else cores + g
+            bold = "**" if len(on) == 4 else ""
+            cells.append(f"{g:,.1f} | {bold}{wall:,.1f}{bold} | {bold}{math.ceil(wall / TARGET_H)}{bold}")
         label = ("none (today)" if not on else "all four" if len(on) == 4 else
                  ", ".join(on) if len(on) == 1 else f"all but {next(n for n in names if n not in on)}")
-        bold = "**" if len(on) == 4 else ""
-        lines.append(f"| {label} | {cores:,.1f} | {gpu:,.1f} | {bold}{wall:,.1f}{bold} | "
-                     f"{bold}{math.ceil(wall / TARGET_H)}{bold} |")
-    low, high = (turbo_gpu_h / p / GPU_BATCH_SPEEDUP for p in PACKING_8S)
-    lines += ["", f"Every GPU figure above is **assumed** (no GPU here), and N nodes are assumed to divide the wall by N "
-              f"(Ray spreads the 1,129 shards; the shared file system keeps up). With all four levers the node is "
-              f"GPU-bound: its cores finish in {cpu_side(True) / NODE_CORES:.1f} h and then wait for the GPU, "
-              f"{low:.1f} h at packing's low end, {high:.1f} h at its high end (÷{PACKING_8S[1]:.2f}). One node reaches "
-              f"24 h with a GPU {low / TARGET_H:.1f}× ({high / TARGET_H:.1f}×) the RTX 2080 Ti's speed of the window "
-              "figure, which an A100- or H100-class card is expected to exceed (not measured); until then it takes "
-              f"{math.ceil(low / TARGET_H)} nodes ({math.ceil(high / TARGET_H)} at the high end). Without overlap "
-              "the cores' hours add to the GPU's: that is the lever that makes the cores' side free once the GPU "
-              "dominates. bench/gpu.py's windows/s (batch 1/8/32, packed and not) replace the three assumed GPU inputs "
-              "when it runs on a GPU; `python bench/pipeline.py --projection` then redoes this section."]
+        lines.append(f"| {label} | {cores:,.1f} | " + " | ".join(cells) + " |")
+    cores_on = cpu_side(True) / NODE_CORES
+    summary = ", ".join(f"{walls[(g.name, names)]:,.1f} h with an {g.name} "
+                        f"({math.ceil(walls[(g.name, names)] / TARGET_H)} node"
+                        f"{'s' if walls[(g.name, names)] > TARGET_H else ''} for 24 h)" for g in gpus)
+    lines += ["", f"Reading it: with all four levers one node takes {summary}. The cores finish in "
+              f"{cores_on:.1f} h with the frame budget, so the GPU sets the wall wherever it takes longer. ASR on the "
+              f"cores instead, on one node: tiny.en with no lever {core_hours[('tiny.en', False, False)]:.1f} h (all "
+              f"**M**), base with packing {core_hours[('base', False, True)]:.1f} h (**M**); with the frame budget and "
+              "packing "
+              f"{core_hours[('tiny.en', True, True)]:.1f} h and {core_hours[('base', True, True)]:.1f} h. The A100 "
+              "figure is large-v3's speed (8× turbo's decoder layers), so turbo's is at most that. N nodes are assumed to divide the "
+              "wall by N (Ray spreads the 1,129 shards; the shared file system keeps up).", "",
+              "What bench/gpu.py must measure (on the target GPU class) to turn the GPU side from **A** to **M**, "
+              "from its large-v3-turbo-shape rows at 7.8-s clips: (1) packed clips/s at batch 32: the GPU-s per "
+              "clip, replacing the published window of its class; (2) one clip a window vs packed: the packing gain "
+              "on a GPU, replacing the CPU ratio carried over (a GPU runs the encoder's big matrix products "
+              "relatively faster than the decoder's small steps, so the gain there is likely smaller than on the "
+              "CPU); (3) batch 1 vs 32: the batching lever, replacing the RTX 3090 figure. Its random weights decode "
+              "the 3 tokens per second of speech used here (its table's tokens-per-clip column), so its rows are "
+              "comparable to real speech in cost. Once its gpu section is in RESULTS.md, `--projection` adds that "
+              "GPU as a measured class (columns `measured`) from those rows. "
+              "Overlap on a GPU node (bench/overlap.py there) and OpenFace under the frame budget (bench/"
+              "visual_budget.py with the binary) are the two CPU-side inputs still **A**."]
     return lines
 
 
