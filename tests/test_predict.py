@@ -259,6 +259,21 @@ def test_another_ffmpeg_build_is_refused_naming_both(mmsa_run, tmp_path):
     assert not (tmp_path / "p").exists()
 
 
+def test_a_cache_made_with_other_settings_is_refused_in_one_line_naming_it(mmsa_run, tmp_path):
+    """OUT/cache left by another run's predict (here: audio at 16 kHz): one line naming it and the way out."""
+    from dataclasses import replace
+
+    from kebr_model.predict import pipeline
+
+    prepared = pipeline.prepare(kebr_model.load_run(mmsa_run[1]).loaded.record, [MMSA], ("run.workers=1",))
+    other = {**prepared.cfg, "audio": {**prepared.cfg["audio"], "sample_rate": 16000}}
+    cache, _ = pipeline.run_stages(replace(prepared, cfg=other, stages=["audio"]), tmp_path / "p")
+    result = cli("predict", "--run", mmsa_run[1], "--src", MMSA, "--out", tmp_path / "p", "--set", "run.workers=1")
+    one_line_refusal(result, f"{cache} holds features made for another run or with other settings", "use a new --out",
+                     f"delete {cache}")
+    assert not (tmp_path / "p" / "predictions.parquet").exists()
+
+
 def test_bad_inputs_are_rows(mmsa_run, tmp_path):
     """A manifest with a good clip, one without an audio track, a truncated MP4 and a row without media."""
     clips = {"good": "id00001/kEbRdEmOa01/00001.mp4", "silent": "id00003/kEbRdEmOe05/00001.mp4",
