@@ -1,7 +1,7 @@
 """Training batches from a `ShardReader`: streamed a shard at a time, never a whole dataset.
 
 Pre-training samples are the clips with a masked transcript; fine-tuning samples are the labelled
-clips of a split. Text is tokenised with the encoder's tokenizer with the masked word replaced by
+clips of a split (with a transcript, unless the model reads no text). Text is tokenised with the encoder's tokenizer with the masked word replaced by
 exactly one mask token; sequences are truncated (documented defaults), batched by length and padded
 per batch with masks. The order is a function of the seed and epoch only. The reader (opened once per
 run) checks the tables; with the run's `digests`, each shard's tables are stat-checked again whenever
@@ -131,7 +131,7 @@ def shard_samples(reader: ShardReader, shard: int, task: str, tokenizer: Any, cf
             if label is None:
                 continue
             text = clip_text(p["given_text"], mask[i] if mask else None, asr[i] if asr else None)
-            if not text:
+            if cfg.text and not text:  # a model that reads no text (`av`) scores a clip without one, as predict
                 continue
             encoded = encode_text(tokenizer, text if cfg.text else "", False, cfg.max_text_tokens)
         if encoded is None:
