@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 
 from kebr_data.stages import pipeline_order
-from kebr_data.storage.store import Store
 
+from ..data import open_reader
 from ..evaluation.metrics import sims_classes
 from . import model_io
 from .model_io import Clip, LoadedModel
@@ -106,7 +106,8 @@ def score_clips(loaded: LoadedModel, clips: Iterable[Clip]) -> Iterator[dict[str
 
 
 def folder_clips(loaded: LoadedModel, root: Path, stages: list[str]) -> Iterator[Clip]:
-    """Every clip of the output folder `root`, shard after shard."""
-    store = Store(root)
-    for shard in range(store.plan.num_shards):
-        yield from model_io.shard_clips(root, shard, loaded, stages)
+    """Every clip of the output folder `root`, shard after shard, read through one reader (each marker read
+    once)."""
+    reader = open_reader(root)
+    for shard in reader.shard_ids():
+        yield from model_io.shard_clips(reader, shard, loaded, stages)
