@@ -1,11 +1,11 @@
 """Training batches from a `ShardReader`: streamed a shard at a time, never a whole dataset.
 
 Pre-training samples are the clips with a masked transcript; fine-tuning samples are the labelled
-clips of a split (with a transcript, unless the model reads no text). Text is tokenised with the encoder's tokenizer with the masked word replaced by
-exactly one mask token; sequences are truncated (documented defaults), batched by length and padded
-per batch with masks. The order is a function of the seed and epoch only. The reader (opened once per
-run) checks the tables; with the run's `digests`, each shard's tables are stat-checked again whenever
-an epoch reads them.
+clips of a split (with a transcript, unless the model reads no text). Text is tokenised with the
+encoder's tokenizer with the masked word replaced by exactly one mask token; sequences are truncated
+(documented defaults), batched by length and padded per batch with masks. The order is a function of
+the seed and epoch only. The reader (opened once per run) checks the tables; with the run's `digests`,
+each shard's tables are stat-checked again whenever an epoch reads them.
 """
 
 from __future__ import annotations
