@@ -266,18 +266,27 @@ def test_another_ffmpeg_build_is_refused_naming_both(mmsa_run, tmp_path):
     assert not (tmp_path / "p").exists()
 
 
-def test_a_cache_made_with_other_settings_is_refused_in_one_line_naming_it(mmsa_run, tmp_path):
-    """OUT/cache left by another run's predict (here: audio at 16 kHz): one line naming it and the way out."""
+@pytest.mark.parametrize("other", ["settings", "clips"])
+def test_a_cache_of_another_predict_is_refused_in_one_line_naming_it(mmsa_run, tmp_path, other):
+    """OUT/cache left by another predict, with audio at 16 kHz or of other clips (here: indexed as another
+    layout, as another --src would be): one line naming it and the way out, not the engine's --force or
+    --replan, which predict has not."""
     from dataclasses import replace
 
     from kebr_model.predict import pipeline
 
     prepared = pipeline.prepare(kebr_model.load_run(mmsa_run[1]).loaded.record, [MMSA], ("run.workers=1",))
-    other = {**prepared.cfg, "audio": {**prepared.cfg["audio"], "sample_rate": 16000}}
-    cache, _ = pipeline.run_stages(replace(prepared, cfg=other, stages=["audio"]), tmp_path / "p")
+    if other == "settings":
+        made = replace(prepared, cfg={**prepared.cfg, "audio": {**prepared.cfg["audio"], "sample_rate": 16000}},
+                       stages=["audio"])
+    else:
+        made = replace(prepared, cfg={**prepared.cfg, "index": {**prepared.cfg["index"], "layout": "mmsa"}},
+                       stages=[])
+    cache, _ = pipeline.run_stages(made, tmp_path / "p")
     result = cli("predict", "--run", mmsa_run[1], "--src", MMSA, "--out", tmp_path / "p", "--set", "run.workers=1")
-    one_line_refusal(result, f"{cache} holds features made for another run or with other settings", "use a new --out",
-                     f"delete {cache}")
+    line = one_line_refusal(result, f"{cache} holds the features of another predict (other clips or settings)",
+                            "use a new --out", f"delete {cache}")
+    assert "--force" not in line and "--replan" not in line
     assert not (tmp_path / "p" / "predictions.parquet").exists()
 
 
