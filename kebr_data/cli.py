@@ -81,7 +81,8 @@ TRAIN_COMMANDS = ("analyse", "eval", "finetune", "import-mmsa", "predict", "pret
 
 
 class _Commands(click.Group):
-    """The command group: Ctrl-C ends any command with exit 130 and one line, never a traceback; a kebr-train
+    """The command group: Ctrl-C ends any command with exit 130 and one line, never a traceback, and so does a
+    KebrError raised before a command's own `user_errors` (exit 2 on a plugin flag that clashes); a kebr-train
     command typed after kebr-data (`kebr-data import-mmsa`) is named as kebr-train's, exit 2."""
 
     def resolve_command(self, ctx: click.Context, args: list[str]) -> Any:
@@ -92,6 +93,8 @@ class _Commands(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except KebrError as exc:  # raised while the command's flags are built (a plugin's flag that clashes)
+            _fail(exc)
         except KeyboardInterrupt:
             console.print("interrupted: committed shards are kept; rerun the same command to resume",
                           markup=False, highlight=False)
@@ -128,7 +131,7 @@ class RunCommand(PluginCommand):
     """A command that runs stages: its last flags are the registered executors' options (`--address`, ...)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, plugin_flags=lambda: plugin_options.flags(EXECUTORS), **kwargs)
+        super().__init__(*args, plugin_flags=lambda: plugin_options.flags(EXECUTORS, "executor"), **kwargs)
 
 
 def executor_flags() -> dict[str, Any]:
@@ -329,7 +332,8 @@ def retry_failed(out: Path, stages: str | None, config_files: tuple[Path, ...], 
                     retry_stages=tuple(chosen), command=_command_line(), changed=changed, saved_config=cfg))
 
 
-@main.command(cls=PluginCommand, plugin_flags=lambda: plugin_options.flags(FORMATS), context_settings=CONTEXT,
+@main.command(cls=PluginCommand, plugin_flags=lambda: plugin_options.flags(FORMATS, "export format"),
+              context_settings=CONTEXT,
               short_help="Export the stage tables as HDF5, Parquet or an MMSA pickle.")
 @existing_out("Output folder of `kebr-data extract`.")
 @click.option("--format", "fmt", required=True, type=RegistryChoice(lambda: FORMATS),

@@ -20,6 +20,11 @@ class PlanError(KebrError):
     """The source cannot be indexed, or the frozen plan does not match this run."""
 
 
+class PlanMismatch(PlanError):
+    """The output folder's frozen plan was made from another source, layout or shard size (or by an older
+    toolkit): the folder belongs to another run."""
+
+
 class StaleOutputError(KebrError):
     """Existing outputs were made with another configuration."""
 

@@ -18,9 +18,10 @@ from click.core import ParameterSource
 
 from . import config
 from .settings import NoOptions, flag_of, option
+from .display import printable
 from .errors import ConfigError
 
-__all__ = ["NoOptions", "PluginCommand", "RegistryChoice", "build", "flag_of", "option"]
+__all__ = ["NoOptions", "PluginCommand", "PluginFlag", "RegistryChoice", "build", "flag_of", "option"]
 
 T = TypeVar("T")
 
@@ -47,27 +48,48 @@ def _keep(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
     return value
 
 
-def flags(plugins: Mapping[str, type]) -> list[click.Option]:
-    """One `--flag` per option of the plugins in `plugins` (name -> class with an `Options` dataclass); an
-    option that several plugins declare under one flag is one flag, its help naming them all."""
+class PluginFlag(click.Option):
+    """A plugin option's `--flag`, knowing the plugins that declare it (`owners`, of kind `kind`)."""
+
+    def __init__(self, *args: Any, owners: list[str], kind: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.owners, self.kind = owners, kind
+
+
+def _values_of(f: dataclasses.Field, hint: Any) -> tuple[Any, ...]:
+    """What a flag accepts: plugins may share a flag only where this is the same."""
+    return hint, f.metadata.get("min"), f.metadata.get("max")
+
+
+def flags(plugins: Mapping[str, type], kind: str) -> list[PluginFlag]:
+    """One `--flag` per option of the plugins in `plugins` (name -> class with an `Options` dataclass, each a
+    `kind` such as "executor"); an option that several plugins declare under one flag accepting the same
+    values is one flag, its help naming them all. A flag declared twice with different values (by two
+    plugins, or twice by one) is refused: a ConfigError naming the plugin, the flag and the other owner."""
     owners: dict[str, list[str]] = {}
     first: dict[str, tuple[dataclasses.Field, Any]] = {}
     for name, cls in plugins.items():
         hints = typing.get_type_hints(cls.Options)
         for f in dataclasses.fields(cls.Options):
-            owners.setdefault(flag_of(f), []).append(name)
-            first.setdefault(flag_of(f), (f, hints[f.name]))
+            flag = flag_of(f)
+            if flag in first and (name in owners[flag] or
+                                  _values_of(*first[flag]) != _values_of(f, hints[f.name])):
+                raise ConfigError(f"{kind} {printable(name)}'s option {f.name} takes the flag --{printable(flag)}, "
+                                  f"already an option of {kind} {printable(owners[flag][0])} accepting other "
+                                  "values: give one of them another flag (option(..., flag=...))")
+            owners.setdefault(flag, []).append(name)
+            first.setdefault(flag, (f, hints[f.name]))
     options = []
     for flag, (f, hint) in first.items():
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
         shown = "" if hint is bool else f" (default {default!r})" if default != "" else ""
         text = f"{', '.join(owners[flag])}: {f.metadata.get('help', '')}{shown}."
         if hint is bool:
-            options.append(click.Option([f"--{flag}"], is_flag=True, default=False, help=text,
-                                        expose_value=False, callback=_keep))
+            options.append(PluginFlag([f"--{flag}"], is_flag=True, default=False, help=text,
+                                      expose_value=False, callback=_keep, owners=owners[flag], kind=kind))
         else:
-            options.append(click.Option([f"--{flag}"], type=_click_type(hint, f), default=None, help=text,
-                                        expose_value=False, callback=_keep))
+            options.append(PluginFlag([f"--{flag}"], type=_click_type(hint, f), default=None, help=text,
+                                      expose_value=False, callback=_keep, owners=owners[flag], kind=kind))
     return options
 
 
@@ -122,17 +144,24 @@ def build(cls: type[T], values: Mapping[str, Any], owner: str, kind: str) -> T:
 
 class PluginCommand(click.Command):
     """A command whose last options are built from registries when it runs (`plugin_flags()`), so a plugin
-    registered after import gets its flags in parsing and in --help."""
+    registered after import gets its flags in parsing and in --help; a plugin flag that is one of the
+    command's own is refused (ConfigError), never dropped."""
 
-    def __init__(self, *args: Any, plugin_flags: Callable[[], Iterable[click.Option]] = list, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, plugin_flags: Callable[[], Iterable[PluginFlag]] = list, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.plugin_flags = plugin_flags
 
     def get_params(self, ctx: click.Context) -> list[click.Parameter]:
         help_option = self.get_help_option(ctx)
         own = [p for p in super().get_params(ctx) if p is not help_option]
-        taken = {name for p in own for name in p.opts}
-        extra = [p for p in self.plugin_flags() if not taken & set(p.opts)]
+        taken = {name for p in [*own, *([help_option] if help_option is not None else [])]
+                 for name in [*p.opts, *p.secondary_opts]}
+        extra = list(self.plugin_flags())
+        for p in extra:
+            if clash := taken & set(p.opts):
+                raise ConfigError(f"{p.kind} {printable(p.owners[0])}'s option {' '.join(sorted(clash))} clashes "
+                                  f"with {printable(ctx.command_path)}'s own {' '.join(sorted(clash))}: give it "
+                                  "another flag (option(..., flag=...))")
         return [*own, *extra, *([help_option] if help_option is not None else [])]
 
 

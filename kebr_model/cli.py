@@ -196,8 +196,8 @@ def finetune_cmd(**kwargs: Any) -> None:
 def eval_cmd(shards: Path, run: Path, split: str, overrides: tuple[str, ...], predictions: Path | None,
              tsne: Path | None) -> None:
     """Evaluate a run's best (else latest) checkpoint on one split: loss and the dataset's metrics as JSON,
-    and one row per clip (clip_id, split, label, prediction, c_a, c_v) in a Parquet file. Holds RUN/_lock:
-    refused while a run trains in RUN."""
+    and one row per clip (clip_id, split, label, prediction, each unimodal head's prediction_<modality>, c_a,
+    c_v) in a Parquet file. Holds RUN/_lock: refused while a run trains in RUN."""
     _needs_torch()
     from .training import checkpoint
     from .data import open_reader
@@ -226,15 +226,17 @@ def eval_cmd(shards: Path, run: Path, split: str, overrides: tuple[str, ...], pr
 
 
 def write_predictions(path: Path, rows: list[dict], within: Path | None = None) -> None:
-    """Per-clip predictions as Parquet, renamed into place (a symlink planted at `path` is replaced, never
+    """Per-clip predictions as Parquet (clip_id, split, label, prediction, each unimodal head's
+    `prediction_<modality>`, c_a, c_v), renamed into place (a symlink planted at `path` is replaced, never
     written through; `within`: the run folder holding it)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     from kebr_data.storage.atomic import atomic_write
 
+    heads = [k for k in (rows[0] if rows else {}) if k.startswith("prediction_")]  # predict's column names
     schema = pa.schema([("clip_id", pa.string()), ("split", pa.string()), ("label", pa.float32()),
-                        ("prediction", pa.float32()), ("c_a", pa.float32()), ("c_v", pa.float32())])
+                        *((c, pa.float32()) for c in ("prediction", *heads, "c_a", "c_v"))])
     table = pa.Table.from_pylist(rows, schema=schema)
     atomic_write(path, lambda fh: pq.write_table(table, fh), within)
 

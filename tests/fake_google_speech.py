@@ -98,11 +98,10 @@ def serve(fake: FakeSpeech) -> tuple[grpc.Server, str]:
 
 
 def stop(server: grpc.Server, address: str) -> None:
-    """Close the engine's cached client channel to `address`, then stop the server. A server stopped under
-    an open channel sends it a GOAWAY, which gRPC's core logs to stderr ("Got goaway") outside pytest's
-    capture."""
+    """Close the engine's cached client channels (the one to `address` among them), then stop the server. A
+    server stopped under an open channel sends it a GOAWAY, which gRPC's core logs to stderr ("Got goaway")
+    outside pytest's capture."""
     from kebr_data.asr_engines.google_speech import _client
 
-    _client(address).transport.close()
     _client.cache_clear()
     server.stop(grace=None)

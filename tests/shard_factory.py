@@ -19,14 +19,15 @@ SENTIMENT = {"love": 2.4, "great": 2.325, "good": 1.425, "bad": -1.875, "awful":
 def make_shards(root: Path, n: int = 16, shard_size: int = 8, seed: int = 0, labelled: bool = False,
                 visual: bool = True, widths: tuple[int, int] = (33, 709),
                 stages: tuple[str, str] = ("acoustic", "visual"), sims: bool = False, audio: bool = False,
-                poison: str = "", extra: dict[str, int] | None = None) -> Path:
+                poison: str = "", extra: dict[str, int] | None = None, textless: str = "") -> Path:
     """n clips: a sentence with one sentiment word (masked), audio and visual frames whose statistics
     carry the label, and for `labelled`, an utterance label and train/valid/test splits. `widths` and
     `stages` give the frame widths and stage names of the two modalities; `sims` scales labels to
     [-1, 1] and adds per-modality labels (label_t/a/v) as CH-SIMS has them. `audio` adds the audio
     stage: 0.3-1 s of a tone whose pitch follows the label at 22,050 Hz as FLAC (every 7th clip none).
     The acoustic frames of clip `poison` start with -inf, as an extractor's log of zero energy writes.
-    `extra` adds more frame stages (name -> width, e.g. ssl_audio and video_encoder), frames carrying the label."""
+    `extra` adds more frame stages (name -> width, e.g. ssl_audio and video_encoder), frames carrying the label.
+    Clip `textless` has no transcript: no given text, its mask row skipped (empty_text)."""
     from kebr_data.mmsa_import import with_width
 
     a_schema, v_schema = with_width(ACOUSTIC, widths[0]), with_width(VISUAL, widths[1])
@@ -55,7 +56,10 @@ def make_shards(root: Path, n: int = 16, shard_size: int = 8, seed: int = 0, lab
                          "given_text": text if labelled else None, "source": "manifest", **per_modality})
             mask.append({"clip_id": cid, "status": "ok", "text": text, "masked_text": masked, "words": words,
                          "mask_index": pos, "mask_word": word, "vader_score": label / 0.75, "label": label,
-                         "has_sentiment_word": True, "lexicon": "vader"})
+                         "has_sentiment_word": True, "lexicon": "vader"} if cid != textless else
+                        {"clip_id": cid, "status": "skipped", "error": "empty_text"})
+            if cid == textless:
+                plan[-1]["given_text"] = None
             ta, tv = int(rng.integers(20, 60)), int(rng.integers(5, 20))
             frames = (rng.standard_normal((ta, widths[0])) + label).astype(np.float32)
             if cid == poison:

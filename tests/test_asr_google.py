@@ -102,3 +102,29 @@ def test_missing_credentials_is_a_prerequisite(monkeypatch):
     stage = AsrStage(config.load(overrides=["asr.engine='google'"])["asr"])
     (problem,) = stage.check()
     assert "GOOGLE_APPLICATION_CREDENTIALS" in problem
+
+
+def test_a_client_dropped_from_the_cache_has_its_channel_closed(tmp_path, fake):
+    """The engine keeps the clients of the two endpoints used last: a third drops the first, whose gRPC
+    channel is closed then (an RPC on it is refused by gRPC), not left open until the process ends."""
+    from google.cloud.speech_v1 import types as speech
+
+    from kebr_data.asr_engines.google_speech import _client
+
+    others = [FakeSpeech(), FakeSpeech()]
+    servers = [serve(other) for other in others]
+    try:
+        for other, (_, address) in zip(others, servers):
+            other.address = address
+        assert run(tmp_path, fake)[0]["status"] == "ok"
+        dropped = _client(fake.address)
+        for other in others:
+            assert run(tmp_path, other)[0]["status"] == "ok"
+        with pytest.raises(ValueError, match="closed channel"):
+            dropped.recognize(config=speech.RecognitionConfig(language_code="en-US"),
+                              audio=speech.RecognitionAudio(content=b""))
+        assert fake.calls == ["Recognize"] and [o.calls for o in others] == [["Recognize"], ["Recognize"]]
+        assert run(tmp_path, others[0])[0]["status"] == "ok"  # the clients kept still work
+    finally:
+        for server, address in servers:
+            stop(server, address)

@@ -114,9 +114,15 @@ def test_max_neutral_fraction(planned):
     assert again == r
 
 
-def test_bad_fraction_is_a_prerequisite_error(planned):
+def test_a_fraction_out_of_range_is_refused_by_the_config_s_range_check(planned):
+    """MaskSettings declares max_neutral_fraction's range (min/max): the config refuses 1.5 when it is set,
+    before the stage is built (the stage has no range check of its own), in one line, writing nothing."""
+    before = {p: p.stat().st_mtime_ns for p in planned.rglob("*")}
     proc = run_cli("mask", "--out", str(planned), "--max-neutral-fraction", "1.5")
-    assert proc.returncode == 2 and "max_neutral_fraction must lie in [0, 1]" in proc.stderr
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.strip().splitlines() == ["error: config key mask.max_neutral_fraction must lie in [0, 1], got "
+                                                "1.5"]
+    assert {p: p.stat().st_mtime_ns for p in planned.rglob("*")} == before
 
 
 def test_asr_text_source(planned):

@@ -124,3 +124,21 @@ def test_an_executor_without_a_feed_runs_stage_by_stage_and_says_so(tmp_path, mo
     assert done.exit_code == 0, done.output
     assert "run.overlap: the listonly executor runs stage by stage" in done.output
     assert shard_files(folder) == before
+
+
+def test_a_failed_shard_stops_the_overlapped_run_as_it_stops_the_stage_by_stage_run(tmp_path):
+    """audio shard 00000 cannot be committed (a folder holds its table's place: an OSError, the machine's
+    failure, aborts the shard): overlapped, no melspec shard starts after it, as stage by stage; the same
+    exit 3, the same message, the same shards committed."""
+    ends = {}
+    for mode in ("false", "true"):
+        out = tmp_path / mode[0]  # names of one length: the message cuts a long path at the same place
+        (out / "audio" / "shard-00000.parquet").mkdir(parents=True)
+        proc = extract(out, "--set", f"run.overlap={mode}", check=False)
+        error = proc.stderr[proc.stderr.index("error:"):].replace(str(out), "OUT")
+        tables = {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("shard-*.parquet") if p.is_file()}
+        ends[mode] = proc.returncode, re.sub(r"tmp-[0-9a-f]+", "tmp-X", error), tables
+    assert ends["true"] == ends["false"]
+    code, error, files = ends["true"]
+    assert code == 3 and "audio shard 00000: IsADirectoryError" in error and "Traceback" not in error
+    assert sorted(f for f in files if not f.startswith("plan/")) == [f"audio/shard-0000{i}.parquet" for i in (1, 2, 3)]

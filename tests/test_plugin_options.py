@@ -62,7 +62,7 @@ class InlineExecutor(Executor):
 
 
 def cli(*args: str) -> Any:
-    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+    return CliRunner().invoke(main, list(args), catch_exceptions=False, prog_name="kebr-data")
 
 
 @pytest.fixture()
@@ -126,3 +126,46 @@ def test_a_folder_saved_with_run_ray_address_keeps_its_address_as_ray_address(fo
     (folder / "run.json").write_text(json.dumps(record))
     assert cli("extract", "--out", str(folder), "--stages", "mask").exit_code == 0
     assert json.loads((folder / "run.json").read_text())["config"]["ray"]["address"] == "10.0.0.5:6379"
+
+
+@dataclass
+class ClashingFormatOptions:
+    """A format option whose flag is `kebr-data export`'s own --to."""
+
+    to: str = option("", "where the greetings go")
+
+
+class ClashingFormat(GreetingFormat):
+    Options = ClashingFormatOptions
+
+
+@dataclass
+class ClashingExecutorOptions:
+    """An executor option taking the Ray executor's --address flag, for a number."""
+
+    address: int = option(0, "a port number")
+
+
+class ClashingExecutor(InlineExecutor):
+    Options = ClashingExecutorOptions
+
+
+def test_a_format_s_flag_that_is_the_command_s_own_is_refused_in_one_line(folder, monkeypatch):
+    monkeypatch.setitem(FORMATS, "clash", ClashingFormat)
+    for args in (["--format", "greeting"], ["--help"]):
+        refused = cli("export", "--out", str(folder), *args)
+        assert refused.exit_code == 2, refused.output
+        assert refused.output.strip() == ("error: export format clash's option --to clashes with kebr-data "
+                                          "export's own --to: give it another flag (option(..., flag=...))")
+    assert not (folder / "export").exists()
+
+
+def test_an_executor_s_flag_that_another_executor_takes_for_other_values_is_refused(folder, monkeypatch):
+    monkeypatch.setitem(EXECUTORS, "clash", ClashingExecutor)
+    before = {p: p.stat().st_mtime_ns for p in folder.rglob("*")}
+    refused = cli("extract", "--out", str(folder), "--stages", "mask", "--force", "--executor", "inline")
+    assert refused.exit_code == 2, refused.output
+    assert refused.output.strip() == ("error: executor clash's option address takes the flag --address, already "
+                                      "an option of executor ray accepting other values: give one of them "
+                                      "another flag (option(..., flag=...))")
+    assert {p: p.stat().st_mtime_ns for p in folder.rglob("*")} == before  # nothing run, nothing written

@@ -116,17 +116,24 @@ def test_predictions_equal_eval_for_every_fusion_and_scheme(case, folder, tiny_b
     rows = kebr_model.load_run(run).predict_shards(folder)
     assert [r["clip_id"] for r in rows] == [f"clip{i:04d}" for i in range(10)]  # plan order, every clip
     assert_same(evaluated, rows)
-    if case in ("joint", "two-step", "audio-encoder"):  # eval's file drops the heads: its rows, as eval made them
-        from kebr_model.training import checkpoint
-
-        ckpt = checkpoint.pointed(run, "best", "latest")
-        trainer = Trainer(TrainConfig.load((), (), **checkpoint.read_state(ckpt)["config"]), folder, run)
-        checkpoint.load(ckpt, trainer.model, restore_rng=False)
-        heads: list[dict] = []
-        trainer.evaluate("train", heads)
-        assert {"prediction_text", "prediction_audio"} <= {k for k in heads[0] if k.startswith("pred")} <= set(rows[0])
-        assert_same(heads, rows)
+    if case in ("joint", "two-step", "audio-encoder"):  # eval's file holds the heads, under predict's names
+        assert {"prediction_text", "prediction_audio"} <= {k for k in evaluated[0] if k.startswith("pred")} \
+            <= set(rows[0])
     assert "c_v" not in rows[0] if case == "audio-encoder" else {"c_a", "c_v"} <= set(rows[0])
+
+
+def test_eval_and_predict_score_a_clip_without_transcript_alike_for_a_model_without_text(tiny_bert, tmp_path):
+    """`modalities.use = av` reads no text: eval scores clip0001 (no given text, mask skipped) as predict does,
+    and writes the joint scheme's audio and visual heads as predict does."""
+    folder = make_shards(tmp_path / "f", n=5, shard_size=5, labelled=True, widths=(6, 5), textless="clip0001")
+    run = train(folder, tmp_path / "run", [f"encoder={tiny_bert}", "modalities.use=av", "scheme=joint",
+                                           "alpha_audio=0.5", "alpha_visual=0.5"])
+    evaluated = eval_rows(folder, run, "train")
+    assert [r["clip_id"] for r in evaluated] == ["clip0000", "clip0001", "clip0002"]
+    assert {"prediction_audio", "prediction_visual"} <= set(evaluated[0])
+    rows = kebr_model.load_run(run).predict_shards(folder)
+    assert rows[1]["transcript"] is None
+    assert_same(evaluated, rows)
 
 
 @pytest.fixture(scope="module")
@@ -257,6 +264,30 @@ def test_another_ffmpeg_build_is_refused_naming_both(mmsa_run, tmp_path):
     line = one_line_refusal(result, "audio.ffmpeg", str(fake), "this run would use")
     assert len(re.findall(r"sha256 [0-9a-f]{16}", line)) == 2
     assert not (tmp_path / "p").exists()
+
+
+@pytest.mark.parametrize("other", ["settings", "clips"])
+def test_a_cache_of_another_predict_is_refused_in_one_line_naming_it(mmsa_run, tmp_path, other):
+    """OUT/cache left by another predict, with audio at 16 kHz or of other clips (here: indexed as another
+    layout, as another --src would be): one line naming it and the way out, not the engine's --force or
+    --replan, which predict has not."""
+    from dataclasses import replace
+
+    from kebr_model.predict import pipeline
+
+    prepared = pipeline.prepare(kebr_model.load_run(mmsa_run[1]).loaded.record, [MMSA], ("run.workers=1",))
+    if other == "settings":
+        made = replace(prepared, cfg={**prepared.cfg, "audio": {**prepared.cfg["audio"], "sample_rate": 16000}},
+                       stages=["audio"])
+    else:
+        made = replace(prepared, cfg={**prepared.cfg, "index": {**prepared.cfg["index"], "layout": "mmsa"}},
+                       stages=[])
+    cache, _ = pipeline.run_stages(made, tmp_path / "p")
+    result = cli("predict", "--run", mmsa_run[1], "--src", MMSA, "--out", tmp_path / "p", "--set", "run.workers=1")
+    line = one_line_refusal(result, f"{cache} holds the features of another predict (other clips or settings)",
+                            "use a new --out", f"delete {cache}")
+    assert "--force" not in line and "--replan" not in line
+    assert not (tmp_path / "p" / "predictions.parquet").exists()
 
 
 def test_bad_inputs_are_rows(mmsa_run, tmp_path):

@@ -405,3 +405,28 @@ def test_a_manifest_carries_per_modality_labels(tmp_path):
     clips = {c.clip_id: c for c in manifest.scan(tmp_path / "m.csv").clips}
     assert (clips["a"].label, clips["a"].label_t, clips["a"].label_a, clips["a"].label_v) == (0.5, 0.4, None, -0.2)
     assert (clips["b"].label, clips["b"].label_t) == (None, None)
+
+
+def test_a_joint_fine_tune_from_a_pre_training_starts_its_unimodal_heads_from_its_seed(tmp_path, capsys):
+    """A pre-training checkpoint has no unimodal heads: --init into a joint scheme loads everything else,
+    starts the heads (and the fine-tuning head) from this run's seed, says so in one line, and trains."""
+    pre = make_shards(tmp_path / "pre", n=8, shard_size=8)
+    Trainer(tiny(max_steps=1), pre, tmp_path / "pre-run").fit()
+    saved = torch.load(checkpoint.latest(tmp_path / "pre-run") / "model.pt", weights_only=True)
+    mosi = make_shards(tmp_path / "mosi", n=10, shard_size=10, labelled=True)
+    joint = dict(scheme="joint", alpha_text=0.5, alpha_audio=0.5, alpha_visual=0.5, max_steps=2)
+    heads = []
+    for seed in (1, 2):
+        capsys.readouterr()
+        t = Trainer(finetune(seed=seed, **joint), mosi, tmp_path / f"s{seed}", init=tmp_path / "pre-run")
+        lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("--init")]
+        assert lines == [f"--init {checkpoint.latest(tmp_path / 'pre-run')}: weights loaded, except finetune_head, "
+                         f"modal_heads.audio, modal_heads.text, modal_heads.visual, initialised from this run's seed "
+                         f"{seed}"]
+        state = t.model.state_dict()
+        assert all(torch.equal(state[k], v) for k, v in saved.items() if not k.startswith("finetune_head."))
+        fresh = Trainer(finetune(seed=seed, **joint), mosi, tmp_path / f"n{seed}").model.state_dict()
+        assert all(torch.equal(state[k], fresh[k]) for k in state if k.startswith("modal_heads."))
+        heads.append(state["modal_heads.text.1.weight"].clone())
+        assert t.fit()["step"] == 2
+    assert not torch.equal(heads[0], heads[1])

@@ -10,8 +10,9 @@ authentication errors become failed rows with a message saying what to do.
 
 from __future__ import annotations
 
-import functools
+import collections
 import os
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,8 +38,34 @@ class GoogleSettings:
                                              runtime=True)
 
 
-@functools.lru_cache(maxsize=2)
-def _client(endpoint: str) -> Any:
+class _Clients:
+    """The Speech clients of this process by endpoint, the `size` most recently used kept (a worker talks to
+    one, a test to a few); the one dropped has its gRPC channel closed, not left open until the process ends
+    (an open channel holds its connection, and a server stopped under it is answered with a GOAWAY)."""
+
+    def __init__(self, size: int = 2) -> None:
+        self.size = size
+        self._clients: collections.OrderedDict[str, Any] = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    def __call__(self, endpoint: str) -> Any:
+        """The client of `endpoint` ('' = Google's service), made on first use."""
+        with self._lock:
+            if endpoint not in self._clients:
+                self._clients[endpoint] = _new_client(endpoint)
+            self._clients.move_to_end(endpoint)
+            while len(self._clients) > self.size:
+                self._clients.popitem(last=False)[1].transport.close()
+            return self._clients[endpoint]
+
+    def cache_clear(self) -> None:
+        """Close every client's channel and forget them."""
+        with self._lock:
+            while self._clients:
+                self._clients.popitem()[1].transport.close()
+
+
+def _new_client(endpoint: str) -> Any:
     speech = require("google.cloud.speech_v1", "google", "the Google Cloud Speech engine")
     if not endpoint:
         return speech.SpeechClient()
@@ -48,6 +75,9 @@ def _client(endpoint: str) -> Any:
 
     transport = SpeechGrpcTransport(channel=grpc.insecure_channel(endpoint), credentials=AnonymousCredentials())
     return speech.SpeechClient(transport=transport)
+
+
+_client = _Clients()
 
 
 def _retry(settings: GoogleSettings) -> Any:

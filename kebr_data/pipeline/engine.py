@@ -139,7 +139,7 @@ class Engine:
                     overlapped = Overlapped(self, work, marker, progress)
                     summaries = overlapped.run()
                     if overlapped.broken or overlapped.died:
-                        raise aborted(self.out, overlapped.broken, overlapped.died, overlapped.blocked)
+                        raise aborted(self.out, overlapped.broken, overlapped.died)
                 else:
                     summaries = [self._run_stage(name, marker, progress) for name in work]
             return RunReport(marker, summaries, self.out.root)
@@ -332,16 +332,14 @@ class Engine:
         return summary
 
 
-def aborted(out: OutputDir, broken: list[tuple[ShardTask, BaseException]], died: list[tuple[ShardTask, BaseException]],
-            blocked: int = 0) -> RunAborted:
-    """The run's end when shards did not finish: one line per failed shard (and its log), the shards whose
-    worker died, and how many were not started because an upstream shard of theirs failed."""
+def aborted(out: OutputDir, broken: list[tuple[ShardTask, BaseException]],
+            died: list[tuple[ShardTask, BaseException]]) -> RunAborted:
+    """The run's end when shards did not finish: one line per failed shard (and its log), and the shards whose
+    worker died (stage by stage and overlapped alike: neither starts new work after a failure)."""
     lines = [failure_line(t.stage, t.shard, e, out.log(t.stage, t.shard)) for t, e in broken]
     for stage in dict.fromkeys(t.stage for t, _ in died):
         lines.append(f"{stage} shard(s) {', '.join(f'{t.shard:05d}' for t, _ in died if t.stage == stage)}: a worker "
                      "process died (killed, or out of memory)")
-    if blocked:
-        lines.append(f"{blocked} (stage, shard) pair(s) not started: their upstream shard did not finish")
     return RunAborted(f"{len(broken) + len(died)} shard(s) did not finish; committed shards are kept, rerun the "
                       "same command to resume:\n  " + "\n  ".join(lines))
 

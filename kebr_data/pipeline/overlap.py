@@ -5,7 +5,9 @@ stages instead of after them (the node's wall tends to max(CPU work, GPU work) r
 Each unit is decided exactly as the stage-by-stage run decides it (`Engine.decide`: the same markers, the same
 stale and upstream-hash rules), only later: once its shard's upstream units have committed. Each task asks for
 its own stage's cpus/gpus (Ray schedules them; the local pool gives every task one worker), and later stages
-go first, so shards flow through the pipeline and an interrupted run leaves whole shards done.
+go first, so shards flow through the pipeline and an interrupted run leaves whole shards done. Once a shard
+fails, nothing more is released (tasks already released still run), as stage by stage starts no later stage
+after a failed one: a failure of the machine (disk full) is not met by more work.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ if TYPE_CHECKING:
 
 class Overlapped:
     """One overlapped run of `stages` (in pipeline order) over the plan `marker`; `run` returns their summaries,
-    and leaves the shards that did not finish in `broken`, `died` and the count `blocked`."""
+    and leaves the shards that did not finish in `broken` and `died`."""
 
     def __init__(self, engine: Engine, stages: list[str], marker: PlanMarker, progress: Any) -> None:
         self.engine, self.marker, self.progress = engine, marker, progress
@@ -46,7 +48,6 @@ class Overlapped:
         self.warm: set[str] = set()
         self.broken: list[tuple[ShardTask, BaseException]] = []
         self.died: list[tuple[ShardTask, BaseException]] = []
-        self.blocked = 0
 
     def run(self) -> list[StageSummary]:
         """Decide every unit whose upstream is not in this run, release the rest as their shards commit."""
@@ -71,8 +72,6 @@ class Overlapped:
                 key = (task.stage, task.shard)
                 self.bars[task.stage].shard_done(self.todo[key], self.seen[key])
                 self._settle(task.stage, task.shard)
-        units = len(self.stages) * self.marker.num_shards
-        self.blocked = units - len(self.settled) - len(self.broken) - len(self.died)
         return [self._summary(name) for name in self.stages]
 
     def _on_progress(self, task: ShardTask, n: int) -> None:
@@ -80,7 +79,10 @@ class Overlapped:
         self.bars[task.stage].clips(n)
 
     def _decide(self, name: str, shard: int) -> None:
-        """Release (name, shard) to the executor if its output is not current, else settle it at once."""
+        """Release (name, shard) to the executor if its output is not current, else settle it at once; once a
+        shard has failed, release nothing more."""
+        if self.broken or self.died:
+            return
         st = self.stages[name]
         unit = self.engine.decide(st, shard, self.marker)
         if unit is None:

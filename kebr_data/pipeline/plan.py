@@ -15,7 +15,7 @@ import pyarrow as pa
 
 from .. import __version__, sources
 from ..config import IndexSettings
-from ..errors import PlanError
+from ..errors import PlanError, PlanMismatch
 from ..schema import PLAN, with_metadata
 from ..settings import content_hash, typed
 from ..storage.layout import PLAN_FORMAT, OutputDir
@@ -95,12 +95,12 @@ def check_plan(marker: PlanMarker, src: Path | None, index: IndexSettings | dict
     whose plan was made by an older toolkit (its paths may be relative to another working directory)."""
     index = typed(IndexSettings, index)
     if marker.plan_format != PLAN_FORMAT:
-        raise PlanError(
+        raise PlanMismatch(
             f"this output folder's plan was made by an older kebr-data (its media paths may be relative to the "
             f"directory it ran in, and it lacks media sizes): rerun with --replan (and --src {marker.src}) "
             "to re-index; shards whose clips change are recomputed")
     if src is not None and content_hash(plan_identity(src, index.layout, index.shard_size)) != marker.identity_hash:
-        raise PlanError(
+        raise PlanMismatch(
             f"this output folder's plan was made from {marker.src} (layout {marker.requested_layout}, "
             f"shard_size {marker.shard_size}), but this run asks for {src.resolve()} (layout "
             f"{index.layout}, shard_size {index.shard_size}). Use --replan to re-plan "

@@ -2,9 +2,9 @@
 folder or its HDF5 export), the batches built from it, the preflight checks and the data identity a
 run records."""
 
-from .batches import DataConfig, RawAudio, ShardBatches, collate, encode_text, shard_samples
+from .batches import DataConfig, RawAudio, ShardBatches, clip_frames, collate, encode_text, shard_samples, text_sample
 from .detect import is_hdf5_export, open_reader
 from .reader import ShardReader, ShardRows
 
-__all__ = ["DataConfig", "RawAudio", "ShardBatches", "ShardReader", "ShardRows", "collate", "encode_text",
-           "is_hdf5_export", "open_reader", "shard_samples"]
+__all__ = ["DataConfig", "RawAudio", "ShardBatches", "ShardReader", "ShardRows", "clip_frames", "collate",
+           "encode_text", "is_hdf5_export", "open_reader", "shard_samples", "text_sample"]

@@ -1,11 +1,11 @@
 """Training batches from a `ShardReader`: streamed a shard at a time, never a whole dataset.
 
 Pre-training samples are the clips with a masked transcript; fine-tuning samples are the labelled
-clips of a split. Text is tokenised with the encoder's tokenizer with the masked word replaced by
-exactly one mask token; sequences are truncated (documented defaults), batched by length and padded
-per batch with masks. The order is a function of the seed and epoch only. The reader (opened once per
-run) checks the tables; with the run's `digests`, each shard's tables are stat-checked again whenever
-an epoch reads them.
+clips of a split (with a transcript, unless the model reads no text). Text is tokenised with the
+encoder's tokenizer with the masked word replaced by exactly one mask token; sequences are truncated
+(documented defaults), batched by length and padded per batch with masks. The order is a function of
+the seed and epoch only. The reader (opened once per run) checks the tables; with the run's `digests`,
+each shard's tables are stat-checked again whenever an epoch reads them.
 """
 
 from __future__ import annotations
@@ -110,6 +110,32 @@ def encode_text(tokenizer: Any, text: str, masked: bool, max_tokens: int) -> tup
     return ids, pos
 
 
+def clip_frames(cfg: DataConfig, frame_rows: dict[str, list[dict] | None], i: int,
+                widths: dict[str, int]) -> dict[str, np.ndarray]:
+    """Clip `i`'s input per modality the model reads: its frames (cut to the max), or an in-graph audio
+    encoder's input values from the audio stage's FLAC; none (0 frames) where its stage has no row."""
+    frames = {}
+    for m, stage in cfg.modalities.items():
+        rows = frame_rows.get(stage)
+        row = rows[i] if rows else None
+        frames[m] = cfg.raw_audio.values(row) if stage == RAW_AUDIO and cfg.raw_audio else \
+            _frames(row, cfg.max_frames(m), widths[m])
+    return frames
+
+
+def text_sample(tokenizer: Any, cfg: DataConfig, clip_id: str, text: str | None, frames: dict[str, np.ndarray],
+                label: float = 0.0) -> dict[str, Any] | None:
+    """A fine-tuning sample (unmasked text, the frames of `clip_frames` or made in memory), as eval and
+    predict score it; None when the model reads text and the clip has none (a model that reads none, `av`,
+    sees [CLS] [SEP])."""
+    if cfg.text and not text:
+        return None
+    encoded = encode_text(tokenizer, (text or "") if cfg.text else "", False, cfg.max_text_tokens)
+    if encoded is None:  # only a masked text can fail to encode
+        return None
+    return {"clip_id": clip_id, "input_ids": encoded[0], "mask_pos": encoded[1], "label": float(label), **frames}
+
+
 def shard_samples(reader: ShardReader, shard: int, task: str, tokenizer: Any, cfg: DataConfig,
                   split: str | None = None, widths: dict[str, int] | None = None,
                   digests: Digests | None = None) -> Iterator[dict]:
@@ -125,28 +151,17 @@ def shard_samples(reader: ShardReader, shard: int, task: str, tokenizer: Any, cf
             if mask is None or mask[i]["status"] != "ok":
                 continue
             encoded = encode_text(tokenizer, mask[i]["masked_text"], True, cfg.max_text_tokens)
-            label = mask[i]["label"]
-        else:
-            label = p.get(cfg.label)
-            if label is None:
-                continue
-            text = clip_text(p["given_text"], mask[i] if mask else None, asr[i] if asr else None)
-            if not text:
-                continue
-            encoded = encode_text(tokenizer, text if cfg.text else "", False, cfg.max_text_tokens)
-        if encoded is None:
+            if encoded is not None:
+                yield {"clip_id": p["clip_id"], "input_ids": encoded[0], "mask_pos": encoded[1],
+                       "label": float(mask[i]["label"]), **clip_frames(cfg, frame_rows, i, widths)}
             continue
-        sample = {"clip_id": p["clip_id"], "input_ids": encoded[0], "mask_pos": encoded[1], "label": float(label)}
-        if task != "pretrain":  # the unimodal heads' targets: a per-modality label, else the main one
-            sample |= {f"label_{m}": float(label if p.get(col) is None else p[col]) for m, col in MODALITY_LABELS}
-        for m, stage in cfg.modalities.items():
-            rows = frame_rows.get(stage)
-            row = rows[i] if rows else None
-            if stage == RAW_AUDIO:
-                sample[m] = cfg.raw_audio.values(row)
-            else:
-                sample[m] = _frames(row, cfg.max_frames(m), widths[m])
-        yield sample
+        label = p.get(cfg.label)
+        if label is None:
+            continue
+        text = clip_text(p["given_text"], mask[i] if mask else None, asr[i] if asr else None)
+        sample = text_sample(tokenizer, cfg, p["clip_id"], text, clip_frames(cfg, frame_rows, i, widths), label)
+        if sample is not None:  # the unimodal heads' targets: a per-modality label, else the main one
+            yield sample | {f"label_{m}": float(label if p.get(col) is None else p[col]) for m, col in MODALITY_LABELS}
 
 
 def _pad_frames(arrays: list[np.ndarray], dim: int, length: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:

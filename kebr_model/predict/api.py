@@ -12,16 +12,15 @@ from typing import Any
 import numpy as np
 from rich.console import Console
 
-from kebr_data.storage.store import Store
-
+from ..data.parquet import ParquetReader
 from . import model_io, pipeline, scoring, settings_check
 from .model_io import LoadedModel
 
 
-def _rejected(root: Path) -> list[dict[str, Any]]:
+def _rejected(reader: ParquetReader) -> list[dict[str, Any]]:
     """Rows for the entries the index stage rejected (not media, unreadable manifest rows), as it lists them."""
     return [{"clip_id": None, "source_path": str(e["entry"]), "status": "rejected", "reason": str(e["reason"])}
-            for e in Store(root).plan.rejected_examples]
+            for e in reader.store.plan.rejected_examples]
 
 
 class Run:
@@ -56,18 +55,20 @@ class Run:
     def _predict(self, prepared: pipeline.Prepared, out: Path, console: Console | None) -> list[dict[str, Any]]:
         cache, _ = pipeline.run_stages(prepared, out, console)
         settings_check.check_widths(*model_io.frame_widths(cache, self.loaded.record), cache)
-        return self._score(cache, prepared.stages) + _rejected(cache)
+        reader = ParquetReader(cache)  # the cache is an output folder: its shards, stage rows and rejections
+        return self._score(reader, prepared.stages) + _rejected(reader)
 
     def predict_shards(self, shards: str | Path) -> list[dict[str, Any]]:
         """Rows for the clips of an existing output folder whose stages were made with the training shards'
         settings (refused otherwise, SettingsMismatch)."""
         root = Path(shards)
-        stages = check_shards(self.loaded.record, root)
-        present = set(Store(root).stages())
-        return self._score(root, [s for s in ("audio", "asr", *stages) if s in present])
+        stages = check_shards(self.loaded.record, root)  # an output folder, not an HDF5 export
+        reader = ParquetReader(root)
+        present = set(reader.store.stages())
+        return self._score(reader, [s for s in ("audio", "asr", *stages) if s in present])
 
-    def _score(self, root: Path, stages: list[str]) -> list[dict[str, Any]]:
-        return list(scoring.score_clips(self.loaded, scoring.folder_clips(self.loaded, root, stages)))
+    def _score(self, reader: ParquetReader, stages: list[str]) -> list[dict[str, Any]]:
+        return list(scoring.score_clips(self.loaded, scoring.folder_clips(self.loaded, reader, stages)))
 
     def make_batch(self, texts: Sequence[str], **frames: Sequence[np.ndarray]) -> dict[str, Any]:
         """A batch from features in memory: one transcript per clip and, per modality the model reads

@@ -21,8 +21,8 @@ from kebr_data.schema import clip_text
 
 from ..training import checkpoint
 from ..config import RAW_AUDIO, TrainConfig
-from ..data import DataConfig, collate, encode_text, is_hdf5_export, open_reader
-from ..data.batches import _frames
+from ..data import DataConfig, clip_frames, collate, is_hdf5_export, open_reader, text_sample
+from ..data.parquet import ParquetReader
 from ..model import KEBR
 from ..errors import TrainSetupError
 
@@ -137,22 +137,16 @@ class Clip:
 
 def make_sample(loaded: LoadedModel, clip_id: str, text: str | None,
                 frames: dict[str, np.ndarray]) -> dict[str, Any] | None:
-    """A sample as the loader makes it (`shard_samples`), without a label; None when the model reads text
-    and the clip has none."""
+    """A sample as the loader makes it (`text_sample`, which `shard_samples` uses), without a label; None
+    when the model reads text and the clip has none."""
+    return text_sample(loaded.tokenizer, loaded.data_cfg, clip_id, text, frames)
+
+
+def shard_clips(reader: ParquetReader, shard: int, loaded: LoadedModel, stages: list[str]) -> Iterator[Clip]:
+    """Every clip of one shard of the reader's output folder in plan order, with its rows in `stages` (those
+    present) and its sample (frames cut to the model's limits, the raw waveform through the model's feature
+    extractor)."""
     cfg = loaded.data_cfg
-    if cfg.text and not text:
-        return None
-    encoded = encode_text(loaded.tokenizer, (text or "") if cfg.text else "", False, cfg.max_text_tokens)
-    sample = {"clip_id": clip_id, "input_ids": encoded[0], "mask_pos": encoded[1], "label": 0.0}
-    for m in cfg.modalities:
-        sample[m] = frames[m]
-    return sample
-
-
-def shard_clips(root: Path, shard: int, loaded: LoadedModel, stages: list[str]) -> Iterator[Clip]:
-    """Every clip of one shard of `root` in plan order, with its rows in `stages` (those present) and its
-    sample (frames cut to the model's limits, the raw waveform through the model's feature extractor)."""
-    cfg, reader = loaded.data_cfg, open_reader(root)
     rows = reader.shard_rows(shard, list(dict.fromkeys(cfg.modalities.values())))
     plan, mask, asr, frame_rows = rows.plan, rows.mask, rows.asr, rows.frames
     ids, store = [p["clip_id"] for p in plan], reader.store
@@ -160,12 +154,8 @@ def shard_clips(root: Path, shard: int, loaded: LoadedModel, stages: list[str]) 
     widths = loaded.widths  # the folder's, checked before (`frame_widths`)
     for i, p in enumerate(plan):
         text = clip_text(p["given_text"], mask[i] if mask else None, asr[i] if asr else None)
-        frames = {}
-        for m, stage in cfg.modalities.items():
-            row = frame_rows[stage][i] if frame_rows.get(stage) else None
-            frames[m] = cfg.raw_audio.values(row) if stage == RAW_AUDIO and cfg.raw_audio else \
-                _frames(row, cfg.max_frames(m), widths[m])
-        yield Clip(p, {s: rows[i] for s, rows in why.items()}, text, make_sample(loaded, p["clip_id"], text, frames))
+        sample = make_sample(loaded, p["clip_id"], text, clip_frames(cfg, frame_rows, i, widths))
+        yield Clip(p, {s: rows[i] for s, rows in why.items()}, text, sample)
 
 
 def batch_of(loaded: LoadedModel, samples: list[dict[str, Any]]) -> dict[str, Any]:

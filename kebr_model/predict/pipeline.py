@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from rich.console import Console
 
 from kebr_data import config as config_mod
 from kebr_data.config import Config
-from kebr_data.errors import PlanError
+from kebr_data.errors import PlanError, PlanMismatch, StaleOutputError
 from kebr_data.pipeline.engine import Engine, RunOptions, RunReport
 from kebr_data.sources import scan
 from kebr_data.sources.base import AUDIO_EXTS, VIDEO_EXTS
@@ -104,9 +105,14 @@ def prepare(record: RunRecord, src: list[Path], overrides: tuple[str, ...] = ())
 def run_stages(prepared: Prepared, out: Path, console: Console | None = None,
                command: str = "kebr-train predict") -> tuple[Path, RunReport]:
     """Make the features in OUT/cache (resuming what an earlier run of the same command did); return the
-    folder and the engine's report."""
+    folder and the engine's report. A cache made for another run (other clips) or with other settings is
+    refused in one line naming it and the way out."""
     where = media_manifest(prepared.files, out) if prepared.files else prepared.src[0]
     cache = out / CACHE
     opts = RunOptions(out=cache, stages=["index", *prepared.stages], config=prepared.cfg, src=where,
                       command=command, saved_config=prepared.cfg)
-    return cache, Engine(opts, console or Console(stderr=True)).run()
+    try:
+        return cache, Engine(opts, console or Console(stderr=True)).run()
+    except (StaleOutputError, PlanMismatch):  # theirs name --force and --replan, which predict has not
+        raise StaleOutputError(f"{cache} holds the features of another predict (other clips or settings): use a "
+                               f"new --out, or delete {cache} (rm -r {shlex.quote(str(cache))}) and rerun") from None

@@ -8,14 +8,13 @@ modality (no audio track, no face) noted in its reason, as `eval` scores it with
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from kebr_data.stages import pipeline_order
-from kebr_data.storage.store import Store
 
+from ..data.parquet import ParquetReader
 from ..evaluation.metrics import sims_classes
 from . import model_io
 from .model_io import Clip, LoadedModel
@@ -105,8 +104,7 @@ def score_clips(loaded: LoadedModel, clips: Iterable[Clip]) -> Iterator[dict[str
     yield from flush()
 
 
-def folder_clips(loaded: LoadedModel, root: Path, stages: list[str]) -> Iterator[Clip]:
-    """Every clip of the output folder `root`, shard after shard."""
-    store = Store(root)
-    for shard in range(store.plan.num_shards):
-        yield from model_io.shard_clips(root, shard, loaded, stages)
+def folder_clips(loaded: LoadedModel, reader: ParquetReader, stages: list[str]) -> Iterator[Clip]:
+    """Every clip of the reader's output folder, shard after shard (one reader: each marker read once)."""
+    for shard in reader.shard_ids():
+        yield from model_io.shard_clips(reader, shard, loaded, stages)

@@ -172,7 +172,9 @@ class Trainer:
     def init_from(self, ckpt: Path) -> list[str]:
         """Start from another run's weights (e.g. pre-training), except the fine-tuning head, which is
         initialised from this run's seed (a pre-training run never trains it, so loading it would give
-        every seed the same head). Refuses checkpoints whose input maps have other widths."""
+        every seed the same head), and the unimodal heads of a joint or two-step scheme where the checkpoint
+        has none (seeded too); one line (rank 0) names the groups not loaded. Refuses checkpoints whose input
+        maps have other widths, or that lack any other weight; returns the parameters not loaded."""
         saved = checkpoint.load_weights(ckpt)
         own = self.model.state_dict()
         wrong = [k for k, v in saved.items() if k in own and own[k].shape != v.shape]
@@ -182,14 +184,21 @@ class Trainer:
                                   "the same modalities stages, or start without --init")
         kept = {k: v for k, v in saved.items() if not k.startswith("finetune_head.")}
         missing, unexpected = self.model.load_state_dict(kept, strict=False)
-        # an in-graph audio encoder the --init run did not have starts from its model folder
-        absent = [k for k in missing if not k.startswith(("finetune_head.", "audio_encoder."))]
+        # an in-graph audio encoder the --init run did not have starts from its model folder; the unimodal
+        # heads a pre-training run never has start from this run's seed, as the fine-tuning head
+        absent = [k for k in missing if not k.startswith(("finetune_head.", "audio_encoder.", "modal_heads."))]
         if absent or unexpected:
             hint = (" SKESL's per-modality queries need a SKESL pre-training (pipelines/train_pretrain_skesl.toml)"
                     if self.cfg.options["fusion:tcmf"].per_modality_query else "")
             raise TrainSetupError(f"--init {ckpt} does not fit this model (missing {absent[:3]}, unexpected "
                                   f"{unexpected[:3]}): was it made with other modalities or layers?{hint}")
-        return sorted(set(own) - set(kept))
+        fresh = sorted(set(own) - set(kept) | set(missing))
+        if self.rank == 0:
+            groups = dict.fromkeys(".".join(k.split(".")[:2 if k.startswith("modal_heads.") else 1]) for k in fresh)
+            names = [f"{g} (from its model folder)" if g == "audio_encoder" else g for g in groups]
+            print(f"--init {ckpt}: weights loaded, except {', '.join(names)}, initialised from this run's seed "
+                  f"{self.cfg.seed}", file=sys.stderr)
+        return fresh
 
     def phase(self) -> str:
         """The training scheme's phase at this epoch (single, joint, or two-step's step `one` then `two`)."""
