@@ -169,3 +169,23 @@ def test_an_executor_s_flag_that_another_executor_takes_for_other_values_is_refu
                                       "an option of executor ray accepting other values: give one of them "
                                       "another flag (option(..., flag=...))")
     assert {p: p.stat().st_mtime_ns for p in folder.rglob("*")} == before  # nothing run, nothing written
+
+
+@dataclass
+class TwiceOptions:
+    """Two options of one executor under one flag, of the same type: only one could be set from it."""
+
+    tag: str = option("", "a tag")
+    label: str = option("", "a label", flag="tag")
+
+
+class TwiceExecutor(InlineExecutor):
+    Options = TwiceOptions
+
+
+def test_one_executor_giving_two_of_its_options_one_flag_is_refused_naming_both(folder, monkeypatch):
+    monkeypatch.setitem(EXECUTORS, "twice", TwiceExecutor)
+    refused = cli("extract", "--out", str(folder), "--stages", "mask", "--force", "--executor", "inline")
+    assert refused.exit_code == 2, refused.output
+    assert refused.output.strip() == ("error: executor twice's options tag and label both take the flag --tag: give "
+                                      "one of them another flag (option(..., flag=...))")
