@@ -19,7 +19,7 @@ from kebr_data.errors import PlanError, PlanMismatch, StaleOutputError
 from kebr_data.pipeline.engine import Engine, RunOptions, RunReport
 from kebr_data.sources import scan
 from kebr_data.sources.base import AUDIO_EXTS, VIDEO_EXTS
-from kebr_data.storage.atomic import atomic_write_bytes
+from kebr_data.storage.atomic import NotRegularFile, atomic_write_bytes, read_control_file
 
 from . import settings_check
 from .model_io import RunRecord
@@ -41,7 +41,9 @@ def cache_config(source: dict[str, Any], overrides: tuple[str, ...] = ()) -> Con
 
 
 def media_manifest(files: list[Path], out: Path) -> Path:
-    """OUT/inputs.csv listing media files given one by one (clip id: the file name without its suffix)."""
+    """OUT/inputs.csv listing media files given one by one (clip id: the file name without its suffix). An
+    OUT/cache made from another list is refused before the list is rewritten: the cache's plan knows the
+    manifest by its path only, so it would score the earlier files' clips."""
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow(["clip_id", "video_path", "audio_path"])
@@ -51,9 +53,20 @@ def media_manifest(files: list[Path], out: Path) -> Path:
                             "a folder or a .csv/.parquet manifest")
         video = f.suffix.lower() in VIDEO_EXTS
         writer.writerow([f.stem, str(f.absolute()) if video else "", "" if video else str(f.absolute())])
+    data = buf.getvalue().encode()
+    if (out / CACHE).exists() and _listed(out) != data:
+        raise other_predict(out / CACHE)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(out / INPUTS, buf.getvalue().encode(), out)
+    atomic_write_bytes(out / INPUTS, data, out)
     return out / INPUTS
+
+
+def _listed(out: Path) -> bytes | None:
+    """OUT/inputs.csv as an earlier predict wrote it; None when absent or not a regular file (never followed)."""
+    try:
+        return read_control_file(out / INPUTS)
+    except (FileNotFoundError, NotRegularFile):
+        return None
 
 
 def media_files(src: list[Path]) -> list[Path] | None:
@@ -114,5 +127,10 @@ def run_stages(prepared: Prepared, out: Path, console: Console | None = None,
     try:
         return cache, Engine(opts, console or Console(stderr=True)).run()
     except (StaleOutputError, PlanMismatch):  # theirs name --force and --replan, which predict has not
-        raise StaleOutputError(f"{cache} holds the features of another predict (other clips or settings): use a "
-                               f"new --out, or delete {cache} (rm -r {shlex.quote(str(cache))}) and rerun") from None
+        raise other_predict(cache) from None
+
+
+def other_predict(cache: Path) -> StaleOutputError:
+    """The refusal of an OUT/cache that another predict made (other clips or settings), naming the way out."""
+    return StaleOutputError(f"{cache} holds the features of another predict (other clips or settings): use a new "
+                            f"--out, or delete {cache} (rm -r {shlex.quote(str(cache))}) and rerun")
