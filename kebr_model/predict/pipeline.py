@@ -20,6 +20,7 @@ from kebr_data.pipeline.engine import Engine, RunOptions, RunReport
 from kebr_data.sources import scan
 from kebr_data.sources.base import AUDIO_EXTS, VIDEO_EXTS
 from kebr_data.storage.atomic import NotRegularFile, atomic_write_bytes, read_control_file
+from kebr_data.storage.store import Store
 
 from . import settings_check
 from .model_io import RunRecord
@@ -122,12 +123,25 @@ def run_stages(prepared: Prepared, out: Path, console: Console | None = None,
     refused in one line naming it and the way out."""
     where = media_manifest(prepared.files, out) if prepared.files else prepared.src[0]
     cache = out / CACHE
+    if not prepared.files:
+        _same_clips(cache, where, prepared.cfg["index"]["layout"])
     opts = RunOptions(out=cache, stages=["index", *prepared.stages], config=prepared.cfg, src=where,
                       command=command, saved_config=prepared.cfg)
     try:
         return cache, Engine(opts, console or Console(stderr=True)).run()
     except (StaleOutputError, PlanMismatch):  # theirs name --force and --replan, which predict has not
         raise other_predict(cache) from None
+
+
+def _same_clips(cache: Path, src: Path, layout: str) -> None:
+    """Refuse an OUT/cache whose plan lists other clips than the folder or manifest `src` holds now (clips added,
+    removed or renamed since): its frozen plan knows `src` by its path only, so it would score the old clips."""
+    store = Store(cache)
+    if store.plan_or_none() is None:
+        return
+    planned = {c for shard in range(store.plan.num_shards) for c in store.plan_ids(shard)}
+    if planned != {c.clip_id for c in scan(src, layout)[1].clips}:
+        raise other_predict(cache)
 
 
 def other_predict(cache: Path) -> StaleOutputError:
