@@ -11,7 +11,8 @@ real window would. The features are the speech fixture tiled to 30 s. faster-whi
 repeat measures every model's passes in an order that alternates between repeats, best of `--repeat` kept.
 Not counted: the log-mel features (the same per window either way) and per-clip language detection. Writes the
 `asr-turbo-shape` section of bench/RESULTS.md. The turbo-shaped model (~1 GB) is built once, in ~3 min, into
-`--cache` (default: the system's temporary folder) and reused.
+`--cache` (default: `default_cache()`, the user's own kebr cache, never a predictable path in the shared temporary
+folder, where another user could plant the folder or a link to one of ours) and reused.
 
     python bench/asr_turbo_shape.py [--repeat 3] [--models tiny.en,base,turbo]
 """
@@ -21,7 +22,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,14 @@ TURBO = "large-v3-turbo shape"
 def tokens(speech_s: float) -> int:
     """The tokens a real transcript of `speech_s` seconds of speech holds."""
     return round(TOKENS_PER_S * speech_s)
+
+
+def default_cache() -> Path:
+    """Where the turbo-shaped model is built and kept: bench-turbo-shape/ in the toolkit's per-user cache folder
+    (the models' `cache_dir`: $KEBR_CACHE_DIR, else ~/.cache/kebr)."""
+    from kebr_data.asr_engines.models import cache_dir
+
+    return cache_dir() / "bench-turbo-shape"
 
 
 def model_path(name: str, cache: Path) -> Path:
@@ -95,13 +103,19 @@ def rows(name: str, best: dict[str, float]) -> list[str]:
     return out
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
+    """The command line: --repeat, --models and --cache (default `default_cache()`)."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--models", default="tiny.en,base,turbo", help="comma-separated: tiny.en, base, turbo")
-    ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "kebr-bench-turbo-shape",
-                    help="folder of the converted turbo-shaped model (built once, reused)")
-    args = ap.parse_args()
+    ap.add_argument("--cache", type=Path, default=default_cache(),
+                    help="folder of the converted turbo-shaped model (built once, reused; default: the user's "
+                         "kebr cache)")
+    return ap
+
+
+def main() -> None:
+    args = parser().parse_args()
     import numpy as np
     import soundfile as sf
     import torch

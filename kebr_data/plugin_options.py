@@ -64,16 +64,21 @@ def _values_of(f: dataclasses.Field, hint: Any) -> tuple[Any, ...]:
 def flags(plugins: Mapping[str, type], kind: str) -> list[PluginFlag]:
     """One `--flag` per option of the plugins in `plugins` (name -> class with an `Options` dataclass, each a
     `kind` such as "executor"); an option that several plugins declare under one flag accepting the same
-    values is one flag, its help naming them all. A flag declared twice with different values (by two
-    plugins, or twice by one) is refused: a ConfigError naming the plugin, the flag and the other owner."""
+    values is one flag, its help naming them all. A flag that two plugins declare for different values, or
+    that one plugin gives two of its options, is refused: a ConfigError naming the plugin, the flag and the
+    other owner (or option)."""
     owners: dict[str, list[str]] = {}
     first: dict[str, tuple[dataclasses.Field, Any]] = {}
     for name, cls in plugins.items():
         hints = typing.get_type_hints(cls.Options)
+        mine: dict[str, str] = {}  # this plugin's flags -> its option
         for f in dataclasses.fields(cls.Options):
             flag = flag_of(f)
-            if flag in first and (name in owners[flag] or
-                                  _values_of(*first[flag]) != _values_of(f, hints[f.name])):
+            if flag in mine:
+                raise ConfigError(f"{kind} {printable(name)}'s options {mine[flag]} and {f.name} both take the flag "
+                                  f"--{printable(flag)}: give one of them another flag (option(..., flag=...))")
+            mine[flag] = f.name
+            if flag in first and _values_of(*first[flag]) != _values_of(f, hints[f.name]):
                 raise ConfigError(f"{kind} {printable(name)}'s option {f.name} takes the flag --{printable(flag)}, "
                                   f"already an option of {kind} {printable(owners[flag][0])} accepting other "
                                   "values: give one of them another flag (option(..., flag=...))")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import pytest
 from helpers import ROOT
@@ -43,3 +44,17 @@ def test_a_rows_per_clip_figures_follow_from_the_passes():
     assert float(cells[5]) == pytest.approx(one, abs=1e-3) and float(cells[6]) == pytest.approx(packed, abs=1e-3)
     assert float(cells[7]) == pytest.approx(one / packed, abs=0.01)
     assert float(cells[9]) == pytest.approx(one / 19.0, abs=1e-3)  # a 30-s window of speech: 10 + 9.0
+
+
+def test_the_turbo_shaped_model_is_kept_in_the_user_s_cache_not_the_shared_temporary_folder(tmp_path, monkeypatch):
+    """The model is built into and loaded from its folder: a predictable path in /tmp could be planted by another
+    user (a link to one of ours, or a model of theirs), so the default is the toolkit's per-user cache."""
+    monkeypatch.setenv("KEBR_CACHE_DIR", str(tmp_path / "cache"))
+    assert shape.default_cache() == tmp_path / "cache" / "bench-turbo-shape"
+    monkeypatch.delenv("KEBR_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert shape.default_cache() == tmp_path / "xdg" / "kebr" / "bench-turbo-shape"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", "/home/someone")
+    assert shape.default_cache() == Path("/home/someone/.cache/kebr/bench-turbo-shape")
+    assert shape.parser().parse_args([]).cache == Path("/home/someone/.cache/kebr/bench-turbo-shape")

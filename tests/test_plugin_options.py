@@ -160,12 +160,28 @@ def test_a_format_s_flag_that_is_the_command_s_own_is_refused_in_one_line(folder
     assert not (folder / "export").exists()
 
 
-def test_an_executor_s_flag_that_another_executor_takes_for_other_values_is_refused(folder, monkeypatch):
-    monkeypatch.setitem(EXECUTORS, "clash", ClashingExecutor)
+@dataclass
+class TwiceOptions:
+    """Two options of one executor under one flag, of the same type: only one could be set from it."""
+
+    tag: str = option("", "a tag")
+    label: str = option("", "a label", flag="tag")
+
+
+class TwiceExecutor(InlineExecutor):
+    Options = TwiceOptions
+
+
+@pytest.mark.parametrize(("executor", "refusal"), [
+    (ClashingExecutor, "executor clash's option address takes the flag --address, already an option of executor ray "
+                       "accepting other values"),
+    (TwiceExecutor, "executor clash's options tag and label both take the flag --tag"),
+], ids=["another-executor-s", "its-own-twice"])
+def test_an_executor_flag_that_another_option_takes_is_refused(folder, monkeypatch, executor, refusal):
+    """A flag that another executor takes for other values, or that one executor gives two of its options."""
+    monkeypatch.setitem(EXECUTORS, "clash", executor)
     before = {p: p.stat().st_mtime_ns for p in folder.rglob("*")}
     refused = cli("extract", "--out", str(folder), "--stages", "mask", "--force", "--executor", "inline")
     assert refused.exit_code == 2, refused.output
-    assert refused.output.strip() == ("error: executor clash's option address takes the flag --address, already "
-                                      "an option of executor ray accepting other values: give one of them "
-                                      "another flag (option(..., flag=...))")
+    assert refused.output.strip() == f"error: {refusal}: give one of them another flag (option(..., flag=...))"
     assert {p: p.stat().st_mtime_ns for p in folder.rglob("*")} == before  # nothing run, nothing written

@@ -266,28 +266,46 @@ def test_another_ffmpeg_build_is_refused_naming_both(mmsa_run, tmp_path):
     assert not (tmp_path / "p").exists()
 
 
-@pytest.mark.parametrize("other", ["settings", "clips"])
+@pytest.mark.parametrize("other", ["settings", "clips", "files", "folder"])
 def test_a_cache_of_another_predict_is_refused_in_one_line_naming_it(mmsa_run, tmp_path, other):
-    """OUT/cache left by another predict, with audio at 16 kHz or of other clips (here: indexed as another
-    layout, as another --src would be): one line naming it and the way out, not the engine's --force or
-    --replan, which predict has not."""
+    """OUT/cache left by another predict, with audio at 16 kHz or of other clips (indexed as another layout, as
+    another --src would be; other media files given one by one, whose OUT/inputs.csv keeps its path; the same
+    folder with a clip removed since): one line naming it and the way out, not the engine's --force or
+    --replan, which predict has not; the files' list is left as the cache was made from it (and the same
+    files, or the unchanged folder, again resume it)."""
     from dataclasses import replace
 
     from kebr_model.predict import pipeline
 
-    prepared = pipeline.prepare(kebr_model.load_run(mmsa_run[1]).loaded.record, [MMSA], ("run.workers=1",))
+    src, raw = [MMSA], MMSA / "Raw"
+    prepared = pipeline.prepare(kebr_model.load_run(mmsa_run[1]).loaded.record, src, ("run.workers=1",))
     if other == "settings":
         made = replace(prepared, cfg={**prepared.cfg, "audio": {**prepared.cfg["audio"], "sample_rate": 16000}},
                        stages=["audio"])
-    else:
+    elif other == "clips":
         made = replace(prepared, cfg={**prepared.cfg, "index": {**prepared.cfg["index"], "layout": "mmsa"}},
                        stages=[])
+    elif other == "files":
+        files, src = [raw / "dEmOmOvIe01/1.mp4", raw / "dEmOmOvIe01/2.mp4"], [raw / "dEmOmOvIe02/1.mp4"]
+        made = replace(prepared, src=files, files=files, stages=[])
+    else:
+        src = [shutil.copytree(MMSA, tmp_path / "src")]
+        made = replace(prepared, src=src, stages=[])
     cache, _ = pipeline.run_stages(made, tmp_path / "p")
-    result = cli("predict", "--run", mmsa_run[1], "--src", MMSA, "--out", tmp_path / "p", "--set", "run.workers=1")
+    if other == "folder":  # the same folder, one clip fewer (its label.csv row gone)
+        assert pipeline.run_stages(made, tmp_path / "p")[0] == cache  # unchanged: resumed
+        labels = src[0] / "label.csv"
+        labels.write_text("".join(labels.read_text().splitlines(keepends=True)[:-1]))
+    listed = (tmp_path / "p" / "inputs.csv").read_bytes() if other == "files" else None
+    if listed is not None:  # the same files again: the cache is this predict's, resumed
+        assert pipeline.run_stages(made, tmp_path / "p")[0] == cache
+    result = cli("predict", "--run", mmsa_run[1], "--src", *src, "--out", tmp_path / "p", "--set", "run.workers=1")
     line = one_line_refusal(result, f"{cache} holds the features of another predict (other clips or settings)",
                             "use a new --out", f"delete {cache}")
     assert "--force" not in line and "--replan" not in line
     assert not (tmp_path / "p" / "predictions.parquet").exists()
+    if listed is not None:
+        assert (tmp_path / "p" / "inputs.csv").read_bytes() == listed
 
 
 def test_bad_inputs_are_rows(mmsa_run, tmp_path):

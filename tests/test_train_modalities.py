@@ -409,18 +409,21 @@ def test_a_manifest_carries_per_modality_labels(tmp_path):
 
 def test_a_joint_fine_tune_from_a_pre_training_starts_its_unimodal_heads_from_its_seed(tmp_path, capsys):
     """A pre-training checkpoint has no unimodal heads: --init into a joint scheme loads everything else,
-    starts the heads (and the fine-tuning head) from this run's seed, says so in one line, and trains."""
+    starts the heads (and the fine-tuning head) from this run's seed, says so in one line (the run's path
+    escaped: a control character in it is shown, not sent to the terminal), and trains."""
     pre = make_shards(tmp_path / "pre", n=8, shard_size=8)
-    Trainer(tiny(max_steps=1), pre, tmp_path / "pre-run").fit()
-    saved = torch.load(checkpoint.latest(tmp_path / "pre-run") / "model.pt", weights_only=True)
+    pre_run = tmp_path / "pre\x1b[2J-run"
+    Trainer(tiny(max_steps=1), pre, pre_run).fit()
+    saved = torch.load(checkpoint.latest(pre_run) / "model.pt", weights_only=True)
     mosi = make_shards(tmp_path / "mosi", n=10, shard_size=10, labelled=True)
     joint = dict(scheme="joint", alpha_text=0.5, alpha_audio=0.5, alpha_visual=0.5, max_steps=2)
     heads = []
     for seed in (1, 2):
         capsys.readouterr()
-        t = Trainer(finetune(seed=seed, **joint), mosi, tmp_path / f"s{seed}", init=tmp_path / "pre-run")
+        t = Trainer(finetune(seed=seed, **joint), mosi, tmp_path / f"s{seed}", init=pre_run)
         lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("--init")]
-        assert lines == [f"--init {checkpoint.latest(tmp_path / 'pre-run')}: weights loaded, except finetune_head, "
+        shown = str(checkpoint.latest(pre_run)).replace("\x1b", "\\x1b")
+        assert lines == [f"--init {shown}: weights loaded, except finetune_head, "
                          f"modal_heads.audio, modal_heads.text, modal_heads.visual, initialised from this run's seed "
                          f"{seed}"]
         state = t.model.state_dict()

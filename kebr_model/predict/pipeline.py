@@ -19,7 +19,8 @@ from kebr_data.errors import PlanError, PlanMismatch, StaleOutputError
 from kebr_data.pipeline.engine import Engine, RunOptions, RunReport
 from kebr_data.sources import scan
 from kebr_data.sources.base import AUDIO_EXTS, VIDEO_EXTS
-from kebr_data.storage.atomic import atomic_write_bytes
+from kebr_data.storage.atomic import NotRegularFile, atomic_write_bytes, read_control_file
+from kebr_data.storage.store import Store
 
 from . import settings_check
 from .model_io import RunRecord
@@ -41,7 +42,9 @@ def cache_config(source: dict[str, Any], overrides: tuple[str, ...] = ()) -> Con
 
 
 def media_manifest(files: list[Path], out: Path) -> Path:
-    """OUT/inputs.csv listing media files given one by one (clip id: the file name without its suffix)."""
+    """OUT/inputs.csv listing media files given one by one (clip id: the file name without its suffix). An
+    OUT/cache made from another list is refused before the list is rewritten: the cache's plan knows the
+    manifest by its path only, so it would score the earlier files' clips."""
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow(["clip_id", "video_path", "audio_path"])
@@ -51,9 +54,20 @@ def media_manifest(files: list[Path], out: Path) -> Path:
                             "a folder or a .csv/.parquet manifest")
         video = f.suffix.lower() in VIDEO_EXTS
         writer.writerow([f.stem, str(f.absolute()) if video else "", "" if video else str(f.absolute())])
+    data = buf.getvalue().encode()
+    if (out / CACHE).exists() and _listed(out) != data:
+        raise other_predict(out / CACHE)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(out / INPUTS, buf.getvalue().encode(), out)
+    atomic_write_bytes(out / INPUTS, data, out)
     return out / INPUTS
+
+
+def _listed(out: Path) -> bytes | None:
+    """OUT/inputs.csv as an earlier predict wrote it; None when absent or not a regular file (never followed)."""
+    try:
+        return read_control_file(out / INPUTS)
+    except (FileNotFoundError, NotRegularFile):
+        return None
 
 
 def media_files(src: list[Path]) -> list[Path] | None:
@@ -109,10 +123,28 @@ def run_stages(prepared: Prepared, out: Path, console: Console | None = None,
     refused in one line naming it and the way out."""
     where = media_manifest(prepared.files, out) if prepared.files else prepared.src[0]
     cache = out / CACHE
+    if not prepared.files:
+        _same_clips(cache, where, prepared.cfg["index"]["layout"])
     opts = RunOptions(out=cache, stages=["index", *prepared.stages], config=prepared.cfg, src=where,
                       command=command, saved_config=prepared.cfg)
     try:
         return cache, Engine(opts, console or Console(stderr=True)).run()
     except (StaleOutputError, PlanMismatch):  # theirs name --force and --replan, which predict has not
-        raise StaleOutputError(f"{cache} holds the features of another predict (other clips or settings): use a "
-                               f"new --out, or delete {cache} (rm -r {shlex.quote(str(cache))}) and rerun") from None
+        raise other_predict(cache) from None
+
+
+def _same_clips(cache: Path, src: Path, layout: str) -> None:
+    """Refuse an OUT/cache whose plan lists other clips than the folder or manifest `src` holds now (clips added,
+    removed or renamed since): its frozen plan knows `src` by its path only, so it would score the old clips."""
+    store = Store(cache)
+    if store.plan_or_none() is None:
+        return
+    planned = {c for shard in range(store.plan.num_shards) for c in store.plan_ids(shard)}
+    if planned != {c.clip_id for c in scan(src, layout)[1].clips}:
+        raise other_predict(cache)
+
+
+def other_predict(cache: Path) -> StaleOutputError:
+    """The refusal of an OUT/cache that another predict made (other clips or settings), naming the way out."""
+    return StaleOutputError(f"{cache} holds the features of another predict (other clips or settings): use a new "
+                            f"--out, or delete {cache} (rm -r {shlex.quote(str(cache))}) and rerun")

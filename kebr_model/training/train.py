@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from kebr_data.display import printable
 from kebr_data.features.hf_folder import LOAD_OPTIONS, TEXT_LOAD_OPTIONS, folder_problem, quiet_loading
 from kebr_data.storage.atomic import atomic_write_bytes, open_append_text, read_owned_text, real_dir
 from kebr_data.storage.verified import Digests
@@ -196,7 +197,7 @@ class Trainer:
         if self.rank == 0:
             groups = dict.fromkeys(".".join(k.split(".")[:2 if k.startswith("modal_heads.") else 1]) for k in fresh)
             names = [f"{g} (from its model folder)" if g == "audio_encoder" else g for g in groups]
-            print(f"--init {ckpt}: weights loaded, except {', '.join(names)}, initialised from this run's seed "
+            print(f"--init {printable(str(ckpt))}: weights loaded, except {', '.join(names)}, initialised from this run's seed "
                   f"{self.cfg.seed}", file=sys.stderr)
         return fresh
 
