@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from helpers import ROOT, run_cli, shard_files, write_wav
+from helpers import ROOT, run_cli, shard_files, train_cli, write_wav
 
 from kebr_data import config, sources
 from kebr_data.errors import ClipError, EnvironmentFailure, PlanError
@@ -322,15 +322,14 @@ def test_import_mmsa_refuses_a_non_empty_folder_and_a_locked_one(indexed, tmp_pa
     out = tmp_path / "o"
     shutil.copytree(indexed, out)
     before = shard_files(out)
-    cli = [sys.executable, "-m", "kebr_model.cli", "import-mmsa", "--pickle", str(mmsa_pickle(tmp_path / "p.pkl", 3)),
-           "--out", str(out), "--trust-pickle"]
-    proc = subprocess.run(cli, capture_output=True, text=True)
-    assert proc.returncode == 2 and "--replan" in proc.stderr and shard_files(out) == before
-    with OutputLock(out / "_lock", "holder"):
-        proc = subprocess.run([*cli, "--replan"], capture_output=True, text=True)
-    assert proc.returncode == 2 and "in use by another run" in proc.stderr and shard_files(out) == before
-    proc = subprocess.run([*cli, "--replan"], capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
+    cli = ["import-mmsa", "--pickle", mmsa_pickle(tmp_path / "p.pkl", 3), "--out", out, "--trust-pickle"]
+    proc = train_cli(*cli)
+    assert proc.exit_code == 2 and "--replan" in proc.stderr and shard_files(out) == before
+    with OutputLock(out / "_lock", "holder"):  # a flock: another open file in this process is refused as well
+        proc = train_cli(*cli, "--replan")
+    assert proc.exit_code == 2 and "in use by another run" in proc.stderr and shard_files(out) == before
+    proc = train_cli(*cli, "--replan")
+    assert proc.exit_code == 0, proc.stderr
     assert len(plan_rows(out)) == 3
 
 
@@ -593,7 +592,6 @@ def test_store_refuses_symlinked_markers_tables_and_plan(indexed, tmp_path):
 
 def test_import_mmsa_into_a_file_is_one_line_exit_2(tmp_path):
     (tmp_path / "f").write_text("x")
-    proc = subprocess.run([sys.executable, "-m", "kebr_model.cli", "import-mmsa", "--pickle",
-                           str(mmsa_pickle(tmp_path / "p.pkl", 2)), "--out", str(tmp_path / "f"), "--trust-pickle"],
-                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr and "--out" in proc.stderr, proc.stderr
+    proc = train_cli("import-mmsa", "--pickle", mmsa_pickle(tmp_path / "p.pkl", 2), "--out", tmp_path / "f",
+                     "--trust-pickle")
+    assert proc.exit_code == 2 and "Traceback" not in proc.stderr and "--out" in proc.stderr, proc.stderr
