@@ -425,7 +425,10 @@ def test_out_that_is_a_file_is_one_line_exit_2(tmp_path):
 def test_ctrl_c_exits_130_with_a_clean_message(tmp_path, ffmpeg):
     src = media_tree(tmp_path / "data", names=("a",))
     slow = tmp_path / "ffmpeg"
-    slow.write_text(f'#!/bin/sh\nsleep 20\nexec "{ffmpeg}" "$@"\n')
+    running = tmp_path / "ffmpeg-running"  # the worker is in the middle of a clip: its decode has started
+    # slow decodes only: the version probe before the run (it slept 20 s too, an idle wait of every run of this test)
+    slow.write_text(f'#!/bin/sh\ncase " $* " in *" -version "*) exec "{ffmpeg}" "$@";; esac\n'
+                    f'touch "{running}"\nsleep 20\nexec "{ffmpeg}" "$@"\n')
     slow.chmod(0o755)
     out = tmp_path / "out"
     proc = subprocess.Popen([sys.executable, "-m", "kebr_data", "extract", "--src", str(src), "--out", str(out),
@@ -433,9 +436,8 @@ def test_ctrl_c_exits_130_with_a_clean_message(tmp_path, ffmpeg):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     log = out / "_logs/audio/shard-00000.log"
     deadline = time.monotonic() + 60
-    while not (log.exists() and "start" in log.read_text()) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    time.sleep(0.5)
+    while not running.exists() and time.monotonic() < deadline:  # a condition, not a fixed wait
+        time.sleep(0.02)
     os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole foreground group
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
