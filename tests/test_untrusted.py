@@ -69,16 +69,14 @@ def test_manifest_relative_paths_are_relative_to_the_manifest_folder(tmp_path, m
     assert all(os.path.isabs(c.audio_path) for c in res.clips)
 
 
-def test_resume_from_another_directory_reads_the_planned_files(tmp_path):
+def test_resume_from_another_directory_reads_the_planned_files(tmp_path, monkeypatch):
     media_tree(tmp_path / "here/data")
     media_tree(tmp_path / "there/data", names=("a",))  # a same-named relative tree elsewhere
     out = tmp_path / "out"
-    env = {"PYTHONPATH": str(ROOT)}
-    subprocess.run([sys.executable, "-m", "kebr_data", "extract", "--src", "data", "--out", str(out),
-                    "--stages", "index"], cwd=tmp_path / "here", check=True, capture_output=True,
-                   env={**os.environ, **env})
-    proc = subprocess.run([sys.executable, "-m", "kebr_data", "extract", "--out", str(out), "--stages", "audio"],
-                          cwd=tmp_path / "there", capture_output=True, text=True, env={**os.environ, **env})
+    monkeypatch.chdir(tmp_path / "here")  # each run's working directory is its caller's
+    run_cli("extract", "--src", "data", "--out", str(out), "--stages", "index", check=True)
+    monkeypatch.chdir(tmp_path / "there")
+    proc = run_cli("extract", "--out", str(out), "--stages", "audio")
     assert proc.returncode == 0, proc.stderr
     assert [r["status"] for r in pq.read_table(out / "audio").to_pylist()] == ["ok", "ok"]
 
