@@ -77,6 +77,13 @@ def _handle(conn: socket.socket) -> None:
     conn.sendall(json.dumps({"returncode": os.waitstatus_to_exitcode(status)}).encode())
 
 
+def _reap(*_: object) -> None:
+    """SIGCHLD: wait for every finished handler."""
+    with contextlib.suppress(ChildProcessError):
+        while os.waitpid(-1, os.WNOHANG)[0]:
+            pass
+
+
 def serve(path: str) -> None:
     """Import what every command starts from, then fork a handler per connection until SIGTERM."""
     import torch  # noqa: F401
@@ -85,7 +92,9 @@ def serve(path: str) -> None:
     import kebr_data.cli  # noqa: F401
     import kebr_model.cli  # noqa: F401
 
-    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # handlers are reaped by the kernel
+    # handlers are reaped here, not by the kernel (SIG_IGN): their CPU then counts in the server's children's,
+    # and so in the test process's (`time`, resource.getrusage) once it waits for the server
+    signal.signal(signal.SIGCHLD, _reap)
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     server.bind(path + ".tmp")
     server.listen(8)
@@ -119,8 +128,9 @@ def command(sock: Path, module: str) -> list[str]:
 
 
 @contextlib.contextmanager
-def running(sock: Path, env: dict[str, str], cwd: Path) -> Iterator[None]:
-    """A server at `sock` with environment `env` while the block runs (its commands get their caller's env)."""
+def running(sock: Path, env: dict[str, str], cwd: Path) -> Iterator[subprocess.Popen]:
+    """A server at `sock` with environment `env` while the block runs (its commands get their caller's env);
+    the block gets the server's process."""
     sock.unlink(missing_ok=True)  # a former server's name: the new one is waited for by its name
     server = subprocess.Popen([sys.executable, __file__, str(sock)], env=env, cwd=cwd, stdin=subprocess.DEVNULL,
                               stdout=subprocess.DEVNULL)
@@ -130,7 +140,7 @@ def running(sock: Path, env: dict[str, str], cwd: Path) -> Iterator[None]:
             if server.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("the CLI server did not start")
             time.sleep(0.05)
-        yield
+        yield server
     finally:
         server.terminate()
         server.wait(timeout=30)

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """A stand-in for `docker run ... kebr ARGS` of the docker image (docker/), for the recipe tests: no
 container engine runs on CI. It checks what matters for a recipe's command line and runs the image's
-entry point, `kebr-data ARGS`, on this machine:
+entry point, `kebr-data ARGS` (the `kebr-data` on PATH), on this machine:
 
 - `run` with the options the recipes use (`--rm`, `--user U:G`, `-v HOST:CONTAINER[:ro]`), image `kebr`;
 - every volume is mounted at the same path inside as outside (an output folder's plan holds absolute
@@ -53,7 +53,7 @@ def main(argv: list[str]) -> None:
     if not env.get("KEBR_OPENFACE_BIN"):
         env["KEBR_OPENFACE_BIN"] = str(ROOT / "tests" / "fake_openface" / "FeatureExtraction")
         env["KEBR_FAKE_OPENFACE_CSV"] = str(ROOT / "tests" / "fixtures" / "openface" / "default.csv")
-    os.execve(sys.executable, [sys.executable, "-m", "kebr_data", *args], env)
+    os.execvpe("kebr-data", ["kebr-data", *args], env)  # the caller's: the recipe tests put this checkout's first
 
 
 if __name__ == "__main__":

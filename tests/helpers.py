@@ -206,3 +206,14 @@ def rss_growth(fn, *args, **kwargs) -> tuple[object, int]:
         stop.set()
         thread.join()
     return result, max(peak[0], proc.memory_info().rss) - base
+
+
+def train_cli(*args: object):  # -> click.testing.Result
+    """`kebr-train ARGS` in this process (torch is imported already: no interpreter start and import of ~3 CPU-s);
+    an exception escapes as itself, so a traceback fails the test. For tests of what a command does, not of
+    how its process starts or ends (those run `python -m kebr_model.cli`)."""
+    from click.testing import CliRunner
+
+    from kebr_model.cli import main
+
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import train_cli
 from shard_factory import make_shards
 
 from kebr_model.training import checkpoint
@@ -218,11 +219,7 @@ def test_pretrain_then_finetune_then_eval_through_the_cli(tmp_path, tiny_bert):
               f"encoder='{tiny_bert}'"]
 
     def train(*args):  # in-process (the README command's test runs the installed CLI in subprocesses)
-        from click.testing import CliRunner
-
-        from kebr_model.cli import main
-
-        result = CliRunner().invoke(main, list(args), catch_exceptions=False)
+        result = train_cli(*args)
         assert result.exit_code == 0, result.output[-3000:]
         return result
 
@@ -284,11 +281,11 @@ def test_mmsa_pickle_needs_trust_then_trains(tmp_path):
 
     pkl = tmp_path / "mosi.pkl"
     pkl.write_bytes(pickle.dumps({"train": part(8, 0), "valid": part(2, 100), "test": part(2, 200)}))
-    cli = [sys.executable, "-m", "kebr_model.cli", "import-mmsa", "--pickle", str(pkl), "--out", str(tmp_path / "f")]
-    refused = subprocess.run(cli, capture_output=True, text=True)
-    assert refused.returncode == 2 and "--trust-pickle" in refused.stderr and not (tmp_path / "f").exists()
-    done = subprocess.run([*cli, "--trust-pickle"], capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
+    cli = ["import-mmsa", "--pickle", pkl, "--out", tmp_path / "f"]
+    refused = train_cli(*cli)
+    assert refused.exit_code == 2 and "--trust-pickle" in refused.stderr and not (tmp_path / "f").exists()
+    done = train_cli(*cli, "--trust-pickle")
+    assert done.exit_code == 0, done.stderr
     assert json.loads(done.stdout) == {"train": 8, "valid": 2, "test": 2}
     trainer = Trainer(tiny(task="finetune", batch_size=4, train_split="train", valid_split="valid"), tmp_path / "f",
                       tmp_path / "run")

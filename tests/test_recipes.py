@@ -236,7 +236,7 @@ MOSI_VIDEOS = ["03bSnISJMiM", "0h-zjBukYpk", "1DmNV9C1hbY", "2iD-tVS8NPw"]  # re
 @pytest.fixture(scope="module")
 def mosi(tmp_path_factory, out, models, shell_env) -> tuple[Path, Path, str]:
     src = mmsa_miniature(tmp_path_factory.mktemp("mosi") / "MOSI", renamed(MOSI_VIDEOS))
-    proc = run_recipe("mosi", {"MOSI": str(src), "OUT": str(out), **models}, shell_env, out)
+    proc = run_recipe("mosi", {"MOSI": str(src), "OUT": str(out), "EPOCHS": "2", **models}, shell_env, out)
     return src, out / "features-mosi", proc.stdout
 
 
@@ -261,7 +261,7 @@ def test_mosei_recipe(tmp_path_factory, out, models, shell_env):
     videos = ["-3g5yACwYnA", "-6rXp3zJ3kc", "0Jc1Ng8GHnk", "_0efYOjQYRc"]  # MOSEI's ids may start with "-"
     src = mmsa_miniature(tmp_path_factory.mktemp("mosei") / "MOSEI",
                          renamed(videos, ["10", "13", "2", "5", "0", "1", "7", "8"]))
-    proc = run_recipe("mosei", {"MOSEI": str(src), "OUT": str(out), **models}, shell_env, out)
+    proc = run_recipe("mosei", {"MOSEI": str(src), "OUT": str(out), "EPOCHS": "2", **models}, shell_env, out)
     given_text_was_read(src, out / "features-mosei")
     finetuned(out / "runs/mosei", evaluations(proc.stdout)[-1], MOSI_METRICS, 2)
 
@@ -320,7 +320,8 @@ def mosi_pickle(path: Path) -> Path:
 
 def test_mmsa_pickle_recipe(tmp_path_factory, out, models, shell_env):
     pkl = mosi_pickle(tmp_path_factory.mktemp("pkl") / "MOSI" / "Processed" / "unaligned_50.pkl")
-    proc = run_recipe("mmsa-pickle", {"PICKLE": str(pkl), "OUT": str(out), **models}, shell_env, out)
+    proc = run_recipe("mmsa-pickle", {"PICKLE": str(pkl), "OUT": str(out), "EPOCHS": "2", **models}, shell_env,
+                      out)
     assert len(clips(out / "features-mosi-pkl")) == 8
     finetuned(out / "runs/mosi-pkl", evaluations(proc.stdout)[-1], MOSI_METRICS, 2)
 

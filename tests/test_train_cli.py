@@ -1,6 +1,7 @@
 """`kebr-train` is careful: help per command and without torch, one-line exit-2 messages that name
 the fix, strict JSON, resume refusing changed settings, and the labelled demo's README flow."""
 
+import contextlib
 import json
 import os
 import shlex
@@ -8,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pyarrow as pa
@@ -165,15 +167,17 @@ def readme_command(marker: str) -> str:
     return " && ".join(readme_commands(marker))
 
 
-def run_readme_line(line: str, tmp: Path, extra_train: list[str]) -> list[subprocess.CompletedProcess]:
-    """Run each `&&` part of a README line (pip installs left out), outputs moved under `tmp`; each command a
-    process of its own, forked from one pre-imported interpreter (tests/cli_server.py)."""
+@contextlib.contextmanager
+def readme_runner(tmp: Path) -> Iterator[Callable[[str, list[str]], list[subprocess.CompletedProcess]]]:
+    """A function that runs each `&&` part of a README line (pip installs left out), outputs moved under `tmp`;
+    each command a process of its own, all forked from one pre-imported interpreter (tests/cli_server.py)
+    that serves every line run in the block."""
     moved = {name: tmp / name for name in ("demo-features", "demo-mmsa-features", "demo-predictions")}
     sock = tmp / "cli.sock"
     exe = {"kebr-data": cli_server.command(sock, "kebr_data"), "kebr-train": cli_server.command(sock, "kebr_model.cli")}
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     with cli_server.running(sock, env, ROOT):
-        return _run_parts(line, tmp, extra_train, moved, exe, env)
+        yield lambda line, extra_train: _run_parts(line, tmp, extra_train, moved, exe, env)
 
 
 def _run_parts(line: str, tmp: Path, extra_train: list[str], moved: dict[str, Path], exe: dict[str, list[str]],
@@ -197,11 +201,14 @@ def test_the_readme_train_on_demo_command_runs(tmp_path):
     """The README's third command as written (one epoch instead of five), after the first command's
     pipeline: pre-train on the VoxCeleb demo, fine-tune on the labelled demo, evaluate; then eval --tsne."""
     assert (ROOT / "demo/mmsa/label.csv").is_file(), "labelled demo missing: python demo/make_mmsa_demo.py"
-    run_readme_line(readme_command("# 1."), tmp_path, [])
     line = readme_command("# 3.")
     assert all(f"kebr-train {c}" in line for c in ("pretrain", "finetune", "eval", "predict"))
-    procs = run_readme_line(line, tmp_path, ["--set", "epochs=1"])
     eval_line = next(part for part in line.split(" && ") if part.startswith("kebr-train eval"))
+    with readme_runner(tmp_path) as run_readme_line:
+        run_readme_line(readme_command("# 1."), [])
+        procs = run_readme_line(line, ["--set", "epochs=1"])
+        # the demo has no visual features (no OpenFace): t-SNE crashed on their all-zero block (exit 139)
+        run_readme_line(f"{eval_line} --split train --tsne demo-runs/tsne.png", [])
     pretrain = strict_json(procs[1].stdout)
     assert pretrain["step"] == 3  # 6 masked demo clips, batches of 2
     assert "resumed" not in procs[2].stderr
@@ -211,6 +218,4 @@ def test_the_readme_train_on_demo_command_runs(tmp_path):
     # predict on the VoxCeleb demo videos: every clip a row, the good ones scored (the README's last line)
     predicted = pq.read_table(tmp_path / "demo-predictions/predictions.parquet").to_pylist()
     assert len(predicted) == 8 and sum(r["status"] == "ok" and r["prediction"] is not None for r in predicted) == 6
-    # the demo has no visual features (no OpenFace): t-SNE crashed on their all-zero block (exit 139)
-    run_readme_line(f"{eval_line} --split train --tsne demo-runs/tsne.png", tmp_path, [])
     assert Image.open(tmp_path / "demo-runs/tsne.png").format == "PNG"

@@ -7,14 +7,13 @@ from __future__ import annotations
 import csv
 import json
 import pickle
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from helpers import train_cli
 from shard_factory import make_shards
 
 from kebr_data.errors import ConfigError
@@ -192,18 +191,14 @@ def test_a_ch_sims_v2_folder_indexes_trains_and_reports_sims_metrics(tmp_path, t
         rows = [{"clip_id": r["clip_id"], "status": "ok", "features": rng.standard_normal((6, dim)).astype("f4")}
                 for r in plan]
         commit_rows(out, stage, 0, rows, schema, "test", store.plan.shards["00000"]["sha256"])
-    proc = subprocess.run([sys.executable, "-m", "kebr_model.cli", "finetune", "--shards", str(tmp_path / "f"),
-                           "--out", str(tmp_path / "run"), "--config", str(REPO / "pipelines/train_sims2.toml"),
-                           "--set", "layers=1", "--set", "batch_size=4", "--set", "epochs=1",
-                           "--set", "freeze_encoder=true", "--set", f"encoder='{tiny_bert}'"],
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = train_cli("finetune", "--shards", tmp_path / "f", "--out", tmp_path / "run", "--config",
+                     REPO / "pipelines/train_sims2.toml", "--set", "layers=1", "--set", "batch_size=4", "--set",
+                     "epochs=1", "--set", "freeze_encoder=true", "--set", f"encoder='{tiny_bert}'")
+    assert proc.exit_code == 0, proc.stderr[-3000:]
     test = json.loads((tmp_path / "run/test_metrics.json").read_text())
     assert {"Acc2", "Acc2_weak", "Acc3", "Acc5", "F1", "MAE", "Corr"} <= set(test) and test["samples"] == 3
-    proc = subprocess.run([sys.executable, "-m", "kebr_model.cli", "eval", "--shards", str(tmp_path / "f"),
-                           "--run", str(tmp_path / "run"), "--split", "test"], capture_output=True, text=True,
-                          timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = train_cli("eval", "--shards", tmp_path / "f", "--run", tmp_path / "run", "--split", "test")
+    assert proc.exit_code == 0, proc.stderr[-3000:]
     import pyarrow.parquet as pq
 
     preds = pq.read_table(tmp_path / "run/predictions-test.parquet").to_pylist()

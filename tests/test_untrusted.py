@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from helpers import ROOT, run_cli, shard_files, write_wav
+from helpers import ROOT, run_cli, shard_files, train_cli, write_wav
 
 from kebr_data import config, sources
 from kebr_data.errors import ClipError, EnvironmentFailure, PlanError
@@ -69,16 +69,14 @@ def test_manifest_relative_paths_are_relative_to_the_manifest_folder(tmp_path, m
     assert all(os.path.isabs(c.audio_path) for c in res.clips)
 
 
-def test_resume_from_another_directory_reads_the_planned_files(tmp_path):
+def test_resume_from_another_directory_reads_the_planned_files(tmp_path, monkeypatch):
     media_tree(tmp_path / "here/data")
     media_tree(tmp_path / "there/data", names=("a",))  # a same-named relative tree elsewhere
     out = tmp_path / "out"
-    env = {"PYTHONPATH": str(ROOT)}
-    subprocess.run([sys.executable, "-m", "kebr_data", "extract", "--src", "data", "--out", str(out),
-                    "--stages", "index"], cwd=tmp_path / "here", check=True, capture_output=True,
-                   env={**os.environ, **env})
-    proc = subprocess.run([sys.executable, "-m", "kebr_data", "extract", "--out", str(out), "--stages", "audio"],
-                          cwd=tmp_path / "there", capture_output=True, text=True, env={**os.environ, **env})
+    monkeypatch.chdir(tmp_path / "here")  # each run's working directory is its caller's
+    run_cli("extract", "--src", "data", "--out", str(out), "--stages", "index", check=True)
+    monkeypatch.chdir(tmp_path / "there")
+    proc = run_cli("extract", "--out", str(out), "--stages", "audio")
     assert proc.returncode == 0, proc.stderr
     assert [r["status"] for r in pq.read_table(out / "audio").to_pylist()] == ["ok", "ok"]
 
@@ -322,15 +320,14 @@ def test_import_mmsa_refuses_a_non_empty_folder_and_a_locked_one(indexed, tmp_pa
     out = tmp_path / "o"
     shutil.copytree(indexed, out)
     before = shard_files(out)
-    cli = [sys.executable, "-m", "kebr_model.cli", "import-mmsa", "--pickle", str(mmsa_pickle(tmp_path / "p.pkl", 3)),
-           "--out", str(out), "--trust-pickle"]
-    proc = subprocess.run(cli, capture_output=True, text=True)
-    assert proc.returncode == 2 and "--replan" in proc.stderr and shard_files(out) == before
-    with OutputLock(out / "_lock", "holder"):
-        proc = subprocess.run([*cli, "--replan"], capture_output=True, text=True)
-    assert proc.returncode == 2 and "in use by another run" in proc.stderr and shard_files(out) == before
-    proc = subprocess.run([*cli, "--replan"], capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
+    cli = ["import-mmsa", "--pickle", mmsa_pickle(tmp_path / "p.pkl", 3), "--out", out, "--trust-pickle"]
+    proc = train_cli(*cli)
+    assert proc.exit_code == 2 and "--replan" in proc.stderr and shard_files(out) == before
+    with OutputLock(out / "_lock", "holder"):  # a flock: another open file in this process is refused as well
+        proc = train_cli(*cli, "--replan")
+    assert proc.exit_code == 2 and "in use by another run" in proc.stderr and shard_files(out) == before
+    proc = train_cli(*cli, "--replan")
+    assert proc.exit_code == 0, proc.stderr
     assert len(plan_rows(out)) == 3
 
 
@@ -426,7 +423,10 @@ def test_out_that_is_a_file_is_one_line_exit_2(tmp_path):
 def test_ctrl_c_exits_130_with_a_clean_message(tmp_path, ffmpeg):
     src = media_tree(tmp_path / "data", names=("a",))
     slow = tmp_path / "ffmpeg"
-    slow.write_text(f'#!/bin/sh\nsleep 20\nexec "{ffmpeg}" "$@"\n')
+    running = tmp_path / "ffmpeg-running"  # the worker is in the middle of a clip: its decode has started
+    # slow decodes only: the version probe before the run (it slept 20 s too, an idle wait of every run of this test)
+    slow.write_text(f'#!/bin/sh\ncase " $* " in *" -version "*) exec "{ffmpeg}" "$@";; esac\n'
+                    f'touch "{running}"\nsleep 20\nexec "{ffmpeg}" "$@"\n')
     slow.chmod(0o755)
     out = tmp_path / "out"
     proc = subprocess.Popen([sys.executable, "-m", "kebr_data", "extract", "--src", str(src), "--out", str(out),
@@ -434,9 +434,8 @@ def test_ctrl_c_exits_130_with_a_clean_message(tmp_path, ffmpeg):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     log = out / "_logs/audio/shard-00000.log"
     deadline = time.monotonic() + 60
-    while not (log.exists() and "start" in log.read_text()) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    time.sleep(0.5)
+    while not running.exists() and time.monotonic() < deadline:  # a condition, not a fixed wait
+        time.sleep(0.02)
     os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole foreground group
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
@@ -593,7 +592,6 @@ def test_store_refuses_symlinked_markers_tables_and_plan(indexed, tmp_path):
 
 def test_import_mmsa_into_a_file_is_one_line_exit_2(tmp_path):
     (tmp_path / "f").write_text("x")
-    proc = subprocess.run([sys.executable, "-m", "kebr_model.cli", "import-mmsa", "--pickle",
-                           str(mmsa_pickle(tmp_path / "p.pkl", 2)), "--out", str(tmp_path / "f"), "--trust-pickle"],
-                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr and "--out" in proc.stderr, proc.stderr
+    proc = train_cli("import-mmsa", "--pickle", mmsa_pickle(tmp_path / "p.pkl", 2), "--out", tmp_path / "f",
+                     "--trust-pickle")
+    assert proc.exit_code == 2 and "Traceback" not in proc.stderr and "--out" in proc.stderr, proc.stderr
