@@ -75,9 +75,9 @@ def report(lines: list[str], sets: dict, args: argparse.Namespace, load_before: 
         f"{sum(len(c) for c in sets.values())} espeak-ng clips through the asr stage's `run_shard`, faster-whisper "
         f"int8, beam 5 (unless the row says beam 1), word timestamps, one CPU thread; best of {args.repeat} "
         f"interleaved repeats (packed and unpacked alternating). Machine load (1-min average) {load_before:.1f} at "
-        f"the start, {os.getloadavg()[0]:.1f} at this table, on 2 cores shared with other work: wall-s are noisy, CPU-s are "
-        "the measure. Packed: `asr.pack_s = 30`, `pack_gap_s = 1`, `pack_min_logprob = -0.5` (a doubtful clip "
-        "redone alone, its decoding bounded, the clips after it back in the queue; a run of doubtful clips that "
+        f"the start, {os.getloadavg()[0]:.1f} at this table, on 2 cores shared with other work: wall-s are noisy, "
+        "CPU-s are the measure. Packed: `asr.pack_s = 30`, `pack_gap_s = 1`, `pack_min_logprob = -0.5` (a doubtful "
+        "clip redone alone, its decoding bounded, the clips after it back in the queue; a run of doubtful clips that "
         "opens a window done alone). Encoder share: planned windows (or clips) × one 30-s encoder pass / CPU-s; "
         "the rest is the decoder, word alignment, language detection (base) and clips done alone "
         "(`bench/asr_packing_profile.py` below breaks it down).", "",

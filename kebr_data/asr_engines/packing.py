@@ -11,8 +11,9 @@ a window as one sequence, so a doubtful clip (foreign speech to an English-only 
 the next clip as a hallucination loop: a window in which one segment holds words of two clips, or a clip's
 confidence is below `asr.pack_min_logprob`, keeps the clips before the first such clip (text runs forward
 only), redoes that clip alone and puts the ones after it back at the head of the queue, where they fill the
-next window with the clips that follow (not a half-empty window of their own). A window would hold one clip
-is no window: that clip is transcribed alone.
+next window with the clips that follow (not a half-empty window of their own); after a doubtful clip that
+opened its window, clips are done alone while they are doubtful (a run of foreign speech costs no more lost
+windows). A clip a window passed over (no words) or one that would be alone in a window is transcribed alone.
 """
 
 from __future__ import annotations
@@ -139,8 +140,8 @@ TOKENS_EXTRA = 20
 
 
 def token_bound(seconds: float) -> int:
-    """The most tokens a doubtful clip of `seconds` redone alone decodes: a generous bound on speech that stops a
-    hallucination loop early (the clip is doubtful either way)."""
+    """The most tokens a clip of `seconds` (at most 30: the bound is per pass) done alone in packed mode decodes:
+    generous for speech, it stops a hallucination loop early (such a clip is doubtful either way)."""
     return min(400, math.ceil(TOKENS_PER_S * seconds) + TOKENS_EXTRA)
 
 

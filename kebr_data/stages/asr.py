@@ -52,8 +52,8 @@ class AsrSettings:
                             min=0.0, max=30.0)
     pack_gap_s: float = setting(1.0, "silence between packed clips (s)", min=0.1, max=5.0)
     pack_min_logprob: float = setting(-0.5, "a packed clip whose mean word log-probability is below this is redone "
-                                            "alone and the clips after it packed again (a doubtful clip's text can "
-                                            "run on into the next)")
+                                            "alone and the clips after it go back to the queue (a doubtful clip's "
+                                            "text can run on into the next)")
 
 
 class Held(Exception):
