@@ -54,8 +54,8 @@ class Profile:
 
     @contextlib.contextmanager
     def timed(self, phase: str):
-        """Attribute the CPU of the block (and the calls in it) to `phase`; nested phases keep the outer one's
-        total only for what they do not cover."""
+        """Attribute the calls in the block to `phase` and add its CPU to the phase's total (a nested phase's CPU
+        counts in the outer total too: `packed` holds all of a packed run)."""
         before, self.phase = self.phase, phase
         c0 = time.process_time()
         try:
@@ -148,11 +148,11 @@ def instrument(current: list[Profile]) -> None:
     fw.FasterWhisper.transcribe, fw.FasterWhisper.transcribe_pack = transcribe_w, pack_w
 
 
-def table(prof: Profile, n: int, languages: dict[str, str]) -> list[str]:
+def table(prof: Profile, n: int) -> list[str]:
     """Markdown rows: per phase, each call's count and CPU-s per clip, and the rest (Python, features)."""
     rows = []
     for phase in ("unpacked", "detect", "windows", "repacked", "redone"):
-        total = prof.cpu[(phase, "total")] if phase != "unpacked" else prof.cpu[("unpacked", "total")]
+        total = prof.cpu[(phase, "total")]
         if not total:
             continue
         cells = []
@@ -229,7 +229,7 @@ def profile_rows(models: str, english: bool, beam: int, tag: str) -> tuple[list[
             label = f"{tag}{model}{'' if beam == 5 else f' beam {beam}'}, {n} short clips"
             for prof, mode, key in ((unpacked, "one by one", "unpacked"), (packed, "packed 30 s", "packed")):
                 lines.append(f"| {label} | {mode} | {prof.cpu[(key, 'total')] / n:.3f} | | | | | |")
-                lines += [f"| | {r[2:]}" for r in table(prof, n, languages)]
+                lines += [f"| | {r[2:]}" for r in table(prof, n)]
             notes.append(note(label, packed, languages))
             print("\n".join(lines[-8:]), "\n", notes[-1], flush=True)
     return lines, notes
