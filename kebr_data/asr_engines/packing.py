@@ -204,8 +204,9 @@ def transcribe_packed(clips: Sequence[ClipAudio], packing: Packing,
             try:
                 heard = decode([samples for samples, _ in joined], lang)
             except ClipError:
-                for i in (i for idx in windows for i in idx):
-                    by_itself(i)
+                for idx in windows:
+                    for i in idx:
+                        by_itself(i)
                 continue
             back: list[int] = []
             for idx, (_, spans), segments in zip(windows, joined, heard, strict=True):
