@@ -10,7 +10,7 @@ tiny.en says `en` or `und`), and the encoder's share of the packed CPU time (one
 alone, times the windows). Needs Debian's espeak-ng. `--clips N` takes N of each length, spread evenly, (a quick
 look while developing); the section is written only for the full corpus.
 
-    python bench/asr_packing.py [--repeat 2] [--clips N] [--models tiny.en,base] [--english]
+    python bench/asr_packing.py [--repeat 2] [--clips N] [--models tiny.en,tiny.en/english,base,base/beam1]
 """
 
 from __future__ import annotations
@@ -73,16 +73,18 @@ def report(lines: list[str], sets: dict, args: argparse.Namespace, load_before: 
     """Print the table and, for the full corpus, rewrite the `asr-packing` section of RESULTS.md."""
     text = "\n".join([
         f"{sum(len(c) for c in sets.values())} espeak-ng clips through the asr stage's `run_shard`, faster-whisper "
-        f"int8, beam 5, word timestamps, one CPU thread; best of {args.repeat} interleaved repeats (packed and "
-        f"unpacked alternating). Machine load (1-min average) {load_before:.1f} at the start, "
-        f"{os.getloadavg()[0]:.1f} at this table, on 2 cores shared with other work: wall-s are noisy, CPU-s are "
-        "the measure. Packed: `asr.pack_s = 30`, `pack_gap_s = 1`, `pack_min_logprob = -0.5` (a doubtful clip "
-        "redone alone, the clips after it packed again). Encoder share: planned windows (or clips) × one 30-s "
-        "encoder pass / CPU-s; the rest is the decoder (beam 5), word alignment and redone clips.", "",
+        f"int8, beam 5 (unless the row says beam 1), word timestamps, one CPU thread; best of {args.repeat} "
+        f"interleaved repeats (packed and unpacked alternating). Machine load (1-min average) {load_before:.1f} at "
+        f"the start, {os.getloadavg()[0]:.1f} at this table, on 2 cores shared with other work: wall-s are noisy, "
+        "CPU-s are the measure. Packed: `asr.pack_s = 30`, `pack_gap_s = 1`, `pack_min_logprob = -0.5` (a doubtful "
+        "clip redone alone, its decoding bounded, the clips after it back in the queue; a run of doubtful clips that "
+        "opens a window done alone). Encoder share: planned windows (or clips) × one 30-s encoder pass / CPU-s; "
+        "the rest is the decoder, word alignment, language detection (base) and clips done alone "
+        "(`bench/asr_packing_profile.py` below breaks it down).", "",
         "| model | clips | mode | CPU-s/clip | wall-s/clip | CPU vs one by one | WER (en) | label agreement | "
         "language exact | encoder share |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|", *lines])
     print(text, flush=True)
-    if not args.clips and not args.english:
+    if not args.clips:
         write_section("asr-packing", "ASR: packed windows vs one clip per window", text)
 
 
@@ -90,8 +92,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--clips", type=int, default=0, help="first N clips of each length (0 = all)")
-    ap.add_argument("--models", default="tiny.en,base", help="comma-separated models")
-    ap.add_argument("--english", action="store_true", help="the English clips only (no doubtful clips to redo)")
+    ap.add_argument("--models", default="tiny.en,tiny.en/english,base,base/beam1",
+                    help="comma-separated runs: a model, or model/english (its English short clips only: no doubtful "
+                         "clips to redo) or model/beam1 (short clips, beam 1)")
     args = ap.parse_args()
     warnings.simplefilter("ignore")
     import jiwer
@@ -113,16 +116,18 @@ def main() -> None:
     n = args.clips
     lines = []
     with tempfile.TemporaryDirectory() as tmp:
-        chosen = {"short": SHORT, "long": LONG}
-        if args.english:
-            chosen = {k: [c for c in v if c[2] == "en"] for k, v in chosen.items()}
-        sets = {k: synthesise(Path(tmp), pick(v, n)) for k, v in chosen.items()}
-        for model in args.models.split(","):
+        sets = {k: synthesise(Path(tmp), pick(v, n)) for k, v in {"short": SHORT, "long": LONG}.items()}
+        for run in args.models.split(","):
+            model, _, variant = run.partition("/")  # tiny.en/english: English short clips; base/beam1: beam 1
+            beam = 1 if variant == "beam1" else 5
             whisper = load(str(ctranslate2_model(model)), "cpu", "int8")
             enc = encoder_s(whisper)
-            stages = {p: AsrStage(load_config(overrides=[f"asr.model={model!r}", f"asr.pack_s={p}"])["asr"])
-                      for p in (0.0, 30.0)}
-            for length, clips in sets.items():
+            stages = {p: AsrStage(load_config(overrides=[f"asr.model={model!r}", f"asr.pack_s={p}",
+                                                         f"asr.beam_size={beam}"])["asr"]) for p in (0.0, 30.0)}
+            runs = {"short": sets["short"]} if variant else sets
+            if variant == "english":
+                runs = {"short, English only": [c for c in sets["short"] if c[1] == "en"]}
+            for length, clips in runs.items():
                 inputs = shard(clips)
                 cpu = {p: float("inf") for p in stages}
                 wall = dict(cpu)
@@ -148,8 +153,9 @@ def main() -> None:
                 for p in (0.0, 30.0):
                     wer, agree, exact = stats[p]
                     lines.append(
-                        f"| {model} | {length} ({len(clips)} clips, {mean_s:.1f} s mean) | "
-                        f"{'packed 30 s' if p else 'one by one'} | {cpu[p] / len(clips):.3f} | {wall[p] / len(clips):.3f} | "
+                        f"| {model}{' beam 1' if beam == 1 else ''} | {length} ({len(clips)} clips, {mean_s:.1f} s "
+                        f"mean) | {'packed 30 s' if p else 'one by one'} | {cpu[p] / len(clips):.3f} | "
+                        f"{wall[p] / len(clips):.3f} | "
                         f"{cpu[0.0] / cpu[p]:.2f}× | {wer:.1%} | {agree}/{len(english)} | {exact}/{len(clips)} | "
                         + (f"{min(1.0, windows * enc / cpu[p]):.0%} ({windows} windows × {enc:.2f} s)" if p else
                            f"{min(1.0, len(clips) * enc / cpu[p]):.0%}") + " |")

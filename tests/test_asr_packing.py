@@ -11,7 +11,7 @@ from test_asr import FIXTURES, stage_rows, wer, words
 
 from kebr_data import config
 from kebr_data.asr_engines import ClipAudio, Packing, Transcript, engines
-from kebr_data.asr_engines.packing import Heard, Said, plan_windows, split, transcribe_packed
+from kebr_data.asr_engines.packing import Heard, Said, plan_windows, split, token_bound, transcribe_packed
 from kebr_data.errors import ClipError
 from kebr_data.stages.asr import AsrStage
 
@@ -52,8 +52,9 @@ def test_words_go_to_the_clip_nearest_their_middle_with_times_relative_to_it():
 def test_a_doubtful_clip_is_redone_alone_and_the_clips_after_it_repacked(tmp_path, speech):
     """French and German to an English-only model after English: packed, tiny.en's doubtful decoding of a
     foreign clip can run on into the next clip (a hallucination loop was seen carried from French into
-    Spanish). The English clip before it stands; the French clip is redone alone, the German one packed again,
-    doubted again, and redone alone: both rows are the unpacked ones (language 'und', skipped)."""
+    Spanish). The English clip before it stands; the French clip is redone alone, the German one after it goes
+    back to the queue, where it is alone (no window of one clip): both rows are the unpacked ones (language 'und',
+    skipped)."""
     clips = [(speech[lang], 16000, {}) for lang in ("en", "fr", "de")]
     packed, alone = stage_rows(tmp_path, clips, pack_s=30.0), stage_rows(tmp_path, clips)
     assert packed[1:] == alone[1:] and [r["error"] for r in packed] == [None, "language", "language"]
@@ -167,3 +168,100 @@ def test_a_packing_stage_sends_clips_in_bounded_batches_and_a_bad_clip_fails_alo
     assert packed == alone and Picky.calls == [1, 1, 1]
     assert [(r["status"], r["error"]) for r in packed] == [("ok", None), ("failed", "decode_failed"), ("ok", None),
                                                            ("skipped", "silence")]
+
+
+class Script:
+    """A scripted engine for `transcribe_packed`: clip k is 3 s of the constant (k + 1) / 100, heard as one word
+    "wk" (probability 0.1 for the clips in `doubtful`, none for those in `mute`); it records the windows decoded
+    (their clips) and the clips done alone (with the detected language and token bound they were given)."""
+
+    def __init__(self, n, doubtful=(), mute=()):
+        self.clips = [ClipAudio({}, np.full(48000, (k + 1) / 100, np.float32), 16000) for k in range(n)]
+        self.doubtful, self.mute = set(doubtful), set(mute)
+        self.windows, self.alone = [], []
+
+    def decode(self, windows, language):
+        out = []
+        for y in windows:
+            starts = np.flatnonzero(np.diff(np.concatenate([[0.0], y])) > 0)  # each clip's first sample
+            ids = [round(float(y[s]) * 100) - 1 for s in starts]
+            self.windows.append(ids)
+            out.append([Said([Heard(f" w{k}", s / 16000 + 1, s / 16000 + 2, 0.1 if k in self.doubtful else 0.9)])
+                        for k, s in zip(ids, starts, strict=True) if k not in self.mute])
+        return out
+
+    def transcribe(self, clip, detected, bound):
+        k = round(float(clip.samples[0]) * 100) - 1
+        self.alone.append((k, detected, bound))
+        return Transcript(f"alone {k}", detected[0], detected[1], -2.0 if k in self.doubtful else -0.1)
+
+    def run(self, batch=1, languages=None):
+        langs = languages or ["en"] * len(self.clips)
+        return transcribe_packed(self.clips, Packing(30, 1, -0.5),
+                                 lambda c: (langs[round(float(c.samples[0]) * 100) - 1], 0.9), self.decode,
+                                 self.transcribe, True, "m", batch=batch)
+
+
+def test_the_clips_after_a_doubtful_one_fill_the_next_window_with_the_following_clips():
+    """Seven 3-s clips fill a 30-s window. Clip 1 is doubtful: clip 0 stands, clip 1 is redone alone and clips
+    2-6 go back to the queue, packed with clip 7 into one window (not a half-empty window of their own and clip 7
+    in another)."""
+    s = Script(8, doubtful={1})
+    out = s.run()
+    assert s.windows == [[0, 1, 2, 3, 4, 5, 6], [2, 3, 4, 5, 6, 7]]
+    assert [k for k, _, _ in s.alone] == [1]
+    assert [t.text for t in out] == ["w0", "alone 1"] + [f"w{k}" for k in range(2, 8)]
+
+
+def test_a_run_of_doubtful_clips_that_opens_a_window_is_done_alone_then_packing_resumes():
+    """Clip 7 opens the second window and is doubtful (the window's decode is lost): the clips after it are done
+    alone while they are doubtful (8), then one more that is not (9), then the rest are packed again."""
+    s = Script(13, doubtful={7, 8})
+    out = s.run()
+    assert s.windows == [list(range(7)), list(range(7, 13)), [10, 11, 12]]
+    assert [k for k, _, _ in s.alone] == [7, 8, 9]
+    assert [t.text for t in out[7:]] == ["alone 7", "alone 8", "alone 9", "w10", "w11", "w12"]
+
+
+def test_the_first_doubtful_clip_is_the_one_redone_even_when_a_later_segment_spans_two_clips():
+    spans = [(0.0, 3.0), (4.0, 7.0), (8.0, 11.0)]
+    low = Said([Heard(" eh", 1.0, 2.0, 0.1)])  # clip 0: mean log-probability -2.3
+    across = Said([Heard(" a", 5.0, 6.0, 0.9), Heard(" b", 9.0, 10.0, 0.9)])  # one segment over clips 1 and 2
+    assert split([low, across], spans, "en", [None] * 3, False, "m", trust=-0.5)[1] == 0
+
+
+def test_a_clip_the_window_skips_is_heard_alone_and_a_clip_alone_in_a_window_is_not_packed():
+    """A clip with no words in a trusted window is transcribed alone (as unpacked: Whisper can pass over a
+    foreign clip in a window); a window that would hold one clip (here the last, and the one German clip) is no
+    window. Clips done alone get their detected language and a token bound from their length."""
+    s = Script(9, mute={3})
+    out = s.run(languages=["en"] * 4 + ["de"] + ["en"] * 4)
+    assert s.windows == [[0, 1, 2, 3, 5, 6, 7]]
+    assert [(k, d) for k, d, _ in s.alone] == [(3, ("en", 0.9)), (8, ("en", 0.9)), (4, ("de", 0.9))]
+    assert {b for _, _, b in s.alone} == {token_bound(3.0)} and token_bound(3.0) == 50
+    assert (out[3].text, out[4].language, out[8].text) == ("alone 3", "de", "alone 8")
+
+
+def test_windows_are_decoded_batch_by_batch_and_a_doubtful_clips_followers_rejoin_the_queue():
+    s = Script(20, doubtful={2})
+    s.run(batch=2)
+    assert s.windows == [list(range(7)), list(range(7, 14)), list(range(3, 7)) + [14, 15, 16], [17, 18, 19]]
+
+
+def test_a_packed_clip_has_one_ok_log_line(tmp_path, speech, caplog):
+    clips = [(speech["demo0"], 16000, {}), (speech["en"], 16000, {})]
+    with caplog.at_level("INFO", logger="kebr_data.stage"):
+        rows = stage_rows(tmp_path, clips, pack_s=30.0)
+    assert [r["status"] for r in rows] == ["ok", "ok"]
+    assert [m.split(" (")[0] for m in caplog.messages if m.startswith("ok ")] == ["ok c0", "ok c1"]
+
+
+def test_a_clip_redone_alone_decodes_at_most_its_token_bound(speech):
+    """The bound stops a hallucination loop (224 tokens in a 4-s Spanish clip to tiny.en, 62 allowed); speech
+    stays under it (3 to 6 tokens a second)."""
+    engine = engines()["faster-whisper"]
+    settings = AsrStage(config.load(overrides=[])["asr"]).engine_settings
+    clip = ClipAudio({}, speech["en"], 16000)
+    free = engine.transcribe(clip, settings)
+    assert engine.transcribe(clip, settings, None, token_bound(len(speech["en"]) / 16000)).text == free.text
+    assert len(engine.transcribe(clip, settings, None, 4).words) < len(free.words) // 2

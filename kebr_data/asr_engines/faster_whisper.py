@@ -78,10 +78,17 @@ class FasterWhisper(LocalModelEngine):
             kwargs["language"] = "en"
         return kwargs
 
-    def transcribe(self, clip: ClipAudio, settings: FasterWhisperSettings) -> Transcript:
+    def transcribe(self, clip: ClipAudio, settings: FasterWhisperSettings,
+                   detected: tuple[str | None, float | None] | None = None,
+                   max_new_tokens: int | None = None) -> Transcript:
+        """One clip; from packing, `detected` (a language and its probability) saves a multilingual model's own
+        detection (a second encoder pass) and `max_new_tokens` stops a hallucination loop early."""
         path = ctranslate2_model(settings.model)
         model = load(str(path), settings.device, settings.compute_type)
-        kwargs = self._options(settings, model)
+        kwargs = {**self._options(settings, model), "max_new_tokens": max_new_tokens}
+        given = detected is not None and detected[0] is not None and bool(model.model.is_multilingual)
+        if given:
+            kwargs["language"] = detected[0]
         if settings.device == "cuda" and settings.batch_size > 1:
             fw = require("faster_whisper", "asr", "the faster-whisper ASR engine")
             segments, info = fw.BatchedInferencePipeline(model=model).transcribe(
@@ -92,8 +99,9 @@ class FasterWhisper(LocalModelEngine):
         tokens = sum(len(s.tokens) for s in kept)
         words = [Word(w.word.strip(), float(w.start), float(w.end), float(w.probability))
                  for s in kept for w in (s.words or [])]
+        prob = detected[1] if given else info.language_probability  # type: ignore[index]
         return Transcript(text=" ".join(s.text.strip() for s in kept).strip(), language=info.language,
-                          language_prob=float(info.language_probability),
+                          language_prob=None if prob is None else float(prob),
                           avg_logprob=sum(s.avg_logprob * len(s.tokens) for s in kept) / tokens if tokens else None,
                           words=words, multilingual=bool(model.model.is_multilingual), model=path.name)
 
@@ -111,8 +119,9 @@ class FasterWhisper(LocalModelEngine):
             else ("en", None),
             decode=lambda windows, lang: decode_windows(model, windows, lang, settings,
                                                         settings.batch_size if batched else 1),
-            alone=lambda clip: self.transcribe(clip, settings), multilingual=multilingual, model=path.name,
-            keep_words=settings.word_timestamps)
+            alone=lambda clip, detected, bound: self.transcribe(clip, settings, detected, bound),
+            multilingual=multilingual,
+            model=path.name, keep_words=settings.word_timestamps, batch=settings.batch_size if batched else 1)
 
 
 def detect_language(model: Any, samples: np.ndarray) -> tuple[str, float]:

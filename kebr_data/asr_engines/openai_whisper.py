@@ -80,16 +80,23 @@ class OpenAIWhisper(LocalModelEngine):
                      if s["no_speech_prob"] <= settings.no_speech_threshold and s["text"].strip()] for y in windows]
 
         return transcribe_packed(clips, packing, detect=lambda clip: self._language(model, clip.samples),
-                                 decode=decode, alone=lambda clip: self.transcribe(clip, settings),
+                                 decode=decode,
+                                 alone=lambda clip, detected, bound: self.transcribe(clip, settings, detected, bound),
                                  multilingual=bool(model.is_multilingual), model=path.name,
                                  keep_words=settings.word_timestamps)
 
-    def transcribe(self, clip: ClipAudio, settings: WhisperSettings) -> Transcript:
+    def transcribe(self, clip: ClipAudio, settings: WhisperSettings,
+                   detected: tuple[str | None, float | None] | None = None,
+                   max_new_tokens: int | None = None) -> Transcript:
+        """One clip; from packing, `detected` (its language and probability: the same detection) is not redone
+        and `max_new_tokens` stops a hallucination loop early."""
         path = torch_checkpoint(settings.model)
         model = load(str(path), settings.device)
         options = self._options(settings)
+        if max_new_tokens:
+            options["sample_len"] = min(max_new_tokens, model.dims.n_text_ctx // 2)  # never more than its default
         audio = clip.samples.astype(np.float32)
-        options["language"], language_prob = self._language(model, audio)
+        options["language"], language_prob = detected if detected and detected[0] else self._language(model, audio)
         result = model.transcribe(audio, **options)
         kept = [s for s in result["segments"] if s["no_speech_prob"] <= settings.no_speech_threshold
                 and s["text"].strip()]

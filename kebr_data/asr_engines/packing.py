@@ -9,8 +9,11 @@ words: Whisper reports one average per decoded window, not per segment) and its 
 identify per clip before packing (clips are packed only with clips of their own language). Whisper decodes
 a window as one sequence, so a doubtful clip (foreign speech to an English-only model, noise) can run on into
 the next clip as a hallucination loop: a window in which one segment holds words of two clips, or a clip's
-confidence is below `asr.pack_min_logprob`, keeps the clips before that clip (text runs forward only),
-redoes that clip alone and packs the ones after it again.
+confidence is below `asr.pack_min_logprob`, keeps the clips before the first such clip (text runs forward
+only), redoes that clip alone and puts the ones after it back at the head of the queue, where they fill the
+next window with the clips that follow (not a half-empty window of their own); after a doubtful clip that
+opened its window, clips are done alone while they are doubtful (a run of foreign speech costs no more lost
+windows). A clip a window passed over (no words) or one that would be alone in a window is transcribed alone.
 """
 
 from __future__ import annotations
@@ -97,11 +100,11 @@ def split(segments: Sequence[Said], spans: Sequence[tuple[float, float]], langua
     Whisper may carry a doubtful clip's text (a hallucination loop) on into the clips after it, never into the
     ones before, so only the transcripts before that clip stand."""
     mine: list[list[Heard]] = [[] for _ in spans]
-    bad: int | None = None
+    doubted: set[int] = set()
     for seg in segments:
         owners = sorted({owner(w, spans) for w in seg.words})
         if len(owners) > 1:
-            bad = owners[0] if bad is None else min(bad, owners[0])
+            doubted.add(owners[0])
         for w in seg.words:
             mine[owner(w, spans)].append(w)
     out = []
@@ -109,15 +112,15 @@ def split(segments: Sequence[Said], spans: Sequence[tuple[float, float]], langua
         dur = end - start
         logps = [math.log(max(w.prob, 1e-12)) for w in heard]
         confidence = sum(logps) / len(logps) if logps else None
-        if confidence is not None and confidence < trust and bad is None:
-            bad = k
+        if confidence is not None and confidence < trust:
+            doubted.add(k)
         out.append(Transcript(
             text="".join(w.text for w in heard).strip(), language=language, language_prob=prob,
             avg_logprob=confidence,
             words=[Word(w.text.strip(), within(w.start - start, dur), within(w.end - start, dur), w.prob)
                    for w in heard] if keep_words else [],
             multilingual=multilingual, model=model))
-    return out, bad
+    return out, min(doubted, default=None)
 
 
 def by_language(languages: Sequence[str | None]) -> dict[str | None, list[int]]:
@@ -128,58 +131,96 @@ def by_language(languages: Sequence[str | None]) -> dict[str | None, list[int]]:
     return groups
 
 
+Detected = tuple[str | None, float | None]
+
+#: a clip redone alone decodes at most this many tokens a second of it, plus `TOKENS_EXTRA`: speech runs 3 to 6
+#: (timestamps included; `bench/asr_packing_profile.py`), a hallucination loop ~50 (224 tokens in a 4-s clip)
+TOKENS_PER_S = 10
+TOKENS_EXTRA = 20
+
+
+def token_bound(seconds: float) -> int:
+    """The most tokens a clip of `seconds` (at most 30: the bound is per pass) done alone in packed mode decodes:
+    generous for speech, it stops a hallucination loop early (such a clip is doubtful either way)."""
+    return min(400, math.ceil(TOKENS_PER_S * seconds) + TOKENS_EXTRA)
+
+
 def transcribe_packed(clips: Sequence[ClipAudio], packing: Packing,
                       detect: Callable[[ClipAudio], tuple[str, float | None]],
                       decode: Callable[[list[np.ndarray], str], list[list[Said]]],
-                      alone: Callable[[ClipAudio], Transcript], multilingual: bool,
-                      model: str, keep_words: bool = True) -> list[Transcript | ClipError]:
+                      alone: Callable[[ClipAudio, Detected, int], Transcript], multilingual: bool,
+                      model: str, keep_words: bool = True, batch: int = 1) -> list[Transcript | ClipError]:
     """The clips' transcripts, decoding packed windows: `detect` gives each clip's language (and probability),
-    `decode` the segments of windows in one language (times in each window; all of a language's windows in
-    one call, so a GPU engine batches them), `alone` transcribes a clip unpacked. Clips are packed with clips
-    of their own language only; a clip longer than `pack_s` is transcribed alone. In a window `split` does
-    not trust, the clips before the first doubtful one stand, that clip is redone alone and the ones after
-    it are packed once more (then, if doubted again, done one by one); when decoding fails, the windows' clips
-    are done one by one, so only a bad clip fails."""
+    `decode` the segments of windows in one language (times in each window; `batch` windows per call, so a GPU
+    engine batches them), `alone` transcribes a clip unpacked (given its detected language and `token_bound`
+    of it). Clips are packed with clips of their own language only, in order; a clip longer than `pack_s`, or
+    one left alone in a window, is transcribed alone, and so is a clip the window skipped (no words). In a
+    window `split` does not trust, the clips before the first doubtful one stand, that clip is redone alone and
+    the ones after it go back to the head of the queue (each window settles at least one clip, so this ends).
+    When the doubtful clip opened its window (the whole decode was lost), doubtful clips may come in a run (a
+    foreign speaker): the clips after it are done alone while they are doubtful, then packing resumes. When
+    decoding fails, the windows' clips are done one by one, so only a bad clip fails."""
     out: list[Transcript | ClipError | None] = [None] * len(clips)
-    detected: list[tuple[str | None, float | None]] = []
+    detected: list[Detected] = []
     for i, clip in enumerate(clips):
         try:
             detected.append(detect(clip))
         except ClipError as exc:
             out[i] = exc
             detected.append((None, None))
+
+    def by_itself(i: int) -> bool:
+        """Transcribe clip i alone (a failure as its result); whether it is doubtful."""
+        bound = token_bound(min(clips[i].samples.size / clips[i].sample_rate, 30.0))  # the bound is per 30-s pass
+        r = out[i] = one_by_one([clips[i]], lambda clip: alone(clip, detected[i], bound))[0]
+        return isinstance(r, ClipError) or not r.text or (r.avg_logprob or 0.0) < packing.min_logprob
+
     groups = by_language([lang if out[i] is None else None for i, (lang, _) in enumerate(detected)])
     for lang, members in groups.items():
         if lang is None:
             continue
-        durations = [clips[i].samples.size / clips[i].sample_rate for i in members]
-        pending: list[tuple[list[int], bool]] = []  # (clips of a window, whether it is a retried remainder)
-        for window in plan_windows(durations, packing.pack_s, packing.gap_s):
-            idx = [members[k] for k in window]
-            if len(idx) == 1 and durations[window[0]] > packing.pack_s:
-                out[idx[0]] = one_by_one([clips[idx[0]]], alone)[0]
+        seconds = {i: clips[i].samples.size / clips[i].sample_rate for i in members}
+        queue: list[int] = []
+        for i in members:
+            if seconds[i] > packing.pack_s:
+                by_itself(i)
             else:
-                pending.append((idx, False))
-        while pending:
-            windows = [(idx, retried, *join([clips[i] for i in idx], packing.gap_s)) for idx, retried in pending]
-            pending = []
+                queue.append(i)
+        probing = False
+        while queue:
+            if probing:
+                probing = by_itself(queue.pop(0))
+                continue
+            windows = [[queue[k] for k in w]
+                       for w in plan_windows([seconds[i] for i in queue], packing.pack_s, packing.gap_s)[:batch]]
+            queue = queue[sum(map(len, windows)):]
+            for w in windows:
+                if len(w) == 1:
+                    by_itself(w[0])
+            windows = [w for w in windows if len(w) > 1]
+            if not windows:
+                continue
+            joined = [join([clips[i] for i in idx], packing.gap_s) for idx in windows]
             try:
-                heard = decode([samples for _, _, samples, _ in windows], lang)
+                heard = decode([samples for samples, _ in joined], lang)
             except ClipError:
-                heard = None
-            for n, (idx, retried, _, spans) in enumerate(windows):
-                results, bad = ([], 0) if heard is None else split(
-                    heard[n], spans, lang, [detected[i][1] for i in idx], multilingual, model, packing.min_logprob,
-                    keep_words)
+                for idx in windows:
+                    for i in idx:
+                        by_itself(i)
+                continue
+            back: list[int] = []
+            for idx, (_, spans), segments in zip(windows, joined, heard, strict=True):
+                results, bad = split(segments, spans, lang, [detected[i][1] for i in idx], multilingual, model,
+                                     packing.min_logprob, keep_words)
                 for i, r in zip(idx[:bad], results[:bad]):
-                    out[i] = r
-                if bad is None:
-                    continue
-                rest = idx[bad + 1:]
-                alone_now = idx[bad:] if heard is None or retried else idx[bad:bad + 1]
-                for i, r in zip(alone_now, one_by_one([clips[i] for i in alone_now], alone), strict=True):
-                    out[i] = r
-                if rest and not (heard is None or retried):
-                    pending.append((rest, True))
+                    if r.text:
+                        out[i] = r
+                    else:
+                        by_itself(i)  # a clip the window skipped: heard alone, as unpacked
+                if bad is not None:
+                    by_itself(idx[bad])
+                    back += idx[bad + 1:]
+                    probing = probing or bad == 0
+            queue = back + queue
     assert all(r is not None for r in out)
     return out  # type: ignore[return-value]

@@ -52,8 +52,12 @@ class AsrSettings:
                             min=0.0, max=30.0)
     pack_gap_s: float = setting(1.0, "silence between packed clips (s)", min=0.1, max=5.0)
     pack_min_logprob: float = setting(-0.5, "a packed clip whose mean word log-probability is below this is redone "
-                                            "alone and the clips after it packed again (a doubtful clip's text can "
-                                            "run on into the next)")
+                                            "alone and the clips after it go back to the queue (a doubtful clip's "
+                                            "text can run on into the next)")
+
+
+class Held(Exception):
+    """A clip held for a packed window (not an error: `run_shard` writes its row when the window is decoded)."""
 
 
 class _WithEngines:
@@ -148,7 +152,7 @@ class AsrStage(ClipStage):
 
         def hold(clip: ClipInput) -> dict[str, Any]:
             ready.append((len(rows), clip, self._audio(clip)))
-            return {}
+            raise Held  # its row (and its one log line) comes with its window
 
         def flush() -> None:
             results = self.engine.transcribe_pack([a for _, _, a in ready], self.engine_settings, packing)
@@ -158,11 +162,13 @@ class AsrStage(ClipStage):
             ready.clear()
 
         for clip in iter_clips(ctx, self.upstream):
-            rows.append(self._clip_row(clip, ctx, hold))
-            if not ready or ready[-1][0] != len(rows) - 1:
+            try:
+                rows.append(self._clip_row(clip, ctx, hold))
                 ctx.progress(1)  # a clip handled alone
-            elif sum(a.duration_s for _, _, a in ready) >= self.pack_windows * packing.pack_s:
-                flush()
+            except Held:
+                rows.append({})
+                if sum(a.duration_s for _, _, a in ready) >= self.pack_windows * packing.pack_s:
+                    flush()
         if ready:
             flush()
         schema = with_metadata(self.schema, self.name)
