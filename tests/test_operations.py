@@ -15,10 +15,9 @@ ARGS = ["--config", DEMO_CFG, "--stages", "index,audio,acoustic"]
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory, demo_src):
-    out = tmp_path_factory.mktemp("ref") / "f"
-    run_cli("extract", "--src", str(demo_src), "--out", str(out), *ARGS, check=True)
-    return out
+def reference(demo_acoustic):
+    """The demo extracted with ARGS, once per suite (conftest.demo_acoustic): tests copy it to change it."""
+    return demo_acoustic
 
 
 def test_retry_failed_redoes_only_failed_rows_and_refreshes_downstream(tmp_path, demo_src, reference):
