@@ -98,13 +98,15 @@ def tiny_bert(tmp_path_factory) -> str:
 # The files that take longest (CPU-s of each file run alone on one core, or mostly waiting: the Ray files), run
 # first: with --dist loadfile each of the two workers takes the next file when it runs low, so a long file started
 # last leaves one worker busy while the other idles. xdist's own order (most tests first; --no-loadscope-reorder
-# in pyproject.toml turns it off) ran the few-test Ray, README and training files last.
+# in pyproject.toml turns it off) ran the few-test Ray, README and training files last. Of the files sharing a
+# demo run (shared_demo_run), the one that makes it comes first (ssl_audio: audio_done; executors: demo_acoustic;
+# engine: demo_all), so that the others find it made rather than wait for it.
 LONGEST_FIRST = ("test_recipes.py", "test_video_encoder.py", "test_ssl_audio.py", "test_ray_cluster.py",
-                 "test_train_cli.py", "test_engine.py", "test_executors.py", "test_first_run.py",
+                 "test_executors.py", "test_train_cli.py", "test_first_run.py", "test_engine.py",
                  "test_audio_baselines.py", "test_nonfinite.py", "test_kebr_train.py", "test_untrusted.py",
-                 "test_operations.py", "test_audio_e2e.py", "test_mask_stage.py", "test_crash.py",
-                 "test_train_modalities.py", "test_acoustic.py", "test_bad_inputs.py", "test_asr.py",
-                 "test_systems.py", "test_predict.py")
+                 "test_audio_e2e.py", "test_mask_stage.py", "test_asr.py", "test_crash.py", "test_operations.py",
+                 "test_train_modalities.py", "test_bad_inputs.py", "test_acoustic.py", "test_systems.py",
+                 "test_predict.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -85,6 +85,15 @@ def test_a_started_run_is_a_process_to_signal_poll_and_wait_for(tmp_path):
     assert run_cli("status", "--out", str(tmp_path / "b")).returncode == 0
 
 
+def test_a_shared_demo_run_is_made_once_and_then_read(tmp_path_factory):
+    """conftest.shared_demo_run: a second caller (another file, another xdist worker) gets the folder and the
+    stderr of the first call's extraction, not a run of its own."""
+    out, err = conftest.shared_demo_run(tmp_path_factory, "index")
+    made = (out / "_done/plan.json").stat().st_mtime_ns
+    assert conftest.shared_demo_run(tmp_path_factory, "index") == (out, err)
+    assert (out / "_done/plan.json").stat().st_mtime_ns == made and "8 clips" in err
+
+
 def test_the_longest_files_exist_and_are_collected_first():
     tests = ROOT / "tests"
     assert all((tests / name).is_file() for name in conftest.LONGEST_FIRST)
