@@ -89,8 +89,10 @@ class _Zygote:
         atexit.register(self.close)
 
     def serves(self, env: dict[str, str], preload: tuple[str, ...] = ()) -> bool:
+        """Free (no started run left to wait for: a test that failed before waiting), alive, and made for `env`."""
         strip = lambda e: {k: v for k, v in e.items() if k not in _PER_TEST}  # noqa: E731
-        return self.proc.poll() is None and strip(env) == strip(self.env) and set(preload) <= set(self.preload)
+        return (not self.lock.locked() and self.proc.poll() is None and strip(env) == strip(self.env)
+                and set(preload) <= set(self.preload))
 
     def run(self, args: list[str], env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
         forked = Forked(self, args, env)
@@ -187,8 +189,10 @@ def _zygote(env: dict[str, str], preload: tuple[str, ...], start: bool) -> _Zygo
     _zygotes[:] = [z for z in _zygotes if z.proc.poll() is None]
     zygote = next((z for z in reversed(_zygotes) if z.serves(env, preload)), None)
     if zygote is None and start:
-        if len(_zygotes) == _MAX_ZYGOTES:
-            _zygotes.pop(0).close()
+        idle = [z for z in _zygotes if not z.lock.locked()]
+        if len(_zygotes) >= _MAX_ZYGOTES and idle:
+            _zygotes.remove(idle[0])
+            idle[0].close()
         zygote = _Zygote(env, preload)
         _zygotes.append(zygote)
     return zygote
