@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
+import shutil
 from pathlib import Path
 
 import pytest
-from helpers import DEMO
+from helpers import DEMO, ROOT
 
 from kebr_data.features.numba_cache import numba_cache_dir
 from kebr_data.media.ffmpeg import find_ffmpeg
@@ -40,15 +42,48 @@ def demo_src() -> Path:
     return DEMO
 
 
+DEMO_CFG = ROOT / "pipelines" / "demo.toml"
+
+
+def shared_demo_run(tmp_path_factory: pytest.TempPathFactory, stages: str) -> tuple[Path, str]:
+    """`kebr-data extract` of the demo with pipelines/demo.toml and `stages` ('' = the file's own), run once per
+    suite: the first xdist worker to ask runs it under a lock in the folder the workers share, the others (and
+    its later callers) wait for it and get the same folder. Returns the folder and the run's stderr. Tests only
+    read the folder; one that writes there (or reruns, masks, ...) copies it first."""
+    from helpers import extract_demo, run_cli
+
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # popen-gwN's parent: this run's
+    name = "demo-" + (stages.replace(",", "-") or "all")
+    out, done = shared / name / "out", shared / name / "stderr.txt"
+    out.parent.mkdir(exist_ok=True)
+    with open(shared / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.is_file():
+            shutil.rmtree(out, ignore_errors=True)  # a run whose worker died half-way
+            proc = (extract_demo(out, stages, check=True) if stages else
+                    run_cli("extract", "--src", str(DEMO), "--out", str(out), "--config", str(DEMO_CFG), check=True))
+            done.write_text(proc.stderr)
+    return out, done.read_text()
+
+
 @pytest.fixture(scope="session")
 def audio_done(tmp_path_factory, demo_src) -> Path:
     """The demo's index and audio stages, run once: tests of stages that read the audio copy it."""
-    from helpers import ROOT, run_cli
+    return shared_demo_run(tmp_path_factory, "index,audio")[0]
 
-    out = tmp_path_factory.mktemp("demo-audio") / "out"
-    run_cli("extract", "--src", str(demo_src), "--out", str(out), "--config", str(ROOT / "pipelines/demo.toml"),
-            "--stages", "index,audio", check=True)
-    return out
+
+@pytest.fixture(scope="session")
+def demo_acoustic(tmp_path_factory, demo_src) -> Path:
+    """The demo's index, audio and acoustic stages, run once (read it; copy it to change it)."""
+    return shared_demo_run(tmp_path_factory, "index,audio,acoustic")[0]
+
+
+@pytest.fixture(scope="session")
+def demo_all(tmp_path_factory, demo_src) -> tuple[Path, str]:
+    """The demo with pipelines/demo.toml's own stages (index, audio, asr, acoustic), run once: the folder and
+    the run's stderr (read it; copy it to change it)."""
+    return shared_demo_run(tmp_path_factory, "")
 
 
 @pytest.fixture(scope="session")
@@ -63,13 +98,15 @@ def tiny_bert(tmp_path_factory) -> str:
 # The files that take longest (CPU-s of each file run alone on one core, or mostly waiting: the Ray files), run
 # first: with --dist loadfile each of the two workers takes the next file when it runs low, so a long file started
 # last leaves one worker busy while the other idles. xdist's own order (most tests first; --no-loadscope-reorder
-# in pyproject.toml turns it off) ran the few-test Ray, README and training files last.
+# in pyproject.toml turns it off) ran the few-test Ray, README and training files last. Of the files sharing a
+# demo run (shared_demo_run), the one that makes it comes first (ssl_audio: audio_done; executors: demo_acoustic;
+# engine: demo_all), so that the others find it made rather than wait for it.
 LONGEST_FIRST = ("test_recipes.py", "test_video_encoder.py", "test_ssl_audio.py", "test_ray_cluster.py",
-                 "test_train_cli.py", "test_engine.py", "test_executors.py", "test_first_run.py",
+                 "test_executors.py", "test_train_cli.py", "test_first_run.py", "test_engine.py",
                  "test_audio_baselines.py", "test_nonfinite.py", "test_kebr_train.py", "test_untrusted.py",
-                 "test_operations.py", "test_audio_e2e.py", "test_mask_stage.py", "test_crash.py",
-                 "test_train_modalities.py", "test_acoustic.py", "test_bad_inputs.py", "test_asr.py",
-                 "test_systems.py", "test_predict.py")
+                 "test_audio_e2e.py", "test_mask_stage.py", "test_asr.py", "test_crash.py", "test_operations.py",
+                 "test_train_modalities.py", "test_bad_inputs.py", "test_acoustic.py", "test_systems.py",
+                 "test_predict.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

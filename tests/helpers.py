@@ -6,7 +6,6 @@ import os
 import shlex
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -53,16 +52,29 @@ def make_video(ffmpeg: str, path: Path, seconds: float = 1.0, audio: bool = True
     return path
 
 
-def run_cli(*args: str, check: bool = False, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+def run_cli(*args: str, check: bool = False, env: dict | None = None, timeout: float = 300,
+            models: bool = False) -> subprocess.CompletedProcess:
     """Run `kebr-data ARGS` in a real subprocess (what users do), its console 250 columns wide so that
     messages naming long temporary paths are not wrapped mid-phrase; forked from an interpreter that has
-    imported the CLI already (cli_zygote.py), so a run costs its own work, not Python's start."""
+    imported the CLI already (cli_zygote.py), so a run costs its own work, not Python's start. `models=True`:
+    a run whose main process checks a model stage's model (ssl_audio, video_encoder) forks from one that has
+    imported torch and transformers too."""
     import cli_zygote
 
-    proc = cli_zygote.run(list(args), {**os.environ, "COLUMNS": "250", **(env or {})}, timeout, start=env is None)
+    preload = cli_zygote.MODELS if models else ()
+    proc = cli_zygote.run(list(args), {**os.environ, "COLUMNS": "250", **(env or {})}, timeout, start=env is None,
+                          preload=preload)
     if check and proc.returncode != 0:
         raise AssertionError(f"kebr-data {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+def start_cli(*args: str, models: bool = False):  # -> cli_zygote.Forked
+    """`kebr-data ARGS` started as run_cli starts it (a process of its own, forked from a pre-imported
+    interpreter) and returned while it runs, with the pid, poll, wait, kill and communicate of a Popen."""
+    import cli_zygote
+
+    return cli_zygote.start(list(args), {**os.environ, "COLUMNS": "250"}, cli_zygote.MODELS if models else ())
 
 
 def copy_demo(dest: Path) -> Path:
@@ -104,19 +116,18 @@ def audio_shard(tmp_path: Path, arrays: list):  # -> kebr_data.stages.base.Shard
 
 
 def kill_mid_shard(src: Path, out: Path, args: list[str], stage: str = "audio", target: str = "worker",
-                   timeout: float = 120, clips_done: int = 2) -> tuple[int, int]:
-    """Start `kebr-data extract`, SIGKILL its worker (`target="main"`: the whole run) once a shard of `stage`
-    other than the first has `clips_done` clips logged ok (0: as soon as it started), before its commit.
+                   timeout: float = 120, models: bool = False, clips_done: int = 2) -> tuple[int, int]:
+    """Start `kebr-data extract` (start_cli), SIGKILL its worker (`target="main"`: the whole run) once a shard of
+    `stage` other than the first has `clips_done` clips logged ok (0: as soon as it started), before its commit.
     Returns (interrupted shard, worker pid)."""
     import re
     import signal
     import time
 
-    proc = subprocess.Popen([sys.executable, "-m", "kebr_data", "extract", "--src", str(src), "--out", str(out),
-                             *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = start_cli("extract", "--src", str(src), "--out", str(out), *args, models=models)
     deadline = time.time() + timeout
     try:
-        while time.time() < deadline:
+        while time.time() < deadline and proc.poll() is None:
             logs = out / "_logs" / stage
             for log in sorted(logs.glob("shard-*.log")) if logs.exists() else []:
                 text = log.read_text()

@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from helpers import ROOT, demo_clip, run_cli
+from helpers import demo_clip
 
 from kebr_data import config
 from kebr_data.features.librosa_33 import Librosa33, zero_crossing_rate
@@ -178,10 +178,8 @@ def test_non_finite_features_never_reach_the_shard(tmp_path, speech, monkeypatch
     assert (row["status"], row["error"], row["features"]) == ("failed", "non_finite", None)
 
 
-def test_demo_end_to_end(tmp_path, demo_src):
-    out = tmp_path / "f"
-    run_cli("extract", "--src", str(demo_src), "--out", str(out), "--config", str(ROOT / "pipelines/demo.toml"),
-            check=True)
+def test_demo_end_to_end(demo_all):
+    out, _ = demo_all  # the demo extracted with pipelines/demo.toml (conftest.py)
     acoustic = pq.read_table(out / "acoustic").to_pylist()
     assert [r["status"] for r in acoustic].count("ok") == 6
     assert {r["error"] for r in acoustic if r["status"] != "ok"} == {"upstream_failed", "upstream_skipped"}

@@ -4,6 +4,7 @@ decoding path on a checkpoint built here."""
 
 import csv
 import re
+import shutil
 import subprocess
 import time
 
@@ -13,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
-from helpers import ROOT, demo_clip, extract_demo, run_cli
+from helpers import ROOT, demo_clip, run_cli
 
 from kebr_data import config
 from kebr_data.asr_engines.models import TINY_EN_SHA256, bundled_tiny_en, ctranslate2_model, torch_checkpoint
@@ -43,10 +44,9 @@ def test_wer_helper_on_hand_computed_cases():
 
 
 @pytest.fixture(scope="module")
-def demo_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("asr") / "f"
-    extract_demo(out, "index,audio,asr", check=True)
-    return out
+def demo_run(tmp_path_factory, demo_all):
+    """A copy of the demo extracted with pipelines/demo.toml (index, audio, asr, acoustic): mask writes there."""
+    return shutil.copytree(demo_all[0], tmp_path_factory.mktemp("asr") / "f")
 
 
 def test_faster_whisper_transcribes_the_demo_within_10_percent_wer(demo_run):

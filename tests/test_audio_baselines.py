@@ -8,8 +8,6 @@ import os
 import re
 import shutil
 import signal
-import subprocess
-import sys
 import time
 import warnings
 
@@ -17,7 +15,7 @@ import librosa
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from helpers import ROOT, audio_shard, rss_growth, run_cli, section_overrides, shard_files
+from helpers import ROOT, audio_shard, rss_growth, run_cli, section_overrides, shard_files, start_cli
 
 from kebr_data import config
 from kebr_data.media.flac import decode_flac, encode_flac
@@ -216,8 +214,7 @@ def test_sigkilled_worker_then_rerun_is_identical(tmp_path, audio_done, clean_ru
     """SIGKILL the worker once it has logged a clip of a melspec shard; the rerun matches the clean run."""
     _, clean = clean_run
     out = shutil.copytree(audio_done, tmp_path / "out")
-    proc = subprocess.Popen([sys.executable, "-m", "kebr_data", "extract", "--out", str(out), *ARGS, "--workers", "1"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = start_cli("extract", "--out", str(out), *ARGS, "--workers", "1")
     deadline, killed = time.time() + 120, False
     while time.time() < deadline and proc.poll() is None and not killed:
         for log in sorted((out / "_logs/melspec").glob("shard-*.log")) if (out / "_logs/melspec").exists() else []:

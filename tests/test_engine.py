@@ -23,14 +23,13 @@ def extract(src, out, *extra, check=True):
 
 
 @pytest.fixture(scope="module")
-def demo_run(tmp_path_factory, demo_src):
-    out = tmp_path_factory.mktemp("run") / "features"
-    proc = extract(demo_src, out)
-    return out, proc
+def demo_run(demo_all):
+    """`extract(demo_src, out)`: the suite's one run of the demo with its own stages (conftest.demo_all)."""
+    return demo_all
 
 
 def test_demo_two_shards_with_expected_statuses(demo_run):
-    out, proc = demo_run
+    out, stderr = demo_run
     assert sorted(p.name for p in (out / "audio").glob("*.parquet")) == ["shard-00000.parquet", "shard-00001.parquet"]
     plan = pq.read_table(out / "plan").to_pylist()
     audio = [r for s in (0, 1) for r in pq.read_table(out / f"audio/shard-{s:05d}.parquet").to_pylist()]
@@ -43,7 +42,7 @@ def test_demo_two_shards_with_expected_statuses(demo_run):
         ("failed", "decode_error")
     assert sum(r["status"] == "ok" for r in audio) == 6
     assert plan[0]["speaker_id"] == "id00001" and plan[0]["source"] == "voxceleb"
-    assert "2 shards" in proc.stderr and "failed/decode_error 1" in proc.stderr
+    assert "2 shards" in stderr and "failed/decode_error 1" in stderr
 
 
 def test_markers_record_counts_hashes_and_versions(demo_run):

@@ -2,6 +2,7 @@
 a run the local executor started (the same done markers commit the work)."""
 
 import os
+import shutil
 
 import pytest
 from helpers import ROOT, extract_demo, run_cli, shard_files
@@ -30,23 +31,15 @@ def test_local_workers_get_one_blas_thread(monkeypatch):
 
 
 
-@pytest.fixture(scope="module")
-def local_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("local") / "f"
-    extract_demo(out, "index,audio,acoustic", check=True)
-    return out
-
-
-def test_ray_outputs_are_byte_identical_and_resume_across_executors(tmp_path, local_run):
+def test_ray_outputs_are_byte_identical_and_resume_across_executors(tmp_path, demo_acoustic, audio_done):
     pytest.importorskip("ray")
     out = tmp_path / "ray"
     extract_demo(out, "index,audio,acoustic", "--executor", "ray", "--workers", "2", "--set", "run.overlap=true",
                  check=True, timeout=600)  # overlapped on Ray; stage by stage below
-    assert shard_files(out) == shard_files(local_run)
-    mixed = tmp_path / "mixed"  # started locally, finished on Ray
-    extract_demo(mixed, "index,audio", check=True)
+    assert shard_files(out) == shard_files(demo_acoustic)  # the local executor's run (conftest.py)
+    mixed = shutil.copytree(audio_done, tmp_path / "mixed")  # started locally (index,audio), finished on Ray
     (mixed / "_done/audio/shard-00001.json").unlink()  # as if a crash lost shard 1's commit
     proc = run_cli("extract", "--out", str(mixed), "--config", DEMO_CFG, "--stages", "audio,acoustic", "--executor",
                    "ray", "--workers", "2", check=True, timeout=600)
     assert "1 shards" in proc.stderr  # only the missing audio shard was redone
-    assert shard_files(mixed) == shard_files(local_run)
+    assert shard_files(mixed) == shard_files(demo_acoustic)

@@ -15,19 +15,19 @@ ARGS = ["--config", DEMO_CFG, "--stages", "index,audio,acoustic"]
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory, demo_src):
-    out = tmp_path_factory.mktemp("ref") / "f"
-    run_cli("extract", "--src", str(demo_src), "--out", str(out), *ARGS, check=True)
-    return out
+def reference(demo_acoustic):
+    """The demo extracted with ARGS, once per suite (conftest.demo_acoustic): tests copy it to change it."""
+    return demo_acoustic
 
 
 def test_retry_failed_redoes_only_failed_rows_and_refreshes_downstream(tmp_path, demo_src, reference):
     # hangs on one clip while the outage lasts, real ffmpeg otherwise (the same ffmpeg before and after: a
-    # folder refuses another build, kebr_data/pipeline/pins.py)
+    # folder refuses another build, kebr_data/pipeline/pins.py); `exec sleep`: the timeout's kill ends the hang
+    # itself (a sleep forked by the shell would keep the output pipes open, the run waiting its 30 s out)
     outage = tmp_path / "outage"
     outage.touch()
     flaky = tmp_path / "ffmpeg"
-    flaky.write_text(f'#!/bin/sh\ncase "$*" in *kEbRdEmOa01/00002*) [ -e "{outage}" ] && sleep 30;; esac\n'
+    flaky.write_text(f'#!/bin/sh\ncase "$*" in *kEbRdEmOa01/00002*) [ -e "{outage}" ] && exec sleep 30;; esac\n'
                      f'exec "{find_ffmpeg()}" "$@"\n')
     flaky.chmod(0o755)
     out = tmp_path / "f"

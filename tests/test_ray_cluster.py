@@ -106,10 +106,9 @@ def test_a_driver_without_token_auth_is_refused_naming_the_address_and_the_setti
     assert "--ray-auth-mode token" in last and "check the path" not in proc.stderr
 
 
-def test_a_two_node_token_cluster_writes_the_local_run_s_bytes(cluster, tmp_path):
+def test_a_two_node_token_cluster_writes_the_local_run_s_bytes(cluster, tmp_path, audio_done):
     address, env = cluster
-    local, remote = tmp_path / "local", tmp_path / "ray"
-    extract_demo(local, STAGES, check=True)
+    local, remote = audio_done, tmp_path / "ray"  # the local executor's run of STAGES (conftest.py)
     token_env = {"RAY_AUTH_MODE": "", "RAY_AUTH_TOKEN_PATH": ""}  # the options below set them, not the shell
     extract_demo(remote, STAGES, "--executor", "ray", "--address", address, "--ray-auth-mode", "token",
                  "--ray-token-path", env["RAY_AUTH_TOKEN_PATH"], check=True, timeout=300, env=token_env)

@@ -217,7 +217,7 @@ def test_a_config_describing_a_huge_model_is_refused_before_loading(tmp_path, de
     assert "more than ssl_audio.max_params" in SslAudioStage(config.load(
         overrides=[f"ssl_audio.model='{huge}'"])["ssl_audio"]).check()[0]  # before a run that would grow without end
     proc = run_cli("extract", "--src", str(demo_src), "--out", str(tmp_path / "f"), "--stages",
-                   "index,audio,ssl_audio", "--set", f"ssl_audio.model='{huge}'", timeout=120)
+                   "index,audio,ssl_audio", "--set", f"ssl_audio.model='{huge}'", timeout=120, models=True)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "describes 8.54e+09 parameters, more than ssl_audio.max_params = 2e+09" in proc.stderr
     assert not (tmp_path / "f").exists()
@@ -267,7 +267,7 @@ def from_audio(audio_done, dest):
 def clean_run(tmp_path_factory, audio_done, models):
     """A clean 1-worker run and its tables' bytes (taken before anything else writes there)."""
     out = from_audio(audio_done, tmp_path_factory.mktemp("ssl-clean") / "out")
-    run_cli("extract", "--out", str(out), *cli_args(models["data2vec"]), "--workers", "1", check=True)
+    run_cli("extract", "--out", str(out), *cli_args(models["data2vec"]), "--workers", "1", check=True, models=True)
     files = shard_files(out)
     assert any(k.startswith("ssl_audio/") for k in files)
     return out, files
@@ -285,7 +285,7 @@ def test_a_model_changed_after_a_run_is_refused_never_mixed(tmp_path, models, cl
     data = bytearray(weights.read_bytes())
     data[-1] ^= 1
     weights.write_bytes(bytes(data))
-    proc = run_cli("extract", "--out", str(out), *cli_args(str(model)))
+    proc = run_cli("extract", "--out", str(out), *cli_args(str(model)), models=True)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     assert "were made with another ssl_audio config" in " ".join(proc.stderr.split())
     assert shard_files(out) == clean_run[1]
@@ -294,9 +294,10 @@ def test_a_model_changed_after_a_run_is_refused_never_mixed(tmp_path, models, cl
 def test_two_workers_and_a_forced_rerun_are_byte_identical(tmp_path, audio_done, models, clean_run):
     _, clean = clean_run
     out = from_audio(audio_done, tmp_path / "two")
-    run_cli("extract", "--out", str(out), *cli_args(models["data2vec"]), "--workers", "2", check=True)
+    run_cli("extract", "--out", str(out), *cli_args(models["data2vec"]), "--workers", "2", check=True, models=True)
     assert shard_files(out) == clean
-    run_cli("extract", "--out", str(out), *cli_args(models["data2vec"]), "--workers", "1", "--force", check=True)
+    run_cli("extract", "--out", str(out), *cli_args(models["data2vec"]), "--workers", "1", "--force", check=True,
+            models=True)
     assert shard_files(out) == clean
 
 
@@ -325,15 +326,14 @@ def test_sigkilled_worker_then_rerun_is_identical(tmp_path, audio_done, models, 
     import os
     import re
     import signal
-    import subprocess
-    import sys
     import time
+
+    from helpers import start_cli
 
     _, clean = clean_run
     args = [*cli_args(models["data2vec"]), "--workers", "1"]
     out = from_audio(audio_done, tmp_path / "out")
-    proc = subprocess.Popen([sys.executable, "-m", "kebr_data", "extract", "--out", str(out), *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = start_cli("extract", "--out", str(out), *args, models=True)
     deadline, killed = time.time() + 180, False
     while time.time() < deadline and proc.poll() is None and not killed:
         for log in sorted((out / "_logs/ssl_audio").glob("shard-*.log")) if (out / "_logs/ssl_audio").exists() else []:
@@ -347,5 +347,5 @@ def test_sigkilled_worker_then_rerun_is_identical(tmp_path, audio_done, models, 
     if not killed:
         pytest.skip("the run finished before a worker could be killed")
     assert proc.returncode == 3
-    assert run_cli("extract", "--out", str(out), *args).returncode == 0
+    assert run_cli("extract", "--out", str(out), *args, models=True).returncode == 0
     assert shard_files(out) == clean

@@ -62,7 +62,7 @@ def reference(corpus, tiny, tmp_path_factory):
     """One clean 1-worker run: the reference of every comparison below, and its tables' bytes (taken before
     the export test writes there)."""
     out = tmp_path_factory.mktemp("ref") / "out"
-    run_cli("extract", "--src", str(corpus), "--out", str(out), *run_args(tiny), check=True)
+    run_cli("extract", "--src", str(corpus), "--out", str(out), *run_args(tiny), check=True, models=True)
     return out, shard_files(out)
 
 
@@ -112,9 +112,9 @@ def index_and_audio(reference, dest):
 def test_two_workers_and_a_rerun_are_byte_identical(corpus, reference, tiny, tmp_path):
     _, files = reference
     out = index_and_audio(reference, tmp_path / "two")
-    run_cli("extract", "--src", str(corpus), "--out", str(out), *run_args(tiny, 2), check=True)
+    run_cli("extract", "--src", str(corpus), "--out", str(out), *run_args(tiny, 2), check=True, models=True)
     assert shard_files(out) == files and any(k.startswith("video_encoder/") for k in files)
-    proc = run_cli("extract", "--src", str(corpus), "--out", str(out), *run_args(tiny, 2), check=True)
+    proc = run_cli("extract", "--src", str(corpus), "--out", str(out), *run_args(tiny, 2), check=True, models=True)
     assert shard_files(out) == files, proc.stderr
 
 
@@ -244,13 +244,13 @@ def test_sigkill_mid_shard_of_each_stage_then_rerun_is_identical(corpus, referen
     for attempt in range(5):
         out = index_and_audio(reference, tmp_path / f"out{attempt}")
         for stage in ("faces", "video_encoder"):
-            shard, _ = kill_mid_shard(corpus, out, run_args(tiny), stage, timeout=300)
+            shard, _ = kill_mid_shard(corpus, out, run_args(tiny), stage, timeout=300, models=True)
             if (out / f"_done/{stage}/shard-{shard:05d}.json").exists():
                 break  # the shard committed before the kill landed: start over in a fresh folder
         else:
             break
     else:
         pytest.fail("could not interrupt a faces and a video_encoder shard before their commits in 5 attempts")
-    proc = run_cli("extract", "--src", str(corpus), "--out", str(out), *run_args(tiny))
+    proc = run_cli("extract", "--src", str(corpus), "--out", str(out), *run_args(tiny), models=True)
     assert proc.returncode == 0, proc.stderr
     assert shard_files(out) == files
