@@ -106,7 +106,7 @@ LONGEST_FIRST = ("test_recipes.py", "test_video_encoder.py", "test_ssl_audio.py"
                  "test_audio_baselines.py", "test_nonfinite.py", "test_kebr_train.py", "test_untrusted.py",
                  "test_audio_e2e.py", "test_mask_stage.py", "test_asr.py", "test_crash.py", "test_operations.py",
                  "test_train_modalities.py", "test_bad_inputs.py", "test_acoustic.py", "test_systems.py",
-                 "test_predict.py")
+                 "test_predict.py", "test_lever_crash.py", "test_bench_gpu.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

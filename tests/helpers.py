@@ -146,6 +146,17 @@ def kill_mid_shard(src: Path, out: Path, args: list[str], stage: str = "audio", 
             proc.wait()
 
 
+def kill_before_commit(src: Path, folder: Path, args: list[str], stage: str = "audio", attempts: int = 5,
+                       **kill) -> tuple[Path, int, int]:
+    """`kill_mid_shard` into a fresh `folder/outN` until the kill lands before the shard's commit (a shard may
+    commit between the poll and the signal). Returns (output folder, interrupted shard, worker pid)."""
+    for attempt in range(attempts):
+        out = folder / f"out{attempt}"
+        shard, worker = kill_mid_shard(src, out, args, stage, **kill)
+        if not (out / f"_done/{stage}/shard-{shard:05d}.json").exists():
+            return out, shard, worker
+    raise AssertionError(f"could not interrupt a {stage} shard before its commit in {attempts} attempts")
+
 def tiny_text_encoder(folder: Path) -> Path:
     """A random-initialised 2-layer, 32-wide BERT with the bundled MiniLM's real WordPiece tokenizer,
     saved as a local Hugging Face folder: trainer tests that check plumbing rather than what a real

@@ -12,7 +12,7 @@ from pathlib import Path
 import psutil
 import pyarrow.parquet as pq
 import pytest
-from helpers import DEMO, kill_mid_shard, run_cli, shard_files
+from helpers import DEMO, kill_before_commit, run_cli, shard_files
 
 SHARD_SIZE = 8
 ARGS = ["--layout", "folder", "--stages", "index,audio", "--set", f"index.shard_size={SHARD_SIZE}", "--max-failed", "1", "--workers", "1"]
@@ -38,13 +38,7 @@ def reference(corpus, tmp_path_factory) -> Path:
 
 @pytest.mark.parametrize("target", ["worker", "main"])
 def test_sigkill_mid_shard_then_rerun_is_identical(corpus, reference, tmp_path, target):
-    for _attempt in range(5):
-        out = tmp_path / f"out{_attempt}"
-        shard, worker = kill_mid_shard(corpus, out, ARGS, target=target)
-        if not (out / f"_done/audio/shard-{shard:05d}.json").exists():
-            break
-    else:
-        pytest.fail("could not interrupt a shard before its commit in 5 attempts")
+    out, _, worker = kill_before_commit(corpus, tmp_path, ARGS, target=target)
     deadline = time.time() + 10  # a killed run takes its workers with it (no orphan keeps writing)
     while psutil.pid_exists(worker) and psutil.Process(worker).status() != psutil.STATUS_ZOMBIE:
         assert time.time() < deadline, "worker outlived its killed run"

@@ -5,7 +5,7 @@ videos live in the shard's temporary folder)."""
 
 import pyarrow.parquet as pq
 import pytest
-from helpers import DEMO, ROOT, kill_mid_shard, run_cli, shard_files
+from helpers import DEMO, ROOT, kill_before_commit, run_cli, shard_files
 
 FAKE_OPENFACE = ROOT / "tests" / "fake_openface" / "FeatureExtraction"
 COMMON = ["--layout", "folder", "--set", "index.shard_size=2", "--workers", "1", "--max-failed", "0.2"]
@@ -29,13 +29,7 @@ def test_sigkill_mid_shard_of_a_lever_then_rerun_is_identical(tmp_path, fake_ope
     args = [*COMMON, *LEVERS[stage]]
     reference = tmp_path / "reference"
     run_cli("extract", "--src", str(corpus), "--out", str(reference), *args, check=True)
-    for attempt in range(5):
-        out = tmp_path / f"out{attempt}"
-        shard, _ = kill_mid_shard(corpus, out, args, stage, timeout=300, clips_done=0 if stage == "asr" else 2)
-        if not (out / f"_done/{stage}/shard-{shard:05d}.json").exists():
-            break
-    else:
-        pytest.fail("could not interrupt a shard before its commit in 5 attempts")
+    out, _, _ = kill_before_commit(corpus, tmp_path, args, stage, timeout=300, clips_done=0 if stage == "asr" else 2)
     proc = run_cli("extract", "--src", str(corpus), "--out", str(out), *args)
     assert proc.returncode == 0, proc.stderr
     assert shard_files(out) == shard_files(reference)
