@@ -197,8 +197,8 @@ class Trainer:
         if self.rank == 0:
             groups = dict.fromkeys(".".join(k.split(".")[:2 if k.startswith("modal_heads.") else 1]) for k in fresh)
             names = [f"{g} (from its model folder)" if g == "audio_encoder" else g for g in groups]
-            print(f"--init {printable(str(ckpt))}: weights loaded, except {', '.join(names)}, initialised from this run's seed "
-                  f"{self.cfg.seed}", file=sys.stderr)
+            print(f"--init {printable(str(ckpt))}: weights loaded, except {', '.join(names)}, initialised from this "
+                  f"run's seed {self.cfg.seed}", file=sys.stderr)
         return fresh
 
     def phase(self) -> str:
