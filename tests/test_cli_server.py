@@ -26,3 +26,12 @@ def test_commands_exit_with_their_status_and_their_cpu_is_counted(tmp_path):
                                  capture_output=True, text=True, env=env, timeout=120)
         assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr
         assert waited_children_cpu(server.pid) > 0  # ~16 ticks; the kernel reaping them (SIG_IGN) counted none
+
+
+def test_the_server_has_imported_what_the_commands_load_on_first_use(tmp_path):
+    """PRELOAD is imported before the first fork (seen from outside: scikit-learn's and matplotlib's compiled
+    modules are mapped in the server), so each command does not import it again."""
+    sock, env = tmp_path / "cli.sock", {**os.environ, "PYTHONPATH": str(ROOT)}
+    with cli_server.running(sock, env, ROOT) as server:
+        mapped = Path(f"/proc/{server.pid}/maps").read_text()
+    assert "/sklearn/" in mapped and "/matplotlib/" in mapped

@@ -19,7 +19,8 @@ from click.testing import CliRunner
 from PIL import Image
 
 import cli_server
-from helpers import readme_commands
+from conftest import DEMO_CFG
+from helpers import DEMO, readme_commands
 from shard_factory import make_shards
 
 from kebr_model.training import checkpoint
@@ -197,15 +198,22 @@ def _run_parts(line: str, tmp: Path, extra_train: list[str], moved: dict[str, Pa
     return done
 
 
-def test_the_readme_train_on_demo_command_runs(tmp_path):
+def test_the_readme_train_on_demo_command_runs(tmp_path, demo_all):
     """The README's third command as written (one epoch instead of five), after the first command's
-    pipeline: pre-train on the VoxCeleb demo, fine-tune on the labelled demo, evaluate; then eval --tsne."""
+    pipeline: pre-train on the VoxCeleb demo, fine-tune on the labelled demo, evaluate; then eval --tsne.
+    The first command's extract is the suite's shared demo run (conftest.demo_all, the same arguments: checked
+    here), copied to demo-features; its other commands run as written."""
     assert (ROOT / "demo/mmsa/label.csv").is_file(), "labelled demo missing: python demo/make_mmsa_demo.py"
     line = readme_command("# 3.")
     assert all(f"kebr-train {c}" in line for c in ("pretrain", "finetune", "eval", "predict"))
     eval_line = next(part for part in line.split(" && ") if part.startswith("kebr-train eval"))
+    first = readme_commands("# 1.")
+    extract = next(part for part in first if part.startswith("kebr-data extract"))
+    src, cfg = (str(path.relative_to(ROOT)) for path in (DEMO, DEMO_CFG))
+    assert extract == shlex.join(["kebr-data", "extract", "--src", src, "--out", "demo-features", "--config", cfg])
+    shutil.copytree(demo_all[0], tmp_path / "demo-features")
     with readme_runner(tmp_path) as run_readme_line:
-        run_readme_line(readme_command("# 1."), [])
+        run_readme_line(" && ".join(part for part in first if part != extract), [])
         procs = run_readme_line(line, ["--set", "epochs=1"])
         # the demo has no visual features (no OpenFace): t-SNE crashed on their all-zero block (exit 139)
         run_readme_line(f"{eval_line} --split train --tsne demo-runs/tsne.png", [])
