@@ -5,7 +5,7 @@ import os
 import shutil
 
 import pytest
-from helpers import ROOT, extract_demo, run_cli, shard_files
+from helpers import ROOT, run_cli, shard_files
 
 from kebr_data.executors import LocalExecutor
 
