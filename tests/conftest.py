@@ -49,7 +49,9 @@ def shared_demo_run(tmp_path_factory: pytest.TempPathFactory, stages: str) -> tu
     """`kebr-data extract` of the demo with pipelines/demo.toml and `stages` ('' = the file's own), run once per
     suite: the first xdist worker to ask runs it under a lock in the folder the workers share, the others (and
     its later callers) wait for it and get the same folder. Returns the folder and the run's stderr. Tests only
-    read the folder; one that writes there (or reruns, masks, ...) copies it first."""
+    read the folder; one that writes there (or reruns, masks, ...) copies it first. `stages` run on one worker
+    (a second one pays the stages' imports and kernel loads again for the same bytes: 6.6 vs 10.3 CPU-s for
+    index,audio,acoustic); the file's own stages on the default workers (test_engine.py compares one worker)."""
     from helpers import extract_demo, run_cli
 
     base = tmp_path_factory.getbasetemp()
@@ -61,7 +63,7 @@ def shared_demo_run(tmp_path_factory: pytest.TempPathFactory, stages: str) -> tu
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not done.is_file():
             shutil.rmtree(out, ignore_errors=True)  # a run whose worker died half-way
-            proc = (extract_demo(out, stages, check=True) if stages else
+            proc = (extract_demo(out, stages, "--workers", "1", check=True) if stages else
                     run_cli("extract", "--src", str(DEMO), "--out", str(out), "--config", str(DEMO_CFG), check=True))
             done.write_text(proc.stderr)
     return out, done.read_text()

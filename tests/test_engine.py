@@ -96,7 +96,7 @@ def test_truncated_table_with_marker_is_recomputed(tmp_path, demo_run):
 def test_changed_config_is_refused_until_force(tmp_path, demo_run):
     out = tmp_path / "f"
     shutil.copytree(demo_run[0], out)
-    audio = ("--stages", "index,audio")  # what is checked; asr and acoustic would only add time
+    audio = ("--stages", "index,audio", "--workers", "1")  # what is checked; asr, acoustic, a 2nd worker: only time
     proc = extract(None, out, *audio, "--set", "audio.sample_rate=16000", check=False)
     assert proc.returncode == 2
     assert "--force" in proc.stderr and "2 shard(s) were made with another audio config" in proc.stderr
@@ -115,7 +115,7 @@ def test_other_source_needs_replan(tmp_path, demo_run, demo_src):
     shutil.rmtree(src / "mp4/id00003")
     proc = extract(src, out, "--stages", "index,audio", check=False)
     assert proc.returncode == 2 and "--replan" in proc.stderr
-    proc = extract(src, out, "--stages", "index,audio", "--replan")
+    proc = extract(src, out, "--stages", "index,audio", "--replan", "--workers", "1")
     plan = json.loads((out / "_done/plan.json").read_text())
     assert plan["clips"] == 6 and plan["num_shards"] == 2
     audio = pq.read_table(out / "audio").to_pylist()
@@ -124,7 +124,8 @@ def test_other_source_needs_replan(tmp_path, demo_run, demo_src):
 
 
 def test_max_failed_sets_the_exit_code(tmp_path, demo_src):
-    proc = extract(demo_src, tmp_path / "f", "--stages", "index,audio", "--max-failed", "0.05", check=False)
+    proc = extract(demo_src, tmp_path / "f", "--stages", "index,audio", "--max-failed", "0.05", "--workers", "1",
+                   check=False)
     assert proc.returncode == 1
     assert "12.5% of clips failed, above --max-failed 5.0%" in proc.stderr
 

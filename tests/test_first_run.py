@@ -86,6 +86,28 @@ def test_librosa_kernels_compile_once_before_the_workers(tmp_path):
     assert shard_files(tmp_path / "a") == shard_files(tmp_path / "b")
 
 
+def test_a_warmed_cache_is_not_warmed_up_again(tmp_path):
+    """On a cache that has seen the acoustic stage (its marker and kernels), the parent does not load librosa
+    and its kernels before the workers start: the spawned workers load them themselves anyway."""
+    import subprocess
+    import sys
+
+    from kebr_data.features.numba_cache import cached_kernels
+
+    code = ("import sys; from kebr_data import config; from kebr_data.features.numba_cache import first_use, "
+            "use_numba_cache; from kebr_data.stages.acoustic import AcousticStage\n"
+            "stage = AcousticStage(config.load()['acoustic'])\n"
+            "with first_use(stage.kernel_key()): pass  # the marker a finished first clip leaves\n"
+            "(use_numba_cache() / 'kernel.nbi').touch()\n"
+            "stage.warm_up(print)\n"
+            "print('librosa' in sys.modules)")
+    env = {**os.environ, "KEBR_CACHE_DIR": str(tmp_path), "NUMBA_CACHE_DIR": ""}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "False\n"  # nothing said, librosa never imported
+    assert cached_kernels(tmp_path / "numba") == {"kernel.nbi"}  # and nothing compiled
+
+
 def test_numba_cache_dir_defaults(monkeypatch, tmp_path):
     from kebr_data.features.numba_cache import numba_cache_dir
 

@@ -32,7 +32,7 @@ def test_retry_failed_redoes_only_failed_rows_and_refreshes_downstream(tmp_path,
     flaky.chmod(0o755)
     out = tmp_path / "f"
     run_cli("extract", "--src", str(demo_src), "--out", str(out), *ARGS, "--set", f"audio.ffmpeg='{flaky}'",
-            "--set", "audio.timeout_s=1", "--max-failed", "1", check=True)
+            "--set", "audio.timeout_s=1", "--max-failed", "1", "--workers", "1", check=True)
     rows = {r["clip_id"]: r for r in pq.read_table(out / "audio").to_pylist()}
     assert rows["id00001/kEbRdEmOa01/00002"]["error"] == "timeout"
     before = shard_files(out)

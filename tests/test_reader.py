@@ -21,10 +21,11 @@ STAGES = ("plan", "audio", "acoustic", "mask")
 
 @pytest.fixture(scope="module")
 def features(tmp_path_factory):
-    """The labelled demo (8 clips, 2 shards) through index, audio, acoustic and mask (given text)."""
+    """The labelled demo (8 clips, 2 shards) through index, audio, acoustic and mask (given text), on one worker
+    (a second pays the acoustic stage's imports and kernel loads again: 10.3 -> 6.6 CPU-s)."""
     out = tmp_path_factory.mktemp("reader") / "features"
     run_cli("extract", "--src", str(ROOT / "demo/mmsa"), "--out", str(out), "--config",
-            str(ROOT / "pipelines/demo_mmsa.toml"), check=True)
+            str(ROOT / "pipelines/demo_mmsa.toml"), "--workers", "1", check=True)
     run_cli("mask", "--out", str(out), check=True)
     return out
 

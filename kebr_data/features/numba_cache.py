@@ -78,7 +78,7 @@ def first_use(key: str, on_wait: Callable[[], None] | None = None) -> Iterator[N
         yield
         return
     cache = use_numba_cache()
-    marker = cache / f".warmed-{key}-{_librosa_version()}"
+    marker = _marker(cache, key)
     if marker.is_file():
         _first_done.add(key)
         yield
@@ -88,6 +88,17 @@ def first_use(key: str, on_wait: Callable[[], None] | None = None) -> Iterator[N
         with contextlib.suppress(OSError):  # a marker never written only costs a lock next time
             os.close(os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644))
     _first_done.add(key)
+
+
+def warmed(key: str) -> bool:
+    """Whether the cache has seen `key` with this librosa (first_use's marker) and holds kernels: a parent
+    need not warm it up for its workers again."""
+    cache = use_numba_cache()
+    return _marker(cache, key).is_file() and bool(cached_kernels(cache))
+
+
+def _marker(cache: Path, key: str) -> Path:
+    return cache / f".warmed-{key}-{_librosa_version()}"
 
 
 def _librosa_version() -> str:
