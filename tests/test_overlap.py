@@ -52,12 +52,13 @@ def test_sigkill_mid_overlapped_run_then_status_and_rerun(reference, tmp_path):
     finally:
         proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL, "the run finished before it could be interrupted"
-    status = run_cli("status", "--out", str(out), check=True).stdout
-    audio, melspec = (int(re.search(rf"{stage}\s*│\s*(\d)/4", status).group(1)) for stage in ("audio", "melspec"))
-    assert 1 <= melspec <= audio < 4, status
+    committed = tuple(len(list(out.glob(f"_done/{stage}/shard-*.json"))) for stage in ("audio", "melspec"))
+    if not (committed[1] >= 1 and committed[0] < 4):  # a shard may commit between the poll and the signal
+        pytest.fail(f"the kill did not land with both stages partly done (committed audio, melspec: {committed})")
     # status reports what the markers say, not a count of its own: both stages partly done, as committed
-    committed = (len(list(out.glob(f"_done/{stage}/shard-*.json"))) for stage in ("audio", "melspec"))
-    assert (audio, melspec) == tuple(committed), status
+    status = run_cli("status", "--out", str(out), check=True).stdout
+    shown = tuple(int(re.search(rf"{stage}\s*│\s*(\d)/4", status).group(1)) for stage in ("audio", "melspec"))
+    assert shown == committed, status
     proc = extract(out, *OVERLAP)
     assert shard_files(out) == shard_files(reference)
     for stage in ("audio", "melspec"):
