@@ -223,7 +223,6 @@ def main() -> None:
               f"One 1,000-clip shard ({t_big:.0f} s, 1 worker): peak RSS of the worker "
               f"{peak['worker'] / 2**20:.0f} MiB."]
     text = "\n".join(lines)
-    print(text)
     write_section("acoustic", "Acoustic stage: librosa 33-d features", text)
 
 

@@ -149,7 +149,6 @@ def main() -> None:
         f"{clips[i][1]} → {base_rows[i]['language']} ({base_rows[i]['language_prob']:.2f})"
         for i in range(len(clips)) if clips[i][1] != "en") + "."]
     text = "\n".join(lines)
-    print(text)
     write_section("asr", "ASR: tiny.en vs base, faster-whisper vs openai-whisper", text)
 
 

@@ -83,8 +83,9 @@ def report(lines: list[str], sets: dict, args: argparse.Namespace, load_before: 
         "(`bench/asr_packing_profile.py` below breaks it down).", "",
         "| model | clips | mode | CPU-s/clip | wall-s/clip | CPU vs one by one | WER (en) | label agreement | "
         "language exact | encoder share |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|", *lines])
-    print(text, flush=True)
-    if not args.clips:
+    if args.clips:  # a subset: printed, never written
+        print(text, flush=True)
+    else:
         write_section("asr-packing", "ASR: packed windows vs one clip per window", text)
 
 

@@ -265,7 +265,6 @@ def main() -> None:
         "extraction, tokenizer and Python.", "",
         "| run | phase | CPU-s/clip total | encode | generate | align | detect_language | rest |",
         "|---|---|---:|---:|---:|---:|---:|---:|", *lines, "", *[f"- {x}" for x in notes]])
-    print(text)
     write_section("asr-packing-profile", "ASR: where packed windows spend their CPU", text,
                   script="asr_packing_profile.py")
 

@@ -163,7 +163,6 @@ def main() -> None:
         "The last two columns put a clip's cost against a 30-s window of continuous speech "
         f"({tokens(WINDOW_S)} tokens), the unit of published GPU throughput figures: bench/pipeline.py's projection "
         "scales those by them."])
-    print(text)
     write_section("asr-turbo-shape", "ASR: the packing gain of large-v3-turbo's shape (CPU)", text)
 
 

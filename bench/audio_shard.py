@@ -84,7 +84,6 @@ def main() -> None:
     lines += ["", f"Peak RSS of the main process: {peak1['main'] / 2**20:.0f} MiB; of one ffmpeg: "
               f"{peak1['ffmpeg'] / 2**20:.0f} MiB."]
     text = "\n".join(lines)
-    print(text)
     write_section("audio-shard", "Audio stage: one 1,000-clip shard", text)
 
 

@@ -16,7 +16,9 @@ HEADER = "# Benchmark results\n\nEach section is written by the script named in 
 
 
 def write_section(key: str, title: str, body: str, script: str = "") -> None:
-    """Replace (or append) the section `key` of RESULTS.md (written by `script`, default from the key)."""
+    """Print `body` and replace (or append) the section `key` of RESULTS.md with it (written by `script`,
+    default from the key)."""
+    print(body)
     text = RESULTS.read_text() if RESULTS.exists() else HEADER
     block = (f"<!-- {key} -->\n## {title}\n\n_`bench/{script or key.replace('-', '_') + '.py'}`, "
              f"{time.strftime('%Y-%m-%d')}_\n\n{body.strip()}\n<!-- /{key} -->\n")

@@ -602,12 +602,10 @@ def main() -> None:
                         name = f"layernorm batch {b}"
                         results.setdefault(("ssl_audio", name), []).append(measure(work, "ssl_audio", name, args))
         text = report(results, forward_flops(models), args)
-        print(text)
         write_section("encoders", "Encoder and baseline stages vs the bare library calls, and a GPU projection", text)
     if args.long_minutes and not args.replay:
         long = {s: measure(work, s, "toolkit", args, args.long_minutes) for s in ("opensmile", "melspec") if s in stages}
         text = long_report(long, args.long_minutes)
-        print(text)
         write_section("encoders-long", "Encoder and baseline stages: a 30-minute clip", text, script="encoders.py")
 
 if __name__ == "__main__":

@@ -360,17 +360,14 @@ def main() -> None:
     if args.only in (None, "trainer"):
         with tempfile.TemporaryDirectory() as tmp:
             text = trainer_trials(args.trials, random.Random(args.seed), Path(tmp))
-        print(text)
         write_section("faults-trainer", "Fault injection: SIGKILL during pre-training, then resume", text, "faults.py")
     if args.only in (None, "nan"):
         with tempfile.TemporaryDirectory() as tmp:
             text = nan_trials(args.trials, random.Random(args.seed), Path(tmp))
-        print(text)
         write_section("faults-nan", "Fault injection: a non-finite loss in pre-training", text, "faults.py")
     if args.only in (None, "damaged"):
         with tempfile.TemporaryDirectory() as tmp:
             text = damaged_trials(args.trials, random.Random(args.seed), Path(tmp))
-        print(text)
         write_section("faults-damaged", "Fault injection: a damaged newest checkpoint, then resume", text, "faults.py")
     if args.only in (None, "pipeline"):
         pipeline_trials(args)
@@ -412,7 +409,6 @@ def pipeline_trials(args: argparse.Namespace) -> None:
     lines += [f"| {t} | {d} | {tg} | {st} | {'yes' if same else 'NO'} | {'yes' if intact else 'NO'} | {rec:.1f} |"
               for t, d, tg, st, same, intact, rec in results]
     text = "\n".join(lines)
-    print(text)
     write_section("faults", "Fault injection: SIGKILL at random moments", text)
 
 

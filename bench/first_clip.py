@@ -163,7 +163,6 @@ After: the compilation happens once per machine (per cache folder), before the w
 progress line `acoustic: compiling librosa kernels (once, into ...)`; the markers' wall times and the
 throughput figures no longer contain it. Later runs and every further worker load the cached kernels.
 """
-    print(body)
     write_section("first-clip", "Acoustic stage: the first clip on a cold numba cache", body)
 
 

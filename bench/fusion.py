@@ -135,7 +135,6 @@ def step_costs(args: argparse.Namespace) -> None:
                     f"{c.saved_bytes(h, mask) / mib:.1f} | {16 * c.n_params() / mib:.1f} | {c.n_params():,} | "
                     f"{flops / 1e9:.3f} |")
     table = "\n".join(rows)
-    print(table)
     spread = max(max(c.wall) / min(c.wall) for c in contenders)
     body = (f"Batch {args.batch}, shapes text 39 × 768, audio 400 × 33, visual 55 × 709 (the released KEBR "
             f"features; BERT-base width), a quarter of the batch padded to 3/4 length. A step is fusion + "
@@ -283,7 +282,6 @@ def recovery(args: argparse.Namespace) -> None:
         rows.append(f"| {name} | {reads} | {mae:.3f} ({e_mae:.3f}) | {cell(r, 'MAE')} | {corr:.3f} ({e_corr:.3f}) | "
                     f"{cell(r, 'Corr')} | {float(r['Corr_mean']) / corr:.2f} | {int(r['params']):,} |")
     table = "\n".join(rows)
-    print(table)
     body = (f"Which fusion recovers the most of a label whose parts each modality carries: label = t + a + v, "
             f"independent, with variances {SHARES['text']} (text: the value of the sentence's one number word, 10 "
             f"evenly spaced values), {SHARES['audio']} (audio: a·(+1, −1, +1, ...) in each of 20-40 frames of "

@@ -276,8 +276,8 @@ def main() -> None:
         "| model | clip | windows | batch | windows/s | clips/s | tokens per clip | memory in use (GiB) |",
         "|---|---|---|---:|---:|---:|---:|---:|", *asr, "",
         "| encoder stage | batch | clips/s | peak memory (GiB) |", "|---|---:|---:|---:|", *enc])
-    print(text)
     if args.out:
+        print(text)
         args.out.write_text(text + "\n")
     else:
         write_section("gpu", "GPU: batched, packed ASR and the encoder stages", text)

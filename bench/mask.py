@@ -56,7 +56,6 @@ def main() -> None:
         lines.append(f"| {length} | {n} | {ours * 1e6:.1f} | {peer * 1e6:.1f} | {peer / ours:.1f}× faster |")
     text = ("One core, best of 3. Masking looks every word up once (plus multi-word entries); a VADER "
             "pass over the same text is the natural yardstick.\n\n" + "\n".join(lines))
-    print(text)
     write_section("mask", "Mask stage: time per transcript", text)
 
 

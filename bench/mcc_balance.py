@@ -109,7 +109,6 @@ def main() -> None:
         lines.append(f"| {name} | {mean_std([get(r) for r in results[False]])} | "
                      f"{mean_std([get(r) for r in results[True]])} |")
     table = "\n".join(lines)
-    print(table)
     body = (f"Synthetic imbalance: label = 0.5·text + 1.25·audio + 1.25·visual, audio easy (signal in all "
             f"{A_DIM} dims, noise 0.3), visual hard (signal in 1 of {V_DIM} dims, noise 1.5); {args.clips} clips "
             f"(3:1:1 train/valid/test), frozen MiniLM, 1 TCMF layer, batch 8, {args.epochs} epochs, lr 2e-3, "

@@ -176,7 +176,6 @@ def main() -> None:
               "beside the cores does not; the rest is the first shard's audio, which nothing overlaps, the last "
               "shard's tail, and Ray's task start-up."]
     text = "\n".join(lines)
-    print(text)
     write_section("overlap", "Overlapped stages: ASR beside the CPU stages", text)
 
 

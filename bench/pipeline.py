@@ -412,7 +412,6 @@ def main() -> None:
               "beside the CPU stages: the projection section); the shared file system keeps up (audio FLAC is ~0.15 MB per "
               "clip, features ~0.06 MB acoustic, ~0.7 MB visual)."]
     text = "\n".join(lines)
-    print(text)
     write_section("pipeline", "Pipeline throughput and the VoxCeleb2 projection", text)
     write_projection()
 
@@ -421,7 +420,6 @@ def write_projection() -> None:
     """The `projection` section from the pipeline section's measured rates and the levers' inputs."""
     per_core_hour, mean_s = recorded_per_core_hour()
     text = "\n".join(levers_projection(per_core_hour, mean_s))
-    print(text)
     write_section("projection", "VoxCeleb2 on one node in a day? The four levers on and off", text, script="pipeline.py")
 
 

@@ -116,7 +116,6 @@ def main() -> None:
             f"\n\npredict / (extract + eval), CPU: {ratio:.2f}. predict loads the model once and batches the "
             "clips as eval does; it saves eval's second process start and its re-reading of the tables.")
     write_section("predict", "predict vs extract + eval", body)
-    print("\n".join(lines))
 
 
 if __name__ == "__main__":

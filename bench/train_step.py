@@ -133,7 +133,6 @@ def main() -> None:
                       f"input is {step_s / load_s:.0f}× faster than the step. A GPU step is 50-100× faster than "
                       "this CPU one, so set `num_workers` to 2-4 there to keep input ahead."]
     text = "\n".join(lines)
-    print(text)
     write_section("train-step", "Trainer: MCC cost per step and input throughput", text)
 
 

@@ -92,7 +92,6 @@ def main() -> None:
               "speed); later runs and every epoch only stat the tables, and re-hash one only when its size, mtime, "
               "ctime or inode changed."]
     text = "\n".join(lines)
-    print(text)
     write_section("verify-tables", "Trainer: verifying the stage tables' sha256 against their markers", text)
 
 

@@ -202,7 +202,6 @@ def main() -> None:
         lines += ["", "The stage against bare FeatureExtraction: not measured here (OpenFace is not installed on this "
                       "machine); run this script inside the docker image, or with --openface PATH."]
     out = "\n".join(lines)
-    print(out)
     write_section("visual", "Visual stage: OpenFace CSV parsing, and the stage against bare OpenFace", out)
 
 

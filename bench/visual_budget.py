@@ -133,7 +133,6 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args()
     out = "\n".join(measure(args.clips, args.repeats))
-    print(out)
     write_section("visual-budget", "Visual stage: the frame budget (visual.max_frames, visual.max_fps)", out)
 
 
